@@ -1,0 +1,11 @@
+// The subcommands of the `emovlm` binary; each file adds one and stays thin (parse, call, print).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace emovlm::cli {
+
+void add_inspect_command(CLI::App& app);
+void add_preprocess_command(CLI::App& app);
+
+}  // namespace emovlm::cli

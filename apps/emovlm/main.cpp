@@ -1,0 +1,28 @@
+// emovlm: one binary, one subcommand per stage. Errors print one line and exit non-zero.
+#include <exception>
+#include <iostream>
+
+#include "commands.h"
+#include "emovlm/core/progress.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"emovlm: visual emotion analysis with EmoVLM-KD (Qwen2-VL + a distilled ViT teacher + a gate)"};
+  app.set_version_flag("--version", std::string("emovlm ") + EMOVLM_VERSION);
+  app.require_subcommand(1);
+  bool quiet = false;
+  app.add_flag("-q,--quiet", quiet, "no progress bars");
+  app.parse_complete_callback([&] {
+    if (quiet) emovlm::Progress::set_enabled_globally(false);
+  });
+  emovlm::cli::add_inspect_command(app);
+  emovlm::cli::add_preprocess_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "emovlm: error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,41 @@
+// An 8-bit RGB image (row-major HxWx3) and decoding of JPEG and PNG files into it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace emovlm {
+
+struct RgbImage {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> pixels;  // [H, W, 3]
+
+  RgbImage() = default;
+  RgbImage(int w, int h) : width(w), height(h), pixels(static_cast<size_t>(w) * h * 3) {}
+  uint8_t* row(int y) { return pixels.data() + static_cast<size_t>(y) * width * 3; }
+  const uint8_t* row(int y) const { return pixels.data() + static_cast<size_t>(y) * width * 3; }
+  bool empty() const { return width == 0 || height == 0; }
+};
+
+struct DecodeOptions {
+  // Pillow's decompression-bomb limit; 0 disables the check.
+  int64_t max_pixels = 89478485;
+};
+
+// Decodes a JPEG or PNG file and converts it to RGB as Pillow's Image.convert("RGB") does:
+// grayscale is replicated, alpha is dropped (not composited), palettes are expanded, 16-bit
+// samples keep their high byte (16-bit grayscale clips at 255, as Pillow's I;16 -> RGB).
+// Other formats and corrupt or truncated files throw Error naming the file.
+RgbImage decode_image_file(const std::string& path, const DecodeOptions& options = {});
+RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string& name,
+                             const DecodeOptions& options = {});
+
+// Encodes as JPEG (baseline, libjpeg defaults: 4:2:0 chroma subsampling) or 8-bit RGB PNG.
+std::string encode_jpeg(const RgbImage& image, int quality = 90);
+std::string encode_png(const RgbImage& image);
+// Writes atomically; the format follows the extension (.jpg/.jpeg/.png).
+void write_image_file(const std::string& path, const RgbImage& image, int jpeg_quality = 90);
+
+}  // namespace emovlm

@@ -1,0 +1,203 @@
+// Decoding: the reference images as Pillow decodes them, every PNG color type, and bad files.
+#include <gtest/gtest.h>
+#include <png.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/image/image.h"
+#include "test_util.h"
+
+using namespace emovlm;
+using emovlm::test::TempDir;
+
+namespace {
+
+// Writes a PNG of any color type / bit depth with libpng (samples given big-endian for 16 bit).
+void write_png(const std::string& path, int w, int h, int color, int depth, const std::vector<uint8_t>& raw,
+               const std::vector<png_color>& palette = {}, bool interlace = false) {
+  FILE* fp = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(fp, nullptr);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_init_io(png, fp);
+  png_set_IHDR(png, info, w, h, depth, color, interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (!palette.empty()) png_set_PLTE(png, info, palette.data(), static_cast<int>(palette.size()));
+  png_write_info(png, info);
+  const size_t rowbytes = raw.size() / h;
+  std::vector<png_bytep> rows(h);
+  for (int y = 0; y < h; ++y) rows[y] = const_cast<png_bytep>(raw.data() + y * rowbytes);
+  png_write_image(png, rows.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  std::fclose(fp);
+}
+
+std::vector<uint8_t> rgb_of(const TensorView& t) { return std::vector<uint8_t>(t.data, t.data + t.nbytes); }
+
+std::string decode_error(const std::string& path, DecodeOptions opt = {}) {
+  try {
+    decode_image_file(path, opt);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+// Every image of the fixture: PNG decodes exactly as Pillow's convert("RGB"), JPEG within 1 level.
+TEST(ImageDecode, MatchesPillowOnReferenceImages) {
+  json cases = read_json_file(test::ref_path("qwen2vl_tiny/cases.json"));
+  auto expected = SafeTensorsFile::open(test::ref_path("qwen2vl_tiny/expected.safetensors"));
+  ASSERT_FALSE(cases["images"].empty());
+  for (const auto& c : cases["images"]) {
+    const std::string name = c["name"], file = c["file"];
+    RgbImage img = decode_image_file(test::ref_path("images/" + file));
+    const TensorView& rgb = expected->get(name + ".rgb");
+    ASSERT_EQ(rgb.shape, (std::vector<int64_t>{img.height, img.width, 3})) << name;
+    EXPECT_EQ(img.width, c["width"].get<int>());
+    std::vector<uint8_t> ref = rgb_of(rgb);
+    int max_diff = 0;
+    for (size_t i = 0; i < ref.size(); ++i) max_diff = std::max(max_diff, std::abs(int(ref[i]) - int(img.pixels[i])));
+    const bool jpeg = file.size() > 4 && (file.substr(file.size() - 4) == ".jpg" || file.substr(file.size() - 5) == ".jpeg");
+    EXPECT_LE(max_diff, jpeg ? 1 : 0) << name << " (" << file << ")";
+  }
+}
+
+TEST(ImageDecode, PngColorTypesConvertLikePillow) {
+  TempDir dir;
+  const int w = 5, h = 3;
+  // 8-bit gray
+  std::vector<uint8_t> g(w * h);
+  for (int i = 0; i < w * h; ++i) g[i] = static_cast<uint8_t>(i * 17);
+  write_png(dir / "g8.png", w, h, PNG_COLOR_TYPE_GRAY, 8, g);
+  RgbImage a = decode_image_file(dir / "g8.png");
+  for (int i = 0; i < w * h; ++i)
+    for (int c = 0; c < 3; ++c) EXPECT_EQ(a.pixels[3 * i + c], g[i]);
+
+  // 16-bit gray: Pillow's I;16 -> RGB clips at 255
+  std::vector<uint8_t> g16(w * h * 2);
+  const uint16_t vals[] = {0, 7, 255, 256, 40000};
+  for (int i = 0; i < w * h; ++i) {
+    uint16_t v = vals[i % 5];
+    g16[2 * i] = v >> 8, g16[2 * i + 1] = v & 0xff;
+  }
+  write_png(dir / "g16.png", w, h, PNG_COLOR_TYPE_GRAY, 16, g16);
+  RgbImage b = decode_image_file(dir / "g16.png");
+  for (int i = 0; i < w * h; ++i) EXPECT_EQ(b.pixels[3 * i], std::min<int>(vals[i % 5], 255)) << i;
+
+  // 16-bit RGBA: high byte kept, alpha dropped
+  std::vector<uint8_t> rgba16(w * h * 8);
+  for (size_t i = 0; i < rgba16.size(); ++i) rgba16[i] = static_cast<uint8_t>(i * 31);
+  write_png(dir / "rgba16.png", w, h, PNG_COLOR_TYPE_RGBA, 16, rgba16);
+  RgbImage c = decode_image_file(dir / "rgba16.png");
+  for (int i = 0; i < w * h; ++i)
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(c.pixels[3 * i + k], rgba16[8 * i + 2 * k]);
+
+  // 8-bit RGBA with transparency: alpha dropped, not composited
+  std::vector<uint8_t> rgba(w * h * 4);
+  for (size_t i = 0; i < rgba.size(); ++i) rgba[i] = static_cast<uint8_t>(i % 4 == 3 ? 0 : i * 5);
+  write_png(dir / "rgba8.png", w, h, PNG_COLOR_TYPE_RGBA, 8, rgba);
+  RgbImage d = decode_image_file(dir / "rgba8.png");
+  for (int i = 0; i < w * h; ++i)
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(d.pixels[3 * i + k], rgba[4 * i + k]);
+
+  // gray + alpha
+  std::vector<uint8_t> ga(w * h * 2);
+  for (int i = 0; i < w * h; ++i) ga[2 * i] = static_cast<uint8_t>(200 - i), ga[2 * i + 1] = 10;
+  write_png(dir / "ga.png", w, h, PNG_COLOR_TYPE_GRAY_ALPHA, 8, ga);
+  RgbImage e = decode_image_file(dir / "ga.png");
+  for (int i = 0; i < w * h; ++i) EXPECT_EQ(e.pixels[3 * i + 1], 200 - i);
+
+  // palette, 4 bits per index
+  std::vector<png_color> pal = {{10, 20, 30}, {200, 100, 50}, {0, 255, 0}};
+  std::vector<uint8_t> idx(h * 3);  // 5 pixels at 4 bits = 3 bytes per row
+  for (int y = 0; y < h; ++y) idx[3 * y] = 0x01, idx[3 * y + 1] = 0x20, idx[3 * y + 2] = 0x10;
+  write_png(dir / "pal.png", w, h, PNG_COLOR_TYPE_PALETTE, 4, idx, pal);
+  RgbImage f = decode_image_file(dir / "pal.png");
+  const int expect_idx[] = {0, 1, 2, 0, 1};
+  for (int x = 0; x < w; ++x) {
+    EXPECT_EQ(f.pixels[3 * x], pal[expect_idx[x]].red) << x;
+    EXPECT_EQ(f.pixels[3 * x + 2], pal[expect_idx[x]].blue) << x;
+  }
+
+  // 1-bit gray: 0 -> 0, 1 -> 255 (Pillow's mode "1")
+  std::vector<uint8_t> bits(h, 0xA0);  // 1,0,1,0,0
+  write_png(dir / "g1.png", w, h, PNG_COLOR_TYPE_GRAY, 1, bits);
+  RgbImage g1 = decode_image_file(dir / "g1.png");
+  EXPECT_EQ(g1.pixels[0], 255);
+  EXPECT_EQ(g1.pixels[3], 0);
+  EXPECT_EQ(g1.pixels[6], 255);
+
+  // interlaced RGB decodes to the same pixels as non-interlaced
+  std::vector<uint8_t> rgb(w * h * 3);
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = static_cast<uint8_t>(i * 13);
+  write_png(dir / "il.png", w, h, PNG_COLOR_TYPE_RGB, 8, rgb, {}, true);
+  EXPECT_EQ(decode_image_file(dir / "il.png").pixels, rgb);
+}
+
+TEST(ImageDecode, EncodeDecodeRoundTrip) {
+  TempDir dir;
+  RgbImage img(31, 17);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>((i * 7) % 256);
+  write_image_file(dir / "x.png", img);
+  EXPECT_EQ(decode_image_file(dir / "x.png").pixels, img.pixels);
+  // JPEG is lossy: a smooth image survives at high quality within a few levels
+  RgbImage smooth(64, 48);
+  for (int y = 0; y < 48; ++y)
+    for (int x = 0; x < 64; ++x)
+      for (int c = 0; c < 3; ++c) smooth.row(y)[3 * x + c] = static_cast<uint8_t>(x * 2 + y + c * 20);
+  write_image_file(dir / "x.jpg", smooth, 95);
+  RgbImage back = decode_image_file(dir / "x.jpg");
+  ASSERT_EQ(back.width, 64);
+  int max_diff = 0;
+  for (size_t i = 0; i < back.pixels.size(); ++i)
+    max_diff = std::max(max_diff, std::abs(int(back.pixels[i]) - int(smooth.pixels[i])));
+  EXPECT_LE(max_diff, 8);
+  EXPECT_THROW(write_image_file(dir / "x.gif", img), Error);
+}
+
+TEST(ImageDecode, BadFilesNameTheFile) {
+  TempDir dir;
+  std::string png = read_file(test::ref_path("images/img_b.png"));
+  std::string jpg = read_file(test::ref_path("images/img_c.jpg"));
+  write_file_atomic(dir / "trunc.png", png.substr(0, png.size() / 2));
+  write_file_atomic(dir / "trunc.jpg", jpg.substr(0, jpg.size() / 2));
+  write_file_atomic(dir / "anim.gif", std::string("GIF89a") + std::string(40, '\0'));
+  write_file_atomic(dir / "noise.jpg", std::string("hello, this is not an image"));
+  write_file_atomic(dir / "empty.png", "");
+  std::string bad_crc = png;
+  bad_crc[20] ^= 0x55;  // inside IHDR
+  write_file_atomic(dir / "crc.png", bad_crc);
+
+  struct Case {
+    std::string file, expect;
+  };
+  for (const Case& c : std::vector<Case>{{"trunc.png", "corrupt PNG"},
+                                         {"trunc.jpg", "truncated"},
+                                         {"anim.gif", "unsupported image format GIF"},
+                                         {"noise.jpg", "not a JPEG or PNG"},
+                                         {"empty.png", "empty file"},
+                                         {"crc.png", "corrupt PNG"},
+                                         {"missing.png", "cannot open"}}) {
+    std::string err = decode_error(dir / c.file);
+    EXPECT_NE(err.find(c.expect), std::string::npos) << c.file << ": " << err;
+    EXPECT_NE(err.find(dir / c.file), std::string::npos) << c.file << ": " << err;
+  }
+}
+
+TEST(ImageDecode, DecompressionBombLimit) {
+  const std::string path = test::ref_path("images/img_b.png");  // 233 x 150 = 34950 pixels
+  DecodeOptions small;
+  small.max_pixels = 34949;
+  EXPECT_NE(decode_error(path, small).find("exceeds the limit of 34949 pixels"), std::string::npos);
+  small.max_pixels = 34950;
+  EXPECT_EQ(decode_error(path, small), "");
+  small.max_pixels = 0;  // no limit
+  EXPECT_EQ(decode_error(path, small), "");
+  EXPECT_EQ(DecodeOptions{}.max_pixels, 89478485);
+}

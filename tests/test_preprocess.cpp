@@ -1,0 +1,114 @@
+// Qwen2-VL and ViT preprocessing against the reference processors' outputs (fixture-driven).
+#include <gtest/gtest.h>
+
+#include "emovlm/core/error.h"
+#include "emovlm/image/preprocess.h"
+#include "test_util.h"
+
+using namespace emovlm;
+
+namespace {
+
+RgbImage rgb_from_fixture(const TensorView& t) {
+  RgbImage img(static_cast<int>(t.shape[1]), static_cast<int>(t.shape[0]));
+  std::memcpy(img.pixels.data(), t.data, t.nbytes);
+  return img;
+}
+
+bool is_png(const std::string& file) { return file.size() > 4 && file.substr(file.size() - 4) == ".png"; }
+
+}  // namespace
+
+TEST(SmartResize, KnownSizes) {
+  EXPECT_EQ(smart_resize(48, 64, 28, 3136, 12845056), (std::pair<int, int>{56, 56}));
+  EXPECT_EQ(smart_resize(150, 233, 28, 3136, 12845056), (std::pair<int, int>{140, 224}));
+  // round half to even: 42/28 = 1.5 -> 2, 70/28 = 2.5 -> 2
+  EXPECT_EQ(smart_resize(42, 70, 28, 1, 1 << 30), (std::pair<int, int>{56, 56}));
+  // too many pixels: scaled down, floored to the factor
+  auto [h, w] = smart_resize(4000, 6000, 28, 3136, 1003520);
+  EXPECT_LE(int64_t(h) * w, 1003520);
+  EXPECT_EQ(h % 28, 0);
+  EXPECT_EQ(w % 28, 0);
+  // too few pixels (including sizes that round to zero): scaled up, ceiled to the factor
+  auto [h2, w2] = smart_resize(10, 1000, 28, 3136, 12845056);
+  EXPECT_EQ(h2, 28);
+  EXPECT_EQ(w2, 560);
+  EXPECT_THROW(smart_resize(1, 500, 28, 3136, 12845056), Error);  // aspect ratio over 200
+}
+
+TEST(Qwen2VLPreprocess, ConfigFromReference) {
+  Qwen2VLImageConfig c = Qwen2VLImageConfig::from_dir(test::ref_path("qwen2vl_tiny"));
+  EXPECT_EQ(c.min_pixels, 3136);
+  EXPECT_EQ(c.max_pixels, 12845056);
+  EXPECT_EQ(c.resample, Filter::Bicubic);
+  EXPECT_FLOAT_EQ(c.image_std[2], 0.27577711f);
+  json bad = {{"min_pixels", 100}, {"max_pixels", 10}};
+  EXPECT_THROW(Qwen2VLImageConfig::from_json(bad, "x.json"), Error);
+  json newer = {{"size", {{"shortest_edge", 1000}, {"longest_edge", 20000}}}};
+  EXPECT_EQ(Qwen2VLImageConfig::from_json(newer, "y.json").max_pixels, 20000);
+}
+
+// From NAME.rgb and from PNG files: within 1e-5 of the PIL-backed processor, grid_thw exact.
+TEST(Qwen2VLPreprocess, MatchesReferenceProcessor) {
+  const std::string dir = test::ref_path("qwen2vl_tiny");
+  json cases = read_json_file(dir + "/cases.json");
+  auto expected = SafeTensorsFile::open(dir + "/expected.safetensors");
+  Qwen2VLImageConfig cfg = Qwen2VLImageConfig::from_dir(dir);
+  int checked = 0;
+  for (const auto& c : cases["images"]) {
+    const std::string name = c["name"], file = c["file"];
+    const std::string proc = c.value("reference_processor", std::string("pil"));
+    const TensorView& ref = expected->get(name + ".pixel_values." + proc);
+    std::vector<int64_t> grid = c["grid_thw." + proc].get<std::vector<int64_t>>();
+    std::vector<float> ref_v = test::as_floats(ref);
+
+    Qwen2VLPixels px = preprocess_qwen2vl(rgb_from_fixture(expected->get(name + ".rgb")), cfg);
+    EXPECT_EQ(std::vector<int64_t>(px.grid_thw.begin(), px.grid_thw.end()), grid) << name;
+    ASSERT_EQ(px.pixel_values.shape, ref.shape) << name;
+    EXPECT_LE(test::max_abs_diff(px.pixel_values.data, ref_v), 1e-5) << name << " from .rgb";
+
+    Qwen2VLPixels from_file = preprocess_qwen2vl(decode_image_file(test::ref_path("images/" + file)), cfg);
+    ASSERT_EQ(from_file.pixel_values.shape, ref.shape) << name;
+    if (is_png(file))
+      EXPECT_LE(test::max_abs_diff(from_file.pixel_values.data, ref_v), 1e-5) << name << " from " << file;
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+// ViT: the reference teacher's Resize + CenterCrop, and the HF processor's direct resize.
+TEST(VitPreprocess, MatchesReference) {
+  const std::string dir = test::ref_path("vit_tiny");
+  json cases = read_json_file(dir + "/cases.json");
+  auto expected = SafeTensorsFile::open(dir + "/expected.safetensors");
+  // The Pillow-decoded pixels live in the Qwen2-VL fixture; PNG files decode identically.
+  auto qwen = SafeTensorsFile::open(test::ref_path("qwen2vl_tiny/expected.safetensors"));
+  VitImageConfig cfg = VitImageConfig::from_dir(dir);
+  EXPECT_EQ(cfg.resample, Filter::Bilinear);
+  int checked = 0;
+  for (const auto& c : cases["images"]) {
+    const std::string name = c["name"], file = c["file"];
+    RgbImage img;
+    if (qwen->contains(name + ".rgb"))
+      img = rgb_from_fixture(qwen->get(name + ".rgb"));
+    else if (is_png(file))
+      img = decode_image_file(test::ref_path("images/" + file));
+    else
+      continue;  // a JPEG without Pillow's pixels cannot be compared at 1e-5
+    VitImageConfig crop_cfg = cfg;
+    crop_cfg.mode = VitResizeMode::ResizeCenterCrop;
+    FloatArray a = preprocess_vit(img, crop_cfg);
+    const TensorView& ref_a = expected->get(c.value("pixel_values", name + ".pixel_values.resize_centercrop"));
+    ASSERT_EQ(a.data.size() , ref_a.nbytes / 4) << name;
+    EXPECT_LE(test::max_abs_diff(a.data, test::as_floats(ref_a)), 1e-5) << name << " resize_centercrop";
+    if (expected->contains(name + ".pixel_values.hf_pil")) {
+      VitImageConfig direct = cfg;
+      direct.mode = VitResizeMode::Direct;
+      FloatArray b = preprocess_vit(img, direct);
+      EXPECT_LE(test::max_abs_diff(b.data, test::as_floats(expected->get(name + ".pixel_values.hf_pil"))), 1e-5)
+          << name << " hf_pil";
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}

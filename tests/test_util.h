@@ -1,0 +1,72 @@
+// Test helpers: where the reference fixtures are, and reading them without torch.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/safetensors.h"
+
+namespace emovlm::test {
+
+// EMOVLM_REFERENCE_DIR points at another fixture directory of the same format; the default is
+// the copy in tests/data/reference.
+inline std::string reference_dir() {
+  const char* env = std::getenv("EMOVLM_REFERENCE_DIR");
+  if (env && *env) return env;
+  return std::string(EMOVLM_TEST_DATA_DIR) + "/reference";
+}
+
+inline std::string ref_path(const std::string& rel) { return reference_dir() + "/" + rel; }
+
+// A fresh scratch directory under the system temp dir, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string templ = (std::filesystem::temp_directory_path() / "emovlm-test-XXXXXX").string();
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = buf.data();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline std::vector<float> as_floats(const TensorView& t) {
+  EXPECT_EQ(t.dtype, DType::F32) << t.name;
+  std::vector<float> v(t.nbytes / 4);
+  std::memcpy(v.data(), t.data, t.nbytes);
+  return v;
+}
+
+// max |a - b| over max |b|
+inline double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    num = std::max(num, std::fabs(double(a[i]) - b[i]));
+    den = std::max(den, std::fabs(double(b[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
+  return m;
+}
+
+}  // namespace emovlm::test
