@@ -28,8 +28,10 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
 #else
   (void)force_math;
 #endif
-  // [..., Tq, D] x [..., D, Tk] -> [..., Tq, Tk]
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * s;
+  // Scores and softmax in float32 (as the fused kernels accumulate): bf16 scores would round
+  // every logit to 8 bits before the softmax. [..., Tq, D] x [..., D, Tk] -> [..., Tq, Tk]
+  const auto wide = torch::promote_types(q.scalar_type(), torch::kFloat);
+  torch::Tensor scores = torch::matmul(q.to(wide), k.to(wide).transpose(-2, -1)) * s;
   if (is_causal) {
     const int64_t tq = q.size(-2), tk = k.size(-2);
     torch::Tensor causal =
@@ -42,10 +44,8 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
     else
       scores = scores + *mask;
   }
-  // softmax in float32 at least, as the fused kernels accumulate
-  torch::Tensor probs = torch::softmax(scores.to(torch::promote_types(scores.scalar_type(), torch::kFloat)), -1)
-                            .to(v.scalar_type());
-  return torch::matmul(probs, v);
+  torch::Tensor probs = torch::softmax(scores, -1);
+  return torch::matmul(probs, v.to(wide)).to(v.scalar_type());
 }
 
 // Number of intra-op threads the CPU path uses.

@@ -1,0 +1,73 @@
+// Building blocks shared by the models: Linear (the one place LoRA hooks in), LayerNorm,
+// RMSNorm, activations, and random initialisation for tests and benchmarks. Parameters are
+// allocated uninitialised (torch::empty) so that loading a large checkpoint never writes the
+// memory twice: the loader swaps in the mapped tensors.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace emovlm {
+
+// y = x W^T + b. weight [out, in], bias [out] (optional).
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined without bias
+
+ private:
+  int64_t in_, out_;
+};
+TORCH_MODULE(Linear);
+
+// Token embedding: weight [vocab, dim].
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t vocab, int64_t dim);
+  torch::Tensor forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+
+ private:
+  int64_t dim_;
+  double eps_;
+};
+TORCH_MODULE(LayerNorm);
+
+// Qwen2's RMSNorm: normalise in float32, scale in the input dtype.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+torch::Tensor quick_gelu(const torch::Tensor& x);  // x * sigmoid(1.702 x)
+torch::Tensor gelu_exact(const torch::Tensor& x);  // erf form
+torch::Tensor activation(const std::string& name, const torch::Tensor& x);  // gelu, quick_gelu, silu, gelu_pytorch_tanh
+
+// [..., D]: (-x2, x1) with x1, x2 the halves of the last dimension.
+torch::Tensor rotate_half(const torch::Tensor& x);
+
+// Fills every parameter: weights ~ N(0, std), biases ~ N(0, std), norm weights 1 (+ N(0, std) noise
+// when noisy_norms), norm biases 0. Deterministic for a seed.
+void init_random(torch::nn::Module& module, uint64_t seed, double std = 0.02, bool noisy_norms = false);
+
+}  // namespace emovlm

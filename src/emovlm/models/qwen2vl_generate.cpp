@@ -1,0 +1,230 @@
+// Qwen2-VL processor, generation and label scoring.
+#include "emovlm/models/qwen2vl_generate.h"
+
+#include <filesystem>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/text/chat.h"
+
+namespace emovlm {
+
+// ---------------------------------------------------------------------------------- processor
+
+Qwen2VLProcessor::Qwen2VLProcessor(Tokenizer tokenizer, Qwen2VLImageConfig image_config)
+    : tokenizer_(std::move(tokenizer)), image_config_(image_config) {
+  pad_id_ = tokenizer_.token_to_id("<|endoftext|>");
+  if (pad_id_ < 0) pad_id_ = 0;
+}
+
+Qwen2VLProcessor Qwen2VLProcessor::from_dir(const std::string& dir) {
+  return Qwen2VLProcessor(Tokenizer::from_dir(dir), Qwen2VLImageConfig::from_dir(dir));
+}
+
+Qwen2VLInputs Qwen2VLProcessor::build(const std::vector<VlmPrompt>& prompts) const {
+  if (prompts.empty()) throw Error("Qwen2VLProcessor: no prompts");
+  Qwen2VLInputs in;
+  std::vector<torch::Tensor> pixels;
+  std::vector<std::vector<int32_t>> ids;
+  size_t longest = 0;
+  for (const VlmPrompt& p : prompts) {
+    std::vector<int64_t> counts;
+    for (const RgbImage& img : p.images) {
+      Qwen2VLPixels px = preprocess_qwen2vl(img, image_config_);
+      counts.push_back(px.num_tokens(image_config_.merge_size));
+      in.grids.push_back(px.grid_thw);
+      pixels.push_back(to_tensor(px.pixel_values));
+    }
+    ids.push_back(tokenizer_.encode(expand_image_pads(p.text, counts)));
+    longest = std::max(longest, ids.back().size());
+  }
+  const int64_t B = static_cast<int64_t>(prompts.size()), T = static_cast<int64_t>(longest);
+  in.input_ids = torch::full({B, T}, pad_id_, torch::kInt64);
+  in.attention_mask = torch::zeros({B, T}, torch::kInt64);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = static_cast<int64_t>(ids[b].size()), off = T - n;  // left padding
+    for (int64_t i = 0; i < n; ++i) in.input_ids[b][off + i] = ids[b][i];
+    in.attention_mask[b].narrow(0, off, n).fill_(1);
+  }
+  if (!pixels.empty()) in.pixel_values = torch::cat(pixels, 0);
+  return in;
+}
+
+// --------------------------------------------------------------------------------- generation
+
+GenerationConfig GenerationConfig::from_dir(const std::string& dir) {
+  GenerationConfig g;
+  std::string p = (std::filesystem::path(dir) / "generation_config.json").string();
+  if (!std::filesystem::exists(p)) return g;
+  json j = read_json_file(p);
+  if (j.contains("max_new_tokens")) g.max_new_tokens = json_required<int>(j, "max_new_tokens", p);
+  if (j.contains("do_sample")) g.do_sample = json_required<bool>(j, "do_sample", p);
+  if (j.contains("temperature")) g.temperature = json_required<double>(j, "temperature", p);
+  if (j.contains("top_k")) g.top_k = json_required<int>(j, "top_k", p);
+  if (j.contains("top_p")) g.top_p = json_required<double>(j, "top_p", p);
+  if (j.contains("repetition_penalty")) g.repetition_penalty = json_required<double>(j, "repetition_penalty", p);
+  if (j.contains("eos_token_id")) {
+    if (j["eos_token_id"].is_array())
+      g.eos_token_ids = j["eos_token_id"].get<std::vector<int64_t>>();
+    else
+      g.eos_token_ids = {json_required<int64_t>(j, "eos_token_id", p)};
+  }
+  return g;
+}
+
+GenerationConfig GenerationConfig::merge(const GenerationConfig& file, const GenerationConfig& caller) {
+  GenerationConfig g = file;
+  if (caller.max_new_tokens) g.max_new_tokens = caller.max_new_tokens;
+  if (caller.do_sample) g.do_sample = caller.do_sample;
+  if (caller.temperature) g.temperature = caller.temperature;
+  if (caller.top_k) g.top_k = caller.top_k;
+  if (caller.top_p) g.top_p = caller.top_p;
+  if (caller.repetition_penalty) g.repetition_penalty = caller.repetition_penalty;
+  if (!caller.eos_token_ids.empty()) g.eos_token_ids = caller.eos_token_ids;
+  g.seed = caller.seed;
+  return g;
+}
+
+int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const GenerationConfig& cfg, at::Generator& gen) {
+  logits = logits.to(torch::kCPU).to(torch::kFloat32).contiguous().clone();
+  float* l = logits.data_ptr<float>();
+  const int64_t V = logits.numel();
+  const double rp = cfg.repetition_penalty.value_or(1.0);
+  if (rp != 1.0) {
+    std::vector<bool> done(static_cast<size_t>(V), false);
+    for (int64_t t : seen) {
+      if (t < 0 || t >= V || done[t]) continue;
+      done[t] = true;
+      l[t] = l[t] < 0 ? static_cast<float>(l[t] * rp) : static_cast<float>(l[t] / rp);
+    }
+  }
+  if (!cfg.sampling()) return logits.argmax().item<int64_t>();
+  const double temp = cfg.temperature.value_or(1.0);
+  if (temp <= 0) throw Error(cat("temperature must be positive, got ", temp));
+  if (temp != 1.0) logits.div_(temp);
+  const int top_k = cfg.top_k.value_or(0);
+  if (top_k > 0 && top_k < V) {
+    float kth = std::get<0>(logits.topk(top_k)).min().item<float>();
+    logits.masked_fill_(logits < kth, -std::numeric_limits<float>::infinity());
+  }
+  const double top_p = cfg.top_p.value_or(1.0);
+  if (top_p < 1.0) {
+    // keep the smallest set of top tokens whose probability reaches top_p (at least one)
+    auto [sorted, idx] = logits.sort(/*dim=*/-1, /*descending=*/false);
+    torch::Tensor cum = torch::softmax(sorted, -1).cumsum(-1);
+    torch::Tensor remove = cum <= (1.0 - top_p);
+    remove[V - 1] = false;
+    logits.index_put_({idx.masked_select(remove)}, -std::numeric_limits<float>::infinity());
+  }
+  torch::Tensor probs = torch::softmax(logits, -1);
+  return torch::multinomial(probs, 1, false, gen).item<int64_t>();
+}
+
+GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const GenerationConfig& cfg,
+                          const std::function<void(int64_t, int64_t)>& on_token) {
+  torch::NoGradGuard ng;
+  const int64_t B = inputs.input_ids.size(0);
+  std::vector<int64_t> eos = cfg.eos_token_ids;
+  if (eos.empty()) eos = {model.config().eos_token_id};
+  const int max_new = cfg.max_new_tokens_or(256);
+  at::Generator gen = at::detail::createCPUGenerator(cfg.seed);
+
+  KVCache cache;
+  Qwen2VLOutput out = model.forward(inputs, &cache, /*last_only=*/true);
+  torch::Tensor logits = out.logits.select(1, 0);  // [B, V]
+  torch::Tensor key_mask = inputs.attention_mask.defined() ? inputs.attention_mask.to(torch::kInt64)
+                                                           : torch::ones_like(inputs.input_ids);
+  GenerationResult res;
+  res.tokens.resize(B);
+  res.stopped.assign(B, false);
+  std::vector<std::vector<int64_t>> seen(B);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < inputs.input_ids.size(1); ++t)
+      if (key_mask[b][t].item<int64_t>()) seen[b].push_back(inputs.input_ids[b][t].item<int64_t>());
+  for (int step = 0; step < max_new; ++step) {
+    std::vector<int64_t> next(B, eos[0]);
+    bool all_done = true;
+    for (int64_t b = 0; b < B; ++b) {
+      if (res.stopped[b]) continue;
+      int64_t tok = next_token(logits[b], seen[b], cfg, gen);
+      next[b] = tok;
+      if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+        res.stopped[b] = true;
+      } else {
+        res.tokens[b].push_back(tok);
+        seen[b].push_back(tok);
+        if (on_token) on_token(b, tok);
+        all_done = false;
+      }
+    }
+    if (all_done || step + 1 == max_new) break;
+    key_mask = torch::cat({key_mask, torch::ones({B, 1}, torch::kInt64)}, 1);
+    torch::Tensor ids = torch::tensor(next, torch::kInt64).view({B, 1});
+    logits = model.decode(ids, out.rope_deltas, key_mask, cache);
+  }
+  return res;
+}
+
+// ------------------------------------------------------------------------------ label scores
+
+namespace {
+
+// Scores candidates after a cached prefix of `rows` prompts whose last-position logits are given.
+torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch::Tensor& last_logits,
+                                 const torch::Tensor& key_mask, const torch::Tensor& rope_deltas,
+                                 const std::vector<std::vector<int32_t>>& cands) {
+  const int64_t R = last_logits.size(0), C = static_cast<int64_t>(cands.size());
+  size_t longest = 0;
+  for (const auto& c : cands) {
+    if (c.empty()) throw Error("label scoring: an empty candidate answer");
+    longest = std::max(longest, c.size());
+  }
+  const int64_t L = static_cast<int64_t>(longest);
+  // candidate tokens, right-padded with their last token: [C, L]
+  torch::Tensor tok = torch::zeros({C, L}, torch::kInt64), valid = torch::zeros({C, L}, torch::kBool);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < L; ++i) {
+      const size_t n = cands[c].size();
+      tok[c][i] = cands[c][std::min<size_t>(i, n - 1)];
+      valid[c][i] = i < static_cast<int64_t>(n);
+    }
+  // first token from the prefix's last logits: [R, V] -> [R, C]
+  torch::Tensor lp0 = torch::log_softmax(last_logits.to(torch::kFloat64), -1).to(torch::kCPU);
+  torch::Tensor scores = lp0.index_select(1, tok.select(1, 0));
+  if (L > 1) {
+    KVCache ext = cache.expand(C);  // [R*C, ...]: row r*C + c
+    torch::Tensor ids = tok.narrow(1, 0, L - 1).repeat({R, 1});                         // [R*C, L-1]
+    torch::Tensor km = torch::cat({key_mask.repeat_interleave(C, 0), torch::ones({R * C, L - 1}, torch::kInt64)}, 1);
+    torch::Tensor deltas = rope_deltas.repeat_interleave(C, 0);
+    torch::Tensor logits = model.extend(ids, deltas, km, ext);                          // [R*C, L-1, V]
+    torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat64), -1).to(torch::kCPU);
+    torch::Tensor target = tok.narrow(1, 1, L - 1).repeat({R, 1}).unsqueeze(-1);        // [R*C, L-1, 1]
+    torch::Tensor picked = lp.gather(-1, target).squeeze(-1);                            // [R*C, L-1]
+    picked = picked.masked_fill(valid.narrow(1, 1, L - 1).repeat({R, 1}).logical_not(), 0.0);
+    scores = scores + picked.sum(-1).view({R, C});
+  }
+  return scores;
+}
+
+}  // namespace
+
+torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor, const std::vector<VlmPrompt>& prompts,
+                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic) {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> rows;
+  auto run = [&](const std::vector<VlmPrompt>& batch) {
+    Qwen2VLInputs in = processor.build(batch);
+    KVCache cache;
+    Qwen2VLOutput out = model.forward(in, &cache, /*last_only=*/true);
+    rows.push_back(score_after_prefix(model, cache, out.logits.select(1, 0), in.attention_mask, out.rope_deltas, candidates));
+  };
+  if (deterministic) {
+    for (const VlmPrompt& p : prompts) run({p});
+  } else {
+    run(prompts);
+  }
+  return torch::cat(rows, 0);
+}
+
+}  // namespace emovlm

@@ -1,0 +1,148 @@
+// Qwen2 language model with M-RoPE.
+#include "emovlm/models/qwen2vl_text.h"
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/torch_compat.h"
+
+namespace emovlm {
+
+// ------------------------------------------------------------------------------------ KV cache
+
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(size_t layer, const torch::Tensor& k_new,
+                                                        const torch::Tensor& v_new) {
+  if (k.size() <= layer) {
+    k.resize(layer + 1);
+    v.resize(layer + 1);
+  }
+  const int64_t t = k_new.size(2), need = length + t;
+  if (!k[layer].defined() || k[layer].size(2) < need) {
+    // grow geometrically: [B, kvh, cap, hd]
+    int64_t cap = std::max<int64_t>(need, k[layer].defined() ? 2 * k[layer].size(2) : need + 64);
+    auto sizes = k_new.sizes().vec();
+    sizes[2] = cap;
+    torch::Tensor nk = torch::empty(sizes, k_new.options()), nv = torch::empty(sizes, v_new.options());
+    if (length > 0) {
+      nk.narrow(2, 0, length).copy_(k[layer].narrow(2, 0, length));
+      nv.narrow(2, 0, length).copy_(v[layer].narrow(2, 0, length));
+    }
+    k[layer] = nk;
+    v[layer] = nv;
+  }
+  k[layer].narrow(2, length, t).copy_(k_new);
+  v[layer].narrow(2, length, t).copy_(v_new);
+  return {k[layer].narrow(2, 0, need), v[layer].narrow(2, 0, need)};
+}
+
+KVCache KVCache::expand(int64_t n) const {
+  KVCache out;
+  out.length = length;
+  for (size_t i = 0; i < k.size(); ++i) {
+    out.k.push_back(k[i].narrow(2, 0, length).repeat_interleave(n, 0));
+    out.v.push_back(v[i].narrow(2, 0, length).repeat_interleave(n, 0));
+  }
+  return out;
+}
+
+void KVCache::select(const torch::Tensor& rows) {
+  for (size_t i = 0; i < k.size(); ++i) {
+    k[i] = k[i].index_select(0, rows);
+    v[i] = v[i].index_select(0, rows);
+  }
+}
+
+// ----------------------------------------------------------------------------------- layers
+
+TextAttentionImpl::TextAttentionImpl(const Qwen2VLTextConfig& c)
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
+  q_proj = register_module("q_proj", Linear(c.hidden_size, heads_ * head_dim_, true));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, true));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, true));
+  o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, false));
+}
+
+torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                         const torch::Tensor& mask, KVCache* cache, size_t layer) {
+  const int64_t b = x.size(0), t = x.size(1);
+  // [B, T, H*hd] -> [B, T, H, hd] -> [B, H, T, hd]
+  torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  // cos/sin [B, T, hd] -> [B, 1, T, hd]
+  torch::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
+  q = q * c + rotate_half(q) * s;
+  k = k * c + rotate_half(k) * s;
+  if (cache) std::tie(k, v) = cache->append(layer, k, v);
+  if (kv_heads_ != heads_) {
+    // grouped-query attention: [B, kvh, Tk, hd] -> [B, H, Tk, hd]
+    k = k.repeat_interleave(heads_ / kv_heads_, 1);
+    v = v.repeat_interleave(heads_ / kv_heads_, 1);
+  }
+  torch::Tensor o = compat::scaled_dot_product_attention(q, k, v, mask);
+  // [B, H, T, hd] -> [B, T, H*hd]
+  return o_proj(o.transpose(1, 2).reshape({b, t, heads_ * head_dim_}));
+}
+
+TextMlpImpl::TextMlpImpl(const Qwen2VLTextConfig& c) : act_(c.hidden_act) {
+  gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, false));
+  up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, false));
+  down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, false));
+}
+
+torch::Tensor TextMlpImpl::forward(const torch::Tensor& x) { return down_proj(activation(act_, gate_proj(x)) * up_proj(x)); }
+
+DecoderLayerImpl::DecoderLayerImpl(const Qwen2VLTextConfig& c) {
+  self_attn = register_module("self_attn", TextAttention(c));
+  mlp = register_module("mlp", TextMlp(c));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        const torch::Tensor& mask, KVCache* cache, size_t layer) {
+  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+// ------------------------------------------------------------------------------------ model
+
+Qwen2VLTextModelImpl::Qwen2VLTextModelImpl(const Qwen2VLTextConfig& c) : cfg_(c) {
+  c.validate();
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+std::pair<torch::Tensor, torch::Tensor> Qwen2VLTextModelImpl::rope(const torch::Tensor& position_ids,
+                                                                    torch::ScalarType dtype) const {
+  const int64_t hd = cfg_.head_dim();
+  torch::Tensor inv_freq = 1.0 / torch::pow(cfg_.rope_theta, torch::arange(0, hd, 2, torch::kFloat32) / static_cast<float>(hd));
+  inv_freq = inv_freq.to(position_ids.device());
+  // [3, B, T, 1] * [hd/2] -> [3, B, T, hd/2] -> [3, B, T, hd]
+  torch::Tensor freqs = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  torch::Tensor cos = emb.cos(), sin = emb.sin();
+  // M-RoPE: the head dim is cut into mrope_section * 2 chunks; chunk i takes axis i % 3.
+  std::vector<torch::Tensor> cs, ss;
+  int64_t off = 0;
+  for (int rep = 0; rep < 2; ++rep)
+    for (int axis = 0; axis < 3; ++axis) {
+      const int64_t n = cfg_.mrope_section[axis];
+      cs.push_back(cos[axis].narrow(-1, off, n));
+      ss.push_back(sin[axis].narrow(-1, off, n));
+      off += n;
+    }
+  return {torch::cat(cs, -1).to(dtype), torch::cat(ss, -1).to(dtype)};
+}
+
+torch::Tensor Qwen2VLTextModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& position_ids,
+                                            const torch::Tensor& mask, KVCache* cache) {
+  auto [cos, sin] = rope(position_ids, inputs_embeds.scalar_type());
+  torch::Tensor h = inputs_embeds;
+  size_t i = 0;
+  for (const auto& layer : *layers) h = layer->as<DecoderLayerImpl>()->forward(h, cos, sin, mask, cache, i++);
+  if (cache) cache->commit(inputs_embeds.size(1));
+  return norm(h);
+}
+
+}  // namespace emovlm

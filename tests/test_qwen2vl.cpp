@@ -1,0 +1,378 @@
+// Qwen2-VL against the reference fixtures: vision features, position ids, logits (float32, bf16
+// weights, bf16 compute), greedy decoding, the left-padded batch and label scores. Every case
+// comes from the fixture directory's cases.json / extra_cases.json.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/data/labels.h"
+#include "emovlm/models/qwen2vl.h"
+#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/text/chat.h"
+#include "test_util.h"
+
+using namespace emovlm;
+
+namespace {
+
+std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
+
+struct Fixture {
+  json cases, extra;
+  std::map<std::string, torch::Tensor> expected, extra_expected;
+  std::map<std::string, json> images;  // by name
+  Fixture() {
+    cases = read_json_file(qdir() + "/cases.json");
+    extra = read_json_file(qdir() + "/extra_cases.json");
+    expected = load_tensors(qdir() + "/expected.safetensors");
+    extra_expected = load_tensors(qdir() + "/extra_expected.safetensors");
+    for (const auto& im : cases["images"]) images[im["name"]] = im;
+  }
+  GridTHW grid(const std::string& image) const {
+    const json& im = images.at(image);
+    std::string proc = im.value("reference_processor", std::string("pil"));
+    auto g = im["grid_thw." + proc].get<std::vector<int64_t>>();
+    return {g[0], g[1], g[2]};
+  }
+  torch::Tensor pixels(const std::string& image) const {
+    std::string proc = images.at(image).value("reference_processor", std::string("pil"));
+    return expected.at(image + ".pixel_values." + proc);
+  }
+  // The model inputs of a fixture prompt, from its input_ids and the reference pixel values.
+  Qwen2VLInputs inputs(const json& p) const {
+    Qwen2VLInputs in;
+    auto ids = p["input_ids"].get<std::vector<int64_t>>();
+    in.input_ids = torch::tensor(ids, torch::kInt64).view({1, -1});
+    in.attention_mask = torch::ones_like(in.input_ids);
+    if (!p["image"].is_null()) {
+      in.grids = {grid(p["image"])};
+      in.pixel_values = pixels(p["image"]);
+    }
+    return in;
+  }
+};
+
+const Fixture& fixture() {
+  static Fixture f;
+  return f;
+}
+
+Qwen2VL& model_f32() {
+  static Qwen2VL m = Qwen2VL(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
+  return m;
+}
+
+double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+  torch::Tensor x = a.to(torch::kFloat64), y = b.to(torch::kFloat64);
+  return ((x - y).abs().max() / y.abs().max()).item<double>();
+}
+
+}  // namespace
+
+TEST(Qwen2VL, ConfigFlatLayout) {
+  Qwen2VLConfig c = Qwen2VLConfig::from_dir(qdir());
+  EXPECT_EQ(c.vision.embed_dim, 64);
+  EXPECT_EQ(c.text.mrope_section, (std::array<int64_t, 3>{2, 3, 3}));
+  EXPECT_EQ(c.image_token_id, 691);
+  EXPECT_FALSE(c.text.tie_word_embeddings);
+}
+
+TEST(Qwen2VL, VisionMatchesReference) {
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  for (const auto& im : f.cases["images"]) {
+    const std::string name = im["name"];
+    VisionOutput out = model_f32()->visual->forward(f.pixels(name), {f.grid(name)});
+    EXPECT_LT(rel_err(out.merged, f.expected.at(name + ".vision.merged")), 1e-4) << name;
+    EXPECT_LT(rel_err(out.merged.mean(0), f.expected.at(name + ".vision.pooled_mean")), 1e-4) << name;
+    if (f.expected.count(name + ".vision.last_hidden"))
+      EXPECT_LT(rel_err(out.last_hidden, f.expected.at(name + ".vision.last_hidden")), 1e-4) << name;
+  }
+}
+
+TEST(Qwen2VL, SeveralImagesInOneCallMatchOneByOne) {
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  std::vector<GridTHW> grids;
+  std::vector<torch::Tensor> px, want;
+  for (const auto& im : f.cases["images"]) {
+    grids.push_back(f.grid(im["name"]));
+    px.push_back(f.pixels(im["name"]));
+    want.push_back(f.expected.at(im["name"].get<std::string>() + ".vision.merged"));
+  }
+  VisionOutput out = model_f32()->visual(torch::cat(px), grids);
+  EXPECT_LT(rel_err(out.merged, torch::cat(want)), 1e-4);
+}
+
+TEST(Qwen2VL, PositionIdsAndLogitsMatchReference) {
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  for (const auto& p : f.cases["prompts"]) {
+    const std::string name = p["name"];
+    Qwen2VLInputs in = f.inputs(p);
+    Qwen2VLOutput out = model_f32()->forward(in);
+    torch::Tensor want_pos = f.expected.at(name + ".position_ids");
+    EXPECT_TRUE(torch::equal(out.position_ids.select(1, 0), want_pos)) << name;
+    EXPECT_EQ(out.rope_deltas[0].item<int64_t>(), p["rope_delta"].get<int64_t>()) << name;
+    EXPECT_LT(rel_err(out.logits[0], f.expected.at(name + ".logits")), 1e-4) << name;
+  }
+}
+
+TEST(Qwen2VL, Bf16WeightsFile) {
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32, torch::kCPU, "model-bf16.safetensors"));
+  for (const auto& p : f.cases["prompts"]) {
+    const std::string key = p["name"].get<std::string>() + ".logits_bf16_weights";
+    if (!f.expected.count(key)) continue;
+    EXPECT_LT(rel_err(m->forward(f.inputs(p)).logits[0], f.expected.at(key)), 1e-4) << key;
+  }
+}
+
+// bfloat16 compute against the float64 reference. calibration.json gives the reference stack's
+// own bf16 error on the first categorical prompt (1.9e-2 of the max logit, 7e-3 on vision, arg-max
+// agreeing at 90 of 91 positions). One prompt's figure is not a bound for the others: logits may
+// sit at 1.25x that level for every prompt (measured here: 1.59e-2, 1.92e-2, 1.72e-2), and every
+// arg-max disagreement must be a near-tie of the reference (top-2 margin within that error level).
+// Vision features land at 9.4e-3 to 9.7e-3 (1.4x the reference's figure) with libtorch 1.13's bf16
+// kernels; float32 attention scores and a float32 residual stream did not move it (tried), while
+// the float32 path matches to 1e-6, so the gap is kernel rounding, not the algorithm: 1.5x here.
+TEST(Qwen2VL, Bf16Compute) {
+  const Fixture& f = fixture();
+  json cal = read_json_file(qdir() + "/calibration.json")["cpu.bfloat16"];
+  const double logit_tol = 1.25 * cal["logits_maxabs_over_maxref"].get<double>();
+  const double vision_tol = 1.5 * cal["vision_maxabs_over_maxref"].get<double>();
+  torch::NoGradGuard ng;
+  Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kBFloat16));
+  for (const auto& p : f.cases["prompts"]) {
+    if (p["image"].is_null()) continue;
+    const std::string name = p["name"];
+    torch::Tensor logits = m->forward(f.inputs(p)).logits[0].to(torch::kFloat32);
+    torch::Tensor ref = f.expected.at(name + ".logits");
+    EXPECT_LT(rel_err(logits, ref), logit_tol) << name;
+    torch::Tensor ours = logits.argmax(-1), theirs = ref.argmax(-1);
+    const double scale = ref.abs().max().item<double>();
+    int disagree = 0;
+    for (int64_t t = 0; t < ref.size(0); ++t) {
+      if (ours[t].item<int64_t>() == theirs[t].item<int64_t>()) continue;
+      ++disagree;
+      double margin = (ref[t][theirs[t]] - ref[t][ours[t]]).item<double>();
+      EXPECT_LE(margin, logit_tol * scale) << name << " position " << t << " is not a near-tie";
+    }
+    EXPECT_GE(1.0 - static_cast<double>(disagree) / ref.size(0), 0.95) << name;
+    const std::string img = p["image"];
+    torch::Tensor v = m->visual->forward(f.pixels(img), {f.grid(img)}).merged.to(torch::kFloat32);
+    EXPECT_LT(rel_err(v, f.expected.at(img + ".vision.merged")), vision_tol) << img;
+  }
+}
+
+TEST(Qwen2VL, GreedyDecodingMatchesReference) {
+  const Fixture& f = fixture();
+  for (const auto& p : f.cases["prompts"]) {
+    if (!p.contains("greedy_12")) continue;
+    auto want = p["greedy_12"].get<std::vector<int64_t>>();
+    GenerationConfig g;
+    g.max_new_tokens = static_cast<int>(want.size());
+    g.eos_token_ids = {-1};  // EOS disabled, as the fixture
+    GenerationResult r = generate(*model_f32(), f.inputs(p), g);
+    EXPECT_EQ(r.tokens[0], want) << p["name"];
+  }
+}
+
+TEST(Qwen2VL, LeftPaddedBatchMatchesReference) {
+  const Fixture& f = fixture();
+  const json& b = f.extra["batch_left_pad"];
+  torch::NoGradGuard ng;
+  Qwen2VLInputs in;
+  in.input_ids = f.extra_expected.at("batch_left_pad.input_ids");
+  in.attention_mask = f.extra_expected.at("batch_left_pad.attention_mask");
+  std::vector<torch::Tensor> px;
+  for (const auto& im : b["images"]) {
+    in.grids.push_back(f.grid(im));
+    px.push_back(f.pixels(im));
+  }
+  in.pixel_values = torch::cat(px);
+  Qwen2VLOutput out = model_f32()->forward(in);
+  torch::Tensor mask = in.attention_mask.to(torch::kBool);
+  EXPECT_TRUE(torch::equal(out.position_ids.masked_select(mask.unsqueeze(0).expand({3, -1, -1})),
+                           f.extra_expected.at("batch_left_pad.position_ids").masked_select(mask.unsqueeze(0).expand({3, -1, -1}))));
+  torch::Tensor ref = f.extra_expected.at("batch_left_pad.logits");
+  for (int64_t r = 0; r < in.input_ids.size(0); ++r) {
+    torch::Tensor rows = mask[r].nonzero().squeeze(1);
+    torch::Tensor got = out.logits[r].index_select(0, rows), want = ref[r].index_select(0, rows);
+    ASSERT_TRUE(got.isfinite().all().item<bool>()) << "row " << r;
+    if (!want.isfinite().all().item<bool>()) {
+      // The reference's eager attention turns the fully masked padding rows into NaN, which then
+      // reaches every position of a padded row (0 * NaN in the value product). The valid positions
+      // of a left-padded row must equal the same prompt alone: compare with that reference instead.
+      const std::string alone = b["prompts"][r].get<std::string>() + ".logits";
+      want = f.expected.at(alone);
+    }
+    EXPECT_LT(rel_err(got, want), 1e-4) << "row " << r;
+  }
+  // The processor builds the same batch from the prompts' text and images
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
+  auto expected_rgb = load_tensors(qdir() + "/expected.safetensors");
+  std::vector<VlmPrompt> prompts;
+  for (const auto& pn : b["prompts"])
+    for (const auto& p : f.cases["prompts"])
+      if (p["name"] == pn) {
+        const std::string img = p["image"];
+        torch::Tensor rgb = expected_rgb.at(img + ".rgb");
+        RgbImage im(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
+        std::memcpy(im.pixels.data(), rgb.data_ptr(), im.pixels.size());
+        prompts.push_back({p["text"], {im}});
+      }
+  Qwen2VLInputs built = proc.build(prompts);
+  EXPECT_TRUE(torch::equal(built.input_ids, in.input_ids));
+  EXPECT_TRUE(torch::equal(built.attention_mask, in.attention_mask));
+}
+
+TEST(Qwen2VL, LabelScoresMatchReference) {
+  const Fixture& f = fixture();
+  const json& ls = f.extra["label_scores"];
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
+  auto expected = load_tensors(qdir() + "/expected.safetensors");
+  for (auto it = ls["scores"].begin(); it != ls["scores"].end(); ++it) {
+    const std::string pname = it.key();
+    const json* prompt = nullptr;
+    for (const auto& p : f.cases["prompts"])
+      if (p["name"] == pname) prompt = &p;
+    ASSERT_NE(prompt, nullptr) << pname;
+    torch::Tensor rgb = expected.at((*prompt)["image"].get<std::string>() + ".rgb");
+    RgbImage im(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
+    std::memcpy(im.pixels.data(), rgb.data_ptr(), im.pixels.size());
+    std::vector<std::vector<int32_t>> cands;
+    std::vector<double> want;
+    for (auto c = it.value().begin(); c != it.value().end(); ++c) {
+      auto ids = c.value()["answer_ids"].get<std::vector<int32_t>>();
+      // the answer ids are the tokenizer's for the answer text
+      EXPECT_EQ(proc.tokenizer().encode(categorical_answer(c.key()) + "<|im_end|>"), ids) << c.key();
+      cands.push_back(ids);
+      want.push_back(c.value()["sum_logprob"].get<double>());
+    }
+    torch::Tensor s = label_scores(*model_f32(), proc, {{(*prompt)["text"], {im}}}, cands);
+    for (size_t c = 0; c < want.size(); ++c) EXPECT_NEAR(s[0][c].item<double>(), want[c], 1e-3) << pname << " " << c;
+  }
+}
+
+// Deterministic mode: an image's label scores do not depend on the batch it came in.
+TEST(Qwen2VL, LabelScoresIndependentOfBatch) {
+  const Fixture& f = fixture();
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
+  auto expected = load_tensors(qdir() + "/expected.safetensors");
+  const LabelSet labels = LabelSet::from_spec("mikels8");
+  std::vector<std::vector<int32_t>> cands;
+  for (const auto& l : labels.labels) cands.push_back(proc.tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+  const std::string text = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
+                                        ChatMessage::text_then_image("user", categorical_prompt(labels))}, true);
+  std::vector<VlmPrompt> prompts;
+  for (const auto& im : f.cases["images"]) {
+    torch::Tensor rgb = expected.at(im["name"].get<std::string>() + ".rgb");
+    RgbImage img(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
+    std::memcpy(img.pixels.data(), rgb.data_ptr(), img.pixels.size());
+    prompts.push_back({text, {img}});
+  }
+  torch::Tensor mixed = label_scores(*model_f32(), proc, prompts, cands, /*deterministic=*/true);
+  torch::Tensor batched = label_scores(*model_f32(), proc, prompts, cands, /*deterministic=*/false);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    torch::Tensor alone = label_scores(*model_f32(), proc, {prompts[i]}, cands, true);
+    EXPECT_TRUE(torch::equal(alone[0], mixed[i])) << i;
+    EXPECT_LT((batched[i] - alone[0]).abs().max().item<double>(), 1e-3) << i;  // padded batch: same within float error
+  }
+}
+
+TEST(Qwen2VL, WeightErrorsNameTheTensors) {
+  test::TempDir dir;
+  for (const char* f : {"config.json", "tokenizer.json"})
+    std::filesystem::copy_file(qdir() + "/" + f, dir / f);
+  auto w = load_tensors(qdir() + "/model.safetensors");
+  w.erase("model.norm.weight");
+  w["visual.merger.ln_q.bias"] = torch::zeros({3});
+  w["extra.tensor"] = torch::zeros({1});
+  save_tensors(dir / "model.safetensors", w);
+  try {
+    Qwen2VLImpl::from_pretrained(dir.path(), torch::kFloat32);
+    FAIL();
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("missing 1 tensor(s): model.norm.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("visual.merger.ln_q.bias [3] (expected [64])"), std::string::npos) << m;
+    EXPECT_NE(m.find("unexpected 1 tensor(s): extra.tensor"), std::string::npos) << m;
+  }
+}
+
+// transformers 5 writes a nested config (text_config, rope_parameters) and model.language_model.* keys.
+TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
+  const Fixture& f = fixture();
+  test::TempDir dir;
+  json flat = read_json_file(qdir() + "/config.json");
+  json nested = {{"model_type", "qwen2_vl"}, {"vision_config", flat["vision_config"]}, {"image_token_id", 691},
+                 {"vision_start_token_id", 688}, {"vision_end_token_id", 689}, {"video_token_id", 692},
+                 {"eos_token_id", 681}, {"tie_word_embeddings", false}};
+  json text = flat;
+  text.erase("vision_config");
+  text.erase("rope_scaling");
+  text.erase("rope_theta");
+  text["rope_parameters"] = {{"rope_type", "default"}, {"mrope_section", {2, 3, 3}}, {"rope_theta", 1000000.0}};
+  nested["text_config"] = text;
+  write_file_atomic(dir / "config.json", nested.dump(1));
+  std::map<std::string, torch::Tensor> renamed;
+  for (auto& [k, v] : load_tensors(qdir() + "/model.safetensors")) {
+    if (k.rfind("visual.", 0) == 0) renamed["model." + k] = v;
+    else if (k.rfind("model.", 0) == 0) renamed["model.language_model." + k.substr(6)] = v;
+    else renamed[k] = v;
+  }
+  save_tensors(dir / "model.safetensors", renamed);
+  Qwen2VL m(Qwen2VLImpl::from_pretrained(dir.path(), torch::kFloat32));
+  const json& p = f.cases["prompts"][0];
+  torch::NoGradGuard ng;
+  EXPECT_LT(rel_err(m->forward(f.inputs(p)).logits[0], f.expected.at(p["name"].get<std::string>() + ".logits")), 1e-4);
+
+  // lm_head absent: tied to the embeddings
+  renamed.erase("lm_head.weight");
+  save_tensors(dir / "model.safetensors", renamed);
+  Qwen2VL tied(Qwen2VLImpl::from_pretrained(dir.path(), torch::kFloat32));
+  EXPECT_TRUE(torch::equal(tied->lm_head->weight, tied->model->embed_tokens->weight));
+}
+
+TEST(Qwen2VL, GenerationConfigMerge) {
+  test::TempDir dir;
+  write_file_atomic(dir / "generation_config.json",
+                    R"({"do_sample": true, "top_k": 1, "top_p": 0.001, "repetition_penalty": 1.05, "eos_token_id": [681, 679]})");
+  GenerationConfig file = GenerationConfig::from_dir(dir.path());
+  GenerationConfig caller;
+  caller.do_sample = true;
+  caller.temperature = 0.8;
+  caller.top_p = 1.0;
+  GenerationConfig g = GenerationConfig::merge(file, caller);
+  EXPECT_EQ(g.top_k.value(), 1);  // the file's top_k survives: the reference's sampling is greedy
+  EXPECT_DOUBLE_EQ(g.top_p.value(), 1.0);
+  EXPECT_DOUBLE_EQ(g.temperature.value(), 0.8);
+  EXPECT_EQ(g.eos_token_ids, (std::vector<int64_t>{681, 679}));
+  // top_k = 1 sampling picks the arg-max whatever the seed
+  torch::Tensor logits = torch::randn({50});
+  for (uint64_t seed : {1, 2, 3}) {
+    at::Generator gen = at::detail::createCPUGenerator(seed);
+    GenerationConfig s = g;
+    s.repetition_penalty = 1.0;
+    EXPECT_EQ(next_token(logits, {}, s, gen), logits.argmax().item<int64_t>());
+  }
+  // true sampling is reproducible for a seed
+  GenerationConfig free;
+  free.do_sample = true;
+  free.temperature = 1.5;
+  at::Generator g1 = at::detail::createCPUGenerator(7), g2 = at::detail::createCPUGenerator(7);
+  std::vector<int64_t> a, b;
+  for (int i = 0; i < 20; ++i) a.push_back(next_token(logits, {}, free, g1)), b.push_back(next_token(logits, {}, free, g2));
+  EXPECT_EQ(a, b);
+  EXPECT_GT(std::set<int64_t>(a.begin(), a.end()).size(), 1u);
+  // repetition penalty: a seen positive logit is divided
+  torch::Tensor two = torch::tensor({1.0f, 1.04f});
+  at::Generator g3 = at::detail::createCPUGenerator(0);
+  GenerationConfig rp;
+  rp.repetition_penalty = 1.05;
+  EXPECT_EQ(next_token(two, {1}, rp, g3), 0);
+}
