@@ -7,5 +7,6 @@ namespace emovlm::cli {
 
 void add_inspect_command(CLI::App& app);
 void add_preprocess_command(CLI::App& app);
+void add_vlm_commands(CLI::App& app);  // chat, classify
 
 }  // namespace emovlm::cli

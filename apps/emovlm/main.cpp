@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "emovlm/core/progress.h"
+#include "emovlm/core/torch_compat.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"emovlm: visual emotion analysis with EmoVLM-KD (Qwen2-VL + a distilled ViT teacher + a gate)"};
@@ -11,11 +12,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "no progress bars");
+  int threads = 0;
+  app.add_option("--threads", threads, "CPU threads (default: every core)");
   app.parse_complete_callback([&] {
     if (quiet) emovlm::Progress::set_enabled_globally(false);
+    emovlm::compat::set_num_threads(threads);
   });
   emovlm::cli::add_inspect_command(app);
   emovlm::cli::add_preprocess_command(app);
+  emovlm::cli::add_vlm_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,17 +4,47 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
 
 #define EMOVLM_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 namespace emovlm::compat {
 
+namespace detail {
+
+// The attention math for queries [..., Tq, D] that sit at rows q0.. of a causal square aligned to
+// the end of the keys. Matmuls in the input dtype (bf16 runs on AMX); the softmax accumulates in
+// float32 inside the kernel for bf16/f16 inputs.
+inline torch::Tensor attention_math(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                    const c10::optional<torch::Tensor>& mask, bool is_causal, double s,
+                                    int64_t causal_offset) {
+  // [..., Tq, D] x [..., D, Tk] -> [..., Tq, Tk]
+  torch::Tensor scores = torch::matmul(q * s, k.transpose(-2, -1));
+  if (is_causal) {
+    const int64_t tq = q.size(-2), tk = k.size(-2);
+    torch::Tensor causal =
+        torch::ones({tq, tk}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).tril(causal_offset);
+    scores = scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity());
+  }
+  if (mask.has_value()) {
+    if (mask->scalar_type() == torch::kBool)
+      scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<float>::infinity());
+    else
+      scores = scores + *mask;
+  }
+  return torch::matmul(torch::softmax(scores, -1), v);
+}
+
+}  // namespace detail
+
 // softmax(q k^T * scale + mask) v over the last two dimensions.
 // q [..., Tq, D], k/v [..., Tk, D]; mask: bool (true = attend) or additive float, broadcastable to
 // [..., Tq, Tk]; is_causal masks key j > query i (aligned to the end when Tk > Tq);
-// scale defaults to 1/sqrt(D). Torch >= 2.1 uses the fused kernel, 1.13 the same math in steps.
+// scale defaults to 1/sqrt(D). Torch >= 2.1 uses the fused kernel; 1.13 the same math in steps,
+// over blocks of 2048 queries to bound the memory of the scores.
 inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
                                                   const torch::Tensor& v,
                                                   const c10::optional<torch::Tensor>& mask = c10::nullopt,
@@ -28,29 +58,23 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
 #else
   (void)force_math;
 #endif
-  // Scores and softmax in float32 (as the fused kernels accumulate): bf16 scores would round
-  // every logit to 8 bits before the softmax. [..., Tq, D] x [..., D, Tk] -> [..., Tq, Tk]
-  const auto wide = torch::promote_types(q.scalar_type(), torch::kFloat);
-  torch::Tensor scores = torch::matmul(q.to(wide), k.to(wide).transpose(-2, -1)) * s;
-  if (is_causal) {
-    const int64_t tq = q.size(-2), tk = k.size(-2);
-    torch::Tensor causal =
-        torch::ones({tq, tk}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).tril(tk - tq);
-    scores = scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity());
+  const int64_t tq = q.size(-2), tk = k.size(-2), block = 2048;
+  if (tq <= block) return detail::attention_math(q, k, v, mask, is_causal, s, tk - tq);
+  std::vector<torch::Tensor> outs;
+  for (int64_t i = 0; i < tq; i += block) {
+    const int64_t n = std::min(block, tq - i);
+    c10::optional<torch::Tensor> m = mask;
+    if (mask.has_value() && mask->dim() >= 2 && mask->size(-2) == tq) m = mask->narrow(-2, i, n);
+    outs.push_back(detail::attention_math(q.narrow(-2, i, n), k, v, m, is_causal, s, tk - tq + i));
   }
-  if (mask.has_value()) {
-    if (mask->scalar_type() == torch::kBool)
-      scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<float>::infinity());
-    else
-      scores = scores + *mask;
-  }
-  torch::Tensor probs = torch::softmax(scores, -1);
-  return torch::matmul(probs, v.to(wide)).to(v.scalar_type());
+  return torch::cat(outs, -2);
 }
 
-// Number of intra-op threads the CPU path uses.
+// Intra-op threads for the CPU path: n > 0, else every core. (Debian's libtorch starts with
+// OpenMP at one thread on these machines: a bf16 matmul then runs at half the rate.)
 inline void set_num_threads(int n) {
-  if (n > 0) torch::set_num_threads(n);
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
 }
 
 }  // namespace emovlm::compat

@@ -1,0 +1,178 @@
+// `emovlm chat` (stream an answer about an image) and `emovlm classify` (label scores or the
+// reference's generate-and-parse) on a Qwen2-VL checkpoint directory.
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "emovlm/core/error.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/torch_compat.h"
+#include "emovlm/image/resample.h"
+#include "emovlm/data/labels.h"
+#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/text/chat.h"
+
+namespace emovlm::cli {
+
+namespace {
+
+torch::ScalarType parse_dtype_flag(const std::string& s) {
+  if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
+  if (s == "f32" || s == "float32") return torch::kFloat32;
+  if (s == "f16" || s == "float16") return torch::kFloat16;
+  throw Error(cat("--dtype must be bf16, f16 or f32, not '", s, "'"));
+}
+
+torch::Device parse_device_flag(const std::string& s) {
+  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  return torch::Device(s);
+}
+
+struct VlmArgs {
+  std::string model, dtype = "bf16", device = "auto";
+};
+
+void add_vlm_flags(CLI::App* cmd, VlmArgs& a) {
+  cmd->add_option("--model", a.model, "Qwen2-VL checkpoint directory (config.json, safetensors, tokenizer.json)")->required();
+  cmd->add_option("--dtype", a.dtype, "compute dtype: bf16, f16 or f32")->capture_default_str();
+  cmd->add_option("--device", a.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+}
+
+struct ChatArgs {
+  VlmArgs vlm;
+  std::string image, prompt = "Describe this image.", system;
+  int max_new_tokens = 256;
+  double temperature = 0;
+  uint64_t seed = 0;
+};
+
+void run_chat(const ChatArgs& a) {
+  Qwen2VL model(Qwen2VLImpl::from_pretrained(a.vlm.model, parse_dtype_flag(a.vlm.dtype), parse_device_flag(a.vlm.device)));
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm.model);
+  std::vector<ChatMessage> msgs;
+  if (!a.system.empty()) msgs.push_back(ChatMessage::text("system", a.system));
+  msgs.push_back(a.image.empty() ? ChatMessage::text("user", a.prompt) : ChatMessage::text_then_image("user", a.prompt));
+  VlmPrompt p{render_chat(msgs, true), {}};
+  if (!a.image.empty()) p.images.push_back(cap_long_side(decode_image_file(a.image), 1024));
+  GenerationConfig caller;
+  caller.max_new_tokens = a.max_new_tokens;
+  if (a.temperature > 0) {
+    caller.do_sample = true;
+    caller.temperature = a.temperature;
+  } else {
+    caller.do_sample = false;
+  }
+  caller.seed = a.seed;
+  GenerationConfig g = GenerationConfig::merge(GenerationConfig::from_dir(a.vlm.model), caller);
+  if (g.eos_token_ids.empty()) g.eos_token_ids = {model->config().eos_token_id};
+  const Tokenizer& tok = proc.tokenizer();
+  std::vector<int32_t> pending;
+  std::string printed;
+  generate(*model, proc.build({p}), g, [&](int64_t, int64_t t) {
+    // decode the whole answer so far and print what is new (multi-byte characters span tokens)
+    pending.push_back(static_cast<int32_t>(t));
+    std::string text = tok.decode(pending, true);
+    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0 &&
+        text.find("\xEF\xBF\xBD", printed.size()) == std::string::npos) {
+      std::cout << text.substr(printed.size()) << std::flush;
+      printed = text;
+    }
+  });
+  std::string final_text = tok.decode(pending, true);
+  if (final_text.size() > printed.size()) std::cout << final_text.substr(printed.size());
+  std::cout << std::endl;
+}
+
+struct ClassifyArgs {
+  VlmArgs vlm;
+  std::vector<std::string> images;
+  std::string labels = "mikels8", mode = "score";
+  bool as_json = false;
+  int max_new_tokens = 256;
+  double temperature = 0.8;
+  uint64_t seed = 0;
+};
+
+void run_classify(const ClassifyArgs& a) {
+  const LabelSet labels = LabelSet::from_spec(a.labels);
+  Qwen2VL model(Qwen2VLImpl::from_pretrained(a.vlm.model, parse_dtype_flag(a.vlm.dtype), parse_device_flag(a.vlm.device)));
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm.model);
+  const std::string text = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
+                                        ChatMessage::text_then_image("user", categorical_prompt(labels))}, true);
+  std::vector<std::vector<int32_t>> cands;
+  for (const auto& l : labels.labels) cands.push_back(proc.tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+  json all = json::array();
+  for (const auto& path : a.images) {
+    VlmPrompt p{text, {cap_long_side(decode_image_file(path), 1024)}};
+    json r = {{"image", path}};
+    if (a.mode == "score") {
+      torch::Tensor s = label_scores(*model, proc, {p}, cands)[0];
+      torch::Tensor prob = torch::softmax(s, 0);
+      int64_t best = prob.argmax().item<int64_t>();
+      r["label"] = labels.labels[best];
+      for (int i = 0; i < labels.size(); ++i) {
+        r["probabilities"][labels.labels[i]] = prob[i].item<double>();
+        r["sum_logprob"][labels.labels[i]] = s[i].item<double>();
+      }
+    } else if (a.mode == "generate") {
+      GenerationConfig caller;
+      caller.do_sample = true;
+      caller.temperature = a.temperature;
+      caller.top_p = 1.0;
+      caller.max_new_tokens = a.max_new_tokens;
+      caller.seed = a.seed;
+      GenerationConfig g = GenerationConfig::merge(GenerationConfig::from_dir(a.vlm.model), caller);
+      GenerationResult gr = generate(*model, proc.build({p}), g);
+      std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
+      std::string answer = proc.tokenizer().decode(ids, true);
+      ParsedAnswer pa = parse_categorical_answer(answer, labels);
+      r["answer"] = answer;
+      r["label"] = pa.index >= 0 ? json(labels.labels[pa.index]) : json(nullptr);
+      if (pa.index < 0) r["unparsable"] = true;
+    } else {
+      throw Error(cat("--mode must be score or generate, not '", a.mode, "'"));
+    }
+    if (a.as_json) {
+      all.push_back(r);
+    } else {
+      std::printf("%s: %s\n", path.c_str(), r["label"].is_null() ? "(unparsable answer)" : r["label"].get<std::string>().c_str());
+      if (r.contains("probabilities"))
+        for (const auto& l : labels.labels) std::printf("  %-12s %.4f\n", l.c_str(), r["probabilities"][l].get<double>());
+      if (r.contains("answer")) std::printf("  answer: %s\n", r["answer"].get<std::string>().c_str());
+    }
+  }
+  if (a.as_json) std::cout << all.dump(1) << std::endl;
+}
+
+}  // namespace
+
+void add_vlm_commands(CLI::App& app) {
+  auto c = std::make_shared<ChatArgs>();
+  CLI::App* chat = app.add_subcommand("chat", "Ask the VLM about an image and stream its answer");
+  add_vlm_flags(chat, c->vlm);
+  chat->add_option("--image", c->image, "a JPEG or PNG file (omit for text only)");
+  chat->add_option("--prompt", c->prompt, "the user message")->capture_default_str();
+  chat->add_option("--system", c->system, "a system message (default: the model's)");
+  chat->add_option("--max-new-tokens", c->max_new_tokens, "")->capture_default_str();
+  chat->add_option("--temperature", c->temperature, "sample with this temperature (0: greedy)")->capture_default_str();
+  chat->add_option("--seed", c->seed, "sampling seed")->capture_default_str();
+  chat->callback([c] { run_chat(*c); });
+
+  auto k = std::make_shared<ClassifyArgs>();
+  CLI::App* cls = app.add_subcommand("classify", "Emotion of each image from the VLM: label scores or generate-and-parse");
+  add_vlm_flags(cls, k->vlm);
+  cls->add_option("images", k->images, "JPEG or PNG files")->required();
+  cls->add_option("--labels", k->labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
+  cls->add_option("--mode", k->mode, "score (deterministic label scores) or generate (the reference's sampling + parsing)")
+      ->capture_default_str();
+  cls->add_option("--temperature", k->temperature, "generate mode: temperature (merged with generation_config.json)")
+      ->capture_default_str();
+  cls->add_option("--max-new-tokens", k->max_new_tokens, "generate mode")->capture_default_str();
+  cls->add_option("--seed", k->seed, "generate mode: sampling seed")->capture_default_str();
+  cls->add_flag("--json", k->as_json, "print JSON");
+  cls->callback([k] { run_classify(*k); });
+}
+
+}  // namespace emovlm::cli

@@ -1,0 +1,103 @@
+// Qwen2-VL at the published 2B / 7B shapes with random weights (no download is possible here):
+// vision tower on a 448x448 image, prefill of the categorical prompt, decode tokens/s, peak
+// memory; as a ratio of the matmul rate the same run measures.
+//   bench_qwen2vl [2b|7b] [bf16|f32] [cpu|cuda] [reps] [batch]
+#include <cstdio>
+#include <string>
+
+#include "bench_util.h"
+#include "emovlm/core/torch_compat.h"
+#include "emovlm/models/qwen2vl.h"
+#include "emovlm/text/chat.h"
+
+using namespace emovlm;
+
+namespace {
+
+double vision_flops(const Qwen2VLVisionConfig& c, int64_t n) {
+  const double E = c.embed_dim, M = c.mlp_dim();
+  double per_block = 2 * n * (E * 3 * E + E * E + 2 * E * M) + 2 * 2 * double(n) * n * E;
+  double merger = 2 * (n / 4.0) * (4 * E * 4 * E + 4 * E * c.hidden_size);
+  return 2 * n * E * c.patch_dim() + c.depth * per_block + merger;
+}
+
+double lm_flops(const Qwen2VLTextConfig& c, int64_t tokens, int64_t context) {
+  const double D = c.hidden_size, I = c.intermediate_size, kv = c.num_key_value_heads * c.head_dim();
+  double per_layer = 2 * tokens * (D * D * 2 + 2 * D * kv + 3 * D * I) + 2 * 2 * double(tokens) * context * D;
+  return c.num_hidden_layers * per_layer + 2 * tokens * D * c.vocab_size;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string shape = argc > 1 ? argv[1] : "2b";
+  const std::string dts = argc > 2 ? argv[2] : "bf16";
+  const std::string dev = argc > 3 ? argv[3] : "cpu";
+  const int reps = argc > 4 ? std::stoi(argv[4]) : 3;
+  const int64_t batch = argc > 5 ? std::stoll(argv[5]) : 1;
+  const torch::ScalarType dtype = dts == "f32" ? torch::kFloat32 : torch::kBFloat16;
+  const torch::Device device(dev);
+  torch::NoGradGuard ng;
+  compat::set_num_threads(0);
+
+  Qwen2VLConfig cfg = shape == "7b" ? Qwen2VLConfig::qwen2vl_7b() : Qwen2VLConfig::qwen2vl_2b();
+  std::printf("shape %s dtype %s device %s threads %d batch %lld\n", shape.c_str(), dts.c_str(), dev.c_str(),
+              torch::get_num_threads(), static_cast<long long>(batch));
+  // The machine is shared: the matmul rate is measured right before each section it divides.
+  auto matmul_now = [&] {
+    double r = bench::matmul_rate(dtype, device);
+    std::printf("matmul 2048^3 %s: %.1f GFLOP/s\n", dts.c_str(), r / 1e9);
+    return r;
+  };
+
+  Qwen2VL model(cfg);
+  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  model->to(device, dtype);
+  bench::fast_random_fill(*model);
+  model->eval();
+  std::printf("model ready: %.2f GiB peak RSS\n", bench::peak_rss_gib());
+
+  // one 448x448 image: grid (1, 32, 32) = 1024 patches -> 256 visual tokens
+  const std::vector<GridTHW> grid(batch, GridTHW{1, 32, 32});
+  torch::Tensor px = torch::randn({1024 * batch, cfg.vision.patch_dim()}, torch::TensorOptions().device(device)).to(dtype);
+  double mm = matmul_now();
+  double tv = bench::median_seconds([&] { model->visual->forward(px, grid); }, reps);
+  double fv = vision_flops(cfg.vision, 1024) * batch;
+  std::printf("vision 448x448 x%lld: %.3f s median, %.2f images/s, %.1f GFLOP/s = %.0f%% of the matmul rate\n",
+              static_cast<long long>(batch), tv, batch / tv, fv / tv / 1e9, 100 * fv / tv / mm);
+
+  // the categorical prompt: ~70 text tokens around 256 image tokens (ids drawn in the vocabulary)
+  const int64_t text_tokens = 70, T = text_tokens + 256 + 2;
+  torch::Tensor ids = torch::randint(0, 151000, {batch, T}, torch::kInt64);
+  ids.narrow(1, 40, 1).fill_(cfg.vision_start_token_id);
+  ids.narrow(1, 41, 256).fill_(cfg.image_token_id);
+  ids.narrow(1, 297, 1).fill_(cfg.vision_end_token_id);
+  Qwen2VLInputs in{ids, torch::ones({batch, T}, torch::kInt64), px, grid};
+  mm = matmul_now();
+  double tp = bench::median_seconds([&] { model->forward(in, nullptr, true); }, reps);
+  double fp = (lm_flops(cfg.text, T, T / 2) + vision_flops(cfg.vision, 1024)) * batch;
+  std::printf("prefill (vision + %lld tokens) x%lld: %.3f s median, %.2f images/s, %.1f GFLOP/s = %.0f%% of the matmul rate\n",
+              static_cast<long long>(T), static_cast<long long>(batch), tp, batch / tp, fp / tp / 1e9, 100 * fp / tp / mm);
+
+  // decode: 32 tokens after the prompt with the KV cache
+  const int steps = shape == "7b" ? 8 : 32;
+  double td = bench::median_seconds(
+      [&] {
+        KVCache cache;
+        Qwen2VLOutput out = model->forward(in, &cache, true);
+        torch::Tensor km = in.attention_mask;
+        torch::Tensor next = out.logits.select(1, 0).argmax(-1, true).to(torch::kCPU);
+        auto t0 = std::chrono::steady_clock::now();
+        for (int s = 0; s < steps; ++s) {
+          km = torch::cat({km, torch::ones({batch, 1}, torch::kInt64)}, 1);
+          next = model->decode(next, out.rope_deltas, km, cache).argmax(-1, true).to(torch::kCPU);
+        }
+        if (torch::cuda::is_available()) torch::cuda::synchronize();
+        double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::printf("  decode run: %.1f ms/token\n", 1e3 * dt / steps);
+      },
+      std::max(1, reps - 1), 0);
+  (void)td;
+  std::printf("peak RSS %.2f GiB\n", bench::peak_rss_gib());
+  return 0;
+}

@@ -1,0 +1,65 @@
+// Small timing helpers for the benchmarks: medians of repeated runs, peak RSS, the bf16/fp32
+// matmul rate of this machine measured in the same run.
+#pragma once
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace emovlm::bench {
+
+inline double seconds_of(const std::function<void()>& fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  if (torch::cuda::is_available()) torch::cuda::synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Median seconds of `reps` runs after `warmup` runs.
+inline double median_seconds(const std::function<void()>& fn, int reps = 5, int warmup = 1) {
+  for (int i = 0; i < warmup; ++i) seconds_of(fn);
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(seconds_of(fn));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+inline double peak_rss_gib() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / (1024.0 * 1024.0);  // KiB -> GiB
+}
+
+// FLOP/s of an n x n x n matmul in dtype on device.
+inline double matmul_rate(torch::ScalarType dtype, torch::Device device, int64_t n = 2048, int reps = 5) {
+  torch::NoGradGuard ng;
+  auto a = torch::randn({n, n}, torch::TensorOptions().device(device)).to(dtype);
+  auto b = torch::randn({n, n}, torch::TensorOptions().device(device)).to(dtype);
+  double s = median_seconds([&] { auto c = torch::mm(a, b); }, reps, 1);
+  return 2.0 * n * n * n / s;
+}
+
+// Fills every parameter quickly with small pseudo-random values (benchmarks need finite,
+// non-degenerate weights, not a distribution): windows of a 4 M-value random block, shifted for
+// every chunk so that rows differ.
+inline void fast_random_fill(torch::nn::Module& m, double std = 0.02) {
+  torch::NoGradGuard ng;
+  const int64_t B = 1 << 22, chunk = 1 << 20;
+  torch::Tensor block = torch::randn({B}) * std;
+  int64_t shift = 0;
+  for (auto& p : m.parameters()) {
+    torch::Tensor flat = p.view({-1});
+    for (int64_t off = 0; off < flat.numel(); off += chunk) {
+      const int64_t len = std::min(chunk, flat.numel() - off);
+      shift = (shift * 1103515245 + 12345) % (B - chunk);
+      flat.narrow(0, off, len).copy_(block.narrow(0, shift, len));
+    }
+  }
+}
+
+}  // namespace emovlm::bench
