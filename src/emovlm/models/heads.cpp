@@ -1,0 +1,131 @@
+// Distillation head, KD loss, gates.
+#include "emovlm/models/heads.h"
+
+#include <cmath>
+
+#include "emovlm/core/error.h"
+
+namespace emovlm {
+
+namespace {
+// PyTorch's default Linear init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+Linear make_linear(int64_t in, int64_t out, bool bias = true) {
+  Linear l(in, out, bias);
+  torch::NoGradGuard ng;
+  const double b = 1.0 / std::sqrt(static_cast<double>(in));
+  l->weight.uniform_(-b, b);
+  if (bias) l->bias.uniform_(-b, b);
+  return l;
+}
+}  // namespace
+
+DistillHeadImpl::DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, int64_t num_classes, double dropout)
+    : in_(in_dim), classes_(num_classes), hidden_(std::move(hidden)), dropout_(dropout) {
+  check(in_dim > 0 && num_classes > 1, cat("distillation head: invalid sizes ", in_dim, " -> ", num_classes));
+  layers = register_module("layers", torch::nn::ModuleList());
+  int64_t prev = in_dim;
+  for (int64_t h : hidden_) {
+    check(h > 0, "distillation head: hidden sizes must be positive");
+    layers->push_back(make_linear(prev, h));
+    prev = h;
+  }
+  layers->push_back(make_linear(prev, num_classes));
+}
+
+torch::Tensor DistillHeadImpl::forward(const torch::Tensor& features) {
+  torch::Tensor h = features;
+  const size_t n = layers->size();
+  for (size_t i = 0; i < n; ++i) {
+    h = layers[i]->as<LinearImpl>()->forward(h);
+    if (i + 1 < n) h = torch::dropout(torch::gelu(h), dropout_, is_training());
+  }
+  return h;
+}
+
+int64_t DistillHeadImpl::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+KDLoss kd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& y, double T, double alpha) {
+  torch::Tensor log_p_s = torch::log_softmax(s / T, -1);
+  torch::Tensor log_p_t = torch::log_softmax(t / T, -1);
+  // KL(p_t || p_s) summed over classes, mean over the batch
+  torch::Tensor kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * (T * T);
+  torch::Tensor ce = torch::nll_loss(torch::log_softmax(s, -1), y);
+  return {alpha * kl + (1 - alpha) * ce, kl, ce};
+}
+
+const std::vector<std::string>& gate_kinds() {
+  static const std::vector<std::string> k{"concat", "moe", "bilinear", "dynamic", "cross"};
+  return k;
+}
+
+GateImpl::GateImpl(std::string kind, int64_t C) : kind_(std::move(kind)), c_(C) {
+  if (kind_ == "concat") {
+    l1 = register_module("fc", make_linear(2 * C, C));
+  } else if (kind_ == "moe") {
+    experts = register_module("experts", torch::nn::ModuleList());
+    for (int i = 0; i < 3; ++i) experts->push_back(make_linear(2 * C, C));
+    gate = register_module("gate", make_linear(2 * C, 3));
+  } else if (kind_ == "bilinear") {
+    const double b = 1.0 / std::sqrt(static_cast<double>(C));
+    bilinear = register_module("bilinear", std::make_shared<torch::nn::Module>());
+    bil_w = bilinear->register_parameter("weight", torch::empty({C, C, C}).uniform_(-b, b));
+    bil_b = bilinear->register_parameter("bias", torch::empty({C}).uniform_(-b, b));
+    out = register_module("fc", make_linear(C, C));
+  } else if (kind_ == "dynamic") {
+    gate = register_module("gate", make_linear(2 * C, 2));
+    out = register_module("fc", make_linear(C, C));
+  } else if (kind_ == "cross") {
+    l1 = register_module("gate_vlm", make_linear(C, C));   // g1 = sigmoid(L(head)) weighs the VLM input
+    l2 = register_module("gate_head", make_linear(C, C));  // g2 = sigmoid(L(vlm)) weighs the head input
+    out = register_module("fc", make_linear(C, C));
+  } else {
+    throw Error(cat("unknown gate '", kind_, "' (concat, moe, bilinear, dynamic, cross)"));
+  }
+}
+
+torch::Tensor GateImpl::forward(const torch::Tensor& vlm, const torch::Tensor& head, torch::Tensor* weights) {
+  torch::Tensor v = vlm.to(head.scalar_type());
+  torch::Tensor both = torch::cat({v, head}, -1);  // [B, 2C]
+  if (kind_ == "concat") {
+    if (weights) {
+      torch::Tensor w = l1->weight.abs();
+      torch::Tensor share = torch::stack({w.narrow(1, 0, c_).sum(), w.narrow(1, c_, c_).sum()});
+      *weights = (share / share.sum()).unsqueeze(0).expand({head.size(0), 2});
+    }
+    return l1(both);
+  }
+  if (kind_ == "moe") {
+    torch::Tensor g = torch::softmax(gate(both), -1);                            // [B, 3]
+    std::vector<torch::Tensor> outs;
+    for (const auto& e : *experts) outs.push_back(e->as<LinearImpl>()->forward(both));
+    torch::Tensor e = torch::stack(outs, 1);  // [B, 3, C]
+    if (weights) *weights = g;
+    return (g.unsqueeze(-1) * e).sum(1);
+  }
+  if (kind_ == "bilinear") {
+    // y_k = v^T W_k h + b_k : [B, C] x [C, C, C] x [B, C] -> [B, C]
+    torch::Tensor y = torch::einsum("bi,kij,bj->bk", {v, bil_w, head}) + bil_b;
+    return out(y);
+  }
+  if (kind_ == "dynamic") {
+    torch::Tensor w = torch::softmax(gate(both), -1);  // [B, 2]
+    if (weights) *weights = w;
+    return out(w.narrow(1, 0, 1) * v + w.narrow(1, 1, 1) * head);
+  }
+  // cross
+  torch::Tensor g1 = torch::sigmoid(l1(head)), g2 = torch::sigmoid(l2(v));
+  if (weights) *weights = torch::stack({g1.mean(-1), g2.mean(-1)}, 1);
+  return out(g1 * v + g2 * head);
+}
+
+int64_t GateImpl::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace emovlm

@@ -1,0 +1,66 @@
+// Distillation head (parameter counts of the paper), KD loss against the reference, gates.
+#include <gtest/gtest.h>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/models/heads.h"
+#include "test_util.h"
+
+using namespace emovlm;
+
+TEST(DistillHead, ParameterCountsOfThePaper) {
+  EXPECT_EQ(DistillHead(3584, std::vector<int64_t>{1024}, 8)->num_parameters(), 3679240);
+  EXPECT_EQ(DistillHead(3584, std::vector<int64_t>{1024, 512}, 8)->num_parameters(), 4199944);
+  DistillHead h(16, std::vector<int64_t>{8, 4}, 3);
+  EXPECT_EQ(h->forward(torch::randn({5, 16})).sizes(), (std::vector<int64_t>{5, 3}));
+}
+
+TEST(KDLoss, MatchesReference) {
+  const std::string dir = test::ref_path("heads");
+  json c = read_json_file(dir + "/cases.json")["kd"];
+  auto t = load_tensors(dir + "/expected.safetensors");
+  torch::Tensor s = t.at("kd.student_logits").to(torch::kFloat64).clone().requires_grad_(true);
+  KDLoss l = kd_loss(s, t.at("kd.teacher_logits").to(torch::kFloat64), t.at("kd.labels"), c["T"].get<double>(),
+                     c["alpha"].get<double>());
+  EXPECT_NEAR(l.kl.item<double>(), c["kl_term"].get<double>(), 1e-6);
+  EXPECT_NEAR(l.ce.item<double>(), c["ce_term"].get<double>(), 1e-6);
+  EXPECT_NEAR(l.loss.item<double>(), c["loss"].get<double>(), 1e-6);
+  l.loss.backward();
+  EXPECT_LT((s.grad().to(torch::kFloat32) - t.at("kd.grad_student")).abs().max().item<double>(), 1e-6);
+}
+
+TEST(Gate, ParameterCountsAndShapes) {
+  EXPECT_EQ(Gate("concat", 8)->num_parameters(), 136);
+  EXPECT_EQ(Gate("moe", 8)->num_parameters(), 3 * 136 + 16 * 3 + 3);
+  EXPECT_EQ(Gate("bilinear", 8)->num_parameters(), 8 * 8 * 8 + 8 + 72);
+  EXPECT_EQ(Gate("dynamic", 8)->num_parameters(), 16 * 2 + 2 + 72);
+  EXPECT_EQ(Gate("cross", 8)->num_parameters(), 3 * 72);
+  torch::Tensor v = torch::nn::functional::one_hot(torch::tensor({1, 3, 0}), 8).to(torch::kFloat32);
+  torch::Tensor h = torch::randn({3, 8});
+  for (const auto& k : gate_kinds()) {
+    Gate g(k, 8);
+    torch::Tensor w;
+    torch::Tensor out = g->forward(v, h, &w);
+    EXPECT_EQ(out.sizes(), (std::vector<int64_t>{3, 8})) << k;
+    out.sum().backward();
+    for (const auto& p : g->parameters()) EXPECT_TRUE(p.grad().defined()) << k;
+  }
+  EXPECT_THROW(Gate("nope", 8), Error);
+}
+
+TEST(Gate, LearnsToTrustTheRightInput) {
+  // the label is the VLM's answer: a concat gate trained briefly follows it
+  torch::manual_seed(0);
+  Gate g("concat", 4);
+  torch::optim::Adam opt(g->parameters(), torch::optim::AdamOptions(0.05));
+  torch::Tensor y = torch::randint(0, 4, {64});
+  torch::Tensor v = torch::nn::functional::one_hot(y, 4).to(torch::kFloat32);
+  torch::Tensor h = torch::randn({64, 4});
+  for (int i = 0; i < 200; ++i) {
+    opt.zero_grad();
+    torch::Tensor loss = torch::cross_entropy_loss(g->forward(v, h), y);
+    loss.backward();
+    opt.step();
+  }
+  EXPECT_EQ((g->forward(v, h).argmax(-1) == y).sum().item<int64_t>(), 64);
+}
