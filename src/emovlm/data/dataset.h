@@ -1,0 +1,64 @@
+// Datasets: the reference layout ROOT/{train,val,test}/<emotion>/<image> (a seeded stratified
+// validation split when val/ is absent) or a CSV/JSONL manifest; class indices are the sorted
+// label names, everywhere.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "emovlm/data/labels.h"
+
+namespace emovlm {
+
+struct Sample {
+  std::string path;
+  int label = -1;
+  std::map<std::string, float> soft;  // optional label distribution (e.g. Emotion6's)
+};
+
+struct DatasetOptions {
+  std::string labels;          // "mikels8", "ekman6", "binary", "a,b,c"; empty: the folder names
+  double val_fraction = 0.1;   // when there is no val split
+  double test_fraction = 0.0;  // when there is no test split (manifests without one)
+  uint64_t split_seed = 42;
+};
+
+struct Dataset {
+  std::string source;  // root directory or manifest file
+  LabelSet labels;
+  std::vector<Sample> train, val, test;
+  std::string val_origin;   // "val/", "manifest", or how it was split off train
+  std::string test_origin;
+
+  // "train", "val", "test"; throws for an unknown or empty split.
+  const std::vector<Sample>& split(const std::string& name) const;
+  nlohmann::json summary() const;
+};
+
+// A directory in the reference layout, or a .csv / .jsonl manifest. Errors before any training:
+// an empty class, a label outside the label set, a split with no images.
+Dataset load_dataset(const std::string& path, const DatasetOptions& options = {});
+
+// The deterministic stratified split (the same on every run and machine): per class, a
+// SplitMix64-seeded Fisher-Yates shuffle of the sorted paths, round(fraction * n) to the held-out
+// part (at least one when the class has two or more). Returns {kept, held_out}.
+std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(const std::vector<Sample>& samples, double fraction,
+                                                                     uint64_t seed);
+
+bool is_image_file(const std::string& path);
+
+// SplitMix64: a tiny, portable PRNG for everything that must be reproducible across machines.
+struct SplitMix64 {
+  uint64_t state;
+  explicit SplitMix64(uint64_t seed) : state(seed) {}
+  uint64_t next();
+  double uniform();                  // [0, 1)
+  uint64_t below(uint64_t n);        // [0, n)
+};
+uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0);
+
+}  // namespace emovlm

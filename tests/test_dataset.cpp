@@ -1,0 +1,159 @@
+// Datasets (folders, manifests, the seeded split, errors) and the threaded batch loader.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/data/dataset.h"
+#include "emovlm/data/loader.h"
+#include "test_util.h"
+
+using namespace emovlm;
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_img(const std::string& path, int w, int h, uint8_t v) {
+  fs::create_directories(fs::path(path).parent_path());
+  RgbImage img(w, h);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(v + i % 7);
+  write_image_file(path, img);
+}
+
+// ROOT/{train,test}/<class>/k.png with n images per class
+void make_tree(const std::string& root, const std::vector<std::string>& classes, int n, bool with_val = false) {
+  for (size_t c = 0; c < classes.size(); ++c)
+    for (int k = 0; k < n; ++k) {
+      write_img(root + "/train/" + classes[c] + "/" + std::to_string(k) + ".png", 20 + k, 16, static_cast<uint8_t>(c * 30));
+      if (k < 2) write_img(root + "/test/" + classes[c] + "/t" + std::to_string(k) + ".png", 16, 16, 5);
+      if (with_val && k < 2) write_img(root + "/val/" + classes[c] + "/v" + std::to_string(k) + ".png", 16, 16, 9);
+    }
+}
+
+}  // namespace
+
+TEST(Dataset, FoldersSortedClassesAndSeededSplit) {
+  test::TempDir dir;
+  make_tree(dir.path(), {"fear", "awe", "anger"}, 10);
+  Dataset d = load_dataset(dir.path());
+  EXPECT_EQ(d.labels.labels, (std::vector<std::string>{"anger", "awe", "fear"}));
+  EXPECT_EQ(d.train.size() + d.val.size(), 30u);
+  EXPECT_EQ(d.val.size(), 3u);  // 10% of each class
+  std::vector<int> per(3, 0);
+  for (const auto& s : d.val) per[s.label]++;
+  EXPECT_EQ(per, (std::vector<int>{1, 1, 1}));
+  EXPECT_EQ(d.test.size(), 6u);
+  // the same split every time
+  Dataset again = load_dataset(dir.path());
+  for (size_t i = 0; i < d.val.size(); ++i) EXPECT_EQ(d.val[i].path, again.val[i].path);
+  // another seed: another split
+  DatasetOptions o;
+  o.split_seed = 7;
+  Dataset other = load_dataset(dir.path(), o);
+  bool differs = false;
+  for (size_t i = 0; i < d.val.size(); ++i) differs |= d.val[i].path != other.val[i].path;
+  EXPECT_TRUE(differs);
+  // an explicit label set whose classes have no images here: an error before any training
+  o = {};
+  o.labels = "mikels8";
+  try {
+    load_dataset(dir.path(), o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("class 'amusement' has no images"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Dataset, ValFolderAndErrors) {
+  test::TempDir dir;
+  make_tree(dir.path(), {"negative", "positive"}, 4, true);
+  DatasetOptions o;
+  o.labels = "binary";
+  Dataset d = load_dataset(dir.path(), o);
+  EXPECT_EQ(d.val_origin, "val/");
+  EXPECT_EQ(d.val.size(), 4u);
+  EXPECT_EQ(d.train.size(), 8u);
+
+  test::TempDir bad;
+  make_tree(bad.path(), {"negative", "positive"}, 3);
+  fs::create_directories(bad / "train/neutral");
+  o.labels = "binary";
+  EXPECT_THROW(load_dataset(bad.path(), o), Error);  // folder outside the label set
+  o.labels = "";
+  EXPECT_THROW(load_dataset(bad.path(), o), Error);  // empty class 'neutral'
+  EXPECT_THROW(load_dataset(bad / "nothing"), Error);
+  test::TempDir no_test;
+  make_tree(no_test.path(), {"a", "b"}, 3);
+  fs::remove_all(no_test / "test");
+  EXPECT_THROW(load_dataset(no_test.path()).split("test"), Error);
+}
+
+TEST(Dataset, Manifests) {
+  test::TempDir dir;
+  write_img(dir / "img/1.png", 8, 8, 1);
+  write_img(dir / "img/2.png", 8, 8, 2);
+  write_img(dir / "img/3.png", 8, 8, 3);
+  write_file_atomic(dir / "m.csv", "path,label,split,soft_joy\nimg/1.png,joy,train,0.9\nimg/2.png,fear,train,0.1\n"
+                                   "img/3.png,joy,test,1\nimg/1.png,fear,val,\n");
+  Dataset d = load_dataset(dir / "m.csv");
+  EXPECT_EQ(d.labels.labels, (std::vector<std::string>{"fear", "joy"}));
+  EXPECT_EQ(d.train.size(), 2u);
+  EXPECT_EQ(d.test.size(), 1u);
+  EXPECT_FLOAT_EQ(d.train[0].soft.at("joy"), 0.9f);
+  EXPECT_EQ(d.test[0].path, dir / "img/3.png");
+  write_file_atomic(dir / "m.jsonl", R"({"path": "img/1.png", "label": "joy"})" "\n" R"({"path": "img/2.png", "label": "fear"})" "\n"
+                                     R"({"path": "img/3.png", "label": "joy", "split": "test"})" "\n");
+  Dataset j = load_dataset(dir / "m.jsonl");
+  EXPECT_EQ(j.test.size(), 1u);
+  write_file_atomic(dir / "bad.jsonl", R"({"path": "img/1.png", "label": "joy", "split": "dev"})" "\n");
+  EXPECT_THROW(load_dataset(dir / "bad.jsonl"), Error);
+  DatasetOptions o;
+  o.labels = "binary";
+  EXPECT_THROW(load_dataset(dir / "m.jsonl", o), Error);  // 'joy' outside binary
+}
+
+TEST(Loader, OrderedDeterministicAndSkipsBadImages) {
+  test::TempDir dir;
+  std::vector<Sample> samples;
+  for (int i = 0; i < 23; ++i) {
+    std::string p = dir / (std::to_string(i) + ".png");
+    write_img(p, 30 + i, 20, static_cast<uint8_t>(i));
+    samples.push_back({p, i % 3, {}});
+  }
+  write_file_atomic(dir / "broken.png", "not a png at all");
+  samples.push_back({dir / "broken.png", 0, {}});
+  VitImageConfig img;
+  img.image_size = 16;
+  LoaderOptions o;
+  o.batch_size = 5;
+  o.workers = 3;
+  o.shuffle = true;
+  o.augment = true;
+  o.seed = 11;
+  ImageBatchLoader a(samples, img, o), b(samples, img, o);
+  a.start_epoch(2);
+  b.start_epoch(2);
+  ImageBatch x, y;
+  size_t seen = 0, batches = 0;
+  while (a.next(x)) {
+    ASSERT_TRUE(b.next(y));
+    EXPECT_EQ(x.indices, y.indices);
+    EXPECT_EQ(x.pixels, y.pixels);  // same augmentation whatever the threads did
+    seen += x.labels.size();
+    ++batches;
+  }
+  EXPECT_EQ(batches, a.batches_per_epoch());
+  EXPECT_EQ(seen, 23u);
+  ASSERT_EQ(a.failures().size(), 1u);
+  EXPECT_NE(a.failures()[0].find("broken.png"), std::string::npos);
+  // resuming at batch 2 gives the same later batches
+  ImageBatchLoader c(samples, img, o);
+  a.start_epoch(3);
+  c.start_epoch(3, 2);
+  a.next(x), a.next(x), a.next(x);
+  c.next(y);
+  EXPECT_EQ(x.indices, y.indices);
+  EXPECT_EQ(x.pixels, y.pixels);
+}
