@@ -7,6 +7,7 @@ namespace emovlm::cli {
 
 void add_inspect_command(CLI::App& app);
 void add_preprocess_command(CLI::App& app);
-void add_vlm_commands(CLI::App& app);  // chat, classify
+void add_vlm_commands(CLI::App& app);       // chat, classify
+void add_pipeline_commands(CLI::App& app);  // teacher, extract, distill, gate, evaluate, bundle, predict
 
 }  // namespace emovlm::cli

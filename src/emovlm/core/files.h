@@ -59,6 +59,11 @@ class AtomicFile {
 // Convenience: atomically replaces `path` with `contents`.
 void write_file_atomic(const std::string& path, const std::string& contents);
 
+// FNV-1a 64 of bytes / of a whole file (content identity for caches; not cryptographic).
+uint64_t fnv1a64(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ull);
+uint64_t hash_file(const std::string& path);
+std::string hex64(uint64_t v);
+
 // Creates the directory and its parents (no error when it exists).
 void make_dirs(const std::string& path);
 

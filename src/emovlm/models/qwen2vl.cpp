@@ -94,7 +94,7 @@ std::pair<torch::Tensor, torch::Tensor> Qwen2VLImpl::rope_index(const torch::Ten
   return {pos, deltas};
 }
 
-torch::Tensor Qwen2VLImpl::embed(const Qwen2VLInputs& in) {
+torch::Tensor Qwen2VLImpl::embed(const Qwen2VLInputs& in, torch::Tensor* image_features) {
   torch::Tensor ids = in.input_ids.to(device());
   torch::Tensor emb = model->embed_tokens(ids);
   const int64_t n_pad = (ids == cfg_.image_token_id).sum().item<int64_t>();
@@ -103,6 +103,7 @@ torch::Tensor Qwen2VLImpl::embed(const Qwen2VLInputs& in) {
     return emb;
   }
   torch::Tensor feats = visual(in.pixel_values.to(device()).to(dtype()), in.grids).merged;
+  if (image_features) *image_features = feats;
   if (feats.size(0) != n_pad)
     throw Error(cat("the images give ", feats.size(0), " visual tokens but the prompt holds ", n_pad, " <|image_pad|>"));
   torch::Tensor where = (ids == cfg_.image_token_id).unsqueeze(-1).expand_as(emb);
@@ -124,11 +125,12 @@ Qwen2VLOutput Qwen2VLImpl::forward(const Qwen2VLInputs& in, KVCache* cache, bool
   const int64_t B = in.input_ids.size(0), T = in.input_ids.size(1);
   torch::Tensor am = in.attention_mask.defined() ? in.attention_mask : torch::ones({B, T}, torch::kInt64);
   auto [pos, deltas] = rope_index(in.input_ids, am, in.grids);
-  torch::Tensor emb = embed(in);
+  torch::Tensor feats;
+  torch::Tensor emb = embed(in, &feats);
   torch::Tensor mask = causal_mask(am.to(device()), T, 0);
   torch::Tensor h = model(emb, pos.to(device()), mask, cache);
   if (last_only) h = h.narrow(1, T - 1, 1);
-  return {lm_head(h), pos, deltas};
+  return {lm_head(h), pos, deltas, feats};
 }
 
 torch::Tensor Qwen2VLImpl::extend(const torch::Tensor& ids, const torch::Tensor& rope_deltas, const torch::Tensor& key_mask,

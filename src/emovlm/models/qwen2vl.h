@@ -24,6 +24,7 @@ struct Qwen2VLOutput {
   torch::Tensor logits;        // [B, T, vocab] (or [B, 1, vocab] for the last position only)
   torch::Tensor position_ids;  // [3, B, T]
   torch::Tensor rope_deltas;   // [B]: position of the next token = cache length + delta
+  torch::Tensor image_features;  // [sum of visual tokens, hidden]: the merger's output, images in order
 };
 
 class Qwen2VLImpl : public torch::nn::Module {
@@ -42,8 +43,9 @@ class Qwen2VLImpl : public torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> rope_index(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                                      const std::vector<GridTHW>& grids) const;
 
-  // Token embeddings with the vision features in place of the image pad tokens.
-  torch::Tensor embed(const Qwen2VLInputs& inputs);
+  // Token embeddings with the vision features in place of the image pad tokens; the features
+  // themselves (merger output) go to image_features when given.
+  torch::Tensor embed(const Qwen2VLInputs& inputs, torch::Tensor* image_features = nullptr);
 
   // Prefill: the whole prompt. With a cache, keys/values are kept for decoding.
   // last_only: logits of the last position only (generation).

@@ -209,21 +209,35 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
 
 }  // namespace
 
+torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids, int64_t m) {
+  std::vector<torch::Tensor> out;
+  int64_t off = 0;
+  for (const GridTHW& g : grids) {
+    const int64_t n = g[0] * g[1] * g[2] / (m * m);
+    out.push_back(features.narrow(0, off, n).to(torch::kFloat32).mean(0));
+    off += n;
+  }
+  return torch::stack(out).to(torch::kCPU);
+}
+
 torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor, const std::vector<VlmPrompt>& prompts,
-                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic) {
+                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic, torch::Tensor* pooled) {
   torch::NoGradGuard ng;
-  std::vector<torch::Tensor> rows;
+  std::vector<torch::Tensor> rows, pools;
   auto run = [&](const std::vector<VlmPrompt>& batch) {
     Qwen2VLInputs in = processor.build(batch);
     KVCache cache;
     Qwen2VLOutput out = model.forward(in, &cache, /*last_only=*/true);
     rows.push_back(score_after_prefix(model, cache, out.logits.select(1, 0), in.attention_mask, out.rope_deltas, candidates));
+    if (pooled && !in.grids.empty())
+      pools.push_back(pool_image_features(out.image_features, in.grids, model.config().vision.spatial_merge_size));
   };
   if (deterministic) {
     for (const VlmPrompt& p : prompts) run({p});
   } else {
     run(prompts);
   }
+  if (pooled) *pooled = pools.empty() ? torch::Tensor() : torch::cat(pools, 0);
   return torch::cat(rows, 0);
 }
 

@@ -78,7 +78,13 @@ int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const
 // For each prompt, the sum of log-probabilities of each candidate continuation (token ids),
 // the prompt's prefix computed once for all candidates. Returns [prompts, candidates] float64.
 // deterministic: each prompt alone (results independent of the batch); else one padded batch.
+// pooled (optional) receives each prompt's mean-pooled visual features [prompts, hidden] (float32,
+// CPU) from the same forward pass: the distillation head's input, computed once.
 torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor, const std::vector<VlmPrompt>& prompts,
-                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic = true);
+                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic = true,
+                           torch::Tensor* pooled = nullptr);
+
+// Mean over each image's visual tokens: features [sum tokens, hidden] -> [images, hidden].
+torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids, int64_t merge_size);
 
 }  // namespace emovlm

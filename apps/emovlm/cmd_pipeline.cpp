@@ -1,0 +1,207 @@
+// The pipeline's stages on the command line: teacher train/eval, extract, distill, gate,
+// evaluate, bundle, predict.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "emovlm/core/error.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/pipeline/evaluate.h"
+#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/predictor.h"
+#include "emovlm/train/distill.h"
+#include "emovlm/train/teacher.h"
+
+namespace emovlm::cli {
+
+namespace {
+
+void add_optim_flags(CLI::App* c, OptimConfig& o) {
+  c->add_option("--lr", o.lr, "learning rate")->capture_default_str();
+  c->add_option("--weight-decay", o.weight_decay, "")->capture_default_str();
+  c->add_option("--optimizer", o.optimizer, "adam or adamw")->capture_default_str();
+  c->add_option("--schedule", o.schedule, "constant, warmup, linear or cosine")->capture_default_str();
+  c->add_option("--warmup-ratio", o.warmup_ratio, "share of steps for linear warm-up")->capture_default_str();
+  c->add_option("--max-grad-norm", o.max_grad_norm, "gradient clipping (0: off)")->capture_default_str();
+  c->add_option("--grad-accum", o.grad_accum, "batches per optimizer step")->capture_default_str();
+}
+
+void add_dataset_flags(CLI::App* c, DatasetOptions& d) {
+  c->add_option("--labels", d.labels, "mikels8, ekman6, binary or a,b,c (default: the folder names)");
+  c->add_option("--val-fraction", d.val_fraction, "validation share of train/ when there is no val/")->capture_default_str();
+  c->add_option("--split-seed", d.split_seed, "seed of that split")->capture_default_str();
+}
+
+std::vector<int64_t> parse_hidden(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t c = s.find(',', pos);
+    out.push_back(std::stoll(s.substr(pos, c == std::string::npos ? std::string::npos : c - pos)));
+    if (c == std::string::npos) break;
+    pos = c + 1;
+  }
+  if (out.empty()) throw Error("--hidden needs at least one size (e.g. 1024 or 1024,512)");
+  return out;
+}
+
+}  // namespace
+
+void add_pipeline_commands(CLI::App& app) {
+  // ---- teacher
+  CLI::App* teacher = app.add_subcommand("teacher", "Train or evaluate the ViT teacher");
+  teacher->require_subcommand(1);
+  auto t = std::make_shared<TeacherOptions>();
+  CLI::App* tt = teacher->add_subcommand("train", "Fine-tune a ViT checkpoint on an emotion dataset");
+  tt->add_option("--data", t->data, "ROOT/{train,val,test}/<emotion>/ or a manifest")->required();
+  tt->add_option("--init", t->init, "a ViT checkpoint directory (e.g. google/vit-base-patch16-384)")->required();
+  tt->add_option("--out", t->out, "output directory")->required();
+  add_dataset_flags(tt, t->dataset);
+  tt->add_option("--epochs", t->epochs, "")->capture_default_str();
+  tt->add_option("--batch-size", t->batch_size, "")->capture_default_str();
+  tt->add_option("--image-size", t->image_size, "input size (default: the checkpoint's)");
+  tt->add_option("--workers", t->workers, "data-loader threads")->capture_default_str();
+  tt->add_option("--seed", t->seed, "")->capture_default_str();
+  tt->add_flag("--resume", t->resume, "continue an interrupted run in --out");
+  add_optim_flags(tt, t->optim);
+  tt->callback([t] { std::cout << train_teacher(*t).dump(1) << std::endl; });
+
+  struct TeacherEval {
+    std::string dir, data, split = "test";
+    DatasetOptions dataset;
+    int64_t batch = 32;
+    int workers = 2;
+  };
+  auto te = std::make_shared<TeacherEval>();
+  CLI::App* tev = teacher->add_subcommand("eval", "Accuracy of a trained teacher on a split");
+  tev->add_option("--teacher", te->dir, "a directory written by `teacher train`")->required();
+  tev->add_option("--data", te->data, "the dataset")->required();
+  tev->add_option("--split", te->split, "train, val or test")->capture_default_str();
+  add_dataset_flags(tev, te->dataset);
+  tev->add_option("--batch-size", te->batch, "")->capture_default_str();
+  tev->add_option("--workers", te->workers, "")->capture_default_str();
+  tev->callback([te] { std::cout << eval_teacher(te->dir, te->data, te->split, te->dataset, te->batch, te->workers).dump(1) << std::endl; });
+
+  // ---- extract
+  auto x = std::make_shared<ExtractOptions>();
+  CLI::App* ex = app.add_subcommand("extract", "Cache the frozen models' outputs for a split (resumable)");
+  ex->add_option("--vlm", x->vlm, "Qwen2-VL checkpoint directory")->required();
+  ex->add_option("--adapter", x->adapter, "LoRA adapter directory");
+  ex->add_option("--teacher", x->teacher, "trained teacher directory")->required();
+  ex->add_option("--data", x->data, "the dataset")->required();
+  ex->add_option("--split", x->split, "train, val or test")->capture_default_str();
+  ex->add_option("--out", x->out, "cache directory")->required();
+  add_dataset_flags(ex, x->dataset);
+  ex->add_option("--vlm-mode", x->vlm_mode, "score (label scores) or generate (the reference's sampling)")->capture_default_str();
+  ex->add_option("--dtype", x->dtype, "bf16, f16 or f32")->capture_default_str();
+  ex->add_option("--device", x->device, "cpu, cuda or auto")->capture_default_str();
+  ex->add_option("--shard-size", x->shard_size, "images per shard (the resume granularity)")->capture_default_str();
+  ex->add_option("--workers", x->workers, "decoding threads")->capture_default_str();
+  ex->add_option("--temperature", x->temperature, "generate mode")->capture_default_str();
+  ex->add_option("--max-new-tokens", x->max_new_tokens, "generate mode")->capture_default_str();
+  ex->add_option("--seed", x->seed, "generate mode")->capture_default_str();
+  ex->callback([x] {
+    json m = extract_features(*x);
+    int64_t cached = 0, failed = 0;
+    for (const auto& s : m["shards"]) cached += s["cached"].get<int64_t>(), failed += static_cast<int64_t>(s["failures"].size());
+    std::printf("%s: %lld images cached, %lld unreadable (listed in manifest.json)\n", x->out.c_str(),
+                static_cast<long long>(cached), static_cast<long long>(failed));
+  });
+
+  // ---- distill
+  auto d = std::make_shared<DistillOptions>();
+  auto hidden = std::make_shared<std::string>("1024");
+  CLI::App* di = app.add_subcommand("distill", "Stage 2: train the distillation head from a cache");
+  di->add_option("--cache", d->cache, "training cache")->required();
+  di->add_option("--val-cache", d->val_cache, "validation cache (best epoch selection)");
+  di->add_option("--out", d->out, "output directory")->required();
+  di->add_option("--hidden", *hidden, "hidden sizes, e.g. 1024 or 1024,512")->capture_default_str();
+  di->add_option("--alpha", d->alpha, "weight of the KL term")->capture_default_str();
+  di->add_option("--temperature", d->temperature, "distillation temperature")->capture_default_str();
+  di->add_option("--dropout", d->dropout, "")->capture_default_str();
+  di->add_option("--epochs", d->epochs, "")->capture_default_str();
+  di->add_option("--batch-size", d->batch_size, "(the reference code uses 1)")->capture_default_str();
+  di->add_option("--seed", d->seed, "")->capture_default_str();
+  di->add_flag("--resume", d->resume, "continue an interrupted run");
+  add_optim_flags(di, d->optim);
+  di->callback([d, hidden] {
+    d->hidden = parse_hidden(*hidden);
+    std::cout << train_distill_head(*d).dump(1) << std::endl;
+  });
+
+  // ---- gate
+  auto g = std::make_shared<GateOptions>();
+  CLI::App* ga = app.add_subcommand("gate", "Stage 3: train the gate from a cache and a distillation head");
+  ga->add_option("--cache", g->cache, "training cache")->required();
+  ga->add_option("--val-cache", g->val_cache, "validation cache");
+  ga->add_option("--distill", g->distill, "the distillation head's directory")->required();
+  ga->add_option("--gate", g->kind, "concat, moe, bilinear, dynamic or cross")->capture_default_str();
+  ga->add_option("--vlm-input", g->vlm_input, "onehot (the paper) or scores")->capture_default_str();
+  ga->add_option("--out", g->out, "output directory")->required();
+  ga->add_option("--epochs", g->epochs, "")->capture_default_str();
+  ga->add_option("--batch-size", g->batch_size, "")->capture_default_str();
+  ga->add_option("--seed", g->seed, "")->capture_default_str();
+  ga->add_flag("--resume", g->resume, "");
+  add_optim_flags(ga, g->optim);
+  ga->callback([g] { std::cout << train_gate(*g).dump(1) << std::endl; });
+
+  // ---- evaluate
+  auto e = std::make_shared<EvaluateOptions>();
+  CLI::App* ev = app.add_subcommand("evaluate", "Accuracy, macro-F1, confusion and complementarity on a test cache");
+  ev->add_option("--cache", e->cache, "test cache")->required();
+  ev->add_option("--distill", e->distill, "distillation head directory")->required();
+  ev->add_option("--gate", e->gate, "gate directory");
+  ev->add_option("--out", e->out, "write report.json and report.md here");
+  ev->callback([e] { std::cout << evaluation_markdown(evaluate_cache(*e)); });
+
+  // ---- bundle, predict
+  auto b = std::make_shared<BundleSpec>();
+  auto bout = std::make_shared<std::string>();
+  CLI::App* bu = app.add_subcommand("bundle", "Gather what prediction needs into one directory");
+  bu->add_option("--vlm", b->vlm, "Qwen2-VL checkpoint directory")->required();
+  bu->add_option("--adapter", b->adapter, "LoRA adapter");
+  bu->add_option("--distill", b->distill, "distillation head directory")->required();
+  bu->add_option("--gate", b->gate, "gate directory")->required();
+  bu->add_option("--dtype", b->dtype, "bf16, f16 or f32")->capture_default_str();
+  bu->add_option("--out", *bout, "bundle directory")->required();
+  bu->callback([b, bout] {
+    write_bundle(*bout, *b);
+    std::printf("wrote %s/bundle.json\n", bout->c_str());
+  });
+
+  struct PredictArgs {
+    std::string bundle, device = "auto";
+    std::vector<std::string> images;
+    bool as_json = false;
+  };
+  auto p = std::make_shared<PredictArgs>();
+  CLI::App* pr = app.add_subcommand("predict", "The emotion of each image, with how the VLM, the head and the gate saw it");
+  pr->add_option("--bundle", p->bundle, "a directory written by `emovlm bundle`")->required();
+  pr->add_option("images", p->images, "JPEG or PNG files")->required();
+  pr->add_option("--device", p->device, "cpu, cuda or auto")->capture_default_str();
+  pr->add_flag("--json", p->as_json, "print JSON");
+  pr->callback([p] {
+    Predictor pred(p->bundle, p->device);
+    json all = json::array();
+    for (const auto& img : p->images) {
+      json r = pred.predict(img);
+      if (p->as_json) {
+        all.push_back(r);
+        continue;
+      }
+      std::printf("%s: %s (%.3f)\n", img.c_str(), r["emotion"].get<std::string>().c_str(), r["confidence"].get<double>());
+      std::printf("  VLM answer: %s (p=%.3f)\n", r["vlm"]["answer"].get<std::string>().c_str(),
+                  r["vlm"]["probabilities"][r["vlm"]["answer"].get<std::string>()].get<double>());
+      std::string top;
+      for (const auto& h : r["head_top3"]) top += cat(top.empty() ? "" : ", ", h["label"].get<std::string>(), " ", h["probability"].get<double>());
+      std::printf("  head top-3: %s\n", top.c_str());
+      if (r["gate"].contains("weights"))
+        std::printf("  gate (%s) weighed VLM %.2f, head %.2f\n", r["gate"]["kind"].get<std::string>().c_str(),
+                    r["gate"]["weights"]["vlm"].get<double>(), r["gate"]["weights"]["head"].get<double>());
+    }
+    if (p->as_json) std::cout << all.dump(1) << std::endl;
+  });
+}
+
+}  // namespace emovlm::cli

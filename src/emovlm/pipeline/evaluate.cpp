@@ -1,0 +1,116 @@
+// Evaluation and reports.
+#include "emovlm/pipeline/evaluate.h"
+
+#include <filesystem>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/safetensors.h"
+#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/metrics.h"
+#include "emovlm/train/distill.h"
+
+namespace emovlm {
+
+namespace fs = std::filesystem;
+
+int64_t checkpoint_parameters(const std::string& path) {
+  Checkpoint ck(path);
+  int64_t n = 0;
+  for (const auto& name : ck.names()) n += ck.get(name).numel();
+  return n;
+}
+
+namespace {
+std::vector<int> to_vec(const torch::Tensor& t) {
+  torch::Tensor c = t.to(torch::kInt64).contiguous();
+  return std::vector<int>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+std::string pct(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", 100 * v);
+  return b;
+}
+std::string human(int64_t n) {
+  char b[32];
+  if (n >= 1000000000) std::snprintf(b, sizeof b, "%.2fB", n / 1e9);
+  else if (n >= 1000000) std::snprintf(b, sizeof b, "%.2fM", n / 1e6);
+  else std::snprintf(b, sizeof b, "%lld", static_cast<long long>(n));
+  return b;
+}
+}  // namespace
+
+json evaluate_cache(const EvaluateOptions& o) {
+  FeatureCache c = FeatureCache::load(o.cache);
+  json hcfg, gcfg;
+  DistillHead head = load_distill_head(o.distill, &hcfg);
+  if (hcfg["labels"].get<std::vector<std::string>>() != c.labels)
+    throw Error(cat(o.distill, ": the head's labels differ from the cache's"));
+  torch::Tensor hl = head_logits(*head, c.features);
+  std::vector<int> truth = to_vec(c.targets);
+  std::vector<int> vlm = to_vec(c.vlm_answer), teacher = to_vec(c.teacher_logits.argmax(-1)), hd = to_vec(hl.argmax(-1));
+  const int C = static_cast<int>(c.num_classes());
+  json models = json::object();
+  const json& in = c.manifest["inputs"];
+  auto add = [&](const std::string& name, const std::vector<int>& pred, int64_t params) {
+    json r = classification_report(pred, truth, C).to_json(c.labels);
+    r["parameters"] = params;
+    models[name] = r;
+  };
+  add("vlm", vlm, checkpoint_parameters(in["vlm"]["path"].get<std::string>()));
+  add("teacher", teacher, checkpoint_parameters(in["teacher"]["path"].get<std::string>()));
+  add("distill_head", hd, head->num_parameters());
+  json report = {{"cache", o.cache}, {"labels", c.labels}, {"images", c.size()}, {"vlm_mode", in["vlm_mode"]}};
+  std::vector<int> fused;
+  if (!o.gate.empty()) {
+    Gate gate = load_gate(o.gate, &gcfg);
+    torch::NoGradGuard ng;
+    fused = to_vec(gate->forward(c.vlm_input(gcfg["vlm_input"]), hl).argmax(-1));
+    add("emovlm_kd", fused, gate->num_parameters() + head->num_parameters());
+    models["emovlm_kd"]["gate"] = gcfg["kind"];
+    models["emovlm_kd"]["gate_parameters"] = gate->num_parameters();
+  }
+  report["models"] = models;
+  report["complementarity"] = {{"vlm_vs_teacher", complementarity(vlm, teacher, truth).to_json("vlm", "teacher")},
+                               {"vlm_vs_head", complementarity(vlm, hd, truth).to_json("vlm", "head")}};
+  if (!fused.empty()) {
+    const double best_input = std::max(models["vlm"]["accuracy"].get<double>(), models["distill_head"]["accuracy"].get<double>());
+    report["gate_beats_inputs"] = models["emovlm_kd"]["accuracy"].get<double>() > best_input;
+  }
+  if (!o.out.empty()) {
+    make_dirs(o.out);
+    write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+    write_file_atomic((fs::path(o.out) / "report.md").string(), evaluation_markdown(report));
+  }
+  return report;
+}
+
+std::string evaluation_markdown(const json& r) {
+  std::string md = cat("# Evaluation on ", r["cache"].get<std::string>(), " (", r["images"].get<int64_t>(), " images)\n\n");
+  std::vector<std::vector<std::string>> rows;
+  const std::pair<const char*, const char*> names[] = {
+      {"vlm", "VLM (Qwen2-VL)"}, {"teacher", "Teacher (ViT)"}, {"distill_head", "Distillation head"}, {"emovlm_kd", "EmoVLM-KD"}};
+  for (const auto& [key, label] : names) {
+    if (!r["models"].contains(key)) continue;
+    const json& m = r["models"][key];
+    rows.push_back({label, human(m["parameters"].get<int64_t>()), pct(m["accuracy"].get<double>()),
+                    pct(m["macro_f1"].get<double>()), std::to_string(m["unparsable"].get<int64_t>())});
+  }
+  md += markdown_table({"model", "parameters", "accuracy %", "macro-F1 %", "unparsable"}, rows);
+  md += "\nComplementarity (Figure 1):\n\n";
+  std::vector<std::vector<std::string>> crow;
+  for (const auto& [key, a, b] : {std::tuple<const char*, const char*, const char*>{"vlm_vs_teacher", "vlm", "teacher"},
+                                  {"vlm_vs_head", "vlm", "head"}}) {
+    const json& p = r["complementarity"][key]["percent"];
+    crow.push_back({key, cat(p["both_right"].get<double>()), cat(p[std::string("only_") + a].get<double>()),
+                    cat(p[std::string("only_") + b].get<double>()), cat(p["both_wrong"].get<double>())});
+  }
+  md += markdown_table({"pair", "both right %", "only first %", "only second %", "both wrong %"}, crow);
+  if (r.contains("gate_beats_inputs"))
+    md += r["gate_beats_inputs"].get<bool>() ? "\nThe gate beats both of its inputs.\n"
+                                             : "\nThe gate does not beat the better of its inputs on this data.\n";
+  return md;
+}
+
+}  // namespace emovlm

@@ -1,0 +1,22 @@
+// Evaluation over a cached test split: accuracy, macro-F1, per-class recall and confusion of the
+// VLM, the teacher, the distillation head and the gate; the complementarity splits (Figure 1);
+// parameter counts (Table 2); written as JSON and Markdown.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace emovlm {
+
+struct EvaluateOptions {
+  std::string cache, distill, gate, out;  // out: directory for report.json / report.md ("" = none)
+};
+
+nlohmann::json evaluate_cache(const EvaluateOptions& options);
+std::string evaluation_markdown(const nlohmann::json& report);
+
+// Sum of tensor elements in a checkpoint directory or file.
+int64_t checkpoint_parameters(const std::string& path);
+
+}  // namespace emovlm

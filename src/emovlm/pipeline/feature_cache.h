@@ -1,0 +1,58 @@
+// The feature cache: one pass over a dataset split computes what the frozen parts produce (the
+// VLM's mean-pooled visual features after the merger, its label scores or parsed answer, the
+// teacher's logits), stored as safetensors shards plus a manifest. Interrupted runs resume at the
+// next shard; a cache whose inputs changed (models, adapter, images, settings) is refused.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "emovlm/data/dataset.h"
+
+namespace emovlm {
+
+struct ExtractOptions {
+  std::string vlm, adapter, teacher, data, split = "train", out;
+  DatasetOptions dataset;
+  std::string vlm_mode = "score";  // score: label scores (deterministic) | generate: sample + parse
+  std::string dtype = "bf16", device = "auto";
+  int64_t shard_size = 256;
+  int64_t teacher_batch = 16;
+  int workers = 2;
+  int cap_long_side = 1024;  // the reference shrinks larger images (Lanczos) before the VLM
+  // generate mode (the reference's settings, merged with generation_config.json)
+  double temperature = 0.8;
+  int max_new_tokens = 256;
+  uint64_t seed = 0;
+};
+
+// Runs (or resumes) the extraction; returns the manifest.
+nlohmann::json extract_features(const ExtractOptions& options);
+
+// Identity of a checkpoint directory: config hash and, per weight file, size, header hash and
+// sampled content hashes (reading every byte of a 16 GB checkpoint would cost more than it guards).
+nlohmann::json checkpoint_identity(const std::string& dir);
+
+struct FeatureCache {
+  std::string dir;
+  nlohmann::json manifest;
+  std::vector<std::string> labels, paths;
+  torch::Tensor features;        // [N, d] float32
+  torch::Tensor teacher_logits;  // [N, C] float32
+  torch::Tensor vlm_scores;      // [N, C] float32: sum of log-probabilities of each label's answer
+  torch::Tensor vlm_answer;      // [N] int64: the VLM's class (-1: unparsable answer)
+  torch::Tensor targets;         // [N] int64: the true labels
+
+  static FeatureCache load(const std::string& dir);
+  int64_t size() const { return targets.size(0); }
+  int64_t num_classes() const { return static_cast<int64_t>(labels.size()); }
+  // The VLM's answer as the gate's input: "onehot" (the paper; all zeros when unparsable) or
+  // "scores" (the label-score distribution).
+  torch::Tensor vlm_input(const std::string& kind) const;
+};
+
+}  // namespace emovlm

@@ -1,0 +1,108 @@
+// Prediction from a bundle.
+#include "emovlm/pipeline/predictor.h"
+
+#include <filesystem>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/data/labels.h"
+#include "emovlm/image/resample.h"
+#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/text/chat.h"
+#include "emovlm/train/distill.h"
+
+namespace emovlm {
+
+namespace fs = std::filesystem;
+
+void write_bundle(const std::string& out, const BundleSpec& s) {
+  if (!s.adapter.empty()) throw Error("bundle --adapter: LoRA adapters are not implemented yet");
+  make_dirs(out);
+  json hcfg, gcfg;
+  load_distill_head(s.distill, &hcfg);
+  load_gate(s.gate, &gcfg);
+  if (hcfg["labels"] != gcfg["labels"]) throw Error(cat(s.gate, ": the gate's labels differ from the head's"));
+  auto copy = [&](const std::string& src_dir, const std::string& file) {
+    fs::path src = fs::is_directory(src_dir) ? fs::path(src_dir) / file : fs::path(src_dir);
+    write_file_atomic((fs::path(out) / file).string(), read_file(src.string()));
+  };
+  copy(s.distill, "head.safetensors");
+  copy(s.gate, "gate.safetensors");
+  json b = {{"format", "emovlm-bundle"}, {"version", 1}, {"vlm", fs::absolute(s.vlm).string()}, {"adapter", nullptr},
+            {"head", "head.safetensors"}, {"gate", "gate.safetensors"}, {"labels", hcfg["labels"]},
+            {"vlm_input", gcfg["vlm_input"]}, {"gate_kind", gcfg["kind"]}, {"dtype", s.dtype},
+            {"cap_long_side", s.cap_long_side}, {"prompt", "categorical"}};
+  write_file_atomic((fs::path(out) / "bundle.json").string(), b.dump(1) + "\n");
+}
+
+struct Predictor::State {
+  json bundle;
+  LabelSet labels;
+  Qwen2VL vlm{nullptr};
+  std::unique_ptr<Qwen2VLProcessor> proc;
+  DistillHead head{nullptr};
+  Gate gate{nullptr};
+  std::string prompt;
+  std::vector<std::vector<int32_t>> cands;
+  int cap = 1024;
+};
+
+Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std::make_unique<State>()) {
+  const std::string bpath = (fs::path(dir) / "bundle.json").string();
+  s_->bundle = read_json_file(bpath);
+  if (s_->bundle.value("format", "") != "emovlm-bundle") throw Error(cat(bpath, ": not an emovlm bundle"));
+  s_->labels.name = "bundle";
+  s_->labels.labels = json_required<std::vector<std::string>>(s_->bundle, "labels", bpath);
+  std::string vdir = json_required<std::string>(s_->bundle, "vlm", bpath);
+  if (fs::path(vdir).is_relative()) vdir = (fs::path(dir) / vdir).string();
+  const std::string dt = s_->bundle.value("dtype", "bf16");
+  torch::ScalarType dtype = dt == "f32" ? torch::kFloat32 : dt == "f16" ? torch::kFloat16 : torch::kBFloat16;
+  torch::Device dev = device == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
+                                       : torch::Device(device);
+  s_->vlm = Qwen2VL(Qwen2VLImpl::from_pretrained(vdir, dtype, dev));
+  s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));
+  s_->head = load_distill_head((fs::path(dir) / s_->bundle.value("head", "head.safetensors")).string());
+  s_->gate = load_gate((fs::path(dir) / s_->bundle.value("gate", "gate.safetensors")).string());
+  s_->cap = s_->bundle.value("cap_long_side", 1024);
+  s_->prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
+                            ChatMessage::text_then_image("user", categorical_prompt(s_->labels))},
+                           true);
+  for (const auto& l : s_->labels.labels)
+    s_->cands.push_back(s_->proc->tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+}
+
+Predictor::~Predictor() = default;
+
+const std::vector<std::string>& Predictor::labels() const { return s_->labels.labels; }
+
+json Predictor::predict(const std::string& image_path) {
+  torch::NoGradGuard ng;
+  RgbImage img = cap_long_side(decode_image_file(image_path), s_->cap);
+  torch::Tensor pooled;
+  torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, {{s_->prompt, {img}}}, s_->cands, true, &pooled)[0];
+  const auto& L = s_->labels.labels;
+  torch::Tensor vlm_prob = torch::softmax(scores, 0);
+  const int64_t vlm_idx = vlm_prob.argmax().item<int64_t>();
+  torch::Tensor hl = s_->head->forward(pooled.to(torch::kFloat32));  // [1, C]
+  torch::Tensor hp = torch::softmax(hl[0], 0);
+  const std::string kind = s_->bundle.value("vlm_input", "onehot");
+  torch::Tensor v = kind == "scores" ? vlm_prob.unsqueeze(0)
+                                     : torch::nn::functional::one_hot(torch::tensor({vlm_idx}), static_cast<int64_t>(L.size()))
+                                           .to(torch::kFloat32);
+  torch::Tensor w;
+  torch::Tensor fused = torch::softmax(s_->gate->forward(v, hl, &w)[0], 0);
+  const int64_t final_idx = fused.argmax().item<int64_t>();
+  json r = {{"image", image_path}, {"emotion", L[final_idx]}, {"confidence", fused[final_idx].item<double>()}};
+  r["vlm"] = {{"answer", L[vlm_idx]}, {"probabilities", json::object()}};
+  for (size_t i = 0; i < L.size(); ++i) r["vlm"]["probabilities"][L[i]] = vlm_prob[i].item<double>();
+  auto top = hp.topk(std::min<int64_t>(3, static_cast<int64_t>(L.size())));
+  for (int64_t k = 0; k < std::get<0>(top).size(0); ++k)
+    r["head_top3"].push_back({{"label", L[std::get<1>(top)[k].item<int64_t>()]}, {"probability", std::get<0>(top)[k].item<double>()}});
+  r["gate"] = {{"kind", s_->bundle.value("gate_kind", "")}, {"probabilities", json::object()}};
+  for (size_t i = 0; i < L.size(); ++i) r["gate"]["probabilities"][L[i]] = fused[i].item<double>();
+  if (w.defined()) r["gate"]["weights"] = {{"vlm", w[0][0].item<double>()}, {"head", w[0][w.size(1) > 2 ? 1 : 1].item<double>()}};
+  return r;
+}
+
+}  // namespace emovlm

@@ -1,0 +1,208 @@
+// Stage 2 (distillation head) and stage 3 (gate) training from the cache.
+#include "emovlm/train/distill.h"
+
+#include <filesystem>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/data/dataset.h"
+#include "emovlm/train/teacher.h"
+
+namespace emovlm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A seeded permutation of n for an epoch (the same on every machine).
+torch::Tensor epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  SplitMix64 rng(mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157));
+  for (int64_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(static_cast<uint64_t>(i))]);
+  return torch::tensor(order, torch::kInt64);
+}
+
+void save_module(const std::string& path, torch::nn::Module& m, const std::string& key, const json& config) {
+  NamedTensors ts;
+  for (const auto& p : m.named_parameters()) ts.emplace_back(p.key(), p.value());
+  save_tensors(path, ts, {{key, config.dump()}});
+}
+
+json module_config(const std::string& path, const std::string& key) {
+  Checkpoint ck(path);
+  auto m = ck.metadata();
+  auto it = m.find(key);
+  if (it == m.end()) throw Error(cat(path, ": no '", key, "' metadata; not written by emovlm"));
+  return json::parse(it->second);
+}
+
+void load_module(const std::string& path, torch::nn::Module& m) {
+  Checkpoint ck(path);
+  torch::NoGradGuard ng;
+  for (auto& p : m.named_parameters()) {
+    torch::Tensor t = load_tensor(ck, p.key());
+    if (t.sizes() != p.value().sizes())
+      throw Error(cat(path, ": ", p.key(), " has shape ", shape_str(t.sizes().vec()), ", expected ",
+                      shape_str(p.value().sizes().vec())));
+    p.value().copy_(t);
+  }
+}
+
+double accuracy(const torch::Tensor& logits, const torch::Tensor& y) {
+  return (logits.argmax(-1) == y).to(torch::kFloat64).mean().item<double>();
+}
+
+void check_same_labels(const FeatureCache& a, const FeatureCache& b) {
+  if (a.labels != b.labels) throw Error(cat(b.dir, ": its labels differ from ", a.dir, "'s"));
+  if (a.features.size(1) != b.features.size(1)) throw Error(cat(b.dir, ": its feature size differs from ", a.dir, "'s"));
+}
+
+}  // namespace
+
+torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features) {
+  torch::NoGradGuard ng;
+  head.eval();
+  std::vector<torch::Tensor> out;
+  for (int64_t i = 0; i < features.size(0); i += 4096) out.push_back(head.forward(features.narrow(0, i, std::min<int64_t>(4096, features.size(0) - i))));
+  return torch::cat(out);
+}
+
+json train_distill_head(const DistillOptions& o) {
+  FeatureCache train = FeatureCache::load(o.cache);
+  std::unique_ptr<FeatureCache> val;
+  if (!o.val_cache.empty()) {
+    val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
+    check_same_labels(train, *val);
+  }
+  torch::manual_seed(o.seed);
+  DistillHead head(train.features.size(1), o.hidden, train.num_classes(), o.dropout);
+  if (!o.quiet)
+    std::fprintf(stderr, "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
+                 static_cast<long long>(head->num_parameters()), static_cast<long long>(train.features.size(1)),
+                 json(o.hidden).dump().c_str(), static_cast<long long>(train.num_classes()));
+  const int64_t N = train.size(), B = o.batch_size;
+  if (B <= 0) throw Error("--batch-size must be positive");
+  torch::Tensor order;
+  TrainConfig tc;
+  tc.out_dir = o.out;
+  tc.epochs = o.epochs;
+  tc.seed = o.seed;
+  tc.resume = o.resume;
+  tc.optim = o.optim;
+  tc.classes = train.labels;
+  tc.progress_label = "distill";
+  tc.stage_config = {{"stage", "distill"}, {"cache", o.cache}, {"hidden", o.hidden}, {"alpha", o.alpha},
+                     {"temperature", o.temperature}, {"dropout", o.dropout}, {"batch_size", B}};
+  StageHooks h;
+  h.begin_epoch = [&](int64_t epoch, size_t) {
+    order = epoch_order(N, o.seed, epoch);
+    return static_cast<size_t>((N + B - 1) / B);
+  };
+  h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
+    torch::Tensor idx = order.narrow(0, static_cast<int64_t>(b) * B, std::min<int64_t>(B, N - static_cast<int64_t>(b) * B));
+    KDLoss l = kd_loss(head->forward(train.features.index_select(0, idx)), train.teacher_logits.index_select(0, idx),
+                       train.targets.index_select(0, idx), o.temperature, o.alpha);
+    return {l.loss, idx.size(0)};
+  };
+  h.validate = [&](int64_t) {
+    if (!val) return std::numeric_limits<double>::quiet_NaN();
+    return accuracy(head_logits(*head, val->features), val->targets);
+  };
+  FitResult r = fit(*head, tc, h);
+  load_trained_weights(*head, r.best_path);
+  json cfg = {{"in_dim", train.features.size(1)}, {"hidden", o.hidden}, {"num_classes", train.num_classes()},
+              {"dropout", o.dropout}, {"alpha", o.alpha}, {"temperature", o.temperature}, {"labels", train.labels},
+              {"parameters", head->num_parameters()}};
+  save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
+  LabelSet ls;
+  ls.name = "cache";
+  ls.labels = train.labels;
+  write_classes(o.out, ls);
+  json report = {{"stage", "distill"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
+                 {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
+                 {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
+                 {"final_train_loss", r.last_train_loss}};
+  write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+  return report;
+}
+
+DistillHead load_distill_head(const std::string& dir, json* config) {
+  const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "head.safetensors").string() : dir;
+  json c = module_config(p, "emovlm.head");
+  DistillHead head(c["in_dim"].get<int64_t>(), c["hidden"].get<std::vector<int64_t>>(), c["num_classes"].get<int64_t>(),
+                   c.value("dropout", 0.1));
+  load_module(p, *head);
+  head->eval();
+  if (config) *config = c;
+  return head;
+}
+
+json train_gate(const GateOptions& o) {
+  FeatureCache train = FeatureCache::load(o.cache);
+  json hcfg;
+  DistillHead head = load_distill_head(o.distill, &hcfg);
+  if (hcfg["labels"].get<std::vector<std::string>>() != train.labels)
+    throw Error(cat(o.distill, ": the head was trained on other labels than ", o.cache, " holds"));
+  std::unique_ptr<FeatureCache> val;
+  if (!o.val_cache.empty()) {
+    val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
+    check_same_labels(train, *val);
+  }
+  // Frozen inputs, computed once: the head's logits and the VLM's answer vector.
+  torch::Tensor h_train = head_logits(*head, train.features), v_train = train.vlm_input(o.vlm_input);
+  torch::Tensor h_val, v_val;
+  if (val) h_val = head_logits(*head, val->features), v_val = val->vlm_input(o.vlm_input);
+  torch::manual_seed(o.seed);
+  Gate gate(o.kind, train.num_classes());
+  const int64_t N = train.size(), B = o.batch_size;
+  torch::Tensor order;
+  TrainConfig tc;
+  tc.out_dir = o.out;
+  tc.epochs = o.epochs;
+  tc.seed = o.seed;
+  tc.resume = o.resume;
+  tc.optim = o.optim;
+  tc.classes = train.labels;
+  tc.progress_label = "gate";
+  tc.stage_config = {{"stage", "gate"}, {"kind", o.kind}, {"vlm_input", o.vlm_input}, {"cache", o.cache}, {"distill", o.distill}};
+  StageHooks h;
+  h.begin_epoch = [&](int64_t epoch, size_t) {
+    order = epoch_order(N, o.seed, epoch);
+    return static_cast<size_t>((N + B - 1) / B);
+  };
+  h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
+    torch::Tensor idx = order.narrow(0, static_cast<int64_t>(b) * B, std::min<int64_t>(B, N - static_cast<int64_t>(b) * B));
+    torch::Tensor out = gate->forward(v_train.index_select(0, idx), h_train.index_select(0, idx));
+    return {torch::cross_entropy_loss(out, train.targets.index_select(0, idx)), idx.size(0)};
+  };
+  h.validate = [&](int64_t) {
+    if (!val) return std::numeric_limits<double>::quiet_NaN();
+    return accuracy(gate->forward(v_val, h_val), val->targets);
+  };
+  FitResult r = fit(*gate, tc, h);
+  load_trained_weights(*gate, r.best_path);
+  json cfg = {{"kind", o.kind}, {"vlm_input", o.vlm_input}, {"num_classes", train.num_classes()},
+              {"labels", train.labels}, {"parameters", gate->num_parameters()}};
+  save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
+  gate->eval();
+  json report = {{"stage", "gate"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
+                 {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
+                 {"train_accuracy", accuracy(gate->forward(v_train, h_train), train.targets)}};
+  write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+  return report;
+}
+
+Gate load_gate(const std::string& dir, json* config) {
+  const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "gate.safetensors").string() : dir;
+  json c = module_config(p, "emovlm.gate");
+  Gate g(c["kind"].get<std::string>(), c["num_classes"].get<int64_t>());
+  load_module(p, *g);
+  g->eval();
+  if (config) *config = c;
+  return g;
+}
+
+}  // namespace emovlm

@@ -1,0 +1,59 @@
+// Stages 2 and 3 from the feature cache: the distillation head (KL to the teacher + CE on the
+// pooled visual features) and the gate (the VLM's answer + the head's logits -> the emotion).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "emovlm/models/heads.h"
+#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/train/trainer.h"
+
+namespace emovlm {
+
+struct DistillOptions {
+  std::string cache, val_cache, out;
+  std::vector<int64_t> hidden{1024};
+  double alpha = 0.5, temperature = 2.0, dropout = 0.1;
+  int64_t epochs = 5, batch_size = 32;
+  uint64_t seed = 0;
+  bool resume = false;
+  bool quiet = false;
+  OptimConfig optim = [] {
+    OptimConfig o;
+    o.lr = 1e-3;  // the paper; the reference code uses 1e-5 (--lr 1e-5)
+    o.weight_decay = 1e-4;
+    return o;
+  }();
+};
+
+struct GateOptions {
+  std::string cache, val_cache, distill, out;
+  std::string kind = "concat";
+  std::string vlm_input = "onehot";  // onehot (the paper) | scores
+  int64_t epochs = 10, batch_size = 32;
+  uint64_t seed = 0;
+  bool resume = false;
+  OptimConfig optim = [] {
+    OptimConfig o;
+    o.lr = 1e-3;  // the paper; the reference code uses 1e-4
+    o.weight_decay = 1e-4;
+    return o;
+  }();
+};
+
+// Trains the head; writes OUT/head.safetensors (+ its config in the metadata), classes.json,
+// metrics.jsonl, checkpoint.safetensors, report.json. Returns the report.
+nlohmann::json train_distill_head(const DistillOptions& options);
+nlohmann::json train_gate(const GateOptions& options);
+
+// Loading what the stages wrote.
+DistillHead load_distill_head(const std::string& dir, nlohmann::json* config = nullptr);
+Gate load_gate(const std::string& dir, nlohmann::json* config = nullptr);
+
+// Head logits for every cached feature (eval mode, batched).
+torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features);
+
+}  // namespace emovlm

@@ -1,0 +1,158 @@
+// Teacher training and evaluation.
+#include "emovlm/train/teacher.h"
+
+#include <filesystem>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/progress.h"
+#include "emovlm/data/loader.h"
+#include "emovlm/models/vit.h"
+#include "emovlm/pipeline/metrics.h"
+
+namespace emovlm {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> read_classes(const std::string& dir) {
+  const std::string p = (fs::path(dir) / "classes.json").string();
+  json j = read_json_file(p);
+  return json_required<std::vector<std::string>>(j, "labels", p);
+}
+
+void write_classes(const std::string& dir, const LabelSet& labels) {
+  json j = {{"label_set", labels.name}, {"labels", labels.labels}};
+  write_file_atomic((fs::path(dir) / "classes.json").string(), j.dump(1) + "\n");
+}
+
+namespace {
+
+VitImageConfig teacher_image_config(const VitConfig& c, int image_size) {
+  VitImageConfig img;
+  img.image_size = image_size > 0 ? image_size : static_cast<int>(c.image_size);
+  img.mode = VitResizeMode::ResizeCenterCrop;
+  img.validate();
+  return img;
+}
+
+torch::Tensor batch_tensor(const ImageBatch& b, int size) {
+  return torch::from_blob(const_cast<float*>(b.pixels.data()), {b.size(), 3, size, size}, torch::kFloat32);
+}
+
+// Predictions of the teacher over samples (eval transform, batched, threaded).
+std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector<Sample>& samples,
+                             const VitImageConfig& img, int64_t batch, int workers, std::vector<int>* truth,
+                             std::vector<std::string>* failures, const std::string& label) {
+  LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.workers = workers;
+  ImageBatchLoader loader(samples, img, lo);
+  loader.start_epoch(0);
+  std::vector<int> pred;
+  ImageBatch b;
+  torch::NoGradGuard ng;
+  Progress bar(label, static_cast<int64_t>(samples.size()), "img");
+  while (loader.next(b)) {
+    if (b.size() > 0) {
+      torch::Tensor logits = m.forward(batch_tensor(b, img.image_size));
+      torch::Tensor am = logits.argmax(-1);
+      for (int64_t i = 0; i < b.size(); ++i) {
+        pred.push_back(static_cast<int>(am[i].item<int64_t>()));
+        if (truth) truth->push_back(static_cast<int>(b.labels[i]));
+      }
+    }
+    bar.advance(b.size() + static_cast<int64_t>(b.failed.size()));
+  }
+  if (failures) *failures = loader.failures();
+  return pred;
+}
+
+}  // namespace
+
+json train_teacher(const TeacherOptions& o) {
+  Dataset d = load_dataset(o.data, o.dataset);
+  const LabelSet& labels = d.labels;
+  VitForImageClassification model(VitForImageClassificationImpl::from_pretrained(o.init, labels.size(), o.seed));
+  VitImageConfig img = teacher_image_config(model->config(), o.image_size);
+  std::fprintf(stderr, "teacher: %lld parameters, %zu train / %zu val images, %d classes, %d px\n",
+               static_cast<long long>(model->num_parameters()), d.train.size(), d.val.size(), labels.size(), img.image_size);
+
+  LoaderOptions lo;
+  lo.batch_size = o.batch_size;
+  lo.workers = o.workers;
+  lo.shuffle = true;
+  lo.augment = true;
+  lo.seed = o.seed;
+  ImageBatchLoader train(d.train, img, lo);
+  ImageBatch current;
+
+  TrainConfig tc;
+  tc.out_dir = o.out;
+  tc.epochs = o.epochs;
+  tc.seed = o.seed;
+  tc.resume = o.resume;
+  tc.optim = o.optim;
+  tc.classes = labels.labels;
+  tc.progress_label = "teacher";
+  tc.stage_config = {{"stage", "teacher"}, {"init", o.init}, {"data", o.data}, {"batch_size", o.batch_size},
+                     {"image_size", img.image_size}, {"epochs", o.epochs}, {"seed", o.seed}};
+  StageHooks hooks;
+  hooks.begin_epoch = [&](int64_t epoch, size_t skip) {
+    train.start_epoch(epoch, skip);
+    return train.batches_per_epoch();
+  };
+  hooks.loss = [&](int64_t, size_t) -> std::pair<torch::Tensor, int64_t> {
+    if (!train.next(current)) throw Error("teacher: the data loader ended early");
+    if (current.size() == 0) return {torch::zeros({}), 0};
+    torch::Tensor y = torch::tensor(current.labels, torch::kInt64);
+    return {torch::cross_entropy_loss(model->forward(batch_tensor(current, img.image_size)), y), current.size()};
+  };
+  hooks.describe_batch = [&] {
+    std::vector<std::string> paths;
+    for (size_t i : current.indices) paths.push_back(d.train[i].path);
+    return paths;
+  };
+  hooks.validate = [&](int64_t) {
+    if (d.val.empty()) return std::numeric_limits<double>::quiet_NaN();
+    std::vector<int> truth;
+    std::vector<int> pred = predict_all(*model, d.val, img, std::max<int64_t>(o.batch_size, 16), o.workers, &truth,
+                                        nullptr, "teacher val");
+    return classification_report(pred, truth, labels.size()).accuracy;
+  };
+  FitResult r = fit(*model, tc, hooks);
+  load_trained_weights(*model, r.best_path);
+  model->save_pretrained(o.out);
+  write_classes(o.out, labels);
+  json pre = {{"do_resize", true}, {"size", {{"height", img.image_size}, {"width", img.image_size}}}, {"resample", 2},
+              {"do_rescale", true}, {"rescale_factor", 1.0 / 255}, {"do_normalize", true},
+              {"image_mean", img.image_mean}, {"image_std", img.image_std}, {"image_processor_type", "ViTImageProcessor"}};
+  write_file_atomic((fs::path(o.out) / "preprocessor_config.json").string(), pre.dump(1) + "\n");
+  json report = {{"stage", "teacher"}, {"parameters", model->num_parameters()}, {"epochs_run", r.epochs_run},
+                 {"best_epoch", r.best_epoch + 1}, {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
+                 {"train_failures", train.failures()}, {"dataset", d.summary()}};
+  write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+  return report;
+}
+
+json eval_teacher(const std::string& dir, const std::string& data, const std::string& split, const DatasetOptions& dopt,
+                  int64_t batch, int workers) {
+  VitForImageClassification model(VitForImageClassificationImpl::from_pretrained(dir));
+  model->eval();
+  std::vector<std::string> classes = read_classes(dir);
+  Dataset d = load_dataset(data, dopt);
+  if (d.labels.labels != classes)
+    throw Error(cat(dir, ": the teacher was trained on other classes than ", data, " has"));
+  VitImageConfig img = VitImageConfig::from_dir(dir);
+  img.mode = VitResizeMode::ResizeCenterCrop;
+  std::vector<int> truth;
+  std::vector<std::string> failures;
+  std::vector<int> pred = predict_all(*model, d.split(split), img, batch, workers, &truth, &failures, "teacher eval");
+  ClassificationReport r = classification_report(pred, truth, static_cast<int>(classes.size()));
+  json j = r.to_json(classes);
+  j["split"] = split;
+  j["skipped_images"] = failures;
+  return j;
+}
+
+}  // namespace emovlm

@@ -1,0 +1,295 @@
+// The shared training loop.
+#include "emovlm/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/progress.h"
+#include "emovlm/core/tensor_io.h"
+
+namespace emovlm {
+
+namespace fs = std::filesystem;
+
+json OptimConfig::to_json() const {
+  return {{"optimizer", optimizer}, {"lr", lr}, {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2},
+          {"eps", eps}, {"schedule", schedule}, {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm},
+          {"grad_accum", grad_accum}};
+}
+
+void OptimConfig::validate() const {
+  check(optimizer == "adam" || optimizer == "adamw", cat("optimizer must be adam or adamw, not '", optimizer, "'"));
+  check(schedule == "constant" || schedule == "warmup" || schedule == "linear" || schedule == "cosine",
+        cat("schedule must be constant, warmup, linear or cosine, not '", schedule, "'"));
+  check(lr > 0, cat("learning rate must be positive, got ", lr));
+  check(weight_decay >= 0 && max_grad_norm >= 0 && warmup_ratio >= 0 && warmup_ratio < 1,
+        "weight decay, max grad norm and warm-up ratio must be non-negative (warm-up below 1)");
+  check(grad_accum >= 1, cat("gradient accumulation must be at least 1, got ", grad_accum));
+}
+
+double OptimConfig::lr_at(int64_t step, int64_t total) const {
+  const int64_t warm = static_cast<int64_t>(std::ceil(warmup_ratio * total));
+  if (warm > 0 && step < warm) return lr * static_cast<double>(step + 1) / static_cast<double>(warm);
+  if (schedule == "constant" || schedule == "warmup") return lr;
+  const double progress = total > warm ? static_cast<double>(step - warm) / static_cast<double>(total - warm) : 1.0;
+  if (schedule == "linear") return lr * std::max(0.0, 1.0 - progress);
+  return lr * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));  // cosine
+}
+
+namespace {
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& params, const OptimConfig& c) {
+  if (c.optimizer == "adamw")
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay));
+  return std::make_unique<torch::optim::Adam>(
+      params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay));
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) g.options().set_lr(lr);
+}
+
+struct Trainable {
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> params;
+};
+
+Trainable trainable(torch::nn::Module& m) {
+  Trainable t;
+  for (auto& p : m.named_parameters())
+    if (p.value().requires_grad()) t.names.push_back(p.key()), t.params.push_back(p.value());
+  if (t.params.empty()) throw Error("training: the model has no trainable parameters");
+  return t;
+}
+
+// libtorch keys optimizer state by the parameter's TensorImpl address, as a string.
+std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+// Adam/AdamW state per parameter: step, exp_avg, exp_avg_sq.
+template <typename State>
+void save_state(torch::optim::Optimizer& opt, const Trainable& t, NamedTensors& out) {
+  auto& states = opt.state();
+  for (size_t i = 0; i < t.params.size(); ++i) {
+    auto it = states.find(state_key(t.params[i]));
+    if (it == states.end()) continue;
+    auto& s = static_cast<State&>(*it->second);
+    out.emplace_back("optim." + t.names[i] + ".exp_avg", s.exp_avg());
+    out.emplace_back("optim." + t.names[i] + ".exp_avg_sq", s.exp_avg_sq());
+    out.emplace_back("optim." + t.names[i] + ".step", torch::tensor({static_cast<int64_t>(s.step())}, torch::kInt64));
+  }
+}
+
+template <typename State>
+void load_state(torch::optim::Optimizer& opt, const Trainable& t, const std::map<std::string, torch::Tensor>& in) {
+  auto& states = opt.state();
+  for (size_t i = 0; i < t.params.size(); ++i) {
+    const std::string key = "optim." + t.names[i];
+    auto a = in.find(key + ".exp_avg");
+    if (a == in.end()) continue;
+    auto s = std::make_unique<State>();
+    s->step(in.at(key + ".step").item<int64_t>());
+    s->exp_avg(a->second.clone().to(t.params[i].device()));
+    s->exp_avg_sq(in.at(key + ".exp_avg_sq").clone().to(t.params[i].device()));
+    states[state_key(t.params[i])] = std::move(s);
+  }
+}
+
+struct Position {
+  int64_t epoch = 0;
+  size_t batch = 0;  // next batch of the epoch
+  int64_t step = 0;  // optimizer steps done
+  double best_val = std::numeric_limits<double>::quiet_NaN();
+  int64_t best_epoch = -1;
+};
+
+void write_checkpoint(const std::string& path, const Trainable& t, torch::optim::Optimizer& opt, const OptimConfig& oc,
+                      const Position& pos, const TrainConfig& cfg) {
+  NamedTensors ts;
+  for (size_t i = 0; i < t.params.size(); ++i) ts.emplace_back("model." + t.names[i], t.params[i]);
+  if (oc.optimizer == "adamw")
+    save_state<torch::optim::AdamWParamState>(opt, t, ts);
+  else
+    save_state<torch::optim::AdamParamState>(opt, t, ts);
+  ts.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  json meta = {{"epoch", pos.epoch}, {"batch", pos.batch}, {"step", pos.step}, {"best_epoch", pos.best_epoch},
+               {"best_val", std::isnan(pos.best_val) ? json(nullptr) : json(pos.best_val)},
+               {"optim", oc.to_json()}, {"seed", cfg.seed}};
+  save_tensors(path, ts,
+               {{"emovlm.trainer", meta.dump()}, {"emovlm.config", cfg.stage_config.dump()},
+                {"emovlm.classes", json(cfg.classes).dump()}});
+}
+
+void write_weights(const std::string& path, const Trainable& t, const TrainConfig& cfg, const json& info) {
+  NamedTensors ts;
+  for (size_t i = 0; i < t.params.size(); ++i) ts.emplace_back("model." + t.names[i], t.params[i]);
+  save_tensors(path, ts,
+               {{"emovlm.trainer", info.dump()}, {"emovlm.config", cfg.stage_config.dump()},
+                {"emovlm.classes", json(cfg.classes).dump()}});
+}
+
+}  // namespace
+
+json checkpoint_info(const std::string& path) {
+  Checkpoint ck(path);
+  auto m = ck.metadata();
+  json j;
+  for (const char* k : {"emovlm.trainer", "emovlm.config", "emovlm.classes"}) {
+    auto it = m.find(k);
+    j[std::string(k).substr(7)] = it == m.end() ? json(nullptr) : json::parse(it->second);
+  }
+  return j;
+}
+
+void load_trained_weights(torch::nn::Module& model, const std::string& path) {
+  auto w = load_tensors(path);
+  torch::NoGradGuard ng;
+  std::vector<std::string> missing;
+  for (auto& p : model.named_parameters()) {
+    auto it = w.find("model." + p.key());
+    if (it == w.end()) {
+      if (p.value().requires_grad()) missing.push_back(p.key());
+      continue;
+    }
+    if (it->second.sizes() != p.value().sizes())
+      throw Error(cat(path, ": ", p.key(), " has shape ", shape_str(it->second.sizes().vec()), ", the model expects ",
+                      shape_str(p.value().sizes().vec())));
+    p.value().copy_(it->second);
+  }
+  if (!missing.empty()) throw Error(cat(path, ": no weights for ", missing.size(), " trainable tensor(s), e.g. ", missing[0]));
+}
+
+FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hooks) {
+  cfg.optim.validate();
+  make_dirs(cfg.out_dir);
+  FitResult res;
+  res.checkpoint_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
+  res.best_path = (fs::path(cfg.out_dir) / "best.safetensors").string();
+  res.metrics_path = (fs::path(cfg.out_dir) / "metrics.jsonl").string();
+
+  Trainable t = trainable(model);
+  std::unique_ptr<torch::optim::Optimizer> opt = make_optimizer(t.params, cfg.optim);
+  Position pos;
+  torch::manual_seed(cfg.seed);
+
+  if (cfg.resume && file_exists(res.checkpoint_path)) {
+    json info = checkpoint_info(res.checkpoint_path);
+    if (info["classes"].is_array() && info["classes"].get<std::vector<std::string>>() != cfg.classes)
+      throw Error(cat(res.checkpoint_path, ": the checkpoint's classes differ from this run's; refusing to resume"));
+    auto w = load_tensors(res.checkpoint_path);
+    {
+      torch::NoGradGuard ng;
+      for (size_t i = 0; i < t.params.size(); ++i) {
+        auto it = w.find("model." + t.names[i]);
+        if (it == w.end()) throw Error(cat(res.checkpoint_path, ": no weights for ", t.names[i]));
+        t.params[i].copy_(it->second);
+      }
+    }
+    if (cfg.optim.optimizer == "adamw")
+      load_state<torch::optim::AdamWParamState>(*opt, t, w);
+    else
+      load_state<torch::optim::AdamParamState>(*opt, t, w);
+    {
+      at::Generator g = at::detail::getDefaultCPUGenerator();
+      g.set_state(w.at("rng.cpu").clone());
+    }
+    const json& tr = info["trainer"];
+    pos.epoch = tr["epoch"];
+    pos.batch = tr["batch"];
+    pos.step = tr["step"];
+    pos.best_epoch = tr["best_epoch"];
+    pos.best_val = tr["best_val"].is_null() ? std::numeric_limits<double>::quiet_NaN() : tr["best_val"].get<double>();
+    std::fprintf(stderr, "resuming %s at epoch %lld, batch %zu (step %lld)\n", cfg.out_dir.c_str(),
+                 static_cast<long long>(pos.epoch + 1), pos.batch, static_cast<long long>(pos.step));
+  } else if (file_exists(res.metrics_path)) {
+    fs::remove(res.metrics_path);
+  }
+
+  std::ofstream metrics(res.metrics_path, std::ios::app);
+  const int accum = cfg.optim.grad_accum;
+  for (; pos.epoch < cfg.epochs; ++pos.epoch, pos.batch = 0) {
+    model.train();
+    const size_t nb = hooks.begin_epoch(pos.epoch, pos.batch);
+    const int64_t steps_per_epoch = static_cast<int64_t>((nb + accum - 1) / accum);
+    const int64_t total_steps = steps_per_epoch * cfg.epochs;
+    Progress bar(cat(cfg.progress_label, " epoch ", pos.epoch + 1, "/", cfg.epochs), static_cast<int64_t>(nb - pos.batch),
+                 cfg.unit);
+    double loss_sum = 0;
+    int64_t examples = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    opt->zero_grad();
+    int pending = 0;
+    for (size_t b = pos.batch; b < nb; ++b) {
+      auto [loss, n] = hooks.loss(pos.epoch, b);
+      if (n > 0) {
+        if (!std::isfinite(loss.item<double>())) {
+          std::string where;
+          if (hooks.describe_batch)
+            for (const auto& p : hooks.describe_batch()) where += (where.empty() ? "" : ", ") + p;
+          throw Error(cat("the loss is ", loss.item<double>(), " at epoch ", pos.epoch + 1, ", batch ", b + 1, ", step ",
+                          pos.step, (where.empty() ? "" : " (images: " + where + ")"), "; the last good checkpoint is ",
+                          file_exists(res.checkpoint_path) ? res.checkpoint_path : "(none yet)"));
+        }
+        (loss / accum).backward();
+        loss_sum += loss.item<double>() * n;
+        examples += n;
+        ++pending;
+      }
+      bar.advance(n);
+      const bool boundary = pending == accum || b + 1 == nb;
+      if (boundary && pending > 0) {
+        if (cfg.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(t.params, cfg.optim.max_grad_norm);
+        set_lr(*opt, cfg.optim.lr_at(pos.step, total_steps));
+        opt->step();
+        opt->zero_grad();
+        pending = 0;
+        ++pos.step;
+        if (cfg.save_every_steps > 0 && pos.step % cfg.save_every_steps == 0 && b + 1 < nb) {
+          Position at = pos;
+          at.batch = b + 1;
+          write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, at, cfg);
+        }
+      }
+    }
+    bar.finish();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double train_loss = examples ? loss_sum / examples : 0.0;
+    model.eval();
+    double val = std::numeric_limits<double>::quiet_NaN();
+    {
+      torch::NoGradGuard ng;
+      if (hooks.validate) val = hooks.validate(pos.epoch);
+    }
+    const bool improved = std::isnan(val) ? true : (std::isnan(pos.best_val) || val > pos.best_val);
+    if (improved) {
+      pos.best_val = val;
+      pos.best_epoch = pos.epoch;
+      write_weights(res.best_path, t, cfg,
+                    {{"epoch", pos.epoch + 1}, {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}});
+    }
+    json line = {{"epoch", pos.epoch + 1}, {"step", pos.step}, {"train_loss", train_loss},
+                 {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}, {"lr", cfg.optim.lr_at(std::max<int64_t>(0, pos.step - 1), total_steps)},
+                 {"examples_per_s", secs > 0 ? examples / secs : 0.0}, {"seconds", secs}, {"best", improved}};
+    metrics << line.dump() << "\n" << std::flush;
+    std::fprintf(stderr, "%s epoch %lld: loss %.4f%s, %.1f %s/s\n", cfg.progress_label.c_str(),
+                 static_cast<long long>(pos.epoch + 1), train_loss,
+                 std::isnan(val) ? "" : cat(", val acc ", val).c_str(), secs > 0 ? examples / secs : 0.0, cfg.unit.c_str());
+    Position next = pos;
+    next.epoch += 1;
+    next.batch = 0;
+    write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, next, cfg);
+    res.last_train_loss = train_loss;
+    ++res.epochs_run;
+  }
+  res.steps = pos.step;
+  res.best_val = pos.best_val;
+  res.best_epoch = pos.best_epoch;
+  return res;
+}
+
+}  // namespace emovlm

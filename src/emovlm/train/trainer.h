@@ -1,0 +1,78 @@
+// The training loop every stage shares: Adam/AdamW, learning-rate schedules, gradient clipping
+// and accumulation, checkpoints in safetensors (trainable weights, optimizer state, step, epoch,
+// RNG state, config, classes) written atomically, exact resume, per-epoch validation with the
+// best checkpoint kept, metrics as JSON lines, a progress bar, and a stop on NaN/Inf losses.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace emovlm {
+
+struct OptimConfig {
+  std::string optimizer = "adam";     // adam (L2 weight decay, as torch.optim.Adam) | adamw
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::string schedule = "constant";  // constant | warmup (linear warm-up, then constant) | linear | cosine
+  double warmup_ratio = 0.0;          // of all optimizer steps
+  double max_grad_norm = 0.0;         // 0: no clipping
+  int grad_accum = 1;                 // batches per optimizer step
+
+  nlohmann::json to_json() const;
+  void validate() const;
+  // The learning rate at optimizer step `step` (0-based) of `total`.
+  double lr_at(int64_t step, int64_t total) const;
+};
+
+struct TrainConfig {
+  std::string out_dir;
+  int64_t epochs = 1;
+  uint64_t seed = 0;
+  bool resume = false;
+  int64_t save_every_steps = 0;  // also checkpoint every N optimizer steps (0: each epoch only)
+  OptimConfig optim;
+  nlohmann::json stage_config;         // stored in every checkpoint
+  std::vector<std::string> classes;    // stored, and checked on resume
+  std::string progress_label = "train";
+  std::string unit = "img";
+};
+
+// What a stage provides: its data by (epoch, batch index) and its validation.
+struct StageHooks {
+  // Prepares epoch `epoch`, skipping its first `skip` batches; returns the batches in the epoch.
+  std::function<size_t(int64_t epoch, size_t skip)> begin_epoch;
+  // The loss of the next batch (mean over its examples) and how many examples it had (0: skip).
+  std::function<std::pair<torch::Tensor, int64_t>(int64_t epoch, size_t batch)> loss;
+  // Validation accuracy after an epoch (NaN: no validation).
+  std::function<double(int64_t epoch)> validate;
+  // What the current batch holds (image paths), for the NaN report.
+  std::function<std::vector<std::string>()> describe_batch;
+};
+
+struct FitResult {
+  int64_t epochs_run = 0;
+  int64_t steps = 0;
+  double best_val = std::numeric_limits<double>::quiet_NaN();
+  int64_t best_epoch = -1;
+  double last_train_loss = 0;
+  std::string checkpoint_path, best_path, metrics_path;
+};
+
+// Trains the module's parameters that require grad. Writes OUT/checkpoint.safetensors (latest),
+// OUT/best.safetensors (the weights of the best validation epoch, or the last when there is no
+// validation) and OUT/metrics.jsonl.
+FitResult fit(torch::nn::Module& model, const TrainConfig& config, StageHooks& hooks);
+
+// Reads the "model.*" weights of a checkpoint or best file into the module (names checked).
+void load_trained_weights(torch::nn::Module& model, const std::string& path);
+// The metadata of such a file (config, classes, epoch, ...).
+nlohmann::json checkpoint_info(const std::string& path);
+
+}  // namespace emovlm
