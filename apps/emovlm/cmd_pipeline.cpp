@@ -124,6 +124,7 @@ void add_pipeline_commands(CLI::App& app) {
   di->add_option("--batch-size", d->batch_size, "(the reference code uses 1)")->capture_default_str();
   di->add_option("--seed", d->seed, "")->capture_default_str();
   di->add_flag("--resume", d->resume, "continue an interrupted run");
+  di->add_option("--save-every", d->save_every_steps, "also checkpoint every N optimizer steps")->capture_default_str();
   add_optim_flags(di, d->optim);
   di->callback([d, hidden] {
     d->hidden = parse_hidden(*hidden);

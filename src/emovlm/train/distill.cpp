@@ -94,6 +94,7 @@ json train_distill_head(const DistillOptions& o) {
   tc.optim = o.optim;
   tc.classes = train.labels;
   tc.progress_label = "distill";
+  tc.save_every_steps = o.save_every_steps;
   tc.stage_config = {{"stage", "distill"}, {"cache", o.cache}, {"hidden", o.hidden}, {"alpha", o.alpha},
                      {"temperature", o.temperature}, {"dropout", o.dropout}, {"batch_size", B}};
   StageHooks h;

@@ -21,6 +21,7 @@ struct DistillOptions {
   uint64_t seed = 0;
   bool resume = false;
   bool quiet = false;
+  int64_t save_every_steps = 0;
   OptimConfig optim = [] {
     OptimConfig o;
     o.lr = 1e-3;  // the paper; the reference code uses 1e-5 (--lr 1e-5)

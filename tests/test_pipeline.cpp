@@ -1,0 +1,239 @@
+// The pipeline end to end on the tiny reference models and a generated dataset: teacher training,
+// the feature cache (resume and refusal), stages 2 and 3, evaluation, bundle and prediction; and
+// exact resume of a training run killed with SIGKILL.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/data/labels.h"
+#include "emovlm/pipeline/evaluate.h"
+#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/predictor.h"
+#include "emovlm/train/distill.h"
+#include "emovlm/train/teacher.h"
+#include "test_util.h"
+
+extern char** environ;
+
+using namespace emovlm;
+namespace fs = std::filesystem;
+
+namespace {
+
+// ROOT/{train,val,test}/<mikels8 class>/k.png: class c is tinted by hue c, so it can be learnt.
+void make_dataset(const std::string& root, int per_class) {
+  LabelSet ls = LabelSet::from_spec("mikels8");
+  for (const char* split : {"train", "val", "test"})
+    for (int c = 0; c < ls.size(); ++c)
+      for (int k = 0; k < per_class; ++k) {
+        RgbImage img(40 + 3 * k, 36);
+        for (int y = 0; y < img.height; ++y)
+          for (int x = 0; x < img.width; ++x) {
+            uint8_t* p = img.row(y) + 3 * x;
+            p[0] = static_cast<uint8_t>(30 * c + x);
+            p[1] = static_cast<uint8_t>(255 - 30 * c + y);
+            p[2] = static_cast<uint8_t>((x * y + k * 17) % 256);
+          }
+        std::string dir = root + "/" + split + "/" + ls.labels[c];
+        fs::create_directories(dir);
+        write_image_file(dir + "/" + std::to_string(k) + ".png", img);
+      }
+}
+
+struct World {
+  test::TempDir tmp;
+  std::string data, teacher, qwen;
+  World() {
+    data = tmp / "data";
+    teacher = tmp / "teacher";
+    qwen = test::ref_path("qwen2vl_tiny");
+    make_dataset(data, 2);
+    TeacherOptions t;
+    t.data = data;
+    t.init = test::ref_path("vit_tiny");
+    t.out = teacher;
+    t.dataset.labels = "mikels8";
+    t.epochs = 1;
+    t.batch_size = 4;
+    t.optim.lr = 1e-3;
+    train_teacher(t);
+  }
+  ExtractOptions extract(const std::string& split) const {
+    ExtractOptions x;
+    x.vlm = qwen;
+    x.teacher = teacher;
+    x.data = data;
+    x.split = split;
+    x.out = tmp / ("cache-" + split);
+    x.dataset.labels = "mikels8";
+    x.dtype = "f32";
+    x.device = "cpu";
+    x.shard_size = 5;
+    return x;
+  }
+};
+
+World& world() {
+  static World w;
+  return w;
+}
+
+}  // namespace
+
+TEST(Pipeline, TeacherArtifacts) {
+  World& w = world();
+  for (const char* f : {"config.json", "model.safetensors", "classes.json", "preprocessor_config.json", "metrics.jsonl",
+                        "report.json", "checkpoint.safetensors"})
+    EXPECT_TRUE(file_exists(w.teacher + "/" + f)) << f;
+  EXPECT_EQ(read_classes(w.teacher), LabelSet::from_spec("mikels8").labels);
+  json r = eval_teacher(w.teacher, w.data, "test", [] {
+    DatasetOptions d;
+    d.labels = "mikels8";
+    return d;
+  }());
+  EXPECT_EQ(r["n"].get<int64_t>(), 16);
+}
+
+TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
+  World& w = world();
+  ExtractOptions x = w.extract("train");
+  json m = extract_features(x);
+  ASSERT_TRUE(m["complete"].get<bool>());
+  EXPECT_EQ(m["shards"].size(), 4u);  // 16 images in shards of 5
+  FeatureCache c = FeatureCache::load(x.out);
+  EXPECT_EQ(c.size(), 16);
+  EXPECT_EQ(c.features.sizes(), (std::vector<int64_t>{16, 96}));
+  EXPECT_EQ(c.teacher_logits.size(1), 8);
+  // the cached features equal a direct computation
+  // simulate an interruption: drop the last shard from the manifest, run again, same values
+  json cut = m;
+  cut["shards"].erase(cut["shards"].size() - 1);
+  cut["complete"] = false;
+  write_file_atomic(x.out + "/manifest.json", cut.dump());
+  EXPECT_THROW(FeatureCache::load(x.out), Error);
+  extract_features(x);
+  FeatureCache again = FeatureCache::load(x.out);
+  EXPECT_TRUE(torch::equal(again.features, c.features));
+  EXPECT_TRUE(torch::equal(again.vlm_scores, c.vlm_scores));
+  // another setting or another image content: refused
+  ExtractOptions other = x;
+  other.cap_long_side = 512;
+  EXPECT_THROW(extract_features(other), Error);
+  test::TempDir copy;
+  fs::copy(w.data, copy / "data", fs::copy_options::recursive);
+  ExtractOptions moved = x;
+  moved.data = copy / "data";
+  EXPECT_THROW(extract_features(moved), Error);  // other paths
+}
+
+TEST(Pipeline, StagesEvaluateAndPredict) {
+  World& w = world();
+  for (const char* split : {"train", "val", "test"}) extract_features(w.extract(split));
+  DistillOptions d;
+  d.cache = w.extract("train").out;
+  d.val_cache = w.extract("val").out;
+  d.out = w.tmp / "distill";
+  d.hidden = {32};
+  d.epochs = 3;
+  d.batch_size = 4;
+  json dr = train_distill_head(d);
+  EXPECT_EQ(dr["config"]["parameters"].get<int64_t>(), 96 * 32 + 32 + 32 * 8 + 8);
+  GateOptions g;
+  g.cache = d.cache;
+  g.val_cache = d.val_cache;
+  g.distill = d.out;
+  g.out = w.tmp / "gate";
+  g.epochs = 3;
+  json gr = train_gate(g);
+  EXPECT_EQ(gr["config"]["parameters"].get<int64_t>(), 136);
+  EvaluateOptions e;
+  e.cache = w.extract("test").out;
+  e.distill = d.out;
+  e.gate = g.out;
+  e.out = w.tmp / "eval";
+  json rep = evaluate_cache(e);
+  for (const char* m : {"vlm", "teacher", "distill_head", "emovlm_kd"}) {
+    ASSERT_TRUE(rep["models"].contains(m)) << m;
+    EXPECT_EQ(rep["models"][m]["n"].get<int64_t>(), 16) << m;
+  }
+  const json& comp = rep["complementarity"]["vlm_vs_teacher"];
+  EXPECT_EQ(comp["both_right"].get<int64_t>() + comp["only_vlm"].get<int64_t>() + comp["only_teacher"].get<int64_t>() +
+                comp["both_wrong"].get<int64_t>(),
+            16);
+  EXPECT_TRUE(file_exists(e.out + "/report.md"));
+  // the bundle predicts the same emotion as the cached pipeline for a test image
+  BundleSpec b;
+  b.vlm = w.qwen;
+  b.distill = d.out;
+  b.gate = g.out;
+  b.dtype = "f32";
+  write_bundle(w.tmp / "bundle", b);
+  Predictor p(w.tmp / "bundle", "cpu");
+  FeatureCache test = FeatureCache::load(e.cache);
+  json r = p.predict(test.paths[3]);
+  DistillHead head = load_distill_head(d.out);
+  Gate gate = load_gate(g.out);
+  torch::NoGradGuard ng;
+  torch::Tensor hl = head->forward(test.features.narrow(0, 3, 1));
+  int64_t want = gate->forward(test.vlm_input("onehot").narrow(0, 3, 1), hl).argmax(-1).item<int64_t>();
+  EXPECT_EQ(r["emotion"].get<std::string>(), test.labels[want]);
+  EXPECT_EQ(r["head_top3"].size(), 3u);
+}
+
+// A training run killed with SIGKILL and resumed ends with the same weights as an uninterrupted run.
+TEST(Pipeline, ResumeAfterSigkillIsExact) {
+  World& w = world();
+  extract_features(w.extract("train"));
+  const std::string cache = w.extract("train").out;
+  auto run = [&](const std::string& out, bool resume) {
+    std::vector<std::string> args = {EMOVLM_CLI_PATH, "--threads", "1", "-q", "distill", "--cache", cache, "--out", out,
+                                     "--hidden", "512,512", "--epochs", "60", "--batch-size", "1", "--save-every", "7"};
+    if (resume) args.push_back("--resume");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    EXPECT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+  };
+  auto wait_ok = [](pid_t pid) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  };
+  const std::string full = w.tmp / "kd-full", killed = w.tmp / "kd-killed";
+  ASSERT_TRUE(wait_ok(run(full, false)));
+  pid_t pid = run(killed, false);
+  // kill it once it has checkpointed mid-run
+  const std::string ck = killed + "/checkpoint.safetensors";
+  bool killed_midway = false;
+  for (int i = 0; i < 6000 && !killed_midway; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (file_exists(ck)) {
+      kill(pid, SIGKILL);
+      killed_midway = true;
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(killed_midway);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  ASSERT_FALSE(file_exists(killed + "/head.safetensors"));
+  ASSERT_TRUE(wait_ok(run(killed, true)));
+  auto a = load_tensors(full + "/head.safetensors"), b = load_tensors(killed + "/head.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [k, v] : a) EXPECT_TRUE(torch::equal(v, b.at(k))) << k;
+}
