@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
@@ -62,8 +63,10 @@ struct Trainable {
 
 Trainable trainable(torch::nn::Module& m) {
   Trainable t;
+  std::set<const void*> seen;  // tied weights (one tensor under two names) are trained once
   for (auto& p : m.named_parameters())
-    if (p.value().requires_grad()) t.names.push_back(p.key()), t.params.push_back(p.value());
+    if (p.value().requires_grad() && seen.insert(p.value().unsafeGetTensorImpl()).second)
+      t.names.push_back(p.key()), t.params.push_back(p.value());
   if (t.params.empty()) throw Error("training: the model has no trainable parameters");
   return t;
 }

@@ -1,0 +1,184 @@
+// Stage 1: instruction tuning.
+#include "emovlm/train/sft.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/data/labels.h"
+#include "emovlm/image/resample.h"
+#include "emovlm/text/chat.h"
+
+namespace emovlm {
+
+namespace fs = std::filesystem;
+
+std::vector<InstructionExample> read_instructions(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(cat(path, ": cannot open"));
+  std::vector<InstructionExample> out;
+  std::string line;
+  size_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    const std::string where = cat(path, ":", n);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::parse_error& e) {
+      throw Error(cat(where, ": invalid JSON: ", e.what()));
+    }
+    InstructionExample e{json_required<std::string>(j, "image", where), json_optional<std::string>(j, "label", "", where),
+                         json_optional<std::string>(j, "kind", "", where), json_required<std::string>(j, "prompt", where),
+                         json_required<std::string>(j, "answer", where)};
+    if (fs::path(e.image).is_relative()) e.image = (fs::path(path).parent_path() / e.image).string();
+    out.push_back(std::move(e));
+  }
+  if (out.empty()) throw Error(cat(path, ": no instructions"));
+  return out;
+}
+
+void write_instructions(const std::string& path, const std::vector<InstructionExample>& ex) {
+  std::string s;
+  for (const auto& e : ex)
+    s += json({{"image", e.image}, {"label", e.label}, {"kind", e.kind}, {"prompt", e.prompt}, {"answer", e.answer}}).dump() + "\n";
+  write_file_atomic(path, s);
+}
+
+std::vector<InstructionExample> categorical_examples(const std::vector<Sample>& samples, const LabelSet& labels) {
+  std::vector<InstructionExample> out;
+  const std::string prompt = categorical_prompt(labels);
+  for (const auto& s : samples)
+    out.push_back({s.path, labels.labels[s.label], "categorical", prompt, categorical_answer(labels.labels[s.label])});
+  return out;
+}
+
+torch::Tensor sft_labels(const torch::Tensor& input_ids, const Qwen2VLConfig& c, int32_t pad_id,
+                         const std::vector<int32_t>& header, bool mask_prompt) {
+  torch::Tensor labels = input_ids.clone();
+  for (int64_t id : {static_cast<int64_t>(pad_id), c.vision_start_token_id, c.vision_end_token_id, c.image_token_id})
+    labels.masked_fill_(input_ids == id, -100);
+  if (mask_prompt && !header.empty()) {
+    auto ids = input_ids.accessor<int64_t, 2>();
+    for (int64_t b = 0; b < input_ids.size(0); ++b) {
+      int64_t end = -1;
+      for (int64_t t = 0; t + static_cast<int64_t>(header.size()) <= input_ids.size(1); ++t) {
+        bool hit = true;
+        for (size_t k = 0; k < header.size() && hit; ++k) hit = ids[b][t + static_cast<int64_t>(k)] == header[k];
+        if (hit) end = t + static_cast<int64_t>(header.size());
+      }
+      if (end > 0) labels[b].narrow(0, 0, end).fill_(-100);
+    }
+  }
+  return labels;
+}
+
+SftTokens build_sft_tokens(const Qwen2VLProcessor& proc, const Qwen2VLConfig& cfg, const InstructionExample& ex,
+                           const RgbImage& image, bool mask_prompt) {
+  std::vector<ChatMessage> msgs = {ChatMessage::text("system", kEmotionSystemMessage),
+                                   ChatMessage::text_then_image("user", ex.prompt),
+                                   ChatMessage::text("assistant", ex.answer)};
+  SftTokens t;
+  t.inputs = proc.build({{render_chat(msgs, false), {image}}});
+  t.labels = sft_labels(t.inputs.input_ids, cfg, proc.pad_id(), proc.tokenizer().encode("<|im_start|>assistant\n"),
+                        mask_prompt);
+  return t;
+}
+
+torch::Tensor sft_loss(Qwen2VLImpl& model, const Qwen2VLInputs& in, const torch::Tensor& labels) {
+  torch::Tensor logits = model.forward(in).logits;  // [B, T, V]
+  const int64_t T = logits.size(1);
+  // predict token t + 1 from position t: [B, T-1, V] vs [B, T-1]
+  torch::Tensor l = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(2)}).to(torch::kFloat32);
+  torch::Tensor y = labels.narrow(1, 1, T - 1).reshape({-1}).to(l.device());
+  return torch::nn::functional::cross_entropy(l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+}
+
+void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string& assets) {
+  make_dirs(dir);
+  NamedTensors ts;
+  for (const auto& p : model.named_parameters()) {
+    if (model.config().text.tie_word_embeddings && p.key() == "lm_head.weight") continue;
+    ts.emplace_back(p.key(), p.value());
+  }
+  save_tensors((fs::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
+  write_file_atomic((fs::path(dir) / "config.json").string(), model.config().to_json().dump(1) + "\n");
+  if (!assets.empty() && fs::absolute(assets) != fs::absolute(dir))
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json", "preprocessor_config.json",
+                          "generation_config.json"})
+      if (file_exists((fs::path(assets) / f).string()))
+        write_file_atomic((fs::path(dir) / f).string(), read_file((fs::path(assets) / f).string()));
+}
+
+json train_sft(const SftOptions& o) {
+  if (!o.full)
+    throw Error("tune: LoRA / QLoRA adapters are not implemented yet; use --full to tune every weight");
+  std::vector<InstructionExample> ex = read_instructions(o.instructions);
+  const torch::ScalarType dtype = o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype));
+  {
+    // own the weights (they point into the mapped checkpoint) and train them all
+    torch::NoGradGuard ng;
+    for (auto& p : model->parameters()) p.set_data(p.detach().clone());
+  }
+  if (model->config().text.tie_word_embeddings) model->lm_head->weight = model->model->embed_tokens->weight;
+  for (auto& p : model->parameters()) p.set_requires_grad(true);
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
+
+  // decoded images are reused every epoch (the demo's sets are small; real sets decode per step)
+  std::map<std::string, RgbImage> images;
+  std::vector<std::string> failures;
+  std::vector<InstructionExample> usable;
+  for (const auto& e : ex) {
+    if (!images.count(e.image)) {
+      try {
+        images[e.image] = cap_long_side(decode_image_file(e.image), o.cap_long_side);
+      } catch (const Error& err) {
+        failures.push_back(err.what());
+        images[e.image] = RgbImage();
+      }
+    }
+    if (!images[e.image].empty()) usable.push_back(e);
+  }
+  if (usable.empty()) throw Error(cat(o.instructions, ": none of the instructions' images could be read"));
+  std::vector<size_t> order;
+  TrainConfig tc;
+  tc.out_dir = o.out + "/train-state";
+  tc.epochs = o.epochs;
+  tc.seed = o.seed;
+  tc.resume = o.resume;
+  tc.optim = o.optim;
+  tc.progress_label = "tune";
+  tc.unit = "ex";
+  tc.stage_config = {{"stage", "sft"}, {"vlm", o.vlm}, {"instructions", o.instructions}, {"full", o.full},
+                     {"mask_prompt", o.mask_prompt}};
+  size_t current = 0;
+  StageHooks h;
+  h.begin_epoch = [&](int64_t epoch, size_t) {
+    order.resize(usable.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    SplitMix64 rng(mix_seed(o.seed, static_cast<uint64_t>(epoch), 0x5F7));
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+    return usable.size();
+  };
+  h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
+    current = order[b];
+    const InstructionExample& e = usable[current];
+    SftTokens t = build_sft_tokens(proc, model->config(), e, images[e.image], o.mask_prompt);
+    return {sft_loss(*model, t.inputs, t.labels), 1};
+  };
+  h.describe_batch = [&] { return std::vector<std::string>{usable[current].image}; };
+  FitResult r = fit(*model, tc, h);
+  load_trained_weights(*model, r.best_path);
+  save_qwen2vl(o.out, *model, o.vlm);
+  json report = {{"stage", "sft"}, {"examples", usable.size()}, {"skipped_images", failures},
+                 {"final_train_loss", r.last_train_loss}, {"epochs_run", r.epochs_run}};
+  write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");
+  return report;
+}
+
+}  // namespace emovlm
