@@ -224,6 +224,8 @@ std::string Tokenizer::nfc(const std::string& text) {
   return s;
 }
 
+const std::string& Tokenizer::byte_symbol(uint8_t b) { return alphabet().byte_to_utf8[b]; }
+
 std::vector<std::string> Tokenizer::pretokenize(const std::string& text) {
   std::vector<Char> chars = decode_chars(text);
   std::vector<std::string> pieces;

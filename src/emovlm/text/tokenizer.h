@@ -36,6 +36,8 @@ class Tokenizer {
   // The pieces the Qwen2 split pattern cuts a text into (exposed for tests).
   static std::vector<std::string> pretokenize(const std::string& text);
   static std::string nfc(const std::string& text);
+  // The byte-level alphabet: the printable character standing for byte b (GPT-2's mapping).
+  static const std::string& byte_symbol(uint8_t b);
 
  private:
   struct AddedToken {

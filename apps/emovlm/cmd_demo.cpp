@@ -1,0 +1,42 @@
+// `emovlm demo` (the whole pipeline on built-in data) and `emovlm tune` (stage 1).
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "emovlm/pipeline/demo.h"
+#include "emovlm/train/sft.h"
+
+namespace emovlm::cli {
+
+void add_demo_commands(CLI::App& app) {
+  auto d = std::make_shared<DemoOptions>();
+  CLI::App* demo = app.add_subcommand("demo", "Run every stage of EmoVLM-KD on built-in data with tiny models");
+  demo->add_option("--out", d->out, "output directory")->capture_default_str();
+  demo->add_flag("--quick", d->quick, "fewer images and epochs");
+  demo->add_option("--seed", d->seed, "")->capture_default_str();
+  demo->callback([d] { run_demo(*d); });
+
+  auto s = std::make_shared<SftOptions>();
+  auto lora = std::make_shared<bool>(false);
+  CLI::App* tune = app.add_subcommand("tune", "Stage 1: instruction-tune the VLM");
+  tune->add_option("--vlm", s->vlm, "Qwen2-VL checkpoint directory")->required();
+  tune->add_option("--instructions", s->instructions, "instruction JSONL (emovlm instruct / the demo)")->required();
+  tune->add_option("--out", s->out, "output directory")->required();
+  tune->add_flag("--full", s->full, "tune every weight (default)");
+  tune->add_flag("--lora", *lora, "LoRA adapters (not implemented yet)");
+  tune->add_flag("--mask-prompt", s->mask_prompt, "train on the answers only");
+  tune->add_option("--epochs", s->epochs, "")->capture_default_str();
+  tune->add_option("--dtype", s->dtype, "f32 or bf16")->capture_default_str();
+  tune->add_option("--lr", s->optim.lr, "")->capture_default_str();
+  tune->add_option("--max-grad-norm", s->optim.max_grad_norm, "")->capture_default_str();
+  tune->add_option("--warmup-ratio", s->optim.warmup_ratio, "")->capture_default_str();
+  tune->add_option("--grad-accum", s->optim.grad_accum, "")->capture_default_str();
+  tune->add_option("--seed", s->seed, "")->capture_default_str();
+  tune->add_flag("--resume", s->resume, "");
+  tune->callback([s, lora] {
+    if (*lora) s->full = false;
+    std::cout << train_sft(*s).dump(1) << std::endl;
+  });
+}
+
+}  // namespace emovlm::cli
