@@ -42,15 +42,9 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -LE "gpu|slow"
 
-# Until `emovlm demo` exists: the smallest end-to-end run there is (inspect a checkpoint,
-# preprocess an image for the VLM and for the teacher).
+# The whole pipeline on built-in data with tiny models (see README.md).
 demo: build
-	mkdir -p demo-out
-	./$(BUILD_DIR)/emovlm inspect tests/data/reference/qwen2vl_tiny
-	./$(BUILD_DIR)/emovlm preprocess tests/data/reference/images/img_b.png --for qwen2vl \
-	  --config tests/data/reference/qwen2vl_tiny --out demo-out/img_b.qwen2vl.safetensors
-	./$(BUILD_DIR)/emovlm preprocess tests/data/reference/images/img_c.jpg --for vit \
-	  --out demo-out/img_c.vit.safetensors
+	./$(BUILD_DIR)/emovlm demo --out demo-out
 
 bench: build
 	@for b in $(BUILD_DIR)/bench/bench_*; do echo "== $$b"; $$b; done

@@ -6,6 +6,7 @@
 
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/models/lora.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 #include "test_util.h"
@@ -93,4 +94,42 @@ TEST(Sft, TinyModelLearnsToAnswer) {
     std::string answer = proc.tokenizer().decode(ids, true);
     EXPECT_EQ(parse_categorical_answer(answer, labels).index, s.label) << answer;
   }
+}
+
+// LoRA tuning: only the adapters train, the loss falls, and the adapter is written in PEFT's
+// format (loadable again, and merged by `lora merge`'s path).
+TEST(Sft, LoraTuningWritesPeftAdapter) {
+  test::TempDir dir;
+  LabelSet labels = LabelSet::from_spec("mikels8");
+  std::vector<Sample> samples;
+  for (int c = 0; c < 2; ++c) {
+    RgbImage img(56, 56);
+    for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(c ? 220 : 30);
+    std::string p = dir / (std::to_string(c) + ".png");
+    write_image_file(p, img);
+    samples.push_back({p, c * 5, {}});
+  }
+  write_instructions(dir / "inst.jsonl", categorical_examples(samples, labels));
+  SftOptions o;
+  o.vlm = qdir();
+  o.instructions = dir / "inst.jsonl";
+  o.out = dir / "adapter";
+  o.full = false;
+  o.lora.r = 4;
+  o.epochs = 8;
+  o.optim.lr = 5e-3;
+  json r = train_sft(o);
+  auto lines = read_file(dir / "adapter/train-state/metrics.jsonl");
+  double first = json::parse(lines.substr(0, lines.find('\n')))["train_loss"];
+  EXPECT_LT(r["final_train_loss"].get<double>(), first);
+  json cfg = read_json_file(dir / "adapter/adapter_config.json");
+  EXPECT_EQ(cfg["peft_type"], "LORA");
+  EXPECT_EQ(cfg["r"].get<int>(), 4);
+  Qwen2VL base(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
+  load_peft_adapter(*base, dir / "adapter");
+  int adapted = 0;
+  for (const auto& p : base->named_parameters()) adapted += p.key().find("lora_B") != std::string::npos;
+  EXPECT_EQ(adapted, 4 * 2);  // q, k, v, o in both layers
+  Qwen2VL merged = load_vlm(qdir(), dir / "adapter", torch::kFloat32, torch::kCPU);
+  EXPECT_EQ(merged->named_parameters().size(), Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32)->named_parameters().size());
 }

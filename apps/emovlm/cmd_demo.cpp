@@ -9,6 +9,22 @@
 namespace emovlm::cli {
 
 void add_demo_commands(CLI::App& app) {
+  struct MergeArgs {
+    std::string vlm, adapter, out;
+  };
+  auto m = std::make_shared<MergeArgs>();
+  CLI::App* lora_cmd = app.add_subcommand("lora", "LoRA adapter tools");
+  lora_cmd->require_subcommand(1);
+  CLI::App* merge = lora_cmd->add_subcommand("merge", "Write a checkpoint with a PEFT adapter merged into the weights");
+  merge->add_option("--vlm", m->vlm, "base checkpoint directory")->required();
+  merge->add_option("--adapter", m->adapter, "PEFT adapter directory")->required();
+  merge->add_option("--out", m->out, "output checkpoint directory")->required();
+  merge->callback([m] {
+    Qwen2VL model = load_vlm(m->vlm, m->adapter, torch::kFloat32, torch::kCPU);
+    save_qwen2vl(m->out, *model, m->vlm);
+    std::printf("wrote %s\n", m->out.c_str());
+  });
+
   auto d = std::make_shared<DemoOptions>();
   CLI::App* demo = app.add_subcommand("demo", "Run every stage of EmoVLM-KD on built-in data with tiny models");
   demo->add_option("--out", d->out, "output directory")->capture_default_str();
@@ -23,7 +39,11 @@ void add_demo_commands(CLI::App& app) {
   tune->add_option("--instructions", s->instructions, "instruction JSONL (emovlm instruct / the demo)")->required();
   tune->add_option("--out", s->out, "output directory")->required();
   tune->add_flag("--full", s->full, "tune every weight (default)");
-  tune->add_flag("--lora", *lora, "LoRA adapters (not implemented yet)");
+  tune->add_flag("--lora", *lora, "train LoRA adapters on a frozen base (written in PEFT's format)");
+  tune->add_option("--lora-r", s->lora.r, "")->capture_default_str();
+  tune->add_option("--lora-alpha", s->lora.alpha, "")->capture_default_str();
+  tune->add_option("--lora-dropout", s->lora.dropout, "")->capture_default_str();
+  tune->add_option("--target-modules", s->lora.target_modules, "")->capture_default_str();
   tune->add_flag("--mask-prompt", s->mask_prompt, "train on the answers only");
   tune->add_option("--epochs", s->epochs, "")->capture_default_str();
   tune->add_option("--dtype", s->dtype, "f32 or bf16")->capture_default_str();

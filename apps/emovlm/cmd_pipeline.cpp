@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/data/convert.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/predictor.h"
@@ -49,6 +50,17 @@ std::vector<int64_t> parse_hidden(const std::string& s) {
 }  // namespace
 
 void add_pipeline_commands(CLI::App& app) {
+  // ---- data convert
+  CLI::App* data = app.add_subcommand("data", "Dataset tools");
+  data->require_subcommand(1);
+  auto cv = std::make_shared<ConvertOptions>();
+  CLI::App* conv = data->add_subcommand("convert", "Native EmoSet / Emotion6 / vote-count files -> a JSONL manifest");
+  conv->add_option("--format", cv->format, "emoset, emotion6 or votes (Flickr, Instagram)")->required();
+  conv->add_option("--src", cv->src, "the dataset root (votes: the vote-count file)")->required();
+  conv->add_option("--images", cv->images, "where the images are (default: the format's place under --src)");
+  conv->add_option("--out", cv->out, "the manifest to write (.jsonl)")->required();
+  conv->callback([cv] { std::cout << convert_dataset(*cv).dump(1) << std::endl; });
+
   // ---- teacher
   CLI::App* teacher = app.add_subcommand("teacher", "Train or evaluate the ViT teacher");
   teacher->require_subcommand(1);

@@ -1,6 +1,8 @@
 // Shared model building blocks.
 #include "emovlm/models/layers.h"
 
+#include <cmath>
+
 #include "emovlm/core/error.h"
 
 namespace emovlm {
@@ -11,7 +13,43 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  return bias.defined() ? torch::nn::functional::linear(x, weight, bias) : torch::nn::functional::linear(x, weight);
+  torch::Tensor y = bias.defined() ? torch::nn::functional::linear(x, weight, bias) : torch::nn::functional::linear(x, weight);
+  if (lora_A.defined()) {
+    torch::Tensor h = lora_dropout > 0 ? torch::dropout(x, lora_dropout, is_training()) : x;
+    // [.., in] -> [.., r] -> [.., out]
+    y = y + torch::nn::functional::linear(torch::nn::functional::linear(h.to(lora_A.scalar_type()), lora_A), lora_B)
+                    .to(y.scalar_type()) * lora_scaling;
+  }
+  return y;
+}
+
+void LinearImpl::add_lora(int64_t r, double scaling, double dropout, torch::Tensor a, torch::Tensor b) {
+  if (lora_A.defined()) throw Error("add_lora: this layer already has an adapter");
+  torch::NoGradGuard ng;
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(weight.device());
+  if (!a.defined()) {
+    // kaiming_uniform(a = sqrt(5)) as torch.nn.Linear and PEFT: U(-1/sqrt(in), 1/sqrt(in))
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in_));
+    a = torch::empty({r, in_}, opts).uniform_(-bound, bound);
+  }
+  if (!b.defined()) b = torch::zeros({out_, r}, opts);
+  if (a.sizes() != torch::IntArrayRef({r, in_}) || b.sizes() != torch::IntArrayRef({out_, r}))
+    throw Error(cat("LoRA matrices ", shape_str(a.sizes().vec()), " and ", shape_str(b.sizes().vec()), " do not fit a ",
+                    in_, " -> ", out_, " layer at rank ", r));
+  lora_A = register_parameter("lora_A", a.to(opts).clone());
+  lora_B = register_parameter("lora_B", b.to(opts).clone());
+  lora_scaling = scaling;
+  lora_dropout = dropout;
+}
+
+void LinearImpl::merge_lora() {
+  if (!lora_A.defined()) return;
+  torch::NoGradGuard ng;
+  torch::Tensor delta = torch::matmul(lora_B.to(torch::kFloat32), lora_A.to(torch::kFloat32)) * lora_scaling;
+  weight.set_data((weight.to(torch::kFloat32) + delta).to(weight.scalar_type()));
+  lora_A = lora_B = torch::Tensor();
+  parameters_.erase("lora_A");  // drop the adapter's parameters
+  parameters_.erase("lora_B");
 }
 
 EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim) {

@@ -10,7 +10,8 @@
 
 namespace emovlm {
 
-// y = x W^T + b. weight [out, in], bias [out] (optional).
+// y = x W^T + b (+ scaling * B A dropout(x) with a LoRA adapter). weight [out, in], bias [out]
+// (optional), lora_A [r, in], lora_B [out, r]. The single place where adapters hook in.
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias);
@@ -18,8 +19,16 @@ class LinearImpl : public torch::nn::Module {
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
+  // Adds a rank-r adapter (A and B given, or A kaiming-uniform and B zero when undefined).
+  void add_lora(int64_t r, double scaling, double dropout, torch::Tensor a = {}, torch::Tensor b = {});
+  bool has_lora() const { return lora_A.defined(); }
+  // W += scaling * B A; the adapter is removed.
+  void merge_lora();
+
   torch::Tensor weight;
   torch::Tensor bias;  // undefined without bias
+  torch::Tensor lora_A, lora_B;
+  double lora_scaling = 0, lora_dropout = 0;
 
  private:
   int64_t in_, out_;

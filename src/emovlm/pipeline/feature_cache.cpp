@@ -14,6 +14,7 @@
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/models/vit.h"
 #include "emovlm/text/chat.h"
+#include "emovlm/train/sft.h"
 #include "emovlm/train/teacher.h"
 
 namespace emovlm {
@@ -67,9 +68,6 @@ torch::ScalarType pick_dtype(const std::string& s) {
 }  // namespace
 
 json extract_features(const ExtractOptions& o) {
-  if (!o.adapter.empty())
-    throw Error("extract --adapter: LoRA adapters are not implemented yet (stage 1 lands with the tuning issue); merge the "
-                "adapter into the checkpoint to use it");
   if (o.vlm_mode != "score" && o.vlm_mode != "generate")
     throw Error(cat("--vlm-mode must be score or generate, not '", o.vlm_mode, "'"));
   Dataset d = load_dataset(o.data, o.dataset);
@@ -96,7 +94,7 @@ json extract_features(const ExtractOptions& o) {
   }
   json inputs = {{"vlm", checkpoint_identity(o.vlm)},
                  {"teacher", checkpoint_identity(o.teacher)},
-                 {"adapter", nullptr},
+                 {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
                  {"labels", d.labels.labels},
                  {"split", o.split},
                  {"vlm_mode", o.vlm_mode},
@@ -127,7 +125,7 @@ json extract_features(const ExtractOptions& o) {
 
   const torch::Device device = pick_device(o.device);
   const torch::ScalarType dtype = pick_dtype(o.dtype);
-  Qwen2VL vlm(Qwen2VLImpl::from_pretrained(o.vlm, dtype, device));
+  Qwen2VL vlm = load_vlm(o.vlm, o.adapter, dtype, device);
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
   VitForImageClassification teacher(VitForImageClassificationImpl::from_pretrained(o.teacher));
   teacher->eval();

@@ -11,13 +11,13 @@
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/distill.h"
+#include "emovlm/train/sft.h"
 
 namespace emovlm {
 
 namespace fs = std::filesystem;
 
 void write_bundle(const std::string& out, const BundleSpec& s) {
-  if (!s.adapter.empty()) throw Error("bundle --adapter: LoRA adapters are not implemented yet");
   make_dirs(out);
   json hcfg, gcfg;
   load_distill_head(s.distill, &hcfg);
@@ -29,7 +29,7 @@ void write_bundle(const std::string& out, const BundleSpec& s) {
   };
   copy(s.distill, "head.safetensors");
   copy(s.gate, "gate.safetensors");
-  json b = {{"format", "emovlm-bundle"}, {"version", 1}, {"vlm", fs::absolute(s.vlm).string()}, {"adapter", nullptr},
+  json b = {{"format", "emovlm-bundle"}, {"version", 1}, {"vlm", fs::absolute(s.vlm).string()}, {"adapter", s.adapter.empty() ? json(nullptr) : json(fs::absolute(s.adapter).string())},
             {"head", "head.safetensors"}, {"gate", "gate.safetensors"}, {"labels", hcfg["labels"]},
             {"vlm_input", gcfg["vlm_input"]}, {"gate_kind", gcfg["kind"]}, {"dtype", s.dtype},
             {"cap_long_side", s.cap_long_side}, {"prompt", "categorical"}};
@@ -60,7 +60,8 @@ Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std
   torch::ScalarType dtype = dt == "f32" ? torch::kFloat32 : dt == "f16" ? torch::kFloat16 : torch::kBFloat16;
   torch::Device dev = device == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
                                        : torch::Device(device);
-  s_->vlm = Qwen2VL(Qwen2VLImpl::from_pretrained(vdir, dtype, dev));
+  const std::string adapter = s_->bundle["adapter"].is_string() ? s_->bundle["adapter"].get<std::string>() : "";
+  s_->vlm = load_vlm(vdir, adapter, dtype, dev);
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));
   s_->head = load_distill_head((fs::path(dir) / s_->bundle.value("head", "head.safetensors")).string());
   s_->gate = load_gate((fs::path(dir) / s_->bundle.value("gate", "gate.safetensors")).string());

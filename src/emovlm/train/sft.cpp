@@ -114,19 +114,32 @@ void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string&
         write_file_atomic((fs::path(dir) / f).string(), read_file((fs::path(assets) / f).string()));
 }
 
+Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype, torch::Device device) {
+  if (adapter.empty()) return Qwen2VL(Qwen2VLImpl::from_pretrained(dir, dtype, device));
+  // merge in float32 on the CPU, then cast and move: the adapter costs nothing at inference
+  Qwen2VL m(Qwen2VLImpl::from_pretrained(dir, torch::kFloat32, torch::kCPU));
+  load_peft_adapter(*m, adapter);
+  merge_lora(*m);
+  m->to(device, dtype);
+  for (auto& p : m->parameters()) p.set_requires_grad(false);
+  return m;
+}
+
 json train_sft(const SftOptions& o) {
-  if (!o.full)
-    throw Error("tune: LoRA / QLoRA adapters are not implemented yet; use --full to tune every weight");
   std::vector<InstructionExample> ex = read_instructions(o.instructions);
   const torch::ScalarType dtype = o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype));
-  {
+  if (o.full) {
     // own the weights (they point into the mapped checkpoint) and train them all
     torch::NoGradGuard ng;
     for (auto& p : model->parameters()) p.set_data(p.detach().clone());
+    if (model->config().text.tie_word_embeddings) model->lm_head->weight = model->model->embed_tokens->weight;
+    for (auto& p : model->parameters()) p.set_requires_grad(true);
+  } else {
+    // the base stays frozen (and mapped); only the adapters train
+    const int n = apply_lora(*model, o.lora, o.seed);
+    std::fprintf(stderr, "tune: LoRA r=%lld alpha=%g on %d layers\n", static_cast<long long>(o.lora.r), o.lora.alpha, n);
   }
-  if (model->config().text.tie_word_embeddings) model->lm_head->weight = model->model->embed_tokens->weight;
-  for (auto& p : model->parameters()) p.set_requires_grad(true);
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
 
   // decoded images are reused every epoch (the demo's sets are small; real sets decode per step)
@@ -174,7 +187,10 @@ json train_sft(const SftOptions& o) {
   h.describe_batch = [&] { return std::vector<std::string>{usable[current].image}; };
   FitResult r = fit(*model, tc, h);
   load_trained_weights(*model, r.best_path);
-  save_qwen2vl(o.out, *model, o.vlm);
+  if (o.full)
+    save_qwen2vl(o.out, *model, o.vlm);
+  else
+    save_peft_adapter(*model, o.lora, o.out, o.vlm);
   json report = {{"stage", "sft"}, {"examples", usable.size()}, {"skipped_images", failures},
                  {"final_train_loss", r.last_train_loss}, {"epochs_run", r.epochs_run}};
   write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");

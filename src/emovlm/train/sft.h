@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "emovlm/data/dataset.h"
+#include "emovlm/models/lora.h"
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/train/trainer.h"
 
@@ -52,7 +53,8 @@ torch::Tensor sft_loss(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const to
 
 struct SftOptions {
   std::string vlm, instructions, out;
-  bool full = true;          // train every weight (the demo: a VLM from scratch)
+  bool full = true;          // train every weight (the demo: a VLM from scratch); else LoRA adapters
+  LoraConfig lora;           // r=8, alpha=8, dropout 0.05 on q/k/v/o_proj (the reference)
   bool mask_prompt = false;  // train on answers only
   int64_t epochs = 5;
   int cap_long_side = 1024;
@@ -70,11 +72,15 @@ struct SftOptions {
   }();
 };
 
-// Tunes and writes OUT as a checkpoint directory (config, weights, tokenizer, processor files).
+// Tunes and writes OUT: a checkpoint directory (config, weights, tokenizer, processor files) when
+// full, else a PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
 nlohmann::json train_sft(const SftOptions& options);
 
 // Writes a Qwen2-VL checkpoint directory: config.json, model.safetensors (Hub names) and the
 // tokenizer/processor files copied from `assets_dir`.
 void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string& assets_dir);
+
+// The VLM of a checkpoint directory with an optional PEFT adapter merged into its weights.
+Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype, torch::Device device);
 
 }  // namespace emovlm
