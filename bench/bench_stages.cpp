@@ -11,7 +11,8 @@
 using namespace emovlm;
 
 int main(int argc, char** argv) {
-  const int64_t N = argc > 1 ? std::stoll(argv[1]) : 100000, B = argc > 2 ? std::stoll(argv[2]) : 32;
+  const int64_t N = argc > 1 ? std::stoll(argv[1]) : 100000, B = argc > 2 ? std::stoll(argv[2]) : 64;
+  const bool bf16 = argc > 3 ? std::string(argv[3]) == "bf16" : true;
   const int64_t D = 3584, C = 8;
   compat::set_num_threads(0);
   torch::manual_seed(0);
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
               static_cast<long long>(B), torch::get_num_threads(), mm / 1e9);
 
   DistillHead head(D, std::vector<int64_t>{1024}, C);
+  if (bf16) head->set_compute_dtype(torch::kBFloat16);
+  const double mm16 = bench::matmul_rate(torch::kBFloat16, torch::kCPU, 1024, 3);
+  std::printf("head compute %s; bf16 matmul 1024^3: %.1f GFLOP/s\n", bf16 ? "bf16" : "f32", mm16 / 1e9);
   torch::optim::Adam opt(head->parameters(), torch::optim::AdamOptions(1e-3).weight_decay(1e-4));
   torch::Tensor order = torch::randperm(N);
   double t = bench::seconds_of([&] {
@@ -32,8 +36,9 @@ int main(int argc, char** argv) {
     }
   });
   const double flops = 6.0 * N * head->num_parameters();  // forward + backward
-  std::printf("stage 2 epoch: %.2f s, %.0f images/s, %.1f GFLOP/s = %.0f%% of the matmul rate\n", t, N / t,
-              flops / t / 1e9, 100 * flops / t / mm);
+  const double rate = bf16 ? mm16 : mm;
+  std::printf("stage 2 epoch: %.2f s, %.0f images/s, %.1f GFLOP/s = %.0f%% of the %s matmul rate\n", t, N / t,
+              flops / t / 1e9, 100 * flops / t / rate, bf16 ? "bf16" : "f32");
 
   Gate gate("concat", C);
   torch::optim::Adam gopt(gate->parameters(), torch::optim::AdamOptions(1e-3).weight_decay(1e-4));

@@ -133,3 +133,24 @@ TEST(Sft, LoraTuningWritesPeftAdapter) {
   Qwen2VL merged = load_vlm(qdir(), dir / "adapter", torch::kFloat32, torch::kCPU);
   EXPECT_EQ(merged->named_parameters().size(), Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32)->named_parameters().size());
 }
+
+TEST(Sft, QloraTuningTrainsOnA4BitBase) {
+  test::TempDir dir;
+  RgbImage img(56, 56);
+  write_image_file(dir / "a.png", img);
+  LabelSet labels = LabelSet::from_spec("mikels8");
+  write_instructions(dir / "inst.jsonl", categorical_examples({{dir / "a.png", 3, {}}}, labels));
+  SftOptions o;
+  o.vlm = qdir();
+  o.instructions = dir / "inst.jsonl";
+  o.out = dir / "adapter";
+  o.full = false;
+  o.qlora = true;
+  o.epochs = 6;
+  o.optim.lr = 5e-3;
+  json r = train_sft(o);
+  auto lines = read_file(dir / "adapter/train-state/metrics.jsonl");
+  double first = json::parse(lines.substr(0, lines.find('\n')))["train_loss"];
+  EXPECT_LT(r["final_train_loss"].get<double>(), first);
+  EXPECT_TRUE(file_exists(dir / "adapter/adapter_model.safetensors"));
+}

@@ -40,6 +40,7 @@ void add_demo_commands(CLI::App& app) {
   tune->add_option("--out", s->out, "output directory")->required();
   tune->add_flag("--full", s->full, "tune every weight (default)");
   tune->add_flag("--lora", *lora, "train LoRA adapters on a frozen base (written in PEFT's format)");
+  tune->add_flag("--qlora", s->qlora, "LoRA on a 4-bit (NF4, double-quantized) frozen base");
   tune->add_option("--lora-r", s->lora.r, "")->capture_default_str();
   tune->add_option("--lora-alpha", s->lora.alpha, "")->capture_default_str();
   tune->add_option("--lora-dropout", s->lora.dropout, "")->capture_default_str();
@@ -54,7 +55,7 @@ void add_demo_commands(CLI::App& app) {
   tune->add_option("--seed", s->seed, "")->capture_default_str();
   tune->add_flag("--resume", s->resume, "");
   tune->callback([s, lora] {
-    if (*lora) s->full = false;
+    if (*lora || s->qlora) s->full = false;
     std::cout << train_sft(*s).dump(1) << std::endl;
   });
 }

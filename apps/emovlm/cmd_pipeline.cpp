@@ -134,6 +134,7 @@ void add_pipeline_commands(CLI::App& app) {
   di->add_option("--dropout", d->dropout, "")->capture_default_str();
   di->add_option("--epochs", d->epochs, "")->capture_default_str();
   di->add_option("--batch-size", d->batch_size, "(the reference code uses 1)")->capture_default_str();
+  di->add_option("--compute-dtype", d->compute_dtype, "bf16 or f32 matmuls (the weights stay float32)")->capture_default_str();
   di->add_option("--seed", d->seed, "")->capture_default_str();
   di->add_flag("--resume", d->resume, "continue an interrupted run");
   di->add_option("--save-every", d->save_every_steps, "also checkpoint every N optimizer steps")->capture_default_str();

@@ -33,13 +33,15 @@ DistillHeadImpl::DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, in
 }
 
 torch::Tensor DistillHeadImpl::forward(const torch::Tensor& features) {
-  torch::Tensor h = features;
+  torch::Tensor h = features.to(compute_);
   const size_t n = layers->size();
   for (size_t i = 0; i < n; ++i) {
-    h = layers[i]->as<LinearImpl>()->forward(h);
+    auto* l = layers[i]->as<LinearImpl>();
+    h = compute_ == l->weight.scalar_type() ? l->forward(h)
+                                            : torch::nn::functional::linear(h, l->weight.to(compute_), l->bias.to(compute_));
     if (i + 1 < n) h = torch::dropout(torch::gelu(h), dropout_, is_training());
   }
-  return h;
+  return h.to(torch::kFloat32);
 }
 
 int64_t DistillHeadImpl::num_parameters() const {

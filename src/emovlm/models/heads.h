@@ -16,8 +16,10 @@ namespace emovlm {
 class DistillHeadImpl : public torch::nn::Module {
  public:
   DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, int64_t num_classes, double dropout = 0.1);
-  torch::Tensor forward(const torch::Tensor& features);  // [B, d] -> [B, C]
+  torch::Tensor forward(const torch::Tensor& features);  // [B, d] -> [B, C] (float32)
   int64_t num_parameters() const;
+  // Matmuls in this dtype (bf16 runs on AMX on the CPU; the weights stay float32 masters).
+  void set_compute_dtype(torch::ScalarType t) { compute_ = t; }
   const std::vector<int64_t>& hidden() const { return hidden_; }
   int64_t in_dim() const { return in_; }
   int64_t num_classes() const { return classes_; }
@@ -29,6 +31,7 @@ class DistillHeadImpl : public torch::nn::Module {
   int64_t in_, classes_;
   std::vector<int64_t> hidden_;
   double dropout_;
+  torch::ScalarType compute_ = torch::kFloat32;
 };
 TORCH_MODULE(DistillHead);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "emovlm/core/error.h"
+#include "emovlm/models/nf4.h"
 
 namespace emovlm {
 
@@ -13,7 +14,10 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = bias.defined() ? torch::nn::functional::linear(x, weight, bias) : torch::nn::functional::linear(x, weight);
+  // an NF4 base is dequantized to the input's dtype for the matmul
+  const torch::Tensor w = nf4 ? nf4->dequantize(x.scalar_type()) : weight;
+  const torch::Tensor b = bias.defined() && nf4 ? bias.to(x.scalar_type()) : bias;
+  torch::Tensor y = b.defined() ? torch::nn::functional::linear(x, w, b) : torch::nn::functional::linear(x, w);
   if (lora_A.defined()) {
     torch::Tensor h = lora_dropout > 0 ? torch::dropout(x, lora_dropout, is_training()) : x;
     // [.., in] -> [.., r] -> [.., out]
@@ -42,8 +46,16 @@ void LinearImpl::add_lora(int64_t r, double scaling, double dropout, torch::Tens
   lora_dropout = dropout;
 }
 
+void LinearImpl::quantize_nf4(bool double_quant) {
+  torch::NoGradGuard ng;
+  nf4 = std::make_shared<NF4Tensor>(nf4_quantize(weight, 64, double_quant));
+  weight.set_data(torch::empty({0}, weight.options()));  // the dense copy is gone
+  weight.set_requires_grad(false);
+}
+
 void LinearImpl::merge_lora() {
   if (!lora_A.defined()) return;
+  if (nf4) throw Error("merge_lora: the base weight is NF4; merge into a full-precision base instead");
   torch::NoGradGuard ng;
   torch::Tensor delta = torch::matmul(lora_B.to(torch::kFloat32), lora_A.to(torch::kFloat32)) * lora_scaling;
   weight.set_data((weight.to(torch::kFloat32) + delta).to(weight.scalar_type()));

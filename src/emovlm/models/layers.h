@@ -6,9 +6,12 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 
 namespace emovlm {
+
+struct NF4Tensor;
 
 // y = x W^T + b (+ scaling * B A dropout(x) with a LoRA adapter). weight [out, in], bias [out]
 // (optional), lora_A [r, in], lora_B [out, r]. The single place where adapters hook in.
@@ -24,6 +27,9 @@ class LinearImpl : public torch::nn::Module {
   bool has_lora() const { return lora_A.defined(); }
   // W += scaling * B A; the adapter is removed.
   void merge_lora();
+  // Stores the (frozen) weight as NF4 and frees the dense copy; forward dequantizes it.
+  void quantize_nf4(bool double_quant);
+  std::shared_ptr<NF4Tensor> nf4;
 
   torch::Tensor weight;
   torch::Tensor bias;  // undefined without bias

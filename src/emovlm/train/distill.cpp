@@ -79,6 +79,9 @@ json train_distill_head(const DistillOptions& o) {
   }
   torch::manual_seed(o.seed);
   DistillHead head(train.features.size(1), o.hidden, train.num_classes(), o.dropout);
+  if (o.compute_dtype != "bf16" && o.compute_dtype != "f32")
+    throw Error(cat("--compute-dtype must be bf16 or f32, not '", o.compute_dtype, "'"));
+  head->set_compute_dtype(o.compute_dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
   if (!o.quiet)
     std::fprintf(stderr, "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
                  static_cast<long long>(head->num_parameters()), static_cast<long long>(train.features.size(1)),
@@ -116,6 +119,7 @@ json train_distill_head(const DistillOptions& o) {
   load_trained_weights(*head, r.best_path);
   json cfg = {{"in_dim", train.features.size(1)}, {"hidden", o.hidden}, {"num_classes", train.num_classes()},
               {"dropout", o.dropout}, {"alpha", o.alpha}, {"temperature", o.temperature}, {"labels", train.labels},
+              {"compute_dtype", o.compute_dtype},
               {"parameters", head->num_parameters()}};
   save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
   LabelSet ls;
@@ -136,6 +140,7 @@ DistillHead load_distill_head(const std::string& dir, json* config) {
   DistillHead head(c["in_dim"].get<int64_t>(), c["hidden"].get<std::vector<int64_t>>(), c["num_classes"].get<int64_t>(),
                    c.value("dropout", 0.1));
   load_module(p, *head);
+  head->set_compute_dtype(c.value("compute_dtype", "f32") == "bf16" ? torch::kBFloat16 : torch::kFloat32);
   head->eval();
   if (config) *config = c;
   return head;

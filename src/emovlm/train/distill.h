@@ -17,7 +17,9 @@ struct DistillOptions {
   std::string cache, val_cache, out;
   std::vector<int64_t> hidden{1024};
   double alpha = 0.5, temperature = 2.0, dropout = 0.1;
-  int64_t epochs = 5, batch_size = 32;
+  int64_t epochs = 5;
+  int64_t batch_size = 256;           // the reference code uses 1 (--batch-size 1)
+  std::string compute_dtype = "bf16";  // the head's matmuls (bf16: AMX on the CPU); f32 for exact float32
   uint64_t seed = 0;
   bool resume = false;
   bool quiet = false;

@@ -10,6 +10,7 @@
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/image/resample.h"
+#include "emovlm/models/nf4.h"
 #include "emovlm/text/chat.h"
 
 namespace emovlm {
@@ -126,6 +127,7 @@ Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::Scal
 }
 
 json train_sft(const SftOptions& o) {
+  if (o.full && o.qlora) throw Error("tune: --qlora trains adapters; it does not go with --full");
   std::vector<InstructionExample> ex = read_instructions(o.instructions);
   const torch::ScalarType dtype = o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype));
@@ -136,7 +138,11 @@ json train_sft(const SftOptions& o) {
     if (model->config().text.tie_word_embeddings) model->lm_head->weight = model->model->embed_tokens->weight;
     for (auto& p : model->parameters()) p.set_requires_grad(true);
   } else {
-    // the base stays frozen (and mapped); only the adapters train
+    // the base stays frozen (and mapped, or in NF4 with --qlora); only the adapters train
+    if (o.qlora) {
+      const int q = quantize_linears_nf4(*model, o.double_quant, [](const std::string& n) { return n != "lm_head"; });
+      std::fprintf(stderr, "tune: %d linear layers of the base in NF4%s\n", q, o.double_quant ? " (double quantization)" : "");
+    }
     const int n = apply_lora(*model, o.lora, o.seed);
     std::fprintf(stderr, "tune: LoRA r=%lld alpha=%g on %d layers\n", static_cast<long long>(o.lora.r), o.lora.alpha, n);
   }
@@ -167,7 +173,7 @@ json train_sft(const SftOptions& o) {
   tc.optim = o.optim;
   tc.progress_label = "tune";
   tc.unit = "ex";
-  tc.stage_config = {{"stage", "sft"}, {"vlm", o.vlm}, {"instructions", o.instructions}, {"full", o.full},
+  tc.stage_config = {{"stage", "sft"}, {"vlm", o.vlm}, {"instructions", o.instructions}, {"full", o.full}, {"qlora", o.qlora},
                      {"mask_prompt", o.mask_prompt}};
   size_t current = 0;
   StageHooks h;

@@ -55,6 +55,8 @@ struct SftOptions {
   std::string vlm, instructions, out;
   bool full = true;          // train every weight (the demo: a VLM from scratch); else LoRA adapters
   LoraConfig lora;           // r=8, alpha=8, dropout 0.05 on q/k/v/o_proj (the reference)
+  bool qlora = false;        // the frozen base's Linear layers (all but lm_head) in NF4
+  bool double_quant = true;  // with --qlora, as the reference's BitsAndBytesConfig
   bool mask_prompt = false;  // train on answers only
   int64_t epochs = 5;
   int cap_long_side = 1024;

@@ -1,0 +1,79 @@
+// Stage 1 at the published shapes with random weights: the memory of the frozen base in bf16 vs
+// NF4 (counted from the model's own layers), NF4 quantize/dequantize speed on one 7B MLP matrix,
+// and tokens/s of a LoRA training step (forward + backward + AdamW) with a bf16 and an NF4 base.
+//   bench_train [2b|7b] [tokens] [steps]
+#include <cstdio>
+
+#include "bench_util.h"
+#include "emovlm/core/torch_compat.h"
+#include "emovlm/models/layers.h"
+#include "emovlm/models/lora.h"
+#include "emovlm/models/nf4.h"
+#include "emovlm/models/qwen2vl.h"
+
+using namespace emovlm;
+
+namespace {
+
+void memory_report(const char* name, const Qwen2VLConfig& cfg) {
+  Qwen2VL m(cfg);  // parameters allocated, never touched
+  double dense = 0, nf4 = 0, nf4_dq = 0, total = 0;
+  for (const auto& item : m->named_modules()) {
+    auto* lin = dynamic_cast<LinearImpl*>(item.value().get());
+    if (!lin || item.key() == "lm_head") continue;
+    const double n = static_cast<double>(lin->weight.numel());
+    dense += n;
+    nf4 += n / 2 + 4 * n / 64;
+    nf4_dq += n / 2 + n / 64 + 4 * n / (64 * 256);
+  }
+  for (const auto& p : m->parameters()) total += static_cast<double>(p.numel());
+  const double rest = total - dense;  // embeddings, lm_head, norms, biases: bf16
+  std::printf("%s: %.2fB parameters; bf16 %.2f GB; NF4 base %.2f GB; NF4 + double quantization %.2f GB\n", name, total / 1e9,
+              2 * total / 1e9, (nf4 + 2 * rest) / 1e9, (nf4_dq + 2 * rest) / 1e9);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string shape = argc > 1 ? argv[1] : "2b";
+  const int64_t T = argc > 2 ? std::stoll(argv[2]) : 128;
+  const int steps = argc > 3 ? std::stoi(argv[3]) : 3;
+  compat::set_num_threads(0);
+  memory_report("Qwen2-VL-2B", Qwen2VLConfig::qwen2vl_2b());
+  memory_report("Qwen2-VL-7B", Qwen2VLConfig::qwen2vl_7b());
+
+  torch::Tensor w = torch::randn({18944, 3584}) * 0.02;
+  NF4Tensor q;
+  double tq = bench::seconds_of([&] { q = nf4_quantize(w, 64, true); });
+  double td = bench::median_seconds([&] { q.dequantize(torch::kBFloat16); }, 3);
+  std::printf("NF4 on one 18944x3584 matrix: quantize %.2f s, dequantize to bf16 %.3f s (%.1f M values/s)\n", tq, td,
+              w.numel() / td / 1e6);
+
+  Qwen2VLConfig cfg = shape == "7b" ? Qwen2VLConfig::qwen2vl_7b() : Qwen2VLConfig::qwen2vl_2b();
+  for (bool use_nf4 : {false, true}) {
+    Qwen2VL m(cfg);
+    m->to(torch::kBFloat16);
+    bench::fast_random_fill(*m);
+    for (auto& p : m->parameters()) p.set_requires_grad(false);
+    if (use_nf4) quantize_linears_nf4(*m, true, [](const std::string& n) { return n != "lm_head"; });
+    LoraConfig lc;
+    apply_lora(*m, lc, 0);
+    std::vector<torch::Tensor> params;
+    for (auto& p : m->parameters())
+      if (p.requires_grad()) params.push_back(p);
+    torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
+    torch::Tensor ids = torch::randint(0, 150000, {1, T}, torch::kInt64);
+    Qwen2VLInputs in{ids, torch::ones_like(ids), {}, {}};
+    auto step = [&] {
+      opt.zero_grad();
+      torch::Tensor logits = m->forward(in).logits;
+      torch::nn::functional::cross_entropy(logits[0].narrow(0, 0, T - 1).to(torch::kFloat32), ids[0].narrow(0, 1, T - 1))
+          .backward();
+      opt.step();
+    };
+    double t = bench::median_seconds(step, steps, 1);
+    std::printf("%s LoRA step, %lld tokens, %s base: %.2f s median, %.1f tokens/s, peak RSS %.2f GiB\n", shape.c_str(),
+                static_cast<long long>(T), use_nf4 ? "NF4" : "bf16", t, T / t, bench::peak_rss_gib());
+  }
+  return 0;
+}

@@ -1,0 +1,110 @@
+// NF4 quantization.
+#include "emovlm/models/nf4.h"
+
+#include "emovlm/core/error.h"
+#include "emovlm/models/layers.h"
+
+namespace emovlm {
+
+const std::array<float, 16>& nf4_codebook() {
+  static const std::array<float, 16> c = {-1.0f,
+                                          -0.6961928009986877f,
+                                          -0.5250730514526367f,
+                                          -0.39491748809814453f,
+                                          -0.28444138169288635f,
+                                          -0.18477343022823334f,
+                                          -0.09105003625154495f,
+                                          0.0f,
+                                          0.07958029955625534f,
+                                          0.16093020141124725f,
+                                          0.24611230194568634f,
+                                          0.33791524171829224f,
+                                          0.44070982933044434f,
+                                          0.5626170039176941f,
+                                          0.7229568362236023f,
+                                          1.0f};
+  return c;
+}
+
+int64_t NF4Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+torch::Tensor NF4Tensor::block_absmax() const {
+  if (!double_quant) return absmax;
+  const int64_t nb = absmax_q.size(0);
+  // [blocks] -> per dq block scale
+  torch::Tensor scale = absmax_scale.repeat_interleave(dq_block).narrow(0, 0, nb);
+  return absmax_q.to(torch::kFloat32) * scale + absmax_offset;
+}
+
+torch::Tensor NF4Tensor::dequantize(torch::ScalarType dtype) const {
+  const int64_t n = numel();
+  torch::Tensor hi = codes.bitwise_right_shift(4), lo = codes.bitwise_and(15);
+  // [bytes] x 2 -> [2 * bytes] -> [n]
+  torch::Tensor idx = torch::stack({hi, lo}, 1).reshape({-1}).narrow(0, 0, n).to(torch::kInt64);
+  torch::Tensor table = torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end()),
+                                      torch::TensorOptions().device(codes.device()));
+  torch::Tensor values = table.index_select(0, idx);
+  torch::Tensor scale = block_absmax().repeat_interleave(block).narrow(0, 0, n);
+  return (values * scale).reshape(shape).to(dtype);
+}
+
+int64_t NF4Tensor::bytes() const {
+  int64_t b = codes.numel();
+  if (double_quant) b += absmax_q.numel() + 4 * absmax_scale.numel() + 4;
+  else b += 4 * absmax.numel();
+  return b;
+}
+
+NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_quant, int64_t dq_block) {
+  if (block <= 0 || dq_block <= 0) throw Error("nf4: block sizes must be positive");
+  NF4Tensor q;
+  q.shape = weight.sizes().vec();
+  q.block = block;
+  torch::Tensor w = weight.detach().to(torch::kFloat32).reshape({-1});
+  const int64_t n = w.numel(), nb = (n + block - 1) / block;
+  torch::Tensor padded = torch::zeros({nb * block}, w.options());
+  padded.narrow(0, 0, n).copy_(w);
+  torch::Tensor blocks = padded.view({nb, block});  // [n] -> [blocks, block]
+  torch::Tensor absmax = blocks.abs().amax(1);
+  torch::Tensor safe = torch::where(absmax > 0, absmax, torch::ones_like(absmax));
+  torch::Tensor norm = blocks / safe.unsqueeze(1);  // in [-1, 1]
+  torch::Tensor table = torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end()));
+  // the nearest level: [blocks, block, 1] - [16] -> argmin over the levels
+  torch::Tensor idx = (norm.unsqueeze(-1) - table).abs().argmin(-1).reshape({-1}).narrow(0, 0, n).to(torch::kUInt8);
+  if (n % 2) idx = torch::cat({idx, torch::zeros({1}, torch::kUInt8)});
+  torch::Tensor pairs = idx.view({-1, 2});  // [n/2, 2]
+  q.codes = pairs.select(1, 0).bitwise_left_shift(4).bitwise_or(pairs.select(1, 1)).contiguous();
+  if (!double_quant) {
+    q.absmax = absmax.contiguous();
+    return q;
+  }
+  q.double_quant = true;
+  q.dq_block = dq_block;
+  q.absmax_offset = absmax.mean().item<float>();
+  const int64_t nd = (nb + dq_block - 1) / dq_block;
+  torch::Tensor centred = torch::zeros({nd * dq_block});
+  centred.narrow(0, 0, nb).copy_(absmax - q.absmax_offset);
+  torch::Tensor cb = centred.view({nd, dq_block});
+  torch::Tensor scale = cb.abs().amax(1) / 127.0;
+  scale = torch::where(scale > 0, scale, torch::ones_like(scale));
+  q.absmax_scale = scale.contiguous();
+  q.absmax_q = torch::round(cb / scale.unsqueeze(1)).clamp(-127, 127).to(torch::kInt8).reshape({-1}).narrow(0, 0, nb).contiguous();
+  return q;
+}
+
+int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select) {
+  int n = 0;
+  for (const auto& item : root.named_modules()) {
+    auto* lin = dynamic_cast<LinearImpl*>(item.value().get());
+    if (!lin || !select(item.key()) || lin->nf4) continue;
+    lin->quantize_nf4(double_quant);
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace emovlm
