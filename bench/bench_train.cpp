@@ -27,6 +27,7 @@ void memory_report(const char* name, const Qwen2VLConfig& cfg) {
     nf4_dq += n / 2 + n / 64 + 4 * n / (64 * 256);
   }
   for (const auto& p : m->parameters()) total += static_cast<double>(p.numel());
+  if (cfg.text.tie_word_embeddings) total -= static_cast<double>(m->lm_head->weight.numel());  // shares the embeddings
   const double rest = total - dense;  // embeddings, lm_head, norms, biases: bf16
   std::printf("%s: %.2fB parameters; bf16 %.2f GB; NF4 base %.2f GB; NF4 + double quantization %.2f GB\n", name, total / 1e9,
               2 * total / 1e9, (nf4 + 2 * rest) / 1e9, (nf4_dq + 2 * rest) / 1e9);
