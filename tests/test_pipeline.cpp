@@ -14,6 +14,7 @@
 #include "emovlm/core/files.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/pipeline/ablation.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/predictor.h"
@@ -186,6 +187,24 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   int64_t want = gate->forward(test.vlm_input("onehot").narrow(0, 3, 1), hl).argmax(-1).item<int64_t>();
   EXPECT_EQ(r["emotion"].get<std::string>(), test.labels[want]);
   EXPECT_EQ(r["head_top3"].size(), 3u);
+}
+
+TEST(Pipeline, AblationWritesTableJsonAndPlot) {
+  World& w = world();
+  for (const char* split : {"train", "test"}) extract_features(w.extract(split));
+  AblationOptions a;
+  a.kind = "gate";
+  a.values = {"concat", "dynamic"};
+  a.train_cache = w.extract("train").out;
+  a.test_cache = w.extract("test").out;
+  a.out = w.tmp / "ablate-gate";
+  a.distill_epochs = 2;
+  a.gate_epochs = 2;
+  json r = run_ablation(a);
+  ASSERT_EQ(r["rows"].size(), 2u);
+  EXPECT_EQ(r["rows"][1]["gate"], "dynamic");
+  for (const char* f : {"ablation.md", "ablation.json", "ablation.png"}) EXPECT_TRUE(file_exists(a.out + "/" + f)) << f;
+  EXPECT_EQ(decode_image_file(a.out + "/ablation.png").width, 640);
 }
 
 // A training run killed with SIGKILL and resumed ends with the same weights as an uninterrupted run.

@@ -8,6 +8,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/data/convert.h"
+#include "emovlm/pipeline/ablation.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/predictor.h"
@@ -168,6 +169,21 @@ void add_pipeline_commands(CLI::App& app) {
   ev->add_option("--gate", e->gate, "gate directory");
   ev->add_option("--out", e->out, "write report.json and report.md here");
   ev->callback([e] { std::cout << evaluation_markdown(evaluate_cache(*e)); });
+
+  // ---- ablations
+  auto ab = std::make_shared<AblationOptions>();
+  CLI::App* abl = app.add_subcommand("ablate", "Sweep the head depth, alpha or the gate from one set of caches");
+  abl->add_option("kind", ab->kind, "depth, alpha or gate")->required();
+  abl->add_option("--cache", ab->train_cache, "training cache")->required();
+  abl->add_option("--val-cache", ab->val_cache, "validation cache");
+  abl->add_option("--test-cache", ab->test_cache, "test cache")->required();
+  abl->add_option("--out", ab->out, "output directory")->required();
+  abl->add_option("--values", ab->values, "settings to try (default: the paper's sweep)");
+  abl->add_option("--distill-epochs", ab->distill_epochs, "")->capture_default_str();
+  abl->add_option("--gate-epochs", ab->gate_epochs, "")->capture_default_str();
+  abl->add_option("--batch-size", ab->batch_size, "")->capture_default_str();
+  abl->add_option("--seed", ab->seed, "")->capture_default_str();
+  abl->callback([ab] { std::cout << run_ablation(*ab)["markdown"].get<std::string>(); });
 
   // ---- bundle, predict
   auto b = std::make_shared<BundleSpec>();
