@@ -1,0 +1,118 @@
+// The Qwen2-VL golden checks on an NVIDIA GPU (CUDA libtorch): float32 with TF32 off at 1e-4,
+// bfloat16 at the reference's CUDA calibration, greedy tokens exact, label scores within 1e-3,
+// the ViT teacher at 1e-4. Labelled `gpu`: `make test` skips it; without CUDA every test skips.
+#include <gtest/gtest.h>
+
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/data/labels.h"
+#include "emovlm/models/qwen2vl.h"
+#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/vit.h"
+#include "test_util.h"
+
+using namespace emovlm;
+
+namespace {
+
+std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
+
+double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+  torch::Tensor x = a.to(torch::kCPU).to(torch::kFloat64), y = b.to(torch::kCPU).to(torch::kFloat64);
+  return ((x - y).abs().max() / y.abs().max()).item<double>();
+}
+
+#define REQUIRE_CUDA()                                           \
+  do {                                                           \
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA"; \
+    at::globalContext().setAllowTF32CuBLAS(false);               \
+    at::globalContext().setAllowTF32CuDNN(false);                \
+  } while (0)
+
+Qwen2VLInputs prompt_inputs(const json& cases, const std::map<std::string, torch::Tensor>& exp, const json& p) {
+  Qwen2VLInputs in;
+  in.input_ids = torch::tensor(p["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+  in.attention_mask = torch::ones_like(in.input_ids);
+  if (!p["image"].is_null()) {
+    const std::string img = p["image"];
+    for (const auto& im : cases["images"])
+      if (im["name"] == img) {
+        auto g = im["grid_thw.pil"].get<std::vector<int64_t>>();
+        in.grids = {{g[0], g[1], g[2]}};
+      }
+    in.pixel_values = exp.at(img + ".pixel_values.pil");
+  }
+  return in;
+}
+
+}  // namespace
+
+TEST(Gpu, Qwen2VLFloat32AndGreedy) {
+  REQUIRE_CUDA();
+  json cases = read_json_file(qdir() + "/cases.json");
+  auto exp = load_tensors(qdir() + "/expected.safetensors");
+  Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32, torch::kCUDA));
+  torch::NoGradGuard ng;
+  for (const auto& p : cases["prompts"]) {
+    const std::string name = p["name"];
+    Qwen2VLOutput out = m->forward(prompt_inputs(cases, exp, p));
+    EXPECT_LT(rel_err(out.logits[0], exp.at(name + ".logits")), 1e-4) << name;
+    GenerationConfig g;
+    g.max_new_tokens = 12;
+    g.eos_token_ids = {-1};
+    EXPECT_EQ(generate(*m, prompt_inputs(cases, exp, p), g).tokens[0], p["greedy_12"].get<std::vector<int64_t>>()) << name;
+  }
+}
+
+TEST(Gpu, Qwen2VLBfloat16) {
+  REQUIRE_CUDA();
+  json cases = read_json_file(qdir() + "/cases.json");
+  json cal = read_json_file(qdir() + "/calibration.json")["cuda.bfloat16"];
+  auto exp = load_tensors(qdir() + "/expected.safetensors");
+  Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kBFloat16, torch::kCUDA));
+  torch::NoGradGuard ng;
+  for (const auto& p : cases["prompts"]) {
+    if (p["image"].is_null()) continue;
+    const std::string name = p["name"];
+    torch::Tensor logits = m->forward(prompt_inputs(cases, exp, p)).logits[0].to(torch::kFloat32);
+    EXPECT_LT(rel_err(logits, exp.at(name + ".logits")), 1.25 * cal["logits_maxabs_over_maxref"].get<double>()) << name;
+  }
+}
+
+TEST(Gpu, LabelScores) {
+  REQUIRE_CUDA();
+  json cases = read_json_file(qdir() + "/cases.json");
+  json extra = read_json_file(qdir() + "/extra_cases.json");
+  auto exp = load_tensors(qdir() + "/expected.safetensors");
+  Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32, torch::kCUDA));
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
+  for (auto it = extra["label_scores"]["scores"].begin(); it != extra["label_scores"]["scores"].end(); ++it) {
+    for (const auto& p : cases["prompts"]) {
+      if (p["name"] != it.key()) continue;
+      torch::Tensor rgb = exp.at(p["image"].get<std::string>() + ".rgb");
+      RgbImage img(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
+      std::memcpy(img.pixels.data(), rgb.data_ptr(), img.pixels.size());
+      std::vector<std::vector<int32_t>> cands;
+      std::vector<double> want;
+      for (auto c = it.value().begin(); c != it.value().end(); ++c) {
+        cands.push_back(c.value()["answer_ids"].get<std::vector<int32_t>>());
+        want.push_back(c.value()["sum_logprob"].get<double>());
+      }
+      torch::Tensor s = label_scores(*m, proc, {{p["text"], {img}}}, cands);
+      for (size_t c = 0; c < want.size(); ++c) EXPECT_NEAR(s[0][c].item<double>(), want[c], 1e-3);
+    }
+  }
+}
+
+TEST(Gpu, VitTeacher) {
+  REQUIRE_CUDA();
+  const std::string dir = test::ref_path("vit_tiny");
+  json cases = read_json_file(dir + "/cases.json");
+  auto exp = load_tensors(dir + "/expected.safetensors");
+  VitForImageClassification m(VitForImageClassificationImpl::from_pretrained(dir));
+  m->eval();
+  m->to(torch::kCUDA);
+  torch::NoGradGuard ng;
+  for (const auto& c : cases["images"])
+    EXPECT_LT(rel_err(m->forward(exp.at(c["pixel_values"].get<std::string>()).to(torch::kCUDA))[0],
+                      exp.at(c["name"].get<std::string>() + ".logits")), 1e-4);
+}
