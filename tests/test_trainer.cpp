@@ -1,0 +1,102 @@
+// The shared training loop: schedules, gradient accumulation, the NaN stop, best checkpoints.
+#include <gtest/gtest.h>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/models/layers.h"
+#include "emovlm/train/trainer.h"
+#include "test_util.h"
+
+using namespace emovlm;
+
+TEST(Trainer, Schedules) {
+  OptimConfig o;
+  o.lr = 1.0;
+  o.schedule = "warmup";
+  o.warmup_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(o.lr_at(0, 100), 0.1);
+  EXPECT_DOUBLE_EQ(o.lr_at(9, 100), 1.0);
+  EXPECT_DOUBLE_EQ(o.lr_at(50, 100), 1.0);
+  o.schedule = "linear";
+  EXPECT_NEAR(o.lr_at(55, 100), 0.5, 1e-12);
+  o.schedule = "cosine";
+  EXPECT_NEAR(o.lr_at(10, 100), 1.0, 1e-12);
+  EXPECT_NEAR(o.lr_at(100, 100), 0.0, 1e-12);
+  o.schedule = "bogus";
+  EXPECT_THROW(o.validate(), Error);
+}
+
+namespace {
+// A linear regression "stage": batch b of the epoch holds rows [b * n, (b + 1) * n).
+struct Regression {
+  torch::Tensor x = torch::randn({8, 3}, torch::TensorOptions().dtype(torch::kFloat64)).to(torch::kFloat32);
+  torch::Tensor y = torch::randn({8, 1});
+  StageHooks hooks(Linear& m, int64_t n) {
+    StageHooks h;
+    h.begin_epoch = [this, n](int64_t, size_t) { return static_cast<size_t>(8 / n); };
+    h.loss = [this, &m, n](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
+      auto xs = x.narrow(0, static_cast<int64_t>(b) * n, n), ys = y.narrow(0, static_cast<int64_t>(b) * n, n);
+      return {(m->forward(xs) - ys).pow(2).mean(), n};
+    };
+    return h;
+  }
+};
+}  // namespace
+
+TEST(Trainer, GradientAccumulationEqualsTheLargerBatch) {
+  torch::manual_seed(0);
+  Regression r;
+  test::TempDir dir;
+  Linear a(3, 1, true), b(3, 1, true);
+  init_random(*a, 1, 0.5);
+  {
+    torch::NoGradGuard ng;
+    b->weight.copy_(a->weight);
+    b->bias.copy_(a->bias);
+  }
+  TrainConfig ca;
+  ca.out_dir = dir / "a";
+  ca.epochs = 3;
+  ca.optim.lr = 0.1;
+  ca.optim.grad_accum = 2;  // two batches of 2 per step
+  TrainConfig cb = ca;
+  cb.out_dir = dir / "b";
+  cb.optim.grad_accum = 1;  // one batch of 4 per step
+  StageHooks ha = r.hooks(a, 2), hb = r.hooks(b, 4);
+  FitResult fa = fit(*a, ca, ha), fb = fit(*b, cb, hb);
+  EXPECT_EQ(fa.steps, fb.steps);
+  EXPECT_TRUE(torch::allclose(a->weight, b->weight, 1e-6, 1e-6));
+  EXPECT_TRUE(file_exists(fa.metrics_path));
+  EXPECT_TRUE(file_exists(fa.best_path));
+}
+
+TEST(Trainer, NanLossStopsWithStepImagesAndCheckpoint) {
+  torch::manual_seed(0);
+  test::TempDir dir;
+  Linear m(3, 1, true);
+  init_random(*m, 2, 0.5);
+  Regression r;
+  StageHooks h = r.hooks(m, 2);
+  auto good = h.loss;
+  h.loss = [&](int64_t epoch, size_t b) -> std::pair<torch::Tensor, int64_t> {
+    if (epoch == 1 && b == 2) return {torch::tensor(std::nanf("")), 2};
+    return good(epoch, b);
+  };
+  h.describe_batch = [] { return std::vector<std::string>{"img/1.jpg", "img/2.jpg"}; };
+  TrainConfig c;
+  c.out_dir = dir.path();
+  c.epochs = 3;
+  try {
+    fit(*m, c, h);
+    FAIL();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("epoch 2, batch 3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("img/1.jpg, img/2.jpg"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("checkpoint.safetensors"), std::string::npos) << msg;
+  }
+  // the last good checkpoint (end of epoch 1) is kept and loads
+  json info = checkpoint_info(dir / "checkpoint.safetensors");
+  EXPECT_EQ(info["trainer"]["epoch"].get<int64_t>(), 1);
+}
