@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   const int64_t D = 3584, C = 8;
   compat::set_num_threads(0);
   torch::manual_seed(0);
-  torch::Tensor feats = torch::randn({N, D}), teacher = torch::randn({N, C}), y = torch::randint(0, C, {N});
+  torch::Tensor feats = torch::randn({N, D}), teacher = torch::randn({N, C}), y = torch::randint(0, C, {N}, torch::kInt64);
   const double mm = bench::matmul_rate(torch::kFloat32, torch::kCPU, 1024, 3);
   std::printf("images %lld, batch %lld, threads %d; fp32 matmul 1024^3: %.1f GFLOP/s\n", static_cast<long long>(N),
               static_cast<long long>(B), torch::get_num_threads(), mm / 1e9);
