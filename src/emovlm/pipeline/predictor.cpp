@@ -102,7 +102,11 @@ json Predictor::predict(const std::string& image_path) {
     r["head_top3"].push_back({{"label", L[std::get<1>(top)[k].item<int64_t>()]}, {"probability", std::get<0>(top)[k].item<double>()}});
   r["gate"] = {{"kind", s_->bundle.value("gate_kind", "")}, {"probabilities", json::object()}};
   for (size_t i = 0; i < L.size(); ++i) r["gate"]["probabilities"][L[i]] = fused[i].item<double>();
-  if (w.defined()) r["gate"]["weights"] = {{"vlm", w[0][0].item<double>()}, {"head", w[0][w.size(1) > 2 ? 1 : 1].item<double>()}};
+  if (w.defined() && w.size(1) == 2) {
+    r["gate"]["weights"] = {{"vlm", w[0][0].item<double>()}, {"head", w[0][1].item<double>()}};
+  } else if (w.defined()) {  // moe: the mixture over its experts
+    for (int64_t k = 0; k < w.size(1); ++k) r["gate"]["experts"].push_back(w[0][k].item<double>());
+  }
   return r;
 }
 
