@@ -113,7 +113,6 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
   EXPECT_EQ(c.size(), 16);
   EXPECT_EQ(c.features.sizes(), (std::vector<int64_t>{16, 96}));
   EXPECT_EQ(c.teacher_logits.size(1), 8);
-  // the cached features equal a direct computation
   // simulate an interruption: drop the last shard from the manifest, run again, same values
   json cut = m;
   cut["shards"].erase(cut["shards"].size() - 1);

@@ -16,14 +16,27 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A seeded permutation of n for an epoch (the same on every machine).
-torch::Tensor epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> order(n);
-  for (int64_t i = 0; i < n; ++i) order[i] = i;
-  SplitMix64 rng(mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157));
-  for (int64_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(static_cast<uint64_t>(i))]);
-  return torch::tensor(order, torch::kInt64);
-}
+// Shuffled minibatches over n cached rows: a seeded permutation per epoch (the same on every
+// machine), sliced into batches, so that batch b of an epoch is known without replaying the rest.
+struct CachedBatches {
+  int64_t n, batch;
+  uint64_t seed;
+  torch::Tensor order;
+
+  size_t begin(int64_t epoch) {
+    if (batch <= 0) throw Error("--batch-size must be positive");
+    std::vector<int64_t> o(n);
+    for (int64_t i = 0; i < n; ++i) o[i] = i;
+    SplitMix64 rng(mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157));
+    for (int64_t i = n; i > 1; --i) std::swap(o[i - 1], o[rng.below(static_cast<uint64_t>(i))]);
+    order = torch::tensor(o, torch::kInt64);
+    return static_cast<size_t>((n + batch - 1) / batch);
+  }
+  torch::Tensor indices(size_t b) const {
+    const int64_t start = static_cast<int64_t>(b) * batch;
+    return order.narrow(0, start, std::min(batch, n - start));
+  }
+};
 
 void save_module(const std::string& path, torch::nn::Module& m, const std::string& key, const json& config) {
   NamedTensors ts;
@@ -86,27 +99,16 @@ json train_distill_head(const DistillOptions& o) {
     std::fprintf(stderr, "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
                  static_cast<long long>(head->num_parameters()), static_cast<long long>(train.features.size(1)),
                  json(o.hidden).dump().c_str(), static_cast<long long>(train.num_classes()));
-  const int64_t N = train.size(), B = o.batch_size;
-  if (B <= 0) throw Error("--batch-size must be positive");
-  torch::Tensor order;
-  TrainConfig tc;
-  tc.out_dir = o.out;
-  tc.epochs = o.epochs;
-  tc.seed = o.seed;
-  tc.resume = o.resume;
-  tc.optim = o.optim;
+  CachedBatches batches{train.size(), o.batch_size, o.seed, {}};
+  TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "distill");
   tc.classes = train.labels;
-  tc.progress_label = "distill";
   tc.save_every_steps = o.save_every_steps;
   tc.stage_config = {{"stage", "distill"}, {"cache", o.cache}, {"hidden", o.hidden}, {"alpha", o.alpha},
-                     {"temperature", o.temperature}, {"dropout", o.dropout}, {"batch_size", B}};
+                     {"temperature", o.temperature}, {"dropout", o.dropout}, {"batch_size", o.batch_size}};
   StageHooks h;
-  h.begin_epoch = [&](int64_t epoch, size_t) {
-    order = epoch_order(N, o.seed, epoch);
-    return static_cast<size_t>((N + B - 1) / B);
-  };
+  h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
-    torch::Tensor idx = order.narrow(0, static_cast<int64_t>(b) * B, std::min<int64_t>(B, N - static_cast<int64_t>(b) * B));
+    torch::Tensor idx = batches.indices(b);
     KDLoss l = kd_loss(head->forward(train.features.index_select(0, idx)), train.teacher_logits.index_select(0, idx),
                        train.targets.index_select(0, idx), o.temperature, o.alpha);
     return {l.loss, idx.size(0)};
@@ -163,24 +165,14 @@ json train_gate(const GateOptions& o) {
   if (val) h_val = head_logits(*head, val->features), v_val = val->vlm_input(o.vlm_input);
   torch::manual_seed(o.seed);
   Gate gate(o.kind, train.num_classes());
-  const int64_t N = train.size(), B = o.batch_size;
-  torch::Tensor order;
-  TrainConfig tc;
-  tc.out_dir = o.out;
-  tc.epochs = o.epochs;
-  tc.seed = o.seed;
-  tc.resume = o.resume;
-  tc.optim = o.optim;
+  CachedBatches batches{train.size(), o.batch_size, o.seed, {}};
+  TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "gate");
   tc.classes = train.labels;
-  tc.progress_label = "gate";
   tc.stage_config = {{"stage", "gate"}, {"kind", o.kind}, {"vlm_input", o.vlm_input}, {"cache", o.cache}, {"distill", o.distill}};
   StageHooks h;
-  h.begin_epoch = [&](int64_t epoch, size_t) {
-    order = epoch_order(N, o.seed, epoch);
-    return static_cast<size_t>((N + B - 1) / B);
-  };
+  h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
-    torch::Tensor idx = order.narrow(0, static_cast<int64_t>(b) * B, std::min<int64_t>(B, N - static_cast<int64_t>(b) * B));
+    torch::Tensor idx = batches.indices(b);
     torch::Tensor out = gate->forward(v_train.index_select(0, idx), h_train.index_select(0, idx));
     return {torch::cross_entropy_loss(out, train.targets.index_select(0, idx)), idx.size(0)};
   };

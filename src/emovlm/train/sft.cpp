@@ -165,13 +165,7 @@ json train_sft(const SftOptions& o) {
   }
   if (usable.empty()) throw Error(cat(o.instructions, ": none of the instructions' images could be read"));
   std::vector<size_t> order;
-  TrainConfig tc;
-  tc.out_dir = o.out + "/train-state";
-  tc.epochs = o.epochs;
-  tc.seed = o.seed;
-  tc.resume = o.resume;
-  tc.optim = o.optim;
-  tc.progress_label = "tune";
+  TrainConfig tc = train_config(o.out + "/train-state", o.epochs, o.seed, o.resume, o.optim, "tune");
   tc.unit = "ex";
   tc.stage_config = {{"stage", "sft"}, {"vlm", o.vlm}, {"instructions", o.instructions}, {"full", o.full}, {"qlora", o.qlora},
                      {"mask_prompt", o.mask_prompt}};

@@ -87,14 +87,8 @@ json train_teacher(const TeacherOptions& o) {
   ImageBatchLoader train(d.train, img, lo);
   ImageBatch current;
 
-  TrainConfig tc;
-  tc.out_dir = o.out;
-  tc.epochs = o.epochs;
-  tc.seed = o.seed;
-  tc.resume = o.resume;
-  tc.optim = o.optim;
+  TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "teacher");
   tc.classes = labels.labels;
-  tc.progress_label = "teacher";
   tc.stage_config = {{"stage", "teacher"}, {"init", o.init}, {"data", o.data}, {"batch_size", o.batch_size},
                      {"image_size", img.image_size}, {"epochs", o.epochs}, {"seed", o.seed}};
   StageHooks hooks;

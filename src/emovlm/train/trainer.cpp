@@ -138,6 +138,18 @@ void write_weights(const std::string& path, const Trainable& t, const TrainConfi
 
 }  // namespace
 
+TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t seed, bool resume, const OptimConfig& optim,
+                         const std::string& progress_label) {
+  TrainConfig tc;
+  tc.out_dir = out_dir;
+  tc.epochs = epochs;
+  tc.seed = seed;
+  tc.resume = resume;
+  tc.optim = optim;
+  tc.progress_label = progress_label;
+  return tc;
+}
+
 json checkpoint_info(const std::string& path) {
   Checkpoint ck(path);
   auto m = ck.metadata();

@@ -44,6 +44,10 @@ struct TrainConfig {
   std::string unit = "img";
 };
 
+// The fields every stage sets; the rest keep their defaults.
+TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t seed, bool resume, const OptimConfig& optim,
+                         const std::string& progress_label);
+
 // What a stage provides: its data by (epoch, batch index) and its validation.
 struct StageHooks {
   // Prepares epoch `epoch`, skipping its first `skip` batches; returns the batches in the epoch.
