@@ -65,3 +65,19 @@ TEST(TorchCompat, BlockedQueriesMatchWhole) {
   auto out = compat::scaled_dot_product_attention(q, k, v, keep, true, c10::nullopt, true);
   EXPECT_LT((out - ref).abs().max().item<double>(), 1e-5);
 }
+
+TEST(TorchCompat, AutocastGuardScopesBf16Matmuls) {
+  torch::nn::Linear l(8, 8);
+  torch::Tensor x = torch::randn({2, 8});
+  {
+    compat::AutocastGuard g(torch::kCPU, torch::kBFloat16);
+    EXPECT_TRUE(compat::AutocastGuard::is_enabled(torch::kCPU));
+    EXPECT_EQ(l(x).scalar_type(), torch::kBFloat16);
+    {
+      compat::AutocastGuard off(torch::kCPU, torch::kBFloat16, /*enabled=*/false);  // a no-op
+      EXPECT_EQ(l(x).scalar_type(), torch::kBFloat16);
+    }
+  }
+  EXPECT_FALSE(compat::AutocastGuard::is_enabled(torch::kCPU));
+  EXPECT_EQ(l(x).scalar_type(), torch::kFloat32);
+}

@@ -8,6 +8,8 @@
 #include "emovlm/train/trainer.h"
 #include "test_util.h"
 
+#include <set>
+
 using namespace emovlm;
 
 TEST(Trainer, Schedules) {
@@ -99,4 +101,45 @@ TEST(Trainer, NanLossStopsWithStepImagesAndCheckpoint) {
   // the last good checkpoint (end of epoch 1) is kept and loads
   json info = checkpoint_info(dir / "checkpoint.safetensors");
   EXPECT_EQ(info["trainer"]["epoch"].get<int64_t>(), 1);
+}
+
+// --autocast bf16: the batches run with bfloat16 matmuls while the weights and Adam stay float32;
+// training follows the float32 run to bf16 precision; an unknown mode is refused.
+TEST(Trainer, AutocastBf16KeepsFloat32MasterWeights) {
+  torch::manual_seed(0);
+  Regression r;
+  test::TempDir dir;
+  Linear a(3, 1, true), b(3, 1, true);
+  init_random(*a, 1, 0.5);
+  {
+    torch::NoGradGuard ng;
+    b->weight.copy_(a->weight);
+    b->bias.copy_(a->bias);
+  }
+  TrainConfig ca;
+  ca.out_dir = dir / "a";
+  ca.epochs = 3;
+  ca.optim.lr = 0.05;
+  ca.autocast = "bf16";
+  TrainConfig cb = ca;
+  cb.out_dir = dir / "b";
+  cb.autocast = "none";
+  StageHooks ha = r.hooks(a, 2), hb = r.hooks(b, 2);
+  std::set<torch::ScalarType> seen;
+  auto inner = ha.loss;
+  ha.loss = [&](int64_t e, size_t i) {
+    seen.insert(a->forward(r.x).scalar_type());
+    return inner(e, i);
+  };
+  fit(*a, ca, ha);
+  fit(*b, cb, hb);
+  EXPECT_EQ(seen, std::set<torch::ScalarType>{torch::kBFloat16});
+  EXPECT_EQ(a->weight.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(a->forward(r.x).scalar_type(), torch::kFloat32);  // off again after fit
+  EXPECT_FALSE(torch::equal(a->weight, b->weight));          // bf16 rounding did happen
+  EXPECT_TRUE(torch::allclose(a->weight, b->weight, 0, 0.05));
+  TrainConfig bad = cb;
+  bad.autocast = "fp8";
+  StageHooks hc = r.hooks(b, 2);
+  EXPECT_THROW(fit(*b, bad, hc), Error);
 }

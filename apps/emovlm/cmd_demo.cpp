@@ -47,7 +47,10 @@ void add_demo_commands(CLI::App& app) {
   tune->add_option("--target-modules", s->lora.target_modules, "")->capture_default_str();
   tune->add_flag("--mask-prompt", s->mask_prompt, "train on the answers only");
   tune->add_option("--epochs", s->epochs, "")->capture_default_str();
-  tune->add_option("--dtype", s->dtype, "f32 or bf16")->capture_default_str();
+  tune->add_option("--dtype", s->dtype, "f32 or bf16 (the base's weights)")->capture_default_str();
+  tune->add_option("--device", s->device, "cpu, cuda[:N] or auto")->capture_default_str();
+  tune->add_option("--autocast", s->autocast, "none or bf16 (mixed precision over float32 weights)")->capture_default_str();
+  tune->add_flag("--gradient-checkpointing", s->gradient_checkpointing, "recompute activations in backward (less memory)");
   tune->add_option("--lr", s->optim.lr, "")->capture_default_str();
   tune->add_option("--max-grad-norm", s->optim.max_grad_norm, "")->capture_default_str();
   tune->add_option("--warmup-ratio", s->optim.warmup_ratio, "")->capture_default_str();

@@ -85,6 +85,7 @@ void add_pipeline_commands(CLI::App& app) {
     DatasetOptions dataset;
     int64_t batch = 32;
     int workers = 2;
+    std::string device = "auto";
   };
   auto te = std::make_shared<TeacherEval>();
   CLI::App* tev = teacher->add_subcommand("eval", "Accuracy of a trained teacher on a split");
@@ -94,7 +95,11 @@ void add_pipeline_commands(CLI::App& app) {
   add_dataset_flags(tev, te->dataset);
   tev->add_option("--batch-size", te->batch, "")->capture_default_str();
   tev->add_option("--workers", te->workers, "")->capture_default_str();
-  tev->callback([te] { std::cout << eval_teacher(te->dir, te->data, te->split, te->dataset, te->batch, te->workers).dump(1) << std::endl; });
+  tev->add_option("--device", te->device, "cpu, cuda[:N] or auto")->capture_default_str();
+  tev->callback([te] {
+    std::cout << eval_teacher(te->dir, te->data, te->split, te->dataset, te->batch, te->workers, te->device).dump(1)
+              << std::endl;
+  });
 
   // ---- extract
   auto x = std::make_shared<ExtractOptions>();

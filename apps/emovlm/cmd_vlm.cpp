@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/tensor_io.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/data/labels.h"
@@ -18,17 +19,6 @@ namespace emovlm::cli {
 
 namespace {
 
-torch::ScalarType parse_dtype_flag(const std::string& s) {
-  if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
-  if (s == "f32" || s == "float32") return torch::kFloat32;
-  if (s == "f16" || s == "float16") return torch::kFloat16;
-  throw Error(cat("--dtype must be bf16, f16 or f32, not '", s, "'"));
-}
-
-torch::Device parse_device_flag(const std::string& s) {
-  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  return torch::Device(s);
-}
 
 struct VlmArgs {
   std::string model, dtype = "bf16", device = "auto";
@@ -49,7 +39,7 @@ struct ChatArgs {
 };
 
 void run_chat(const ChatArgs& a) {
-  Qwen2VL model(Qwen2VLImpl::from_pretrained(a.vlm.model, parse_dtype_flag(a.vlm.dtype), parse_device_flag(a.vlm.device)));
+  Qwen2VL model(Qwen2VLImpl::from_pretrained(a.vlm.model, parse_dtype(a.vlm.dtype), parse_device(a.vlm.device)));
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm.model);
   std::vector<ChatMessage> msgs;
   if (!a.system.empty()) msgs.push_back(ChatMessage::text("system", a.system));
@@ -97,7 +87,7 @@ struct ClassifyArgs {
 
 void run_classify(const ClassifyArgs& a) {
   const LabelSet labels = LabelSet::from_spec(a.labels);
-  Qwen2VL model(Qwen2VLImpl::from_pretrained(a.vlm.model, parse_dtype_flag(a.vlm.dtype), parse_device_flag(a.vlm.device)));
+  Qwen2VL model(Qwen2VLImpl::from_pretrained(a.vlm.model, parse_dtype(a.vlm.dtype), parse_device(a.vlm.device)));
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm.model);
   const std::string text = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
                                         ChatMessage::text_then_image("user", categorical_prompt(labels))}, true);

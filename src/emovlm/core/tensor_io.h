@@ -34,4 +34,9 @@ void save_tensors(const std::string& path, const std::map<std::string, torch::Te
 
 torch::Tensor to_tensor(const FloatArray& array);
 
+// Command-line names: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available);
+// "bf16"/"bfloat16", "f16"/"float16", "f32"/"float32". `flag` names the option in errors.
+torch::Device parse_device(const std::string& name, const std::string& flag = "--device");
+torch::ScalarType parse_dtype(const std::string& name, const std::string& flag = "--dtype");
+
 }  // namespace emovlm

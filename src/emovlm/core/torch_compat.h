@@ -1,6 +1,7 @@
 // The one place where libtorch versions differ: Debian's 1.13 on CPU machines, pip torch 2.x on GPUs.
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -76,5 +77,65 @@ inline void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
 }
+
+// Mixed precision for a scope, as Python's `torch.autocast(device_type, dtype)`: matmuls and
+// convolutions run in `dtype` while the parameters stay float32 (their master copy). CPU and CUDA;
+// the cache of casted weights is dropped when the outermost guard ends. enabled = false: no-op.
+class AutocastGuard {
+ public:
+  AutocastGuard(torch::DeviceType device, torch::ScalarType dtype, bool enabled = true) : device_(device) {
+    if (!enabled) return;
+    if (device != torch::kCPU && device != torch::kCUDA) return;
+    active_ = true;
+    prev_enabled_ = is_enabled(device);
+    prev_dtype_ = get_dtype(device);
+    set(device, true, dtype);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (!active_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    set(device_, prev_enabled_, prev_dtype_);
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+  static bool is_enabled(torch::DeviceType device) {
+#if EMOVLM_TORCH_AT_LEAST(2, 4)
+    return at::autocast::is_autocast_enabled(device);
+#else
+    return device == torch::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+#endif
+  }
+
+  static torch::ScalarType dtype(torch::DeviceType device) { return get_dtype(device); }
+
+ private:
+  static torch::ScalarType get_dtype(torch::DeviceType device) {
+#if EMOVLM_TORCH_AT_LEAST(2, 4)
+    return at::autocast::get_autocast_dtype(device);
+#else
+    return device == torch::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+#endif
+  }
+  static void set(torch::DeviceType device, bool enabled, torch::ScalarType dtype) {
+#if EMOVLM_TORCH_AT_LEAST(2, 4)
+    at::autocast::set_autocast_dtype(device, dtype);
+    at::autocast::set_autocast_enabled(device, enabled);
+#else
+    if (device == torch::kCPU) {
+      at::autocast::set_autocast_cpu_dtype(dtype);
+      at::autocast::set_cpu_enabled(enabled);
+    } else {
+      at::autocast::set_autocast_gpu_dtype(dtype);
+      at::autocast::set_enabled(enabled);
+    }
+#endif
+  }
+
+  torch::DeviceType device_;
+  bool active_ = false, prev_enabled_ = false;
+  torch::ScalarType prev_dtype_ = torch::kBFloat16;
+};
 
 }  // namespace emovlm::compat

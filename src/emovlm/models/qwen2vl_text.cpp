@@ -3,6 +3,7 @@
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/torch_compat.h"
+#include "emovlm/models/grad_checkpoint.h"
 
 namespace emovlm {
 
@@ -139,8 +140,20 @@ torch::Tensor Qwen2VLTextModelImpl::forward(const torch::Tensor& inputs_embeds, 
                                             const torch::Tensor& mask, KVCache* cache) {
   auto [cos, sin] = rope(position_ids, inputs_embeds.scalar_type());
   torch::Tensor h = inputs_embeds;
+  const bool recompute = gradient_checkpointing && is_training() && !cache && torch::GradMode::is_enabled();
   size_t i = 0;
-  for (const auto& layer : *layers) h = layer->as<DecoderLayerImpl>()->forward(h, cos, sin, mask, cache, i++);
+  for (const auto& m : *layers) {
+    auto layer = std::dynamic_pointer_cast<DecoderLayerImpl>(m);
+    if (recompute) {
+      // the closure outlives this call (it runs again in backward): tensors and layer by value
+      h = checkpointed([layer, cos = cos, sin = sin, mask](const torch::Tensor& x) {
+        return layer->forward(x, cos, sin, mask, nullptr, 0);
+      }, h);
+    } else {
+      h = layer->forward(h, cos, sin, mask, cache, i);
+    }
+    ++i;
+  }
   if (cache) cache->commit(inputs_embeds.size(1));
   return norm(h);
 }

@@ -73,6 +73,10 @@ class Qwen2VLTextModelImpl : public torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> rope(const torch::Tensor& position_ids, torch::ScalarType dtype) const;
   const Qwen2VLTextConfig& config() const { return cfg_; }
 
+  // Training only (is_training(), gradients on, no cache): each decoder layer's activations are
+  // recomputed in the backward pass instead of kept (gradient checkpointing).
+  bool gradient_checkpointing = false;
+
   Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};

@@ -53,17 +53,6 @@ std::string shard_name(size_t k) {
   return buf;
 }
 
-torch::Device pick_device(const std::string& s) {
-  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  return torch::Device(s);
-}
-
-torch::ScalarType pick_dtype(const std::string& s) {
-  if (s == "bf16") return torch::kBFloat16;
-  if (s == "f16") return torch::kFloat16;
-  if (s == "f32") return torch::kFloat32;
-  throw Error(cat("dtype must be bf16, f16 or f32, not '", s, "'"));
-}
 
 }  // namespace
 
@@ -123,8 +112,8 @@ json extract_features(const ExtractOptions& o) {
   const size_t n_shards = (samples.size() + o.shard_size - 1) / o.shard_size;
   if (manifest["shards"].size() >= n_shards) return manifest;
 
-  const torch::Device device = pick_device(o.device);
-  const torch::ScalarType dtype = pick_dtype(o.dtype);
+  const torch::Device device = parse_device(o.device);
+  const torch::ScalarType dtype = parse_dtype(o.dtype);
   Qwen2VL vlm = load_vlm(o.vlm, o.adapter, dtype, device);
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
   VitForImageClassification teacher(VitForImageClassificationImpl::from_pretrained(o.teacher));

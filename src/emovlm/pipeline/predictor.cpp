@@ -6,6 +6,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
@@ -58,8 +59,7 @@ Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std
   if (fs::path(vdir).is_relative()) vdir = (fs::path(dir) / vdir).string();
   const std::string dt = s_->bundle.value("dtype", "bf16");
   torch::ScalarType dtype = dt == "f32" ? torch::kFloat32 : dt == "f16" ? torch::kFloat16 : torch::kBFloat16;
-  torch::Device dev = device == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
-                                       : torch::Device(device);
+  torch::Device dev = parse_device(device);
   const std::string adapter = s_->bundle["adapter"].is_string() ? s_->bundle["adapter"].get<std::string>() : "";
   s_->vlm = load_vlm(vdir, adapter, dtype, dev);
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));

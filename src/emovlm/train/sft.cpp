@@ -129,8 +129,10 @@ Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::Scal
 json train_sft(const SftOptions& o) {
   if (o.full && o.qlora) throw Error("tune: --qlora trains adapters; it does not go with --full");
   std::vector<InstructionExample> ex = read_instructions(o.instructions);
-  const torch::ScalarType dtype = o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-  Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype));
+  const torch::ScalarType dtype = parse_dtype(o.dtype);
+  const torch::Device device = parse_device(o.device);
+  Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype, device));
+  model->model->gradient_checkpointing = o.gradient_checkpointing;
   if (o.full) {
     // own the weights (they point into the mapped checkpoint) and train them all
     torch::NoGradGuard ng;
@@ -167,8 +169,10 @@ json train_sft(const SftOptions& o) {
   std::vector<size_t> order;
   TrainConfig tc = train_config(o.out + "/train-state", o.epochs, o.seed, o.resume, o.optim, "tune");
   tc.unit = "ex";
+  tc.autocast = o.autocast;
   tc.stage_config = {{"stage", "sft"}, {"vlm", o.vlm}, {"instructions", o.instructions}, {"full", o.full}, {"qlora", o.qlora},
-                     {"mask_prompt", o.mask_prompt}};
+                     {"mask_prompt", o.mask_prompt}, {"dtype", o.dtype}, {"autocast", o.autocast},
+                     {"gradient_checkpointing", o.gradient_checkpointing}};
   size_t current = 0;
   StageHooks h;
   h.begin_epoch = [&](int64_t epoch, size_t) {

@@ -62,7 +62,10 @@ struct SftOptions {
   int cap_long_side = 1024;
   uint64_t seed = 0;
   bool resume = false;
-  std::string dtype = "f32";
+  std::string dtype = "f32";          // of the base weights (bf16: the reference's compute dtype)
+  std::string device = "auto";        // cpu, cuda[:N] or auto
+  std::string autocast = "none";      // bf16: mixed precision over float32 weights (full tuning)
+  bool gradient_checkpointing = false;  // recompute each decoder layer in backward (less memory)
   OptimConfig optim = [] {
     OptimConfig o;
     o.optimizer = "adamw";

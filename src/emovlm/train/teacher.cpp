@@ -7,6 +7,7 @@
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/progress.h"
+#include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
 #include "emovlm/models/vit.h"
 #include "emovlm/pipeline/metrics.h"
@@ -36,9 +37,12 @@ VitImageConfig teacher_image_config(const VitConfig& c, int image_size) {
   return img;
 }
 
-torch::Tensor batch_tensor(const ImageBatch& b, int size) {
-  return torch::from_blob(const_cast<float*>(b.pixels.data()), {b.size(), 3, size, size}, torch::kFloat32);
+// The batch's pixels [B, 3, size, size] on `device` (a copy there; a view of the batch on the CPU).
+torch::Tensor batch_tensor(const ImageBatch& b, int size, torch::Device device) {
+  return torch::from_blob(const_cast<float*>(b.pixels.data()), {b.size(), 3, size, size}, torch::kFloat32).to(device);
 }
+
+torch::Device device_of(torch::nn::Module& m) { return m.parameters().front().device(); }
 
 // Predictions of the teacher over samples (eval transform, batched, threaded).
 std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector<Sample>& samples,
@@ -55,8 +59,8 @@ std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector
   Progress bar(label, static_cast<int64_t>(samples.size()), "img");
   while (loader.next(b)) {
     if (b.size() > 0) {
-      torch::Tensor logits = m.forward(batch_tensor(b, img.image_size));
-      torch::Tensor am = logits.argmax(-1);
+      torch::Tensor logits = m.forward(batch_tensor(b, img.image_size, device_of(m)));
+      torch::Tensor am = logits.argmax(-1).to(torch::kCPU);
       for (int64_t i = 0; i < b.size(); ++i) {
         pred.push_back(static_cast<int>(am[i].item<int64_t>()));
         if (truth) truth->push_back(static_cast<int>(b.labels[i]));
@@ -75,8 +79,11 @@ json train_teacher(const TeacherOptions& o) {
   const LabelSet& labels = d.labels;
   VitForImageClassification model(VitForImageClassificationImpl::from_pretrained(o.init, labels.size(), o.seed));
   VitImageConfig img = teacher_image_config(model->config(), o.image_size);
-  std::fprintf(stderr, "teacher: %lld parameters, %zu train / %zu val images, %d classes, %d px\n",
-               static_cast<long long>(model->num_parameters()), d.train.size(), d.val.size(), labels.size(), img.image_size);
+  const torch::Device device = parse_device(o.device);
+  model->to(device);
+  std::fprintf(stderr, "teacher: %lld parameters, %zu train / %zu val images, %d classes, %d px, %s%s\n",
+               static_cast<long long>(model->num_parameters()), d.train.size(), d.val.size(), labels.size(), img.image_size,
+               device.str().c_str(), o.autocast == "bf16" ? " (bf16 autocast)" : "");
 
   LoaderOptions lo;
   lo.batch_size = o.batch_size;
@@ -89,6 +96,7 @@ json train_teacher(const TeacherOptions& o) {
 
   TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "teacher");
   tc.classes = labels.labels;
+  tc.autocast = o.autocast;
   tc.stage_config = {{"stage", "teacher"}, {"init", o.init}, {"data", o.data}, {"batch_size", o.batch_size},
                      {"image_size", img.image_size}, {"epochs", o.epochs}, {"seed", o.seed}};
   StageHooks hooks;
@@ -99,8 +107,9 @@ json train_teacher(const TeacherOptions& o) {
   hooks.loss = [&](int64_t, size_t) -> std::pair<torch::Tensor, int64_t> {
     if (!train.next(current)) throw Error("teacher: the data loader ended early");
     if (current.size() == 0) return {torch::zeros({}), 0};
-    torch::Tensor y = torch::tensor(current.labels, torch::kInt64);
-    return {torch::cross_entropy_loss(model->forward(batch_tensor(current, img.image_size)), y), current.size()};
+    torch::Tensor y = torch::tensor(current.labels, torch::kInt64).to(device);
+    torch::Tensor logits = model->forward(batch_tensor(current, img.image_size, device));
+    return {torch::cross_entropy_loss(logits.to(torch::kFloat32), y), current.size()};
   };
   hooks.describe_batch = [&] {
     std::vector<std::string> paths;
@@ -116,6 +125,7 @@ json train_teacher(const TeacherOptions& o) {
   };
   FitResult r = fit(*model, tc, hooks);
   load_trained_weights(*model, r.best_path);
+  model->to(torch::kCPU);
   model->save_pretrained(o.out);
   write_classes(o.out, labels);
   json pre = {{"do_resize", true}, {"size", {{"height", img.image_size}, {"width", img.image_size}}}, {"resample", 2},
@@ -130,9 +140,10 @@ json train_teacher(const TeacherOptions& o) {
 }
 
 json eval_teacher(const std::string& dir, const std::string& data, const std::string& split, const DatasetOptions& dopt,
-                  int64_t batch, int workers) {
+                  int64_t batch, int workers, const std::string& device) {
   VitForImageClassification model(VitForImageClassificationImpl::from_pretrained(dir));
   model->eval();
+  model->to(parse_device(device));
   std::vector<std::string> classes = read_classes(dir);
   Dataset d = load_dataset(data, dopt);
   if (d.labels.labels != classes)

@@ -20,6 +20,8 @@ struct TeacherOptions {
   int workers = 2;
   uint64_t seed = 0;
   bool resume = false;
+  std::string device = "auto";    // cpu, cuda[:N] or auto
+  std::string autocast = "none";  // bf16: mixed precision (float32 master weights)
   OptimConfig optim = [] {
     OptimConfig o;
     o.lr = 3e-5;
@@ -34,7 +36,8 @@ nlohmann::json train_teacher(const TeacherOptions& options);
 
 // Accuracy and the rest on one split of a dataset with a trained teacher directory.
 nlohmann::json eval_teacher(const std::string& teacher_dir, const std::string& data, const std::string& split,
-                            const DatasetOptions& dataset, int64_t batch_size = 32, int workers = 2);
+                            const DatasetOptions& dataset, int64_t batch_size = 32, int workers = 2,
+                            const std::string& device = "auto");
 
 // The classes a trained teacher (or head, gate) directory was trained on (classes.json).
 std::vector<std::string> read_classes(const std::string& dir);

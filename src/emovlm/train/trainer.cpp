@@ -6,12 +6,14 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
+#include "emovlm/core/torch_compat.h"
 
 namespace emovlm {
 
@@ -59,6 +61,7 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
 struct Trainable {
   std::vector<std::string> names;
   std::vector<torch::Tensor> params;
+  torch::Device device{torch::kCPU};  // of the first parameter: where the batches run
 };
 
 Trainable trainable(torch::nn::Module& m) {
@@ -68,6 +71,7 @@ Trainable trainable(torch::nn::Module& m) {
     if (p.value().requires_grad() && seen.insert(p.value().unsafeGetTensorImpl()).second)
       t.names.push_back(p.key()), t.params.push_back(p.value());
   if (t.params.empty()) throw Error("training: the model has no trainable parameters");
+  t.device = t.params[0].device();
   return t;
 }
 
@@ -120,6 +124,7 @@ void write_checkpoint(const std::string& path, const Trainable& t, torch::optim:
   else
     save_state<torch::optim::AdamParamState>(opt, t, ts);
   ts.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  if (t.device.is_cuda()) ts.emplace_back("rng.cuda", at::globalContext().defaultGenerator(t.device).get_state());
   json meta = {{"epoch", pos.epoch}, {"batch", pos.batch}, {"step", pos.step}, {"best_epoch", pos.best_epoch},
                {"best_val", std::isnan(pos.best_val) ? json(nullptr) : json(pos.best_val)},
                {"optim", oc.to_json()}, {"seed", cfg.seed}};
@@ -181,6 +186,8 @@ void load_trained_weights(torch::nn::Module& model, const std::string& path) {
 
 FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hooks) {
   cfg.optim.validate();
+  if (cfg.autocast != "none" && cfg.autocast != "bf16")
+    throw Error(cat("--autocast must be none or bf16, not '", cfg.autocast, "'"));
   make_dirs(cfg.out_dir);
   FitResult res;
   res.checkpoint_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
@@ -212,6 +219,10 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     {
       at::Generator g = at::detail::getDefaultCPUGenerator();
       g.set_state(w.at("rng.cpu").clone());
+      if (t.device.is_cuda() && w.count("rng.cuda")) {
+        at::Generator gc = at::globalContext().defaultGenerator(t.device);
+        gc.set_state(w.at("rng.cuda").clone());
+      }
     }
     const json& tr = info["trainer"];
     pos.epoch = tr["epoch"];
@@ -240,7 +251,12 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     opt->zero_grad();
     int pending = 0;
     for (size_t b = pos.batch; b < nb; ++b) {
-      auto [loss, n] = hooks.loss(pos.epoch, b);
+      torch::Tensor loss;
+      int64_t n = 0;
+      {
+        compat::AutocastGuard autocast(t.device.type(), torch::kBFloat16, cfg.autocast == "bf16");
+        std::tie(loss, n) = hooks.loss(pos.epoch, b);
+      }
       if (n > 0) {
         if (!std::isfinite(loss.item<double>())) {
           std::string where;

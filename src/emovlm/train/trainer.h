@@ -42,6 +42,9 @@ struct TrainConfig {
   std::vector<std::string> classes;    // stored, and checked on resume
   std::string progress_label = "train";
   std::string unit = "img";
+  // "bf16": each batch's forward and loss under autocast on the parameters' device (matmuls in
+  // bfloat16, float32 master weights and optimizer), as torch.autocast; "none": as the dtypes are.
+  std::string autocast = "none";
 };
 
 // The fields every stage sets; the rest keep their defaults.
