@@ -1,7 +1,8 @@
 // Stage 1 at the published shapes with random weights: the memory of the frozen base in bf16 vs
 // NF4 (counted from the model's own layers), NF4 quantize/dequantize speed on one 7B MLP matrix,
 // and tokens/s of a LoRA training step (forward + backward + AdamW) with a bf16 and an NF4 base.
-//   bench_train [2b|7b] [tokens] [steps]
+// With `ckpt`, also the step with gradient checkpointing of the decoder layers.
+//   bench_train [2b|7b] [tokens] [steps] [cpu|cuda] [ckpt]
 #include <cstdio>
 
 #include "bench_util.h"
@@ -39,11 +40,13 @@ int main(int argc, char** argv) {
   const std::string shape = argc > 1 ? argv[1] : "2b";
   const int64_t T = argc > 2 ? std::stoll(argv[2]) : 128;
   const int steps = argc > 3 ? std::stoi(argv[3]) : 3;
+  const torch::Device device(argc > 4 ? argv[4] : "cpu");
+  const bool with_ckpt = argc > 5 && std::string(argv[5]) == "ckpt";
   compat::set_num_threads(0);
   memory_report("Qwen2-VL-2B", Qwen2VLConfig::qwen2vl_2b());
   memory_report("Qwen2-VL-7B", Qwen2VLConfig::qwen2vl_7b());
 
-  torch::Tensor w = torch::randn({18944, 3584}) * 0.02;
+  torch::Tensor w = torch::randn({18944, 3584}, torch::TensorOptions().device(device)) * 0.02;
   NF4Tensor q;
   double tq = bench::seconds_of([&] { q = nf4_quantize(w, 64, true); });
   double td = bench::median_seconds([&] { q.dequantize(torch::kBFloat16); }, 3);
@@ -51,19 +54,23 @@ int main(int argc, char** argv) {
               w.numel() / td / 1e6);
 
   Qwen2VLConfig cfg = shape == "7b" ? Qwen2VLConfig::qwen2vl_7b() : Qwen2VLConfig::qwen2vl_2b();
-  for (bool use_nf4 : {false, true}) {
+  std::vector<std::pair<bool, bool>> variants = {{false, false}, {true, false}};  // (NF4, checkpointing)
+  if (with_ckpt) variants.push_back({true, true});
+  for (auto [use_nf4, ckpt] : variants) {
     Qwen2VL m(cfg);
-    m->to(torch::kBFloat16);
+    m->to(device, torch::kBFloat16);
     bench::fast_random_fill(*m);
     for (auto& p : m->parameters()) p.set_requires_grad(false);
     if (use_nf4) quantize_linears_nf4(*m, true, [](const std::string& n) { return n != "lm_head"; });
     LoraConfig lc;
     apply_lora(*m, lc, 0);
+    m->train();
+    m->model->gradient_checkpointing = ckpt;
     std::vector<torch::Tensor> params;
     for (auto& p : m->parameters())
       if (p.requires_grad()) params.push_back(p);
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
-    torch::Tensor ids = torch::randint(0, 150000, {1, T}, torch::kInt64);
+    torch::Tensor ids = torch::randint(0, 150000, {1, T}, torch::TensorOptions().dtype(torch::kInt64).device(device));
     Qwen2VLInputs in{ids, torch::ones_like(ids), {}, {}};
     auto step = [&] {
       opt.zero_grad();
@@ -73,8 +80,9 @@ int main(int argc, char** argv) {
       opt.step();
     };
     double t = bench::median_seconds(step, steps, 1);
-    std::printf("%s LoRA step, %lld tokens, %s base: %.2f s median, %.1f tokens/s, peak RSS %.2f GiB\n", shape.c_str(),
-                static_cast<long long>(T), use_nf4 ? "NF4" : "bf16", t, T / t, bench::peak_rss_gib());
+    std::printf("%s %s LoRA step, %lld tokens, %s base%s: %.3f s median, %.1f tokens/s, peak RSS %.2f GiB\n",
+                shape.c_str(), device.str().c_str(), static_cast<long long>(T), use_nf4 ? "NF4" : "bf16",
+                ckpt ? ", gradient checkpointing" : "", t, T / t, bench::peak_rss_gib());
   }
   return 0;
 }

@@ -53,6 +53,7 @@ inline void fast_random_fill(torch::nn::Module& m, double std = 0.02) {
   torch::Tensor block = torch::randn({B}) * std;
   int64_t shift = 0;
   for (auto& p : m.parameters()) {
+    if (block.device() != p.device()) block = block.to(p.device());
     torch::Tensor flat = p.view({-1});
     for (int64_t off = 0; off < flat.numel(); off += chunk) {
       const int64_t len = std::min(chunk, flat.numel() - off);

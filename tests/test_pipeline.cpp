@@ -134,6 +134,29 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
   EXPECT_THROW(extract_features(moved), Error);  // other paths
 }
 
+// --vlm-batch groups images into one left-padded VLM forward: the same values to float32 rounding
+// as one image at a time, in another cache (a batched cache is its own setting).
+TEST(Pipeline, BatchedExtractMatchesOneAtATime) {
+  World& w = world();
+  ExtractOptions one = w.extract("train");
+  extract_features(one);
+  ExtractOptions many = one;
+  many.vlm_batch = 4;
+  EXPECT_THROW(extract_features(many), Error);  // not into the batch-1 cache
+  test::TempDir dir;
+  many.out = dir / "cache";
+  extract_features(many);
+  FeatureCache a = FeatureCache::load(one.out), b = FeatureCache::load(many.out);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_TRUE(torch::allclose(a.features, b.features, 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(a.vlm_scores, b.vlm_scores, 1e-4, 1e-4));
+  EXPECT_TRUE(torch::equal(a.teacher_logits, b.teacher_logits));
+  EXPECT_TRUE(torch::equal(a.targets, b.targets));
+  ExtractOptions bad = many;
+  bad.vlm_batch = 0;
+  EXPECT_THROW(extract_features(bad), Error);
+}
+
 TEST(Pipeline, StagesEvaluateAndPredict) {
   World& w = world();
   for (const char* split : {"train", "val", "test"}) extract_features(w.extract(split));

@@ -115,6 +115,9 @@ void add_pipeline_commands(CLI::App& app) {
   ex->add_option("--dtype", x->dtype, "bf16, f16 or f32")->capture_default_str();
   ex->add_option("--device", x->device, "cpu, cuda or auto")->capture_default_str();
   ex->add_option("--shard-size", x->shard_size, "images per shard (the resume granularity)")->capture_default_str();
+  ex->add_option("--vlm-batch", x->vlm_batch,
+                 "images per VLM forward (1: each alone, deterministic; 16 or more fills a GPU)")->capture_default_str();
+  ex->add_option("--teacher-batch", x->teacher_batch, "images per teacher forward")->capture_default_str();
   ex->add_option("--workers", x->workers, "decoding threads")->capture_default_str();
   ex->add_option("--temperature", x->temperature, "generate mode")->capture_default_str();
   ex->add_option("--max-new-tokens", x->max_new_tokens, "generate mode")->capture_default_str();

@@ -1,6 +1,7 @@
 // Errors the library throws: one class, messages that name the file, the field and the shapes.
 #pragma once
 
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>

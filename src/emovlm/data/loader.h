@@ -4,6 +4,7 @@
 // or evaluation transform (Resize + CenterCrop). Unreadable images are skipped and reported.
 #pragma once
 
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <map>

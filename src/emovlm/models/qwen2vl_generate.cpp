@@ -190,17 +190,19 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
       valid[c][i] = i < static_cast<int64_t>(n);
     }
   // first token from the prefix's last logits: [R, V] -> [R, C]
-  torch::Tensor lp0 = torch::log_softmax(last_logits.to(torch::kFloat64), -1).to(torch::kCPU);
-  torch::Tensor scores = lp0.index_select(1, tok.select(1, 0));
+  // (log-probabilities in float64 on the model's device; only the picked values come back)
+  const torch::Device dev = last_logits.device();
+  torch::Tensor lp0 = torch::log_softmax(last_logits.to(torch::kFloat64), -1);
+  torch::Tensor scores = lp0.index_select(1, tok.select(1, 0).to(dev)).to(torch::kCPU);
   if (L > 1) {
     KVCache ext = cache.expand(C);  // [R*C, ...]: row r*C + c
     torch::Tensor ids = tok.narrow(1, 0, L - 1).repeat({R, 1});                         // [R*C, L-1]
     torch::Tensor km = torch::cat({key_mask.repeat_interleave(C, 0), torch::ones({R * C, L - 1}, torch::kInt64)}, 1);
     torch::Tensor deltas = rope_deltas.repeat_interleave(C, 0);
     torch::Tensor logits = model.extend(ids, deltas, km, ext);                          // [R*C, L-1, V]
-    torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat64), -1).to(torch::kCPU);
-    torch::Tensor target = tok.narrow(1, 1, L - 1).repeat({R, 1}).unsqueeze(-1);        // [R*C, L-1, 1]
-    torch::Tensor picked = lp.gather(-1, target).squeeze(-1);                            // [R*C, L-1]
+    torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat64), -1);
+    torch::Tensor target = tok.narrow(1, 1, L - 1).repeat({R, 1}).unsqueeze(-1).to(dev);  // [R*C, L-1, 1]
+    torch::Tensor picked = lp.gather(-1, target).squeeze(-1).to(torch::kCPU);              // [R*C, L-1]
     picked = picked.masked_fill(valid.narrow(1, 1, L - 1).repeat({R, 1}).logical_not(), 0.0);
     scores = scores + picked.sum(-1).view({R, C});
   }

@@ -40,13 +40,17 @@ torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x, const torch::
   k = (kf * c + rotate_half(kf) * s).to(x.scalar_type());
   std::vector<torch::Tensor> outs;
   outs.reserve(cu_seqlens.size());
-  for (size_t i = 0; i + 1 < cu_seqlens.size(); ++i) {
+  // Attention within each image; consecutive images of one size go through one batched call.
+  for (size_t i = 0; i + 1 < cu_seqlens.size();) {
     const int64_t b = cu_seqlens[i], len = cu_seqlens[i + 1] - cu_seqlens[i];
-    // [len, H, hd] -> [H, len, hd]
-    torch::Tensor qi = q.narrow(0, b, len).transpose(0, 1), ki = k.narrow(0, b, len).transpose(0, 1),
-                  vi = v.narrow(0, b, len).transpose(0, 1);
-    torch::Tensor o = compat::scaled_dot_product_attention(qi, ki, vi);
-    outs.push_back(o.transpose(0, 1).reshape({len, heads_ * head_dim_}));  // [H, len, hd] -> [len, D]
+    size_t j = i + 1;
+    while (j + 1 < cu_seqlens.size() && cu_seqlens[j + 1] - cu_seqlens[j] == len) ++j;
+    const int64_t m = static_cast<int64_t>(j - i);
+    // [m * len, H, hd] -> [m, len, H, hd] -> [m, H, len, hd]
+    auto split = [&](const torch::Tensor& t) { return t.narrow(0, b, m * len).view({m, len, heads_, head_dim_}).transpose(1, 2); };
+    torch::Tensor o = compat::scaled_dot_product_attention(split(q), split(k), split(v));
+    outs.push_back(o.transpose(1, 2).reshape({m * len, heads_ * head_dim_}));  // [m, H, len, hd] -> [m * len, D]
+    i = j;
   }
   return proj(outs.size() == 1 ? outs[0] : torch::cat(outs, 0));
 }

@@ -3,6 +3,7 @@
 // PNG bar chart of test accuracy (head and EmoVLM-KD per setting).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -3,6 +3,7 @@
 // parameter counts (Table 2); written as JSON and Markdown.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>

@@ -59,6 +59,9 @@ std::string shard_name(size_t k) {
 json extract_features(const ExtractOptions& o) {
   if (o.vlm_mode != "score" && o.vlm_mode != "generate")
     throw Error(cat("--vlm-mode must be score or generate, not '", o.vlm_mode, "'"));
+  if (o.vlm_batch < 1 || o.teacher_batch < 1 || o.shard_size < 1)
+    throw Error(cat("--vlm-batch, --teacher-batch and --shard-size must be at least 1 (", o.vlm_batch, ", ",
+                    o.teacher_batch, ", ", o.shard_size, ")"));
   Dataset d = load_dataset(o.data, o.dataset);
   const std::vector<Sample>& samples = d.split(o.split);
   const std::vector<std::string> teacher_classes = read_classes(o.teacher);
@@ -93,6 +96,7 @@ json extract_features(const ExtractOptions& o) {
                                     {"patch_size", qcfg.patch_size}, {"merge_size", qcfg.merge_size}}},
                  {"vit_image", {{"size", vcfg.image_size}, {"mean", vcfg.image_mean}, {"std", vcfg.image_std}}},
                  {"prompt", categorical_prompt(d.labels)}};
+  if (o.vlm_batch != 1) inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
   if (o.vlm_mode == "generate")
     inputs["generation"] = {{"temperature", o.temperature}, {"max_new_tokens", o.max_new_tokens}, {"seed", o.seed}};
 
@@ -160,6 +164,33 @@ json extract_features(const ExtractOptions& o) {
       tlogits.push_back(teacher->forward(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
       teacher_px.clear();
     };
+    // The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest).
+    std::vector<VlmPrompt> group;
+    std::vector<size_t> group_index;
+    auto flush_vlm = [&] {
+      if (group.empty()) return;
+      torch::Tensor pooled;
+      torch::Tensor s = label_scores(*vlm, proc, group, cands, /*deterministic=*/o.vlm_batch == 1, &pooled);
+      for (size_t g = 0; g < group.size(); ++g) {
+        const size_t i = group_index[g];
+        int64_t answer = s[g].argmax().item<int64_t>();
+        if (o.vlm_mode == "generate") {
+          GenerationConfig gc = gen;
+          gc.seed = mix_seed(o.seed, i);
+          GenerationResult gr = generate(*vlm, proc.build({group[g]}), gc);
+          std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
+          answer = parse_categorical_answer(proc.tokenizer().decode(ids, true), d.labels).index;
+        }
+        feats.push_back(pooled[static_cast<int64_t>(g)]);
+        scores.push_back(s[static_cast<int64_t>(g)].to(torch::kFloat32));
+        answers.push_back(answer);
+        targets.push_back(samples[i].label);
+        index.push_back(static_cast<int64_t>(i));
+      }
+      bar.advance(static_cast<int64_t>(group.size()));
+      group.clear();
+      group_index.clear();
+    };
     Decoded dec;
     for (size_t i = begin; i < end; ++i) {
       decoded.next(dec);
@@ -168,27 +199,14 @@ json extract_features(const ExtractOptions& o) {
         bar.advance();
         continue;
       }
-      VlmPrompt p{prompt_text, {cap_long_side(dec.image, o.cap_long_side)}};
-      torch::Tensor pooled;
-      torch::Tensor s = label_scores(*vlm, proc, {p}, cands, /*deterministic=*/true, &pooled);
-      int64_t answer = s[0].argmax().item<int64_t>();
-      if (o.vlm_mode == "generate") {
-        GenerationConfig g = gen;
-        g.seed = mix_seed(o.seed, i);
-        GenerationResult gr = generate(*vlm, proc.build({p}), g);
-        std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
-        answer = parse_categorical_answer(proc.tokenizer().decode(ids, true), d.labels).index;
-      }
-      feats.push_back(pooled[0]);
-      scores.push_back(s[0].to(torch::kFloat32));
-      answers.push_back(answer);
-      targets.push_back(samples[i].label);
-      index.push_back(static_cast<int64_t>(i));
+      group.push_back(VlmPrompt{prompt_text, {cap_long_side(dec.image, o.cap_long_side)}});
+      group_index.push_back(i);
       FloatArray tp = preprocess_vit(dec.image, vcfg);
       teacher_px.push_back(to_tensor(tp));
+      if (static_cast<int64_t>(group.size()) >= o.vlm_batch) flush_vlm();
       if (static_cast<int64_t>(teacher_px.size()) >= o.teacher_batch) flush_teacher();
-      bar.advance();
     }
+    flush_vlm();
     flush_teacher();
     const std::string file = shard_name(k);
     NamedTensors ts;

@@ -22,6 +22,10 @@ struct ExtractOptions {
   std::string dtype = "bf16", device = "auto";
   int64_t shard_size = 256;
   int64_t teacher_batch = 16;
+  // Images per VLM forward. 1 (default): every image alone, so its values do not depend on the
+  // others (deterministic mode); more: one left-padded batch (a GPU's throughput), equal to the
+  // single-image values to rounding.
+  int64_t vlm_batch = 1;
   int workers = 2;
   int cap_long_side = 1024;  // the reference shrinks larger images (Lanczos) before the VLM
   // generate mode (the reference's settings, merged with generation_config.json)

@@ -2,6 +2,7 @@
 // and the complementarity split of two models (the paper's Figure 1).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -3,6 +3,7 @@
 // Markdown table beside it carries the names.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -2,6 +2,7 @@
 // pooled visual features) and the gate (the VLM's answer + the head's logits -> the emotion).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -4,6 +4,7 @@
 // hook in through the same loss.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 

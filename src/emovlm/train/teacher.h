@@ -3,6 +3,7 @@
 // flip), and evaluate it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Everything this project checks on a lent NVIDIA GPU, in one call (the device tool's run, from
+# the repository root, with `carry: [".devdeps"]`): build against the pip torch's libtorch, the
+# GPU golden tests, the GPU benchmarks, the PEFT round trip, then the whole torch test suite on
+# that libtorch. Results under $OUT: summary.txt (short), build.log, tests.log, bench.log, peft.log.
+#   .devdeps/: Debian's libutf8proc2, libutf8proc-dev, libgtest-dev, libgmock-dev (.deb), for a
+#   machine without them (`apt-get download` them there).
+set -u
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+ROOT=$PWD
+T0=$(date +%s)
+note() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.txt"; }
+run() {  # run LOGFILE TIMEOUT CMD...: output appended to the log, status in the summary
+  local log=$1 limit=$2; shift 2
+  echo "### $*" >>"$OUT/$log"
+  timeout "$limit" "$@" >>"$OUT/$log" 2>&1
+  local rc=$?
+  note "rc=$rc  $*"
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
+DEPS=/tmp/emovlm-deps
+mkdir -p $DEPS
+for f in .devdeps/*.deb; do dpkg -x "$f" $DEPS; done
+TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+python3 -c 'import torch;print("torch", torch.__version__, "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI)' | tee -a "$OUT/summary.txt"
+export LD_LIBRARY_PATH=$DEPS/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+B=build-gpu
+run build.log 300 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$DEPS/usr" -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" || { tail -40 "$OUT/build.log"; exit 1; }
+run build.log 400 cmake --build $B -j 16 --target emovlm_cli test_gpu bench_teacher bench_qwen2vl bench_train \
+  || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
+
+export EMOVLM_REFERENCE_DIR=$ROOT/tests/data/reference
+run tests.log 120 $B/tests/test_gpu
+grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|OK \]" "$OUT/tests.log" | tee -a "$OUT/summary.txt"
+
+run bench.log 120 $B/bench/bench_teacher 32 5 cuda 64
+run bench.log 150 $B/bench/bench_qwen2vl 7b bf16 cuda 5 1
+run bench.log 150 $B/bench/bench_qwen2vl 7b bf16 cuda 5 16
+grep -E "^(ViT|f32|bf16|shape|vision|prefill|extract|  decode|model ready)" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
+
+# PEFT: tune a LoRA adapter on the tiny fixture on the GPU, merge it, load both in Python.
+P=/tmp/peft; mkdir -p $P
+python3 - <<'PY' >>"$OUT/peft.log" 2>&1
+from PIL import Image
+import json
+rows = []
+for i, (c, label) in enumerate([((230, 200, 40), "amusement"), ((30, 40, 120), "sadness")]):
+    Image.new("RGB", (56, 56), c).save(f"/tmp/peft/{i}.png")
+    rows.append({"image": f"/tmp/peft/{i}.png", "label": label, "kind": "categorical",
+                 "prompt": "What emotion does this image convey?", "answer": "{'emotion': '%s'}" % label})
+open("/tmp/peft/inst.jsonl", "w").write("".join(json.dumps(r) + "\n" for r in rows))
+PY
+run peft.log 120 $B/emovlm tune --vlm tests/data/reference/qwen2vl_tiny --instructions $P/inst.jsonl --out $P/adapter \
+  --lora --lora-r 4 --epochs 3 --lr 5e-3 --device cuda --gradient-checkpointing
+run peft.log 60 $B/emovlm lora merge --vlm tests/data/reference/qwen2vl_tiny --adapter $P/adapter --out $P/merged
+run peft.log 180 python3 bench/gpu/peft_roundtrip.py tests/data/reference/qwen2vl_tiny $P/adapter $P/merged
+grep -E "^(ok|FAIL) " "$OUT/peft.log" | tee -a "$OUT/summary.txt"
+
+run bench.log 200 $B/bench/bench_train 7b 512 3 cuda ckpt
+grep -E "LoRA step|NF4 on|GB;" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
+run bench.log 100 $B/bench/bench_qwen2vl 2b bf16 cuda 5 16
+grep -E "^(shape|vision|prefill|extract)" "$OUT/bench.log" | tail -4 | tee -a "$OUT/summary.txt"
+
+# The CPU test suite on this libtorch (the compatibility layer's other side).
+run build.log 200 cmake --build $B -j 16 --target test_torch && \
+  run tests.log 150 $B/tests/test_torch --gtest_brief=1
+grep -E "^\[  (PASSED|FAILED) |^\[  FAILED" "$OUT/tests.log" | tail -30 | tee -a "$OUT/summary.txt"
+note done
