@@ -7,7 +7,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
+#include <string>
 #include <thread>
+#include <type_traits>
 
 #define EMOVLM_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
@@ -76,6 +79,21 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
 inline void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
+}
+
+// The key of a parameter in Optimizer::state(): its TensorImpl address, printed as a string in
+// libtorch 1.13, the pointer itself in 2.x.
+using OptimizerStateKey = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+
+template <typename Key = OptimizerStateKey>  // a template, so that only the taken branch compiles
+Key optimizer_state_key(const torch::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;
+    s << p.unsafeGetTensorImpl();
+    return s.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
 }
 
 // Mixed precision for a scope, as Python's `torch.autocast(device_type, dtype)`: matmuls and

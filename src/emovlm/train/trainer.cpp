@@ -75,8 +75,7 @@ Trainable trainable(torch::nn::Module& m) {
   return t;
 }
 
-// libtorch keys optimizer state by the parameter's TensorImpl address, as a string.
-std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+compat::OptimizerStateKey state_key(const torch::Tensor& p) { return compat::optimizer_state_key(p); }
 
 // Adam/AdamW state per parameter: step, exp_avg, exp_avg_sq.
 template <typename State>
