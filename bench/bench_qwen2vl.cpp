@@ -114,6 +114,8 @@ int main(int argc, char** argv) {
         reps);
     std::printf("extract (preprocess + vision + prefill + 8 label scores) x%lld: %.3f s median, %.2f images/s\n",
                 static_cast<long long>(batch), te, batch / te);
+    const double tb = bench::median_seconds([&] { proc.build(prompts); }, reps);
+    std::printf("  of which the processor (chat tokens + image preprocessing on the CPU): %.3f s\n", tb);
   }
 
   // decode: 32 tokens after the prompt with the KV cache

@@ -62,5 +62,14 @@ int main(int argc, char** argv) {
     std::printf("%s (matmul 2048^3 %.0f GFLOP/s): inference %.2f images/s (%.0f%% of the rate), training %.2f images/s (%.0f%%)\n",
                 name, mm / 1e9, Bi / ti, 100 * flops_fwd * Bi / ti / mm, B / tt, 100 * 3 * flops_fwd * B / tt / mm);
   }
+  {
+    // inference with the weights themselves in bf16 (no per-call casts)
+    m->to(torch::kBFloat16);
+    m->eval();
+    torch::NoGradGuard ng;
+    torch::Tensor xi = x.narrow(0, 0, Bi).to(torch::kBFloat16);
+    const double ti = bench::median_seconds([&] { m->forward(xi); }, reps);
+    std::printf("bf16 weights: inference %.2f images/s\n", Bi / ti);
+  }
   return 0;
 }

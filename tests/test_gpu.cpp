@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include "emovlm/core/tensor_io.h"
+#include "emovlm/core/torch_compat.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/models/grad_checkpoint.h"
+#include "emovlm/models/nf4.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/models/vit.h"
@@ -115,4 +118,33 @@ TEST(Gpu, VitTeacher) {
   for (const auto& c : cases["images"])
     EXPECT_LT(rel_err(m->forward(exp.at(c["pixel_values"].get<std::string>()).to(torch::kCUDA))[0],
                       exp.at(c["name"].get<std::string>() + ".logits")), 1e-4);
+}
+
+TEST(Gpu, Nf4QuantizesOnTheDeviceAsOnTheCpu) {
+  REQUIRE_CUDA();
+  torch::manual_seed(0);
+  torch::Tensor w = torch::randn({96, 130});
+  NF4Tensor a = nf4_quantize(w, 64, true), b = nf4_quantize(w.to(torch::kCUDA), 64, true);
+  EXPECT_TRUE(torch::equal(a.codes, b.codes.to(torch::kCPU)));
+  EXPECT_LT(rel_err(b.dequantize(torch::kFloat32), a.dequantize(torch::kFloat32)), 1e-6);
+}
+
+TEST(Gpu, AutocastAndGradientCheckpointing) {
+  REQUIRE_CUDA();
+  torch::nn::Linear l(16, 16);
+  l->to(torch::kCUDA);
+  torch::Tensor x = torch::randn({4, 16}, torch::kCUDA);
+  {
+    compat::AutocastGuard g(torch::kCUDA, torch::kBFloat16);
+    EXPECT_EQ(l(x).scalar_type(), torch::kBFloat16);
+  }
+  EXPECT_EQ(l(x).scalar_type(), torch::kFloat32);
+  auto grads = [&](bool recompute) {
+    l->zero_grad();
+    torch::manual_seed(3);
+    auto f = [&](const torch::Tensor& h) { return torch::dropout(l(h), 0.5, true); };
+    (recompute ? checkpointed(f, x) : f(x)).pow(2).sum().backward();
+    return l->weight.grad().clone();
+  };
+  EXPECT_TRUE(torch::allclose(grads(false), grads(true)));  // the CUDA RNG is restored for the recomputation
 }

@@ -77,6 +77,10 @@ TEST(Qwen2VL, ConfigFlatLayout) {
   EXPECT_EQ(c.text.mrope_section, (std::array<int64_t, 3>{2, 3, 3}));
   EXPECT_EQ(c.image_token_id, 691);
   EXPECT_FALSE(c.text.tie_word_embeddings);
+  // written back with the published field types (transformers 5 rejects mlp_ratio 4.0)
+  json j = c.to_json();
+  EXPECT_TRUE(j["vision_config"]["mlp_ratio"].is_number_integer());
+  EXPECT_EQ(j["vision_config"]["mlp_ratio"], read_json_file(qdir() + "/config.json")["vision_config"]["mlp_ratio"]);
 }
 
 TEST(Qwen2VL, VisionMatchesReference) {

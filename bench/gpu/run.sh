@@ -66,7 +66,11 @@ run bench.log 100 $B/bench/bench_qwen2vl 2b bf16 cuda 5 16
 grep -E "^(shape|vision|prefill|extract)" "$OUT/bench.log" | tail -4 | tee -a "$OUT/summary.txt"
 
 # The CPU test suite on this libtorch (the compatibility layer's other side).
-run build.log 200 cmake --build $B -j 16 --target test_torch && \
-  run tests.log 150 $B/tests/test_torch --gtest_brief=1
-grep -E "^\[  (PASSED|FAILED) |^\[  FAILED" "$OUT/tests.log" | tail -30 | tee -a "$OUT/summary.txt"
+# Suite by suite, so that a crash names its suite.
+if run build.log 200 cmake --build $B -j 16 --target test_torch; then
+  for suite in $($B/tests/test_torch --gtest_list_tests | grep -v '^ ' | tr -d .); do
+    run tests.log 90 $B/tests/test_torch --gtest_filter="$suite.*" --gtest_brief=1
+  done
+  grep -E "^\[  FAILED|Failure" "$OUT/tests.log" | sort -u | head -30 | tee -a "$OUT/summary.txt"
+fi
 note done

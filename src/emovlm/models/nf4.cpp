@@ -72,10 +72,11 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   torch::Tensor absmax = blocks.abs().amax(1);
   torch::Tensor safe = torch::where(absmax > 0, absmax, torch::ones_like(absmax));
   torch::Tensor norm = blocks / safe.unsqueeze(1);  // in [-1, 1]
-  torch::Tensor table = torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end()));
+  torch::Tensor table = torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end()),
+                                      torch::TensorOptions().device(w.device()));
   // the nearest level: [blocks, block, 1] - [16] -> argmin over the levels
   torch::Tensor idx = (norm.unsqueeze(-1) - table).abs().argmin(-1).reshape({-1}).narrow(0, 0, n).to(torch::kUInt8);
-  if (n % 2) idx = torch::cat({idx, torch::zeros({1}, torch::kUInt8)});
+  if (n % 2) idx = torch::cat({idx, torch::zeros({1}, idx.options())});
   torch::Tensor pairs = idx.view({-1, 2});  // [n/2, 2]
   q.codes = pairs.select(1, 0).bitwise_left_shift(4).bitwise_or(pairs.select(1, 1)).contiguous();
   if (!double_quant) {
@@ -86,7 +87,7 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   q.dq_block = dq_block;
   q.absmax_offset = absmax.mean().item<float>();
   const int64_t nd = (nb + dq_block - 1) / dq_block;
-  torch::Tensor centred = torch::zeros({nd * dq_block});
+  torch::Tensor centred = torch::zeros({nd * dq_block}, absmax.options());
   centred.narrow(0, 0, nb).copy_(absmax - q.absmax_offset);
   torch::Tensor cb = centred.view({nd, dq_block});
   torch::Tensor scale = cb.abs().amax(1) / 127.0;

@@ -1,6 +1,7 @@
 // Qwen2-VL configuration parsing (flat and nested layouts).
 #include "emovlm/models/qwen2vl_config.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "emovlm/core/error.h"
@@ -131,7 +132,10 @@ json Qwen2VLConfig::to_json() const {
   j["vision_config"] = {{"depth", vision.depth},
                         {"embed_dim", vision.embed_dim},
                         {"num_heads", vision.num_heads},
-                        {"mlp_ratio", vision.mlp_ratio},
+                        // an int when whole: transformers 5 validates the field's type
+                        {"mlp_ratio", vision.mlp_ratio == std::floor(vision.mlp_ratio)
+                                          ? json(static_cast<int64_t>(vision.mlp_ratio))
+                                          : json(vision.mlp_ratio)},
                         {"in_chans", vision.in_chans},
                         {"hidden_size", vision.hidden_size},
                         {"patch_size", vision.patch_size},
