@@ -86,7 +86,7 @@ TEST(Dataset, ValFolderAndErrors) {
   EXPECT_THROW(load_dataset(bad / "nothing"), Error);
   test::TempDir no_test;
   make_tree(no_test.path(), {"a", "b"}, 3);
-  fs::remove_all(no_test / "test");
+  remove_tree(no_test / "test");
   EXPECT_THROW(load_dataset(no_test.path()).split("test"), Error);
 }
 

@@ -42,3 +42,18 @@ TEST(Files, MappedFile) {
   EXPECT_THROW(MappedFile(dir / "missing"), Error);
   EXPECT_THROW(MappedFile(dir.path()), Error);
 }
+
+TEST(Files, RemoveTree) {
+  test::TempDir dir;
+  make_dirs(dir / "a/b/c");
+  write_file_atomic(dir / "a/b/c/f.txt", "x");
+  write_file_atomic(dir / "a/g.txt", "y");
+  std::filesystem::create_symlink(dir.path(), dir / "a/b/link");  // not followed
+  remove_tree(dir / "a");
+  EXPECT_FALSE(std::filesystem::exists(dir / "a"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path()));
+  remove_tree(dir / "missing");  // no error
+  write_file_atomic(dir / "file", "z");
+  remove_tree(dir / "file");
+  EXPECT_FALSE(file_exists(dir / "file"));
+}

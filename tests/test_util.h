@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
 
@@ -36,8 +37,10 @@ class TempDir {
     path_ = buf.data();
   }
   ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    try {
+      remove_tree(path_);
+    } catch (...) {
+    }
   }
   const std::string& path() const { return path_; }
   std::string operator/(const std::string& name) const { return path_ + "/" + name; }

@@ -67,4 +67,10 @@ std::string hex64(uint64_t v);
 // Creates the directory and its parents (no error when it exists).
 void make_dirs(const std::string& path);
 
+// Removes a file or a directory tree (no error when it does not exist); does not follow links.
+// POSIX nftw rather than std::filesystem::remove_all: the pip torch's libtorch.so exports its own
+// copy of remove_all, which the dynamic linker binds in its place and which crashes (seen with
+// torch 2.11 on the GPU machine).
+void remove_tree(const std::string& path);
+
 }  // namespace emovlm

@@ -87,7 +87,7 @@ json run_demo(const DemoOptions& o) {
   so.seed = o.seed;
   if (o.quick) so.train_per_class = 8, so.val_per_class = 3, so.test_per_class = 4;
   say(cat("writing the synthetic dataset to ", data));
-  fs::remove_all(data);
+  remove_tree(data);
   log["data"] = write_synthetic_dataset(data, so);
   DatasetOptions dopt;
   dopt.labels = "mikels8";
@@ -140,7 +140,7 @@ json run_demo(const DemoOptions& o) {
   sft.mask_prompt = true;  // a model from scratch would spend itself on the constant prompt
   sft.optim.lr = 1e-3;
   sft.optim.max_grad_norm = 1.0;
-  fs::remove_all(vlm_tuned);
+  remove_tree(vlm_tuned);
   log["stage1"] = train_sft(sft);
   log["stage1"]["seconds"] = timer.lap();
 
@@ -169,7 +169,7 @@ json run_demo(const DemoOptions& o) {
   to.batch_size = 16;
   to.optim.lr = 1e-3;  // from scratch; the reference's 3e-5 fine-tunes a pretrained ViT
   to.seed = o.seed;
-  fs::remove_all(teacher);
+  remove_tree(teacher);
   log["teacher"] = train_teacher(to);
   log["teacher"]["seconds"] = timer.lap();
 
@@ -185,7 +185,7 @@ json run_demo(const DemoOptions& o) {
     x.out = out + "/cache/" + split;
     x.dtype = "f32";
     x.device = "cpu";
-    fs::remove_all(x.out);
+    remove_tree(x.out);
     extract_features(x);
     caches[split] = x.out;
   }
@@ -200,7 +200,7 @@ json run_demo(const DemoOptions& o) {
   d.epochs = o.quick ? 10 : 60;
   d.batch_size = 16;
   d.seed = o.seed;
-  fs::remove_all(d.out);
+  remove_tree(d.out);
   log["stage2"] = train_distill_head(d);
   GateOptions g;
   g.cache = caches["train"];
@@ -210,7 +210,7 @@ json run_demo(const DemoOptions& o) {
   g.epochs = o.quick ? 10 : 60;
   g.batch_size = 16;
   g.seed = o.seed;
-  fs::remove_all(g.out);
+  remove_tree(g.out);
   log["stage3"] = train_gate(g);
   log["stages23_seconds"] = timer.lap();
 
