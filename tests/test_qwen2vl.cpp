@@ -291,6 +291,34 @@ TEST(Qwen2VL, LabelScoresIndependentOfBatch) {
   }
 }
 
+// Label scores equal the plain sum of log-probabilities of each candidate appended to the prompt,
+// whatever the candidates share: a common first part (run once), nothing, or one candidate being
+// the start of another.
+TEST(Qwen2VL, LabelScoresEqualFullSequenceLogProbs) {
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  const json& p = f.cases["prompts"][0];
+  Qwen2VLInputs in = f.inputs(p);
+  const std::vector<std::vector<std::vector<int32_t>>> sets = {
+      {{5, 9, 11, 40}, {5, 9, 12}, {5, 9, 11, 41, 42}},  // common first part of two tokens
+      {{7, 3}, {8, 3, 4}, {9}},                          // nothing in common, one single token
+      {{5, 9}, {5, 9, 11}, {5, 9, 11, 12}}};            // each the start of the next
+  for (const auto& cands : sets) {
+    torch::Tensor got = label_scores(*model_f32(), in, cands);
+    for (size_t c = 0; c < cands.size(); ++c) {
+      std::vector<int64_t> tail(cands[c].begin(), cands[c].end());
+      Qwen2VLInputs full = in;
+      full.input_ids = torch::cat({in.input_ids, torch::tensor(tail, torch::kInt64).view({1, -1})}, 1);
+      full.attention_mask = torch::ones_like(full.input_ids);
+      torch::Tensor lp = torch::log_softmax(model_f32()->forward(full).logits[0].to(torch::kFloat64), -1);
+      const int64_t T = in.input_ids.size(1);
+      double want = 0;
+      for (size_t i = 0; i < tail.size(); ++i) want += lp[T - 1 + static_cast<int64_t>(i)][tail[i]].item<double>();
+      EXPECT_NEAR(got[0][static_cast<int64_t>(c)].item<double>(), want, 1e-4) << "set of " << cands.size() << ", candidate " << c;
+    }
+  }
+}
+
 TEST(Qwen2VL, WeightErrorsNameTheTensors) {
   test::TempDir dir;
   for (const char* f : {"config.json", "tokenizer.json"})

@@ -1,6 +1,8 @@
 // Qwen2-VL processor, generation and label scoring.
 #include "emovlm/models/qwen2vl_generate.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 
 #include "emovlm/core/error.h"
@@ -22,33 +24,47 @@ Qwen2VLProcessor Qwen2VLProcessor::from_dir(const std::string& dir) {
   return Qwen2VLProcessor(Tokenizer::from_dir(dir), Qwen2VLImageConfig::from_dir(dir));
 }
 
-Qwen2VLInputs Qwen2VLProcessor::build(const std::vector<VlmPrompt>& prompts) const {
+PreparedPrompt Qwen2VLProcessor::prepare(const VlmPrompt& p) const {
+  PreparedPrompt out;
+  std::vector<int64_t> counts;
+  for (const RgbImage& img : p.images) {
+    Qwen2VLPixels px = preprocess_qwen2vl(img, image_config_);
+    counts.push_back(px.num_tokens(image_config_.merge_size));
+    out.grids.push_back(px.grid_thw);
+    out.pixels.push_back(to_tensor(px.pixel_values));
+  }
+  out.ids = tokenizer_.encode(expand_image_pads(p.text, counts));
+  return out;
+}
+
+Qwen2VLInputs Qwen2VLProcessor::collate(const std::vector<PreparedPrompt>& prompts) const {
   if (prompts.empty()) throw Error("Qwen2VLProcessor: no prompts");
   Qwen2VLInputs in;
   std::vector<torch::Tensor> pixels;
-  std::vector<std::vector<int32_t>> ids;
   size_t longest = 0;
-  for (const VlmPrompt& p : prompts) {
-    std::vector<int64_t> counts;
-    for (const RgbImage& img : p.images) {
-      Qwen2VLPixels px = preprocess_qwen2vl(img, image_config_);
-      counts.push_back(px.num_tokens(image_config_.merge_size));
-      in.grids.push_back(px.grid_thw);
-      pixels.push_back(to_tensor(px.pixel_values));
-    }
-    ids.push_back(tokenizer_.encode(expand_image_pads(p.text, counts)));
-    longest = std::max(longest, ids.back().size());
+  for (const PreparedPrompt& p : prompts) {
+    longest = std::max(longest, p.ids.size());
+    pixels.insert(pixels.end(), p.pixels.begin(), p.pixels.end());
+    in.grids.insert(in.grids.end(), p.grids.begin(), p.grids.end());
   }
   const int64_t B = static_cast<int64_t>(prompts.size()), T = static_cast<int64_t>(longest);
   in.input_ids = torch::full({B, T}, pad_id_, torch::kInt64);
   in.attention_mask = torch::zeros({B, T}, torch::kInt64);
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t n = static_cast<int64_t>(ids[b].size()), off = T - n;  // left padding
-    for (int64_t i = 0; i < n; ++i) in.input_ids[b][off + i] = ids[b][i];
+    const std::vector<int32_t>& ids = prompts[b].ids;
+    const int64_t n = static_cast<int64_t>(ids.size()), off = T - n;  // left padding
+    in.input_ids[b].narrow(0, off, n).copy_(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64));
     in.attention_mask[b].narrow(0, off, n).fill_(1);
   }
-  if (!pixels.empty()) in.pixel_values = torch::cat(pixels, 0);
+  if (!pixels.empty()) in.pixel_values = pixels.size() == 1 ? pixels[0] : torch::cat(pixels, 0);
   return in;
+}
+
+Qwen2VLInputs Qwen2VLProcessor::build(const std::vector<VlmPrompt>& prompts) const {
+  std::vector<PreparedPrompt> prepared;
+  prepared.reserve(prompts.size());
+  for (const VlmPrompt& p : prompts) prepared.push_back(prepare(p));
+  return collate(prepared);
 }
 
 // --------------------------------------------------------------------------------- generation
@@ -170,43 +186,76 @@ GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const
 
 namespace {
 
-// Scores candidates after a cached prefix of `rows` prompts whose last-position logits are given.
+// Scores candidates after a cached prefix of `rows` prompts whose last-position logits are given
+// (the cache is extended by the candidates' common tokens).
 torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch::Tensor& last_logits,
                                  const torch::Tensor& key_mask, const torch::Tensor& rope_deltas,
                                  const std::vector<std::vector<int32_t>>& cands) {
   const int64_t R = last_logits.size(0), C = static_cast<int64_t>(cands.size());
-  size_t longest = 0;
+  size_t longest = 0, shortest = SIZE_MAX;
   for (const auto& c : cands) {
     if (c.empty()) throw Error("label scoring: an empty candidate answer");
     longest = std::max(longest, c.size());
+    shortest = std::min(shortest, c.size());
   }
-  const int64_t L = static_cast<int64_t>(longest);
-  // candidate tokens, right-padded with their last token: [C, L]
-  torch::Tensor tok = torch::zeros({C, L}, torch::kInt64), valid = torch::zeros({C, L}, torch::kBool);
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < L; ++i) {
-      const size_t n = cands[c].size();
-      tok[c][i] = cands[c][std::min<size_t>(i, n - 1)];
-      valid[c][i] = i < static_cast<int64_t>(n);
-    }
-  // first token from the prefix's last logits: [R, V] -> [R, C]
-  // (log-probabilities in float64 on the model's device; only the picked values come back)
+  // The candidates' common first tokens ("{'emotion': '" for every label) run once per prompt;
+  // only what follows runs once per (prompt, candidate).
+  size_t P = 0;
+  while (P < shortest && std::all_of(cands.begin(), cands.end(), [&](const auto& c) { return c[P] == cands[0][P]; })) ++P;
   const torch::Device dev = last_logits.device();
-  torch::Tensor lp0 = torch::log_softmax(last_logits.to(torch::kFloat64), -1);
-  torch::Tensor scores = lp0.index_select(1, tok.select(1, 0).to(dev)).to(torch::kCPU);
-  if (L > 1) {
-    KVCache ext = cache.expand(C);  // [R*C, ...]: row r*C + c
-    torch::Tensor ids = tok.narrow(1, 0, L - 1).repeat({R, 1});                         // [R*C, L-1]
-    torch::Tensor km = torch::cat({key_mask.repeat_interleave(C, 0), torch::ones({R * C, L - 1}, torch::kInt64)}, 1);
-    torch::Tensor deltas = rope_deltas.repeat_interleave(C, 0);
-    torch::Tensor logits = model.extend(ids, deltas, km, ext);                          // [R*C, L-1, V]
-    torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat64), -1);
-    torch::Tensor target = tok.narrow(1, 1, L - 1).repeat({R, 1}).unsqueeze(-1).to(dev);  // [R*C, L-1, 1]
-    torch::Tensor picked = lp.gather(-1, target).squeeze(-1).to(torch::kCPU);              // [R*C, L-1]
-    picked = picked.masked_fill(valid.narrow(1, 1, L - 1).repeat({R, 1}).logical_not(), 0.0);
-    scores = scores + picked.sum(-1).view({R, C});
+  auto logprobs = [](const torch::Tensor& logits) { return torch::log_softmax(logits.to(torch::kFloat64), -1); };
+  auto ids_tensor = [&](const std::vector<int64_t>& v, int64_t rows) {
+    return torch::tensor(v, torch::kInt64).view({rows, -1});
+  };
+  // the first token from the prefix's last logits (log-probabilities in float64 on the model's
+  // device; only the picked values come back): [R, V] -> [R, C]
+  std::vector<int64_t> first(C);
+  for (int64_t c = 0; c < C; ++c) first[c] = cands[c][0];
+  torch::Tensor scores = logprobs(last_logits).index_select(1, torch::tensor(first, torch::kInt64).to(dev)).to(torch::kCPU);
+  torch::Tensor km = key_mask.to(torch::kInt64).to(torch::kCPU);
+  if (P >= 1) {
+    // feed the common tokens c[0..P-1]: position j predicts token j+1 ([R, P, V])
+    std::vector<int64_t> common(cands[0].begin(), cands[0].begin() + P), rows;
+    for (int64_t r = 0; r < R; ++r) rows.insert(rows.end(), common.begin(), common.end());
+    km = torch::cat({km, torch::ones({R, static_cast<int64_t>(P)}, torch::kInt64)}, 1);
+    torch::Tensor lp = logprobs(model.extend(ids_tensor(rows, R), rope_deltas, km, cache));  // [R, P, V]
+    if (P >= 2) {
+      torch::Tensor target = torch::tensor(std::vector<int64_t>(common.begin() + 1, common.end()), torch::kInt64).to(dev);
+      torch::Tensor picked = lp.narrow(1, 0, P - 1).gather(-1, target.view({1, -1, 1}).expand({R, -1, 1}));  // [R, P-1, 1]
+      scores = scores + picked.sum({1, 2}).to(torch::kCPU).view({R, 1});
+    }
+    // token P, where the candidates part (absent for a candidate that ends with the common part)
+    std::vector<int64_t> at_p(C, 0);
+    std::vector<double> has_p(C, 0.0);
+    for (int64_t c = 0; c < C; ++c)
+      if (cands[c].size() > P) at_p[c] = cands[c][P], has_p[c] = 1.0;
+    torch::Tensor next = lp.select(1, P - 1).index_select(1, torch::tensor(at_p, torch::kInt64).to(dev)).to(torch::kCPU);
+    scores = scores + next * torch::tensor(has_p, torch::kFloat64).view({1, C});
   }
-  return scores;
+  // the rest, per candidate: feed tokens P..L-2 (right-padded with each one's last token) to
+  // predict tokens P+1..L-1
+  const int64_t L = static_cast<int64_t>(longest), Lr = L - 1 - static_cast<int64_t>(P);
+  if (Lr <= 0) return scores;
+  std::vector<int64_t> feed, target;
+  std::vector<uint8_t> valid;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const auto& t = cands[c];
+      const int64_t n = static_cast<int64_t>(t.size());
+      for (int64_t i = 0; i < Lr; ++i) {
+        const int64_t pos = static_cast<int64_t>(P) + i;  // fed token index; predicts pos + 1
+        feed.push_back(t[std::min(pos, n - 1)]);
+        target.push_back(t[std::min(pos + 1, n - 1)]);
+        valid.push_back(pos + 1 < n);
+      }
+    }
+  KVCache ext = cache.expand(C);  // [R*C, ...]: row r*C + c
+  torch::Tensor kme = torch::cat({km.repeat_interleave(C, 0), torch::ones({R * C, Lr}, torch::kInt64)}, 1);
+  torch::Tensor lp = logprobs(model.extend(ids_tensor(feed, R * C), rope_deltas.repeat_interleave(C, 0), kme, ext));
+  torch::Tensor picked = lp.gather(-1, ids_tensor(target, R * C).unsqueeze(-1).to(dev)).squeeze(-1).to(torch::kCPU);  // [R*C, Lr]
+  torch::Tensor keep = torch::tensor(std::vector<int64_t>(valid.begin(), valid.end()), torch::kInt64).view({R * C, Lr}).to(torch::kBool);
+  picked = picked.masked_fill(keep.logical_not(), 0.0);
+  return scores + picked.sum(-1).view({R, C});
 }
 
 }  // namespace
@@ -224,15 +273,11 @@ torch::Tensor pool_image_features(const torch::Tensor& features, const std::vect
 
 torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor, const std::vector<VlmPrompt>& prompts,
                            const std::vector<std::vector<int32_t>>& candidates, bool deterministic, torch::Tensor* pooled) {
-  torch::NoGradGuard ng;
   std::vector<torch::Tensor> rows, pools;
   auto run = [&](const std::vector<VlmPrompt>& batch) {
-    Qwen2VLInputs in = processor.build(batch);
-    KVCache cache;
-    Qwen2VLOutput out = model.forward(in, &cache, /*last_only=*/true);
-    rows.push_back(score_after_prefix(model, cache, out.logits.select(1, 0), in.attention_mask, out.rope_deltas, candidates));
-    if (pooled && !in.grids.empty())
-      pools.push_back(pool_image_features(out.image_features, in.grids, model.config().vision.spatial_merge_size));
+    torch::Tensor pool;
+    rows.push_back(label_scores(model, processor.build(batch), candidates, pooled ? &pool : nullptr));
+    if (pool.defined()) pools.push_back(pool);
   };
   if (deterministic) {
     for (const VlmPrompt& p : prompts) run({p});
@@ -241,6 +286,19 @@ torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor
   }
   if (pooled) *pooled = pools.empty() ? torch::Tensor() : torch::cat(pools, 0);
   return torch::cat(rows, 0);
+}
+
+torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& in, const std::vector<std::vector<int32_t>>& candidates,
+                           torch::Tensor* pooled) {
+  torch::NoGradGuard ng;
+  KVCache cache;
+  Qwen2VLOutput out = model.forward(in, &cache, /*last_only=*/true);
+  torch::Tensor scores =
+      score_after_prefix(model, cache, out.logits.select(1, 0), in.attention_mask, out.rope_deltas, candidates);
+  if (pooled)
+    *pooled = in.grids.empty() ? torch::Tensor()
+                               : pool_image_features(out.image_features, in.grids, model.config().vision.spatial_merge_size);
+  return scores;
 }
 
 }  // namespace emovlm

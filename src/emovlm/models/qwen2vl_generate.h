@@ -22,13 +22,24 @@ struct VlmPrompt {
   std::vector<RgbImage> images;
 };
 
+// One prompt tokenized (its image pads expanded) with its images preprocessed: everything of a
+// batch that does not depend on the other prompts, so worker threads can make it.
+struct PreparedPrompt {
+  std::vector<int32_t> ids;
+  std::vector<torch::Tensor> pixels;  // per image [patches, patch_dim] float32
+  std::vector<GridTHW> grids;
+};
+
 class Qwen2VLProcessor {
  public:
   Qwen2VLProcessor(Tokenizer tokenizer, Qwen2VLImageConfig image_config);
   static Qwen2VLProcessor from_dir(const std::string& dir);
 
   // Tokenizes and preprocesses; several prompts are left-padded with the pad token.
+  // build = collate(prepare(each prompt)); prepare is safe to call from several threads.
   Qwen2VLInputs build(const std::vector<VlmPrompt>& prompts) const;
+  PreparedPrompt prepare(const VlmPrompt& prompt) const;
+  Qwen2VLInputs collate(const std::vector<PreparedPrompt>& prompts) const;
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const Qwen2VLImageConfig& image_config() const { return image_config_; }
   int32_t pad_id() const { return pad_id_; }
@@ -82,6 +93,10 @@ int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const
 // CPU) from the same forward pass: the distillation head's input, computed once.
 torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor, const std::vector<VlmPrompt>& prompts,
                            const std::vector<std::vector<int32_t>>& candidates, bool deterministic = true,
+                           torch::Tensor* pooled = nullptr);
+
+// The same for a built batch: one forward over all its rows.
+torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled = nullptr);
 
 // Mean over each image's visual tokens: features [sum tokens, hidden] -> [images, hidden].

@@ -42,8 +42,11 @@ json checkpoint_identity(const std::string& dir) {
 
 namespace {
 
+// One image made ready on a worker thread: decoded, capped, preprocessed for both models, and its
+// prompt tokenized; the main thread only batches and runs the models.
 struct Decoded {
-  RgbImage image;
+  PreparedPrompt vlm;
+  torch::Tensor vit;  // [3, size, size]
   std::string error;
 };
 
@@ -149,7 +152,9 @@ json extract_features(const ExtractOptions& o) {
         [&](size_t i) {
           Decoded r;
           try {
-            r.image = decode_image_file(samples[begin + i].path);
+            RgbImage image = decode_image_file(samples[begin + i].path);
+            r.vit = to_tensor(preprocess_vit(image, vcfg));
+            r.vlm = proc.prepare(VlmPrompt{prompt_text, {cap_long_side(image, o.cap_long_side)}});
           } catch (const Error& e) {
             r.error = e.what();
           }
@@ -165,19 +170,19 @@ json extract_features(const ExtractOptions& o) {
       teacher_px.clear();
     };
     // The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest).
-    std::vector<VlmPrompt> group;
+    std::vector<PreparedPrompt> group;
     std::vector<size_t> group_index;
     auto flush_vlm = [&] {
       if (group.empty()) return;
       torch::Tensor pooled;
-      torch::Tensor s = label_scores(*vlm, proc, group, cands, /*deterministic=*/o.vlm_batch == 1, &pooled);
+      torch::Tensor s = label_scores(*vlm, proc.collate(group), cands, &pooled);
       for (size_t g = 0; g < group.size(); ++g) {
         const size_t i = group_index[g];
         int64_t answer = s[g].argmax().item<int64_t>();
         if (o.vlm_mode == "generate") {
           GenerationConfig gc = gen;
           gc.seed = mix_seed(o.seed, i);
-          GenerationResult gr = generate(*vlm, proc.build({group[g]}), gc);
+          GenerationResult gr = generate(*vlm, proc.collate({group[g]}), gc);
           std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
           answer = parse_categorical_answer(proc.tokenizer().decode(ids, true), d.labels).index;
         }
@@ -199,10 +204,9 @@ json extract_features(const ExtractOptions& o) {
         bar.advance();
         continue;
       }
-      group.push_back(VlmPrompt{prompt_text, {cap_long_side(dec.image, o.cap_long_side)}});
+      group.push_back(std::move(dec.vlm));
       group_index.push_back(i);
-      FloatArray tp = preprocess_vit(dec.image, vcfg);
-      teacher_px.push_back(to_tensor(tp));
+      teacher_px.push_back(dec.vit);
       if (static_cast<int64_t>(group.size()) >= o.vlm_batch) flush_vlm();
       if (static_cast<int64_t>(teacher_px.size()) >= o.teacher_batch) flush_teacher();
     }
