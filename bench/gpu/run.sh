@@ -60,7 +60,16 @@ run peft.log 60 $B/emovlm lora merge --vlm tests/data/reference/qwen2vl_tiny --a
 run peft.log 180 python3 bench/gpu/peft_roundtrip.py tests/data/reference/qwen2vl_tiny $P/adapter $P/merged
 grep -E "^(ok|FAIL) " "$OUT/peft.log" | tee -a "$OUT/summary.txt"
 
-run bench.log 200 $B/bench/bench_train 7b 512 3 cuda ckpt
+# GPU memory of the stage-1 steps: nvidia-smi sampled every 200 ms (the CUDA context included).
+peak_mem() {  # peak_mem CMD...: runs `run bench.log 200 CMD...` and notes the peak memory.used
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >/tmp/mem.txt 2>/dev/null &
+  local sampler=$!
+  run bench.log 200 "$@"
+  kill $sampler 2>/dev/null
+  note "peak GPU memory $(sort -n /tmp/mem.txt | tail -1) MiB: $*"
+}
+peak_mem $B/bench/bench_train 7b 512 3 cuda ckpt
+peak_mem $B/bench/bench_train 2b 512 3 cuda ckpt
 grep -E "LoRA step|NF4 on|GB;" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 run bench.log 100 $B/bench/bench_qwen2vl 2b bf16 cuda 5 16
 grep -E "^(shape|vision|prefill|extract)" "$OUT/bench.log" | tail -4 | tee -a "$OUT/summary.txt"

@@ -1,6 +1,8 @@
 // NF4 quantization.
 #include "emovlm/models/nf4.h"
 
+#include <algorithm>
+
 #include "emovlm/core/error.h"
 #include "emovlm/models/layers.h"
 
@@ -74,8 +76,15 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   torch::Tensor norm = blocks / safe.unsqueeze(1);  // in [-1, 1]
   torch::Tensor table = torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end()),
                                       torch::TensorOptions().device(w.device()));
-  // the nearest level: [blocks, block, 1] - [16] -> argmin over the levels
-  torch::Tensor idx = (norm.unsqueeze(-1) - table).abs().argmin(-1).reshape({-1}).narrow(0, 0, n).to(torch::kUInt8);
+  // the nearest level: [values, 1] - [16] -> argmin over the levels, in chunks of 4 M values so
+  // that the [values, 16] distances of a 7B MLP matrix (4 GB at once) never exist whole
+  torch::Tensor flat = norm.reshape({-1}).narrow(0, 0, n);
+  torch::Tensor idx = torch::empty({n}, flat.options().dtype(torch::kUInt8));
+  const int64_t chunk = int64_t{1} << 22;
+  for (int64_t off = 0; off < n; off += chunk) {
+    const int64_t len = std::min(chunk, n - off);
+    idx.narrow(0, off, len).copy_((flat.narrow(0, off, len).unsqueeze(-1) - table).abs().argmin(-1));
+  }
   if (n % 2) idx = torch::cat({idx, torch::zeros({1}, idx.options())});
   torch::Tensor pairs = idx.view({-1, 2});  // [n/2, 2]
   q.codes = pairs.select(1, 0).bitwise_left_shift(4).bitwise_or(pairs.select(1, 1)).contiguous();
