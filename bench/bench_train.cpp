@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   std::vector<std::pair<bool, bool>> variants = {{false, false}, {true, false}};  // (NF4, checkpointing)
   if (with_ckpt) variants.push_back({true, true});
   for (auto [use_nf4, ckpt] : variants) {
+    bench::reset_peak_rss();  // each variant's own peak
     Qwen2VL m(cfg);
     m->to(device, torch::kBFloat16);
     bench::fast_random_fill(*m);

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <functional>
 #include <vector>
@@ -30,9 +31,26 @@ inline double median_seconds(const std::function<void()>& fn, int reps = 5, int 
 }
 
 inline double peak_rss_gib() {
+  // VmHWM (resettable, below) when readable, else getrusage's lifetime maximum
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long kib = -1;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+    std::fclose(f);
+    if (kib >= 0) return kib / (1024.0 * 1024.0);
+  }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss / (1024.0 * 1024.0);  // KiB -> GiB
+}
+
+// Starts a new peak-RSS window (Linux: writing 5 to /proc/self/clear_refs resets VmHWM).
+inline void reset_peak_rss() {
+  if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    std::fputs("5", f);
+    std::fclose(f);
+  }
 }
 
 // FLOP/s of an n x n x n matmul in dtype on device.

@@ -2,6 +2,7 @@
 // normal data, double quantization, and the quantized Linear.
 #include <gtest/gtest.h>
 
+#include "emovlm/core/error.h"
 #include "emovlm/models/layers.h"
 #include "emovlm/models/nf4.h"
 
@@ -66,4 +67,21 @@ TEST(NF4, QuantizedLinearUsesTheDequantizedWeight) {
   l->forward(x).sum().backward();
   EXPECT_TRUE(l->lora_B.grad().defined());
   EXPECT_FALSE(l->weight.requires_grad());
+}
+
+// nf4_linear's gradients equal those of a linear layer over the dequantized weight.
+TEST(NF4, LinearBackwardDequantizesAgain) {
+  torch::manual_seed(4);
+  auto w = std::make_shared<const NF4Tensor>(nf4_quantize(torch::randn({6, 10}), 64, true));
+  torch::Tensor x = torch::randn({3, 10}, torch::TensorOptions().requires_grad(true));
+  torch::Tensor y = nf4_linear(x, w);
+  torch::Tensor dense = w->dequantize();
+  torch::Tensor x2 = x.detach().clone().requires_grad_(true);
+  torch::Tensor y2 = torch::nn::functional::linear(x2, dense);
+  EXPECT_TRUE(torch::allclose(y, y2, 1e-6, 1e-6));
+  torch::Tensor g = torch::randn({3, 6});
+  y.backward(g);
+  y2.backward(g);
+  EXPECT_TRUE(torch::allclose(x.grad(), x2.grad(), 1e-6, 1e-6));
+  EXPECT_THROW(nf4_linear(torch::randn({2, 9}), w), Error);
 }

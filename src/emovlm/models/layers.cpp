@@ -14,10 +14,14 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  // an NF4 base is dequantized to the input's dtype for the matmul
-  const torch::Tensor w = nf4 ? nf4->dequantize(x.scalar_type()) : weight;
-  const torch::Tensor b = bias.defined() && nf4 ? bias.to(x.scalar_type()) : bias;
-  torch::Tensor y = b.defined() ? torch::nn::functional::linear(x, w, b) : torch::nn::functional::linear(x, w);
+  torch::Tensor y;
+  if (nf4) {
+    // an NF4 base is dequantized to the input's dtype for the matmul (and again in backward)
+    y = nf4_linear(x, nf4);
+    if (bias.defined()) y = y + bias.to(y.scalar_type());
+  } else {
+    y = bias.defined() ? torch::nn::functional::linear(x, weight, bias) : torch::nn::functional::linear(x, weight);
+  }
   if (lora_A.defined()) {
     torch::Tensor h = lora_dropout > 0 ? torch::dropout(x, lora_dropout, is_training()) : x;
     // [.., in] -> [.., r] -> [.., out]

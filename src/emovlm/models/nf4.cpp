@@ -106,6 +106,34 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   return q;
 }
 
+namespace {
+
+struct Nf4Weight : torch::CustomClassHolder {
+  std::shared_ptr<const NF4Tensor> w;
+};
+
+struct Nf4LinearFunction : torch::autograd::Function<Nf4LinearFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, c10::intrusive_ptr<Nf4Weight> w) {
+    ctx->saved_data["w"] = c10::IValue::make_capsule(w);
+    return torch::nn::functional::linear(x, w->w->dequantize(x.scalar_type()));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list g) {
+    auto w = c10::static_intrusive_pointer_cast<Nf4Weight>(ctx->saved_data["w"].toCapsule());
+    // [..., out] x [out, in] -> [..., in]
+    return {torch::matmul(g[0], w->w->dequantize(g[0].scalar_type())), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor nf4_linear(const torch::Tensor& x, const std::shared_ptr<const NF4Tensor>& weight) {
+  if (x.size(-1) != weight->shape.back())
+    throw Error(cat("nf4_linear: input ", shape_str(x.sizes().vec()), " does not fit a weight of ", shape_str(weight->shape)));
+  auto holder = c10::make_intrusive<Nf4Weight>();
+  holder->w = weight;
+  return Nf4LinearFunction::apply(x, holder);
+}
+
 int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select) {
   int n = 0;
   for (const auto& item : root.named_modules()) {

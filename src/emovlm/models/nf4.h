@@ -33,6 +33,11 @@ struct NF4Tensor {
 
 NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block = 64, bool double_quant = false, int64_t dq_block = 256);
 
+// x W^T for a frozen NF4 weight W [out, in], x [..., in] -> [..., out]. The backward pass
+// dequantizes W again for the input's gradient instead of keeping the dense copy: otherwise
+// autograd would hold every layer's dequantized weight until backward, the whole base in bf16.
+torch::Tensor nf4_linear(const torch::Tensor& x, const std::shared_ptr<const NF4Tensor>& weight);
+
 // Replaces the weight of every Linear under root whose name passes `select` by its NF4 form
 // (the dense weight is freed); forward dequantizes it to the compute dtype. Returns the count.
 int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select);

@@ -54,6 +54,64 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
       params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay));
 }
 
+template <typename State, typename Options>
+void adam_step(torch::optim::Optimizer& opt, bool adamw) {
+  torch::NoGradGuard ng;
+  auto& states = opt.state();
+  for (auto& group : opt.param_groups()) {
+    auto& o = static_cast<Options&>(group.options());
+    if (o.amsgrad()) throw Error("multi_tensor_adam_step: amsgrad is not supported");
+    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas()), lr = o.lr(), wd = o.weight_decay();
+    // the parameters with a gradient, grouped by their step count after this step
+    std::map<int64_t, std::vector<size_t>> by_step;
+    std::vector<torch::Tensor> params, grads, avgs, sqs;
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (p.grad().is_sparse()) throw Error("multi_tensor_adam_step: sparse gradients are not supported");
+      auto key = compat::optimizer_state_key(p);
+      auto it = states.find(key);
+      if (it == states.end()) {
+        auto s = std::make_unique<State>();
+        s->step(0);
+        s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        it = states.emplace(key, std::move(s)).first;
+      }
+      auto& s = static_cast<State&>(*it->second);
+      s.step(s.step() + 1);
+      by_step[s.step()].push_back(params.size());
+      params.push_back(p);
+      grads.push_back(p.grad());
+      avgs.push_back(s.exp_avg());
+      sqs.push_back(s.exp_avg_sq());
+    }
+    for (const auto& [step, idx] : by_step) {
+      auto pick = [&](const std::vector<torch::Tensor>& v) {
+        std::vector<torch::Tensor> out;
+        out.reserve(idx.size());
+        for (size_t i : idx) out.push_back(v[i]);
+        return out;
+      };
+      std::vector<torch::Tensor> P = pick(params), G = pick(grads), M = pick(avgs), V = pick(sqs);
+      if (wd != 0) {
+        if (adamw)
+          torch::_foreach_mul_(P, 1 - lr * wd);  // decoupled decay of the weights
+        else
+          G = torch::_foreach_add(G, P, wd);  // L2: grad + wd * p (a new list; the .grad stays)
+      }
+      const double bc1 = 1 - std::pow(beta1, static_cast<double>(step)), bc2 = 1 - std::pow(beta2, static_cast<double>(step));
+      torch::_foreach_mul_(M, beta1);
+      torch::_foreach_add_(M, G, 1 - beta1);
+      torch::_foreach_mul_(V, beta2);
+      torch::_foreach_addcmul_(V, G, G, 1 - beta2);
+      std::vector<torch::Tensor> denom = torch::_foreach_sqrt(V);
+      torch::_foreach_div_(denom, std::sqrt(bc2));
+      torch::_foreach_add_(denom, o.eps());
+      torch::_foreach_addcdiv_(P, M, denom, -lr / bc1);
+    }
+  }
+}
+
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& g : opt.param_groups()) g.options().set_lr(lr);
 }
@@ -141,6 +199,13 @@ void write_weights(const std::string& path, const Trainable& t, const TrainConfi
 }
 
 }  // namespace
+
+void multi_tensor_adam_step(torch::optim::Optimizer& opt, bool adamw) {
+  if (adamw)
+    adam_step<torch::optim::AdamWParamState, torch::optim::AdamWOptions>(opt, true);
+  else
+    adam_step<torch::optim::AdamParamState, torch::optim::AdamOptions>(opt, false);
+}
 
 TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t seed, bool resume, const OptimConfig& optim,
                          const std::string& progress_label) {
@@ -275,7 +340,7 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
       if (boundary && pending > 0) {
         if (cfg.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(t.params, cfg.optim.max_grad_norm);
         set_lr(*opt, cfg.optim.lr_at(pos.step, total_steps));
-        opt->step();
+        multi_tensor_adam_step(*opt, cfg.optim.optimizer == "adamw");
         opt->zero_grad();
         pending = 0;
         ++pos.step;

@@ -77,6 +77,12 @@ struct FitResult {
 // validation) and OUT/metrics.jsonl.
 FitResult fit(torch::nn::Module& model, const TrainConfig& config, StageHooks& hooks);
 
+// One step of an optimizer made as torch::optim::Adam (adamw = false) or AdamW (true), computed as
+// their step() computes it (bitwise on the CPU) but with each update a multi-tensor (_foreach)
+// operation over all parameters that share a step count: on a GPU a handful of kernels per step
+// instead of about ten per parameter tensor. The state stays in the optimizer's own state objects.
+void multi_tensor_adam_step(torch::optim::Optimizer& optimizer, bool adamw);
+
 // Reads the "model.*" weights of a checkpoint or best file into the module (names checked).
 void load_trained_weights(torch::nn::Module& model, const std::string& path);
 // The metadata of such a file (config, classes, epoch, ...).
