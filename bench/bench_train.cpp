@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   const torch::Device device(argc > 4 ? argv[4] : "cpu");
   const bool with_ckpt = argc > 5 && std::string(argv[5]) == "ckpt";
   compat::set_num_threads(0);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   memory_report("Qwen2-VL-2B", Qwen2VLConfig::qwen2vl_2b());
   memory_report("Qwen2-VL-7B", Qwen2VLConfig::qwen2vl_7b());
 
@@ -65,6 +66,8 @@ int main(int argc, char** argv) {
     if (use_nf4) quantize_linears_nf4(*m, true, [](const std::string& n) { return n != "lm_head"; });
     LoraConfig lc;
     apply_lora(*m, lc, 0);
+    const double load_peak = bench::peak_rss_gib();  // random bf16 weights, then NF4: the load path
+    bench::reset_peak_rss();                          // training's own peak from here
     m->train();
     m->model->gradient_checkpointing = ckpt;
     std::vector<torch::Tensor> params;
@@ -81,9 +84,10 @@ int main(int argc, char** argv) {
       opt.step();
     };
     double t = bench::median_seconds(step, steps, 1);
-    std::printf("%s %s LoRA step, %lld tokens, %s base%s: %.3f s median, %.1f tokens/s, peak RSS %.2f GiB\n",
+    std::printf("%s %s LoRA step, %lld tokens, %s base%s: %.3f s median, %.1f tokens/s, peak RSS %.2f GiB in training "
+                "(%.2f GiB while loading)\n",
                 shape.c_str(), device.str().c_str(), static_cast<long long>(T), use_nf4 ? "NF4" : "bf16",
-                ckpt ? ", gradient checkpointing" : "", t, T / t, bench::peak_rss_gib());
+                ckpt ? ", gradient checkpointing" : "", t, T / t, bench::peak_rss_gib(), load_peak);
   }
   return 0;
 }
