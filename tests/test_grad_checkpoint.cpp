@@ -2,6 +2,8 @@
 // state the recomputation restores), also for the Qwen2-VL language model under LoRA.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/models/grad_checkpoint.h"
 #include "emovlm/models/lora.h"
@@ -9,6 +11,25 @@
 #include "test_util.h"
 
 using namespace emovlm;
+
+namespace {
+// Nodes of t's autograd graph whose name contains `part`.
+int count_nodes(const torch::Tensor& t, const std::string& part) {
+  std::set<torch::autograd::Node*> seen;
+  std::vector<torch::autograd::Node*> todo;
+  if (t.grad_fn()) todo.push_back(t.grad_fn().get());
+  int n = 0;
+  while (!todo.empty()) {
+    torch::autograd::Node* f = todo.back();
+    todo.pop_back();
+    if (!seen.insert(f).second) continue;
+    n += f->name().find(part) != std::string::npos;
+    for (const auto& e : f->next_edges())
+      if (e.function) todo.push_back(e.function.get());
+  }
+  return n;
+}
+}  // namespace
 
 TEST(GradCheckpoint, SameGradientsWithDropout) {
   torch::manual_seed(0);
@@ -76,7 +97,10 @@ TEST(GradCheckpoint, Qwen2VLLoraGradientsAgree) {
     m->train();
     m->model->gradient_checkpointing = recompute;
     torch::manual_seed(11);
-    sft_loss(*m, in, labels).backward();
+    torch::Tensor loss = sft_loss(*m, in, labels);
+    // one recomputed block per decoder layer, or none
+    EXPECT_EQ(count_nodes(loss, "CheckpointFunction"), recompute ? m->config().text.num_hidden_layers : 0);
+    loss.backward();
     std::map<std::string, torch::Tensor> g;
     for (auto& p : m->named_parameters())
       if (p.value().grad().defined()) g[p.key()] = p.value().grad().clone();

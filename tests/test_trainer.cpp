@@ -44,19 +44,24 @@ struct Regression {
     return h;
   }
 };
+
+// Two 3 -> 1 layers with the same random weights.
+std::pair<Linear, Linear> twin_linears() {
+  Linear a(3, 1, true), b(3, 1, true);
+  init_random(*a, 1, 0.5);
+  torch::NoGradGuard ng;
+  b->weight.copy_(a->weight);
+  b->bias.copy_(a->bias);
+  return {a, b};
+}
 }  // namespace
 
 TEST(Trainer, GradientAccumulationEqualsTheLargerBatch) {
   torch::manual_seed(0);
   Regression r;
   test::TempDir dir;
-  Linear a(3, 1, true), b(3, 1, true);
-  init_random(*a, 1, 0.5);
-  {
-    torch::NoGradGuard ng;
-    b->weight.copy_(a->weight);
-    b->bias.copy_(a->bias);
-  }
+  auto twins = twin_linears();
+  Linear a = twins.first, b = twins.second;
   TrainConfig ca;
   ca.out_dir = dir / "a";
   ca.epochs = 3;
@@ -109,13 +114,8 @@ TEST(Trainer, AutocastBf16KeepsFloat32MasterWeights) {
   torch::manual_seed(0);
   Regression r;
   test::TempDir dir;
-  Linear a(3, 1, true), b(3, 1, true);
-  init_random(*a, 1, 0.5);
-  {
-    torch::NoGradGuard ng;
-    b->weight.copy_(a->weight);
-    b->bias.copy_(a->bias);
-  }
+  auto twins = twin_linears();
+  Linear a = twins.first, b = twins.second;
   TrainConfig ca;
   ca.out_dir = dir / "a";
   ca.epochs = 3;

@@ -93,7 +93,12 @@ torch::Tensor to_tensor(const FloatArray& array) {
 torch::Device parse_device(const std::string& s, const std::string& flag) {
   if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   if (s != "cpu" && s.rfind("cuda", 0) != 0) throw Error(cat(flag, " must be cpu, cuda, cuda:N or auto, not '", s, "'"));
-  torch::Device d(s);
+  torch::Device d(torch::kCPU);
+  try {
+    d = torch::Device(s);
+  } catch (const c10::Error&) {
+    throw Error(cat(flag, " must be cpu, cuda, cuda:N or auto, not '", s, "'"));
+  }
   if (d.is_cuda() && !torch::cuda::is_available())
     throw Error(cat(flag, " ", s, ": this build of libtorch or this machine has no CUDA device"));
   return d;

@@ -101,13 +101,13 @@ Key optimizer_state_key(const torch::Tensor& p) {
 // the cache of casted weights is dropped when the outermost guard ends. enabled = false: no-op.
 class AutocastGuard {
  public:
-  AutocastGuard(torch::DeviceType device, torch::ScalarType dtype, bool enabled = true) : device_(device) {
+  AutocastGuard(torch::DeviceType device, torch::ScalarType type, bool enabled = true) : device_(device) {
     if (!enabled) return;
     if (device != torch::kCPU && device != torch::kCUDA) return;
     active_ = true;
     prev_enabled_ = is_enabled(device);
-    prev_dtype_ = get_dtype(device);
-    set(device, true, dtype);
+    prev_dtype_ = dtype(device);
+    set(device, true, type);
     at::autocast::increment_nesting();
   }
   ~AutocastGuard() {
@@ -126,16 +126,15 @@ class AutocastGuard {
 #endif
   }
 
-  static torch::ScalarType dtype(torch::DeviceType device) { return get_dtype(device); }
-
- private:
-  static torch::ScalarType get_dtype(torch::DeviceType device) {
+  static torch::ScalarType dtype(torch::DeviceType device) {
 #if EMOVLM_TORCH_AT_LEAST(2, 4)
     return at::autocast::get_autocast_dtype(device);
 #else
     return device == torch::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
 #endif
   }
+
+ private:
   static void set(torch::DeviceType device, bool enabled, torch::ScalarType dtype) {
 #if EMOVLM_TORCH_AT_LEAST(2, 4)
     at::autocast::set_autocast_dtype(device, dtype);

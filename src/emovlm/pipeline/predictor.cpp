@@ -58,7 +58,7 @@ Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std
   std::string vdir = json_required<std::string>(s_->bundle, "vlm", bpath);
   if (fs::path(vdir).is_relative()) vdir = (fs::path(dir) / vdir).string();
   const std::string dt = s_->bundle.value("dtype", "bf16");
-  torch::ScalarType dtype = dt == "f32" ? torch::kFloat32 : dt == "f16" ? torch::kFloat16 : torch::kBFloat16;
+  torch::ScalarType dtype = parse_dtype(dt, bpath + ": dtype");
   torch::Device dev = parse_device(device);
   const std::string adapter = s_->bundle["adapter"].is_string() ? s_->bundle["adapter"].get<std::string>() : "";
   s_->vlm = load_vlm(vdir, adapter, dtype, dev);

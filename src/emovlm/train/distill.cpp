@@ -94,7 +94,7 @@ json train_distill_head(const DistillOptions& o) {
   DistillHead head(train.features.size(1), o.hidden, train.num_classes(), o.dropout);
   if (o.compute_dtype != "bf16" && o.compute_dtype != "f32")
     throw Error(cat("--compute-dtype must be bf16 or f32, not '", o.compute_dtype, "'"));
-  head->set_compute_dtype(o.compute_dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  head->set_compute_dtype(parse_dtype(o.compute_dtype, "--compute-dtype"));
   if (!o.quiet)
     std::fprintf(stderr, "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
                  static_cast<long long>(head->num_parameters()), static_cast<long long>(train.features.size(1)),
@@ -142,7 +142,7 @@ DistillHead load_distill_head(const std::string& dir, json* config) {
   DistillHead head(c["in_dim"].get<int64_t>(), c["hidden"].get<std::vector<int64_t>>(), c["num_classes"].get<int64_t>(),
                    c.value("dropout", 0.1));
   load_module(p, *head);
-  head->set_compute_dtype(c.value("compute_dtype", "f32") == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  head->set_compute_dtype(parse_dtype(c.value("compute_dtype", "f32"), "compute_dtype"));
   head->eval();
   if (config) *config = c;
   return head;

@@ -42,8 +42,6 @@ torch::Tensor batch_tensor(const ImageBatch& b, int size, torch::Device device) 
   return torch::from_blob(const_cast<float*>(b.pixels.data()), {b.size(), 3, size, size}, torch::kFloat32).to(device);
 }
 
-torch::Device device_of(torch::nn::Module& m) { return m.parameters().front().device(); }
-
 // Predictions of the teacher over samples (eval transform, batched, threaded).
 std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector<Sample>& samples,
                              const VitImageConfig& img, int64_t batch, int workers, std::vector<int>* truth,
@@ -56,10 +54,11 @@ std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector
   std::vector<int> pred;
   ImageBatch b;
   torch::NoGradGuard ng;
+  const torch::Device device = m.parameters().front().device();
   Progress bar(label, static_cast<int64_t>(samples.size()), "img");
   while (loader.next(b)) {
     if (b.size() > 0) {
-      torch::Tensor logits = m.forward(batch_tensor(b, img.image_size, device_of(m)));
+      torch::Tensor logits = m.forward(batch_tensor(b, img.image_size, device));
       torch::Tensor am = logits.argmax(-1).to(torch::kCPU);
       for (int64_t i = 0; i < b.size(); ++i) {
         pred.push_back(static_cast<int>(am[i].item<int64_t>()));
@@ -125,8 +124,7 @@ json train_teacher(const TeacherOptions& o) {
   };
   FitResult r = fit(*model, tc, hooks);
   load_trained_weights(*model, r.best_path);
-  model->to(torch::kCPU);
-  model->save_pretrained(o.out);
+  model->save_pretrained(o.out);  // (save_tensors copies to the CPU)
   write_classes(o.out, labels);
   json pre = {{"do_resize", true}, {"size", {{"height", img.image_size}, {"width", img.image_size}}}, {"resample", 2},
               {"do_rescale", true}, {"rescale_factor", 1.0 / 255}, {"do_normalize", true},

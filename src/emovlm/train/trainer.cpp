@@ -133,14 +133,13 @@ Trainable trainable(torch::nn::Module& m) {
   return t;
 }
 
-compat::OptimizerStateKey state_key(const torch::Tensor& p) { return compat::optimizer_state_key(p); }
 
 // Adam/AdamW state per parameter: step, exp_avg, exp_avg_sq.
 template <typename State>
 void save_state(torch::optim::Optimizer& opt, const Trainable& t, NamedTensors& out) {
   auto& states = opt.state();
   for (size_t i = 0; i < t.params.size(); ++i) {
-    auto it = states.find(state_key(t.params[i]));
+    auto it = states.find(compat::optimizer_state_key(t.params[i]));
     if (it == states.end()) continue;
     auto& s = static_cast<State&>(*it->second);
     out.emplace_back("optim." + t.names[i] + ".exp_avg", s.exp_avg());
@@ -160,7 +159,7 @@ void load_state(torch::optim::Optimizer& opt, const Trainable& t, const std::map
     s->step(in.at(key + ".step").item<int64_t>());
     s->exp_avg(a->second.clone().to(t.params[i].device()));
     s->exp_avg_sq(in.at(key + ".exp_avg_sq").clone().to(t.params[i].device()));
-    states[state_key(t.params[i])] = std::move(s);
+    states[compat::optimizer_state_key(t.params[i])] = std::move(s);
   }
 }
 
