@@ -6,6 +6,7 @@
 #include <string>
 
 #include "bench_util.h"
+#include "emovlm/core/memory.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/models/qwen2vl.h"
@@ -67,7 +68,7 @@ int main(int argc, char** argv) {
   model->to(device, dtype);
   bench::fast_random_fill(*model);
   model->eval();
-  std::printf("model ready: %.2f GiB peak RSS\n", bench::peak_rss_gib());
+  std::printf("model ready: %.2f GiB peak RSS\n", peak_resident_gib());
 
   // one 448x448 image: grid (1, 32, 32) = 1024 patches -> 256 visual tokens
   const std::vector<GridTHW> grid(batch, GridTHW{1, 32, 32});
@@ -137,6 +138,6 @@ int main(int argc, char** argv) {
       },
       std::max(1, reps - 1), 0);
   (void)td;
-  std::printf("peak RSS %.2f GiB\n", bench::peak_rss_gib());
+  std::printf("peak RSS %.2f GiB\n", peak_resident_gib());
   return 0;
 }

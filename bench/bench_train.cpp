@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "bench_util.h"
+#include "emovlm/core/memory.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/models/layers.h"
 #include "emovlm/models/lora.h"
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
   std::vector<std::pair<bool, bool>> variants = {{false, false}, {true, false}};  // (NF4, checkpointing)
   if (with_ckpt) variants.push_back({true, true});
   for (auto [use_nf4, ckpt] : variants) {
-    bench::reset_peak_rss();  // each variant's own peak
+    reset_peak_resident();  // each variant's own peak
     Qwen2VL m(cfg);
     m->to(device, torch::kBFloat16);
     bench::fast_random_fill(*m);
@@ -66,8 +67,9 @@ int main(int argc, char** argv) {
     if (use_nf4) quantize_linears_nf4(*m, true, [](const std::string& n) { return n != "lm_head"; });
     LoraConfig lc;
     apply_lora(*m, lc, 0);
-    const double load_peak = bench::peak_rss_gib();  // random bf16 weights, then NF4: the load path
-    bench::reset_peak_rss();                          // training's own peak from here
+    const double load_peak = peak_resident_gib();  // random bf16 weights, then NF4: the load path
+    const double loaded = resident_gib();
+    reset_peak_resident();                          // training's own peak from here
     m->train();
     m->model->gradient_checkpointing = ckpt;
     std::vector<torch::Tensor> params;
@@ -85,9 +87,9 @@ int main(int argc, char** argv) {
     };
     double t = bench::median_seconds(step, steps, 1);
     std::printf("%s %s LoRA step, %lld tokens, %s base%s: %.3f s median, %.1f tokens/s, peak RSS %.2f GiB in training "
-                "(%.2f GiB while loading)\n",
+                "(%.2f GiB while loading, %.2f GiB resident after)\n",
                 shape.c_str(), device.str().c_str(), static_cast<long long>(T), use_nf4 ? "NF4" : "bf16",
-                ckpt ? ", gradient checkpointing" : "", t, T / t, bench::peak_rss_gib(), load_peak);
+                ckpt ? ", gradient checkpointing" : "", t, T / t, peak_resident_gib(), load_peak, loaded);
   }
   return 0;
 }

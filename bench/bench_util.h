@@ -1,8 +1,6 @@
-// Small timing helpers for the benchmarks: medians of repeated runs, peak RSS, the bf16/fp32
-// matmul rate of this machine measured in the same run.
+// Small timing helpers for the benchmarks: medians of repeated runs and the bf16/fp32 matmul
+// rate of this machine measured in the same run (memory figures: emovlm/core/memory.h).
 #pragma once
-
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -28,29 +26,6 @@ inline double median_seconds(const std::function<void()>& fn, int reps = 5, int 
   for (int i = 0; i < reps; ++i) t.push_back(seconds_of(fn));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
-}
-
-inline double peak_rss_gib() {
-  // VmHWM (resettable, below) when readable, else getrusage's lifetime maximum
-  if (FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    long kib = -1;
-    while (std::fgets(line, sizeof line, f))
-      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-    std::fclose(f);
-    if (kib >= 0) return kib / (1024.0 * 1024.0);
-  }
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / (1024.0 * 1024.0);  // KiB -> GiB
-}
-
-// Starts a new peak-RSS window (Linux: writing 5 to /proc/self/clear_refs resets VmHWM).
-inline void reset_peak_rss() {
-  if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
-    std::fputs("5", f);
-    std::fclose(f);
-  }
 }
 
 // FLOP/s of an n x n x n matmul in dtype on device.

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/memory.h"
 #include "emovlm/models/layers.h"
 
 namespace emovlm {
@@ -28,6 +29,14 @@ const std::array<float, 16>& nf4_codebook() {
   return c;
 }
 
+namespace {
+
+torch::Tensor codebook_tensor(torch::Device device) {
+  return torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end())).to(device);
+}
+
+}  // namespace
+
 int64_t NF4Tensor::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -44,14 +53,22 @@ torch::Tensor NF4Tensor::block_absmax() const {
 
 torch::Tensor NF4Tensor::dequantize(torch::ScalarType dtype) const {
   const int64_t n = numel();
-  torch::Tensor hi = codes.bitwise_right_shift(4), lo = codes.bitwise_and(15);
-  // [bytes] x 2 -> [2 * bytes] -> [n]
-  torch::Tensor idx = torch::stack({hi, lo}, 1).reshape({-1}).narrow(0, 0, n).to(torch::kInt64);
-  torch::Tensor table = torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end()),
-                                      torch::TensorOptions().device(codes.device()));
-  torch::Tensor values = table.index_select(0, idx);
-  torch::Tensor scale = block_absmax().repeat_interleave(block).narrow(0, 0, n);
-  return (values * scale).reshape(shape).to(dtype);
+  const torch::Tensor table = levels.defined() && levels.device() == codes.device() ? levels : codebook_tensor(codes.device());
+  // a byte holds two codes (the first in the high nibble): a [256, 2] table turns each byte into
+  // its two levels in one lookup, [bytes] -> [bytes, 2] -> [n] (int32 indices: a quarter of int64's memory)
+  torch::Tensor byte = torch::arange(256, torch::TensorOptions().dtype(torch::kInt64).device(codes.device()));
+  torch::Tensor pair_table = torch::stack({table.index_select(0, byte.bitwise_right_shift(4)),
+                                           table.index_select(0, byte.bitwise_and(15))}, 1);
+  torch::Tensor values = pair_table.index_select(0, codes.to(torch::kInt32)).view({-1}).narrow(0, 0, n);
+  torch::Tensor scale = block_absmax();
+  torch::Tensor out = torch::empty({n}, values.options().dtype(dtype));
+  const int64_t whole = n / block;  // [whole * block] -> [whole, block] times each block's absmax
+  if (whole > 0)
+    out.narrow(0, 0, whole * block).view({whole, block}).copy_(
+        values.narrow(0, 0, whole * block).view({whole, block}) * scale.narrow(0, 0, whole).unsqueeze(1));
+  if (n > whole * block)
+    out.narrow(0, whole * block, n - whole * block).copy_(values.narrow(0, whole * block, n - whole * block) * scale[whole]);
+  return out.view(shape);
 }
 
 int64_t NF4Tensor::bytes() const {
@@ -74,8 +91,8 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   torch::Tensor absmax = blocks.abs().amax(1);
   torch::Tensor safe = torch::where(absmax > 0, absmax, torch::ones_like(absmax));
   torch::Tensor norm = blocks / safe.unsqueeze(1);  // in [-1, 1]
-  torch::Tensor table = torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end()),
-                                      torch::TensorOptions().device(w.device()));
+  torch::Tensor table = codebook_tensor(w.device());
+  q.levels = table;
   // the nearest level: [values, 1] - [16] -> argmin over the levels, in chunks of 4 M values so
   // that the [values, 16] distances of a 7B MLP matrix (4 GB at once) never exist whole
   torch::Tensor flat = norm.reshape({-1}).narrow(0, 0, n);
@@ -142,6 +159,8 @@ int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::
     lin->quantize_nf4(double_quant);
     ++n;
   }
+  // the dense weights and the quantizer's float32 temporaries are freed: give the heap back
+  release_free_heap();
   return n;
 }
 
