@@ -6,12 +6,14 @@
 #include <cstdio>
 
 #include "bench_util.h"
+#include "emovlm/core/cuda.h"
 #include "emovlm/core/memory.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/models/layers.h"
 #include "emovlm/models/lora.h"
 #include "emovlm/models/nf4.h"
 #include "emovlm/models/qwen2vl.h"
+#include "emovlm/train/trainer.h"
 
 using namespace emovlm;
 
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
   if (with_ckpt) variants.push_back({true, true});
   for (auto [use_nf4, ckpt] : variants) {
     reset_peak_resident();  // each variant's own peak
+    reset_cuda_peak();
     Qwen2VL m(cfg);
     m->to(device, torch::kBFloat16);
     bench::fast_random_fill(*m);
@@ -69,7 +72,9 @@ int main(int argc, char** argv) {
     apply_lora(*m, lc, 0);
     const double load_peak = peak_resident_gib();  // random bf16 weights, then NF4: the load path
     const double loaded = resident_gib();
-    reset_peak_resident();                          // training's own peak from here
+    const double gpu_load_peak = cuda_peak_allocated_gib();
+    reset_peak_resident();  // training's own peak from here
+    reset_cuda_peak();
     m->train();
     m->model->gradient_checkpointing = ckpt;
     std::vector<torch::Tensor> params;
@@ -83,13 +88,16 @@ int main(int argc, char** argv) {
       torch::Tensor logits = m->forward(in).logits;
       torch::nn::functional::cross_entropy(logits[0].narrow(0, 0, T - 1).to(torch::kFloat32), ids[0].narrow(0, 1, T - 1))
           .backward();
-      opt.step();
+      multi_tensor_adam_step(opt, /*adamw=*/true);  // the training loop's step
     };
     double t = bench::median_seconds(step, steps, 1);
     std::printf("%s %s LoRA step, %lld tokens, %s base%s: %.3f s median, %.1f tokens/s, peak RSS %.2f GiB in training "
                 "(%.2f GiB while loading, %.2f GiB resident after)\n",
                 shape.c_str(), device.str().c_str(), static_cast<long long>(T), use_nf4 ? "NF4" : "bf16",
                 ckpt ? ", gradient checkpointing" : "", t, T / t, peak_resident_gib(), load_peak, loaded);
+    if (device.is_cuda())
+      std::printf("  GPU memory allocated: peak %.2f GiB in training, %.2f GiB while loading\n", cuda_peak_allocated_gib(),
+                  gpu_load_peak);
   }
   return 0;
 }

@@ -6,8 +6,11 @@
 #include <cstdio>
 #include <chrono>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 namespace emovlm::bench {
@@ -54,6 +57,45 @@ inline void fast_random_fill(torch::nn::Module& m, double std = 0.02) {
       flat.narrow(0, off, len).copy_(block.narrow(0, shift, len));
     }
   }
+}
+
+// Operators dispatched on this thread while fn runs (RecordFunction callbacks): `top` called by
+// the caller, `all` including those they call, `leaf` calling none (kernels and views). A proxy
+// for the launches of a launch-bound GPU step, measurable on any machine.
+struct OpCount {
+  int64_t top = 0, all = 0, leaf = 0;
+  std::map<std::string, int64_t> top_names;  // how often each operator was called from the caller
+};
+
+namespace detail {
+inline thread_local std::vector<bool> op_stack;  // per open operator: whether it called another
+inline thread_local OpCount op_count;
+inline std::unique_ptr<at::ObserverContext> op_start(const at::RecordFunction& fn) {
+  if (op_stack.empty()) {
+    ++op_count.top;
+    ++op_count.top_names[fn.name()];
+  } else {
+    op_stack.back() = true;
+  }
+  op_stack.push_back(false);
+  ++op_count.all;
+  return nullptr;
+}
+inline void op_end(const at::RecordFunction&, at::ObserverContext*) {
+  if (op_stack.empty()) return;
+  if (!op_stack.back()) ++op_count.leaf;
+  op_stack.pop_back();
+}
+}  // namespace detail
+
+inline OpCount count_ops(const std::function<void()>& fn) {
+  detail::op_count = {};
+  detail::op_stack.clear();
+  at::CallbackHandle h =
+      at::addThreadLocalCallback(at::RecordFunctionCallback(detail::op_start, detail::op_end).scopes({at::RecordScope::FUNCTION}));
+  fn();
+  at::removeCallback(h);
+  return detail::op_count;
 }
 
 }  // namespace emovlm::bench

@@ -157,6 +157,28 @@ TEST(Pipeline, BatchedExtractMatchesOneAtATime) {
   EXPECT_THROW(extract_features(bad), Error);
 }
 
+TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
+  // generate mode samples each answer after the same prefill that gives the label scores: the
+  // scores and features are the score mode's, bit for bit
+  World& w = world();
+  test::TempDir dir;
+  ExtractOptions score = w.extract("val"), gen = score;
+  score.out = dir / "score";
+  gen.out = dir / "generate";
+  gen.vlm_mode = "generate";
+  gen.max_new_tokens = 6;
+  extract_features(score);
+  extract_features(gen);
+  FeatureCache a = FeatureCache::load(score.out), b = FeatureCache::load(gen.out);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_TRUE(torch::equal(a.vlm_scores, b.vlm_scores));
+  EXPECT_TRUE(torch::equal(a.features, b.features));
+  EXPECT_TRUE((b.vlm_answer >= -1).all().item<bool>() && (b.vlm_answer < 8).all().item<bool>());
+  ExtractOptions graph = gen;  // fixed-shape decoding is a setting of its own
+  graph.cuda_graph = true;
+  EXPECT_THROW(extract_features(graph), Error);
+}
+
 TEST(Pipeline, StagesEvaluateAndPredict) {
   World& w = world();
   for (const char* split : {"train", "val", "test"}) extract_features(w.extract(split));

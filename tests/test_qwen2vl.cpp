@@ -180,12 +180,92 @@ TEST(Qwen2VL, GreedyDecodingMatchesReference) {
   for (const auto& p : f.cases["prompts"]) {
     if (!p.contains("greedy_12")) continue;
     auto want = p["greedy_12"].get<std::vector<int64_t>>();
-    GenerationConfig g;
-    g.max_new_tokens = static_cast<int>(want.size());
-    g.eos_token_ids = {-1};  // EOS disabled, as the fixture
-    GenerationResult r = generate(*model_f32(), f.inputs(p), g);
-    EXPECT_EQ(r.tokens[0], want) << p["name"];
+    for (bool fixed : {false, true}) {
+      GenerationConfig g;
+      g.max_new_tokens = static_cast<int>(want.size());
+      g.eos_token_ids = {-1};  // EOS disabled, as the fixture
+      g.cuda_graph = fixed;    // on the CPU: the fixed-shape steps a graph would replay, run eagerly
+      GenerationResult r = generate(*model_f32(), f.inputs(p), g);
+      EXPECT_EQ(r.tokens[0], want) << p["name"] << (fixed ? " (fixed-shape decoding)" : "");
+    }
   }
+}
+
+TEST(Qwen2VL, OnePrefillServesScoresAndGeneration) {
+  // extract --vlm-mode generate: the label scores and each row's sampled answer continue one
+  // prefill of the batch; each must equal its own run from the inputs
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  Qwen2VLInputs in;
+  in.input_ids = f.extra_expected.at("batch_left_pad.input_ids");
+  in.attention_mask = f.extra_expected.at("batch_left_pad.attention_mask");
+  std::vector<torch::Tensor> px;
+  for (const auto& im : f.extra["batch_left_pad"]["images"]) {
+    in.grids.push_back(f.grid(im));
+    px.push_back(f.pixels(im));
+  }
+  in.pixel_values = torch::cat(px);
+  Qwen2VLImpl& m = *model_f32();
+  const std::vector<std::vector<int32_t>> cands = {{5, 9, 11}, {5, 9, 3}, {7}};
+  GenerationConfig g;
+  g.max_new_tokens = 8;
+  g.do_sample = true;
+  g.temperature = 0.8;
+  g.seed = 7;
+  g.eos_token_ids = {-1};
+
+  Prefill pf = prefill(m, in);
+  std::vector<Prefill> rows = {pf.row(0), pf.row(1)};
+  torch::Tensor pooled, want_pooled;
+  torch::Tensor scores = label_scores(m, std::move(pf), cands, &pooled);
+  EXPECT_TRUE(torch::equal(scores, label_scores(m, in, cands, &want_pooled)));
+  EXPECT_TRUE(torch::equal(pooled, want_pooled));
+  for (int64_t r = 0; r < 2; ++r) {
+    GenerationResult from_row = generate(m, std::move(rows[r]), g);  // a row of the padded batch
+    ASSERT_EQ(from_row.tokens.size(), 1u);
+    EXPECT_EQ(from_row.tokens[0].size(), 8u);
+  }
+  // one prompt (extract's default, --vlm-batch 1): the row is the prompt's own prefill, so the
+  // sampled answer is the one generate() draws from the inputs
+  for (const auto& p : f.cases["prompts"]) {
+    if (p["image"].is_null()) continue;
+    Prefill one = prefill(m, f.inputs(p));
+    Prefill row = one.row(0);
+    EXPECT_TRUE(torch::equal(label_scores(m, std::move(one), cands), label_scores(m, f.inputs(p), cands))) << p["name"];
+    EXPECT_EQ(generate(m, std::move(row), g).tokens[0], generate(m, f.inputs(p), g).tokens[0]) << p["name"];
+  }
+}
+
+TEST(Qwen2VL, FixedDecoderMatchesDecode) {
+  // the left-padded batch of two prompts (grouped-query attention: 6 heads on 2 key/value heads)
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  Qwen2VLInputs in;
+  in.input_ids = f.extra_expected.at("batch_left_pad.input_ids");
+  in.attention_mask = f.extra_expected.at("batch_left_pad.attention_mask");
+  std::vector<torch::Tensor> px;
+  for (const auto& im : f.extra["batch_left_pad"]["images"]) {
+    in.grids.push_back(f.grid(im));
+    px.push_back(f.pixels(im));
+  }
+  in.pixel_values = torch::cat(px);
+  Qwen2VLImpl& m = *model_f32();
+  KVCache cache;
+  Qwen2VLOutput out = m.forward(in, &cache, true);
+  const int64_t B = in.input_ids.size(0), steps = 5;
+  FixedDecoder fixed(m, cache, in.attention_mask, out.rope_deltas, steps, /*cuda_graph=*/false);
+  EXPECT_FALSE(fixed.uses_graph());
+  torch::Tensor key_mask = in.attention_mask, next = out.logits.select(1, 0).argmax(-1, true);
+  for (int64_t s = 0; s < steps; ++s) {
+    key_mask = torch::cat({key_mask, torch::ones({B, 1}, torch::kInt64)}, 1);
+    torch::Tensor want = m.decode(next, out.rope_deltas, key_mask, cache);
+    torch::Tensor got = fixed.step(next);
+    EXPECT_LT(rel_err(got, want), 1e-5) << "step " << s;
+    EXPECT_EQ(fixed.length(), cache.length);
+    next = want.argmax(-1, true);
+  }
+  EXPECT_THROW(fixed.step(next), Error);  // room for `steps` tokens only
+  EXPECT_THROW(FixedDecoder(m, cache, in.attention_mask, out.rope_deltas, 2, false), Error);  // mask of another length
 }
 
 TEST(Qwen2VL, LeftPaddedBatchMatchesReference) {

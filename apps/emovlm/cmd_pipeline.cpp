@@ -122,6 +122,7 @@ void add_pipeline_commands(CLI::App& app) {
   ex->add_option("--temperature", x->temperature, "generate mode")->capture_default_str();
   ex->add_option("--max-new-tokens", x->max_new_tokens, "generate mode")->capture_default_str();
   ex->add_option("--seed", x->seed, "generate mode")->capture_default_str();
+  ex->add_flag("--cuda-graph", x->cuda_graph, "generate mode: decode with fixed shapes, one CUDA graph per token on a GPU");
   ex->callback([x] {
     json m = extract_features(*x);
     int64_t cached = 0, failed = 0;

@@ -22,12 +22,15 @@ namespace {
 
 struct VlmArgs {
   std::string model, dtype = "bf16", device = "auto";
+  bool cuda_graph = false;
 };
 
 void add_vlm_flags(CLI::App* cmd, VlmArgs& a) {
   cmd->add_option("--model", a.model, "Qwen2-VL checkpoint directory (config.json, safetensors, tokenizer.json)")->required();
   cmd->add_option("--dtype", a.dtype, "compute dtype: bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--device", a.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_flag("--cuda-graph", a.cuda_graph,
+                "decode with fixed shapes, replayed as one CUDA graph per token on a GPU (same tokens, less launch overhead)");
 }
 
 struct ChatArgs {
@@ -55,6 +58,7 @@ void run_chat(const ChatArgs& a) {
     caller.do_sample = false;
   }
   caller.seed = a.seed;
+  caller.cuda_graph = a.vlm.cuda_graph;
   GenerationConfig g = GenerationConfig::merge(GenerationConfig::from_dir(a.vlm.model), caller);
   if (g.eos_token_ids.empty()) g.eos_token_ids = {model->config().eos_token_id};
   const Tokenizer& tok = proc.tokenizer();
@@ -113,6 +117,7 @@ void run_classify(const ClassifyArgs& a) {
       caller.top_p = 1.0;
       caller.max_new_tokens = a.max_new_tokens;
       caller.seed = a.seed;
+      caller.cuda_graph = a.vlm.cuda_graph;
       GenerationConfig g = GenerationConfig::merge(GenerationConfig::from_dir(a.vlm.model), caller);
       GenerationResult gr = generate(*model, proc.build({p}), g);
       std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());

@@ -38,7 +38,7 @@ torch::Tensor DistillHeadImpl::forward(const torch::Tensor& features) {
   for (size_t i = 0; i < n; ++i) {
     auto* l = layers[i]->as<LinearImpl>();
     h = compute_ == l->weight.scalar_type() ? l->forward(h)
-                                            : torch::nn::functional::linear(h, l->weight.to(compute_), l->bias.to(compute_));
+                                            : torch::linear(h, l->weight.to(compute_), l->bias.to(compute_));
     if (i + 1 < n) h = torch::dropout(torch::gelu(h), dropout_, is_training());
   }
   return h.to(torch::kFloat32);

@@ -20,12 +20,14 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
     y = nf4_linear(x, nf4);
     if (bias.defined()) y = y + bias.to(y.scalar_type());
   } else {
-    y = bias.defined() ? torch::nn::functional::linear(x, weight, bias) : torch::nn::functional::linear(x, weight);
+    // at::linear, as the reference's nn.Linear: one operator (the bias added inside the matmul);
+    // the C++ frontend's functional::linear runs matmul, transpose and add apart
+    y = torch::linear(x, weight, bias);
   }
   if (lora_A.defined()) {
     torch::Tensor h = lora_dropout > 0 ? torch::dropout(x, lora_dropout, is_training()) : x;
     // [.., in] -> [.., r] -> [.., out]
-    y = y + torch::nn::functional::linear(torch::nn::functional::linear(h.to(lora_A.scalar_type()), lora_A), lora_B)
+    y = y + torch::linear(torch::linear(h.to(lora_A.scalar_type()), lora_A), lora_B)
                     .to(y.scalar_type()) * lora_scaling;
   }
   return y;

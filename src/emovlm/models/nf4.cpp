@@ -47,7 +47,9 @@ torch::Tensor NF4Tensor::block_absmax() const {
   if (!double_quant) return absmax;
   const int64_t nb = absmax_q.size(0);
   // [blocks] -> per dq block scale
-  torch::Tensor scale = absmax_scale.repeat_interleave(dq_block).narrow(0, 0, nb);
+  // [groups] -> [groups, dq_block] -> [blocks] (an expand: no host sync, so a CUDA graph can record it)
+  const int64_t groups = absmax_scale.size(0);
+  torch::Tensor scale = absmax_scale.view({groups, 1}).expand({groups, dq_block}).reshape({-1}).narrow(0, 0, nb);
   return absmax_q.to(torch::kFloat32) * scale + absmax_offset;
 }
 
@@ -132,7 +134,7 @@ struct Nf4Weight : torch::CustomClassHolder {
 struct Nf4LinearFunction : torch::autograd::Function<Nf4LinearFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, c10::intrusive_ptr<Nf4Weight> w) {
     ctx->saved_data["w"] = c10::IValue::make_capsule(w);
-    return torch::nn::functional::linear(x, w->w->dequantize(x.scalar_type()));
+    return torch::linear(x, w->w->dequantize(x.scalar_type()));
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list g) {
     auto w = c10::static_intrusive_pointer_cast<Nf4Weight>(ctx->saved_data["w"].toCapsule());

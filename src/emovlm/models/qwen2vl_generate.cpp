@@ -99,6 +99,7 @@ GenerationConfig GenerationConfig::merge(const GenerationConfig& file, const Gen
   if (caller.repetition_penalty) g.repetition_penalty = caller.repetition_penalty;
   if (!caller.eos_token_ids.empty()) g.eos_token_ids = caller.eos_token_ids;
   g.seed = caller.seed;
+  g.cuda_graph = caller.cuda_graph;
   return g;
 }
 
@@ -137,27 +138,112 @@ int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const
   return torch::multinomial(probs, 1, false, gen).item<int64_t>();
 }
 
+FixedDecoder::FixedDecoder(Qwen2VLImpl& model, const KVCache& cache, const torch::Tensor& key_mask,
+                           const torch::Tensor& rope_deltas, int64_t max_new, bool cuda_graph)
+    : model_(model), length_(cache.length), capacity_(cache.length + max_new) {
+  if (max_new < 1) throw Error(cat("FixedDecoder: room for ", max_new, " new positions"));
+  const torch::Device dev = model.device();
+  const int64_t B = key_mask.size(0);
+  if (key_mask.size(1) != cache.length)
+    throw Error(cat("FixedDecoder: key mask ", shape_str(key_mask.sizes().vec()), " for a cache of ", cache.length, " positions"));
+  cache_ = cache.fixed(capacity_);
+  ids_ = torch::zeros({B, 1}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
+  valid_ = torch::zeros({B, capacity_}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+  valid_.narrow(1, 0, length_).copy_(key_mask.to(dev).to(torch::kBool));
+  deltas_ = rope_deltas.to(dev).to(torch::kInt64).view({B});
+  inv_freq_ = model.model->inv_freq(dev);
+  if (cuda_graph) graph_ = std::make_unique<CudaGraph>(dev);
+}
+
+FixedDecoder::~FixedDecoder() = default;
+
+void FixedDecoder::run() {
+  const int64_t B = ids_.size(0);
+  valid_.index_fill_(1, cache_.slot, true);  // the new position is a key from now on
+  // every M-RoPE axis of a generated token is at slot + delta: [B] -> [3, B, 1]
+  torch::Tensor pos = (cache_.slot + deltas_).view({1, B, 1}).expand({3, B, 1});
+  auto [cos, sin] = model_.model->rope(pos, model_.dtype(), inv_freq_);
+  torch::Tensor emb = model_.model->embed_tokens(ids_);
+  // [B, capacity] -> [B, 1, 1, capacity]: one query row per sequence
+  torch::Tensor h = model_.model->forward_rotary(emb, cos, sin, valid_.view({B, 1, 1, capacity_}), &cache_);
+  logits_ = model_.lm_head(h).select(1, 0);  // [B, 1, V] -> [B, V]
+}
+
+torch::Tensor FixedDecoder::step(const torch::Tensor& ids) {
+  torch::NoGradGuard ng;
+  if (length_ >= capacity_) throw Error(cat("FixedDecoder: the cache is full (", capacity_, " positions)"));
+  if (ids.sizes() != ids_.sizes())
+    throw Error(cat("FixedDecoder: ids ", shape_str(ids.sizes().vec()), ", expected ", shape_str(ids_.sizes().vec())));
+  ids_.copy_(ids);
+  if (!graph_) {
+    run();
+  } else if (steps_ == 0) {
+    graph_->run_eager([&] { run(); });  // the first step: warm-up, the same work
+  } else {
+    if (!graph_->captured()) graph_->capture([&] { run(); });
+    graph_->replay();
+  }
+  // run() advanced the host-side count only when it ran on the host (not at replays)
+  cache_.length = ++length_;
+  ++steps_;
+  return logits_;
+}
+
+Prefill Prefill::row(int64_t r) const {
+  Prefill p;
+  torch::Tensor rows = torch::tensor({r}, torch::kInt64);
+  p.cache = cache;
+  p.cache.select(rows.to(last_logits.device()));  // index_select: the row's own copy
+  p.last_logits = last_logits.narrow(0, r, 1);
+  p.key_mask = key_mask.narrow(0, r, 1);
+  p.input_ids = input_ids.narrow(0, r, 1);
+  p.rope_deltas = rope_deltas.narrow(0, r, 1);
+  return p;  // the image features stay with the batch (they are not split per row)
+}
+
+Prefill prefill(Qwen2VLImpl& model, const Qwen2VLInputs& in) {
+  torch::NoGradGuard ng;
+  Prefill p;
+  Qwen2VLOutput out = model.forward(in, &p.cache, /*last_only=*/true);
+  p.last_logits = out.logits.select(1, 0);  // [B, 1, V] -> [B, V]
+  p.input_ids = in.input_ids.to(torch::kCPU).to(torch::kInt64);
+  p.key_mask = in.attention_mask.defined() ? in.attention_mask.to(torch::kCPU).to(torch::kInt64) : torch::ones_like(p.input_ids);
+  p.rope_deltas = out.rope_deltas;
+  p.image_features = out.image_features;
+  p.grids = in.grids;
+  return p;
+}
+
 GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const GenerationConfig& cfg,
                           const std::function<void(int64_t, int64_t)>& on_token) {
+  return generate(model, prefill(model, inputs), cfg, on_token);
+}
+
+GenerationResult generate(Qwen2VLImpl& model, Prefill pf, const GenerationConfig& cfg,
+                          const std::function<void(int64_t, int64_t)>& on_token) {
   torch::NoGradGuard ng;
-  const int64_t B = inputs.input_ids.size(0);
+  const int64_t B = pf.input_ids.size(0), T = pf.input_ids.size(1);
   std::vector<int64_t> eos = cfg.eos_token_ids;
   if (eos.empty()) eos = {model.config().eos_token_id};
   const int max_new = cfg.max_new_tokens_or(256);
   at::Generator gen = at::detail::createCPUGenerator(cfg.seed);
 
-  KVCache cache;
-  Qwen2VLOutput out = model.forward(inputs, &cache, /*last_only=*/true);
-  torch::Tensor logits = out.logits.select(1, 0);  // [B, V]
-  torch::Tensor key_mask = inputs.attention_mask.defined() ? inputs.attention_mask.to(torch::kInt64)
-                                                           : torch::ones_like(inputs.input_ids);
+  KVCache& cache = pf.cache;
+  torch::Tensor logits = pf.last_logits;  // [B, V]
+  torch::Tensor key_mask = pf.key_mask;
   GenerationResult res;
   res.tokens.resize(B);
   res.stopped.assign(B, false);
-  std::vector<std::vector<int64_t>> seen(B);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < inputs.input_ids.size(1); ++t)
-      if (key_mask[b][t].item<int64_t>()) seen[b].push_back(inputs.input_ids[b][t].item<int64_t>());
+  std::vector<std::vector<int64_t>> seen(B);  // each row's tokens, for the repetition penalty
+  std::unique_ptr<FixedDecoder> fixed;         // cfg.cuda_graph: from the second token on
+  {
+    torch::Tensor ids = pf.input_ids.contiguous(), km = key_mask.contiguous();
+    const int64_t* id = ids.data_ptr<int64_t>();
+    const int64_t* k = km.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        if (k[b * T + t]) seen[b].push_back(id[b * T + t]);
+  }
   for (int step = 0; step < max_new; ++step) {
     std::vector<int64_t> next(B, eos[0]);
     bool all_done = true;
@@ -175,9 +261,18 @@ GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const
       }
     }
     if (all_done || step + 1 == max_new) break;
-    key_mask = torch::cat({key_mask, torch::ones({B, 1}, torch::kInt64)}, 1);
     torch::Tensor ids = torch::tensor(next, torch::kInt64).view({B, 1});
-    logits = model.decode(ids, out.rope_deltas, key_mask, cache);
+    if (cfg.cuda_graph) {
+      if (!fixed) {
+        const bool graph = CudaGraph::available() && model.device().is_cuda();
+        fixed = std::make_unique<FixedDecoder>(model, cache, key_mask, pf.rope_deltas, max_new, graph);
+        cache = KVCache();  // copied into the fixed buffers
+      }
+      logits = fixed->step(ids);
+      continue;
+    }
+    key_mask = torch::cat({key_mask, torch::ones({B, 1}, torch::kInt64)}, 1);
+    logits = model.decode(ids, pf.rope_deltas, key_mask, cache);
   }
   return res;
 }
@@ -290,14 +385,16 @@ torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor
 
 torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& in, const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled) {
+  return label_scores(model, prefill(model, in), candidates, pooled);
+}
+
+torch::Tensor label_scores(Qwen2VLImpl& model, Prefill pf, const std::vector<std::vector<int32_t>>& candidates,
+                           torch::Tensor* pooled) {
   torch::NoGradGuard ng;
-  KVCache cache;
-  Qwen2VLOutput out = model.forward(in, &cache, /*last_only=*/true);
-  torch::Tensor scores =
-      score_after_prefix(model, cache, out.logits.select(1, 0), in.attention_mask, out.rope_deltas, candidates);
+  torch::Tensor scores = score_after_prefix(model, pf.cache, pf.last_logits, pf.key_mask, pf.rope_deltas, candidates);
   if (pooled)
-    *pooled = in.grids.empty() ? torch::Tensor()
-                               : pool_image_features(out.image_features, in.grids, model.config().vision.spatial_merge_size);
+    *pooled = pf.grids.empty() ? torch::Tensor()
+                               : pool_image_features(pf.image_features, pf.grids, model.config().vision.spatial_merge_size);
   return scores;
 }
 

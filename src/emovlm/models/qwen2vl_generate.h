@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "emovlm/core/cuda.h"
 #include "emovlm/image/preprocess.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/text/tokenizer.h"
@@ -62,6 +63,9 @@ struct GenerationConfig {
   std::optional<double> repetition_penalty;
   std::vector<int64_t> eos_token_ids;  // empty: from the file / the model config
   uint64_t seed = 0;
+  // Decode with fixed shapes (FixedDecoder), replayed as one CUDA graph per token on a GPU where
+  // the build has CUDA graphs; elsewhere the same fixed-shape steps run eagerly. Same tokens.
+  bool cuda_graph = false;
 
   // generation_config.json of a checkpoint directory (empty config when absent).
   static GenerationConfig from_dir(const std::string& dir);
@@ -72,13 +76,66 @@ struct GenerationConfig {
   bool sampling() const { return do_sample.value_or(false); }
 };
 
+// Decoding steps of fixed shapes over a fixed-size KV cache (KVCache::fixed): each step reads
+// its position from the device and attends over the whole cache with a mask, so every step
+// launches the same kernels on the same buffers and a CUDA graph can replay it (recorded at the
+// second step, after one eager warm-up step). Without graphs the steps run eagerly; either way
+// the logits equal decode()'s up to the order of float sums.
+class FixedDecoder {
+ public:
+  // Continues a prefill: `cache` (growing; its positions are copied), key_mask [B, cache.length]
+  // (1 = a token, 0 = padding), rope_deltas [B]; room for max_new more positions.
+  // cuda_graph: record and replay the step (a CUDA device and a build with graphs needed).
+  FixedDecoder(Qwen2VLImpl& model, const KVCache& cache, const torch::Tensor& key_mask, const torch::Tensor& rope_deltas,
+               int64_t max_new, bool cuda_graph);
+  ~FixedDecoder();
+  // ids [B, 1] (any device) at the next position -> logits [B, vocab] on the model's device, a
+  // buffer that the next step overwrites.
+  torch::Tensor step(const torch::Tensor& ids);
+  int64_t length() const { return length_; }  // positions in the cache, the prompt's included
+  bool uses_graph() const { return graph_ != nullptr; }
+
+ private:
+  void run();  // one step on the fixed buffers: reads ids_ and the cache's slot, writes logits_
+
+  Qwen2VLImpl& model_;
+  KVCache cache_;
+  torch::Tensor ids_;       // int64 [B, 1]
+  torch::Tensor valid_;     // bool [B, capacity]: the keys a query may see
+  torch::Tensor deltas_;    // int64 [B]: rope position = slot + delta
+  torch::Tensor inv_freq_;  // float32 [head_dim / 2] on the device
+  torch::Tensor logits_;    // [B, vocab]
+  int64_t length_, capacity_, steps_ = 0;
+  std::unique_ptr<CudaGraph> graph_;
+};
+
 struct GenerationResult {
   std::vector<std::vector<int64_t>> tokens;  // per prompt, without the EOS
   std::vector<bool> stopped;                 // hit EOS (else: max_new_tokens)
 };
 
+// A prompt batch after its prefill: what generation and label scoring continue from, so that
+// one forward pass can serve both (extract --vlm-mode generate).
+struct Prefill {
+  KVCache cache;               // the prompts' keys and values
+  torch::Tensor last_logits;   // [B, vocab] at the last position
+  torch::Tensor key_mask;      // int64 [B, T] (CPU): 1 = a token, 0 = left padding
+  torch::Tensor input_ids;     // int64 [B, T] (CPU): the history a repetition penalty sees
+  torch::Tensor rope_deltas;   // [B]
+  torch::Tensor image_features;  // [visual tokens, hidden]: the merger's output, images in order
+  std::vector<GridTHW> grids;
+
+  // Row r alone, its cache copied (to generate for one prompt of a batch).
+  Prefill row(int64_t r) const;
+};
+
+Prefill prefill(Qwen2VLImpl& model, const Qwen2VLInputs& inputs);
+
 // Generates for a batch (left-padded); on_token(row, token) streams tokens as they come.
 GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const GenerationConfig& config,
+                          const std::function<void(int64_t, int64_t)>& on_token = {});
+// The same after a prefill (its cache is consumed).
+GenerationResult generate(Qwen2VLImpl& model, Prefill prefilled, const GenerationConfig& config,
                           const std::function<void(int64_t, int64_t)>& on_token = {});
 
 // Applies repetition penalty, temperature, top-k and top-p to one row of logits (float32, CPU)
@@ -97,6 +154,9 @@ torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor
 
 // The same for a built batch: one forward over all its rows.
 torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const std::vector<std::vector<int32_t>>& candidates,
+                           torch::Tensor* pooled = nullptr);
+// The same after a prefill (its cache is consumed).
+torch::Tensor label_scores(Qwen2VLImpl& model, Prefill prefilled, const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled = nullptr);
 
 // Mean over each image's visual tokens: features [sum tokens, hidden] -> [images, hidden].

@@ -100,8 +100,11 @@ json extract_features(const ExtractOptions& o) {
                  {"vit_image", {{"size", vcfg.image_size}, {"mean", vcfg.image_mean}, {"std", vcfg.image_std}}},
                  {"prompt", categorical_prompt(d.labels)}};
   if (o.vlm_batch != 1) inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
-  if (o.vlm_mode == "generate")
+  if (o.vlm_mode == "generate") {
     inputs["generation"] = {{"temperature", o.temperature}, {"max_new_tokens", o.max_new_tokens}, {"seed", o.seed}};
+    // graphs sum in another order: its own setting (absent when off, so older caches still match)
+    if (o.cuda_graph) inputs["generation"]["cuda_graph"] = true;
+  }
 
   const std::string mpath = (fs::path(o.out) / "manifest.json").string();
   json manifest = {{"format", "emovlm-feature-cache"}, {"version", 1}, {"inputs", inputs}, {"entries", entries},
@@ -139,6 +142,7 @@ json extract_features(const ExtractOptions& o) {
     caller.top_p = 1.0;
     caller.max_new_tokens = o.max_new_tokens;
     caller.seed = o.seed;
+    caller.cuda_graph = o.cuda_graph;
     gen = GenerationConfig::merge(GenerationConfig::from_dir(o.vlm), caller);
   }
 
@@ -174,15 +178,20 @@ json extract_features(const ExtractOptions& o) {
     std::vector<size_t> group_index;
     auto flush_vlm = [&] {
       if (group.empty()) return;
+      // one prefill per group serves the label scores and, in generate mode, each image's answer
+      Prefill pf = prefill(*vlm, proc.collate(group));
+      std::vector<Prefill> rows;
+      if (o.vlm_mode == "generate")
+        for (size_t g = 0; g < group.size(); ++g) rows.push_back(pf.row(static_cast<int64_t>(g)));
       torch::Tensor pooled;
-      torch::Tensor s = label_scores(*vlm, proc.collate(group), cands, &pooled);
+      torch::Tensor s = label_scores(*vlm, std::move(pf), cands, &pooled);
       for (size_t g = 0; g < group.size(); ++g) {
         const size_t i = group_index[g];
         int64_t answer = s[g].argmax().item<int64_t>();
         if (o.vlm_mode == "generate") {
           GenerationConfig gc = gen;
           gc.seed = mix_seed(o.seed, i);
-          GenerationResult gr = generate(*vlm, proc.collate({group[g]}), gc);
+          GenerationResult gr = generate(*vlm, std::move(rows[g]), gc);
           std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
           answer = parse_categorical_answer(proc.tokenizer().decode(ids, true), d.labels).index;
         }

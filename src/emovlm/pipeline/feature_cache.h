@@ -32,6 +32,7 @@ struct ExtractOptions {
   double temperature = 0.8;
   int max_new_tokens = 256;
   uint64_t seed = 0;
+  bool cuda_graph = false;  // decode with fixed shapes, one CUDA graph per token on a GPU
 };
 
 // Runs (or resumes) the extraction; returns the manifest.
