@@ -491,3 +491,34 @@ TEST(Qwen2VL, GenerationConfigMerge) {
   rp.repetition_penalty = 1.05;
   EXPECT_EQ(next_token(two, {1}, rp, g3), 0);
 }
+
+TEST(Qwen2VL, TopPAfterTopKSortsOnlyTheSurvivors) {
+  // the filters written out over the whole vocabulary (top-k mask, then top-p over a full sort),
+  // as the reference's warpers apply them: next_token must keep the same tokens and draw the same
+  auto full = [](torch::Tensor l, const GenerationConfig& c, at::Generator& gen) {
+    l = l.clone().div_(c.temperature.value_or(1.0));
+    const float inf = std::numeric_limits<float>::infinity();
+    if (c.top_k.value_or(0) > 0) l.masked_fill_(l < std::get<0>(l.topk(*c.top_k)).min().item<float>(), -inf);
+    if (c.top_p.value_or(1.0) < 1.0) {
+      auto [sorted, idx] = l.sort(-1, false);
+      torch::Tensor remove = torch::softmax(sorted, -1).cumsum(-1) <= (1.0 - *c.top_p);
+      remove[l.size(0) - 1] = false;
+      l.index_put_({idx.masked_select(remove)}, -inf);
+    }
+    torch::Tensor finite = l.isfinite().nonzero().squeeze(1);
+    if (finite.size(0) == 1) return finite[0].item<int64_t>();  // one left: no draw
+    return torch::multinomial(torch::softmax(l, -1), 1, false, gen).item<int64_t>();
+  };
+  torch::Tensor logits = torch::randn({500}) * 3;
+  for (auto [k, p] : std::vector<std::pair<int, double>>{{5, 0.7}, {40, 0.9}, {0, 0.5}, {3, 1.0}, {1, 0.001}, {50, 0.001}}) {
+    GenerationConfig c;
+    c.do_sample = true;
+    c.temperature = 0.9;
+    if (k > 0) c.top_k = k;
+    c.top_p = p;
+    at::Generator g1 = at::detail::createCPUGenerator(11), g2 = at::detail::createCPUGenerator(11);
+    std::vector<int64_t> got, want;
+    for (int i = 0; i < 30; ++i) got.push_back(next_token(logits, {}, c, g1)), want.push_back(full(logits, c, g2));
+    EXPECT_EQ(got, want) << "top_k " << k << " top_p " << p;
+  }
+}

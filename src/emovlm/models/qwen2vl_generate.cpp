@@ -121,19 +121,30 @@ int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const
   if (temp <= 0) throw Error(cat("temperature must be positive, got ", temp));
   if (temp != 1.0) logits.div_(temp);
   const int top_k = cfg.top_k.value_or(0);
+  torch::Tensor kept;  // top-k: the indices it keeps (ties at the k-th value included); undefined: all
   if (top_k > 0 && top_k < V) {
     float kth = std::get<0>(logits.topk(top_k)).min().item<float>();
     logits.masked_fill_(logits < kth, -std::numeric_limits<float>::infinity());
+    kept = (logits >= kth).nonzero().squeeze(1);
   }
   const double top_p = cfg.top_p.value_or(1.0);
   if (top_p < 1.0) {
-    // keep the smallest set of top tokens whose probability reaches top_p (at least one)
-    auto [sorted, idx] = logits.sort(/*dim=*/-1, /*descending=*/false);
+    // keep the smallest set of top tokens whose probability reaches top_p (at least one); after
+    // top-k only its survivors can be kept, so only they are sorted (the others are already out)
+    torch::Tensor vals = kept.defined() ? logits.index_select(0, kept) : logits;
+    auto [sorted, order] = vals.sort(/*dim=*/-1, /*descending=*/false);
     torch::Tensor cum = torch::softmax(sorted, -1).cumsum(-1);
     torch::Tensor remove = cum <= (1.0 - top_p);
-    remove[V - 1] = false;
-    logits.index_put_({idx.masked_select(remove)}, -std::numeric_limits<float>::infinity());
+    remove[vals.size(0) - 1] = false;
+    torch::Tensor out = order.masked_select(remove);
+    if (kept.defined()) {
+      out = kept.index_select(0, out);
+      kept = kept.index_select(0, order.masked_select(remove.logical_not()));
+    }
+    logits.index_put_({out}, -std::numeric_limits<float>::infinity());
   }
+  // one candidate left (the Instruct checkpoints' top_k = 1): taken without a draw
+  if (kept.defined() && kept.size(0) == 1) return kept[0].item<int64_t>();
   torch::Tensor probs = torch::softmax(logits, -1);
   return torch::multinomial(probs, 1, false, gen).item<int64_t>();
 }

@@ -321,16 +321,17 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
         std::tie(loss, n) = hooks.loss(pos.epoch, b);
       }
       if (n > 0) {
-        if (!std::isfinite(loss.item<double>())) {
+        const double loss_value = loss.item<double>();  // one device sync per batch
+        if (!std::isfinite(loss_value)) {
           std::string where;
           if (hooks.describe_batch)
             for (const auto& p : hooks.describe_batch()) where += (where.empty() ? "" : ", ") + p;
-          throw Error(cat("the loss is ", loss.item<double>(), " at epoch ", pos.epoch + 1, ", batch ", b + 1, ", step ",
+          throw Error(cat("the loss is ", loss_value, " at epoch ", pos.epoch + 1, ", batch ", b + 1, ", step ",
                           pos.step, (where.empty() ? "" : " (images: " + where + ")"), "; the last good checkpoint is ",
                           file_exists(res.checkpoint_path) ? res.checkpoint_path : "(none yet)"));
         }
         (loss / accum).backward();
-        loss_sum += loss.item<double>() * n;
+        loss_sum += loss_value * n;
         examples += n;
         ++pending;
       }
