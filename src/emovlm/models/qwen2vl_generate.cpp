@@ -292,76 +292,85 @@ GenerationResult generate(Qwen2VLImpl& model, Prefill pf, const GenerationConfig
 
 namespace {
 
-// Scores candidates after a cached prefix of `rows` prompts whose last-position logits are given
-// (the cache is extended by the candidates' common tokens).
+// Scores candidates after a cached prefix of `rows` prompts whose last-position logits are given.
+// All candidates continue the prompt in one forward pass over a token tree: the candidates' common
+// first tokens ("{'emotion': '" for every label) once, then each candidate's remaining tokens as a
+// branch that sees the prompt, the common tokens and its own earlier tokens (a tree-shaped mask;
+// each token at the position it has in its own sequence). The cache is extended by the tree.
 torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch::Tensor& last_logits,
                                  const torch::Tensor& key_mask, const torch::Tensor& rope_deltas,
                                  const std::vector<std::vector<int32_t>>& cands) {
   const int64_t R = last_logits.size(0), C = static_cast<int64_t>(cands.size());
-  size_t longest = 0, shortest = SIZE_MAX;
+  size_t shortest = SIZE_MAX;
   for (const auto& c : cands) {
     if (c.empty()) throw Error("label scoring: an empty candidate answer");
-    longest = std::max(longest, c.size());
     shortest = std::min(shortest, c.size());
   }
-  // The candidates' common first tokens ("{'emotion': '" for every label) run once per prompt;
-  // only what follows runs once per (prompt, candidate).
-  size_t P = 0;
+  size_t P = 0;  // the length of the common first tokens
   while (P < shortest && std::all_of(cands.begin(), cands.end(), [&](const auto& c) { return c[P] == cands[0][P]; })) ++P;
   const torch::Device dev = last_logits.device();
-  auto logprobs = [](const torch::Tensor& logits) { return torch::log_softmax(logits.to(torch::kFloat64), -1); };
-  auto ids_tensor = [&](const std::vector<int64_t>& v, int64_t rows) {
-    return torch::tensor(v, torch::kInt64).view({rows, -1});
-  };
+  auto cpu_long = [](const std::vector<int64_t>& v) { return torch::tensor(v, torch::kInt64); };
+
   // the first token from the prefix's last logits (log-probabilities in float64 on the model's
   // device; only the picked values come back): [R, V] -> [R, C]
   std::vector<int64_t> first(C);
   for (int64_t c = 0; c < C; ++c) first[c] = cands[c][0];
-  torch::Tensor scores = logprobs(last_logits).index_select(1, torch::tensor(first, torch::kInt64).to(dev)).to(torch::kCPU);
-  torch::Tensor km = key_mask.to(torch::kInt64).to(torch::kCPU);
-  if (P >= 1) {
-    // feed the common tokens c[0..P-1]: position j predicts token j+1 ([R, P, V])
-    std::vector<int64_t> common(cands[0].begin(), cands[0].begin() + P), rows;
-    for (int64_t r = 0; r < R; ++r) rows.insert(rows.end(), common.begin(), common.end());
-    km = torch::cat({km, torch::ones({R, static_cast<int64_t>(P)}, torch::kInt64)}, 1);
-    torch::Tensor lp = logprobs(model.extend(ids_tensor(rows, R), rope_deltas, km, cache));  // [R, P, V]
-    if (P >= 2) {
-      torch::Tensor target = torch::tensor(std::vector<int64_t>(common.begin() + 1, common.end()), torch::kInt64).to(dev);
-      torch::Tensor picked = lp.narrow(1, 0, P - 1).gather(-1, target.view({1, -1, 1}).expand({R, -1, 1}));  // [R, P-1, 1]
-      scores = scores + picked.sum({1, 2}).to(torch::kCPU).view({R, 1});
-    }
-    // token P, where the candidates part (absent for a candidate that ends with the common part)
-    std::vector<int64_t> at_p(C, 0);
-    std::vector<double> has_p(C, 0.0);
-    for (int64_t c = 0; c < C; ++c)
-      if (cands[c].size() > P) at_p[c] = cands[c][P], has_p[c] = 1.0;
-    torch::Tensor next = lp.select(1, P - 1).index_select(1, torch::tensor(at_p, torch::kInt64).to(dev)).to(torch::kCPU);
-    scores = scores + next * torch::tensor(has_p, torch::kFloat64).view({1, C});
+  torch::Tensor scores =
+      torch::log_softmax(last_logits.to(torch::kFloat64), -1).index_select(1, cpu_long(first).to(dev)).to(torch::kCPU);
+
+  // The tree: tokens 0..P-1 of the common part, then for each candidate its tokens P..n-2 (the last
+  // token is only predicted). depth = the token's index in its own sequence; parent = the tree
+  // node before it in that sequence (-1: the prompt). Each node's output predicts the next token
+  // of its sequence: (node, target token, candidate) triples, a common node serving every candidate.
+  std::vector<int64_t> ids, depth, parent, pick_node, pick_token, pick_cand;
+  for (size_t j = 0; j < P; ++j) {
+    ids.push_back(cands[0][j]);
+    depth.push_back(static_cast<int64_t>(j));
+    parent.push_back(static_cast<int64_t>(j) - 1);
   }
-  // the rest, per candidate: feed tokens P..L-2 (right-padded with each one's last token) to
-  // predict tokens P+1..L-1
-  const int64_t L = static_cast<int64_t>(longest), Lr = L - 1 - static_cast<int64_t>(P);
-  if (Lr <= 0) return scores;
-  std::vector<int64_t> feed, target;
-  std::vector<uint8_t> valid;
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < C; ++c) {
-      const auto& t = cands[c];
-      const int64_t n = static_cast<int64_t>(t.size());
-      for (int64_t i = 0; i < Lr; ++i) {
-        const int64_t pos = static_cast<int64_t>(P) + i;  // fed token index; predicts pos + 1
-        feed.push_back(t[std::min(pos, n - 1)]);
-        target.push_back(t[std::min(pos + 1, n - 1)]);
-        valid.push_back(pos + 1 < n);
+  for (int64_t c = 0; c < C; ++c) {
+    const auto& t = cands[c];
+    int64_t prev = static_cast<int64_t>(P) - 1;  // the last common node
+    for (size_t i = 0; i + 1 < t.size(); ++i) {
+      int64_t node;
+      if (i < P) {
+        node = static_cast<int64_t>(i);
+      } else {
+        node = static_cast<int64_t>(ids.size());
+        ids.push_back(t[i]);
+        depth.push_back(static_cast<int64_t>(i));
+        parent.push_back(prev);
+        prev = node;
       }
+      pick_node.push_back(node);
+      pick_token.push_back(t[i + 1]);
+      pick_cand.push_back(c);
     }
-  KVCache ext = cache.expand(C);  // [R*C, ...]: row r*C + c
-  torch::Tensor kme = torch::cat({km.repeat_interleave(C, 0), torch::ones({R * C, Lr}, torch::kInt64)}, 1);
-  torch::Tensor lp = logprobs(model.extend(ids_tensor(feed, R * C), rope_deltas.repeat_interleave(C, 0), kme, ext));
-  torch::Tensor picked = lp.gather(-1, ids_tensor(target, R * C).unsqueeze(-1).to(dev)).squeeze(-1).to(torch::kCPU);  // [R*C, Lr]
-  torch::Tensor keep = torch::tensor(std::vector<int64_t>(valid.begin(), valid.end()), torch::kInt64).view({R * C, Lr}).to(torch::kBool);
-  picked = picked.masked_fill(keep.logical_not(), 0.0);
-  return scores + picked.sum(-1).view({R, C});
+  }
+  const int64_t T = static_cast<int64_t>(ids.size());
+  if (T == 0) return scores;  // single-token candidates: the prefix's logits were all it took
+
+  // [T, T]: a node sees itself and its ancestors
+  std::vector<int64_t> sees(static_cast<size_t>(T * T), 0);
+  for (int64_t n = 0; n < T; ++n)
+    for (int64_t a = n; a >= 0; a = parent[a]) sees[n * T + a] = 1;
+  torch::Tensor tree = cpu_long(sees).view({T, T}).to(torch::kBool);
+  const int64_t past = cache.length;
+  // keys: the prompt (its own padding masked) then the tree: [R, 1, T, past + T]
+  torch::Tensor km = key_mask.to(torch::kCPU).to(torch::kBool).view({R, 1, 1, past}).expand({R, 1, T, past});
+  torch::Tensor mask = torch::cat({km, tree.view({1, 1, T, T}).expand({R, 1, T, T})}, -1).to(dev);
+  // every M-RoPE axis of a text token: cache length + depth + delta; [R, T] -> [3, R, T]
+  torch::Tensor pos = cpu_long(depth).view({1, T}) + past + rope_deltas.to(torch::kCPU).view({R, 1});
+  pos = pos.unsqueeze(0).expand({3, R, T}).contiguous().to(dev);
+  torch::Tensor emb = model.model->embed_tokens(cpu_long(ids).view({1, T}).expand({R, T}).to(dev));
+  torch::Tensor h = model.model->forward(emb, pos, mask, &cache);
+  torch::Tensor lp = torch::log_softmax(model.lm_head(h).to(torch::kFloat64), -1);  // [R, T, V]
+  // [R, T, V] -> [R, T*V] -> [R, picks]: each pick's log-probability, summed into its candidate's score
+  const int64_t V = lp.size(2);
+  std::vector<int64_t> flat(pick_node.size());
+  for (size_t k = 0; k < flat.size(); ++k) flat[k] = pick_node[k] * V + pick_token[k];
+  torch::Tensor picked = lp.reshape({R, T * V}).index_select(1, cpu_long(flat).to(dev)).to(torch::kCPU);
+  return scores.index_add(1, cpu_long(pick_cand), picked);
 }
 
 }  // namespace

@@ -63,17 +63,6 @@ KVCache KVCache::fixed(int64_t capacity) const {
   return out;
 }
 
-KVCache KVCache::expand(int64_t n) const {
-  if (is_fixed()) throw Error("KV cache: expand() of a fixed cache");
-  KVCache out;
-  out.length = length;
-  for (size_t i = 0; i < k.size(); ++i) {
-    out.k.push_back(k[i].narrow(2, 0, length).repeat_interleave(n, 0));
-    out.v.push_back(v[i].narrow(2, 0, length).repeat_interleave(n, 0));
-  }
-  return out;
-}
-
 void KVCache::select(const torch::Tensor& rows) {
   if (is_fixed()) throw Error("KV cache: select() of a fixed cache");
   for (size_t i = 0; i < k.size(); ++i) {

@@ -30,8 +30,6 @@ struct KVCache {
   // A fixed-mode copy of this cache with room for `capacity` positions in all.
   KVCache fixed(int64_t capacity) const;
   bool is_fixed() const { return slot.defined(); }
-  // Repeats each batch row n times (one prefix, n continuations).
-  KVCache expand(int64_t n) const;
   // Keeps the given batch rows.
   void select(const torch::Tensor& rows);
   bool empty() const { return k.empty(); }
