@@ -40,6 +40,19 @@ struct Fixture {
     std::string proc = images.at(image).value("reference_processor", std::string("pil"));
     return expected.at(image + ".pixel_values." + proc);
   }
+  // The reference's left-padded batch of two prompts (extra_cases.json, batch_left_pad).
+  Qwen2VLInputs left_padded_batch() const {
+    Qwen2VLInputs in;
+    in.input_ids = extra_expected.at("batch_left_pad.input_ids");
+    in.attention_mask = extra_expected.at("batch_left_pad.attention_mask");
+    std::vector<torch::Tensor> px;
+    for (const auto& im : extra["batch_left_pad"]["images"]) {
+      in.grids.push_back(grid(im));
+      px.push_back(pixels(im));
+    }
+    in.pixel_values = torch::cat(px);
+    return in;
+  }
   // The model inputs of a fixture prompt, from its input_ids and the reference pixel values.
   Qwen2VLInputs inputs(const json& p) const {
     Qwen2VLInputs in;
@@ -196,15 +209,7 @@ TEST(Qwen2VL, OnePrefillServesScoresAndGeneration) {
   // prefill of the batch; each must equal its own run from the inputs
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
-  Qwen2VLInputs in;
-  in.input_ids = f.extra_expected.at("batch_left_pad.input_ids");
-  in.attention_mask = f.extra_expected.at("batch_left_pad.attention_mask");
-  std::vector<torch::Tensor> px;
-  for (const auto& im : f.extra["batch_left_pad"]["images"]) {
-    in.grids.push_back(f.grid(im));
-    px.push_back(f.pixels(im));
-  }
-  in.pixel_values = torch::cat(px);
+  Qwen2VLInputs in = f.left_padded_batch();
   Qwen2VLImpl& m = *model_f32();
   const std::vector<std::vector<int32_t>> cands = {{5, 9, 11}, {5, 9, 3}, {7}};
   GenerationConfig g;
@@ -240,15 +245,7 @@ TEST(Qwen2VL, FixedDecoderMatchesDecode) {
   // the left-padded batch of two prompts (grouped-query attention: 6 heads on 2 key/value heads)
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
-  Qwen2VLInputs in;
-  in.input_ids = f.extra_expected.at("batch_left_pad.input_ids");
-  in.attention_mask = f.extra_expected.at("batch_left_pad.attention_mask");
-  std::vector<torch::Tensor> px;
-  for (const auto& im : f.extra["batch_left_pad"]["images"]) {
-    in.grids.push_back(f.grid(im));
-    px.push_back(f.pixels(im));
-  }
-  in.pixel_values = torch::cat(px);
+  Qwen2VLInputs in = f.left_padded_batch();
   Qwen2VLImpl& m = *model_f32();
   KVCache cache;
   Qwen2VLOutput out = m.forward(in, &cache, true);
@@ -272,15 +269,7 @@ TEST(Qwen2VL, LeftPaddedBatchMatchesReference) {
   const Fixture& f = fixture();
   const json& b = f.extra["batch_left_pad"];
   torch::NoGradGuard ng;
-  Qwen2VLInputs in;
-  in.input_ids = f.extra_expected.at("batch_left_pad.input_ids");
-  in.attention_mask = f.extra_expected.at("batch_left_pad.attention_mask");
-  std::vector<torch::Tensor> px;
-  for (const auto& im : b["images"]) {
-    in.grids.push_back(f.grid(im));
-    px.push_back(f.pixels(im));
-  }
-  in.pixel_values = torch::cat(px);
+  Qwen2VLInputs in = f.left_padded_batch();
   Qwen2VLOutput out = model_f32()->forward(in);
   torch::Tensor mask = in.attention_mask.to(torch::kBool);
   EXPECT_TRUE(torch::equal(out.position_ids.masked_select(mask.unsqueeze(0).expand({3, -1, -1})),

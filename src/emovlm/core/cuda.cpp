@@ -64,7 +64,11 @@ void CudaGraph::capture(const std::function<void()>& fn) {
     try {
       fn();
     } catch (...) {
-      state_->graph.capture_end();  // leave the stream out of capture mode before reporting
+      try {
+        state_->graph.capture_end();  // take the stream out of capture mode before reporting
+      } catch (...) {
+        // an invalidated capture fails to end as well: the first error is the one to report
+      }
       throw;
     }
     state_->graph.capture_end();

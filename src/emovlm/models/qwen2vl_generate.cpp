@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 
+#include "emovlm/core/cuda.h"
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/tensor_io.h"

@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "emovlm/core/cuda.h"
 #include "emovlm/image/preprocess.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/text/tokenizer.h"
@@ -76,6 +75,8 @@ struct GenerationConfig {
   bool sampling() const { return do_sample.value_or(false); }
 };
 
+class CudaGraph;
+
 // Decoding steps of fixed shapes over a fixed-size KV cache (KVCache::fixed): each step reads
 // its position from the device and attends over the whole cache with a mask, so every step
 // launches the same kernels on the same buffers and a CUDA graph can replay it (recorded at the
@@ -139,7 +140,8 @@ GenerationResult generate(Qwen2VLImpl& model, Prefill prefilled, const Generatio
                           const std::function<void(int64_t, int64_t)>& on_token = {});
 
 // Applies repetition penalty, temperature, top-k and top-p to one row of logits (float32, CPU)
-// and picks the next token: argmax when not sampling, else a draw from gen.
+// and picks the next token: argmax when not sampling, else a draw from gen (when top-k and top-p
+// leave a single candidate, that one, without a draw).
 int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const GenerationConfig& config,
                    at::Generator& gen);
 
