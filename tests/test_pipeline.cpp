@@ -179,6 +179,30 @@ TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
   EXPECT_THROW(extract_features(graph), Error);
 }
 
+TEST(Pipeline, ExtractTeacherInBf16) {
+  // --teacher-dtype bf16: the teacher under autocast; its logits within bf16 rounding of float32's,
+  // everything else the same, and a cache of its own
+  World& w = world();
+  test::TempDir dir;
+  ExtractOptions f32 = w.extract("test"), bf16 = f32;
+  f32.out = dir / "f32";
+  bf16.out = dir / "bf16";
+  bf16.teacher_dtype = "bf16";
+  extract_features(f32);
+  extract_features(bf16);
+  FeatureCache a = FeatureCache::load(f32.out), b = FeatureCache::load(bf16.out);
+  EXPECT_TRUE(torch::equal(a.vlm_scores, b.vlm_scores));
+  EXPECT_FALSE(torch::equal(a.teacher_logits, b.teacher_logits));  // autocast did run
+  const double scale = a.teacher_logits.abs().max().item<double>();
+  EXPECT_LT((a.teacher_logits - b.teacher_logits).abs().max().item<double>(), 0.05 * scale);
+  ExtractOptions into = bf16;
+  into.out = f32.out;
+  EXPECT_THROW(extract_features(into), Error);  // not into the float32 cache
+  ExtractOptions bad = f32;
+  bad.teacher_dtype = "fp8";
+  EXPECT_THROW(extract_features(bad), Error);
+}
+
 TEST(Pipeline, StagesEvaluateAndPredict) {
   World& w = world();
   for (const char* split : {"train", "val", "test"}) extract_features(w.extract(split));

@@ -118,6 +118,7 @@ void add_pipeline_commands(CLI::App& app) {
   ex->add_option("--vlm-batch", x->vlm_batch,
                  "images per VLM forward (1: each alone, deterministic; 16 or more fills a GPU)")->capture_default_str();
   ex->add_option("--teacher-batch", x->teacher_batch, "images per teacher forward")->capture_default_str();
+  ex->add_option("--teacher-dtype", x->teacher_dtype, "f32 (exact) or bf16 (autocast; a GPU's throughput)")->capture_default_str();
   ex->add_option("--workers", x->workers, "decoding threads")->capture_default_str();
   ex->add_option("--temperature", x->temperature, "generate mode")->capture_default_str();
   ex->add_option("--max-new-tokens", x->max_new_tokens, "generate mode")->capture_default_str();

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/torch_compat.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/progress.h"
@@ -62,6 +63,8 @@ std::string shard_name(size_t k) {
 json extract_features(const ExtractOptions& o) {
   if (o.vlm_mode != "score" && o.vlm_mode != "generate")
     throw Error(cat("--vlm-mode must be score or generate, not '", o.vlm_mode, "'"));
+  if (o.teacher_dtype != "f32" && o.teacher_dtype != "bf16")
+    throw Error(cat("--teacher-dtype must be f32 or bf16, not '", o.teacher_dtype, "'"));
   if (o.vlm_batch < 1 || o.teacher_batch < 1 || o.shard_size < 1)
     throw Error(cat("--vlm-batch, --teacher-batch and --shard-size must be at least 1 (", o.vlm_batch, ", ",
                     o.teacher_batch, ", ", o.shard_size, ")"));
@@ -100,6 +103,7 @@ json extract_features(const ExtractOptions& o) {
                  {"vit_image", {{"size", vcfg.image_size}, {"mean", vcfg.image_mean}, {"std", vcfg.image_std}}},
                  {"prompt", categorical_prompt(d.labels)}};
   if (o.vlm_batch != 1) inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
+  if (o.teacher_dtype != "f32") inputs["teacher_dtype"] = o.teacher_dtype;  // absent for f32: older caches match
   if (o.vlm_mode == "generate") {
     inputs["generation"] = {{"temperature", o.temperature}, {"max_new_tokens", o.max_new_tokens}, {"seed", o.seed}};
     // graphs sum in another order: its own setting (absent when off, so older caches still match)
@@ -170,6 +174,7 @@ json extract_features(const ExtractOptions& o) {
     json failures = json::array();
     auto flush_teacher = [&] {
       if (teacher_px.empty()) return;
+      compat::AutocastGuard autocast(device.type(), torch::kBFloat16, o.teacher_dtype == "bf16");
       tlogits.push_back(teacher->forward(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
       teacher_px.clear();
     };
