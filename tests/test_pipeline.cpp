@@ -87,6 +87,15 @@ World& world() {
   return w;
 }
 
+// Extracts two settings into dir/a and dir/b (their `out` set there) and loads both caches.
+std::pair<FeatureCache, FeatureCache> extract_both(ExtractOptions& a, ExtractOptions& b, const test::TempDir& dir) {
+  a.out = dir / "a";
+  b.out = dir / "b";
+  extract_features(a);
+  extract_features(b);
+  return {FeatureCache::load(a.out), FeatureCache::load(b.out)};
+}
+
 }  // namespace
 
 TEST(Pipeline, TeacherArtifacts) {
@@ -163,13 +172,9 @@ TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
   World& w = world();
   test::TempDir dir;
   ExtractOptions score = w.extract("val"), gen = score;
-  score.out = dir / "score";
-  gen.out = dir / "generate";
   gen.vlm_mode = "generate";
   gen.max_new_tokens = 6;
-  extract_features(score);
-  extract_features(gen);
-  FeatureCache a = FeatureCache::load(score.out), b = FeatureCache::load(gen.out);
+  auto [a, b] = extract_both(score, gen, dir);
   ASSERT_EQ(a.size(), b.size());
   EXPECT_TRUE(torch::equal(a.vlm_scores, b.vlm_scores));
   EXPECT_TRUE(torch::equal(a.features, b.features));
@@ -185,12 +190,8 @@ TEST(Pipeline, ExtractTeacherInBf16) {
   World& w = world();
   test::TempDir dir;
   ExtractOptions f32 = w.extract("test"), bf16 = f32;
-  f32.out = dir / "f32";
-  bf16.out = dir / "bf16";
   bf16.teacher_dtype = "bf16";
-  extract_features(f32);
-  extract_features(bf16);
-  FeatureCache a = FeatureCache::load(f32.out), b = FeatureCache::load(bf16.out);
+  auto [a, b] = extract_both(f32, bf16, dir);
   EXPECT_TRUE(torch::equal(a.vlm_scores, b.vlm_scores));
   EXPECT_FALSE(torch::equal(a.teacher_logits, b.teacher_logits));  // autocast did run
   const double scale = a.teacher_logits.abs().max().item<double>();
