@@ -64,10 +64,14 @@ int main(int argc, char** argv) {
     reset_peak_resident();  // each variant's own peak
     reset_cuda_peak();
     Qwen2VL m(cfg);
-    m->to(device, torch::kBFloat16);
+    // the NF4 base as `tune --qlora` loads it: bf16 on the host, quantized layer by layer onto the device
+    m->to(use_nf4 ? torch::Device(torch::kCPU) : device, torch::kBFloat16);
     bench::fast_random_fill(*m);
     for (auto& p : m->parameters()) p.set_requires_grad(false);
-    if (use_nf4) quantize_linears_nf4(*m, true, [](const std::string& n) { return n != "lm_head"; });
+    if (use_nf4) {
+      quantize_linears_nf4(*m, true, [](const std::string& n) { return n != "lm_head"; }, device);
+      m->to(device);
+    }
     LoraConfig lc;
     apply_lora(*m, lc, 0);
     const double load_peak = peak_resident_gib();  // random bf16 weights, then NF4: the load path

@@ -9,6 +9,7 @@
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/models/grad_checkpoint.h"
+#include "emovlm/models/layers.h"
 #include "emovlm/models/nf4.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/models/qwen2vl_generate.h"
@@ -166,6 +167,20 @@ TEST(Gpu, Nf4QuantizesOnTheDeviceAsOnTheCpu) {
   NF4Tensor a = nf4_quantize(w, 64, true), b = nf4_quantize(w.to(torch::kCUDA), 64, true);
   EXPECT_TRUE(torch::equal(a.codes, b.codes.to(torch::kCPU)));
   EXPECT_LT(rel_err(b.dequantize(torch::kFloat32), a.dequantize(torch::kFloat32)), 1e-6);
+  // a Linear on the CPU quantized onto the GPU (tune --qlora's load path): the same codes, there
+  Linear cpu(130, 96, false), moved(130, 96, false);
+  {
+    torch::NoGradGuard ng;
+    cpu->weight.copy_(w);
+    moved->weight.copy_(w);
+  }
+  cpu->quantize_nf4(true);
+  moved->quantize_nf4(true, torch::Device(torch::kCUDA));
+  EXPECT_TRUE(moved->nf4->codes.is_cuda());
+  EXPECT_TRUE(moved->weight.is_cuda());
+  EXPECT_TRUE(torch::equal(cpu->nf4->codes, moved->nf4->codes.cpu()));
+  torch::Tensor x = torch::randn({3, 130});
+  EXPECT_LT(rel_err(moved(x.cuda()), cpu(x)), 1e-5);
 }
 
 TEST(Gpu, AutocastAndGradientCheckpointing) {

@@ -52,10 +52,11 @@ void LinearImpl::add_lora(int64_t r, double scaling, double dropout, torch::Tens
   lora_dropout = dropout;
 }
 
-void LinearImpl::quantize_nf4(bool double_quant) {
+void LinearImpl::quantize_nf4(bool double_quant, c10::optional<torch::Device> device) {
   torch::NoGradGuard ng;
-  nf4 = std::make_shared<NF4Tensor>(nf4_quantize(weight, 64, double_quant));
-  weight.set_data(torch::empty({0}, weight.options()));  // the dense copy is gone
+  const torch::Device to = device.value_or(weight.device());
+  nf4 = std::make_shared<NF4Tensor>(nf4_quantize(weight.to(to), 64, double_quant));
+  weight.set_data(torch::empty({0}, weight.options().device(to)));  // the dense copy is gone
   weight.set_requires_grad(false);
 }
 

@@ -27,8 +27,9 @@ class LinearImpl : public torch::nn::Module {
   bool has_lora() const { return lora_A.defined(); }
   // W += scaling * B A; the adapter is removed.
   void merge_lora();
-  // Stores the (frozen) weight as NF4 and frees the dense copy; forward dequantizes it.
-  void quantize_nf4(bool double_quant);
+  // Stores the (frozen) weight as NF4 and frees the dense copy; forward dequantizes it. device:
+  // where the NF4 weight goes (the dense one is moved there to be quantized); none: where it is.
+  void quantize_nf4(bool double_quant, c10::optional<torch::Device> device = c10::nullopt);
   std::shared_ptr<NF4Tensor> nf4;
 
   torch::Tensor weight;

@@ -153,12 +153,13 @@ torch::Tensor nf4_linear(const torch::Tensor& x, const std::shared_ptr<const NF4
   return Nf4LinearFunction::apply(x, holder);
 }
 
-int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select) {
+int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select,
+                         c10::optional<torch::Device> device) {
   int n = 0;
   for (const auto& item : root.named_modules()) {
     auto* lin = dynamic_cast<LinearImpl*>(item.value().get());
     if (!lin || !select(item.key()) || lin->nf4) continue;
-    lin->quantize_nf4(double_quant);
+    lin->quantize_nf4(double_quant, device);
     ++n;
   }
   // the dense weights and the quantizer's float32 temporaries are freed: give the heap back

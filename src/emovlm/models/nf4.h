@@ -42,6 +42,10 @@ torch::Tensor nf4_linear(const torch::Tensor& x, const std::shared_ptr<const NF4
 
 // Replaces the weight of every Linear under root whose name passes `select` by its NF4 form
 // (the dense weight is freed); forward dequantizes it to the compute dtype. Returns the count.
-int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select);
+// device: where the NF4 weights go (each dense weight is moved there one at a time and quantized
+// there), so a base loaded on the CPU reaches a GPU without ever being there whole in bf16;
+// none: where each weight is.
+int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select,
+                         c10::optional<torch::Device> device = c10::nullopt);
 
 }  // namespace emovlm

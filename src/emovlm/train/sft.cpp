@@ -131,7 +131,9 @@ json train_sft(const SftOptions& o) {
   std::vector<InstructionExample> ex = read_instructions(o.instructions);
   const torch::ScalarType dtype = parse_dtype(o.dtype);
   const torch::Device device = parse_device(o.device);
-  Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype, device));
+  // --qlora loads the base where it is mapped (the CPU) and quantizes it layer by layer onto the
+  // device: a GPU never holds the whole base in bf16 (7B: 16.6 GB against 5.9 GB in NF4)
+  Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype, o.qlora ? torch::Device(torch::kCPU) : device));
   model->model->gradient_checkpointing = o.gradient_checkpointing;
   if (o.full) {
     // own the weights (they point into the mapped checkpoint) and train them all
@@ -142,7 +144,9 @@ json train_sft(const SftOptions& o) {
   } else {
     // the base stays frozen (and mapped, or in NF4 with --qlora); only the adapters train
     if (o.qlora) {
-      const int q = quantize_linears_nf4(*model, o.double_quant, [](const std::string& n) { return n != "lm_head"; });
+      const int q = quantize_linears_nf4(*model, o.double_quant, [](const std::string& n) { return n != "lm_head"; }, device);
+      model->to(device);  // the rest: embeddings, norms, biases, lm_head
+      if (model->config().text.tie_word_embeddings) model->lm_head->weight.set_data(model->model->embed_tokens->weight.data());
       std::fprintf(stderr, "tune: %d linear layers of the base in NF4%s\n", q, o.double_quant ? " (double quantization)" : "");
     }
     const int n = apply_lora(*model, o.lora, o.seed);
