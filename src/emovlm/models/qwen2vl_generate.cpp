@@ -259,9 +259,11 @@ GenerationResult generate(Qwen2VLImpl& model, Prefill pf, const GenerationConfig
   for (int step = 0; step < max_new; ++step) {
     std::vector<int64_t> next(B, eos[0]);
     bool all_done = true;
+    // [B, V] to the host once per step (one copy and one sync for the batch, not one per row)
+    const torch::Tensor host = logits.to(torch::kFloat32).to(torch::kCPU);
     for (int64_t b = 0; b < B; ++b) {
       if (res.stopped[b]) continue;
-      int64_t tok = next_token(logits[b], seen[b], cfg, gen);
+      int64_t tok = next_token(host[b], seen[b], cfg, gen);
       next[b] = tok;
       if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
         res.stopped[b] = true;
