@@ -440,6 +440,12 @@ TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
   save_tensors(dir / "model.safetensors", renamed);
   Qwen2VL tied(Qwen2VLImpl::from_pretrained(dir.path(), torch::kFloat32));
   EXPECT_TRUE(torch::equal(tied->lm_head->weight, tied->model->embed_tokens->weight));
+  // moved and cast, the two stay one tensor (Module::to alone makes two); the untied model's stay two
+  tied->move_to(torch::kCPU, torch::kBFloat16);
+  EXPECT_EQ(tied->lm_head->weight.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(tied->lm_head->weight.data_ptr(), tied->model->embed_tokens->weight.data_ptr());
+  m->move_to(torch::kCPU, torch::kBFloat16);
+  EXPECT_NE(m->lm_head->weight.data_ptr(), m->model->embed_tokens->weight.data_ptr());
 }
 
 TEST(Qwen2VL, GenerationConfigMerge) {

@@ -35,6 +35,13 @@ torch::Tensor codebook_tensor(torch::Device device) {
   return torch::tensor(std::vector<float>(nf4_codebook().begin(), nf4_codebook().end())).to(device);
 }
 
+// [256, 2]: byte b holds the codes b >> 4 (first) and b & 15
+torch::Tensor byte_level_table(torch::Device device) {
+  torch::Tensor table = codebook_tensor(device);
+  torch::Tensor byte = torch::arange(256, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  return torch::stack({table.index_select(0, byte.bitwise_right_shift(4)), table.index_select(0, byte.bitwise_and(15))}, 1);
+}
+
 }  // namespace
 
 int64_t NF4Tensor::numel() const {
@@ -46,7 +53,6 @@ int64_t NF4Tensor::numel() const {
 torch::Tensor NF4Tensor::block_absmax() const {
   if (!double_quant) return absmax;
   const int64_t nb = absmax_q.size(0);
-  // [blocks] -> per dq block scale
   // [groups] -> [groups, dq_block] -> [blocks] (an expand: no host sync, so a CUDA graph can record it)
   const int64_t groups = absmax_scale.size(0);
   torch::Tensor scale = absmax_scale.view({groups, 1}).expand({groups, dq_block}).reshape({-1}).narrow(0, 0, nb);
@@ -55,13 +61,12 @@ torch::Tensor NF4Tensor::block_absmax() const {
 
 torch::Tensor NF4Tensor::dequantize(torch::ScalarType dtype) const {
   const int64_t n = numel();
-  const torch::Tensor table = levels.defined() && levels.device() == codes.device() ? levels : codebook_tensor(codes.device());
-  // a byte holds two codes (the first in the high nibble): a [256, 2] table turns each byte into
-  // its two levels in one lookup, [bytes] -> [bytes, 2] -> [n] (int32 indices: a quarter of int64's memory)
-  torch::Tensor byte = torch::arange(256, torch::TensorOptions().dtype(torch::kInt64).device(codes.device()));
-  torch::Tensor pair_table = torch::stack({table.index_select(0, byte.bitwise_right_shift(4)),
-                                           table.index_select(0, byte.bitwise_and(15))}, 1);
-  torch::Tensor values = pair_table.index_select(0, codes.to(torch::kInt32)).view({-1}).narrow(0, 0, n);
+  const torch::Tensor pairs = byte_levels.defined() && byte_levels.device() == codes.device()
+                                  ? byte_levels
+                                  : byte_level_table(codes.device());
+  // each byte to its two levels in one lookup, [bytes] -> [bytes, 2] -> [n] (int32 indices: a
+  // quarter of int64's memory)
+  torch::Tensor values = pairs.index_select(0, codes.to(torch::kInt32)).view({-1}).narrow(0, 0, n);
   torch::Tensor scale = block_absmax();
   torch::Tensor out = torch::empty({n}, values.options().dtype(dtype));
   const int64_t whole = n / block;  // [whole * block] -> [whole, block] times each block's absmax
@@ -94,7 +99,7 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   torch::Tensor safe = torch::where(absmax > 0, absmax, torch::ones_like(absmax));
   torch::Tensor norm = blocks / safe.unsqueeze(1);  // in [-1, 1]
   torch::Tensor table = codebook_tensor(w.device());
-  q.levels = table;
+  q.byte_levels = byte_level_table(w.device());
   // the nearest level: [values, 1] - [16] -> argmin over the levels, in chunks of 4 M values so
   // that the [values, 16] distances of a 7B MLP matrix (4 GB at once) never exist whole
   torch::Tensor flat = norm.reshape({-1}).narrow(0, 0, n);

@@ -23,8 +23,9 @@ struct NF4Tensor {
   torch::Tensor absmax_q;      // int8 [blocks] (double quantization)
   torch::Tensor absmax_scale;  // float32 [ceil(blocks / dq_block)]
   float absmax_offset = 0;     // the mean of the absmax values
-  torch::Tensor levels;        // float32 [16]: nf4_codebook() on the codes' device (made once, so
-                               // that dequantizing copies nothing from the host)
+  torch::Tensor byte_levels;   // float32 [256, 2]: the two levels each code byte holds, on the
+                               // codes' device (made once at quantization: dequantizing copies
+                               // nothing from the host and rebuilds nothing)
 
   int64_t numel() const;
   // The absmax of every block (dequantized when double-quantized).

@@ -110,6 +110,12 @@ torch::Tensor Qwen2VLImpl::embed(const Qwen2VLInputs& in, torch::Tensor* image_f
   return emb.masked_scatter(where, feats.to(emb.scalar_type()));
 }
 
+void Qwen2VLImpl::move_to(torch::Device device, torch::ScalarType dtype) {
+  const bool tied = lm_head->weight.data_ptr() == model->embed_tokens->weight.data_ptr();
+  to(device, dtype);
+  if (tied) lm_head->weight.set_data(model->embed_tokens->weight.data());
+}
+
 torch::Tensor causal_mask(const torch::Tensor& key_mask, int64_t t, int64_t past) {
   const int64_t B = key_mask.size(0), total = key_mask.size(1);
   auto dev = key_mask.device();

@@ -61,6 +61,10 @@ class Qwen2VLImpl : public torch::nn::Module {
   torch::Tensor extend(const torch::Tensor& ids, const torch::Tensor& rope_deltas, const torch::Tensor& key_mask,
                        KVCache& cache);
 
+  // Module::to(device, dtype) that keeps lm_head on the embeddings' storage when the two share it
+  // (tied checkpoints; to() alone would move them as two tensors and keep both).
+  void move_to(torch::Device device, torch::ScalarType dtype);
+
   const Qwen2VLConfig& config() const { return cfg_; }
   torch::ScalarType dtype() const { return lm_head->weight.scalar_type(); }
   torch::Device device() const { return lm_head->weight.device(); }

@@ -152,7 +152,7 @@ int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const
 
 FixedDecoder::FixedDecoder(Qwen2VLImpl& model, const KVCache& cache, const torch::Tensor& key_mask,
                            const torch::Tensor& rope_deltas, int64_t max_new, bool cuda_graph)
-    : model_(model), length_(cache.length), capacity_(cache.length + max_new) {
+    : model_(model), capacity_(cache.length + max_new) {
   if (max_new < 1) throw Error(cat("FixedDecoder: room for ", max_new, " new positions"));
   const torch::Device dev = model.device();
   const int64_t B = key_mask.size(0);
@@ -161,7 +161,7 @@ FixedDecoder::FixedDecoder(Qwen2VLImpl& model, const KVCache& cache, const torch
   cache_ = cache.fixed(capacity_);
   ids_ = torch::zeros({B, 1}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
   valid_ = torch::zeros({B, capacity_}, torch::TensorOptions().dtype(torch::kBool).device(dev));
-  valid_.narrow(1, 0, length_).copy_(key_mask.to(dev).to(torch::kBool));
+  valid_.narrow(1, 0, cache.length).copy_(key_mask.to(dev).to(torch::kBool));
   deltas_ = rope_deltas.to(dev).to(torch::kInt64).view({B});
   inv_freq_ = model.model->inv_freq(dev);
   if (cuda_graph) graph_ = std::make_unique<CudaGraph>(dev);
@@ -183,7 +183,8 @@ void FixedDecoder::run() {
 
 torch::Tensor FixedDecoder::step(const torch::Tensor& ids) {
   torch::NoGradGuard ng;
-  if (length_ >= capacity_) throw Error(cat("FixedDecoder: the cache is full (", capacity_, " positions)"));
+  const int64_t before = cache_.length;
+  if (before >= capacity_) throw Error(cat("FixedDecoder: the cache is full (", capacity_, " positions)"));
   if (ids.sizes() != ids_.sizes())
     throw Error(cat("FixedDecoder: ids ", shape_str(ids.sizes().vec()), ", expected ", shape_str(ids_.sizes().vec())));
   ids_.copy_(ids);
@@ -195,8 +196,8 @@ torch::Tensor FixedDecoder::step(const torch::Tensor& ids) {
     if (!graph_->captured()) graph_->capture([&] { run(); });
     graph_->replay();
   }
-  // run() advanced the host-side count only when it ran on the host (not at replays)
-  cache_.length = ++length_;
+  // the cache's host-side count moves only when run() runs on the host, not at replays
+  cache_.length = before + 1;
   ++steps_;
   return logits_;
 }

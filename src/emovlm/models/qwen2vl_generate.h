@@ -93,7 +93,7 @@ class FixedDecoder {
   // ids [B, 1] (any device) at the next position -> logits [B, vocab] on the model's device, a
   // buffer that the next step overwrites.
   torch::Tensor step(const torch::Tensor& ids);
-  int64_t length() const { return length_; }  // positions in the cache, the prompt's included
+  int64_t length() const { return cache_.length; }  // positions in the cache, the prompt's included
   bool uses_graph() const { return graph_ != nullptr; }
 
  private:
@@ -106,7 +106,7 @@ class FixedDecoder {
   torch::Tensor deltas_;    // int64 [B]: rope position = slot + delta
   torch::Tensor inv_freq_;  // float32 [head_dim / 2] on the device
   torch::Tensor logits_;    // [B, vocab]
-  int64_t length_, capacity_, steps_ = 0;
+  int64_t capacity_, steps_ = 0;
   std::unique_ptr<CudaGraph> graph_;
 };
 

@@ -121,7 +121,7 @@ Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::Scal
   Qwen2VL m(Qwen2VLImpl::from_pretrained(dir, torch::kFloat32, torch::kCPU));
   load_peft_adapter(*m, adapter);
   merge_lora(*m);
-  m->to(device, dtype);
+  m->move_to(device, dtype);
   for (auto& p : m->parameters()) p.set_requires_grad(false);
   return m;
 }
@@ -145,8 +145,7 @@ json train_sft(const SftOptions& o) {
     // the base stays frozen (and mapped, or in NF4 with --qlora); only the adapters train
     if (o.qlora) {
       const int q = quantize_linears_nf4(*model, o.double_quant, [](const std::string& n) { return n != "lm_head"; }, device);
-      model->to(device);  // the rest: embeddings, norms, biases, lm_head
-      if (model->config().text.tie_word_embeddings) model->lm_head->weight.set_data(model->model->embed_tokens->weight.data());
+      model->move_to(device, dtype);  // the rest: embeddings, norms, biases, lm_head
       std::fprintf(stderr, "tune: %d linear layers of the base in NF4%s\n", q, o.double_quant ? " (double quantization)" : "");
     }
     const int n = apply_lora(*model, o.lora, o.seed);
