@@ -1,9 +1,12 @@
-// Decoding: the reference images as Pillow decodes them, every PNG color type, and bad files.
+// Decoding: the reference images as Pillow decodes them, every PNG color type, GIF and BMP as
+// Pillow reads them, and bad files.
 #include <gtest/gtest.h>
 #include <png.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
@@ -179,8 +182,8 @@ TEST(ImageDecode, BadFilesNameTheFile) {
   };
   for (const Case& c : std::vector<Case>{{"trunc.png", "corrupt PNG"},
                                          {"trunc.jpg", "truncated"},
-                                         {"anim.gif", "unsupported image format GIF"},
-                                         {"noise.jpg", "not a JPEG or PNG"},
+                                         {"anim.gif", "corrupt GIF"},
+                                         {"noise.jpg", "not a JPEG, PNG, GIF or BMP"},
                                          {"empty.png", "empty file"},
                                          {"crc.png", "corrupt PNG"},
                                          {"missing.png", "cannot open"}}) {
@@ -200,4 +203,67 @@ TEST(ImageDecode, DecompressionBombLimit) {
   small.max_pixels = 0;  // no limit
   EXPECT_EQ(decode_error(path, small), "");
   EXPECT_EQ(DecodeOptions{}.max_pixels, 89478485);
+}
+
+// tests/data/formats: GIF and BMP files (saved by Pillow, or assembled byte by byte for the layouts
+// Pillow does not write) with what Pillow 9.4's Image.open(f).convert("RGB") gives for each
+// (make_fixtures.py there). Every file must decode to exactly those pixels.
+TEST(ImageDecode, GifAndBmpAsPillowReadsThem) {
+  const std::string dir = std::string(EMOVLM_TEST_DATA_DIR) + "/formats";
+  const std::string suffix = ".expected.png";
+  std::set<std::string> checked;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string expected = e.path().string();
+    if (expected.size() <= suffix.size() || expected.compare(expected.size() - suffix.size(), suffix.size(), suffix))
+      continue;
+    const std::string file = expected.substr(0, expected.size() - suffix.size());
+    SCOPED_TRACE(file);
+    RgbImage want = decode_image_file(expected), got;
+    ASSERT_NO_THROW(got = decode_image_file(file));
+    ASSERT_EQ(got.width, want.width);
+    ASSERT_EQ(got.height, want.height);
+    size_t differ = 0;
+    for (size_t i = 0; i < got.pixels.size(); ++i) differ += got.pixels[i] != want.pixels[i];
+    EXPECT_EQ(differ, 0u) << "of " << got.pixels.size() << " samples";
+    checked.insert(std::filesystem::path(file).filename().string());
+  }
+  EXPECT_GE(checked.size(), 24u);
+  for (const char* f : {"pillow_interlaced.gif", "own_full_table_no_clear.gif", "offset_local_transparent.gif",
+                        "interlaced_short_palette.gif", "rgb565_bitfields.bmp", "core_header_p8.bmp", "top_down24.bmp"})
+    EXPECT_EQ(checked.count(f), 1u) << f;
+  // the format comes from the content, not the name
+  TempDir tmp;
+  write_file_atomic(tmp / "really_a_gif.jpg", read_file(dir + "/two_frames.gif"));
+  EXPECT_EQ(decode_image_file(tmp / "really_a_gif.jpg").pixels, decode_image_file(dir + "/two_frames.gif").pixels);
+}
+
+TEST(ImageDecode, GifAndBmpErrorsNameTheFile) {
+  const std::string dir = std::string(EMOVLM_TEST_DATA_DIR) + "/formats";
+  TempDir tmp;
+  const std::string gif = read_file(dir + "/pillow_plain.gif"), bmp = read_file(dir + "/pillow_rgb24.bmp");
+  write_file_atomic(tmp / "cut.gif", gif.substr(0, gif.size() * 2 / 3));
+  write_file_atomic(tmp / "cut.bmp", bmp.substr(0, bmp.size() - 40));
+  // a 2x2 GIF without palette whose first LZW code (3 bits, LSB first) is 7: not a string yet
+  const std::string header = std::string("GIF89a") + std::string("\x02\x00\x02\x00\x00\x00\x00", 7);
+  const std::string image = std::string(",\0\0\0\0\x02\0\x02\0\0", 10) + std::string("\x02\x01\x07\x00;", 5);
+  write_file_atomic(tmp / "badcode.gif", header + image);
+  write_file_atomic(tmp / "noimage.gif", header + ";");
+  std::string huge = header + image;
+  huge[6] = huge[7] = huge[8] = huge[9] = '\xff';  // a 65535 x 65535 screen
+  write_file_atomic(tmp / "huge.gif", huge);
+  write_file_atomic(tmp / "x.webp", std::string("RIFF\0\0\0\0WEBPVP8 ", 16) + std::string(20, '\0'));
+  struct Case {
+    std::string file, expect;
+  };
+  for (const Case& c : std::vector<Case>{{tmp / "cut.gif", "corrupt GIF: truncated"},
+                                         {tmp / "cut.bmp", "corrupt BMP: truncated pixel data"},
+                                         {tmp / "badcode.gif", "corrupt GIF: LZW code 7"},
+                                         {tmp / "noimage.gif", "no image"},
+                                         {tmp / "huge.gif", "exceeds the limit"},
+                                         {tmp / "x.webp", "unsupported image format WebP"},
+                                         {dir + "/rle8.bmp", "unsupported BMP compression RLE8"}}) {
+    std::string err = decode_error(c.file);
+    EXPECT_NE(err.find(c.expect), std::string::npos) << c.file << ": " << err;
+    EXPECT_NE(err.find(c.file), std::string::npos) << c.file << ": " << err;
+  }
 }

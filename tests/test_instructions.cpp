@@ -140,3 +140,16 @@ TEST(Instructions, ImportReferenceAndLlava) {
   EXPECT_EQ(l["imported"].get<int>(), 1);
   EXPECT_NE(read_file(dir / "llava.jsonl").find("\"label\":\"awe\""), std::string::npos);
 }
+
+TEST(Instructions, ImageDataUrlTypeFromTheContent) {
+  test::TempDir dir;
+  RgbImage img(5, 4);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 9);
+  write_file_atomic(dir / "named.png", encode_jpeg(img));  // a JPEG under a .png name
+  EXPECT_EQ(image_data_url(dir / "named.png").rfind("data:image/jpeg;base64,", 0), 0u);
+  const std::string formats = std::string(EMOVLM_TEST_DATA_DIR) + "/formats";
+  EXPECT_EQ(image_data_url(formats + "/two_frames.gif").rfind("data:image/gif;base64,", 0), 0u);
+  // BMP goes as PNG: 13x9 24-bit BMP -> a PNG data URL longer than the header alone
+  const std::string bmp = image_data_url(formats + "/pillow_rgb24.bmp");
+  EXPECT_EQ(bmp.rfind("data:image/png;base64,iVBORw0KGgo", 0), 0u) << bmp.substr(0, 40);
+}

@@ -137,7 +137,7 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
   other.cap_long_side = 512;
   EXPECT_THROW(extract_features(other), Error);
   test::TempDir copy;
-  fs::copy(w.data, copy / "data", fs::copy_options::recursive);
+  test::copy_tree(w.data, copy / "data");
   ExtractOptions moved = x;
   moved.data = copy / "data";
   EXPECT_THROW(extract_features(moved), Error);  // other paths

@@ -49,6 +49,13 @@ class TempDir {
   std::string path_;
 };
 
+// Copies a directory tree with cp(1): std::filesystem::copy is one of the libstdc++ filesystem
+// functions that the pip torch's libtorch.so carries its own copy of (see remove_tree).
+inline void copy_tree(const std::string& from, const std::string& to) {
+  const std::string cmd = "cp -R '" + from + "' '" + to + "'";
+  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
+}
+
 inline std::vector<float> as_floats(const TensorView& t) {
   EXPECT_EQ(t.dtype, DType::F32) << t.name;
   std::vector<float> v(t.nbytes / 4);

@@ -147,7 +147,7 @@ json convert_votes(const ConvertOptions& o, std::string& lines) {
       continue;
     }
     fs::path img;
-    for (const char* ext : {"", ".jpg", ".jpeg", ".png"}) {
+    for (const char* ext : {"", ".jpg", ".jpeg", ".png", ".gif", ".bmp"}) {
       fs::path c = fs::path(o.images) / (f[col_id] + ext);
       if (fs::exists(c) && fs::is_regular_file(c)) {
         img = c;

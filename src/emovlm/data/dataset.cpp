@@ -30,7 +30,11 @@ uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
 bool is_image_file(const std::string& path) {
   std::string ext = fs::path(path).extension().string();
   for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+  // the formats decode_image_file reads, and the ones it reports as unsupported (so that such a
+  // file shows up in the skipped-images report instead of vanishing from the split)
+  for (const char* e : {".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+    if (ext == e) return true;
+  return false;
 }
 
 const std::vector<Sample>& Dataset::split(const std::string& name) const {

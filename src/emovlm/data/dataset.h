@@ -49,6 +49,7 @@ Dataset load_dataset(const std::string& path, const DatasetOptions& options = {}
 std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(const std::vector<Sample>& samples, double fraction,
                                                                      uint64_t seed);
 
+// A name with an image extension (case-insensitive): JPEG, PNG, GIF, BMP, WebP or TIFF.
 bool is_image_file(const std::string& path);
 
 // SplitMix64: a tiny, portable PRNG for everything that must be reproducible across machines.

@@ -21,6 +21,7 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/image/image.h"
 #include "emovlm/serve/http_client.h"
 
 namespace emovlm {
@@ -55,11 +56,28 @@ std::string base64(const std::string& in) {
   return out;
 }
 
-std::string mime_of(const std::string& path) {
-  std::string ext = fs::path(path).extension().string();
-  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ext == ".png" ? "image/png" : "image/jpeg";
+}  // namespace
+
+std::string image_data_url(const std::string& path) {
+  std::string bytes = read_file(path);
+  auto is = [&](const char* magic, size_t n) { return bytes.size() >= n && bytes.compare(0, n, magic, n) == 0; };
+  std::string mime;
+  if (is("\xFF\xD8\xFF", 3))
+    mime = "image/jpeg";
+  else if (is("\x89PNG", 4))
+    mime = "image/png";
+  else if (is("GIF8", 4))
+    mime = "image/gif";
+  else if (is("RIFF", 4) && bytes.size() >= 12 && bytes.compare(8, 4, "WEBP") == 0)
+    mime = "image/webp";
+  else {
+    bytes = encode_png(decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path));
+    mime = "image/png";
+  }
+  return "data:" + mime + ";base64," + base64(bytes);
 }
+
+namespace {
 
 json example(const std::string& image, const std::string& label, const std::string& kind, const std::string& prompt,
              const std::string& answer) {
@@ -155,7 +173,7 @@ json make_instructions(const InstructOptions& o) {
                         {"content",
                          {{{"type", "text"}, {"text", instruction_request_prompt(label)}},
                           {{"type", "image_url"},
-                           {"image_url", {{"url", "data:" + mime_of(s.path) + ";base64," + base64(read_file(s.path))}}}}}}}}}};
+                           {"image_url", {{"url", image_data_url(s.path)}}}}}}}}}};
         json resp = post_json_with_retries(ep, api_key, body, o.max_retries, o.backoff_s, o.timeout_s);
         std::string content = resp.at("choices").at(0).at("message").at("content").get<std::string>();
         auto [obs, why] = split_observation_reasoning(content);

@@ -21,6 +21,10 @@ std::pair<std::string, std::string> split_observation_reasoning(const std::strin
 // The request prompt for an image of `emotion` (asks for the two parts without naming it).
 std::string instruction_request_prompt(const std::string& emotion);
 
+// The image file as a data URL for a chat endpoint: its bytes with the MIME type of its content
+// (JPEG, PNG, GIF, WebP; not its name's), or re-encoded as PNG for formats endpoints do not take (BMP).
+std::string image_data_url(const std::string& path);
+
 struct InstructOptions {
   std::string data, labels = "mikels8", split = "train";
   std::string endpoint;                        // base URL (…/v1) or the full …/chat/completions URL

@@ -1,4 +1,5 @@
-// JPEG (libjpeg-turbo) and PNG (libpng) decoding to RGB with Pillow's conversion rules, and encoding.
+// JPEG (libjpeg-turbo) and PNG (libpng) decoding to RGB with Pillow's conversion rules, the format
+// dispatch (GIF and BMP in their own files), and encoding.
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,8 @@
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
+#include "emovlm/image/bmp.h"
+#include "emovlm/image/gif.h"
 #include "emovlm/image/image.h"
 
 namespace emovlm {
@@ -21,19 +24,10 @@ bool starts_with(const uint8_t* d, size_t n, const char* magic, size_t m) {
 }
 
 std::string sniff_other_format(const uint8_t* d, size_t n) {
-  if (starts_with(d, n, "GIF8", 4)) return "GIF";
-  if (starts_with(d, n, "BM", 2)) return "BMP";
   if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0) return "WebP";
   if (starts_with(d, n, "II*\0", 4) || starts_with(d, n, "MM\0*", 4)) return "TIFF";
   if (n >= 12 && std::memcmp(d + 4, "ftyp", 4) == 0) return "HEIF/AVIF";
   return "";
-}
-
-void check_pixels(const std::string& name, int64_t w, int64_t h, const DecodeOptions& opt) {
-  if (w <= 0 || h <= 0) throw Error(cat(name, ": invalid image size ", w, "x", h));
-  if (opt.max_pixels > 0 && w * h > opt.max_pixels)
-    throw Error(cat(name, ": image of ", w, "x", h, " = ", w * h, " pixels exceeds the limit of ", opt.max_pixels,
-                    " pixels (a possible decompression bomb; raise the limit to accept it)"));
 }
 
 // ------------------------------------------------------------------------------------- JPEG
@@ -76,7 +70,7 @@ std::string decode_jpeg_raw(const uint8_t* data, size_t size, const std::string&
   jpeg_mem_src(&cinfo, const_cast<unsigned char*>(data), static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
   try {
-    check_pixels(name, cinfo.image_width, cinfo.image_height, opt);
+    check_image_size(name, cinfo.image_width, cinfo.image_height, opt);
   } catch (const Error& e) {
     *size_error = e.what();
     jpeg_destroy_decompress(&cinfo);
@@ -169,7 +163,7 @@ std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& 
   png_read_info(png, info);
   png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
   try {
-    check_pixels(name, w, h, opt);
+    check_image_size(name, w, h, opt);
   } catch (const Error& e) {
     *size_error = e.what();
     png_destroy_read_struct(&png, &info, nullptr);
@@ -236,6 +230,13 @@ void png_on_write_error(png_structp png, png_const_charp msg) {
 
 }  // namespace
 
+void check_image_size(const std::string& name, int64_t w, int64_t h, const DecodeOptions& opt) {
+  if (w <= 0 || h <= 0) throw Error(cat(name, ": invalid image size ", w, "x", h));
+  if (opt.max_pixels > 0 && w * h > opt.max_pixels)
+    throw Error(cat(name, ": image of ", w, "x", h, " = ", w * h, " pixels exceeds the limit of ", opt.max_pixels,
+                    " pixels (a possible decompression bomb; raise the limit to accept it)"));
+}
+
 RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
   if (size == 0) throw Error(cat(name, ": empty file, not an image"));
   RgbImage img;
@@ -248,10 +249,15 @@ RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string
     err = decode_png_raw(data, size, name, options, &img, &size_error);
     if (err == "size") throw Error(size_error);
     if (!err.empty()) throw Error(cat(name, ": corrupt PNG: ", err));
+  } else if (starts_with(data, size, "GIF87a", 6) || starts_with(data, size, "GIF89a", 6)) {
+    img = decode_gif(data, size, name, options);
+  } else if (starts_with(data, size, "BM", 2)) {
+    img = decode_bmp(data, size, name, options);
   } else {
     std::string other = sniff_other_format(data, size);
-    if (!other.empty()) throw Error(cat(name, ": unsupported image format ", other, " (JPEG and PNG are supported)"));
-    throw Error(cat(name, ": not a JPEG or PNG image"));
+    if (!other.empty())
+      throw Error(cat(name, ": unsupported image format ", other, " (JPEG, PNG, GIF and BMP are supported)"));
+    throw Error(cat(name, ": not a JPEG, PNG, GIF or BMP image"));
   }
   return img;
 }

@@ -1,4 +1,4 @@
-// An 8-bit RGB image (row-major HxWx3) and decoding of JPEG and PNG files into it.
+// An 8-bit RGB image (row-major HxWx3) and decoding of JPEG, PNG, GIF and BMP files into it.
 #pragma once
 
 #include <cstdint>
@@ -24,13 +24,18 @@ struct DecodeOptions {
   int64_t max_pixels = 89478485;
 };
 
-// Decodes a JPEG or PNG file and converts it to RGB as Pillow's Image.convert("RGB") does:
-// grayscale is replicated, alpha is dropped (not composited), palettes are expanded, 16-bit
-// samples keep their high byte (16-bit grayscale clips at 255, as Pillow's I;16 -> RGB).
-// Other formats and corrupt or truncated files throw Error naming the file.
+// Decodes a JPEG, PNG, GIF (first frame) or BMP file and converts it to RGB as Pillow's
+// Image.open(path).convert("RGB") does: grayscale is replicated, alpha and GIF transparency are
+// dropped (not composited), palettes are expanded, 16-bit samples keep their high byte (16-bit
+// grayscale clips at 255, as Pillow's I;16 -> RGB). The format is read from the content, not the
+// name. Other formats (WebP, TIFF, HEIF, RLE-compressed BMP) and corrupt or truncated files throw
+// Error naming the file.
 RgbImage decode_image_file(const std::string& path, const DecodeOptions& options = {});
 RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string& name,
                              const DecodeOptions& options = {});
+
+// Throws Error naming the file when w x h is not a valid size or exceeds options.max_pixels.
+void check_image_size(const std::string& name, int64_t w, int64_t h, const DecodeOptions& options);
 
 // Encodes as JPEG (baseline, libjpeg defaults: 4:2:0 chroma subsampling) or 8-bit RGB PNG.
 std::string encode_jpeg(const RgbImage& image, int quality = 90);
