@@ -1,6 +1,8 @@
 // The shortened demo: every stage runs and every artifact it writes loads again.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "emovlm/core/files.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/models/vit.h"
@@ -25,6 +27,11 @@ TEST(Demo, QuickRunWritesEveryArtifact) {
     EXPECT_TRUE(log.contains(k)) << k;
   EXPECT_GT(log["data"]["images"].get<int64_t>(), 0);
   EXPECT_EQ(log["predictions"].size(), 4u);
+  // a trained gate is at least as good as the weaker of its inputs (an untrained one, near
+  // uniform, fell below both: 25% against the VLM's 34% and the head's 81%)
+  const json& acc = log["report"]["models"];
+  EXPECT_GE(acc["emovlm_kd"]["accuracy"].get<double>(),
+            std::min(acc["vlm"]["accuracy"].get<double>(), acc["distill_head"]["accuracy"].get<double>()));
   // every artifact loads
   const json& w = log["written"];
   EXPECT_GT(read_instructions(w["instructions"]).size(), 0u);

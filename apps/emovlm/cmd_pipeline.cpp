@@ -218,14 +218,23 @@ void add_pipeline_commands(CLI::App& app) {
   auto p = std::make_shared<PredictArgs>();
   CLI::App* pr = app.add_subcommand("predict", "The emotion of each image, with how the VLM, the head and the gate saw it");
   pr->add_option("--bundle", p->bundle, "a directory written by `emovlm bundle`")->required();
-  pr->add_option("images", p->images, "JPEG or PNG files")->required();
+  pr->add_option("images", p->images, "image files (JPEG, PNG, GIF, BMP)")->required();
   pr->add_option("--device", p->device, "cpu, cuda or auto")->capture_default_str();
   pr->add_flag("--json", p->as_json, "print JSON");
   pr->callback([p] {
     Predictor pred(p->bundle, p->device);
     json all = json::array();
+    size_t failed = 0;
     for (const auto& img : p->images) {
-      json r = pred.predict(img);
+      json r;
+      try {
+        r = pred.predict(img);
+      } catch (const Error& e) {  // an unreadable image: said, and the others still predicted
+        ++failed;
+        if (p->as_json) all.push_back({{"image", img}, {"error", e.what()}});
+        else std::fprintf(stderr, "emovlm: error: %s\n", e.what());
+        continue;
+      }
       if (p->as_json) {
         all.push_back(r);
         continue;
@@ -234,13 +243,18 @@ void add_pipeline_commands(CLI::App& app) {
       std::printf("  VLM answer: %s (p=%.3f)\n", r["vlm"]["answer"].get<std::string>().c_str(),
                   r["vlm"]["probabilities"][r["vlm"]["answer"].get<std::string>()].get<double>());
       std::string top;
-      for (const auto& h : r["head_top3"]) top += cat(top.empty() ? "" : ", ", h["label"].get<std::string>(), " ", h["probability"].get<double>());
+      for (const auto& h : r["head_top3"]) {
+        char prob[32];
+        std::snprintf(prob, sizeof prob, "%.3f", h["probability"].get<double>());
+        top += cat(top.empty() ? "" : ", ", h["label"].get<std::string>(), " ", prob);
+      }
       std::printf("  head top-3: %s\n", top.c_str());
       if (r["gate"].contains("weights"))
         std::printf("  gate (%s) weighed VLM %.2f, head %.2f\n", r["gate"]["kind"].get<std::string>().c_str(),
                     r["gate"]["weights"]["vlm"].get<double>(), r["gate"]["weights"]["head"].get<double>());
     }
     if (p->as_json) std::cout << all.dump(1) << std::endl;
+    if (failed) throw Error(cat(failed, " of ", p->images.size(), " images could not be predicted (see above)"));
   });
 }
 

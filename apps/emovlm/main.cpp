@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   CLI::App app{"emovlm: visual emotion analysis with EmoVLM-KD (Qwen2-VL + a distilled ViT teacher + a gate)"};
   app.set_version_flag("--version", std::string("emovlm ") + EMOVLM_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // the global flags below also after the subcommand: `emovlm demo -q`
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "no progress bars");
   int threads = 0;
