@@ -1,5 +1,6 @@
 // The pipeline's stages on the command line: teacher train/eval, extract, distill, gate,
 // evaluate, bundle, predict.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -240,15 +241,23 @@ void add_pipeline_commands(CLI::App& app) {
         continue;
       }
       std::printf("%s: %s (%.3f)\n", img.c_str(), r["emotion"].get<std::string>().c_str(), r["confidence"].get<double>());
-      std::printf("  VLM answer: %s (p=%.3f)\n", r["vlm"]["answer"].get<std::string>().c_str(),
-                  r["vlm"]["probabilities"][r["vlm"]["answer"].get<std::string>()].get<double>());
-      std::string top;
-      for (const auto& h : r["head_top3"]) {
+      auto listing = [](const std::vector<std::pair<double, std::string>>& v) {
+        std::string s;
         char prob[32];
-        std::snprintf(prob, sizeof prob, "%.3f", h["probability"].get<double>());
-        top += cat(top.empty() ? "" : ", ", h["label"].get<std::string>(), " ", prob);
-      }
-      std::printf("  head top-3: %s\n", top.c_str());
+        for (const auto& [pr, label] : v) {
+          std::snprintf(prob, sizeof prob, "%.3f", pr);
+          s += cat(s.empty() ? "" : ", ", label, " ", prob);
+        }
+        return s;
+      };
+      std::vector<std::pair<double, std::string>> vlm, head;
+      for (const auto& [label, pr] : r["vlm"]["probabilities"].items()) vlm.emplace_back(pr.get<double>(), label);
+      std::stable_sort(vlm.begin(), vlm.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+      vlm.resize(std::min<size_t>(vlm.size(), 3));
+      for (const auto& h : r["head_top3"]) head.emplace_back(h["probability"].get<double>(), h["label"].get<std::string>());
+      std::printf("  VLM answer: %s (label scores: %s)\n", r["vlm"]["answer"].get<std::string>().c_str(),
+                  listing(vlm).c_str());
+      std::printf("  head top-3: %s\n", listing(head).c_str());
       if (r["gate"].contains("weights"))
         std::printf("  gate (%s) weighed VLM %.2f, head %.2f\n", r["gate"]["kind"].get<std::string>().c_str(),
                     r["gate"]["weights"]["vlm"].get<double>(), r["gate"]["weights"]["head"].get<double>());
