@@ -80,3 +80,61 @@ TEST(Convert, VoteCounts) {
   EXPECT_THROW(convert_dataset({"votes", d / "votes.txt", "", d / "x.jsonl"}), Error);
   EXPECT_THROW(convert_dataset({"nope", d.path(), "", d / "x.jsonl"}), Error);
 }
+
+// Image folders as the FI download comes (ROOT/<emotion>/), with the test and validation splits
+// written into the manifest: stratified, seeded, the same on every run, 80/5/15 of each class.
+TEST(Convert, FoldersWithWrittenSplits) {
+  test::TempDir d;
+  for (const char* cls : {"awe", "fear"})
+    for (int i = 0; i < 40; ++i) touch_image(d / cat("FI/", cls, "/", cls, "_", i, ".jpg"));
+  write_file_atomic(d / "FI/awe/readme.txt", "not an image");
+  ConvertOptions o{"folders", d / "FI", "", d / "fi.jsonl"};
+  o.test_fraction = 0.15;
+  o.val_fraction = 0.05;
+  json r = convert_dataset(o);
+  EXPECT_EQ(r["images"].get<int>(), 80);
+  EXPECT_EQ(r["labels"], json::array({"awe", "fear"}));
+  EXPECT_EQ(r["split_counts"], json({{"test", 12}, {"train", 64}, {"val", 4}}));
+  Dataset ds = load_dataset(d / "fi.jsonl");
+  ASSERT_EQ(ds.test.size(), 12u);
+  ASSERT_EQ(ds.val.size(), 4u);
+  EXPECT_EQ(ds.train.size(), 64u);
+  std::vector<int> per(2, 0);
+  for (const auto& s : ds.test) per[s.label]++;
+  EXPECT_EQ(per, (std::vector<int>{6, 6}));
+  // the same manifest again; another seed, another test split
+  o.out = d / "again.jsonl";
+  convert_dataset(o);
+  EXPECT_EQ(read_file(d / "again.jsonl"), read_file(d / "fi.jsonl"));
+  o.split_seed = 7;
+  o.out = d / "seed7.jsonl";
+  convert_dataset(o);
+  Dataset other = load_dataset(d / "seed7.jsonl");
+  bool differs = false;
+  for (size_t i = 0; i < ds.test.size(); ++i) differs |= ds.test[i].path != other.test[i].path;
+  EXPECT_TRUE(differs);
+  // the test split is the one load_dataset cuts from a manifest without splits
+  ConvertOptions plain{"folders", d / "FI", "", d / "plain.jsonl"};
+  json pr = convert_dataset(plain);
+  EXPECT_EQ(read_file(d / "plain.jsonl").find("\"split\""), std::string::npos);
+  DatasetOptions lo;
+  lo.test_fraction = 0.15;
+  Dataset cut = load_dataset(d / "plain.jsonl", lo);
+  ASSERT_EQ(cut.test.size(), ds.test.size());
+  for (size_t i = 0; i < cut.test.size(); ++i) EXPECT_EQ(cut.test[i].path, ds.test[i].path);
+
+  // ROOT/{train,test}/<emotion>/: the folders' splits, fractions only for what has none
+  for (const char* split : {"train", "test"})
+    for (const char* cls : {"awe", "fear"}) touch_image(d / cat("R/", split, "/", cls, "/1.png"));
+  ConvertOptions ref{"folders", d / "R", "", d / "r.jsonl"};
+  ref.test_fraction = 0.2;
+  json rr = convert_dataset(ref);
+  EXPECT_EQ(rr["split_counts"], json({{"test", 2}, {"train", 2}}));
+  EXPECT_TRUE(rr.contains("note_split"));
+  // bad fractions, empty folders: errors naming what is wrong
+  ref.test_fraction = 0.7;
+  ref.val_fraction = 0.3;
+  EXPECT_THROW(convert_dataset(ref), Error);
+  fs::create_directories(d / "empty/awe");
+  EXPECT_THROW(convert_dataset({"folders", d / "empty", "", d / "e.jsonl"}), Error);
+}

@@ -56,9 +56,13 @@ void add_pipeline_commands(CLI::App& app) {
   CLI::App* data = app.add_subcommand("data", "Dataset tools");
   data->require_subcommand(1);
   auto cv = std::make_shared<ConvertOptions>();
-  CLI::App* conv = data->add_subcommand("convert", "Native EmoSet / Emotion6 / vote-count files -> a JSONL manifest");
-  conv->add_option("--format", cv->format, "emoset, emotion6 or votes (Flickr, Instagram)")->required();
+  CLI::App* conv = data->add_subcommand("convert", "Native EmoSet / Emotion6 / vote-count files or image folders -> a JSONL manifest");
+  conv->add_option("--format", cv->format, "emoset, emotion6, votes (Flickr, Instagram) or folders (ROOT/<emotion>/, as FI)")->required();
   conv->add_option("--src", cv->src, "the dataset root (votes: the vote-count file)")->required();
+  conv->add_option("--test-fraction", cv->test_fraction, "share of the images without a split written as test (e.g. 0.15)")
+      ->capture_default_str();
+  conv->add_option("--val-fraction", cv->val_fraction, "share of them written as val (e.g. 0.05)")->capture_default_str();
+  conv->add_option("--split-seed", cv->split_seed, "seed of those splits")->capture_default_str();
   conv->add_option("--images", cv->images, "where the images are (default: the format's place under --src)");
   conv->add_option("--out", cv->out, "the manifest to write (.jsonl)")->required();
   conv->callback([cv] { std::cout << convert_dataset(*cv).dump(1) << std::endl; });

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +13,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/data/dataset.h"
 #include "emovlm/data/labels.h"
 
 namespace emovlm {
@@ -167,6 +170,95 @@ json convert_votes(const ConvertOptions& o, std::string& lines) {
   return rep;
 }
 
+// ROOT/{train,val,test}/<emotion>/ (the split from the folder), or ROOT/<emotion>/ (no split).
+json convert_folders(const ConvertOptions& o, std::string& lines) {
+  const fs::path root(o.src);
+  if (!fs::is_directory(root)) throw Error(cat(o.src, ": not a directory"));
+  json rep = {{"format", "folders"}};
+  auto sorted_dirs = [](const fs::path& dir) {
+    std::vector<fs::path> out;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.is_directory()) out.push_back(e.path());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  std::vector<std::pair<fs::path, std::string>> parts;  // (folder of class folders, split)
+  if (fs::is_directory(root / "train")) {
+    for (const char* split : {"train", "val", "test"})
+      if (fs::is_directory(root / split)) parts.emplace_back(root / split, split);
+  } else {
+    parts.emplace_back(root, "");
+  }
+  std::set<std::string> labels;
+  int64_t n = 0;
+  for (const auto& [dir, split] : parts) {
+    for (const auto& cls : sorted_dirs(dir)) {
+      std::vector<std::string> files;
+      for (const auto& e : fs::directory_iterator(cls))
+        if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(fs::absolute(e.path()).string());
+      std::sort(files.begin(), files.end());
+      const std::string label = cls.filename().string();
+      if (!files.empty()) labels.insert(label);
+      for (const auto& f : files) {
+        json row = {{"path", f}, {"label", label}};
+        if (!split.empty()) row["split"] = split;
+        lines += row.dump() + "\n";
+        ++n;
+      }
+    }
+  }
+  if (n == 0) throw Error(cat(o.src, ": no images in ROOT/<emotion>/ or ROOT/{train,val,test}/<emotion>/"));
+  rep["images"] = n;
+  rep["labels"] = std::vector<std::string>(labels.begin(), labels.end());
+  return rep;
+}
+
+// Gives the rows without a split a test / val / train split by o's fractions (stratified per
+// label; the test share first, seeded with mix_seed(seed, 1) as load_dataset's, then val).
+void assign_splits(const ConvertOptions& o, std::string& lines, json& rep) {
+  if (o.test_fraction < 0 || o.val_fraction < 0 || o.test_fraction + o.val_fraction >= 1)
+    throw Error(cat("data convert: --test-fraction ", o.test_fraction, " and --val-fraction ", o.val_fraction,
+                    " must be >= 0 with a sum below 1"));
+  std::vector<json> rows;
+  std::istringstream in(lines);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) rows.push_back(json::parse(line));
+  if (o.test_fraction > 0 || o.val_fraction > 0) {
+    std::map<std::string, int> label_index;
+    std::vector<Sample> open;  // rows without a split; Sample::label indexes label_index
+    std::map<std::string, size_t> row_of;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].contains("split")) continue;
+      const std::string label = rows[i]["label"].get<std::string>();
+      const int idx = label_index.emplace(label, static_cast<int>(label_index.size())).first->second;
+      open.push_back({rows[i]["path"].get<std::string>(), idx, {}});
+      row_of[open.back().path] = i;
+    }
+    if (open.empty()) rep["note_split"] = "every image already has a split; --test-fraction/--val-fraction unused";
+    std::vector<Sample> rest = open;
+    if (o.test_fraction > 0) {
+      auto [keep, held] = stratified_split(rest, o.test_fraction, mix_seed(o.split_seed, 1));
+      for (const auto& s : held) rows[row_of.at(s.path)]["split"] = "test";
+      rest = keep;
+    }
+    if (o.val_fraction > 0) {
+      // a share of all open images, as the test share is
+      auto [keep, held] = stratified_split(rest, o.val_fraction / (1 - o.test_fraction), o.split_seed);
+      for (const auto& s : held) rows[row_of.at(s.path)]["split"] = "val";
+      rest = keep;
+    }
+    for (const auto& s : rest) rows[row_of.at(s.path)]["split"] = "train";
+    rep["split_seed"] = o.split_seed;
+  }
+  std::map<std::string, int64_t> counts;
+  lines.clear();
+  for (const auto& r : rows) {
+    counts[r.value("split", "(none: train, val from --val-fraction at load)")]++;
+    lines += r.dump() + "\n";
+  }
+  rep["split_counts"] = counts;
+}
+
 }  // namespace
 
 json convert_dataset(const ConvertOptions& o) {
@@ -175,8 +267,11 @@ json convert_dataset(const ConvertOptions& o) {
   if (o.format == "emoset") rep = convert_emoset(o, lines);
   else if (o.format == "emotion6") rep = convert_emotion6(o, lines);
   else if (o.format == "votes" || o.format == "flickr" || o.format == "instagram") rep = convert_votes(o, lines);
-  else throw Error(cat("data convert: --format must be emoset, emotion6 or votes (flickr, instagram), not '", o.format, "'"));
+  else if (o.format == "folders") rep = convert_folders(o, lines);
+  else throw Error(cat("data convert: --format must be emoset, emotion6, votes (flickr, instagram) or folders, not '",
+                       o.format, "'"));
   if (lines.empty()) throw Error(cat(o.src, ": no usable images found"));
+  assign_splits(o, lines, rep);
   write_file_atomic(o.out, lines);
   rep["manifest"] = o.out;
   return rep;
