@@ -7,7 +7,7 @@ GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 # Debian packages the build needs (installed by `make deps` when missing).
 DEB_PACKAGES := build-essential cmake ninja-build ccache pkg-config \
   libtorch-dev libopenblas0-pthread \
-  libjpeg62-turbo-dev libpng-dev libutf8proc-dev \
+  libjpeg62-turbo-dev libpng-dev libwebp-dev libutf8proc-dev \
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev \
   libgtest-dev libgmock-dev libbenchmark-dev
 

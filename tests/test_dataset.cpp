@@ -66,7 +66,7 @@ TEST(Dataset, FoldersSortedClassesAndSeededSplit) {
   }
 }
 
-// GIF and BMP files are samples like JPEGs; formats that cannot be decoded (WebP) are samples too,
+// GIF and BMP files are samples like JPEGs; formats that cannot be decoded (TIFF) are samples too,
 // so that the loader reports them as skipped instead of their vanishing from the split.
 TEST(Dataset, OtherImageFormatsAreListedAndReported) {
   test::TempDir dir;
@@ -74,12 +74,12 @@ TEST(Dataset, OtherImageFormatsAreListedAndReported) {
   const std::string formats = std::string(EMOVLM_TEST_DATA_DIR) + "/formats";
   write_file_atomic(dir / "train/a/x.GIF", read_file(formats + "/pillow_plain.gif"));
   write_file_atomic(dir / "train/b/y.bmp", read_file(formats + "/pillow_rgb24.bmp"));
-  write_file_atomic(dir / "train/b/z.webp", std::string("RIFF\0\0\0\0WEBPVP8 ", 16) + std::string(20, '\0'));
+  write_file_atomic(dir / "train/b/z.tif", std::string("II*\0", 4) + std::string(20, '\0'));
   write_file_atomic(dir / "train/b/notes.txt", "not an image");
   DatasetOptions o;
   o.val_fraction = 0;
   Dataset d = load_dataset(dir.path(), o);
-  ASSERT_EQ(d.train.size(), 9u);  // 6 PNGs, the GIF, the BMP, the WebP; not the text file
+  ASSERT_EQ(d.train.size(), 9u);  // 6 PNGs, the GIF, the BMP, the TIFF; not the text file
   VitImageConfig img;
   img.image_size = 16;
   LoaderOptions lo;
@@ -92,8 +92,8 @@ TEST(Dataset, OtherImageFormatsAreListedAndReported) {
   while (loader.next(b)) seen += b.labels.size();
   EXPECT_EQ(seen, 8u);
   ASSERT_EQ(loader.failures().size(), 1u);
-  EXPECT_NE(loader.failures()[0].find("z.webp"), std::string::npos) << loader.failures()[0];
-  EXPECT_NE(loader.failures()[0].find("unsupported image format WebP"), std::string::npos) << loader.failures()[0];
+  EXPECT_NE(loader.failures()[0].find("z.tif"), std::string::npos) << loader.failures()[0];
+  EXPECT_NE(loader.failures()[0].find("unsupported image format TIFF"), std::string::npos) << loader.failures()[0];
 }
 
 TEST(Dataset, ValFolderAndErrors) {

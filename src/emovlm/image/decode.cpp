@@ -14,6 +14,9 @@
 #include "emovlm/image/bmp.h"
 #include "emovlm/image/gif.h"
 #include "emovlm/image/image.h"
+#ifdef EMOVLM_HAVE_WEBP
+#include "emovlm/image/webp.h"
+#endif
 
 namespace emovlm {
 
@@ -23,8 +26,12 @@ bool starts_with(const uint8_t* d, size_t n, const char* magic, size_t m) {
   return n >= m && std::memcmp(d, magic, m) == 0;
 }
 
+bool is_webp(const uint8_t* d, size_t n) { return n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0; }
+
 std::string sniff_other_format(const uint8_t* d, size_t n) {
-  if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0) return "WebP";
+#ifndef EMOVLM_HAVE_WEBP
+  if (is_webp(d, n)) return "WebP (this build has no libwebp: install libwebp-dev and rebuild)";
+#endif
   if (starts_with(d, n, "II*\0", 4) || starts_with(d, n, "MM\0*", 4)) return "TIFF";
   if (n >= 12 && std::memcmp(d + 4, "ftyp", 4) == 0) return "HEIF/AVIF";
   return "";
@@ -253,13 +260,26 @@ RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string
     img = decode_gif(data, size, name, options);
   } else if (starts_with(data, size, "BM", 2)) {
     img = decode_bmp(data, size, name, options);
+#ifdef EMOVLM_HAVE_WEBP
+  } else if (is_webp(data, size)) {
+    img = decode_webp(data, size, name, options);
+#endif
   } else {
     std::string other = sniff_other_format(data, size);
     if (!other.empty())
-      throw Error(cat(name, ": unsupported image format ", other, " (JPEG, PNG, GIF and BMP are supported)"));
-    throw Error(cat(name, ": not a JPEG, PNG, GIF or BMP image"));
+      throw Error(cat(name, ": unsupported image format ", other, " (", webp_supported() ? "JPEG, PNG, GIF, BMP and WebP" : "JPEG, PNG, GIF and BMP",
+                      " are supported)"));
+    throw Error(cat(name, ": not a ", webp_supported() ? "JPEG, PNG, GIF, BMP or WebP" : "JPEG, PNG, GIF or BMP", " image"));
   }
   return img;
+}
+
+bool webp_supported() {
+#ifdef EMOVLM_HAVE_WEBP
+  return true;
+#else
+  return false;
+#endif
 }
 
 RgbImage decode_image_file(const std::string& path, const DecodeOptions& options) {

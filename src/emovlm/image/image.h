@@ -24,15 +24,18 @@ struct DecodeOptions {
   int64_t max_pixels = 89478485;
 };
 
-// Decodes a JPEG, PNG, GIF (first frame) or BMP file and converts it to RGB as Pillow's
-// Image.open(path).convert("RGB") does: grayscale is replicated, alpha and GIF transparency are
-// dropped (not composited), palettes are expanded, 16-bit samples keep their high byte (16-bit
-// grayscale clips at 255, as Pillow's I;16 -> RGB). The format is read from the content, not the
-// name. Other formats (WebP, TIFF, HEIF, RLE-compressed BMP) and corrupt or truncated files throw
-// Error naming the file.
+// Decodes a JPEG, PNG, GIF (first frame), BMP or WebP (first frame; builds with libwebp) file
+// and converts it to RGB as Pillow's Image.open(path).convert("RGB") does: grayscale is
+// replicated, alpha and GIF transparency are dropped (not composited), palettes are expanded,
+// 16-bit samples keep their high byte (16-bit grayscale clips at 255, as Pillow's I;16 -> RGB).
+// The format is read from the content, not the name. Other formats (TIFF, HEIF, RLE-compressed
+// BMP; WebP without libwebp) and corrupt or truncated files throw Error naming the file.
 RgbImage decode_image_file(const std::string& path, const DecodeOptions& options = {});
 RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string& name,
                              const DecodeOptions& options = {});
+
+// Whether this build decodes WebP (it was built with libwebp).
+bool webp_supported();
 
 // Throws Error naming the file when w x h is not a valid size or exceeds options.max_pixels.
 void check_image_size(const std::string& name, int64_t w, int64_t h, const DecodeOptions& options);

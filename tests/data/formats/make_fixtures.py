@@ -273,6 +273,31 @@ def bmps():
         f.write(bmp(11, 1, 8, None, palette=colors(16), compression=1, raw=rle8))
 
 
+# ------------------------------------------------------------------------------------ WebP
+# Pillow reads every WebP through libwebp's animation decoder (frame 0 on its canvas); the
+# emovlm build decodes them the same way when it has libwebp.
+
+
+def webps():
+    photo = noise_rgb(37, 23)
+    smooth = Image.new("RGB", (64, 48))
+    smooth.putdata([(x * 4, y * 5, (x + y) * 2) for y in range(48) for x in range(64)])
+    smooth.save(out("lossy.webp"), quality=80)
+    expect("lossy.webp")
+    photo.save(out("lossless.webp"), lossless=True)
+    expect("lossless.webp")
+    rgba = smooth.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((64, 48)))
+    rgba.save(out("lossy_alpha.webp"), quality=70)
+    expect("lossy_alpha.webp")
+    rgba.save(out("lossless_alpha.webp"), lossless=True)
+    expect("lossless_alpha.webp")
+    frames = [smooth, photo.resize((64, 48))]
+    frames[0].save(out("animated.webp"), save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    expect("animated.webp")
+
+
 if __name__ == "__main__":
     gifs()
     bmps()
+    webps()
