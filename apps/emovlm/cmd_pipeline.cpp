@@ -223,21 +223,21 @@ void add_pipeline_commands(CLI::App& app) {
   auto p = std::make_shared<PredictArgs>();
   CLI::App* pr = app.add_subcommand("predict", "The emotion of each image, with how the VLM, the head and the gate saw it");
   pr->add_option("--bundle", p->bundle, "a directory written by `emovlm bundle`")->required();
-  pr->add_option("images", p->images, "image files (JPEG, PNG, GIF, BMP)")->required();
+  pr->add_option("images", p->images, "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them")->required();
   pr->add_option("--device", p->device, "cpu, cuda or auto")->capture_default_str();
   pr->add_flag("--json", p->as_json, "print JSON");
   pr->callback([p] {
     Predictor pred(p->bundle, p->device);
     json all = json::array();
     size_t failed = 0;
-    for (const auto& img : p->images) {
+    const std::vector<std::string> images = image_arguments(p->images);
+    for (const auto& img : images) {
       json r;
       try {
         r = pred.predict(img);
       } catch (const Error& e) {  // an unreadable image: said, and the others still predicted
         ++failed;
-        if (p->as_json) all.push_back({{"image", img}, {"error", e.what()}});
-        else std::fprintf(stderr, "emovlm: error: %s\n", e.what());
+        report_image_error(img, e, p->as_json, all);
         continue;
       }
       if (p->as_json) {
@@ -267,7 +267,7 @@ void add_pipeline_commands(CLI::App& app) {
                     r["gate"]["weights"]["vlm"].get<double>(), r["gate"]["weights"]["head"].get<double>());
     }
     if (p->as_json) std::cout << all.dump(1) << std::endl;
-    if (failed) throw Error(cat(failed, " of ", p->images.size(), " images could not be predicted (see above)"));
+    if (failed) throw Error(cat(failed, " of ", images.size(), " images could not be predicted (see above)"));
   });
 }
 

@@ -97,9 +97,20 @@ void run_classify(const ClassifyArgs& a) {
                                         ChatMessage::text_then_image("user", categorical_prompt(labels))}, true);
   std::vector<std::vector<int32_t>> cands;
   for (const auto& l : labels.labels) cands.push_back(proc.tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+  if (a.mode != "score" && a.mode != "generate") throw Error(cat("--mode must be score or generate, not '", a.mode, "'"));
   json all = json::array();
-  for (const auto& path : a.images) {
-    VlmPrompt p{text, {cap_long_side(decode_image_file(path), 1024)}};
+  const std::vector<std::string> images = image_arguments(a.images);
+  size_t failed = 0;
+  for (const auto& path : images) {
+    RgbImage image;
+    try {
+      image = cap_long_side(decode_image_file(path), 1024);
+    } catch (const Error& e) {  // an unreadable image: said, and the others still classified
+      ++failed;
+      report_image_error(path, e, a.as_json, all);
+      continue;
+    }
+    VlmPrompt p{text, {std::move(image)}};
     json r = {{"image", path}};
     if (a.mode == "score") {
       torch::Tensor s = label_scores(*model, proc, {p}, cands)[0];
@@ -110,7 +121,7 @@ void run_classify(const ClassifyArgs& a) {
         r["probabilities"][labels.labels[i]] = prob[i].item<double>();
         r["sum_logprob"][labels.labels[i]] = s[i].item<double>();
       }
-    } else if (a.mode == "generate") {
+    } else {
       GenerationConfig caller;
       caller.do_sample = true;
       caller.temperature = a.temperature;
@@ -126,8 +137,6 @@ void run_classify(const ClassifyArgs& a) {
       r["answer"] = answer;
       r["label"] = pa.index >= 0 ? json(labels.labels[pa.index]) : json(nullptr);
       if (pa.index < 0) r["unparsable"] = true;
-    } else {
-      throw Error(cat("--mode must be score or generate, not '", a.mode, "'"));
     }
     if (a.as_json) {
       all.push_back(r);
@@ -139,6 +148,7 @@ void run_classify(const ClassifyArgs& a) {
     }
   }
   if (a.as_json) std::cout << all.dump(1) << std::endl;
+  if (failed) throw Error(cat(failed, " of ", images.size(), " images could not be classified (see above)"));
 }
 
 }  // namespace
@@ -158,7 +168,7 @@ void add_vlm_commands(CLI::App& app) {
   auto k = std::make_shared<ClassifyArgs>();
   CLI::App* cls = app.add_subcommand("classify", "Emotion of each image from the VLM: label scores or generate-and-parse");
   add_vlm_flags(cls, k->vlm);
-  cls->add_option("images", k->images, "JPEG or PNG files")->required();
+  cls->add_option("images", k->images, "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them")->required();
   cls->add_option("--labels", k->labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
   cls->add_option("--mode", k->mode, "score (deterministic label scores) or generate (the reference's sampling + parsing)")
       ->capture_default_str();

@@ -2,6 +2,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json_fwd.hpp>
+
+#include <exception>
+#include <string>
+#include <vector>
 
 namespace emovlm::cli {
 
@@ -11,5 +16,11 @@ void add_vlm_commands(CLI::App& app);       // chat, classify
 void add_pipeline_commands(CLI::App& app);
 void add_demo_commands(CLI::App& app);  // demo, tune, lora merge
 void add_instruct_commands(CLI::App& app);  // teacher, extract, distill, gate, evaluate, bundle, predict
+
+// classify and predict: each argument is an image file, or a directory whose image files (any
+// depth, sorted) are taken; an image that cannot be read is reported (stderr, or an
+// {"image", "error"} entry with --json) and the others still run.
+std::vector<std::string> image_arguments(const std::vector<std::string>& args);
+void report_image_error(const std::string& path, const std::exception& e, bool as_json, nlohmann::json& all);
 
 }  // namespace emovlm::cli

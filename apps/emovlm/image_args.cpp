@@ -1,0 +1,37 @@
+// The image arguments of classify and predict: files as given, directories expanded.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "emovlm/core/error.h"
+#include "emovlm/data/dataset.h"
+
+namespace emovlm::cli {
+
+std::vector<std::string> image_arguments(const std::vector<std::string>& args) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  for (const auto& a : args) {
+    if (!fs::is_directory(a)) {
+      out.push_back(a);  // a missing or unreadable file is reported when it is read
+      continue;
+    }
+    std::vector<std::string> found;
+    for (const auto& e : fs::recursive_directory_iterator(a, fs::directory_options::follow_directory_symlink))
+      if (e.is_regular_file() && is_image_file(e.path().string())) found.push_back(e.path().string());
+    if (found.empty()) throw Error(cat(a, ": a directory without image files"));
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  return out;
+}
+
+void report_image_error(const std::string& path, const std::exception& e, bool as_json, nlohmann::json& all) {
+  if (as_json) all.push_back({{"image", path}, {"error", e.what()}});
+  else std::fprintf(stderr, "emovlm: error: %s\n", e.what());
+}
+
+}  // namespace emovlm::cli
