@@ -113,7 +113,8 @@ RgbImage decode_bmp(const uint8_t* data, size_t size, const std::string& name, c
   }
 
   const size_t stride = (static_cast<size_t>(width) * bits + 31) / 32 * 4;
-  if (pixel_offset > size || stride * height > size - pixel_offset) throw corrupt("truncated pixel data");
+  if (pixel_offset > size || stride > (size - pixel_offset) / static_cast<size_t>(height))  // no overflow
+    throw corrupt("truncated pixel data");
 
   RgbImage img(static_cast<int>(width), static_cast<int>(height));
   const size_t colors = palette.size() / 3;
