@@ -6,6 +6,7 @@
 #include "emovlm/core/files.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/models/vit.h"
+#include "emovlm/data/check.h"
 #include "emovlm/pipeline/demo.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/predictor.h"
@@ -27,6 +28,11 @@ TEST(Demo, QuickRunWritesEveryArtifact) {
     EXPECT_TRUE(log.contains(k)) << k;
   EXPECT_GT(log["data"]["images"].get<int64_t>(), 0);
   EXPECT_EQ(log["predictions"].size(), 4u);
+  // the generated splits share no image (the test split once repeated the training images)
+  CheckOptions chk;
+  chk.data = log["written"]["dataset"].get<std::string>();
+  json dup = check_dataset(chk);
+  EXPECT_EQ(dup["duplicate_groups"].get<int64_t>(), 0) << dup["duplicates"].dump(1).substr(0, 500);
   // a trained gate is at least as good as the weaker of its inputs (an untrained one, near
   // uniform, fell below both: 25% against the VLM's 34% and the head's 81%)
   const json& acc = log["report"]["models"];

@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/data/check.h"
 #include "emovlm/data/convert.h"
 #include "emovlm/pipeline/ablation.h"
 #include "emovlm/pipeline/evaluate.h"
@@ -66,6 +67,29 @@ void add_pipeline_commands(CLI::App& app) {
   conv->add_option("--images", cv->images, "where the images are (default: the format's place under --src)");
   conv->add_option("--out", cv->out, "the manifest to write (.jsonl)")->required();
   conv->callback([cv] { std::cout << convert_dataset(*cv).dump(1) << std::endl; });
+  auto ck = std::make_shared<CheckOptions>();
+  CLI::App* chk = data->add_subcommand("check", "Counts, duplicate images (across splits, under two labels), unreadable files");
+  chk->add_option("--data", ck->data, "dataset root or manifest")->required();
+  add_dataset_flags(chk, ck->dataset);
+  chk->add_flag("--decode", ck->decode, "decode every image too (finds truncated and corrupt files; slower)");
+  chk->add_option("--out", ck->out, "write the full report here (.json)");
+  chk->callback([ck] {
+    json r = check_dataset(*ck);
+    std::cout << r["summary"].dump(1) << std::endl;
+    std::printf("duplicate groups: %lld (%lld extra copies), across splits: %lld, under different labels: %lld\n",
+                static_cast<long long>(r["duplicate_groups"].get<int64_t>()),
+                static_cast<long long>(r["duplicate_extra_copies"].get<int64_t>()),
+                static_cast<long long>(r["cross_split_duplicates"].get<int64_t>()),
+                static_cast<long long>(r["conflicting_labels"].get<int64_t>()));
+    std::printf("unreadable: %zu\n", r["unreadable"].size());
+    for (const auto& u : r["unreadable"]) std::printf("  %s\n", u["error"].get<std::string>().c_str());
+    if (r.contains("sizes") && !r["sizes"]["width"].empty())
+      std::printf("sizes: width %d..%d (median %d), height %d..%d (median %d)\n", r["sizes"]["width"]["min"].get<int>(),
+                  r["sizes"]["width"]["max"].get<int>(), r["sizes"]["width"]["median"].get<int>(),
+                  r["sizes"]["height"]["min"].get<int>(), r["sizes"]["height"]["max"].get<int>(),
+                  r["sizes"]["height"]["median"].get<int>());
+    if (!ck->out.empty()) std::printf("report: %s\n", ck->out.c_str());
+  });
 
   // ---- teacher
   CLI::App* teacher = app.add_subcommand("teacher", "Train or evaluate the ViT teacher");

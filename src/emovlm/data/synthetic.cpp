@@ -124,12 +124,18 @@ nlohmann::json write_synthetic_dataset(const std::string& root, const SyntheticO
   LabelSet labels = LabelSet::from_spec("mikels8");
   nlohmann::json summary = {{"root", root}, {"seed", o.seed}, {"label_noise", o.label_noise}, {"frame_rate", o.frame_rate}};
   int64_t noisy = 0, total = 0;
-  const std::pair<const char*, int> splits[] = {{"train", o.train_per_class}, {"val", o.val_per_class}, {"test", o.test_per_class}};
-  for (const auto& [split, per_class] : splits) {
+  // each split its own seed tag (the test split once took its first letter, as train does, and so
+  // repeated the training images: `emovlm data check` found it)
+  struct Split {
+    const char* name;
+    int per_class;
+    uint64_t tag;
+  };
+  const Split splits[] = {{"train", o.train_per_class, 't'}, {"val", o.val_per_class, 'v'}, {"test", o.test_per_class, 'e'}};
+  for (const auto& [split, per_class, tag] : splits) {
     for (int c = 0; c < 8; ++c) {
       for (int k = 0; k < per_class; ++k) {
-        const uint64_t seed = mix_seed(o.seed, static_cast<uint64_t>(c) * 100003 + static_cast<uint64_t>(k),
-                                       static_cast<uint64_t>(split[0]));
+        const uint64_t seed = mix_seed(o.seed, static_cast<uint64_t>(c) * 100003 + static_cast<uint64_t>(k), tag);
         SplitMix64 rng(seed ^ 0xABCDEF);
         const bool frame = rng.uniform() < o.frame_rate;
         int label = c;
