@@ -32,16 +32,18 @@ namespace {
 // ROOT/{train,val,test}/<mikels8 class>/k.png: class c is tinted by hue c, so it can be learnt.
 void make_dataset(const std::string& root, int per_class) {
   LabelSet ls = LabelSet::from_spec("mikels8");
-  for (const char* split : {"train", "val", "test"})
+  const char* splits[] = {"train", "val", "test"};
+  for (int si = 0; si < 3; ++si)
     for (int c = 0; c < ls.size(); ++c)
       for (int k = 0; k < per_class; ++k) {
+        const std::string split = splits[si];
         RgbImage img(40 + 3 * k, 36);
         for (int y = 0; y < img.height; ++y)
           for (int x = 0; x < img.width; ++x) {
             uint8_t* p = img.row(y) + 3 * x;
             p[0] = static_cast<uint8_t>(30 * c + x);
             p[1] = static_cast<uint8_t>(255 - 30 * c + y);
-            p[2] = static_cast<uint8_t>((x * y + k * 17) % 256);
+            p[2] = static_cast<uint8_t>((x * y + k * 17 + 101 * si) % 256);  // no image in two splits
           }
         std::string dir = root + "/" + split + "/" + ls.labels[c];
         fs::create_directories(dir);
@@ -239,6 +241,14 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
                 comp["both_wrong"].get<int64_t>(),
             16);
   EXPECT_TRUE(file_exists(e.out + "/report.md"));
+  // splits that share images are reported: none here; all of them when the "test" cache is the training one
+  EXPECT_EQ(dr["val_images_in_training"].get<int64_t>(), 0);
+  EXPECT_EQ(gr["val_images_in_training"].get<int64_t>(), 0);
+  EXPECT_EQ(rep["test_images_in_training"].get<int64_t>(), 0);
+  EvaluateOptions on_train = e;
+  on_train.cache = d.cache;
+  on_train.out.clear();
+  EXPECT_EQ(evaluate_cache(on_train)["test_images_in_training"].get<int64_t>(), FeatureCache::load(d.cache).size());
   // the bundle predicts the same emotion as the cached pipeline for a test image
   BundleSpec b;
   b.vlm = w.qwen;

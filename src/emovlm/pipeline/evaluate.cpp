@@ -72,6 +72,13 @@ json evaluate_cache(const EvaluateOptions& o) {
     models["emovlm_kd"]["gate_parameters"] = gate->num_parameters();
   }
   report["models"] = models;
+  // the head's training cache, when its report names one that is still there
+  const std::string head_report = (fs::path(o.distill) / "report.json").string();
+  if (file_exists(head_report)) {
+    const std::string train_cache = read_json_file(head_report).value("cache", "");
+    if (!train_cache.empty() && file_exists((fs::path(train_cache) / "manifest.json").string()))
+      report["test_images_in_training"] = warn_shared_images("test", o.cache, train_cache, false);
+  }
   report["complementarity"] = {{"vlm_vs_teacher", complementarity(vlm, teacher, truth).to_json("vlm", "teacher")},
                                {"vlm_vs_head", complementarity(vlm, hd, truth).to_json("vlm", "head")}};
   if (!fused.empty()) {

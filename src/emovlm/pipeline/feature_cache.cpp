@@ -1,7 +1,9 @@
 // Feature extraction into the cache, and loading it.
 #include "emovlm/pipeline/feature_cache.h"
 
+#include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/torch_compat.h"
@@ -288,6 +290,31 @@ torch::Tensor FeatureCache::vlm_input(const std::string& kind) const {
     if (a >= 0) out[i][a] = 1.0f;
   }
   return out;
+}
+
+std::vector<std::string> images_also_in(const std::string& dir, const std::string& other_dir) {
+  auto entries = [](const std::string& d) {
+    const std::string m = (fs::path(d) / "manifest.json").string();
+    if (!file_exists(m)) throw Error(cat(d, ": not a feature cache (no manifest.json)"));
+    return read_json_file(m)["entries"];
+  };
+  std::set<std::string> other;
+  for (const auto& e : entries(other_dir))
+    if (!e.value("hash", "").empty()) other.insert(e["hash"].get<std::string>());
+  std::vector<std::string> out;
+  for (const auto& e : entries(dir))
+    if (!e.value("hash", "").empty() && other.count(e["hash"].get<std::string>())) out.push_back(e["path"].get<std::string>());
+  return out;
+}
+
+int64_t warn_shared_images(const std::string& what, const std::string& dir, const std::string& train_dir, bool quiet) {
+  const std::vector<std::string> shared = images_also_in(dir, train_dir);
+  if (!shared.empty() && !quiet)
+    std::fprintf(stderr,
+                 "warning: %zu of the %s cache's images are also in the training cache %s (same content), e.g. %s; "
+                 "its accuracy then measures memory (`emovlm data check` lists them)\n",
+                 shared.size(), what.c_str(), train_dir.c_str(), shared.front().c_str());
+  return static_cast<int64_t>(shared.size());
 }
 
 }  // namespace emovlm

@@ -63,4 +63,13 @@ struct FeatureCache {
   torch::Tensor vlm_input(const std::string& kind) const;
 };
 
+// The images of cache `dir` (its manifest's entries) whose content also appears in cache
+// `other_dir`: their paths. Reads only the two manifests. A validation or test split that shares
+// images with the training split measures memory, not generalization.
+std::vector<std::string> images_also_in(const std::string& dir, const std::string& other_dir);
+
+// Warns on stderr (unless quiet) and returns the count: "N of the <what> cache's images are also
+// in the training cache ...".
+int64_t warn_shared_images(const std::string& what, const std::string& dir, const std::string& train_dir, bool quiet);
+
 }  // namespace emovlm

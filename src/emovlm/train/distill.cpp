@@ -131,7 +131,8 @@ json train_distill_head(const DistillOptions& o) {
   json report = {{"stage", "distill"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
-                 {"final_train_loss", r.last_train_loss}};
+                 {"final_train_loss", r.last_train_loss}, {"cache", o.cache}};
+  if (val) report["val_images_in_training"] = warn_shared_images("validation", o.val_cache, o.cache, o.quiet);
   write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
 }
@@ -188,7 +189,8 @@ json train_gate(const GateOptions& o) {
   gate->eval();
   json report = {{"stage", "gate"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
-                 {"train_accuracy", accuracy(gate->forward(v_train, h_train), train.targets)}};
+                 {"train_accuracy", accuracy(gate->forward(v_train, h_train), train.targets)}, {"cache", o.cache}};
+  if (val) report["val_images_in_training"] = warn_shared_images("validation", o.val_cache, o.cache, false);
   write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
 }
