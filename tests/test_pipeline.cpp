@@ -266,6 +266,20 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   int64_t want = gate->forward(test.vlm_input("onehot").narrow(0, 3, 1), hl).argmax(-1).item<int64_t>();
   EXPECT_EQ(r["emotion"].get<std::string>(), test.labels[want]);
   EXPECT_EQ(r["head_top3"].size(), 3u);
+  // several images (different sizes) in one padded VLM forward: each as predict() gives it, to
+  // float rounding; each alone (deterministic): exactly; a missing file: an error in its place
+  std::vector<std::string> paths = {test.paths[0], test.paths[5], w.tmp / "missing.png", test.paths[9]};
+  std::vector<json> batched = p.predict_batch(paths, false), alone = p.predict_batch(paths, true);
+  ASSERT_EQ(batched.size(), 4u);
+  EXPECT_NE(batched[2]["error"].get<std::string>().find("missing.png"), std::string::npos);
+  EXPECT_TRUE(alone[2].contains("error"));
+  for (size_t i : {0u, 1u, 3u}) {
+    json one = p.predict(paths[i]);
+    EXPECT_EQ(alone[i], one) << paths[i];
+    EXPECT_EQ(batched[i]["emotion"], one["emotion"]) << paths[i];
+    for (const auto& [label, prob] : one["gate"]["probabilities"].items())
+      EXPECT_NEAR(batched[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4) << label;
+  }
 }
 
 TEST(Pipeline, AblationWritesTableJsonAndPlot) {

@@ -2,6 +2,8 @@
 #include "emovlm/pipeline/predictor.h"
 
 #include <filesystem>
+#include <atomic>
+#include <thread>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
@@ -78,36 +80,73 @@ Predictor::~Predictor() = default;
 const std::vector<std::string>& Predictor::labels() const { return s_->labels.labels; }
 
 json Predictor::predict(const std::string& image_path) {
-  torch::NoGradGuard ng;
-  RgbImage img = cap_long_side(decode_image_file(image_path), s_->cap);
-  torch::Tensor pooled;
-  torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, {{s_->prompt, {img}}}, s_->cands, true, &pooled)[0];
-  const auto& L = s_->labels.labels;
-  torch::Tensor vlm_prob = torch::softmax(scores, 0);
-  const int64_t vlm_idx = vlm_prob.argmax().item<int64_t>();
-  torch::Tensor hl = s_->head->forward(pooled.to(torch::kFloat32));  // [1, C]
-  torch::Tensor hp = torch::softmax(hl[0], 0);
-  const std::string kind = s_->bundle.value("vlm_input", "onehot");
-  torch::Tensor v = kind == "scores" ? vlm_prob.unsqueeze(0)
-                                     : torch::nn::functional::one_hot(torch::tensor({vlm_idx}), static_cast<int64_t>(L.size()))
-                                           .to(torch::kFloat32);
-  torch::Tensor w;
-  torch::Tensor fused = torch::softmax(s_->gate->forward(v, hl, &w)[0], 0);
-  const int64_t final_idx = fused.argmax().item<int64_t>();
-  json r = {{"image", image_path}, {"emotion", L[final_idx]}, {"confidence", fused[final_idx].item<double>()}};
-  r["vlm"] = {{"answer", L[vlm_idx]}, {"probabilities", json::object()}};
-  for (size_t i = 0; i < L.size(); ++i) r["vlm"]["probabilities"][L[i]] = vlm_prob[i].item<double>();
-  auto top = hp.topk(std::min<int64_t>(3, static_cast<int64_t>(L.size())));
-  for (int64_t k = 0; k < std::get<0>(top).size(0); ++k)
-    r["head_top3"].push_back({{"label", L[std::get<1>(top)[k].item<int64_t>()]}, {"probability", std::get<0>(top)[k].item<double>()}});
-  r["gate"] = {{"kind", s_->bundle.value("gate_kind", "")}, {"probabilities", json::object()}};
-  for (size_t i = 0; i < L.size(); ++i) r["gate"]["probabilities"][L[i]] = fused[i].item<double>();
-  if (w.defined() && w.size(1) == 2) {
-    r["gate"]["weights"] = {{"vlm", w[0][0].item<double>()}, {"head", w[0][1].item<double>()}};
-  } else if (w.defined()) {  // moe: the mixture over its experts
-    for (int64_t k = 0; k < w.size(1); ++k) r["gate"]["experts"].push_back(w[0][k].item<double>());
-  }
+  json r = predict_batch({image_path}, true)[0];
+  if (r.contains("error")) throw Error(r["error"].get<std::string>());
   return r;
+}
+
+std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths, bool deterministic) {
+  torch::NoGradGuard ng;
+  // decode on worker threads, each image by the one thread that took it
+  std::vector<RgbImage> images(paths.size());
+  std::vector<std::string> errors(paths.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < paths.size(); i = next++) {
+      try {
+        images[i] = cap_long_side(decode_image_file(paths[i]), s_->cap);
+      } catch (const Error& e) {
+        errors[i] = e.what();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  const size_t n_threads = std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency()));
+  for (size_t t = 0; t < n_threads; ++t) pool.emplace_back(work);
+  for (auto& t : pool) t.join();
+  std::vector<json> out(paths.size());
+  std::vector<VlmPrompt> prompts;
+  std::vector<size_t> rows;  // out index of each prompt
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (!errors[i].empty()) {
+      out[i] = {{"image", paths[i]}, {"error", errors[i]}};
+      continue;
+    }
+    prompts.push_back({s_->prompt, {std::move(images[i])}});
+    rows.push_back(i);
+  }
+  if (prompts.empty()) return out;
+  torch::Tensor pooled;
+  torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, prompts, s_->cands, deterministic, &pooled);  // [n, C]
+  const auto& L = s_->labels.labels;
+  const int64_t C = static_cast<int64_t>(L.size());
+  torch::Tensor vlm_prob = torch::softmax(scores.to(torch::kFloat32), 1);  // [n, C]
+  torch::Tensor vlm_idx = vlm_prob.argmax(1);                               // [n]
+  torch::Tensor hl = s_->head->forward(pooled.to(torch::kFloat32));          // [n, C]
+  torch::Tensor hp = torch::softmax(hl, 1);
+  const std::string kind = s_->bundle.value("vlm_input", "onehot");
+  torch::Tensor v = kind == "scores" ? vlm_prob : torch::nn::functional::one_hot(vlm_idx, C).to(torch::kFloat32);
+  torch::Tensor w;
+  torch::Tensor fused = torch::softmax(s_->gate->forward(v, hl, &w), 1);  // [n, C]
+  for (size_t k = 0; k < rows.size(); ++k) {
+    const int64_t n = static_cast<int64_t>(k);
+    const int64_t final_idx = fused[n].argmax().item<int64_t>(), vi = vlm_idx[n].item<int64_t>();
+    json r = {{"image", paths[rows[k]]}, {"emotion", L[final_idx]}, {"confidence", fused[n][final_idx].item<double>()}};
+    r["vlm"] = {{"answer", L[vi]}, {"probabilities", json::object()}};
+    for (int64_t i = 0; i < C; ++i) r["vlm"]["probabilities"][L[i]] = vlm_prob[n][i].item<double>();
+    auto top = hp[n].topk(std::min<int64_t>(3, C));
+    for (int64_t t = 0; t < std::get<0>(top).size(0); ++t)
+      r["head_top3"].push_back({{"label", L[std::get<1>(top)[t].item<int64_t>()]}, {"probability", std::get<0>(top)[t].item<double>()}});
+    r["gate"] = {{"kind", s_->bundle.value("gate_kind", "")}, {"probabilities", json::object()}};
+    for (int64_t i = 0; i < C; ++i) r["gate"]["probabilities"][L[i]] = fused[n][i].item<double>();
+    if (w.defined() && w.size(1) == 2) {
+      r["gate"]["weights"] = {{"vlm", w[n][0].item<double>()}, {"head", w[n][1].item<double>()}};
+    } else if (w.defined()) {  // moe: the mixture over its experts
+      for (int64_t e = 0; e < w.size(1); ++e) r["gate"]["experts"].push_back(w[n][e].item<double>());
+    }
+    out[rows[k]] = std::move(r);
+  }
+  return out;
 }
 
 }  // namespace emovlm
