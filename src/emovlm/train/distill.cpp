@@ -86,9 +86,11 @@ torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features) 
 json train_distill_head(const DistillOptions& o) {
   FeatureCache train = FeatureCache::load(o.cache);
   std::unique_ptr<FeatureCache> val;
+  int64_t val_shared = 0;  // validation images that are also training images, said before training
   if (!o.val_cache.empty()) {
     val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
     check_same_labels(train, *val);
+    val_shared = warn_shared_images("validation", o.val_cache, o.cache, o.quiet);
   }
   torch::manual_seed(o.seed);
   DistillHead head(train.features.size(1), o.hidden, train.num_classes(), o.dropout);
@@ -131,8 +133,8 @@ json train_distill_head(const DistillOptions& o) {
   json report = {{"stage", "distill"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
-                 {"final_train_loss", r.last_train_loss}, {"cache", o.cache}};
-  if (val) report["val_images_in_training"] = warn_shared_images("validation", o.val_cache, o.cache, o.quiet);
+                 {"final_train_loss", r.last_train_loss}, {"cache", fs::absolute(o.cache).string()}};
+  if (val) report["val_images_in_training"] = val_shared;
   write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
 }
@@ -156,9 +158,11 @@ json train_gate(const GateOptions& o) {
   if (hcfg["labels"].get<std::vector<std::string>>() != train.labels)
     throw Error(cat(o.distill, ": the head was trained on other labels than ", o.cache, " holds"));
   std::unique_ptr<FeatureCache> val;
+  int64_t val_shared = 0;
   if (!o.val_cache.empty()) {
     val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
     check_same_labels(train, *val);
+    val_shared = warn_shared_images("validation", o.val_cache, o.cache, false);
   }
   // Frozen inputs, computed once: the head's logits and the VLM's answer vector.
   torch::Tensor h_train = head_logits(*head, train.features), v_train = train.vlm_input(o.vlm_input);
@@ -189,8 +193,9 @@ json train_gate(const GateOptions& o) {
   gate->eval();
   json report = {{"stage", "gate"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
-                 {"train_accuracy", accuracy(gate->forward(v_train, h_train), train.targets)}, {"cache", o.cache}};
-  if (val) report["val_images_in_training"] = warn_shared_images("validation", o.val_cache, o.cache, false);
+                 {"train_accuracy", accuracy(gate->forward(v_train, h_train), train.targets)},
+                 {"cache", fs::absolute(o.cache).string()}};
+  if (val) report["val_images_in_training"] = val_shared;
   write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
 }
