@@ -88,7 +88,7 @@ void run_preprocess(const PreprocessArgs& a) {
 void add_preprocess_command(CLI::App& app) {
   auto a = std::make_shared<PreprocessArgs>();
   CLI::App* cmd = app.add_subcommand("preprocess", "Turn an image into a model input exactly as the reference does");
-  cmd->add_option("image", a->image, "a JPEG or PNG file")->required();
+  cmd->add_option("image", a->image, "an image file (JPEG, PNG, GIF, BMP, WebP)")->required();
   cmd->add_option("--for", a->target, "qwen2vl or vit")->capture_default_str();
   cmd->add_option("--config", a->config_dir, "a checkpoint directory whose preprocessor_config.json to use");
   cmd->add_option("--out", a->out, "write pixel_values (and grid_thw) to this .safetensors file");

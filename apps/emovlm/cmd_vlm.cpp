@@ -157,7 +157,7 @@ void add_vlm_commands(CLI::App& app) {
   auto c = std::make_shared<ChatArgs>();
   CLI::App* chat = app.add_subcommand("chat", "Ask the VLM about an image and stream its answer");
   add_vlm_flags(chat, c->vlm);
-  chat->add_option("--image", c->image, "a JPEG or PNG file (omit for text only)");
+  chat->add_option("--image", c->image, "an image file: JPEG, PNG, GIF, BMP, WebP (omit for text only)");
   chat->add_option("--prompt", c->prompt, "the user message")->capture_default_str();
   chat->add_option("--system", c->system, "a system message (default: the model's)");
   chat->add_option("--max-new-tokens", c->max_new_tokens, "")->capture_default_str();
