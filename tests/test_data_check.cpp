@@ -18,24 +18,15 @@ using namespace emovlm;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-namespace {
-void write_img(const std::string& path, int w, int h, uint8_t v) {
-  fs::create_directories(fs::path(path).parent_path());
-  RgbImage img(w, h);
-  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(v + i % 5);
-  write_image_file(path, img);
-}
-}  // namespace
-
 TEST(DataCheck, DuplicatesConflictsAndUnreadableFiles) {
   test::TempDir d;
   const std::string root = d / "ds";
   for (int k = 0; k < 4; ++k) {
-    write_img(root + "/train/awe/" + std::to_string(k) + ".png", 20 + k, 10, static_cast<uint8_t>(k));
-    write_img(root + "/train/fear/" + std::to_string(k) + ".png", 10, 30 + k, static_cast<uint8_t>(100 + k));
+    test::write_test_image(root + "/train/awe/" + std::to_string(k) + ".png", 20 + k, 10, static_cast<uint8_t>(k));
+    test::write_test_image(root + "/train/fear/" + std::to_string(k) + ".png", 10, 30 + k, static_cast<uint8_t>(100 + k));
   }
-  write_img(root + "/test/awe/t0.png", 16, 16, 200);
-  write_img(root + "/test/fear/t1.png", 16, 16, 201);
+  test::write_test_image(root + "/test/awe/t0.png", 16, 16, 200);
+  test::write_test_image(root + "/test/fear/t1.png", 16, 16, 201);
   // a training image copied into the test split, a copy within train, the same image as awe and fear
   fs::copy_file(root + "/train/awe/1.png", root + "/test/awe/leak.png");
   fs::copy_file(root + "/train/awe/2.png", root + "/train/awe/2b.png");

@@ -15,20 +15,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_img(const std::string& path, int w, int h, uint8_t v) {
-  fs::create_directories(fs::path(path).parent_path());
-  RgbImage img(w, h);
-  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(v + i % 7);
-  write_image_file(path, img);
-}
-
 // ROOT/{train,test}/<class>/k.png with n images per class
 void make_tree(const std::string& root, const std::vector<std::string>& classes, int n, bool with_val = false) {
   for (size_t c = 0; c < classes.size(); ++c)
     for (int k = 0; k < n; ++k) {
-      write_img(root + "/train/" + classes[c] + "/" + std::to_string(k) + ".png", 20 + k, 16, static_cast<uint8_t>(c * 30));
-      if (k < 2) write_img(root + "/test/" + classes[c] + "/t" + std::to_string(k) + ".png", 16, 16, 5);
-      if (with_val && k < 2) write_img(root + "/val/" + classes[c] + "/v" + std::to_string(k) + ".png", 16, 16, 9);
+      test::write_test_image(root + "/train/" + classes[c] + "/" + std::to_string(k) + ".png", 20 + k, 16, static_cast<uint8_t>(c * 30));
+      if (k < 2) test::write_test_image(root + "/test/" + classes[c] + "/t" + std::to_string(k) + ".png", 16, 16, 5);
+      if (with_val && k < 2) test::write_test_image(root + "/val/" + classes[c] + "/v" + std::to_string(k) + ".png", 16, 16, 9);
     }
 }
 
@@ -122,9 +115,9 @@ TEST(Dataset, ValFolderAndErrors) {
 
 TEST(Dataset, Manifests) {
   test::TempDir dir;
-  write_img(dir / "img/1.png", 8, 8, 1);
-  write_img(dir / "img/2.png", 8, 8, 2);
-  write_img(dir / "img/3.png", 8, 8, 3);
+  test::write_test_image(dir / "img/1.png", 8, 8, 1);
+  test::write_test_image(dir / "img/2.png", 8, 8, 2);
+  test::write_test_image(dir / "img/3.png", 8, 8, 3);
   write_file_atomic(dir / "m.csv", "path,label,split,soft_joy\nimg/1.png,joy,train,0.9\nimg/2.png,fear,train,0.1\n"
                                    "img/3.png,joy,test,1\nimg/1.png,fear,val,\n");
   Dataset d = load_dataset(dir / "m.csv");
@@ -149,7 +142,7 @@ TEST(Loader, OrderedDeterministicAndSkipsBadImages) {
   std::vector<Sample> samples;
   for (int i = 0; i < 23; ++i) {
     std::string p = dir / (std::to_string(i) + ".png");
-    write_img(p, 30 + i, 20, static_cast<uint8_t>(i));
+    test::write_test_image(p, 30 + i, 20, static_cast<uint8_t>(i));
     samples.push_back({p, i % 3, {}});
   }
   write_file_atomic(dir / "broken.png", "not a png at all");

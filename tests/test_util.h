@@ -13,6 +13,7 @@
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/image/image.h"
 
 namespace emovlm::test {
 
@@ -48,6 +49,14 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Writes a w x h image whose samples are v + i % 7 (parents created; the format from the extension).
+inline void write_test_image(const std::string& path, int w, int h, uint8_t v) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  RgbImage img(w, h);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(v + i % 7);
+  write_image_file(path, img);
+}
 
 // Copies a directory tree with cp(1): std::filesystem::copy is one of the libstdc++ filesystem
 // functions that the pip torch's libtorch.so carries its own copy of (see remove_tree).
