@@ -218,6 +218,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   d.batch_size = 4;
   json dr = train_distill_head(d);
   EXPECT_EQ(dr["config"]["parameters"].get<int64_t>(), 96 * 32 + 32 + 32 * 8 + 8);
+  const int64_t n_train = FeatureCache::load(d.cache).size();
+  EXPECT_EQ(dr["optimizer_steps"].get<int64_t>(), 3 * ((n_train + 3) / 4));  // (and a warning: so few)
   GateOptions g;
   g.cache = d.cache;
   g.val_cache = d.val_cache;

@@ -198,7 +198,7 @@ json run_demo(const DemoOptions& o) {
   d.out = models + "/distill";
   d.hidden = {256};
   d.epochs = 60;  // stages 2 and 3 take well under a second here, quick or not
-  d.batch_size = 16;
+  d.batch_size = o.quick ? 8 : 16;  // some hundreds of optimizer steps either way
   d.seed = o.seed;
   remove_tree(d.out);
   log["stage2"] = train_distill_head(d);
