@@ -272,7 +272,7 @@ void add_pipeline_commands(CLI::App& app) {
     auto show = [&](const json& r) {
       if (r.contains("error")) {  // an unreadable image: said, and the others still predicted
         ++failed;
-        report_image_error(r["image"], Error(r["error"].get<std::string>()), p->as_json, all);
+        report_image_error(r["image"], r["error"], p->as_json, all);
         return;
       }
       if (p->as_json) {

@@ -107,7 +107,7 @@ void run_classify(const ClassifyArgs& a) {
       image = cap_long_side(decode_image_file(path), 1024);
     } catch (const Error& e) {  // an unreadable image: said, and the others still classified
       ++failed;
-      report_image_error(path, e, a.as_json, all);
+      report_image_error(path, e.what(), a.as_json, all);
       continue;
     }
     VlmPrompt p{text, {std::move(image)}};

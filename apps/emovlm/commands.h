@@ -4,7 +4,6 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json_fwd.hpp>
 
-#include <exception>
 #include <string>
 #include <vector>
 
@@ -13,14 +12,14 @@ namespace emovlm::cli {
 void add_inspect_command(CLI::App& app);
 void add_preprocess_command(CLI::App& app);
 void add_vlm_commands(CLI::App& app);       // chat, classify
-void add_pipeline_commands(CLI::App& app);
+void add_pipeline_commands(CLI::App& app);  // data, teacher, extract, distill, gate, evaluate, ablate, bundle, predict
 void add_demo_commands(CLI::App& app);  // demo, tune, lora merge
-void add_instruct_commands(CLI::App& app);  // teacher, extract, distill, gate, evaluate, bundle, predict
+void add_instruct_commands(CLI::App& app);  // instruct make, instruct import
 
 // classify and predict: each argument is an image file, or a directory whose image files (any
 // depth, sorted) are taken; an image that cannot be read is reported (stderr, or an
 // {"image", "error"} entry with --json) and the others still run.
 std::vector<std::string> image_arguments(const std::vector<std::string>& args);
-void report_image_error(const std::string& path, const std::exception& e, bool as_json, nlohmann::json& all);
+void report_image_error(const std::string& path, const std::string& message, bool as_json, nlohmann::json& all);
 
 }  // namespace emovlm::cli

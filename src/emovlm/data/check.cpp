@@ -2,8 +2,6 @@
 #include "emovlm/data/check.h"
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <map>
 #include <set>
 #include <thread>
@@ -13,6 +11,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/progress.h"
+#include "emovlm/data/loader.h"
 #include "emovlm/image/image.h"
 
 namespace emovlm {
@@ -45,41 +44,30 @@ json check_dataset(const CheckOptions& o) {
                                     {"val", &d.val}, {"test", &d.test}})
     for (const auto& s : *split) items.push_back({&s, name});
 
-  // hash (and decode) on worker threads, each item written by the one thread that took it
-  std::atomic<size_t> next{0};
-  Progress bar("data check", static_cast<int64_t>(items.size()), "images");
-  std::atomic<int64_t> done{0};
-  auto work = [&] {
-    for (size_t i = next++; i < items.size(); i = next++) {
-      Item& it = items[i];
-      try {
-        if (o.decode) {
-          MappedFile f(it.sample->path);
-          it.hash = fnv1a64(f.data(), f.size());
-          it.hashed = true;
-          RgbImage img = decode_image_memory(f.data(), f.size(), it.sample->path);
-          it.width = img.width;
-          it.height = img.height;
-        } else {
-          it.hash = hash_file(it.sample->path);
-          it.hashed = true;
-        }
-      } catch (const std::exception& e) {
-        it.error = e.what();
+  // hash (and decode) on worker threads; results in order
+  auto examine = [&](size_t i) {
+    Item it = items[i];
+    try {
+      MappedFile f(it.sample->path);
+      it.hash = fnv1a64(f.data(), f.size());  // = hash_file()
+      it.hashed = true;
+      if (o.decode) {
+        RgbImage img = decode_image_memory(f.data(), f.size(), it.sample->path);
+        it.width = img.width;
+        it.height = img.height;
       }
-      ++done;
+    } catch (const std::exception& e) {
+      it.error = e.what();
     }
+    return it;
   };
-  const int n_threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (int t = 0; t < n_threads; ++t) pool.emplace_back(work);
-  for (int64_t shown = 0; shown < static_cast<int64_t>(items.size());) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const int64_t now = done.load();
-    bar.advance(now - shown);
-    shown = now;
+  const int n_threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  OrderedPrefetcher<Item> results(items.size(), examine, n_threads, 4 * static_cast<size_t>(n_threads));
+  Progress bar("data check", static_cast<int64_t>(items.size()), "images");
+  for (size_t i = 0; i < items.size(); ++i) {
+    results.next(items[i]);
+    bar.advance();
   }
-  for (auto& t : pool) t.join();
   bar.finish();
 
   json rep = {{"data", o.data}, {"summary", d.summary()}, {"decoded", o.decode}};

@@ -60,18 +60,13 @@ std::string base64(const std::string& in) {
 
 std::string image_data_url(const std::string& path) {
   std::string bytes = read_file(path);
-  auto is = [&](const char* magic, size_t n) { return bytes.size() >= n && bytes.compare(0, n, magic, n) == 0; };
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  const std::string format = sniff_image_format(data, bytes.size());
   std::string mime;
-  if (is("\xFF\xD8\xFF", 3))
-    mime = "image/jpeg";
-  else if (is("\x89PNG", 4))
-    mime = "image/png";
-  else if (is("GIF8", 4))
-    mime = "image/gif";
-  else if (is("RIFF", 4) && bytes.size() >= 12 && bytes.compare(8, 4, "WEBP") == 0)
-    mime = "image/webp";
-  else {
-    bytes = encode_png(decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path));
+  if (format == "JPEG" || format == "PNG" || format == "GIF" || format == "WebP") {
+    mime = format == "JPEG" ? "image/jpeg" : format == "PNG" ? "image/png" : format == "GIF" ? "image/gif" : "image/webp";
+  } else {  // what endpoints do not take (BMP), re-encoded; what cannot be read, an error naming the file
+    bytes = encode_png(decode_image_memory(data, bytes.size(), path));
     mime = "image/png";
   }
   return "data:" + mime + ";base64," + base64(bytes);

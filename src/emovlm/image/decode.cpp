@@ -26,17 +26,6 @@ bool starts_with(const uint8_t* d, size_t n, const char* magic, size_t m) {
   return n >= m && std::memcmp(d, magic, m) == 0;
 }
 
-bool is_webp(const uint8_t* d, size_t n) { return n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0; }
-
-std::string sniff_other_format(const uint8_t* d, size_t n) {
-#ifndef EMOVLM_HAVE_WEBP
-  if (is_webp(d, n)) return "WebP (this build has no libwebp: install libwebp-dev and rebuild)";
-#endif
-  if (starts_with(d, n, "II*\0", 4) || starts_with(d, n, "MM\0*", 4)) return "TIFF";
-  if (n >= 12 && std::memcmp(d + 4, "ftyp", 4) == 0) return "HEIF/AVIF";
-  return "";
-}
-
 // ------------------------------------------------------------------------------------- JPEG
 
 struct JpegErr {
@@ -244,31 +233,44 @@ void check_image_size(const std::string& name, int64_t w, int64_t h, const Decod
                     " pixels (a possible decompression bomb; raise the limit to accept it)"));
 }
 
+std::string sniff_image_format(const uint8_t* d, size_t n) {
+  if (starts_with(d, n, "\xFF\xD8\xFF", 3)) return "JPEG";
+  if (starts_with(d, n, "\x89PNG\r\n\x1a\n", 8)) return "PNG";
+  if (starts_with(d, n, "GIF87a", 6) || starts_with(d, n, "GIF89a", 6)) return "GIF";
+  if (starts_with(d, n, "BM", 2)) return "BMP";
+  if (n >= 12 && starts_with(d, n, "RIFF", 4) && std::memcmp(d + 8, "WEBP", 4) == 0) return "WebP";
+  if (starts_with(d, n, "II*\0", 4) || starts_with(d, n, "MM\0*", 4)) return "TIFF";
+  if (n >= 12 && std::memcmp(d + 4, "ftyp", 4) == 0) return "HEIF/AVIF";
+  return "";
+}
+
 RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
   if (size == 0) throw Error(cat(name, ": empty file, not an image"));
+  const std::string format = sniff_image_format(data, size);
   RgbImage img;
   std::string size_error, err;
-  if (starts_with(data, size, "\xFF\xD8\xFF", 3)) {
+  if (format == "JPEG") {
     err = decode_jpeg_raw(data, size, name, options, &img, &size_error);
     if (err == "size") throw Error(size_error);
     if (!err.empty()) throw Error(cat(name, ": corrupt JPEG: ", err));
-  } else if (starts_with(data, size, "\x89PNG\r\n\x1a\n", 8)) {
+  } else if (format == "PNG") {
     err = decode_png_raw(data, size, name, options, &img, &size_error);
     if (err == "size") throw Error(size_error);
     if (!err.empty()) throw Error(cat(name, ": corrupt PNG: ", err));
-  } else if (starts_with(data, size, "GIF87a", 6) || starts_with(data, size, "GIF89a", 6)) {
+  } else if (format == "GIF") {
     img = decode_gif(data, size, name, options);
-  } else if (starts_with(data, size, "BM", 2)) {
+  } else if (format == "BMP") {
     img = decode_bmp(data, size, name, options);
 #ifdef EMOVLM_HAVE_WEBP
-  } else if (is_webp(data, size)) {
+  } else if (format == "WebP") {
     img = decode_webp(data, size, name, options);
 #endif
   } else {
-    std::string other = sniff_other_format(data, size);
-    if (!other.empty())
-      throw Error(cat(name, ": unsupported image format ", other, " (", webp_supported() ? "JPEG, PNG, GIF, BMP and WebP" : "JPEG, PNG, GIF and BMP",
-                      " are supported)"));
+    const char* supported = webp_supported() ? "JPEG, PNG, GIF, BMP and WebP" : "JPEG, PNG, GIF and BMP";
+    if (format == "WebP")
+      throw Error(cat(name, ": unsupported image format WebP (this build has no libwebp: install libwebp-dev and rebuild; ",
+                      supported, " are supported)"));
+    if (!format.empty()) throw Error(cat(name, ": unsupported image format ", format, " (", supported, " are supported)"));
     throw Error(cat(name, ": not a ", webp_supported() ? "JPEG, PNG, GIF, BMP or WebP" : "JPEG, PNG, GIF or BMP", " image"));
   }
   return img;

@@ -37,6 +37,10 @@ RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string
 // Whether this build decodes WebP (it was built with libwebp).
 bool webp_supported();
 
+// The format of an image file from its first bytes: "JPEG", "PNG", "GIF", "BMP", "WebP", "TIFF",
+// "HEIF/AVIF", or "" when none of these.
+std::string sniff_image_format(const uint8_t* data, size_t size);
+
 // Throws Error naming the file when w x h is not a valid size or exceeds options.max_pixels.
 void check_image_size(const std::string& name, int64_t w, int64_t h, const DecodeOptions& options);
 

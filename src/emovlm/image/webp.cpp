@@ -15,6 +15,7 @@ namespace emovlm {
 RgbImage decode_webp(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
   WebPBitstreamFeatures features;
   if (WebPGetFeatures(data, size, &features) != VP8_STATUS_OK) throw Error(cat(name, ": corrupt WebP: bad header"));
+  // the canvas size (VP8X's for an animation), checked before the decoder allocates the canvas
   check_image_size(name, features.width, features.height, options);
   WebPAnimDecoderOptions opts;
   if (!WebPAnimDecoderOptionsInit(&opts)) throw Error(cat(name, ": WebP: libwebp version mismatch"));
@@ -26,7 +27,6 @@ RgbImage decode_webp(const uint8_t* data, size_t size, const std::string& name, 
   if (!dec) throw Error(cat(name, ": corrupt WebP: cannot parse the file"));
   WebPAnimInfo info;
   if (!WebPAnimDecoderGetInfo(dec.get(), &info)) throw Error(cat(name, ": corrupt WebP: no image information"));
-  check_image_size(name, info.canvas_width, info.canvas_height, options);
   uint8_t* rgba = nullptr;
   int timestamp = 0;
   if (!WebPAnimDecoderGetNext(dec.get(), &rgba, &timestamp)) throw Error(cat(name, ": corrupt WebP: truncated data"));

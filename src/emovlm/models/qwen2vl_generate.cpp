@@ -368,13 +368,17 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
   pos = pos.unsqueeze(0).expand({3, R, T}).contiguous().to(dev);
   torch::Tensor emb = model.model->embed_tokens(cpu_long(ids).view({1, T}).expand({R, T}).to(dev));
   torch::Tensor h = model.model->forward(emb, pos, mask, &cache);
-  torch::Tensor lp = torch::log_softmax(model.lm_head(h).to(torch::kFloat64), -1);  // [R, T, V]
-  // [R, T, V] -> [R, T*V] -> [R, picks]: each pick's log-probability, summed into its candidate's score
-  const int64_t V = lp.size(2);
+  torch::Tensor logits = model.lm_head(h);  // [R, T, V]
+  // a pick's log-probability is its logit minus its node's log-sum-exp: only the picked logits and
+  // one log-sum-exp per node leave [R, T, V] (no float64 copy of all of it)
+  const int64_t V = logits.size(2);
+  torch::Tensor lse = torch::logsumexp(logits.to(torch::kFloat32), -1).to(torch::kFloat64);  // [R, T]
   std::vector<int64_t> flat(pick_node.size());
   for (size_t k = 0; k < flat.size(); ++k) flat[k] = pick_node[k] * V + pick_token[k];
-  torch::Tensor picked = lp.reshape({R, T * V}).index_select(1, cpu_long(flat).to(dev)).to(torch::kCPU);
-  return scores.index_add(1, cpu_long(pick_cand), picked);
+  // [R, T, V] -> [R, T*V] -> [R, picks]
+  torch::Tensor picked = logits.reshape({R, T * V}).index_select(1, cpu_long(flat).to(dev)).to(torch::kFloat64) -
+                         lse.index_select(1, cpu_long(pick_node).to(dev));
+  return scores.index_add(1, cpu_long(pick_cand), picked.to(torch::kCPU));
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // Prediction from a bundle.
 #include "emovlm/pipeline/predictor.h"
 
+#include <algorithm>
 #include <filesystem>
-#include <atomic>
 #include <thread>
 
 #include "emovlm/core/error.h"
@@ -10,6 +10,7 @@
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/data/loader.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/text/chat.h"
@@ -87,32 +88,32 @@ json Predictor::predict(const std::string& image_path) {
 
 std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths, bool deterministic) {
   torch::NoGradGuard ng;
-  // decode on worker threads, each image by the one thread that took it
-  std::vector<RgbImage> images(paths.size());
-  std::vector<std::string> errors(paths.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < paths.size(); i = next++) {
-      try {
-        images[i] = cap_long_side(decode_image_file(paths[i]), s_->cap);
-      } catch (const Error& e) {
-        errors[i] = e.what();
-      }
-    }
+  // decoded on worker threads, in order
+  struct Decoded {
+    RgbImage image;
+    std::string error;
   };
-  std::vector<std::thread> pool;
-  const size_t n_threads = std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency()));
-  for (size_t t = 0; t < n_threads; ++t) pool.emplace_back(work);
-  for (auto& t : pool) t.join();
+  auto decode = [&](size_t i) {
+    Decoded d;
+    try {
+      d.image = cap_long_side(decode_image_file(paths[i]), s_->cap);
+    } catch (const Error& e) {
+      d.error = e.what();
+    }
+    return d;
+  };
+  const int workers = static_cast<int>(std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency())));
+  OrderedPrefetcher<Decoded> decoded(paths.size(), decode, workers, paths.size());
   std::vector<json> out(paths.size());
   std::vector<VlmPrompt> prompts;
   std::vector<size_t> rows;  // out index of each prompt
-  for (size_t i = 0; i < paths.size(); ++i) {
-    if (!errors[i].empty()) {
-      out[i] = {{"image", paths[i]}, {"error", errors[i]}};
+  Decoded d;
+  for (size_t i = 0; decoded.next(d); ++i) {
+    if (!d.error.empty()) {
+      out[i] = {{"image", paths[i]}, {"error", d.error}};
       continue;
     }
-    prompts.push_back({s_->prompt, {std::move(images[i])}});
+    prompts.push_back({s_->prompt, {std::move(d.image)}});
     rows.push_back(i);
   }
   if (prompts.empty()) return out;
