@@ -9,6 +9,7 @@
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/models/layers.h"
 #include "emovlm/models/vit.h"
+#include "emovlm/train/trainer.h"
 
 using namespace emovlm;
 
@@ -47,20 +48,26 @@ int main(int argc, char** argv) {
     }
     m->train();
     torch::Tensor xt = x.narrow(0, 0, B);
-    double tt = bench::median_seconds(
-        [&] {
-          opt.zero_grad();
-          torch::Tensor logits;
-          {
-            compat::AutocastGuard ac(device.type(), torch::kBFloat16, autocast);
-            logits = m->forward(xt);
-          }
-          torch::cross_entropy_loss(logits.to(torch::kFloat32), y).backward();
-          opt.step();
-        },
-        reps);
-    std::printf("%s (matmul 2048^3 %.0f GFLOP/s): inference %.2f images/s (%.0f%% of the rate), training %.2f images/s (%.0f%%)\n",
-                name, mm / 1e9, Bi / ti, 100 * flops_fwd * Bi / ti / mm, B / tt, 100 * 3 * flops_fwd * B / tt / mm);
+    // a training step as `emovlm teacher train` takes it (multi_tensor: the trainer's _foreach
+    // Adam) and with torch::optim::Adam's own step (about ten kernels per parameter tensor)
+    auto train_step = [&](bool multi_tensor) {
+      opt.zero_grad();
+      torch::Tensor logits;
+      {
+        compat::AutocastGuard ac(device.type(), torch::kBFloat16, autocast);
+        logits = m->forward(xt);
+      }
+      torch::cross_entropy_loss(logits.to(torch::kFloat32), y).backward();
+      if (multi_tensor)
+        multi_tensor_adam_step(opt, false);
+      else
+        opt.step();
+    };
+    const double tt = bench::median_seconds([&] { train_step(true); }, reps);
+    const double tt_torch = bench::median_seconds([&] { train_step(false); }, reps);
+    std::printf("%s (matmul 2048^3 %.0f GFLOP/s): inference %.2f images/s (%.0f%% of the rate), training %.2f images/s (%.0f%%); "
+                "training with torch's Adam step %.2f images/s\n",
+                name, mm / 1e9, Bi / ti, 100 * flops_fwd * Bi / ti / mm, B / tt, 100 * 3 * flops_fwd * B / tt / mm, B / tt_torch);
   }
   {
     // inference with the weights themselves in bf16 (no per-call casts)
