@@ -216,6 +216,11 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   d.hidden = {32};
   d.epochs = 3;
   d.batch_size = 4;
+  // float32 matmuls in the head, so that the batched prediction below is compared to float
+  // rounding: a bf16 head (the default) rounds its input to 8 significant bits, and two features
+  // a float rounding apart can land on bf16 values 2^-8 apart (gate probabilities 1e-4 apart,
+  // seen on pip torch 2.11 with MKL)
+  d.compute_dtype = "f32";
   json dr = train_distill_head(d);
   EXPECT_EQ(dr["config"]["parameters"].get<int64_t>(), 96 * 32 + 32 + 32 * 8 + 8);
   const int64_t n_train = FeatureCache::load(d.cache).size();
@@ -280,7 +285,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     EXPECT_EQ(alone[i], one) << paths[i];
     EXPECT_EQ(batched[i]["emotion"], one["emotion"]) << paths[i];
     for (const auto& [label, prob] : one["gate"]["probabilities"].items())
-      EXPECT_NEAR(batched[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4) << label;
+      EXPECT_NEAR(batched[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4)
+          << label << "\nbatched: " << batched[i].dump() << "\nalone: " << one.dump();
   }
 }
 

@@ -38,14 +38,14 @@ PreparedPrompt Qwen2VLProcessor::prepare(const VlmPrompt& p) const {
   return out;
 }
 
-Qwen2VLInputs Qwen2VLProcessor::collate(const std::vector<PreparedPrompt>& prompts) const {
+Qwen2VLInputs Qwen2VLProcessor::collate(const std::vector<PreparedPrompt>& prompts, torch::Device device) const {
   if (prompts.empty()) throw Error("Qwen2VLProcessor: no prompts");
   Qwen2VLInputs in;
   std::vector<torch::Tensor> pixels;
   size_t longest = 0;
   for (const PreparedPrompt& p : prompts) {
     longest = std::max(longest, p.ids.size());
-    pixels.insert(pixels.end(), p.pixels.begin(), p.pixels.end());
+    for (const torch::Tensor& px : p.pixels) pixels.push_back(px.to(device));
     in.grids.insert(in.grids.end(), p.grids.begin(), p.grids.end());
   }
   const int64_t B = static_cast<int64_t>(prompts.size()), T = static_cast<int64_t>(longest);
@@ -61,11 +61,11 @@ Qwen2VLInputs Qwen2VLProcessor::collate(const std::vector<PreparedPrompt>& promp
   return in;
 }
 
-Qwen2VLInputs Qwen2VLProcessor::build(const std::vector<VlmPrompt>& prompts) const {
+Qwen2VLInputs Qwen2VLProcessor::build(const std::vector<VlmPrompt>& prompts, torch::Device device) const {
   std::vector<PreparedPrompt> prepared;
   prepared.reserve(prompts.size());
   for (const VlmPrompt& p : prompts) prepared.push_back(prepare(p));
-  return collate(prepared);
+  return collate(prepared, device);
 }
 
 // --------------------------------------------------------------------------------- generation
@@ -399,7 +399,7 @@ torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor
   std::vector<torch::Tensor> rows, pools;
   auto run = [&](const std::vector<VlmPrompt>& batch) {
     torch::Tensor pool;
-    rows.push_back(label_scores(model, processor.build(batch), candidates, pooled ? &pool : nullptr));
+    rows.push_back(label_scores(model, processor.build(batch, model.device()), candidates, pooled ? &pool : nullptr));
     if (pool.defined()) pools.push_back(pool);
   };
   if (deterministic) {

@@ -37,9 +37,12 @@ class Qwen2VLProcessor {
 
   // Tokenizes and preprocesses; several prompts are left-padded with the pad token.
   // build = collate(prepare(each prompt)); prepare is safe to call from several threads.
-  Qwen2VLInputs build(const std::vector<VlmPrompt>& prompts) const;
+  // `device`: where the pixel values go (the model's device): each image's are copied there and
+  // joined there, instead of first into one host tensor (16 images of 448x448: 77 MB more to
+  // write on the host, fresh pages each time). Token ids and masks stay on the host.
+  Qwen2VLInputs build(const std::vector<VlmPrompt>& prompts, torch::Device device = torch::kCPU) const;
   PreparedPrompt prepare(const VlmPrompt& prompt) const;
-  Qwen2VLInputs collate(const std::vector<PreparedPrompt>& prompts) const;
+  Qwen2VLInputs collate(const std::vector<PreparedPrompt>& prompts, torch::Device device = torch::kCPU) const;
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const Qwen2VLImageConfig& image_config() const { return image_config_; }
   int32_t pad_id() const { return pad_id_; }

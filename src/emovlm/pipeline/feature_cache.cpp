@@ -186,7 +186,7 @@ json extract_features(const ExtractOptions& o) {
     auto flush_vlm = [&] {
       if (group.empty()) return;
       // one prefill per group serves the label scores and, in generate mode, each image's answer
-      Prefill pf = prefill(*vlm, proc.collate(group));
+      Prefill pf = prefill(*vlm, proc.collate(group, device));
       std::vector<Prefill> rows;
       if (o.vlm_mode == "generate")
         for (size_t g = 0; g < group.size(); ++g) rows.push_back(pf.row(static_cast<int64_t>(g)));

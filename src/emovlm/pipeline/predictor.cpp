@@ -123,12 +123,29 @@ std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths
   const int64_t C = static_cast<int64_t>(L.size());
   torch::Tensor vlm_prob = torch::softmax(scores.to(torch::kFloat32), 1);  // [n, C]
   torch::Tensor vlm_idx = vlm_prob.argmax(1);                               // [n]
-  torch::Tensor hl = s_->head->forward(pooled.to(torch::kFloat32));          // [n, C]
-  torch::Tensor hp = torch::softmax(hl, 1);
   const std::string kind = s_->bundle.value("vlm_input", "onehot");
   torch::Tensor v = kind == "scores" ? vlm_prob : torch::nn::functional::one_hot(vlm_idx, C).to(torch::kFloat32);
-  torch::Tensor w;
-  torch::Tensor fused = torch::softmax(s_->gate->forward(v, hl, &w), 1);  // [n, C]
+  // the head and the gate over all rows at once, or (deterministic) row by row: a matrix product's
+  // rounding may depend on how many rows it has (MKL's does)
+  torch::Tensor hl, w, fused;  // [n, C], [n, 2 or experts], [n, C]
+  auto head_and_gate = [&](const torch::Tensor& feats, const torch::Tensor& vlm_in) {
+    torch::Tensor h = s_->head->forward(feats.to(torch::kFloat32)), wr;
+    torch::Tensor f = torch::softmax(s_->gate->forward(vlm_in, h, &wr), 1);
+    return std::make_tuple(h, wr, f);
+  };
+  if (deterministic) {
+    std::vector<torch::Tensor> hs, ws, fs;
+    for (int64_t n = 0; n < pooled.size(0); ++n) {
+      auto [h, wr, f] = head_and_gate(pooled.narrow(0, n, 1), v.narrow(0, n, 1));
+      hs.push_back(h), fs.push_back(f);
+      if (wr.defined()) ws.push_back(wr);
+    }
+    hl = torch::cat(hs, 0), fused = torch::cat(fs, 0);
+    if (!ws.empty()) w = torch::cat(ws, 0);
+  } else {
+    std::tie(hl, w, fused) = head_and_gate(pooled, v);
+  }
+  torch::Tensor hp = torch::softmax(hl, 1);
   for (size_t k = 0; k < rows.size(); ++k) {
     const int64_t n = static_cast<int64_t>(k);
     const int64_t final_idx = fused[n].argmax().item<int64_t>(), vi = vlm_idx[n].item<int64_t>();
