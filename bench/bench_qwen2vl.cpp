@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   bench::fast_random_fill(*model);
   model->eval();
   std::printf("model ready: %.2f GiB peak RSS\n", peak_resident_gib());
+  if (device.is_cuda()) std::printf("GPU memory allocated with the weights: %.2f GiB\n", cuda_peak_allocated_gib());
 
   // one 448x448 image: grid (1, 32, 32) = 1024 patches -> 256 visual tokens
   const std::vector<GridTHW> grid(batch, GridTHW{1, 32, 32});
@@ -211,5 +212,7 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("peak RSS %.2f GiB\n", peak_resident_gib());
+  if (device.is_cuda())  // the caching allocator's peak over the whole run (decoding included)
+    std::printf("GPU memory allocated: peak %.2f GiB\n", cuda_peak_allocated_gib());
   return 0;
 }
