@@ -4,17 +4,17 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <thread>
 
 #include "commands.h"
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/image/resample.h"
-#include "emovlm/data/labels.h"
-#include "emovlm/data/loader.h"
 #include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/pipeline/classify.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 
@@ -86,114 +86,65 @@ void run_chat(const ChatArgs& a) {
 
 struct ClassifyArgs {
   VlmArgs vlm;
+  ClassifyOptions o;
   std::vector<std::string> images;
-  std::string labels = "mikels8", mode = "score";
+  std::string data, split = "test", out;  // --data: the VLM evaluated on a labelled split
+  DatasetOptions dataset;
   bool as_json = false;
-  int batch = 1, max_new_tokens = 256;
-  double temperature = 0.8;
-  uint64_t seed = 0;
 };
 
-void run_classify(const ClassifyArgs& a) {
-  const LabelSet labels = LabelSet::from_spec(a.labels);
-  if (a.mode != "score" && a.mode != "generate") throw Error(cat("--mode must be score or generate, not '", a.mode, "'"));
-  if (a.batch > 1 && a.mode != "score")
-    throw Error("--batch is for --mode score: generate mode samples each image alone, as the reference does");
-  Qwen2VL model = a.vlm.load();
-  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm.model);
-  const std::string text = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
-                                        ChatMessage::text_then_image("user", categorical_prompt(labels))}, true);
-  std::vector<std::vector<int32_t>> cands;
-  for (const auto& l : labels.labels) cands.push_back(proc.tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
-  GenerationConfig gen;
-  if (a.mode == "generate") {
-    GenerationConfig caller;
-    caller.do_sample = true;
-    caller.temperature = a.temperature;
-    caller.top_p = 1.0;
-    caller.max_new_tokens = a.max_new_tokens;
-    caller.seed = a.seed;  // every image sampled from the same seed: its answer does not depend on the others
-    caller.cuda_graph = a.vlm.cuda_graph;
-    gen = GenerationConfig::merge(GenerationConfig::from_dir(a.vlm.model), caller);
-  }
+void print_scores(const json& r, const std::vector<std::string>& labels) {
+  std::printf("%s: %s\n", r["image"].get<std::string>().c_str(),
+              r["label"].is_null() ? "(unparsable answer)" : r["label"].get<std::string>().c_str());
+  if (r.contains("probabilities"))
+    for (const auto& l : labels) std::printf("  %-12s %.4f\n", l.c_str(), r["probabilities"][l].get<double>());
+  if (r.contains("answer")) std::printf("  answer: %s\n", r["answer"].get<std::string>().c_str());
+  std::fflush(stdout);
+}
 
+void run_classify(ClassifyArgs& a) {
+  if (a.images.empty() == a.data.empty()) throw Error("classify: give image files or directories, or --data (not both)");
+  a.o.vlm = a.vlm.model;
+  a.o.adapter = a.vlm.adapter;
+  a.o.dtype = a.vlm.dtype;
+  a.o.device = a.vlm.device;
+  a.o.cuda_graph = a.vlm.cuda_graph;
+  VlmClassifier classifier(a.o);
+  const std::vector<std::string>& labels = classifier.labels().labels;
+  if (!a.data.empty()) {  // a labelled split: a progress bar, then the metrics
+    Progress bar(cat("classify ", a.split), -1, "img");
+    json report = evaluate_vlm(classifier, a.data, a.split, a.dataset, [&](const json&) { bar.advance(); });
+    bar.finish();
+    if (!a.out.empty()) write_file_atomic(a.out, report.dump(1) + "\n");
+    if (a.as_json) {
+      std::cout << report.dump(1) << std::endl;
+      return;
+    }
+    const json& m = report["metrics"];
+    std::printf("%s, split %s: %lld images, accuracy %.2f%%, macro-F1 %.2f%%", a.data.c_str(), a.split.c_str(),
+                static_cast<long long>(m["n"].get<int64_t>()), 100 * m["accuracy"].get<double>(),
+                100 * m["macro_f1"].get<double>());
+    if (m["unparsable"].get<int64_t>() > 0) std::printf(", %lld unparsable", static_cast<long long>(m["unparsable"].get<int64_t>()));
+    std::printf("\n");
+    for (const auto& l : labels) std::printf("  %-12s recall %6.2f%%\n", l.c_str(), 100 * m["per_class"][l]["recall"].get<double>());
+    if (report["unreadable"].get<int64_t>() > 0)
+      std::printf("%s (left out of the metrics; listed in the JSON report)\n",
+                  cat(report["unreadable"].get<int64_t>(), " of ", report["images"].get<int64_t>(), " images could not be read").c_str());
+    return;
+  }
   json all = json::array();
   const std::vector<std::string> images = image_arguments(a.images);
   size_t failed = 0;
-  auto show = [&](const json& r) {
-    if (a.as_json) {
-      all.push_back(r);
-      return;
-    }
-    const std::string& path = r["image"].get_ref<const std::string&>();
-    std::printf("%s: %s\n", path.c_str(), r["label"].is_null() ? "(unparsable answer)" : r["label"].get<std::string>().c_str());
-    if (r.contains("probabilities"))
-      for (const auto& l : labels.labels) std::printf("  %-12s %.4f\n", l.c_str(), r["probabilities"][l].get<double>());
-    if (r.contains("answer")) std::printf("  answer: %s\n", r["answer"].get<std::string>().c_str());
-    std::fflush(stdout);
-  };
-  // score mode: the label scores of `batch` images per forward (1: each alone, deterministic)
-  std::vector<VlmPrompt> pending;
-  std::vector<std::string> pending_paths;
-  auto score_pending = [&] {
-    if (pending.empty()) return;
-    torch::Tensor scores = label_scores(*model, proc, pending, cands, a.batch == 1);  // [n, C]
-    for (size_t k = 0; k < pending.size(); ++k) {
-      torch::Tensor s = scores[static_cast<int64_t>(k)], prob = torch::softmax(s, 0);
-      json r = {{"image", pending_paths[k]}, {"label", labels.labels[prob.argmax().item<int64_t>()]}};
-      for (int i = 0; i < labels.size(); ++i) {
-        r["probabilities"][labels.labels[i]] = prob[i].item<double>();
-        r["sum_logprob"][labels.labels[i]] = s[i].item<double>();
-      }
-      show(r);
-    }
-    pending.clear();
-    pending_paths.clear();
-  };
-  // images decoded (and capped at 1024 px) on worker threads, handed out in order
-  struct Decoded {
-    RgbImage image;
-    std::string error;
-  };
-  const size_t batch = static_cast<size_t>(a.batch);
-  OrderedPrefetcher<Decoded> decoded(
-      images.size(),
-      [&](size_t i) {
-        Decoded d;
-        try {
-          d.image = cap_long_side(decode_image_file(images[i]), 1024);
-        } catch (const Error& e) {
-          d.error = e.what();
-        }
-        return d;
-      },
-      static_cast<int>(std::min<size_t>(std::max<size_t>(1, images.size()), std::max(1u, std::thread::hardware_concurrency()))),
-      2 * batch);
-  Decoded d;
-  for (size_t i = 0; decoded.next(d); ++i) {
-    const std::string& path = images[i];
-    if (!d.error.empty()) {  // an unreadable image: said in its place, and the others still classified
-      score_pending();
+  classifier.classify(images, [&](const json& r) {
+    if (r.contains("error")) {  // an unreadable image: said in its place, and the others still classified
       ++failed;
-      report_image_error(path, d.error, a.as_json, all);
-      continue;
+      report_image_error(r["image"], r["error"], a.as_json, all);
+    } else if (a.as_json) {
+      all.push_back(r);
+    } else {
+      print_scores(r, labels);
     }
-    VlmPrompt p{text, {std::move(d.image)}};
-    if (a.mode == "score") {
-      pending.push_back(std::move(p));
-      pending_paths.push_back(path);
-      if (pending.size() == batch) score_pending();
-      continue;
-    }
-    GenerationResult gr = generate(*model, proc.build({p}, model->device()), gen);
-    std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
-    const std::string answer = proc.tokenizer().decode(ids, true);
-    const ParsedAnswer pa = parse_categorical_answer(answer, labels);
-    json r = {{"image", path}, {"answer", answer}, {"label", pa.index >= 0 ? json(labels.labels[pa.index]) : json(nullptr)}};
-    if (pa.index < 0) r["unparsable"] = true;
-    show(r);
-  }
-  score_pending();
+  });
   if (a.as_json) std::cout << all.dump(1) << std::endl;
   if (failed) throw Error(cat(failed, " of ", images.size(), " images could not be classified (see above)"));
 }
@@ -215,15 +166,21 @@ void add_vlm_commands(CLI::App& app) {
   auto k = std::make_shared<ClassifyArgs>();
   CLI::App* cls = app.add_subcommand("classify", "Emotion of each image from the VLM: label scores or generate-and-parse");
   add_vlm_flags(cls, k->vlm);
-  cls->add_option("images", k->images, "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them")->required();
-  cls->add_option("--labels", k->labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
-  cls->add_option("--mode", k->mode, "score (deterministic label scores) or generate (the reference's sampling + parsing)")
+  cls->add_option("images", k->images, "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them");
+  cls->add_option("--data", k->data, "a labelled dataset (ROOT or MANIFEST) instead of images: accuracy, macro-F1, per class");
+  cls->add_option("--split", k->split, "--data: train, val or test")->capture_default_str();
+  cls->add_option("--val-fraction", k->dataset.val_fraction, "--data: validation share of train/ when there is no val/")
       ->capture_default_str();
-  cls->add_option("--temperature", k->temperature, "generate mode: temperature (merged with generation_config.json)")
+  cls->add_option("--split-seed", k->dataset.split_seed, "--data: seed of that split")->capture_default_str();
+  cls->add_option("--out", k->out, "--data: write the report (metrics, each image's prediction) to this JSON file");
+  cls->add_option("--labels", k->o.labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
+  cls->add_option("--mode", k->o.mode, "score (deterministic label scores) or generate (the reference's sampling + parsing)")
       ->capture_default_str();
-  cls->add_option("--max-new-tokens", k->max_new_tokens, "generate mode")->capture_default_str();
-  cls->add_option("--seed", k->seed, "generate mode: sampling seed")->capture_default_str();
-  cls->add_option("--batch", k->batch,
+  cls->add_option("--temperature", k->o.temperature, "generate mode: temperature (merged with generation_config.json)")
+      ->capture_default_str();
+  cls->add_option("--max-new-tokens", k->o.max_new_tokens, "generate mode")->capture_default_str();
+  cls->add_option("--seed", k->o.seed, "generate mode: sampling seed")->capture_default_str();
+  cls->add_option("--batch", k->o.batch,
                   "score mode: images per VLM forward (1: each alone, independent of the others; more: faster on a "
                   "GPU, equal to float rounding)")
       ->capture_default_str()

@@ -221,4 +221,14 @@ RgbImage cap_long_side(const RgbImage& image, int max_side, Filter filter) {
   return resize(image, w, h, filter);
 }
 
+CappedImage decode_capped(const std::string& path, int max_side) {
+  CappedImage c;
+  try {
+    c.image = cap_long_side(decode_image_file(path), max_side);
+  } catch (const Error& e) {
+    c.error = e.what();
+  }
+  return c;
+}
+
 }  // namespace emovlm

@@ -26,4 +26,12 @@ RgbImage crop(const RgbImage& image, int left, int top, int w, int h);
 // are returned unchanged. The reference caps VLM inputs at 1024 px with LANCZOS.
 RgbImage cap_long_side(const RgbImage& image, int max_side, Filter filter = Filter::Lanczos);
 
+// An image file decoded and capped as a VLM input, or why it could not be read: for the commands
+// that go on past an unreadable image (the error names the file).
+struct CappedImage {
+  RgbImage image;
+  std::string error;  // empty when decoded
+};
+CappedImage decode_capped(const std::string& path, int max_side);
+
 }  // namespace emovlm

@@ -89,25 +89,13 @@ json Predictor::predict(const std::string& image_path) {
 std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths, bool deterministic) {
   torch::NoGradGuard ng;
   // decoded on worker threads, in order
-  struct Decoded {
-    RgbImage image;
-    std::string error;
-  };
-  auto decode = [&](size_t i) {
-    Decoded d;
-    try {
-      d.image = cap_long_side(decode_image_file(paths[i]), s_->cap);
-    } catch (const Error& e) {
-      d.error = e.what();
-    }
-    return d;
-  };
+  auto decode = [&](size_t i) { return decode_capped(paths[i], s_->cap); };
   const int workers = static_cast<int>(std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency())));
-  OrderedPrefetcher<Decoded> decoded(paths.size(), decode, workers, paths.size());
+  OrderedPrefetcher<CappedImage> decoded(paths.size(), decode, workers, paths.size());
   std::vector<json> out(paths.size());
   std::vector<VlmPrompt> prompts;
   std::vector<size_t> rows;  // out index of each prompt
-  Decoded d;
+  CappedImage d;
   for (size_t i = 0; decoded.next(d); ++i) {
     if (!d.error.empty()) {
       out[i] = {{"image", paths[i]}, {"error", d.error}};

@@ -1,0 +1,160 @@
+// The VLM alone as an emotion classifier (see classify.h).
+#include "emovlm/pipeline/classify.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/data/loader.h"
+#include "emovlm/image/resample.h"
+#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/pipeline/metrics.h"
+#include "emovlm/text/chat.h"
+#include "emovlm/train/sft.h"
+
+namespace emovlm {
+
+using json = nlohmann::json;
+
+void ClassifyOptions::validate() const {
+  if (vlm.empty()) throw Error("classify: no VLM checkpoint directory given");
+  if (mode != "score" && mode != "generate") throw Error(cat("classify: --mode must be score or generate, not '", mode, "'"));
+  if (batch < 1) throw Error(cat("classify: --batch must be 1 or more, not ", batch));
+  if (batch > 1 && mode != "score")
+    throw Error("classify: --batch is for --mode score: generate mode samples each image alone, as the reference does");
+  if (cap_long_side < 28) throw Error(cat("classify: cap_long_side ", cap_long_side, " is under one 28-pixel patch"));
+}
+
+struct VlmClassifier::State {
+  ClassifyOptions o;
+  LabelSet labels;
+  Qwen2VL model{nullptr};
+  std::unique_ptr<Qwen2VLProcessor> proc;
+  std::string prompt;
+  std::vector<std::vector<int32_t>> cands;
+  GenerationConfig gen;
+};
+
+VlmClassifier::VlmClassifier(const ClassifyOptions& o) : s_(std::make_unique<State>()) {
+  o.validate();
+  s_->o = o;
+  s_->labels = LabelSet::from_spec(o.labels);
+  s_->model = load_vlm(o.vlm, o.adapter, parse_dtype(o.dtype), parse_device(o.device));
+  s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(o.vlm));
+  s_->prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
+                            ChatMessage::text_then_image("user", categorical_prompt(s_->labels))},
+                           true);
+  for (const auto& l : s_->labels.labels)
+    s_->cands.push_back(s_->proc->tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+  if (o.mode == "generate") {
+    GenerationConfig caller;
+    caller.do_sample = true;
+    caller.temperature = o.temperature;
+    caller.top_p = 1.0;
+    caller.max_new_tokens = o.max_new_tokens;
+    caller.seed = o.seed;
+    caller.cuda_graph = o.cuda_graph;
+    s_->gen = GenerationConfig::merge(GenerationConfig::from_dir(o.vlm), caller);
+  }
+}
+
+VlmClassifier::~VlmClassifier() = default;
+
+const LabelSet& VlmClassifier::labels() const { return s_->labels; }
+const ClassifyOptions& VlmClassifier::options() const { return s_->o; }
+
+void VlmClassifier::classify(const std::vector<std::string>& paths, const std::function<void(const json&)>& on_result) {
+  torch::NoGradGuard ng;
+  const ClassifyOptions& o = s_->o;
+  const std::vector<std::string>& L = s_->labels.labels;
+  Qwen2VLImpl& model = *s_->model;
+  // score mode: the label scores of `batch` images per forward (1: each alone, deterministic)
+  std::vector<VlmPrompt> pending;
+  std::vector<std::string> pending_paths;
+  auto score_pending = [&] {
+    if (pending.empty()) return;
+    torch::Tensor scores = label_scores(model, *s_->proc, pending, s_->cands, o.batch == 1);  // [n, C]
+    for (size_t k = 0; k < pending.size(); ++k) {
+      torch::Tensor s = scores[static_cast<int64_t>(k)], prob = torch::softmax(s, 0);
+      json r = {{"image", pending_paths[k]}, {"label", L[prob.argmax().item<int64_t>()]}};
+      for (size_t i = 0; i < L.size(); ++i) {
+        r["probabilities"][L[i]] = prob[static_cast<int64_t>(i)].item<double>();
+        r["sum_logprob"][L[i]] = s[static_cast<int64_t>(i)].item<double>();
+      }
+      on_result(r);
+    }
+    pending.clear();
+    pending_paths.clear();
+  };
+  const size_t batch = static_cast<size_t>(o.batch);
+  const int workers =
+      static_cast<int>(std::min<size_t>(std::max<size_t>(1, paths.size()), std::max(1u, std::thread::hardware_concurrency())));
+  OrderedPrefetcher<CappedImage> decoded(
+      paths.size(), [&](size_t i) { return decode_capped(paths[i], o.cap_long_side); }, workers, 2 * batch);
+  CappedImage d;
+  for (size_t i = 0; decoded.next(d); ++i) {
+    if (!d.error.empty()) {  // said in its place: the images before it first
+      score_pending();
+      on_result(json{{"image", paths[i]}, {"error", d.error}});
+      continue;
+    }
+    VlmPrompt p{s_->prompt, {std::move(d.image)}};
+    if (o.mode == "score") {
+      pending.push_back(std::move(p));
+      pending_paths.push_back(paths[i]);
+      if (pending.size() == batch) score_pending();
+      continue;
+    }
+    GenerationResult gr = generate(model, s_->proc->build({p}, model.device()), s_->gen);
+    std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
+    const std::string answer = s_->proc->tokenizer().decode(ids, true);
+    const ParsedAnswer pa = parse_categorical_answer(answer, s_->labels);
+    json r = {{"image", paths[i]}, {"answer", answer}, {"label", pa.index >= 0 ? json(L[pa.index]) : json(nullptr)}};
+    if (pa.index < 0) r["unparsable"] = true;
+    on_result(r);
+  }
+  score_pending();
+}
+
+json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split, const DatasetOptions& dataset,
+                  const std::function<void(const json&)>& on_result) {
+  DatasetOptions d = dataset;
+  d.labels = classifier.options().labels;
+  const Dataset ds = load_dataset(data, d);
+  if (ds.labels.labels != classifier.labels().labels)
+    throw Error(cat(data, ": the dataset's labels differ from the classifier's (", classifier.options().labels, ")"));
+  const std::vector<Sample>& samples = ds.split(split);
+  std::vector<std::string> paths;
+  for (const Sample& s : samples) paths.push_back(s.path);
+
+  const std::vector<std::string>& L = ds.labels.labels;
+  std::vector<int> pred, truth;
+  json predictions = json::array(), unreadable = json::array();
+  size_t i = 0;
+  classifier.classify(paths, [&](const json& r) {
+    json row = r;
+    row["truth"] = L[samples[i].label];
+    ++i;
+    if (row.contains("error")) {
+      unreadable.push_back({{"image", row["image"]}, {"error", row["error"]}});
+    } else {
+      const auto it = row["label"].is_null() ? L.end() : std::find(L.begin(), L.end(), row["label"].get<std::string>());
+      pred.push_back(it == L.end() ? -1 : static_cast<int>(it - L.begin()));
+      truth.push_back(samples[i - 1].label);
+      predictions.push_back({{"image", row["image"]}, {"truth", row["truth"]}, {"label", row["label"]}});
+    }
+    if (on_result) on_result(row);
+  });
+  const ClassifyOptions& o = classifier.options();
+  json report = {{"vlm", o.vlm},   {"adapter", o.adapter}, {"mode", o.mode}, {"labels", L},
+                 {"data", data},   {"split", split},       {"images", samples.size()},
+                 {"unreadable", unreadable.size()}};
+  if (o.mode == "generate") report["sampling"] = {{"temperature", o.temperature}, {"seed", o.seed}};
+  report["metrics"] = classification_report(pred, truth, static_cast<int>(L.size())).to_json(L);
+  report["unreadable_images"] = std::move(unreadable);
+  report["predictions"] = std::move(predictions);
+  return report;
+}
+
+}  // namespace emovlm

@@ -1,0 +1,59 @@
+// The VLM alone as an emotion classifier: label scores (deterministic, a distribution over the
+// labels) or the reference's generate-and-parse, over image files or a labelled dataset split.
+// `emovlm classify` is this file's command.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "emovlm/data/dataset.h"
+#include "emovlm/data/labels.h"
+
+namespace emovlm {
+
+struct ClassifyOptions {
+  std::string vlm, adapter;  // checkpoint directory; optional PEFT adapter merged at load
+  std::string dtype = "bf16", device = "auto";
+  std::string labels = "mikels8";  // mikels8, ekman6, binary or a,b,c
+  std::string mode = "score";      // score or generate
+  int batch = 1;                   // score mode: images per VLM forward (1: each alone, deterministic)
+  int max_new_tokens = 256;        // generate mode: the reference's sampling, merged with generation_config.json
+  double temperature = 0.8;
+  uint64_t seed = 0;  // every image is sampled from this seed: its answer does not depend on the others
+  bool cuda_graph = false;
+  int cap_long_side = 1024;  // images are shrunk to this longest side before preprocessing
+
+  void validate() const;
+};
+
+class VlmClassifier {
+ public:
+  explicit VlmClassifier(const ClassifyOptions& options);
+  ~VlmClassifier();
+  // Each image in order, decoded on worker threads. on_result receives per image:
+  //   score:    {"image", "label", "probabilities": {label: p}, "sum_logprob": {label: s}}
+  //   generate: {"image", "answer", "label" (null when unparsable)[, "unparsable": true]}
+  //   or, when the file cannot be read: {"image", "error"}.
+  void classify(const std::vector<std::string>& paths, const std::function<void(const nlohmann::json&)>& on_result);
+  const LabelSet& labels() const;
+  const ClassifyOptions& options() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// The VLM alone on one split of a labelled dataset (the paper's VLM rows): accuracy, macro-F1,
+// per-class recall/precision/F1 and the confusion matrix (unparsable answers count as wrong),
+// each image's prediction, and the images that could not be read (left out of the metrics,
+// listed and counted). The dataset is read with the classifier's label set. on_result: each
+// image's result as it comes, with "truth" added.
+nlohmann::json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split,
+                            const DatasetOptions& dataset, const std::function<void(const nlohmann::json&)>& on_result = {});
+
+}  // namespace emovlm

@@ -1,0 +1,125 @@
+// The VLM alone as a classifier (pipeline/classify): images in order with unreadable ones in
+// their place, batched scores equal to each-alone ones, generate mode, and the evaluation of a
+// labelled split.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "emovlm/core/error.h"
+#include "emovlm/pipeline/classify.h"
+#include "test_util.h"
+
+using namespace emovlm;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+ClassifyOptions tiny(int batch = 1) {
+  ClassifyOptions o;
+  o.vlm = test::ref_path("qwen2vl_tiny");
+  o.dtype = "f32";
+  o.device = "cpu";
+  o.labels = "amusement,sadness,fear";
+  o.batch = batch;
+  return o;
+}
+
+std::vector<json> run(VlmClassifier& c, const std::vector<std::string>& paths) {
+  std::vector<json> out;
+  c.classify(paths, [&](const json& r) { out.push_back(r); });
+  return out;
+}
+
+}  // namespace
+
+TEST(Classify, InOrderWithUnreadableImagesInTheirPlaceAndBatchesEqualToAlone) {
+  test::TempDir tmp;
+  const std::string bad = tmp / "bad.png";
+  std::ofstream(bad) << "not an image";
+  const std::vector<std::string> paths = {test::ref_path("images/img_a.png"), test::ref_path("images/img_b.png"), bad,
+                                          test::ref_path("images/img_c.jpg"), test::ref_path("images/img_d.png")};
+  VlmClassifier alone(tiny(1)), batched(tiny(3));
+  const std::vector<json> a = run(alone, paths), b = run(batched, paths);
+  ASSERT_EQ(a.size(), paths.size());
+  ASSERT_EQ(b.size(), paths.size());
+  for (size_t i = 0; i < paths.size(); ++i) {
+    EXPECT_EQ(a[i]["image"], paths[i]);
+    EXPECT_EQ(b[i]["image"], paths[i]);
+    if (i == 2) {
+      EXPECT_NE(a[i]["error"].get<std::string>().find("bad.png"), std::string::npos);
+      EXPECT_TRUE(b[i].contains("error"));
+      continue;
+    }
+    EXPECT_EQ(a[i]["label"], b[i]["label"]) << paths[i];
+    double sum = 0;
+    for (const auto& [label, p] : a[i]["probabilities"].items()) {
+      sum += p.get<double>();
+      EXPECT_NEAR(b[i]["probabilities"][label].get<double>(), p.get<double>(), 1e-5) << label;
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-6);
+    EXPECT_EQ(a[i]["probabilities"].size(), 3u);
+  }
+  // each alone does not depend on the others: the same image alone gives the same result
+  EXPECT_EQ(run(alone, {paths[3]})[0], a[3]);
+}
+
+TEST(Classify, GenerateModeAnswersAndRefusesBatches) {
+  ClassifyOptions o = tiny();
+  o.mode = "generate";
+  o.max_new_tokens = 4;
+  VlmClassifier c(o);
+  const std::vector<json> r = run(c, {test::ref_path("images/img_c.jpg")});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].contains("answer"));
+  // the tiny model's four tokens do not spell an answer: reported as such, never mapped to a class
+  EXPECT_EQ(r[0]["label"].is_null(), r[0].value("unparsable", false));
+  o.batch = 2;
+  EXPECT_THROW(o.validate(), Error);
+  ClassifyOptions bad = tiny();
+  bad.mode = "vote";
+  EXPECT_THROW(VlmClassifier{bad}, Error);
+}
+
+TEST(Classify, EvaluatesALabelledSplit) {
+  test::TempDir tmp;
+  const std::string root = tmp / "data";
+  for (const char* label : {"amusement", "sadness", "fear"}) {
+    fs::create_directories(root + "/train/" + label);
+    fs::create_directories(root + "/test/" + label);
+    fs::copy_file(test::ref_path("images/img_d.png"), root + "/train/" + label + "/x.png");
+  }
+  fs::copy_file(test::ref_path("images/img_a.png"), root + "/test/amusement/a.png");
+  fs::copy_file(test::ref_path("images/img_b.png"), root + "/test/amusement/b.png");
+  fs::copy_file(test::ref_path("images/img_c.jpg"), root + "/test/sadness/c.jpg");
+  test::write_test_image(root + "/test/fear/d.png", 40, 30, 200);
+  std::ofstream(root + "/test/fear/broken.png") << "truncated";
+  VlmClassifier c(tiny(2));
+  int seen = 0;
+  json r = evaluate_vlm(c, root, "test", {}, [&](const json& row) {
+    ++seen;
+    EXPECT_TRUE(row.contains("truth"));
+  });
+  EXPECT_EQ(seen, 5);
+  EXPECT_EQ(r["images"].get<int64_t>(), 5);
+  EXPECT_EQ(r["unreadable"].get<int64_t>(), 1);
+  EXPECT_NE(r["unreadable_images"][0]["image"].get<std::string>().find("broken.png"), std::string::npos);
+  const json& m = r["metrics"];
+  ASSERT_EQ(m["n"].get<int64_t>(), 4);
+  ASSERT_EQ(r["predictions"].size(), 4u);
+  int64_t right = 0, in_confusion = 0;
+  for (const json& p : r["predictions"]) {
+    right += p["label"] == p["truth"];
+    EXPECT_NE(p["image"].get<std::string>().find("/test/" + p["truth"].get<std::string>() + "/"), std::string::npos);
+  }
+  for (const auto& row : m["confusion"])
+    for (const auto& v : row) in_confusion += v.get<int64_t>();
+  EXPECT_EQ(in_confusion, 4);
+  EXPECT_DOUBLE_EQ(m["accuracy"].get<double>(), right / 4.0);
+  EXPECT_EQ(r["labels"], (json{"amusement", "fear", "sadness"}));  // sorted, as every artifact stores them
+  // a folder outside the label set is an error before any image is classified
+  fs::create_directories(root + "/test/joy");
+  test::write_test_image(root + "/test/joy/e.png", 40, 30, 10);
+  EXPECT_THROW(evaluate_vlm(c, root, "test", {}), Error);
+}
