@@ -123,3 +123,63 @@ TEST(Classify, EvaluatesALabelledSplit) {
   test::write_test_image(root + "/test/joy/e.png", 40, 30, 10);
   EXPECT_THROW(evaluate_vlm(c, root, "test", {}), Error);
 }
+
+TEST(Classify, EvaluationResumesFromItsJournal) {
+  test::TempDir tmp;
+  const std::string root = tmp / "data";
+  const char* labels[] = {"amusement", "sadness", "fear"};
+  const char* images[] = {"img_a.png", "img_b.png", "img_c.jpg", "img_d.png"};
+  for (const char* label : labels) {
+    fs::create_directories(root + "/train/" + label);
+    fs::copy_file(test::ref_path("images/img_d.png"), root + "/train/" + label + "/x.png");
+  }
+  for (int i = 0; i < 4; ++i) {
+    fs::create_directories(root + "/test/" + labels[i % 3]);
+    fs::copy_file(test::ref_path(std::string("images/") + images[i]), root + "/test/" + labels[i % 3] + "/" + images[i]);
+  }
+  const std::string journal = tmp / "report.json.partial.jsonl";
+  VlmClassifier c(tiny());
+  const json full = evaluate_vlm(c, root, "test", {}, {}, journal);
+  EXPECT_EQ(full["resumed"].get<int64_t>(), 0);
+  std::vector<std::string> lines;
+  {
+    std::ifstream in(journal);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+  }
+  ASSERT_EQ(lines.size(), 5u);  // the settings, then one line per image
+  // a run killed after two images, in the middle of writing the third; the second's label
+  // changed, to see that it is read back and not computed again
+  json second = json::parse(lines[2]);
+  const std::string changed = second["label"] == "fear" ? "sadness" : "fear";
+  second["label"] = changed;
+  {
+    std::ofstream out(journal, std::ios::trunc);
+    out << lines[0] << '\n' << lines[1] << '\n' << second.dump() << '\n' << lines[3].substr(0, 20);
+  }
+  int computed = 0;
+  const json resumed = evaluate_vlm(c, root, "test", {}, [&](const json&) { ++computed; }, journal);
+  EXPECT_EQ(computed, 2);
+  EXPECT_EQ(resumed["resumed"].get<int64_t>(), 2);
+  ASSERT_EQ(resumed["predictions"].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const json& p = resumed["predictions"][i];
+    EXPECT_EQ(p["image"], full["predictions"][i]["image"]);
+    EXPECT_EQ(p["label"], p["image"] == second["image"] ? json(changed) : full["predictions"][i]["label"]) << p["image"];
+  }
+  {
+    std::ifstream in(journal);
+    int n = 0;
+    for (std::string l; std::getline(in, l); ++n) EXPECT_FALSE(json::parse(l, nullptr, false).is_discarded()) << l;
+    EXPECT_EQ(n, 5);  // the cut line was dropped before appending
+  }
+  // another setting: refused, naming it
+  ClassifyOptions other = tiny();
+  other.cap_long_side = 512;
+  VlmClassifier c2(other);
+  try {
+    evaluate_vlm(c2, root, "test", {}, {}, journal);
+    ADD_FAILURE() << "a journal of other settings was reused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cap_long_side"), std::string::npos) << e.what();
+  }
+}

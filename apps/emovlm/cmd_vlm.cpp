@@ -112,10 +112,18 @@ void run_classify(ClassifyArgs& a) {
   VlmClassifier classifier(a.o);
   const std::vector<std::string>& labels = classifier.labels().labels;
   if (!a.data.empty()) {  // a labelled split: a progress bar, then the metrics
+    // with --out, each result also goes to OUT.partial.jsonl as it comes: a killed run resumes from it
+    const std::string journal = a.out.empty() ? "" : a.out + ".partial.jsonl";
     Progress bar(cat("classify ", a.split), -1, "img");
-    json report = evaluate_vlm(classifier, a.data, a.split, a.dataset, [&](const json&) { bar.advance(); });
+    json report = evaluate_vlm(classifier, a.data, a.split, a.dataset, [&](const json&) { bar.advance(); }, journal);
     bar.finish();
-    if (!a.out.empty()) write_file_atomic(a.out, report.dump(1) + "\n");
+    if (!a.out.empty()) {
+      write_file_atomic(a.out, report.dump(1) + "\n");
+      std::remove(journal.c_str());
+    }
+    if (report["resumed"].get<int64_t>() > 0)
+      std::fprintf(stderr, "resumed: %lld results from %s\n", static_cast<long long>(report["resumed"].get<int64_t>()),
+                   journal.c_str());
     if (a.as_json) {
       std::cout << report.dump(1) << std::endl;
       return;
@@ -172,7 +180,9 @@ void add_vlm_commands(CLI::App& app) {
   cls->add_option("--val-fraction", k->dataset.val_fraction, "--data: validation share of train/ when there is no val/")
       ->capture_default_str();
   cls->add_option("--split-seed", k->dataset.split_seed, "--data: seed of that split")->capture_default_str();
-  cls->add_option("--out", k->out, "--data: write the report (metrics, each image's prediction) to this JSON file");
+  cls->add_option("--out", k->out,
+                  "--data: write the report (metrics, each image's prediction) to this JSON file; OUT.partial.jsonl "
+                  "keeps the results so far, and a run killed before the end resumes from it");
   cls->add_option("--labels", k->o.labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
   cls->add_option("--mode", k->o.mode, "score (deterministic label scores) or generate (the reference's sampling + parsing)")
       ->capture_default_str();

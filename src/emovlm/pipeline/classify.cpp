@@ -2,9 +2,13 @@
 #include "emovlm/pipeline/classify.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <thread>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
 #include "emovlm/image/resample.h"
@@ -16,6 +20,7 @@
 namespace emovlm {
 
 using json = nlohmann::json;
+namespace fs = std::filesystem;
 
 void ClassifyOptions::validate() const {
   if (vlm.empty()) throw Error("classify: no VLM checkpoint directory given");
@@ -117,39 +122,99 @@ void VlmClassifier::classify(const std::vector<std::string>& paths, const std::f
   score_pending();
 }
 
+namespace {
+
+// What a journal's results depend on: a journal written with other settings is not reused.
+json journal_settings(const ClassifyOptions& o, const std::string& data, const std::string& split) {
+  json j = {{"vlm", o.vlm}, {"adapter", o.adapter}, {"dtype", o.dtype}, {"labels", o.labels}, {"mode", o.mode},
+            {"cap_long_side", o.cap_long_side}, {"data", data}, {"split", split}};
+  if (o.mode == "generate")
+    j.update({{"temperature", o.temperature}, {"seed", o.seed}, {"max_new_tokens", o.max_new_tokens}});
+  return j;
+}
+
+// The results a journal holds, by image path; a last line cut short by a kill is dropped (and cut
+// from the file, so that appending goes on from a whole line).
+std::map<std::string, json> read_journal(const std::string& path, const json& settings) {
+  std::map<std::string, json> rows;
+  if (!file_exists(path)) return rows;
+  const std::string text = read_file(path);
+  size_t pos = 0, good_end = 0, line_no = 0;
+  while (pos < text.size()) {
+    const size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) break;  // no newline: cut short
+    json j = json::parse(text.substr(pos, nl - pos), nullptr, false);
+    if (j.is_discarded()) throw Error(cat(path, ": line ", line_no + 1, " is not JSON (delete the file to start over)"));
+    if (line_no == 0) {
+      for (const auto& [key, value] : settings.items())
+        if (!j.contains(key) || j[key] != value)
+          throw Error(cat(path, ": written with other settings (", key, " ", j.value(key, json()).dump(), ", now ",
+                          value.dump(), "): delete it or write the report elsewhere"));
+    } else {
+      std::string image = j.at("image").get<std::string>();  // (before j is moved from)
+      rows[image] = std::move(j);
+    }
+    ++line_no;
+    pos = good_end = nl + 1;
+  }
+  if (good_end < text.size()) fs::resize_file(path, good_end);
+  return rows;
+}
+
+}  // namespace
+
 json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split, const DatasetOptions& dataset,
-                  const std::function<void(const json&)>& on_result) {
+                  const std::function<void(const json&)>& on_result, const std::string& journal) {
   DatasetOptions d = dataset;
   d.labels = classifier.options().labels;
   const Dataset ds = load_dataset(data, d);
   if (ds.labels.labels != classifier.labels().labels)
     throw Error(cat(data, ": the dataset's labels differ from the classifier's (", classifier.options().labels, ")"));
   const std::vector<Sample>& samples = ds.split(split);
-  std::vector<std::string> paths;
-  for (const Sample& s : samples) paths.push_back(s.path);
-
   const std::vector<std::string>& L = ds.labels.labels;
-  std::vector<int> pred, truth;
-  json predictions = json::array(), unreadable = json::array();
-  size_t i = 0;
-  classifier.classify(paths, [&](const json& r) {
+  const ClassifyOptions& o = classifier.options();
+
+  const json settings = journal_settings(o, data, split);
+  std::map<std::string, json> done = journal.empty() ? std::map<std::string, json>() : read_journal(journal, settings);
+  std::ofstream log;
+  if (!journal.empty()) {
+    const bool fresh = !file_exists(journal) || fs::file_size(journal) == 0;
+    log.open(journal, std::ios::app);
+    if (!log) throw Error(cat(journal, ": cannot open for appending"));
+    if (fresh) log << settings.dump() << '\n' << std::flush;
+  }
+  std::vector<std::string> todo;
+  std::vector<int> todo_label;
+  for (const Sample& s : samples)
+    if (!done.count(s.path)) todo.push_back(s.path), todo_label.push_back(s.label);
+  size_t k = 0;
+  classifier.classify(todo, [&](const json& r) {
     json row = r;
-    row["truth"] = L[samples[i].label];
-    ++i;
-    if (row.contains("error")) {
-      unreadable.push_back({{"image", row["image"]}, {"error", row["error"]}});
-    } else {
-      const auto it = row["label"].is_null() ? L.end() : std::find(L.begin(), L.end(), row["label"].get<std::string>());
-      pred.push_back(it == L.end() ? -1 : static_cast<int>(it - L.begin()));
-      truth.push_back(samples[i - 1].label);
-      predictions.push_back({{"image", row["image"]}, {"truth", row["truth"]}, {"label", row["label"]}});
+    row["truth"] = L[todo_label[k++]];
+    if (log.is_open()) {
+      log << row.dump() << '\n' << std::flush;
+      if (!log) throw Error(cat(journal, ": write failed"));
     }
+    done[row["image"].get<std::string>()] = row;
     if (on_result) on_result(row);
   });
-  const ClassifyOptions& o = classifier.options();
+
+  std::vector<int> pred, truth;
+  json predictions = json::array(), unreadable = json::array();
+  for (const Sample& s : samples) {
+    const json& row = done.at(s.path);
+    if (row.contains("error")) {
+      unreadable.push_back({{"image", s.path}, {"error", row["error"]}});
+      continue;
+    }
+    const auto it = row["label"].is_null() ? L.end() : std::find(L.begin(), L.end(), row["label"].get<std::string>());
+    pred.push_back(it == L.end() ? -1 : static_cast<int>(it - L.begin()));
+    truth.push_back(s.label);
+    predictions.push_back({{"image", s.path}, {"truth", L[s.label]}, {"label", row["label"]}});
+  }
   json report = {{"vlm", o.vlm},   {"adapter", o.adapter}, {"mode", o.mode}, {"labels", L},
                  {"data", data},   {"split", split},       {"images", samples.size()},
-                 {"unreadable", unreadable.size()}};
+                 {"unreadable", unreadable.size()},        {"resumed", samples.size() - todo.size()}};
   if (o.mode == "generate") report["sampling"] = {{"temperature", o.temperature}, {"seed", o.seed}};
   report["metrics"] = classification_report(pred, truth, static_cast<int>(L.size())).to_json(L);
   report["unreadable_images"] = std::move(unreadable);

@@ -53,7 +53,11 @@ class VlmClassifier {
 // each image's prediction, and the images that could not be read (left out of the metrics,
 // listed and counted). The dataset is read with the classifier's label set. on_result: each
 // image's result as it comes, with "truth" added.
+// journal: a JSON-lines file that each result is appended to as it comes (its first line names
+// the settings); a run that finds one written with the same settings classifies only the images
+// it lacks, so a killed run resumes. Other settings: an error naming the file and the setting.
 nlohmann::json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split,
-                            const DatasetOptions& dataset, const std::function<void(const nlohmann::json&)>& on_result = {});
+                            const DatasetOptions& dataset, const std::function<void(const nlohmann::json&)>& on_result = {},
+                            const std::string& journal = "");
 
 }  // namespace emovlm
