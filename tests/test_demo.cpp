@@ -38,6 +38,13 @@ TEST(Demo, QuickRunWritesEveryArtifact) {
   const json& acc = log["report"]["models"];
   EXPECT_GE(acc["emovlm_kd"]["accuracy"].get<double>(),
             std::min(acc["vlm"]["accuracy"].get<double>(), acc["distill_head"]["accuracy"].get<double>()));
+  // the bundle read the test images from their files as the cache holds them: the VLM's answers
+  // the same, the head and the gate to a tie broken otherwise by bf16 rounding (one image)
+  const json& fi = log["bundle_on_test_images"]["models"];
+  const double one = 1.0 / log["bundle_on_test_images"]["images"].get<double>();
+  EXPECT_EQ(fi["vlm"]["accuracy"], acc["vlm"]["accuracy"]);
+  EXPECT_NEAR(fi["distill_head"]["accuracy"].get<double>(), acc["distill_head"]["accuracy"].get<double>(), one + 1e-12);
+  EXPECT_NEAR(fi["emovlm_kd"]["accuracy"].get<double>(), acc["emovlm_kd"]["accuracy"].get<double>(), one + 1e-12);
   // every artifact loads
   const json& w = log["written"];
   EXPECT_GT(read_instructions(w["instructions"]).size(), 0u);

@@ -288,6 +288,32 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
       EXPECT_NEAR(batched[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4)
           << label << "\nbatched: " << batched[i].dump() << "\nalone: " << one.dump();
   }
+  // the bundle on the test split from the images: the metrics the cached evaluation gives
+  DatasetOptions ds;
+  ds.labels = "mikels8";
+  const std::string journal = w.tmp / "bundle-eval.partial.jsonl";
+  int results = 0;
+  json be = evaluate_bundle(p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);
+  EXPECT_EQ(results, 16);
+  EXPECT_EQ(be["images"].get<int64_t>(), 16);
+  EXPECT_EQ(be["unreadable"].get<int64_t>(), 0);
+  ASSERT_EQ(be["predictions"].size(), 16u);
+  for (const auto& [model, key] : {std::pair<const char*, const char*>{"vlm", "vlm"}, {"distill_head", "head"}, {"emovlm_kd", "emotion"}}) {
+    int right = 0;
+    for (const json& row : be["predictions"]) right += row[key] == row["truth"];
+    EXPECT_DOUBLE_EQ(be["models"][model]["accuracy"].get<double>(), right / 16.0) << model;
+    EXPECT_DOUBLE_EQ(be["models"][model]["accuracy"].get<double>(), rep["models"][model]["accuracy"].get<double>()) << model;
+  }
+  const json& c = be["complementarity"]["vlm_vs_head"];
+  EXPECT_EQ(c["both_right"].get<int64_t>() + c["only_vlm"].get<int64_t>() + c["only_head"].get<int64_t>() +
+                c["both_wrong"].get<int64_t>(),
+            16);
+  // again with the same journal: every result read back, nothing computed
+  results = 0;
+  json again = evaluate_bundle(p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);
+  EXPECT_EQ(results, 0);
+  EXPECT_EQ(again["resumed"].get<int64_t>(), 16);
+  EXPECT_EQ(again["models"], be["models"]);
 }
 
 TEST(Pipeline, AblationWritesTableJsonAndPlot) {

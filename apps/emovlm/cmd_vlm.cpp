@@ -7,9 +7,7 @@
 
 #include "commands.h"
 #include "emovlm/core/error.h"
-#include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
-#include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/image/resample.h"
@@ -112,32 +110,13 @@ void run_classify(ClassifyArgs& a) {
   VlmClassifier classifier(a.o);
   const std::vector<std::string>& labels = classifier.labels().labels;
   if (!a.data.empty()) {  // a labelled split: a progress bar, then the metrics
-    // with --out, each result also goes to OUT.partial.jsonl as it comes: a killed run resumes from it
-    const std::string journal = a.out.empty() ? "" : a.out + ".partial.jsonl";
-    Progress bar(cat("classify ", a.split), -1, "img");
-    json report = evaluate_vlm(classifier, a.data, a.split, a.dataset, [&](const json&) { bar.advance(); }, journal);
-    bar.finish();
-    if (!a.out.empty()) {
-      write_file_atomic(a.out, report.dump(1) + "\n");
-      std::remove(journal.c_str());
-    }
-    if (report["resumed"].get<int64_t>() > 0)
-      std::fprintf(stderr, "resumed: %lld results from %s\n", static_cast<long long>(report["resumed"].get<int64_t>()),
-                   journal.c_str());
-    if (a.as_json) {
+    json report = run_split_report(a.split, a.out, [&](const auto& on_result, const std::string& journal) {
+      return evaluate_vlm(classifier, a.data, a.split, a.dataset, on_result, journal);
+    });
+    if (a.as_json)
       std::cout << report.dump(1) << std::endl;
-      return;
-    }
-    const json& m = report["metrics"];
-    std::printf("%s, split %s: %lld images, accuracy %.2f%%, macro-F1 %.2f%%", a.data.c_str(), a.split.c_str(),
-                static_cast<long long>(m["n"].get<int64_t>()), 100 * m["accuracy"].get<double>(),
-                100 * m["macro_f1"].get<double>());
-    if (m["unparsable"].get<int64_t>() > 0) std::printf(", %lld unparsable", static_cast<long long>(m["unparsable"].get<int64_t>()));
-    std::printf("\n");
-    for (const auto& l : labels) std::printf("  %-12s recall %6.2f%%\n", l.c_str(), 100 * m["per_class"][l]["recall"].get<double>());
-    if (report["unreadable"].get<int64_t>() > 0)
-      std::printf("%s (left out of the metrics; listed in the JSON report)\n",
-                  cat(report["unreadable"].get<int64_t>(), " of ", report["images"].get<int64_t>(), " images could not be read").c_str());
+    else
+      print_split_report(report, {{"VLM", report["metrics"]}});
     return;
   }
   json all = json::array();

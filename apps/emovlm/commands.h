@@ -4,7 +4,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json_fwd.hpp>
 
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace emovlm::cli {
@@ -21,5 +23,13 @@ void add_instruct_commands(CLI::App& app);  // instruct make, instruct import
 // {"image", "error"} entry with --json) and the others still run.
 std::vector<std::string> image_arguments(const std::vector<std::string>& args);
 void report_image_error(const std::string& path, const std::string& message, bool as_json, nlohmann::json& all);
+
+// classify --data and predict --data (split_report.cpp): runs evaluate(on_result, journal) with a
+// progress bar; with --out, the journal OUT.partial.jsonl (a killed run resumes from it) and the
+// report written atomically at the end. Then the metrics of each named model, printed.
+using SplitEvaluation = std::function<nlohmann::json(const std::function<void(const nlohmann::json&)>& on_result,
+                                                     const std::string& journal)>;
+nlohmann::json run_split_report(const std::string& split, const std::string& out, const SplitEvaluation& evaluate);
+void print_split_report(const nlohmann::json& report, const std::vector<std::pair<std::string, nlohmann::json>>& models);
 
 }  // namespace emovlm::cli

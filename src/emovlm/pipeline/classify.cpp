@@ -2,25 +2,22 @@
 #include "emovlm/pipeline/classify.h"
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
-#include <map>
 #include <thread>
 
 #include "emovlm/core/error.h"
-#include "emovlm/core/files.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/metrics.h"
+#include "emovlm/pipeline/split_eval.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 
 namespace emovlm {
 
 using json = nlohmann::json;
-namespace fs = std::filesystem;
 
 void ClassifyOptions::validate() const {
   if (vlm.empty()) throw Error("classify: no VLM checkpoint directory given");
@@ -122,101 +119,33 @@ void VlmClassifier::classify(const std::vector<std::string>& paths, const std::f
   score_pending();
 }
 
-namespace {
-
-// What a journal's results depend on: a journal written with other settings is not reused.
-json journal_settings(const ClassifyOptions& o, const std::string& data, const std::string& split) {
-  json j = {{"vlm", o.vlm}, {"adapter", o.adapter}, {"dtype", o.dtype}, {"labels", o.labels}, {"mode", o.mode},
-            {"cap_long_side", o.cap_long_side}, {"data", data}, {"split", split}};
-  if (o.mode == "generate")
-    j.update({{"temperature", o.temperature}, {"seed", o.seed}, {"max_new_tokens", o.max_new_tokens}});
-  return j;
-}
-
-// The results a journal holds, by image path; a last line cut short by a kill is dropped (and cut
-// from the file, so that appending goes on from a whole line).
-std::map<std::string, json> read_journal(const std::string& path, const json& settings) {
-  std::map<std::string, json> rows;
-  if (!file_exists(path)) return rows;
-  const std::string text = read_file(path);
-  size_t pos = 0, good_end = 0, line_no = 0;
-  while (pos < text.size()) {
-    const size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) break;  // no newline: cut short
-    json j = json::parse(text.substr(pos, nl - pos), nullptr, false);
-    if (j.is_discarded()) throw Error(cat(path, ": line ", line_no + 1, " is not JSON (delete the file to start over)"));
-    if (line_no == 0) {
-      for (const auto& [key, value] : settings.items())
-        if (!j.contains(key) || j[key] != value)
-          throw Error(cat(path, ": written with other settings (", key, " ", j.value(key, json()).dump(), ", now ",
-                          value.dump(), "): delete it or write the report elsewhere"));
-    } else {
-      std::string image = j.at("image").get<std::string>();  // (before j is moved from)
-      rows[image] = std::move(j);
-    }
-    ++line_no;
-    pos = good_end = nl + 1;
-  }
-  if (good_end < text.size()) fs::resize_file(path, good_end);
-  return rows;
-}
-
-}  // namespace
-
 json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split, const DatasetOptions& dataset,
                   const std::function<void(const json&)>& on_result, const std::string& journal) {
-  DatasetOptions d = dataset;
-  d.labels = classifier.options().labels;
-  const Dataset ds = load_dataset(data, d);
-  if (ds.labels.labels != classifier.labels().labels)
-    throw Error(cat(data, ": the dataset's labels differ from the classifier's (", classifier.options().labels, ")"));
-  const std::vector<Sample>& samples = ds.split(split);
-  const std::vector<std::string>& L = ds.labels.labels;
   const ClassifyOptions& o = classifier.options();
-
-  const json settings = journal_settings(o, data, split);
-  std::map<std::string, json> done = journal.empty() ? std::map<std::string, json>() : read_journal(journal, settings);
-  std::ofstream log;
-  if (!journal.empty()) {
-    const bool fresh = !file_exists(journal) || fs::file_size(journal) == 0;
-    log.open(journal, std::ios::app);
-    if (!log) throw Error(cat(journal, ": cannot open for appending"));
-    if (fresh) log << settings.dump() << '\n' << std::flush;
-  }
-  std::vector<std::string> todo;
-  std::vector<int> todo_label;
-  for (const Sample& s : samples)
-    if (!done.count(s.path)) todo.push_back(s.path), todo_label.push_back(s.label);
-  size_t k = 0;
-  classifier.classify(todo, [&](const json& r) {
-    json row = r;
-    row["truth"] = L[todo_label[k++]];
-    if (log.is_open()) {
-      log << row.dump() << '\n' << std::flush;
-      if (!log) throw Error(cat(journal, ": write failed"));
-    }
-    done[row["image"].get<std::string>()] = row;
-    if (on_result) on_result(row);
-  });
-
-  std::vector<int> pred, truth;
-  json predictions = json::array(), unreadable = json::array();
-  for (const Sample& s : samples) {
-    const json& row = done.at(s.path);
-    if (row.contains("error")) {
-      unreadable.push_back({{"image", s.path}, {"error", row["error"]}});
-      continue;
-    }
-    const auto it = row["label"].is_null() ? L.end() : std::find(L.begin(), L.end(), row["label"].get<std::string>());
-    pred.push_back(it == L.end() ? -1 : static_cast<int>(it - L.begin()));
-    truth.push_back(s.label);
-    predictions.push_back({{"image", s.path}, {"truth", L[s.label]}, {"label", row["label"]}});
-  }
+  // what the results depend on: a journal written with other settings is not reused
+  json settings = {{"vlm", checkpoint_identity(o.vlm)},
+                   {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
+                   {"dtype", o.dtype}, {"labels", o.labels}, {"mode", o.mode},
+                   {"cap_long_side", o.cap_long_side}, {"data", data}, {"split", split}};
+  if (o.mode == "generate")
+    settings.update({{"temperature", o.temperature}, {"seed", o.seed}, {"max_new_tokens", o.max_new_tokens}});
+  const SplitRun r = run_split(
+      data, split, dataset, o.labels, settings,
+      [&](const std::vector<std::string>& paths, const std::function<void(const json&)>& emit) { classifier.classify(paths, emit); },
+      on_result, journal);
+  const auto label_of = [](const json& row) { return row["label"]; };
+  const SplitPredictions p = split_predictions(r, label_of);
+  const std::vector<std::string>& L = r.labels.labels;
+  json predictions = json::array();
+  for (size_t i = 0; i < r.rows.size(); ++i)
+    if (!r.rows[i].contains("error"))
+      predictions.push_back({{"image", r.samples[i].path}, {"truth", r.rows[i]["truth"]}, {"label", r.rows[i]["label"]}});
+  json unreadable = split_unreadable(r);
   json report = {{"vlm", o.vlm},   {"adapter", o.adapter}, {"mode", o.mode}, {"labels", L},
-                 {"data", data},   {"split", split},       {"images", samples.size()},
-                 {"unreadable", unreadable.size()},        {"resumed", samples.size() - todo.size()}};
+                 {"data", data},   {"split", split},       {"images", r.samples.size()},
+                 {"unreadable", unreadable.size()},        {"resumed", r.resumed}};
   if (o.mode == "generate") report["sampling"] = {{"temperature", o.temperature}, {"seed", o.seed}};
-  report["metrics"] = classification_report(pred, truth, static_cast<int>(L.size())).to_json(L);
+  report["metrics"] = classification_report(p.pred, p.truth, static_cast<int>(L.size())).to_json(L);
   report["unreadable_images"] = std::move(unreadable);
   report["predictions"] = std::move(predictions);
   return report;

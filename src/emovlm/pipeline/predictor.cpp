@@ -13,6 +13,9 @@
 #include "emovlm/data/loader.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/metrics.h"
+#include "emovlm/pipeline/split_eval.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/distill.h"
 #include "emovlm/train/sft.h"
@@ -41,6 +44,7 @@ void write_bundle(const std::string& out, const BundleSpec& s) {
 }
 
 struct Predictor::State {
+  std::string dir;
   json bundle;
   LabelSet labels;
   Qwen2VL vlm{nullptr};
@@ -54,6 +58,7 @@ struct Predictor::State {
 
 Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std::make_unique<State>()) {
   const std::string bpath = (fs::path(dir) / "bundle.json").string();
+  s_->dir = dir;
   s_->bundle = read_json_file(bpath);
   if (s_->bundle.value("format", "") != "emovlm-bundle") throw Error(cat(bpath, ": not an emovlm bundle"));
   s_->labels.name = "bundle";
@@ -79,6 +84,20 @@ Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std
 Predictor::~Predictor() = default;
 
 const std::vector<std::string>& Predictor::labels() const { return s_->labels.labels; }
+
+json Predictor::identity() const {
+  const json& b = s_->bundle;
+  std::string vdir = b["vlm"].get<std::string>();
+  if (fs::path(vdir).is_relative()) vdir = (fs::path(s_->dir) / vdir).string();
+  auto file_hash = [&](const char* key, const char* fallback) {
+    return hex64(hash_file((fs::path(s_->dir) / b.value(key, fallback)).string()));
+  };
+  return {{"bundle", b},
+          {"vlm", checkpoint_identity(vdir)},
+          {"adapter", b["adapter"].is_string() ? checkpoint_identity(b["adapter"].get<std::string>()) : json(nullptr)},
+          {"head", file_hash("head", "head.safetensors")},
+          {"gate", file_hash("gate", "gate.safetensors")}};
+}
 
 json Predictor::predict(const std::string& image_path) {
   json r = predict_batch({image_path}, true)[0];
@@ -153,6 +172,46 @@ std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths
     out[rows[k]] = std::move(r);
   }
   return out;
+}
+
+json evaluate_bundle(Predictor& predictor, const std::string& data, const std::string& split, const DatasetOptions& dataset,
+                     int batch, const std::function<void(const json&)>& on_result, const std::string& journal) {
+  if (batch < 1) throw Error(cat("evaluate_bundle: batch must be 1 or more, not ", batch));
+  std::string labels;
+  for (const std::string& l : predictor.labels()) labels += (labels.empty() ? "" : ",") + l;
+  const json settings = {{"predictor", predictor.identity()}, {"data", data}, {"split", split}, {"batch", batch}};
+  const size_t n = static_cast<size_t>(batch);
+  const SplitRun r = run_split(
+      data, split, dataset, labels, settings,
+      [&](const std::vector<std::string>& paths, const std::function<void(const json&)>& emit) {
+        for (size_t b = 0; b < paths.size(); b += n) {
+          const std::vector<std::string> chunk(paths.begin() + b, paths.begin() + std::min(paths.size(), b + n));
+          for (const json& row : predictor.predict_batch(chunk, batch == 1)) emit(row);
+        }
+      },
+      on_result, journal);
+  const std::vector<std::string>& L = r.labels.labels;
+  const SplitPredictions vlm = split_predictions(r, [](const json& row) { return row["vlm"]["answer"]; });
+  const SplitPredictions head = split_predictions(r, [](const json& row) { return row["head_top3"][0]["label"]; });
+  const SplitPredictions final_ = split_predictions(r, [](const json& row) { return row["emotion"]; });
+  const int C = static_cast<int>(L.size());
+  json predictions = json::array();
+  for (size_t i = 0; i < r.rows.size(); ++i) {
+    const json& row = r.rows[i];
+    if (row.contains("error")) continue;
+    predictions.push_back({{"image", r.samples[i].path}, {"truth", row["truth"]}, {"emotion", row["emotion"]},
+                           {"vlm", row["vlm"]["answer"]}, {"head", row["head_top3"][0]["label"]}});
+  }
+  json unreadable = split_unreadable(r);
+  json report = {{"bundle", settings["predictor"]["bundle"]}, {"labels", L}, {"data", data}, {"split", split},
+                 {"images", r.samples.size()}, {"unreadable", unreadable.size()}, {"resumed", r.resumed}, {"batch", batch}};
+  report["models"] = {{"vlm", classification_report(vlm.pred, vlm.truth, C).to_json(L)},
+                      {"distill_head", classification_report(head.pred, head.truth, C).to_json(L)},
+                      {"emovlm_kd", classification_report(final_.pred, final_.truth, C).to_json(L)}};
+  report["complementarity"] = {{"vlm_vs_head", complementarity(vlm.pred, head.pred, vlm.truth).to_json("vlm", "head")}};
+  report["unreadable_images"] = std::move(unreadable);
+  report["predictions"] = std::move(predictions);
+  return report;
 }
 
 }  // namespace emovlm

@@ -3,11 +3,14 @@
 // is enough.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "emovlm/data/dataset.h"
 
 namespace emovlm {
 
@@ -31,10 +34,24 @@ class Predictor {
   // to predict() exactly). An image that cannot be read gives {"image", "error"} in its place.
   std::vector<nlohmann::json> predict_batch(const std::vector<std::string>& image_paths, bool deterministic);
   const std::vector<std::string>& labels() const;
+  // What the predictions depend on: bundle.json, and the identities of the VLM checkpoint, the
+  // adapter, the head and the gate files (a journal of another bundle is not reused).
+  nlohmann::json identity() const;
 
  private:
   struct State;
   std::unique_ptr<State> s_;
 };
+
+// The bundle on one split of a labelled dataset, from the images (no cache needed): accuracy,
+// macro-F1, per class and confusion of the VLM's answer, the head's top class and the final
+// emotion (the paper's Table 1 rows), the VLM-vs-head complementarity (Figure 1) and each image's
+// three predictions; images that cannot be read are listed and left out. batch: images per VLM
+// forward (1: each alone, deterministic). journal: each result appended as it comes, so that a
+// killed run resumes (see run_split in split_eval.h). on_result: each new result.
+nlohmann::json evaluate_bundle(Predictor& predictor, const std::string& data, const std::string& split,
+                               const DatasetOptions& dataset, int batch,
+                               const std::function<void(const nlohmann::json&)>& on_result = {},
+                               const std::string& journal = "");
 
 }  // namespace emovlm
