@@ -126,7 +126,7 @@ json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std:
   json settings = {{"vlm", checkpoint_identity(o.vlm)},
                    {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
                    {"dtype", o.dtype}, {"labels", o.labels}, {"mode", o.mode},
-                   {"cap_long_side", o.cap_long_side}, {"data", data}, {"split", split}};
+                   {"cap_long_side", o.cap_long_side}, {"batch", o.batch}, {"data", data}, {"split", split}};
   if (o.mode == "generate")
     settings.update({{"temperature", o.temperature}, {"seed", o.seed}, {"max_new_tokens", o.max_new_tokens}});
   const SplitRun r = run_split(
