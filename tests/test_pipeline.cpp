@@ -18,9 +18,14 @@
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/predictor.h"
+#include "emovlm/serve/prediction_server.h"
 #include "emovlm/train/distill.h"
 #include "emovlm/train/teacher.h"
 #include "test_util.h"
+
+#if defined(EMOVLM_HAVE_HTTP)
+#include <httplib.h>
+#endif
 
 extern char** environ;
 
@@ -314,6 +319,92 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   EXPECT_EQ(results, 0);
   EXPECT_EQ(again["resumed"].get<int64_t>(), 16);
   EXPECT_EQ(again["models"], be["models"]);
+}
+
+TEST(Pipeline, ServesPredictionsOverHttp) {
+  // a small bundle: the head and the gate trained one epoch each on the world's training cache
+  World& w = world();
+  extract_features(w.extract("train"));
+  test::TempDir dir;
+  DistillOptions d;
+  d.cache = w.extract("train").out;
+  d.out = dir / "distill";
+  d.hidden = {16};
+  d.epochs = 1;
+  d.compute_dtype = "f32";
+  train_distill_head(d);
+  GateOptions g;
+  g.cache = d.cache;
+  g.distill = d.out;
+  g.out = dir / "gate";
+  g.epochs = 1;
+  train_gate(g);
+  BundleSpec b;
+  b.vlm = w.qwen;
+  b.distill = d.out;
+  b.gate = g.out;
+  b.dtype = "f32";
+  write_bundle(dir / "bundle", b);
+  Predictor p(dir / "bundle", "cpu");
+  ServeOptions o;
+  o.port = 0;
+  o.max_bytes = 64 << 10;
+  if (!http_server_available()) {
+    EXPECT_THROW((PredictionServer{p, o}), Error);  // said so, not a silent no-op
+    (void)o;
+    return;
+  }
+#if defined(EMOVLM_HAVE_HTTP)
+  PredictionServer server(p, o);
+  const int port = server.bind();
+  std::thread serving([&] { server.run(); });
+  struct Joiner {  // stops the server and joins its thread however the test ends
+    PredictionServer& server;
+    std::thread& thread;
+    ~Joiner() {
+      server.stop();
+      thread.join();
+    }
+  } joiner{server, serving};
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(60, 0);
+  auto health = client.Get("/health");
+  ASSERT_TRUE(health) << "no answer from the server";
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(json::parse(health->body)["labels"], json(p.labels()));
+  // an image's bytes as the body, and as a multipart upload: what predict() gives for its file
+  const std::string path = FeatureCache::load(d.cache).paths[2];
+  json want = p.predict(path);
+  const std::string bytes = read_file(path);
+  auto raw = client.Post("/predict", bytes, "image/png");
+  ASSERT_TRUE(raw);
+  ASSERT_EQ(raw->status, 200) << raw->body;
+  json got = json::parse(raw->body);
+  EXPECT_EQ(got["image"], "request");
+  got["image"] = want["image"];
+  EXPECT_EQ(got, want);
+  httplib::MultipartFormDataItems items = {{"image", bytes, "photo.png", "image/png"}};
+  auto form = client.Post("/predict", items);
+  ASSERT_TRUE(form);
+  ASSERT_EQ(form->status, 200) << form->body;
+  json up = json::parse(form->body);
+  EXPECT_EQ(up["image"], "photo.png");
+  EXPECT_EQ(up["emotion"], want["emotion"]);
+  // not an image; too large; no such endpoint: errors in JSON, and the server goes on
+  auto bad = client.Post("/predict", std::string("not an image"), "image/png");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(json::parse(bad->body)["error"].get<std::string>().find("request"), std::string::npos);
+  auto big = client.Post("/predict", std::string(100 << 10, 'x'), "image/png");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  auto none = client.Get("/nothing");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 404);
+  auto again = client.Post("/predict", bytes, "image/png");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+#endif
 }
 
 TEST(Pipeline, AblationWritesTableJsonAndPlot) {

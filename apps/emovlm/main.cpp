@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   emovlm::cli::add_pipeline_commands(app);
   emovlm::cli::add_demo_commands(app);
   emovlm::cli::add_instruct_commands(app);
+  emovlm::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -112,18 +112,34 @@ std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths
   const int workers = static_cast<int>(std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency())));
   OrderedPrefetcher<CappedImage> decoded(paths.size(), decode, workers, paths.size());
   std::vector<json> out(paths.size());
-  std::vector<VlmPrompt> prompts;
-  std::vector<size_t> rows;  // out index of each prompt
+  std::vector<RgbImage> images;
+  std::vector<std::string> names;
+  std::vector<size_t> rows;  // out index of each decoded image
   CappedImage d;
   for (size_t i = 0; decoded.next(d); ++i) {
     if (!d.error.empty()) {
       out[i] = {{"image", paths[i]}, {"error", d.error}};
       continue;
     }
-    prompts.push_back({s_->prompt, {std::move(d.image)}});
+    images.push_back(std::move(d.image));
+    names.push_back(paths[i]);
     rows.push_back(i);
   }
-  if (prompts.empty()) return out;
+  std::vector<json> results = predict_images(std::move(images), names, deterministic);
+  for (size_t k = 0; k < rows.size(); ++k) out[rows[k]] = std::move(results[k]);
+  return out;
+}
+
+json Predictor::predict_image(const RgbImage& image, const std::string& name) {
+  return predict_images({cap_long_side(image, s_->cap)}, {name}, true)[0];
+}
+
+std::vector<json> Predictor::predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+                                            bool deterministic) {
+  torch::NoGradGuard ng;
+  if (images.empty()) return {};
+  std::vector<VlmPrompt> prompts;
+  for (RgbImage& image : images) prompts.push_back({s_->prompt, {std::move(image)}});
   torch::Tensor pooled;
   torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, prompts, s_->cands, deterministic, &pooled);  // [n, C]
   const auto& L = s_->labels.labels;
@@ -153,10 +169,11 @@ std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths
     std::tie(hl, w, fused) = head_and_gate(pooled, v);
   }
   torch::Tensor hp = torch::softmax(hl, 1);
-  for (size_t k = 0; k < rows.size(); ++k) {
+  std::vector<json> out(prompts.size());
+  for (size_t k = 0; k < prompts.size(); ++k) {
     const int64_t n = static_cast<int64_t>(k);
     const int64_t final_idx = fused[n].argmax().item<int64_t>(), vi = vlm_idx[n].item<int64_t>();
-    json r = {{"image", paths[rows[k]]}, {"emotion", L[final_idx]}, {"confidence", fused[n][final_idx].item<double>()}};
+    json r = {{"image", names[k]}, {"emotion", L[final_idx]}, {"confidence", fused[n][final_idx].item<double>()}};
     r["vlm"] = {{"answer", L[vi]}, {"probabilities", json::object()}};
     for (int64_t i = 0; i < C; ++i) r["vlm"]["probabilities"][L[i]] = vlm_prob[n][i].item<double>();
     auto top = hp[n].topk(std::min<int64_t>(3, C));
@@ -169,7 +186,7 @@ std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths
     } else if (w.defined()) {  // moe: the mixture over its experts
       for (int64_t e = 0; e < w.size(1); ++e) r["gate"]["experts"].push_back(w[n][e].item<double>());
     }
-    out[rows[k]] = std::move(r);
+    out[k] = std::move(r);
   }
   return out;
 }

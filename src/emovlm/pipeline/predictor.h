@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "emovlm/data/dataset.h"
+#include "emovlm/image/image.h"
 
 namespace emovlm {
 
@@ -33,12 +34,19 @@ class Predictor {
   // a GPU; equal to predict() of each to float rounding), or each alone when deterministic (equal
   // to predict() exactly). An image that cannot be read gives {"image", "error"} in its place.
   std::vector<nlohmann::json> predict_batch(const std::vector<std::string>& image_paths, bool deterministic);
+  // One decoded image (the body of an HTTP request, say), capped at the bundle's size first, alone
+  // (deterministic); `name` is the result's "image".
+  nlohmann::json predict_image(const RgbImage& image, const std::string& name);
   const std::vector<std::string>& labels() const;
   // What the predictions depend on: bundle.json, and the identities of the VLM checkpoint, the
   // adapter, the head and the gate files (a journal of another bundle is not reused).
   nlohmann::json identity() const;
 
  private:
+  // Capped images through the VLM (one left-padded forward, or each alone when deterministic),
+  // the head and the gate; results in the order given.
+  std::vector<nlohmann::json> predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+                                             bool deterministic);
   struct State;
   std::unique_ptr<State> s_;
 };
