@@ -321,14 +321,16 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   EXPECT_EQ(again["models"], be["models"]);
 }
 
-TEST(Pipeline, ServesPredictionsOverHttp) {
-  // a small bundle: the head and the gate trained one epoch each on the world's training cache
-  World& w = world();
+namespace {
+
+// A small bundle at `out` for the server tests: the head and the gate trained one epoch each on
+// the world's training cache, float32 matmuls in the head (results compared to float rounding; a
+// bf16 head rounds its input). Returns that cache.
+std::string small_bundle(World& w, const std::string& out) {
   extract_features(w.extract("train"));
-  test::TempDir dir;
   DistillOptions d;
   d.cache = w.extract("train").out;
-  d.out = dir / "distill";
+  d.out = out + "-distill";
   d.hidden = {16};
   d.epochs = 1;
   d.compute_dtype = "f32";
@@ -336,7 +338,7 @@ TEST(Pipeline, ServesPredictionsOverHttp) {
   GateOptions g;
   g.cache = d.cache;
   g.distill = d.out;
-  g.out = dir / "gate";
+  g.out = out + "-gate";
   g.epochs = 1;
   train_gate(g);
   BundleSpec b;
@@ -344,7 +346,30 @@ TEST(Pipeline, ServesPredictionsOverHttp) {
   b.distill = d.out;
   b.gate = g.out;
   b.dtype = "f32";
-  write_bundle(dir / "bundle", b);
+  write_bundle(out, b);
+  return d.cache;
+}
+
+#if defined(EMOVLM_HAVE_HTTP)
+// A server on a free loopback port, run on a thread of its own, stopped however the test ends.
+struct Serving {
+  PredictionServer server;
+  int port;
+  std::thread thread;
+  Serving(Predictor& p, const ServeOptions& o) : server(p, o), port(server.bind()), thread([this] { server.run(); }) {}
+  ~Serving() {
+    server.stop();
+    thread.join();
+  }
+};
+#endif
+
+}  // namespace
+
+TEST(Pipeline, ServesPredictionsOverHttp) {
+  World& w = world();
+  test::TempDir dir;
+  const std::string cache = small_bundle(w, dir / "bundle");
   Predictor p(dir / "bundle", "cpu");
   ServeOptions o;
   o.port = 0;
@@ -355,25 +380,15 @@ TEST(Pipeline, ServesPredictionsOverHttp) {
     return;
   }
 #if defined(EMOVLM_HAVE_HTTP)
-  PredictionServer server(p, o);
-  const int port = server.bind();
-  std::thread serving([&] { server.run(); });
-  struct Joiner {  // stops the server and joins its thread however the test ends
-    PredictionServer& server;
-    std::thread& thread;
-    ~Joiner() {
-      server.stop();
-      thread.join();
-    }
-  } joiner{server, serving};
-  httplib::Client client("127.0.0.1", port);
+  Serving serving(p, o);
+  httplib::Client client("127.0.0.1", serving.port);
   client.set_read_timeout(60, 0);
   auto health = client.Get("/health");
   ASSERT_TRUE(health) << "no answer from the server";
   EXPECT_EQ(health->status, 200);
   EXPECT_EQ(json::parse(health->body)["labels"], json(p.labels()));
   // an image's bytes as the body, and as a multipart upload: what predict() gives for its file
-  const std::string path = FeatureCache::load(d.cache).paths[2];
+  const std::string path = FeatureCache::load(cache).paths[2];
   json want = p.predict(path);
   const std::string bytes = read_file(path);
   auto raw = client.Post("/predict", bytes, "image/png");
@@ -404,6 +419,46 @@ TEST(Pipeline, ServesPredictionsOverHttp) {
   auto again = client.Post("/predict", bytes, "image/png");
   ASSERT_TRUE(again);
   EXPECT_EQ(again->status, 200);
+#endif
+}
+
+TEST(Pipeline, ServerBatchesRequestsThatArriveTogether) {
+  World& w = world();
+  test::TempDir dir;
+  const std::string cache = small_bundle(w, dir / "bundle");
+  if (!http_server_available()) GTEST_SKIP() << "this build has no HTTP server (checked in ServesPredictionsOverHttp)";
+#if defined(EMOVLM_HAVE_HTTP)
+  Predictor p(dir / "bundle", "cpu");
+  ServeOptions o;
+  o.port = 0;
+  o.batch = 4;
+  o.batch_wait_ms = 1000;  // long enough that four requests sent at once share a batch
+  Serving serving(p, o);
+  const int port = serving.port;
+  const std::vector<std::string> paths = FeatureCache::load(cache).paths;  // images of different sizes
+  std::vector<json> got(4);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < 4; ++i)
+    clients.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", port);
+      c.set_read_timeout(60, 0);
+      httplib::MultipartFormDataItems items = {{"image", read_file(paths[i]), paths[i], "image/png"}};
+      auto r = c.Post("/predict", items);
+      got[i] = r && r->status == 200 ? json::parse(r->body) : json{{"failed", r ? r->status : -1}};
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(got[i].contains("emotion")) << got[i].dump();
+    json want = p.predict(paths[i]);
+    EXPECT_EQ(got[i]["image"], paths[i]);
+    EXPECT_EQ(got[i]["emotion"], want["emotion"]) << paths[i];
+    for (const auto& [label, prob] : want["gate"]["probabilities"].items())
+      EXPECT_NEAR(got[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4) << label;
+  }
+  httplib::Client c("127.0.0.1", port);
+  json health = json::parse(c.Get("/health")->body);
+  EXPECT_EQ(health["requests"].get<int64_t>(), 4);
+  EXPECT_LT(health["batches"].get<int64_t>(), 4);  // some requests shared a forward
 #endif
 }
 

@@ -21,6 +21,14 @@ void add_serve_command(CLI::App& app) {
   sv->add_option("--port", a->o.port, "the port (0: any free one)")->capture_default_str()->check(CLI::Range(0, 65535));
   sv->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
   sv->add_option("--max-mb", a->max_mb, "the largest image accepted, in MB")->capture_default_str()->check(CLI::PositiveNumber);
+  sv->add_option("--batch", a->o.batch,
+                 "requests per VLM forward when they arrive together (1: each alone, independent of the others; "
+                 "more: a GPU's throughput, equal to float rounding)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sv->add_option("--batch-wait-ms", a->o.batch_wait_ms, "how long a request waits for others to join its batch")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sv->callback([a] {
     a->o.max_bytes = static_cast<size_t>(a->max_mb * (1 << 20));
     Predictor predictor(a->bundle, a->device);

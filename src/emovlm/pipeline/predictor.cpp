@@ -125,16 +125,20 @@ std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths
     names.push_back(paths[i]);
     rows.push_back(i);
   }
-  std::vector<json> results = predict_images(std::move(images), names, deterministic);
+  std::vector<json> results = predict_capped(std::move(images), names, deterministic);
   for (size_t k = 0; k < rows.size(); ++k) out[rows[k]] = std::move(results[k]);
   return out;
 }
 
-json Predictor::predict_image(const RgbImage& image, const std::string& name) {
-  return predict_images({cap_long_side(image, s_->cap)}, {name}, true)[0];
+std::vector<json> Predictor::predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+                                            bool deterministic) {
+  if (images.size() != names.size())
+    throw Error(cat("predict_images: ", images.size(), " images but ", names.size(), " names"));
+  for (RgbImage& image : images) image = cap_long_side(image, s_->cap);
+  return predict_capped(std::move(images), names, deterministic);
 }
 
-std::vector<json> Predictor::predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images, const std::vector<std::string>& names,
                                             bool deterministic) {
   torch::NoGradGuard ng;
   if (images.empty()) return {};

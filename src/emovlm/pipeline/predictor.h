@@ -34,9 +34,10 @@ class Predictor {
   // a GPU; equal to predict() of each to float rounding), or each alone when deterministic (equal
   // to predict() exactly). An image that cannot be read gives {"image", "error"} in its place.
   std::vector<nlohmann::json> predict_batch(const std::vector<std::string>& image_paths, bool deterministic);
-  // One decoded image (the body of an HTTP request, say), capped at the bundle's size first, alone
-  // (deterministic); `name` is the result's "image".
-  nlohmann::json predict_image(const RgbImage& image, const std::string& name);
+  // Decoded images (the bodies of HTTP requests, say), each capped at the bundle's size first, then
+  // as predict_batch; names[i] is result i's "image".
+  std::vector<nlohmann::json> predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+                                             bool deterministic);
   const std::vector<std::string>& labels() const;
   // What the predictions depend on: bundle.json, and the identities of the VLM checkpoint, the
   // adapter, the head and the gate files (a journal of another bundle is not reused).
@@ -45,7 +46,7 @@ class Predictor {
  private:
   // Capped images through the VLM (one left-padded forward, or each alone when deterministic),
   // the head and the gate; results in the order given.
-  std::vector<nlohmann::json> predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+  std::vector<nlohmann::json> predict_capped(std::vector<RgbImage> images, const std::vector<std::string>& names,
                                              bool deterministic);
   struct State;
   std::unique_ptr<State> s_;

@@ -1,7 +1,14 @@
 // A bundle's predictions over HTTP (see prediction_server.h).
 #include "emovlm/serve/prediction_server.h"
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <future>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -22,12 +29,68 @@ using json = nlohmann::json;
 bool http_server_available() { return true; }
 
 struct PredictionServer::State {
+  struct Pending {
+    RgbImage image;
+    std::string name;
+    std::promise<json> result;
+  };
   Predictor& predictor;
   ServeOptions o;
   httplib::Server server;
-  std::mutex model;  // one request at a time through the model
   int port = -1;
+  // the requests waiting for the model, and the one thread that runs it
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Pending> queue;
+  bool stopping = false;
+  int64_t requests = 0, batches = 0;
+  std::thread worker;
+
   State(Predictor& p, const ServeOptions& opt) : predictor(p), o(opt) {}
+
+  json predict(RgbImage image, const std::string& name) {
+    std::future<json> f;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (stopping) throw Error("serve: the server is stopping");
+      queue.push_back({std::move(image), name, {}});
+      f = queue.back().result.get_future();
+    }
+    cv.notify_all();
+    return f.get();
+  }
+
+  void work() {
+    const size_t most = static_cast<size_t>(std::max(1, o.batch));
+    for (;;) {
+      std::vector<Pending> batch;
+      {
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [&] { return stopping || !queue.empty(); });
+        if (queue.empty()) return;  // stopping, nothing left
+        if (most > 1)  // let the requests that arrive together join the first
+          cv.wait_for(l, std::chrono::milliseconds(o.batch_wait_ms), [&] { return stopping || queue.size() >= most; });
+        while (!queue.empty() && batch.size() < most) {
+          batch.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+        requests += static_cast<int64_t>(batch.size());
+        ++batches;
+      }
+      std::vector<RgbImage> images;
+      std::vector<std::string> names;
+      for (Pending& p : batch) {
+        images.push_back(std::move(p.image));
+        names.push_back(p.name);
+      }
+      try {
+        std::vector<json> out = predictor.predict_images(std::move(images), names, most == 1);
+        for (size_t i = 0; i < batch.size(); ++i) batch[i].result.set_value(std::move(out[i]));
+      } catch (...) {
+        for (Pending& p : batch) p.result.set_exception(std::current_exception());
+      }
+    }
+  }
 };
 
 namespace {
@@ -43,8 +106,12 @@ PredictionServer::PredictionServer(Predictor& predictor, const ServeOptions& o)
     : s_(std::make_unique<State>(predictor, o)) {
   State& s = *s_;
   s.server.set_payload_max_length(o.max_bytes);
+  if (o.batch < 1) throw Error(cat("serve: --batch must be 1 or more, not ", o.batch));
+  if (o.batch_wait_ms < 0) throw Error(cat("serve: --batch-wait-ms must be 0 or more, not ", o.batch_wait_ms));
   s.server.Get("/health", [&s](const httplib::Request&, httplib::Response& res) {
-    answer(res, 200, {{"status", "ok"}, {"labels", s.predictor.labels()}});
+    std::lock_guard<std::mutex> l(s.mu);
+    answer(res, 200, {{"status", "ok"}, {"labels", s.predictor.labels()}, {"batch", s.o.batch},
+                      {"requests", s.requests}, {"batches", s.batches}});
   });
   s.server.Post("/predict", [&s](const httplib::Request& req, httplib::Response& res) {
     std::string name = "request";
@@ -64,8 +131,7 @@ PredictionServer::PredictionServer(Predictor& predictor, const ServeOptions& o)
       return answer(res, 400, {{"error", e.what()}});
     }
     try {
-      std::lock_guard<std::mutex> lock(s.model);
-      answer(res, 200, s.predictor.predict_image(image, name));
+      answer(res, 200, s.predict(std::move(image), name));
     } catch (const std::exception& e) {
       answer(res, 500, {{"error", e.what()}});
     }
@@ -77,7 +143,15 @@ PredictionServer::PredictionServer(Predictor& predictor, const ServeOptions& o)
   });
 }
 
-PredictionServer::~PredictionServer() { stop(); }
+PredictionServer::~PredictionServer() {
+  stop();
+  {
+    std::lock_guard<std::mutex> l(s_->mu);
+    s_->stopping = true;
+  }
+  s_->cv.notify_all();
+  if (s_->worker.joinable()) s_->worker.join();
+}
 
 int PredictionServer::bind() {
   State& s = *s_;
@@ -88,6 +162,7 @@ int PredictionServer::bind() {
 
 void PredictionServer::run() {
   if (s_->port < 0) bind();
+  if (!s_->worker.joinable()) s_->worker = std::thread([this] { s_->work(); });
   if (!s_->server.listen_after_bind()) throw Error(cat("serve: the server on port ", s_->port, " stopped with an error"));
 }
 

@@ -6,7 +6,10 @@
 //                  that `emovlm predict --json` gives for one image (its "image" is the upload's
 //                  file name, or "request"). An image that cannot be decoded: 400 with {"error"};
 //                  a body over the size limit: 413.
-// Requests are answered one at a time (the model is not shared between threads).
+// One thread runs the model. With batch > 1, requests that arrive together (within batch_wait_ms
+// of the first) go through one left-padded VLM forward, as `predict --batch` (a GPU's throughput;
+// results equal to each alone to float rounding); with batch 1 each request is computed alone,
+// bitwise independent of the others.
 #pragma once
 
 #include <cstddef>
@@ -21,6 +24,8 @@ struct ServeOptions {
   std::string host = "127.0.0.1";  // 0.0.0.0 to accept other machines
   int port = 8080;                 // 0: any free port (bind() says which)
   size_t max_bytes = 32u << 20;    // the largest request body
+  int batch = 1;                   // the most requests per VLM forward
+  int batch_wait_ms = 5;           // how long the first request of a batch waits for others
 };
 
 class PredictionServer {
