@@ -116,16 +116,13 @@ int main(int argc, char** argv) {
   {
     Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(EMOVLM_BENCH_FIXTURE_DIR);
     LabelSet labels = LabelSet::from_spec("mikels8");
-    const std::string text = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
-                                          ChatMessage::text_then_image("user", categorical_prompt(labels))},
-                                         true);
-    std::vector<std::vector<int32_t>> cands;
-    for (const auto& l : labels.labels) cands.push_back(proc.tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+    const CategoricalQuery query = categorical_query(proc.tokenizer(), labels);
+    const std::vector<std::vector<int32_t>>& cands = query.candidates;
     RgbImage img(448, 448);
     for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
     // `emovlm extract` prepares each image and its prompt tokens on worker threads, off the
     // model's path: timed apart, the extract line times what the model's thread does
-    const VlmPrompt prompt{text, {img}};
+    const VlmPrompt prompt{query.prompt, {img}};
     std::vector<PreparedPrompt> prepared;
     const double tprep = bench::median_seconds([&] { prepared.assign(1, proc.prepare(prompt)); }, reps);
     prepared.assign(batch, prepared[0]);

@@ -340,10 +340,9 @@ TEST(Qwen2VL, LabelScoresIndependentOfBatch) {
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
   auto expected = load_tensors(qdir() + "/expected.safetensors");
   const LabelSet labels = LabelSet::from_spec("mikels8");
-  std::vector<std::vector<int32_t>> cands;
-  for (const auto& l : labels.labels) cands.push_back(proc.tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
-  const std::string text = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
-                                        ChatMessage::text_then_image("user", categorical_prompt(labels))}, true);
+  const CategoricalQuery query = categorical_query(proc.tokenizer(), labels);
+  const std::vector<std::vector<int32_t>>& cands = query.candidates;
+  const std::string& text = query.prompt;
   std::vector<VlmPrompt> prompts;
   for (const auto& im : f.cases["images"]) {
     torch::Tensor rgb = expected.at(im["name"].get<std::string>() + ".rgb");

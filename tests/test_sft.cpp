@@ -84,8 +84,7 @@ TEST(Sft, TinyModelLearnsToAnswer) {
   EXPECT_LT(r["final_train_loss"].get<double>(), 0.5 * first);
   Qwen2VL tuned(Qwen2VLImpl::from_pretrained(dir / "tuned", torch::kFloat32));
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(dir / "tuned");
-  const std::string prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
-                                          ChatMessage::text_then_image("user", categorical_prompt(labels))}, true);
+  const std::string prompt = categorical_query(proc.tokenizer(), labels).prompt;
   for (const auto& s : samples) {
     GenerationConfig g;
     g.max_new_tokens = 16;

@@ -242,8 +242,7 @@ void add_pipeline_commands(CLI::App& app) {
   struct PredictArgs {
     std::string bundle, device = "auto";
     std::vector<std::string> images;
-    std::string data, split = "test", out;  // --data: the bundle evaluated on a labelled split
-    DatasetOptions dataset;
+    SplitArgs split;  // --data: the bundle evaluated on a labelled split
     bool as_json = false;
     int batch = 1;
   };
@@ -251,16 +250,7 @@ void add_pipeline_commands(CLI::App& app) {
   CLI::App* pr = app.add_subcommand("predict", "The emotion of each image, with how the VLM, the head and the gate saw it");
   pr->add_option("--bundle", p->bundle, "a directory written by `emovlm bundle`")->required();
   pr->add_option("images", p->images, "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them");
-  pr->add_option("--data", p->data,
-                 "a labelled dataset (ROOT or MANIFEST) instead of images: accuracy and macro-F1 of the VLM, the head "
-                 "and EmoVLM-KD, from the images (no cache needed)");
-  pr->add_option("--split", p->split, "--data: train, val or test")->capture_default_str();
-  pr->add_option("--val-fraction", p->dataset.val_fraction, "--data: validation share of train/ when there is no val/")
-      ->capture_default_str();
-  pr->add_option("--split-seed", p->dataset.split_seed, "--data: seed of that split")->capture_default_str();
-  pr->add_option("--out", p->out,
-                 "--data: write the report to this JSON file; OUT.partial.jsonl keeps the results so far, and a run "
-                 "killed before the end resumes from it");
+  add_split_flags(pr, p->split, "accuracy and macro-F1 of the VLM, the head and EmoVLM-KD, from the images (no cache needed)");
   pr->add_option("--device", p->device, "cpu, cuda or auto")->capture_default_str();
   pr->add_flag("--json", p->as_json, "print JSON");
   pr->add_option("--batch", p->batch,
@@ -269,18 +259,15 @@ void add_pipeline_commands(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   pr->callback([p] {
-    if (p->images.empty() == p->data.empty()) throw Error("predict: give image files or directories, or --data (not both)");
+    const bool on_split = p->split.chosen(p->images, "predict");
     Predictor pred(p->bundle, p->device);
-    if (!p->data.empty()) {
-      json report = run_split_report(p->split, p->out, [&](const auto& on_result, const std::string& journal) {
-        return evaluate_bundle(pred, p->data, p->split, p->dataset, p->batch, on_result, journal);
-      });
-      if (p->as_json)
-        std::cout << report.dump(1) << std::endl;
-      else
-        print_split_report(report, {{"VLM", report["models"]["vlm"]},
-                                    {"head", report["models"]["distill_head"]},
-                                    {"EmoVLM-KD", report["models"]["emovlm_kd"]}});
+    if (on_split) {
+      run_split_report(
+          p->split, p->as_json,
+          [&](const auto& on_result, const std::string& journal) {
+            return evaluate_bundle(pred, p->split.data, p->split.split, p->split.dataset, p->batch, on_result, journal);
+          },
+          {{"VLM", "/models/vlm"}, {"head", "/models/distill_head"}, {"EmoVLM-KD", "/models/emovlm_kd"}});
       return;
     }
     json all = json::array();
@@ -320,11 +307,7 @@ void add_pipeline_commands(CLI::App& app) {
       std::fflush(stdout);
     };
     const std::vector<std::string> images = image_arguments(p->images);
-    const size_t batch = static_cast<size_t>(p->batch);
-    for (size_t b = 0; b < images.size(); b += batch) {  // printed batch by batch
-      std::vector<std::string> chunk(images.begin() + b, images.begin() + std::min(images.size(), b + batch));
-      for (const json& r : pred.predict_batch(chunk, batch == 1)) show(r);
-    }
+    pred.predict_stream(images, p->batch, show);  // printed as each batch comes
     if (p->as_json) std::cout << all.dump(1) << std::endl;
     if (failed) throw Error(cat(failed, " of ", images.size(), " images could not be predicted (see above)"));
   });

@@ -27,12 +27,14 @@ struct VlmArgs {
   Qwen2VL load() const { return load_vlm(model, adapter, parse_dtype(dtype), parse_device(device)); }
 };
 
-void add_vlm_flags(CLI::App* cmd, VlmArgs& a) {
-  cmd->add_option("--model", a.model, "Qwen2-VL checkpoint directory (config.json, safetensors, tokenizer.json)")->required();
-  cmd->add_option("--adapter", a.adapter, "a PEFT LoRA adapter directory (`emovlm tune`'s output), merged into the weights");
-  cmd->add_option("--dtype", a.dtype, "compute dtype: bf16, f16 or f32")->capture_default_str();
-  cmd->add_option("--device", a.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
-  cmd->add_flag("--cuda-graph", a.cuda_graph,
+// --model, --adapter, --dtype, --device, --cuda-graph (chat's VlmArgs, classify's ClassifyOptions)
+void add_vlm_flags(CLI::App* cmd, std::string& model, std::string& adapter, std::string& dtype, std::string& device,
+                   bool& cuda_graph) {
+  cmd->add_option("--model", model, "Qwen2-VL checkpoint directory (config.json, safetensors, tokenizer.json)")->required();
+  cmd->add_option("--adapter", adapter, "a PEFT LoRA adapter directory (`emovlm tune`'s output), merged into the weights");
+  cmd->add_option("--dtype", dtype, "compute dtype: bf16, f16 or f32")->capture_default_str();
+  cmd->add_option("--device", device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_flag("--cuda-graph", cuda_graph,
                 "decode with fixed shapes, replayed as one CUDA graph per token on a GPU (same tokens, less launch overhead)");
 }
 
@@ -83,11 +85,9 @@ void run_chat(const ChatArgs& a) {
 }
 
 struct ClassifyArgs {
-  VlmArgs vlm;
   ClassifyOptions o;
   std::vector<std::string> images;
-  std::string data, split = "test", out;  // --data: the VLM evaluated on a labelled split
-  DatasetOptions dataset;
+  SplitArgs split;  // --data: the VLM evaluated on a labelled split
   bool as_json = false;
 };
 
@@ -100,23 +100,17 @@ void print_scores(const json& r, const std::vector<std::string>& labels) {
   std::fflush(stdout);
 }
 
-void run_classify(ClassifyArgs& a) {
-  if (a.images.empty() == a.data.empty()) throw Error("classify: give image files or directories, or --data (not both)");
-  a.o.vlm = a.vlm.model;
-  a.o.adapter = a.vlm.adapter;
-  a.o.dtype = a.vlm.dtype;
-  a.o.device = a.vlm.device;
-  a.o.cuda_graph = a.vlm.cuda_graph;
+void run_classify(const ClassifyArgs& a) {
+  const bool on_split = a.split.chosen(a.images, "classify");
   VlmClassifier classifier(a.o);
   const std::vector<std::string>& labels = classifier.labels().labels;
-  if (!a.data.empty()) {  // a labelled split: a progress bar, then the metrics
-    json report = run_split_report(a.split, a.out, [&](const auto& on_result, const std::string& journal) {
-      return evaluate_vlm(classifier, a.data, a.split, a.dataset, on_result, journal);
-    });
-    if (a.as_json)
-      std::cout << report.dump(1) << std::endl;
-    else
-      print_split_report(report, {{"VLM", report["metrics"]}});
+  if (on_split) {
+    run_split_report(
+        a.split, a.as_json,
+        [&](const auto& on_result, const std::string& journal) {
+          return evaluate_vlm(classifier, a.split.data, a.split.split, a.split.dataset, on_result, journal);
+        },
+        {{"VLM", "/metrics"}});
     return;
   }
   json all = json::array();
@@ -141,7 +135,7 @@ void run_classify(ClassifyArgs& a) {
 void add_vlm_commands(CLI::App& app) {
   auto c = std::make_shared<ChatArgs>();
   CLI::App* chat = app.add_subcommand("chat", "Ask the VLM about an image and stream its answer");
-  add_vlm_flags(chat, c->vlm);
+  add_vlm_flags(chat, c->vlm.model, c->vlm.adapter, c->vlm.dtype, c->vlm.device, c->vlm.cuda_graph);
   chat->add_option("--image", c->image, "an image file: JPEG, PNG, GIF, BMP, WebP (omit for text only)");
   chat->add_option("--prompt", c->prompt, "the user message")->capture_default_str();
   chat->add_option("--system", c->system, "a system message (default: the model's)");
@@ -152,16 +146,9 @@ void add_vlm_commands(CLI::App& app) {
 
   auto k = std::make_shared<ClassifyArgs>();
   CLI::App* cls = app.add_subcommand("classify", "Emotion of each image from the VLM: label scores or generate-and-parse");
-  add_vlm_flags(cls, k->vlm);
+  add_vlm_flags(cls, k->o.vlm, k->o.adapter, k->o.dtype, k->o.device, k->o.cuda_graph);
   cls->add_option("images", k->images, "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them");
-  cls->add_option("--data", k->data, "a labelled dataset (ROOT or MANIFEST) instead of images: accuracy, macro-F1, per class");
-  cls->add_option("--split", k->split, "--data: train, val or test")->capture_default_str();
-  cls->add_option("--val-fraction", k->dataset.val_fraction, "--data: validation share of train/ when there is no val/")
-      ->capture_default_str();
-  cls->add_option("--split-seed", k->dataset.split_seed, "--data: seed of that split")->capture_default_str();
-  cls->add_option("--out", k->out,
-                  "--data: write the report (metrics, each image's prediction) to this JSON file; OUT.partial.jsonl "
-                  "keeps the results so far, and a run killed before the end resumes from it");
+  add_split_flags(cls, k->split, "accuracy, macro-F1, per class");
   cls->add_option("--labels", k->o.labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
   cls->add_option("--mode", k->o.mode, "score (deterministic label scores) or generate (the reference's sampling + parsing)")
       ->capture_default_str();

@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json_fwd.hpp>
 
+#include "emovlm/data/dataset.h"
+
 #include <functional>
 #include <string>
 #include <utility>
@@ -25,12 +27,21 @@ void add_serve_command(CLI::App& app);      // serve (HTTP)
 std::vector<std::string> image_arguments(const std::vector<std::string>& args);
 void report_image_error(const std::string& path, const std::string& message, bool as_json, nlohmann::json& all);
 
-// classify --data and predict --data (split_report.cpp): runs evaluate(on_result, journal) with a
-// progress bar; with --out, the journal OUT.partial.jsonl (a killed run resumes from it) and the
-// report written atomically at the end. Then the metrics of each named model, printed.
+// classify --data and predict --data (split_report.cpp): a labelled split instead of image
+// arguments. add_split_flags adds --data, --split, --val-fraction, --split-seed and --out;
+// chosen() says whether --data was given, and refuses both or neither of images and --data.
+struct SplitArgs {
+  std::string data, split = "test", out;
+  DatasetOptions dataset;
+  bool chosen(const std::vector<std::string>& images, const std::string& command) const;
+};
+void add_split_flags(CLI::App* cmd, SplitArgs& a, const std::string& what);
+// Runs evaluate(on_result, journal) with a progress bar; with --out, the journal OUT.partial.jsonl
+// (a killed run resumes from it) and the report written atomically at the end. Then prints the
+// report as JSON, or the metrics of each model: (name, JSON pointer into the report).
 using SplitEvaluation = std::function<nlohmann::json(const std::function<void(const nlohmann::json&)>& on_result,
                                                      const std::string& journal)>;
-nlohmann::json run_split_report(const std::string& split, const std::string& out, const SplitEvaluation& evaluate);
-void print_split_report(const nlohmann::json& report, const std::vector<std::pair<std::string, nlohmann::json>>& models);
+void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate,
+                      const std::vector<std::pair<std::string, std::string>>& models);
 
 }  // namespace emovlm::cli

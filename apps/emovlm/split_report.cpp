@@ -14,26 +14,29 @@ namespace emovlm::cli {
 
 using json = nlohmann::json;
 
-json run_split_report(const std::string& split, const std::string& out, const SplitEvaluation& evaluate) {
-  // with --out, each result also goes to OUT.partial.jsonl as it comes: a killed run resumes from it
-  const std::string journal = out.empty() ? "" : out + ".partial.jsonl";
-  Progress bar(cat("evaluate ", split), -1, "img");
-  json report = evaluate([&](const json&) { bar.advance(); }, journal);
-  bar.finish();
-  if (!out.empty()) {
-    write_file_atomic(out, report.dump(1) + "\n");
-    std::remove(journal.c_str());
-  }
-  if (report["resumed"].get<int64_t>() > 0)
-    std::fprintf(stderr, "resumed: %lld results from %s\n", static_cast<long long>(report["resumed"].get<int64_t>()),
-                 journal.c_str());
-  return report;
+bool SplitArgs::chosen(const std::vector<std::string>& images, const std::string& command) const {
+  if (images.empty() == data.empty()) throw Error(cat(command, ": give image files or directories, or --data (not both)"));
+  return !data.empty();
 }
 
-void print_split_report(const json& report, const std::vector<std::pair<std::string, json>>& models) {
+void add_split_flags(CLI::App* cmd, SplitArgs& a, const std::string& what) {
+  cmd->add_option("--data", a.data, cat("a labelled dataset (ROOT or MANIFEST) instead of images: ", what));
+  cmd->add_option("--split", a.split, "--data: train, val or test")->capture_default_str();
+  cmd->add_option("--val-fraction", a.dataset.val_fraction, "--data: validation share of train/ when there is no val/")
+      ->capture_default_str();
+  cmd->add_option("--split-seed", a.dataset.split_seed, "--data: seed of that split")->capture_default_str();
+  cmd->add_option("--out", a.out,
+                  "--data: write the report (metrics, each image's prediction) to this JSON file; OUT.partial.jsonl "
+                  "keeps the results so far, and a run killed before the end resumes from it");
+}
+
+namespace {
+
+void print_metrics(const json& report, const std::vector<std::pair<std::string, std::string>>& models) {
   std::printf("%s, split %s: %lld images\n", report["data"].get<std::string>().c_str(),
               report["split"].get<std::string>().c_str(), static_cast<long long>(report["images"].get<int64_t>()));
-  for (const auto& [name, m] : models) {
+  for (const auto& [name, pointer] : models) {
+    const json& m = report.at(json::json_pointer(pointer));
     std::printf("%-12s accuracy %6.2f%%, macro-F1 %6.2f%%", name.c_str(), 100 * m["accuracy"].get<double>(),
                 100 * m["macro_f1"].get<double>());
     if (m["unparsable"].get<int64_t>() > 0) std::printf(", %lld unparsable", static_cast<long long>(m["unparsable"].get<int64_t>()));
@@ -48,6 +51,28 @@ void print_split_report(const json& report, const std::vector<std::pair<std::str
     std::printf("%s (left out of the metrics; listed in the JSON report)\n",
                 cat(report["unreadable"].get<int64_t>(), " of ", report["images"].get<int64_t>(), " images could not be read")
                     .c_str());
+}
+
+}  // namespace
+
+void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate,
+                      const std::vector<std::pair<std::string, std::string>>& models) {
+  // with --out, each result also goes to OUT.partial.jsonl as it comes: a killed run resumes from it
+  const std::string journal = a.out.empty() ? "" : a.out + ".partial.jsonl";
+  Progress bar(cat("evaluate ", a.split), -1, "img");
+  json report = evaluate([&](const json&) { bar.advance(); }, journal);
+  bar.finish();
+  if (!a.out.empty()) {
+    write_file_atomic(a.out, report.dump(1) + "\n");
+    std::remove(journal.c_str());
+  }
+  if (report["resumed"].get<int64_t>() > 0)
+    std::fprintf(stderr, "resumed: %lld results from %s\n", static_cast<long long>(report["resumed"].get<int64_t>()),
+                 journal.c_str());
+  if (as_json)
+    std::cout << report.dump(1) << std::endl;
+  else
+    print_metrics(report, models);
 }
 
 }  // namespace emovlm::cli

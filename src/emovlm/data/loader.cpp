@@ -1,10 +1,12 @@
 // Batch loader and augmentation.
 #include "emovlm/data/loader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "emovlm/core/error.h"
+#include "emovlm/image/resample.h"
 
 namespace emovlm {
 
@@ -105,6 +107,36 @@ bool ImageBatchLoader::next(ImageBatch& batch) {
   if (!pf_->next(batch)) return false;
   failures_.insert(failures_.end(), batch.failed.begin(), batch.failed.end());
   return true;
+}
+
+void for_each_image_group(const std::vector<std::string>& paths, int cap_long_side, size_t group,
+                          const std::function<void(std::vector<RgbImage>&, const std::vector<size_t>&)>& run,
+                          const std::function<void(size_t, const std::string&)>& failed) {
+  group = std::max<size_t>(1, group);
+  const int workers =
+      static_cast<int>(std::min<size_t>(std::max<size_t>(1, paths.size()), std::max(1u, std::thread::hardware_concurrency())));
+  OrderedPrefetcher<CappedImage> decoded(
+      paths.size(), [&](size_t i) { return decode_capped(paths[i], cap_long_side); }, workers, 2 * group);
+  std::vector<RgbImage> images;
+  std::vector<size_t> indices;
+  auto flush = [&] {
+    if (images.empty()) return;
+    run(images, indices);
+    images.clear();
+    indices.clear();
+  };
+  CappedImage d;
+  for (size_t i = 0; decoded.next(d); ++i) {
+    if (!d.error.empty()) {
+      flush();
+      failed(i, d.error);
+      continue;
+    }
+    images.push_back(std::move(d.image));
+    indices.push_back(i);
+    if (images.size() == group) flush();
+  }
+  flush();
 }
 
 }  // namespace emovlm

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -124,5 +125,12 @@ class ImageBatchLoader {
   std::unique_ptr<OrderedPrefetcher<ImageBatch>> pf_;
   std::vector<std::string> failures_;
 };
+
+// Image files decoded and capped as VLM inputs (decode_capped) on worker threads, ahead of their
+// use, handed out in order in groups of up to `group`: run(images, indices) for each group, and
+// failed(index, error) in the place of a file that cannot be read (after the group before it).
+void for_each_image_group(const std::vector<std::string>& paths, int cap_long_side, size_t group,
+                          const std::function<void(std::vector<RgbImage>& images, const std::vector<size_t>& indices)>& run,
+                          const std::function<void(size_t index, const std::string& error)>& failed);
 
 }  // namespace emovlm

@@ -383,6 +383,27 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
 
 }  // namespace
 
+CategoricalQuery categorical_query(const Tokenizer& tokenizer, const LabelSet& labels) {
+  CategoricalQuery q;
+  q.prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
+                          ChatMessage::text_then_image("user", categorical_prompt(labels))},
+                         true);
+  for (const auto& l : labels.labels) q.candidates.push_back(tokenizer.encode(categorical_answer(l) + "<|im_end|>"));
+  return q;
+}
+
+GenerationConfig reference_sampling(const std::string& vlm_dir, double temperature, int max_new_tokens, uint64_t seed,
+                                    bool cuda_graph) {
+  GenerationConfig caller;
+  caller.do_sample = true;
+  caller.temperature = temperature;
+  caller.top_p = 1.0;
+  caller.max_new_tokens = max_new_tokens;
+  caller.seed = seed;
+  caller.cuda_graph = cuda_graph;
+  return GenerationConfig::merge(GenerationConfig::from_dir(vlm_dir), caller);
+}
+
 torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids, int64_t m) {
   std::vector<torch::Tensor> out;
   int64_t off = 0;

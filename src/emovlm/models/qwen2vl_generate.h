@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "emovlm/data/labels.h"
 #include "emovlm/image/preprocess.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/text/tokenizer.h"
@@ -163,6 +164,21 @@ torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, cons
 // The same after a prefill (its cache is consumed).
 torch::Tensor label_scores(Qwen2VLImpl& model, Prefill prefilled, const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled = nullptr);
+
+// The pipeline's question to the VLM about one image: the rendered categorical chat (the emotion
+// system message, the image, the label list, the generation prompt), and each label's answer
+// tokens ("{'emotion': '<label>'}<|im_end|>") as label_scores' candidates.
+struct CategoricalQuery {
+  std::string prompt;
+  std::vector<std::vector<int32_t>> candidates;
+};
+CategoricalQuery categorical_query(const Tokenizer& tokenizer, const LabelSet& labels);
+
+// The reference's generate-and-parse sampling: do_sample at `temperature`, top_p 1, `seed`,
+// merged with the checkpoint's generation_config.json (whose top_k=1 makes the published Instruct
+// checkpoints greedy).
+GenerationConfig reference_sampling(const std::string& vlm_dir, double temperature, int max_new_tokens, uint64_t seed,
+                                    bool cuda_graph);
 
 // Mean over each image's visual tokens: features [sum tokens, hidden] -> [images, hidden].
 torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids, int64_t merge_size);

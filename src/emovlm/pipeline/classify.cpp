@@ -2,7 +2,6 @@
 #include "emovlm/pipeline/classify.h"
 
 #include <algorithm>
-#include <thread>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/tensor_io.h"
@@ -33,8 +32,7 @@ struct VlmClassifier::State {
   LabelSet labels;
   Qwen2VL model{nullptr};
   std::unique_ptr<Qwen2VLProcessor> proc;
-  std::string prompt;
-  std::vector<std::vector<int32_t>> cands;
+  CategoricalQuery query;
   GenerationConfig gen;
 };
 
@@ -44,21 +42,8 @@ VlmClassifier::VlmClassifier(const ClassifyOptions& o) : s_(std::make_unique<Sta
   s_->labels = LabelSet::from_spec(o.labels);
   s_->model = load_vlm(o.vlm, o.adapter, parse_dtype(o.dtype), parse_device(o.device));
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(o.vlm));
-  s_->prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
-                            ChatMessage::text_then_image("user", categorical_prompt(s_->labels))},
-                           true);
-  for (const auto& l : s_->labels.labels)
-    s_->cands.push_back(s_->proc->tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
-  if (o.mode == "generate") {
-    GenerationConfig caller;
-    caller.do_sample = true;
-    caller.temperature = o.temperature;
-    caller.top_p = 1.0;
-    caller.max_new_tokens = o.max_new_tokens;
-    caller.seed = o.seed;
-    caller.cuda_graph = o.cuda_graph;
-    s_->gen = GenerationConfig::merge(GenerationConfig::from_dir(o.vlm), caller);
-  }
+  s_->query = categorical_query(s_->proc->tokenizer(), s_->labels);
+  if (o.mode == "generate") s_->gen = reference_sampling(o.vlm, o.temperature, o.max_new_tokens, o.seed, o.cuda_graph);
 }
 
 VlmClassifier::~VlmClassifier() = default;
@@ -71,52 +56,36 @@ void VlmClassifier::classify(const std::vector<std::string>& paths, const std::f
   const ClassifyOptions& o = s_->o;
   const std::vector<std::string>& L = s_->labels.labels;
   Qwen2VLImpl& model = *s_->model;
-  // score mode: the label scores of `batch` images per forward (1: each alone, deterministic)
-  std::vector<VlmPrompt> pending;
-  std::vector<std::string> pending_paths;
-  auto score_pending = [&] {
-    if (pending.empty()) return;
-    torch::Tensor scores = label_scores(model, *s_->proc, pending, s_->cands, o.batch == 1);  // [n, C]
-    for (size_t k = 0; k < pending.size(); ++k) {
-      torch::Tensor s = scores[static_cast<int64_t>(k)], prob = torch::softmax(s, 0);
-      json r = {{"image", pending_paths[k]}, {"label", L[prob.argmax().item<int64_t>()]}};
-      for (size_t i = 0; i < L.size(); ++i) {
-        r["probabilities"][L[i]] = prob[static_cast<int64_t>(i)].item<double>();
-        r["sum_logprob"][L[i]] = s[static_cast<int64_t>(i)].item<double>();
-      }
-      on_result(r);
-    }
-    pending.clear();
-    pending_paths.clear();
-  };
-  const size_t batch = static_cast<size_t>(o.batch);
-  const int workers =
-      static_cast<int>(std::min<size_t>(std::max<size_t>(1, paths.size()), std::max(1u, std::thread::hardware_concurrency())));
-  OrderedPrefetcher<CappedImage> decoded(
-      paths.size(), [&](size_t i) { return decode_capped(paths[i], o.cap_long_side); }, workers, 2 * batch);
-  CappedImage d;
-  for (size_t i = 0; decoded.next(d); ++i) {
-    if (!d.error.empty()) {  // said in its place: the images before it first
-      score_pending();
-      on_result(json{{"image", paths[i]}, {"error", d.error}});
-      continue;
-    }
-    VlmPrompt p{s_->prompt, {std::move(d.image)}};
-    if (o.mode == "score") {
-      pending.push_back(std::move(p));
-      pending_paths.push_back(paths[i]);
-      if (pending.size() == batch) score_pending();
-      continue;
-    }
-    GenerationResult gr = generate(model, s_->proc->build({p}, model.device()), s_->gen);
-    std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
-    const std::string answer = s_->proc->tokenizer().decode(ids, true);
-    const ParsedAnswer pa = parse_categorical_answer(answer, s_->labels);
-    json r = {{"image", paths[i]}, {"answer", answer}, {"label", pa.index >= 0 ? json(L[pa.index]) : json(nullptr)}};
-    if (pa.index < 0) r["unparsable"] = true;
-    on_result(r);
-  }
-  score_pending();
+  // score mode: the label scores of `batch` images per forward (1: each alone, deterministic);
+  // generate mode: each image alone
+  const size_t group = o.mode == "score" ? static_cast<size_t>(o.batch) : 1;
+  for_each_image_group(
+      paths, o.cap_long_side, group,
+      [&](std::vector<RgbImage>& images, const std::vector<size_t>& indices) {
+        std::vector<VlmPrompt> prompts;
+        for (RgbImage& image : images) prompts.push_back({s_->query.prompt, {std::move(image)}});
+        if (o.mode == "generate") {
+          GenerationResult gr = generate(model, s_->proc->build(prompts, model.device()), s_->gen);
+          std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
+          const std::string answer = s_->proc->tokenizer().decode(ids, true);
+          const ParsedAnswer pa = parse_categorical_answer(answer, s_->labels);
+          json r = {{"image", paths[indices[0]]}, {"answer", answer}, {"label", pa.index >= 0 ? json(L[pa.index]) : json(nullptr)}};
+          if (pa.index < 0) r["unparsable"] = true;
+          on_result(r);
+          return;
+        }
+        torch::Tensor scores = label_scores(model, *s_->proc, prompts, s_->query.candidates, o.batch == 1);  // [n, C]
+        for (size_t k = 0; k < indices.size(); ++k) {
+          torch::Tensor sc = scores[static_cast<int64_t>(k)], prob = torch::softmax(sc, 0);
+          json r = {{"image", paths[indices[k]]}, {"label", L[prob.argmax().item<int64_t>()]}};
+          for (size_t i = 0; i < L.size(); ++i) {
+            r["probabilities"][L[i]] = prob[static_cast<int64_t>(i)].item<double>();
+            r["sum_logprob"][L[i]] = sc[static_cast<int64_t>(i)].item<double>();
+          }
+          on_result(r);
+        }
+      },
+      [&](size_t i, const std::string& error) { on_result(json{{"image", paths[i]}, {"error", error}}); });
 }
 
 json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split, const DatasetOptions& dataset,

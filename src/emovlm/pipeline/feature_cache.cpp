@@ -135,22 +135,9 @@ json extract_features(const ExtractOptions& o) {
   VitForImageClassification teacher(VitForImageClassificationImpl::from_pretrained(o.teacher));
   teacher->eval();
   teacher->to(device);
-  const std::string prompt_text = render_chat(
-      {ChatMessage::text("system", kEmotionSystemMessage), ChatMessage::text_then_image("user", categorical_prompt(d.labels))},
-      true);
-  std::vector<std::vector<int32_t>> cands;
-  for (const auto& l : d.labels.labels) cands.push_back(proc.tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+  const CategoricalQuery query = categorical_query(proc.tokenizer(), d.labels);
   GenerationConfig gen;
-  if (o.vlm_mode == "generate") {
-    GenerationConfig caller;
-    caller.do_sample = true;
-    caller.temperature = o.temperature;
-    caller.top_p = 1.0;
-    caller.max_new_tokens = o.max_new_tokens;
-    caller.seed = o.seed;
-    caller.cuda_graph = o.cuda_graph;
-    gen = GenerationConfig::merge(GenerationConfig::from_dir(o.vlm), caller);
-  }
+  if (o.vlm_mode == "generate") gen = reference_sampling(o.vlm, o.temperature, o.max_new_tokens, o.seed, o.cuda_graph);
 
   torch::NoGradGuard ng;
   Progress bar(cat("extract ", o.split), static_cast<int64_t>(samples.size()), "img");
@@ -164,7 +151,7 @@ json extract_features(const ExtractOptions& o) {
           try {
             RgbImage image = decode_image_file(samples[begin + i].path);
             r.vit = to_tensor(preprocess_vit(image, vcfg));
-            r.vlm = proc.prepare(VlmPrompt{prompt_text, {cap_long_side(image, o.cap_long_side)}});
+            r.vlm = proc.prepare(VlmPrompt{query.prompt, {cap_long_side(image, o.cap_long_side)}});
           } catch (const Error& e) {
             r.error = e.what();
           }
@@ -191,7 +178,7 @@ json extract_features(const ExtractOptions& o) {
       if (o.vlm_mode == "generate")
         for (size_t g = 0; g < group.size(); ++g) rows.push_back(pf.row(static_cast<int64_t>(g)));
       torch::Tensor pooled;
-      torch::Tensor s = label_scores(*vlm, std::move(pf), cands, &pooled);
+      torch::Tensor s = label_scores(*vlm, std::move(pf), query.candidates, &pooled);
       for (size_t g = 0; g < group.size(); ++g) {
         const size_t i = group_index[g];
         int64_t answer = s[g].argmax().item<int64_t>();

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <thread>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
@@ -51,8 +50,7 @@ struct Predictor::State {
   std::unique_ptr<Qwen2VLProcessor> proc;
   DistillHead head{nullptr};
   Gate gate{nullptr};
-  std::string prompt;
-  std::vector<std::vector<int32_t>> cands;
+  CategoricalQuery query;
   int cap = 1024;
 };
 
@@ -74,11 +72,7 @@ Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std
   s_->head = load_distill_head((fs::path(dir) / s_->bundle.value("head", "head.safetensors")).string());
   s_->gate = load_gate((fs::path(dir) / s_->bundle.value("gate", "gate.safetensors")).string());
   s_->cap = s_->bundle.value("cap_long_side", 1024);
-  s_->prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
-                            ChatMessage::text_then_image("user", categorical_prompt(s_->labels))},
-                           true);
-  for (const auto& l : s_->labels.labels)
-    s_->cands.push_back(s_->proc->tokenizer().encode(categorical_answer(l) + "<|im_end|>"));
+  s_->query = categorical_query(s_->proc->tokenizer(), s_->labels);
 }
 
 Predictor::~Predictor() = default;
@@ -106,28 +100,22 @@ json Predictor::predict(const std::string& image_path) {
 }
 
 std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths, bool deterministic) {
-  torch::NoGradGuard ng;
-  // decoded on worker threads, in order
-  auto decode = [&](size_t i) { return decode_capped(paths[i], s_->cap); };
-  const int workers = static_cast<int>(std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency())));
-  OrderedPrefetcher<CappedImage> decoded(paths.size(), decode, workers, paths.size());
-  std::vector<json> out(paths.size());
-  std::vector<RgbImage> images;
-  std::vector<std::string> names;
-  std::vector<size_t> rows;  // out index of each decoded image
-  CappedImage d;
-  for (size_t i = 0; decoded.next(d); ++i) {
-    if (!d.error.empty()) {
-      out[i] = {{"image", paths[i]}, {"error", d.error}};
-      continue;
-    }
-    images.push_back(std::move(d.image));
-    names.push_back(paths[i]);
-    rows.push_back(i);
-  }
-  std::vector<json> results = predict_capped(std::move(images), names, deterministic);
-  for (size_t k = 0; k < rows.size(); ++k) out[rows[k]] = std::move(results[k]);
+  std::vector<json> out;
+  predict_stream(paths, deterministic ? 1 : static_cast<int>(std::max<size_t>(1, paths.size())),
+                 [&](const json& r) { out.push_back(r); });
   return out;
+}
+
+void Predictor::predict_stream(const std::vector<std::string>& paths, int batch, const std::function<void(const json&)>& emit) {
+  if (batch < 1) throw Error(cat("predict: batch must be 1 or more, not ", batch));
+  for_each_image_group(
+      paths, s_->cap, static_cast<size_t>(batch),
+      [&](std::vector<RgbImage>& images, const std::vector<size_t>& indices) {
+        std::vector<std::string> names;
+        for (size_t i : indices) names.push_back(paths[i]);
+        for (const json& r : predict_capped(std::move(images), names, batch == 1)) emit(r);
+      },
+      [&](size_t i, const std::string& error) { emit(json{{"image", paths[i]}, {"error", error}}); });
 }
 
 std::vector<json> Predictor::predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
@@ -143,9 +131,9 @@ std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images, const 
   torch::NoGradGuard ng;
   if (images.empty()) return {};
   std::vector<VlmPrompt> prompts;
-  for (RgbImage& image : images) prompts.push_back({s_->prompt, {std::move(image)}});
+  for (RgbImage& image : images) prompts.push_back({s_->query.prompt, {std::move(image)}});
   torch::Tensor pooled;
-  torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, prompts, s_->cands, deterministic, &pooled);  // [n, C]
+  torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, prompts, s_->query.candidates, deterministic, &pooled);  // [n, C]
   const auto& L = s_->labels.labels;
   const int64_t C = static_cast<int64_t>(L.size());
   torch::Tensor vlm_prob = torch::softmax(scores.to(torch::kFloat32), 1);  // [n, C]
@@ -201,14 +189,10 @@ json evaluate_bundle(Predictor& predictor, const std::string& data, const std::s
   std::string labels;
   for (const std::string& l : predictor.labels()) labels += (labels.empty() ? "" : ",") + l;
   const json settings = {{"predictor", predictor.identity()}, {"data", data}, {"split", split}, {"batch", batch}};
-  const size_t n = static_cast<size_t>(batch);
   const SplitRun r = run_split(
       data, split, dataset, labels, settings,
       [&](const std::vector<std::string>& paths, const std::function<void(const json&)>& emit) {
-        for (size_t b = 0; b < paths.size(); b += n) {
-          const std::vector<std::string> chunk(paths.begin() + b, paths.begin() + std::min(paths.size(), b + n));
-          for (const json& row : predictor.predict_batch(chunk, batch == 1)) emit(row);
-        }
+        predictor.predict_stream(paths, batch, emit);
       },
       on_result, journal);
   const std::vector<std::string>& L = r.labels.labels;

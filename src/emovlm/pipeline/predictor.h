@@ -30,10 +30,15 @@ class Predictor {
   ~Predictor();
   // Per image: the final emotion, the VLM's scores and answer, the head's top-3, the gate's weights.
   nlohmann::json predict(const std::string& image_path);
-  // Several images: decoded on threads, then one left-padded VLM forward for all of them (faster on
-  // a GPU; equal to predict() of each to float rounding), or each alone when deterministic (equal
-  // to predict() exactly). An image that cannot be read gives {"image", "error"} in its place.
+  // Several images: decoded on threads, then one left-padded VLM forward for all of them (one for
+  // those before and one for those after an unreadable image; faster on a GPU; equal to predict()
+  // of each to float rounding), or each alone when deterministic (equal to predict() exactly). An
+  // image that cannot be read gives {"image", "error"} in its place.
   std::vector<nlohmann::json> predict_batch(const std::vector<std::string>& image_paths, bool deterministic);
+  // Many images: decoded on worker threads ahead of the model, `batch` per VLM forward (1: each
+  // alone, deterministic); emit receives each result in order (an unreadable image: {"image", "error"}).
+  void predict_stream(const std::vector<std::string>& image_paths, int batch,
+                      const std::function<void(const nlohmann::json&)>& emit);
   // Decoded images (the bodies of HTTP requests, say), each capped at the bundle's size first, then
   // as predict_batch; names[i] is result i's "image".
   std::vector<nlohmann::json> predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
