@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/pipeline/classify.h"
 #include "test_util.h"
 
@@ -128,7 +129,8 @@ TEST(Classify, EvaluatesALabelledSplit) {
 
 TEST(Classify, EvaluationResumesFromItsJournal) {
   test::TempDir tmp;
-  const std::string root = tmp / "data";
+  test::InDir in(tmp.path());  // relative paths, as users give them
+  const std::string root = "data";
   const char* labels[] = {"amusement", "sadness", "fear"};
   const char* images[] = {"img_a.png", "img_b.png", "img_c.jpg", "img_d.png"};
   for (const char* label : labels) {
@@ -139,7 +141,8 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
     fs::create_directories(root + "/test/" + labels[i % 3]);
     fs::copy_file(test::ref_path(std::string("images/") + images[i]), root + "/test/" + labels[i % 3] + "/" + images[i]);
   }
-  const std::string journal = tmp / "report.json.partial.jsonl";
+  fs::create_directories("runs");
+  const std::string journal = "runs/report.json.partial.jsonl";
   VlmClassifier c(tiny());
   const json full = evaluate_vlm(c, root, "test", {}, {}, journal);
   EXPECT_EQ(full["resumed"].get<int64_t>(), 0);
@@ -166,7 +169,8 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
   for (size_t i = 0; i < 4; ++i) {
     const json& p = resumed["predictions"][i];
     EXPECT_EQ(p["image"], full["predictions"][i]["image"]);
-    EXPECT_EQ(p["label"], p["image"] == second["image"] ? json(changed) : full["predictions"][i]["label"]) << p["image"];
+    const bool is_second = p["image"] == resolve_stored_path(second["image"].get<std::string>(), journal);
+    EXPECT_EQ(p["label"], is_second ? json(changed) : full["predictions"][i]["label"]) << p["image"];
   }
   {
     std::ifstream in(journal);
@@ -174,6 +178,16 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
     for (std::string l; std::getline(in, l); ++n) EXPECT_FALSE(json::parse(l, nullptr, false).is_discarded()) << l;
     EXPECT_EQ(n, 5);  // the cut line was dropped before appending
   }
+  // the journal's images are stored relative to it, and matched by identity: the journal moved to
+  // another folder, the data spelled another way, every result is read back
+  EXPECT_EQ(second["image"].get<std::string>().rfind("../data/test/", 0), 0u) << second["image"];
+  fs::rename("runs", "runs2");
+  computed = 0;
+  const json moved = evaluate_vlm(c, tmp / "data/./../data/", "test", {}, [&](const json&) { ++computed; },
+                                  "runs2/report.json.partial.jsonl");
+  EXPECT_EQ(computed, 0);
+  EXPECT_EQ(moved["resumed"].get<int64_t>(), 4);
+  fs::rename("runs2", "runs");
   // another setting: refused, naming it
   ClassifyOptions other = tiny();
   other.cap_long_side = 512;
@@ -182,6 +196,24 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
     evaluate_vlm(c2, root, "test", {}, {}, journal);
     ADD_FAILURE() << "a journal of other settings was reused";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("cap_long_side"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/cap_long_side: 1024 (now 512)"), std::string::npos) << e.what();
+  }
+}
+
+// A split none of whose images can be read is an error, not 0% accuracy.
+TEST(Classify, AnUnreadableSplitIsAnError) {
+  test::TempDir tmp;
+  std::string lines;
+  for (const char* label : {"amusement", "sadness", "fear"})
+    for (const char* split : {"train", "test"})
+      lines += json({{"path", cat("missing-", split, "-", label, ".png")}, {"label", label}, {"split", split}}).dump() + "\n";
+  write_file_atomic(tmp / "m.jsonl", lines);
+  VlmClassifier c(tiny());
+  try {
+    evaluate_vlm(c, tmp / "m.jsonl", "test", {});
+    ADD_FAILURE() << "a split of nothing was evaluated";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("m.jsonl: none of the 3 images of the test split could be read"), std::string::npos)
+        << e.what();
   }
 }

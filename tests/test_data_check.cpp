@@ -1,6 +1,7 @@
 // `data check`: duplicates within and across splits, the same image under two labels, unreadable
 // files, image sizes.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <set>
@@ -60,4 +61,42 @@ TEST(DataCheck, DuplicatesConflictsAndUnreadableFiles) {
   EXPECT_EQ(r["sizes"]["width"]["min"].get<int>(), 10);
   EXPECT_EQ(r["sizes"]["height"]["max"].get<int>(), 33);
   EXPECT_EQ(read_json_file(d / "report.json")["duplicate_groups"].get<int>(), 3);
+}
+
+// A FIFO listed in a manifest is reported, not waited on; a manifest of nothing readable is an
+// error (after the report, which lists every file); the report's paths are relative to it.
+TEST(DataCheck, SpecialFilesAndNothingReadable) {
+  test::TempDir d;
+  test::write_test_image(d / "img/a.png", 8, 8, 1);
+  test::write_test_image(d / "img/b.png", 8, 8, 2);
+  ASSERT_EQ(mkfifo((d / "img/pipe.png").c_str(), 0644), 0);
+  write_file_atomic(d / "m.jsonl", R"({"path": "img/a.png", "label": "awe"}
+{"path": "img/b.png", "label": "fear"}
+{"path": "img/pipe.png", "label": "fear"}
+)");
+  test::InDir in(d.path());  // relative paths, as users give them
+  CheckOptions o;
+  o.data = "m.jsonl";
+  o.dataset.val_fraction = 0;
+  o.decode = true;
+  o.out = "reports/check.json";  // (a folder that does not exist yet)
+  json r = check_dataset(o);
+  ASSERT_EQ(r["unreadable"].size(), 1u);
+  EXPECT_NE(r["unreadable"][0]["error"].get<std::string>().find("pipe.png: not a regular file"), std::string::npos);
+  const json stored = read_json_file(o.out);
+  EXPECT_EQ(stored["unreadable"][0]["path"], "../img/pipe.png");
+  EXPECT_EQ(stored["data"], "../m.jsonl");
+
+  write_file_atomic(d / "none.jsonl", R"({"path": "img/gone.png", "label": "awe"}
+{"path": "img/pipe.png", "label": "fear"}
+)");
+  o.data = "none.jsonl";
+  try {
+    check_dataset(o);
+    ADD_FAILURE() << "a dataset of nothing readable passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("none.jsonl: none of the 2 images of the dataset could be read"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(read_json_file(o.out)["unreadable"].size(), 2u);  // the report was written first
 }

@@ -1,5 +1,6 @@
 // Datasets (folders, manifests, the seeded split, errors) and the threaded batch loader.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -179,4 +180,47 @@ TEST(Loader, OrderedDeterministicAndSkipsBadImages) {
   c.next(y);
   EXPECT_EQ(x.indices, y.indices);
   EXPECT_EQ(x.pixels, y.pixels);
+}
+
+// Directories with a symlink loop, a dangling link and a FIFO: listed once, never followed
+// forever or waited on; the unreadable entries are listed so that reading them reports them.
+TEST(Dataset, LinkLoopsAndSpecialFilesAreListedNotFollowed) {
+  test::TempDir dir;
+  test::write_test_image(dir / "imgs/a/1.png", 8, 8, 1);
+  test::write_test_image(dir / "imgs/b/2.png", 8, 8, 2);
+  fs::create_directory_symlink(dir / "imgs", dir / "imgs/a/loop");  // a directory loop
+  fs::create_symlink(dir / "imgs/self.jpg", dir / "imgs/self.jpg");  // a link to itself
+  ASSERT_EQ(mkfifo((dir / "imgs/b/pipe.png").c_str(), 0644), 0);
+  const std::vector<std::string> found = list_image_files(dir / "imgs");
+  EXPECT_EQ(found, (std::vector<std::string>{dir / "imgs/a/1.png", dir / "imgs/b/2.png", dir / "imgs/b/pipe.png",
+                                             dir / "imgs/self.jpg"}));
+  std::vector<Sample> samples;
+  for (const auto& f : found) samples.push_back({f, 0, {}});
+  const std::vector<std::string> bad = unreadable_by_stat(samples);
+  ASSERT_EQ(bad.size(), 2u);
+  EXPECT_NE(bad[0].find("pipe.png: not a regular file"), std::string::npos) << bad[0];
+  EXPECT_NE(bad[1].find("self.jpg"), std::string::npos) << bad[1];
+  // a dataset folder with them: loaded, the bad entries in the split to be reported when read
+  test::write_test_image(dir / "ds/train/x/1.png", 8, 8, 3);
+  ASSERT_EQ(mkfifo((dir / "ds/train/x/pipe.png").c_str(), 0644), 0);
+  fs::create_symlink(dir / "ds/train/x/loop.png", dir / "ds/train/x/loop.png");
+  EXPECT_EQ(load_dataset(dir / "ds").train.size() + load_dataset(dir / "ds").val.size(), 3u);
+}
+
+TEST(Dataset, ReadablePolicy) {
+  // none read: an error naming the source and the first files; over 1%: a warning; else quiet
+  try {
+    check_readable("the test split", "fi.jsonl", 2, {"a.jpg: gone", "b.jpg: gone"});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "fi.jsonl: none of the 2 images of the test split could be read (a.jpg: gone; b.jpg: gone)");
+  }
+  testing::internal::CaptureStderr();
+  check_readable("the test split", "fi.jsonl", 50, {"a.jpg: gone"});
+  check_readable("the test split", "fi.jsonl", 200, {"a.jpg: gone"});
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("warning: fi.jsonl: 1 of 50 images of the test split could not be read (2.0%), e.g. a.jpg: gone"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("of 200"), std::string::npos) << err;
 }

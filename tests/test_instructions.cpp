@@ -12,6 +12,7 @@
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
+#include "emovlm/data/instruction_format.h"
 #include "emovlm/data/instructions.h"
 #include "emovlm/image/image.h"
 #include "test_util.h"
@@ -110,9 +111,20 @@ TEST(Instructions, MakeAgainstLoopbackServer) {
   EXPECT_NE(text.find("\"answer\":\"wide sky.\""), std::string::npos);
   EXPECT_NE(text.find("\"kind\":\"reasoning\""), std::string::npos);
   EXPECT_EQ(text.find("good-key"), std::string::npos);  // the key is never written
-  // resume: done images are skipped, only the failed one is asked again
+  // image paths relative to the file's folder, read back as this process names them
+  EXPECT_NE(text.find("\"image\":\"data/train/awe/1.png\""), std::string::npos) << text;
+  EXPECT_EQ(read_instructions(o.out)[0].image, dir / "data/train/awe/1.png");
+  // resume, the data and the output spelled another way: done images are skipped, only the
+  // failed one is asked again
   const int before = ep.calls.load();
-  make_instructions(o);
+  o.data = dir / "data/../data/";
+  o.out = dir / "./inst.jsonl";
+  try {
+    make_instructions(o);  // (the one image it asks about fails again: nothing written is an error)
+    ADD_FAILURE() << "a run that got no answer passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("none of the 1 requests gave an answer"), std::string::npos) << e.what();
+  }
   EXPECT_EQ(ep.calls.load() - before, 3);  // fear: 1 + 2 retries
   // a wrong key stops at once
   setenv("EMOVLM_TEST_KEY", "bad-key", 1);
@@ -139,6 +151,18 @@ TEST(Instructions, ImportReferenceAndLlava) {
   json l = import_instructions("llava", dir / "llava.json", dir / "llava.jsonl");
   EXPECT_EQ(l["imported"].get<int>(), 1);
   EXPECT_NE(read_file(dir / "llava.jsonl").find("\"label\":\"awe\""), std::string::npos);
+  // the source's relative paths are relative to the source's folder, or to --image-root; the
+  // output stores them relative to its own folder
+  make_dirs(dir / "src");
+  write_file_atomic(dir / "src/llava.json", read_file(dir / "llava.json"));
+  test::InDir in(dir.path());  // relative paths, as users give them
+  import_instructions("llava", "src/llava.json", "runs/a.jsonl");
+  EXPECT_EQ(read_instructions("runs/a.jsonl")[0].image, "src/b.jpg");
+  EXPECT_NE(read_file("runs/a.jsonl").find("\"image\":\"../src/b.jpg\""), std::string::npos) << read_file("runs/a.jsonl");
+  import_instructions("llava", "src/llava.json", "runs/b.jsonl", "mikels8", "images");
+  EXPECT_EQ(read_instructions("runs/b.jsonl")[0].image, "images/b.jpg");
+  // absolute paths outside the output's folder stay absolute
+  EXPECT_EQ(read_instructions("ref.jsonl")[0].image, "/x/a.jpg");
 }
 
 TEST(Instructions, ImageDataUrlTypeFromTheContent) {

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "emovlm/core/error.h"
@@ -139,15 +140,131 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
   FeatureCache again = FeatureCache::load(x.out);
   EXPECT_TRUE(torch::equal(again.features, c.features));
   EXPECT_TRUE(torch::equal(again.vlm_scores, c.vlm_scores));
-  // another setting or another image content: refused
+  // another setting: refused, naming the field and both values
   ExtractOptions other = x;
   other.cap_long_side = 512;
-  EXPECT_THROW(extract_features(other), Error);
+  try {
+    extract_features(other);
+    ADD_FAILURE() << "a cache of other settings was reused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/cap_long_side: 1024 (now 512)"), std::string::npos) << e.what();
+  }
+  // the same images elsewhere (the dataset moved): the same cache, its paths now the new ones
   test::TempDir copy;
   test::copy_tree(w.data, copy / "data");
   ExtractOptions moved = x;
   moved.data = copy / "data";
-  EXPECT_THROW(extract_features(moved), Error);  // other paths
+  extract_features(moved);
+  FeatureCache at_copy = FeatureCache::load(x.out);
+  EXPECT_TRUE(torch::equal(at_copy.features, c.features));
+  EXPECT_EQ(at_copy.paths[0].rfind(copy.path(), 0), 0u) << at_copy.paths[0];
+  // another image content: refused, naming the entry
+  const std::string changed = FeatureCache::load(x.out).paths[3];
+  test::write_test_image(changed, 40, 36, 7);
+  try {
+    extract_features(moved);
+    ADD_FAILURE() << "a cache of other images was reused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[label, content hash] at /"), std::string::npos) << e.what();
+  }
+}
+
+// A cache folder moved or copied elsewhere loads (its image paths relative to it) and resumes
+// there; the same cache asked for with another spelling of its inputs is the same cache.
+TEST(Pipeline, CacheMovedAndRespelledResumes) {
+  World& w = world();
+  ExtractOptions x = w.extract("val");
+  extract_features(x);
+  const FeatureCache before = FeatureCache::load(x.out);
+  test::TempDir dir;
+  make_dirs(dir / "elsewhere");
+  test::copy_tree(x.out, dir / "elsewhere/cache");
+  const FeatureCache moved = FeatureCache::load(dir / "elsewhere/cache");
+  EXPECT_EQ(moved.paths, before.paths);  // resolved to the same images
+  EXPECT_TRUE(torch::equal(moved.features, before.features));
+  // a kill after the first shard, at the new place: resumed from another spelling of every input
+  json m = read_json_file(dir / "elsewhere/cache/manifest.json");
+  m["shards"] = json::array({m["shards"][0]});
+  m["complete"] = false;
+  write_file_atomic(dir / "elsewhere/cache/manifest.json", m.dump());
+  write_file_atomic(dir / "elsewhere/cache/.shard-00001.safetensors.tmp.Ab12Cd", "a killed write");
+  ExtractOptions again = x;
+  again.out = dir / "elsewhere/./cache";
+  again.data = w.data + "/./";
+  again.teacher = w.teacher + "/../" + fs::path(w.teacher).filename().string();
+  json done = extract_features(again);
+  EXPECT_TRUE(done["complete"].get<bool>());
+  EXPECT_FALSE(file_exists(dir / "elsewhere/cache/.shard-00001.safetensors.tmp.Ab12Cd"));
+  const FeatureCache resumed = FeatureCache::load(dir / "elsewhere/cache");
+  EXPECT_TRUE(torch::equal(resumed.features, before.features));
+  EXPECT_TRUE(torch::equal(resumed.vlm_scores, before.vlm_scores));
+}
+
+// Each shard names its split and inputs: a shard of another extraction in a cache is refused.
+TEST(Pipeline, ShardOfAnotherExtractionIsRefused) {
+  World& w = world();
+  extract_features(w.extract("val"));
+  extract_features(w.extract("test"));
+  test::TempDir dir;
+  test::copy_tree(w.extract("test").out, dir / "test");
+  fs::copy_file(w.extract("val").out + "/shard-00000.safetensors", dir / "test/shard-00000.safetensors",
+                fs::copy_options::overwrite_existing);
+  try {
+    FeatureCache::load(dir / "test");
+    ADD_FAILURE() << "a shard of the val split was read as the test split's";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("belongs to another extraction (split val"), std::string::npos) << e.what();
+  }
+}
+
+// Nothing read is an error, not an empty success: a manifest none of whose images can be read
+// stops the teacher and the extraction at once, naming the manifest and the files.
+TEST(Pipeline, AnUnreadableSplitIsAnError) {
+  World& w = world();
+  test::TempDir dir;
+  std::string lines;
+  for (const auto& l : LabelSet::from_spec("mikels8").labels)
+    for (const char* split : {"train", "val", "test"})
+      lines += json({{"path", cat("gone/", split, "-", l, ".png")}, {"label", l}, {"split", split}}).dump() + "\n";
+  write_file_atomic(dir / "bad.jsonl", lines);
+  TeacherOptions t;
+  t.data = dir / "bad.jsonl";
+  t.init = test::ref_path("vit_tiny");
+  t.out = dir / "teacher";
+  t.epochs = 1;
+  try {
+    train_teacher(t);
+    ADD_FAILURE() << "a teacher was trained on nothing";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.jsonl: none of the 8 images of the train split could be read"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("gone/train-amusement.png"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(file_exists(dir / "teacher/model.safetensors"));
+  ExtractOptions x = w.extract("test");
+  x.data = dir / "bad.jsonl";
+  x.out = dir / "cache";
+  EXPECT_THROW(extract_features(x), Error);
+  // files that exist but do not decode: found when read, the same error
+  std::string garbage;
+  for (const auto& l : LabelSet::from_spec("mikels8").labels) {
+    write_file_atomic(dir / ("junk-" + l + ".png"), "not an image");
+    for (const char* split : {"train", "test"})
+      garbage += json({{"path", "junk-" + l + ".png"}, {"label", l}, {"split", split}}).dump() + "\n";
+  }
+  write_file_atomic(dir / "junk.jsonl", garbage);
+  t.data = dir / "junk.jsonl";
+  EXPECT_THROW(train_teacher(t), Error);
+  EXPECT_FALSE(file_exists(dir / "teacher/model.safetensors"));
+  x.data = dir / "junk.jsonl";
+  try {
+    extract_features(x);
+    ADD_FAILURE() << "a cache of nothing was made";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("none of the 8 images of the test split could be read"), std::string::npos)
+        << e.what();
+  }
 }
 
 // --vlm-batch groups images into one left-padded VLM forward: the same values to float32 rounding
@@ -462,6 +579,134 @@ TEST(Pipeline, ServerBatchesRequestsThatArriveTogether) {
 #endif
 }
 
+// The parts of one pipeline come from one VLM: a test cache, a bundle or a gate's cache of another
+// VLM is refused, naming both and the first field of their identities that differs.
+TEST(Pipeline, PartsOfAnotherVlmAreRefused) {
+  World& w = world();
+  test::TempDir dir;
+  const std::string train_cache = small_bundle(w, dir / "bundle");
+  // another VLM: the tiny checkpoint with another config (as far as an identity can tell, another model)
+  const std::string other = dir / "other-vlm";
+  make_dirs(other);
+  for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.json",
+                        "preprocessor_config.json"})
+    fs::copy_file(w.qwen + "/" + f, other + "/" + f);
+  json cfg = read_json_file(w.qwen + "/config.json");
+  cfg["rms_norm_eps"] = 1e-5;
+  write_file_atomic(other + "/config.json", cfg.dump());
+  ExtractOptions x = w.extract("test");
+  x.vlm = other;
+  x.out = dir / "other-test-cache";
+  extract_features(x);
+  EvaluateOptions e;
+  e.cache = x.out;
+  e.distill = dir / "bundle-distill";
+  e.gate = dir / "bundle-gate";
+  try {
+    evaluate_cache(e);
+    ADD_FAILURE() << "a head was evaluated on the features of another VLM";
+  } catch (const Error& err) {
+    const std::string m = err.what();
+    EXPECT_NE(m.find("was made from another VLM"), std::string::npos) << m;
+    EXPECT_NE(m.find("bundle-distill"), std::string::npos) << m;
+    EXPECT_NE(m.find("/vlm/config.json"), std::string::npos) << m;
+  }
+  BundleSpec b;
+  b.vlm = other;
+  b.distill = dir / "bundle-distill";
+  b.gate = dir / "bundle-gate";
+  EXPECT_THROW(write_bundle(dir / "wrong-bundle", b), Error);
+  GateOptions g;
+  g.cache = x.out;
+  g.distill = dir / "bundle-distill";
+  g.out = dir / "wrong-gate";
+  EXPECT_THROW(train_gate(g), Error);
+  // a bundle whose VLM was replaced by another one under the same path: predict says so
+  BundleSpec ok;
+  ok.vlm = dir / "vlm";
+  fs::create_directory_symlink(w.qwen, dir / "vlm");
+  ok.distill = dir / "bundle-distill";
+  ok.gate = dir / "bundle-gate";
+  ok.dtype = "f32";
+  write_bundle(dir / "b2", ok);
+  EXPECT_NO_THROW(Predictor(dir / "b2", "cpu"));
+  fs::remove(dir / "vlm");
+  fs::create_directory_symlink(other, dir / "vlm");
+  EXPECT_THROW(Predictor(dir / "b2", "cpu"), Error);
+  (void)train_cache;
+}
+
+// A bundle holds its adapter, head and gate and names its VLM relative to itself: the folder that
+// holds both moves, and the bundle still predicts.
+TEST(Pipeline, BundlesAreSelfContained) {
+  World& w = world();
+  test::TempDir dir;
+  small_bundle(w, dir / "scratch");
+  make_dirs(dir / "runs");
+  test::copy_tree(w.qwen, dir / "runs/vlm");
+  const std::string image = FeatureCache::load(w.extract("train").out).paths[1];
+  json want;
+  {
+    test::InDir in(dir.path());  // relative paths, as users give them
+    BundleSpec b;
+    b.vlm = "runs/vlm";
+    b.adapter = test::ref_path("qwen2vl_tiny/lora_adapter");
+    b.distill = "scratch-distill";
+    b.gate = "scratch-gate";
+    b.dtype = "f32";
+    // (the head was trained on the plain VLM's features: a bundle with an adapter is another VLM)
+    EXPECT_THROW(write_bundle("runs/bundle", b), Error);
+    b.adapter.clear();
+    write_bundle("runs/bundle", b);
+    EXPECT_EQ(read_json_file("runs/bundle/bundle.json")["vlm"], "../vlm");
+    want = Predictor("runs/bundle", "cpu").predict(image);
+  }
+  fs::rename(dir / "runs", dir / "moved");
+  remove_tree(dir / "scratch-distill");
+  remove_tree(dir / "scratch-gate");
+  EXPECT_EQ(Predictor(dir / "moved/bundle", "cpu").predict(image), want);
+}
+
+// A training command does not silently start over an earlier run: --resume continues it,
+// --overwrite starts over (the earlier run's files replaced as the new run writes its own).
+TEST(Pipeline, TrainingRefusesToStartOverWithoutOverwrite) {
+  World& w = world();
+  extract_features(w.extract("train"));
+  test::TempDir dir;
+  DistillOptions d;
+  d.cache = w.extract("train").out;
+  d.out = dir / "runs/distill";  // (its folder created)
+  d.hidden = {8};
+  d.epochs = 2;
+  d.quiet = true;
+  train_distill_head(d);
+  const std::string metrics = read_file(d.out + "/metrics.jsonl");
+  try {
+    train_distill_head(d);
+    ADD_FAILURE() << "an earlier run was started over";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--overwrite"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(d.out + "/metrics.jsonl"), metrics);  // untouched
+  d.resume = true;  // a finished run: nothing to do, its metrics kept once per epoch
+  train_distill_head(d);
+  EXPECT_EQ(read_file(d.out + "/metrics.jsonl"), metrics);
+  // a new run that fails in its first epoch (here: the loss diverges) leaves the earlier run's files
+  d.resume = false;
+  d.overwrite = true;
+  DistillOptions diverging = d;
+  diverging.optim.lr = 1e30;
+  diverging.batch_size = 1;  // a step per image: the loss is not finite within the first epoch
+  diverging.compute_dtype = "f32";
+  EXPECT_THROW(train_distill_head(diverging), Error);
+  EXPECT_EQ(read_file(d.out + "/metrics.jsonl"), metrics);
+  d.epochs = 3;
+  train_distill_head(d);
+  int lines = 0;
+  for (char ch : read_file(d.out + "/metrics.jsonl")) lines += ch == '\n';
+  EXPECT_EQ(lines, 3);
+}
+
 TEST(Pipeline, AblationWritesTableJsonAndPlot) {
   World& w = world();
   for (const char* split : {"train", "test"}) extract_features(w.extract(split));
@@ -528,4 +773,14 @@ TEST(Pipeline, ResumeAfterSigkillIsExact) {
   auto a = load_tensors(full + "/head.safetensors"), b = load_tensors(killed + "/head.safetensors");
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [k, v] : a) EXPECT_TRUE(torch::equal(v, b.at(k))) << k;
+  // every epoch's metrics line once, and no temporary file of the killed write left behind
+  auto epochs = [](const std::string& path) {
+    std::vector<int64_t> e;
+    std::istringstream in(read_file(path));
+    for (std::string line; std::getline(in, line);) e.push_back(json::parse(line)["epoch"].get<int64_t>());
+    return e;
+  };
+  EXPECT_EQ(epochs(killed + "/metrics.jsonl"), epochs(full + "/metrics.jsonl"));
+  for (const auto& entry : fs::directory_iterator(killed))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
 }

@@ -88,4 +88,17 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>
   return m;
 }
 
+// Runs the rest of a scope with the working directory set to `dir` (as a user's shell would be),
+// restoring it at the end, so that tests can pass relative paths as users do.
+class InDir {
+ public:
+  explicit InDir(const std::string& dir) : old_(std::filesystem::current_path()) { std::filesystem::current_path(dir); }
+  ~InDir() { std::filesystem::current_path(old_); }
+  InDir(const InDir&) = delete;
+  InDir& operator=(const InDir&) = delete;
+
+ private:
+  std::filesystem::path old_;
+};
+
 }  // namespace emovlm::test

@@ -56,7 +56,10 @@ void add_demo_commands(CLI::App& app) {
   tune->add_option("--warmup-ratio", s->optim.warmup_ratio, "")->capture_default_str();
   tune->add_option("--grad-accum", s->optim.grad_accum, "")->capture_default_str();
   tune->add_option("--seed", s->seed, "")->capture_default_str();
-  tune->add_flag("--resume", s->resume, "");
+  tune->add_flag("--resume", s->resume, "continue the run in --out");
+  tune->add_flag("--overwrite", s->overwrite, "start over in an --out that holds a run");
+  tune->add_option("--save-every", s->save_every_steps, "also checkpoint every N optimizer steps (0: each epoch)")
+      ->capture_default_str();
   tune->callback([s, lora] {
     if (*lora || s->qlora) s->full = false;
     std::cout << train_sft(*s).dump(1) << std::endl;

@@ -30,15 +30,19 @@ void add_instruct_commands(CLI::App& app) {
   mk->add_option("--timeout", o->timeout_s, "seconds per request")->capture_default_str();
   mk->callback([o] { std::cout << make_instructions(*o).dump(1) << std::endl; });
   struct ImportArgs {
-    std::string format, src, out, labels = "mikels8";
+    std::string format, src, out, labels = "mikels8", image_root;
   };
   auto im = std::make_shared<ImportArgs>();
   CLI::App* imp = ins->add_subcommand("import", "The reference's annotation JSON or LLaVA conversation JSON -> JSONL");
   imp->add_option("--format", im->format, "reference or llava")->required();
   imp->add_option("--src", im->src, "the JSON file")->required();
   imp->add_option("--out", im->out, "instruction JSONL")->required();
-  imp->add_option("--labels", im->labels, "")->capture_default_str();
-  imp->callback([im] { std::cout << import_instructions(im->format, im->src, im->out, im->labels).dump(1) << std::endl; });
+  imp->add_option("--labels", im->labels, "the label set of the categorical examples")->capture_default_str();
+  imp->add_option("--image-root", im->image_root,
+                  "what the source's relative image paths are relative to (default: the source file's folder)");
+  imp->callback([im] {
+    std::cout << import_instructions(im->format, im->src, im->out, im->labels, im->image_root).dump(1) << std::endl;
+  });
 #else
   ins->callback([] { throw Error("this build has no HTTP client (cpp-httplib was not found at configure time)"); });
 #endif

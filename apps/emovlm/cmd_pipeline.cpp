@@ -105,7 +105,12 @@ void add_pipeline_commands(CLI::App& app) {
   tt->add_option("--image-size", t->image_size, "input size (default: the checkpoint's)");
   tt->add_option("--workers", t->workers, "data-loader threads")->capture_default_str();
   tt->add_option("--seed", t->seed, "")->capture_default_str();
-  tt->add_flag("--resume", t->resume, "continue an interrupted run in --out");
+  tt->add_flag("--resume", t->resume, "continue the run in --out");
+  tt->add_flag("--overwrite", t->overwrite, "start over in an --out that holds a run");
+  tt->add_option("--save-every", t->save_every_steps, "also checkpoint every N optimizer steps (0: each epoch)")
+      ->capture_default_str();
+  tt->add_option("--device", t->device, "cpu, cuda[:N] or auto")->capture_default_str();
+  tt->add_option("--autocast", t->autocast, "none or bf16 (mixed precision over float32 weights)")->capture_default_str();
   add_optim_flags(tt, t->optim);
   tt->callback([t] { std::cout << train_teacher(*t).dump(1) << std::endl; });
 
@@ -176,7 +181,8 @@ void add_pipeline_commands(CLI::App& app) {
   di->add_option("--batch-size", d->batch_size, "(the reference code uses 1)")->capture_default_str();
   di->add_option("--compute-dtype", d->compute_dtype, "bf16 or f32 matmuls (the weights stay float32)")->capture_default_str();
   di->add_option("--seed", d->seed, "")->capture_default_str();
-  di->add_flag("--resume", d->resume, "continue an interrupted run");
+  di->add_flag("--resume", d->resume, "continue the run in --out");
+  di->add_flag("--overwrite", d->overwrite, "start over in an --out that holds a run");
   di->add_option("--save-every", d->save_every_steps, "also checkpoint every N optimizer steps")->capture_default_str();
   add_optim_flags(di, d->optim);
   di->callback([d, hidden] {
@@ -196,7 +202,9 @@ void add_pipeline_commands(CLI::App& app) {
   ga->add_option("--epochs", g->epochs, "")->capture_default_str();
   ga->add_option("--batch-size", g->batch_size, "")->capture_default_str();
   ga->add_option("--seed", g->seed, "")->capture_default_str();
-  ga->add_flag("--resume", g->resume, "");
+  ga->add_flag("--resume", g->resume, "continue the run in --out");
+  ga->add_flag("--overwrite", g->overwrite, "start over in an --out that holds a run");
+  ga->add_option("--save-every", g->save_every_steps, "also checkpoint every N optimizer steps")->capture_default_str();
   add_optim_flags(ga, g->optim);
   ga->callback([g] { std::cout << train_gate(*g).dump(1) << std::endl; });
 

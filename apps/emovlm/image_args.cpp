@@ -1,5 +1,4 @@
 // The image arguments of classify and predict: files as given, directories expanded.
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -19,11 +18,8 @@ std::vector<std::string> image_arguments(const std::vector<std::string>& args) {
       out.push_back(a);  // a missing or unreadable file is reported when it is read
       continue;
     }
-    std::vector<std::string> found;
-    for (const auto& e : fs::recursive_directory_iterator(a, fs::directory_options::follow_directory_symlink))
-      if (e.is_regular_file() && is_image_file(e.path().string())) found.push_back(e.path().string());
+    const std::vector<std::string> found = list_image_files(a);
     if (found.empty()) throw Error(cat(a, ": a directory without image files"));
-    std::sort(found.begin(), found.end());
     out.insert(out.end(), found.begin(), found.end());
   }
   return out;

@@ -3,10 +3,16 @@
 #include <iostream>
 
 #include "commands.h"
+#include "emovlm/core/output_lock.h"
 #include "emovlm/core/progress.h"
 #include "emovlm/core/torch_compat.h"
 
 int main(int argc, char** argv) {
+  {
+    std::string d = "emovlm";  // what a refused second writer of an output is told
+    for (int i = 1; i < argc; ++i) d += std::string(" ") + argv[i];
+    emovlm::set_process_description(d.size() > 300 ? d.substr(0, 300) + " ..." : d);
+  }
   CLI::App app{"emovlm: visual emotion analysis with EmoVLM-KD (Qwen2-VL + a distilled ViT teacher + a gate)"};
   app.set_version_flag("--version", std::string("emovlm ") + EMOVLM_VERSION);
   app.require_subcommand(1);

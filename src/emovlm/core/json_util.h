@@ -37,4 +37,9 @@ T json_optional(const json& j, const std::string& key, const T& fallback, const 
   }
 }
 
+// Where two JSON values first differ, for refusals that name the field: "" when equal, else
+// "<pointer>: <old> (now <new>)" with the JSON pointer of the first differing field, e.g.
+// "/vlm/files/0/hash: \"1a2b...\" (now \"9f8e...\")". Values longer than 80 characters are cut.
+std::string json_first_difference(const json& before, const json& now);
+
 }  // namespace emovlm

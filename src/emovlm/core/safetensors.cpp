@@ -304,4 +304,30 @@ void save_safetensors(const std::string& path, const std::vector<TensorView>& te
   out.commit();
 }
 
+json checkpoint_identity(const std::string& path) {
+  json id = json::object();
+  std::vector<std::string> files;
+  if (fs::is_directory(path)) {
+    for (const char* c : {"config.json", "adapter_config.json"}) {
+      const std::string f = (fs::path(path) / c).string();
+      if (file_exists(f)) id[c] = hex64(hash_file(f));
+    }
+    for (const auto& e : fs::directory_iterator(path))
+      if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  if (files.empty()) throw Error(cat(path, ": no .safetensors files (not a checkpoint)"));
+  for (const auto& f : files) {
+    MappedFile m(f);
+    uint64_t h = fnv1a64(m.data(), std::min<size_t>(m.size(), 1 << 20));
+    for (size_t off = 256u << 20; off < m.size(); off += 256u << 20)
+      h = fnv1a64(m.data() + off, std::min<size_t>(m.size() - off, 1 << 16), h);
+    h = fnv1a64(m.data() + (m.size() > (1 << 16) ? m.size() - (1 << 16) : 0), std::min<size_t>(m.size(), 1 << 16), h);
+    id["files"].push_back({{"name", fs::path(f).filename().string()}, {"bytes", m.size()}, {"hash", hex64(h)}});
+  }
+  return id;
+}
+
 }  // namespace emovlm

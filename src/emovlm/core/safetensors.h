@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "emovlm/core/files.h"
 
 namespace emovlm {
@@ -84,6 +86,12 @@ class Checkpoint {
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
   std::map<std::string, std::string> index_metadata_;
 };
+
+// The content identity of a checkpoint directory (or file): the hash of its config files
+// (config.json, adapter_config.json) and, per weight file, its name, size, header hash and sampled
+// content hashes (reading every byte of a 16 GB checkpoint would cost more than it guards). Not
+// the path: a moved or copied checkpoint keeps its identity.
+nlohmann::json checkpoint_identity(const std::string& path);
 
 // Writes tensors (views onto the caller's memory) atomically: temporary file, fsync, rename.
 // Names must be unique; nbytes must equal numel * dtype size.

@@ -10,6 +10,7 @@
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/core/progress.h"
 #include "emovlm/data/loader.h"
 #include "emovlm/image/image.h"
@@ -106,7 +107,18 @@ json check_dataset(const CheckOptions& o) {
   rep["duplicates"] = dups;
   rep["unreadable"] = unreadable;
   if (o.decode) rep["sizes"] = {{"width", stats(widths)}, {"height", stats(heights)}};
-  if (!o.out.empty()) write_file_atomic(o.out, rep.dump(1) + "\n");
+  if (!o.out.empty()) {  // the paths as the report file stores them (relative to its folder)
+    json stored = rep;
+    stored["data"] = store_path(o.data, o.out);
+    for (auto& u : stored["unreadable"]) u["path"] = store_path(u["path"].get<std::string>(), o.out);
+    for (auto& g : stored["duplicates"])
+      for (auto& c : g["copies"]) c["path"] = store_path(c["path"].get<std::string>(), o.out);
+    make_dirs(parent_folder(o.out));
+    write_file_atomic(o.out, stored.dump(1) + "\n");
+  }
+  std::vector<std::string> errors;
+  for (const auto& u : unreadable) errors.push_back(u["error"].get<std::string>());
+  check_readable("the dataset", o.data, items.size(), errors);  // after the report: it lists them all
   return rep;
 }
 

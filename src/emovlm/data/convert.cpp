@@ -13,6 +13,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/labels.h"
 
@@ -67,7 +68,7 @@ json convert_emoset(const ConvertOptions& o, std::string& lines) {
         rep["missing"].push_back(img.string());
         continue;
       }
-      lines += json({{"path", fs::absolute(img).string()}, {"label", label}, {"split", split}}).dump() + "\n";
+      lines += json({{"path", img.string()}, {"label", label}, {"split", split}}).dump() + "\n";
       ++n;
     }
     rep["splits"][split] = k;
@@ -108,7 +109,7 @@ json convert_emotion6(const ConvertOptions& o, std::string& lines) {
     }
     json soft = json::object();
     for (int i = 0; i < 7; ++i) soft[names[i]] = p[i];
-    lines += json({{"path", fs::absolute(img).string()}, {"label", names[label]}, {"soft", soft},
+    lines += json({{"path", img.string()}, {"label", names[label]}, {"soft", soft},
                    {"valence", std::stod(f[1])}, {"arousal", std::stod(f[2])}}).dump() + "\n";
     ++n;
   }
@@ -161,7 +162,7 @@ json convert_votes(const ConvertOptions& o, std::string& lines) {
       rep["missing"].push_back(f[col_id]);
       continue;
     }
-    lines += json({{"path", fs::absolute(img).string()}, {"label", pos > neg ? "positive" : "negative"},
+    lines += json({{"path", img.string()}, {"label", pos > neg ? "positive" : "negative"},
                    {"soft", {{"positive", pos / (pos + neg)}, {"negative", neg / (pos + neg)}}}}).dump() + "\n";
     ++n;
   }
@@ -177,8 +178,10 @@ json convert_folders(const ConvertOptions& o, std::string& lines) {
   json rep = {{"format", "folders"}};
   auto sorted_dirs = [](const fs::path& dir) {
     std::vector<fs::path> out;
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.is_directory()) out.push_back(e.path());
+    for (const auto& e : fs::directory_iterator(dir)) {
+      std::error_code ec;
+      if (e.is_directory(ec)) out.push_back(e.path());
+    }
     std::sort(out.begin(), out.end());
     return out;
   };
@@ -194,8 +197,10 @@ json convert_folders(const ConvertOptions& o, std::string& lines) {
   for (const auto& [dir, split] : parts) {
     for (const auto& cls : sorted_dirs(dir)) {
       std::vector<std::string> files;
-      for (const auto& e : fs::directory_iterator(cls))
-        if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(fs::absolute(e.path()).string());
+      for (const auto& e : fs::directory_iterator(cls)) {
+        std::error_code ec;  // an entry that cannot be inspected (a link loop) is listed: reading it reports it
+        if (!e.is_directory(ec) && is_image_file(e.path().string())) files.push_back(e.path().string());
+      }
       std::sort(files.begin(), files.end());
       const std::string label = cls.filename().string();
       if (!files.empty()) labels.insert(label);
@@ -272,7 +277,17 @@ json convert_dataset(const ConvertOptions& o) {
                        o.format, "'"));
   if (lines.empty()) throw Error(cat(o.src, ": no usable images found"));
   assign_splits(o, lines, rep);
-  write_file_atomic(o.out, lines);
+  // image paths as the manifest stores them: relative to its folder (core/paths.h)
+  std::string stored;
+  std::istringstream in(lines);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    json row = json::parse(line);
+    row["path"] = store_path(row["path"].get<std::string>(), o.out);
+    stored += row.dump() + "\n";
+  }
+  make_dirs(parent_folder(o.out));
+  write_file_atomic(o.out, stored);
   rep["manifest"] = o.out;
   return rep;
 }

@@ -1,14 +1,21 @@
 // Dataset loading (folders and manifests) and the deterministic stratified split.
 #include "emovlm/data/dataset.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <set>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/paths.h"
 
 namespace emovlm {
 
@@ -35,6 +42,58 @@ bool is_image_file(const std::string& path) {
   for (const char* e : {".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
     if (ext == e) return true;
   return false;
+}
+
+std::vector<std::string> list_image_files(const std::string& dir) {
+  std::vector<std::string> out;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  std::vector<fs::path> todo = {fs::path(dir)};
+  while (!todo.empty()) {
+    const fs::path d = todo.back();
+    todo.pop_back();
+    struct stat st;
+    if (::stat(d.c_str(), &st) != 0 || !seen.insert({st.st_dev, st.st_ino}).second) continue;
+    std::error_code ec;
+    for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec)) {
+      const fs::path p = it->path();
+      std::error_code sec;
+      const fs::file_status s = fs::status(p, sec);  // follows links; a loop or dangling link: an error
+      if (!sec && fs::is_directory(s))
+        todo.push_back(p);
+      else if (is_image_file(p.string()))
+        out.push_back(p.string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> unreadable_by_stat(const std::vector<Sample>& samples) {
+  std::vector<std::string> out;
+  for (const auto& s : samples) {
+    struct stat st;
+    if (::stat(s.path.c_str(), &st) != 0)
+      out.push_back(cat(s.path, ": ", std::strerror(errno)));
+    else if (!S_ISREG(st.st_mode))
+      out.push_back(cat(s.path, ": not a regular file"));
+  }
+  return out;
+}
+
+void check_readable(const std::string& what, const std::string& source, size_t total, const std::vector<std::string>& errors,
+                    bool quiet) {
+  if (errors.empty()) return;
+  auto first = [&](size_t n) {
+    std::string s;
+    for (size_t i = 0; i < std::min(n, errors.size()); ++i) s += cat(i ? "; " : "", errors[i]);
+    return s;
+  };
+  if (errors.size() >= total)
+    throw Error(cat(source, ": none of the ", total, " images of ", what, " could be read (", first(3), ")"));
+  if (!quiet && errors.size() * 100 > total)
+    std::fprintf(stderr, "warning: %s: %zu of %zu images of %s could not be read (%.1f%%), e.g. %s\n", source.c_str(),
+                 errors.size(), total, what.c_str(), 100.0 * static_cast<double>(errors.size()) / static_cast<double>(total),
+                 first(1).c_str());
 }
 
 const std::vector<Sample>& Dataset::split(const std::string& name) const {
@@ -80,8 +139,10 @@ namespace {
 
 std::vector<std::string> sorted_subdirs(const fs::path& dir) {
   std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory()) out.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::error_code ec;
+    if (e.is_directory(ec)) out.push_back(e.path().filename().string());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -92,8 +153,12 @@ std::vector<Sample> scan_split(const fs::path& dir, const LabelSet& labels) {
     int idx = labels.index_of(cls);
     if (idx < 0) throw Error(cat((dir / cls).string(), ": folder '", cls, "' is not a label of ", labels.name));
     std::vector<std::string> files;
-    for (const auto& e : fs::directory_iterator(dir / cls))
-      if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(e.path().string());
+    // every image-named entry but directories: one that cannot be read (a FIFO, a dangling link, a
+    // link loop) is listed, and reported as unreadable by the command that reads it
+    for (const auto& e : fs::directory_iterator(dir / cls)) {
+      std::error_code ec;
+      if (!e.is_directory(ec) && is_image_file(e.path().string())) files.push_back(e.path().string());
+    }
     std::sort(files.begin(), files.end());
     for (auto& f : files) out.push_back({f, idx, {}});
   }
@@ -180,7 +245,7 @@ std::vector<Row> read_manifest(const std::string& path) {
     }
     if (!r.split.empty() && r.split != "train" && r.split != "val" && r.split != "test")
       throw Error(cat(where, ": split '", r.split, "' (train, val or test)"));
-    if (fs::path(r.path).is_relative()) r.path = (fs::path(path).parent_path() / r.path).string();
+    r.path = resolve_stored_path(r.path, path);
     rows.push_back(std::move(r));
   }
   if (rows.empty()) throw Error(cat(path, ": the manifest lists no images"));

@@ -52,6 +52,21 @@ std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(const std::
 // A name with an image extension (case-insensitive): JPEG, PNG, GIF, BMP, WebP or TIFF.
 bool is_image_file(const std::string& path);
 
+// The files with an image extension under `dir`, any depth, sorted. Directory symlinks are
+// followed, each directory once (a symlink loop ends there); an entry that cannot be inspected
+// (a dangling link, a loop) is listed when its name is an image's, so that reading it reports it.
+std::vector<std::string> list_image_files(const std::string& dir);
+
+// Images that cannot be read, by a stat alone: missing, or not a regular file (a FIFO, a device,
+// a directory, a symlink loop). Returns "path: reason" for each, in order.
+std::vector<std::string> unreadable_by_stat(const std::vector<Sample>& samples);
+
+// The policy for images that could not be read, once a command knows them: when none of `total`
+// could be read, an Error naming the source and the first few; when more than 1% could not, a
+// warning on stderr with the count (unless quiet). `errors` are messages that name the files.
+void check_readable(const std::string& what, const std::string& source, size_t total,
+                    const std::vector<std::string>& errors, bool quiet = false);
+
 // SplitMix64: a tiny, portable PRNG for everything that must be reproducible across machines.
 struct SplitMix64 {
   uint64_t state;

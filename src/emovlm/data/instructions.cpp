@@ -19,7 +19,10 @@
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/progress.h"
+#include "emovlm/core/output_lock.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/data/dataset.h"
+#include "emovlm/data/instruction_format.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/image/image.h"
 #include "emovlm/serve/http_client.h"
@@ -29,8 +32,6 @@ namespace emovlm {
 namespace fs = std::filesystem;
 
 namespace {
-const char* kObservation = "Observe the image and describe key elements of the image. Focus on the elements that convey emotion.";
-const char* kReasoning = "Observe the image and describe the process of inferring the emotions conveyed in the image.";
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r\n*#:"), e = s.find_last_not_of(" \t\r\n*#");
@@ -72,15 +73,6 @@ std::string image_data_url(const std::string& path) {
   return "data:" + mime + ";base64," + base64(bytes);
 }
 
-namespace {
-
-json example(const std::string& image, const std::string& label, const std::string& kind, const std::string& prompt,
-             const std::string& answer) {
-  return {{"image", image}, {"label", label}, {"kind", kind}, {"prompt", prompt}, {"answer", answer}};
-}
-
-}  // namespace
-
 std::pair<std::string, std::string> split_observation_reasoning(const std::string& answer) {
   // a heading line: optional markdown/numbering, then the keyword, then ':' or end of heading
   static const std::regex key(R"((^|\n)[ \t>#*_\-]*(\d+[.)]\s*)?[*_]*\s*key\s+elements?[*_]*[ \t]*[:\-]?[*_]*[ \t]*)",
@@ -120,7 +112,12 @@ json make_instructions(const InstructOptions& o) {
   Dataset d = load_dataset(o.data, dopt);
   const std::vector<Sample>& samples = d.split(o.split);
 
-  // resume: images already in the file are skipped; a torn last line is dropped
+  // nothing to ask about when no image of the split can be opened (before any paid request)
+  check_readable(cat("the ", o.split, " split"), o.data, samples.size(), unreadable_by_stat(samples));
+  OutputLock lock(o.out, OutputLock::Kind::File);
+
+  // resume: images already in the file (by their identity, however their path was spelled) are
+  // skipped; a torn last line is dropped
   std::set<std::string> done;
   if (file_exists(o.out)) {
     std::string text = read_file(o.out), kept;
@@ -128,19 +125,17 @@ json make_instructions(const InstructOptions& o) {
     std::string line;
     while (std::getline(in, line)) {
       if (line.empty()) continue;
-      try {
-        json j = json::parse(line);
-        if (j.value("kind", "") != "categorical") done.insert(j.value("image", ""));
-        kept += line + "\n";
-      } catch (const json::parse_error&) {
-        break;  // the line a crash cut short
-      }
+      json j = json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) break;  // the line a crash cut short
+      if (j.value("kind", "") != "categorical" && j.contains("image") && j["image"].is_string())
+        done.insert(path_identity(resolve_stored_path(j["image"].get<std::string>(), o.out)));
+      kept += line + "\n";
     }
     if (kept.size() != text.size()) write_file_atomic(o.out, kept);
   }
   std::vector<size_t> todo;
   for (size_t i = 0; i < samples.size(); ++i)
-    if (!done.count(samples[i].path)) todo.push_back(i);
+    if (!done.count(path_identity(samples[i].path))) todo.push_back(i);
 
   HttpEndpoint ep = parse_endpoint(o.endpoint, "/chat/completions");
   // one probe first: a wrong key or an unreachable endpoint stops here, before any work
@@ -173,10 +168,12 @@ json make_instructions(const InstructOptions& o) {
         std::string content = resp.at("choices").at(0).at("message").at("content").get<std::string>();
         auto [obs, why] = split_observation_reasoning(content);
         if (obs.empty() || why.empty()) throw Error("the answer lacks the key-elements or the reasoning section");
-        std::string lines = example(s.path, label, "observation", kObservation, obs).dump() + "\n" +
-                            example(s.path, label, "reasoning", kReasoning, why).dump() + "\n";
+        std::string lines = instruction_line({s.path, label, "observation", kObservationPrompt, obs}, o.out) + "\n" +
+                            instruction_line({s.path, label, "reasoning", kReasoningPrompt, why}, o.out) + "\n";
         if (o.categorical)
-          lines += example(s.path, label, "categorical", categorical_prompt(d.labels), categorical_answer(label)).dump() + "\n";
+          lines += instruction_line({s.path, label, "categorical", categorical_prompt(d.labels), categorical_answer(label)},
+                                    o.out) +
+                   "\n";
         std::lock_guard<std::mutex> l(mu);
         out << lines << std::flush;
         bar.advance();
@@ -196,13 +193,20 @@ json make_instructions(const InstructOptions& o) {
   for (auto& t : threads) t.join();
   out.close();
   if (fatal) throw Error(cat("instruct make stopped: ", fatal_msg));
+  if (!todo.empty() && failures.size() == todo.size())
+    throw Error(cat("instruct make: none of the ", todo.size(), " requests gave an answer (first: ",
+                    failures[0]["image"].get<std::string>(), ": ", failures[0]["error"].get<std::string>(), ")"));
   json report = {{"out", o.out}, {"requested", todo.size()}, {"skipped_already_done", done.size()},
                  {"failed", failures}, {"written", todo.size() - failures.size()}};
   return report;
 }
 
-json import_instructions(const std::string& format, const std::string& src, const std::string& out, const std::string& labels) {
+json import_instructions(const std::string& format, const std::string& src, const std::string& out, const std::string& labels,
+                         const std::string& image_root) {
   json in = read_json_file(src);
+  // the source's image paths are relative to --image-root, else to the source file's folder
+  const std::string root = image_root.empty() ? parent_folder(src) : image_root;
+  auto image_path = [&](const std::string& p) { return p.empty() || p[0] == '/' ? p : (fs::path(root) / p).string(); };
   if (!in.is_array()) throw Error(cat(src, ": expected a list of entries"));
   LabelSet ls = LabelSet::from_spec(labels);
   std::string lines;
@@ -211,27 +215,28 @@ json import_instructions(const std::string& format, const std::string& src, cons
     const json& e = in[i];
     const std::string where = cat(src, ": entry ", i);
     if (format == "reference") {
-      std::string img = json_optional<std::string>(e, "img_path", json_optional<std::string>(e, "img", "", where), where);
+      std::string img =
+          image_path(json_optional<std::string>(e, "img_path", json_optional<std::string>(e, "img", "", where), where));
       std::string label = json_required<std::string>(e, "label", where);
       auto [obs, why] = split_observation_reasoning(json_required<std::string>(e, "gpt_response", where));
       if (obs.empty() || why.empty()) {
         ++skipped;
         continue;
       }
-      lines += example(img, label, "observation", kObservation, obs).dump() + "\n";
-      lines += example(img, label, "reasoning", kReasoning, why).dump() + "\n";
-      lines += example(img, label, "categorical", categorical_prompt(ls), categorical_answer(label)).dump() + "\n";
+      lines += instruction_line({img, label, "observation", kObservationPrompt, obs}, out) + "\n";
+      lines += instruction_line({img, label, "reasoning", kReasoningPrompt, why}, out) + "\n";
+      lines += instruction_line({img, label, "categorical", categorical_prompt(ls), categorical_answer(label)}, out) + "\n";
       n += 3;
     } else if (format == "llava") {
-      std::string img = json_required<std::string>(e, "image", where);
+      std::string img = image_path(json_required<std::string>(e, "image", where));
       const json& conv = e.at("conversations");
       for (size_t k = 0; k + 1 < conv.size(); k += 2) {
         std::string prompt = conv[k].value("value", ""), answer = conv[k + 1].value("value", "");
         prompt = std::regex_replace(prompt, std::regex(R"(<image>\s*)"), "");
         ParsedAnswer pa = parse_categorical_answer(answer, ls);
-        lines += example(img, pa.index >= 0 ? ls.labels[pa.index] : "", pa.index >= 0 ? "categorical" : "conversation",
-                         trim(prompt), answer)
-                     .dump() +
+        lines += instruction_line({img, pa.index >= 0 ? ls.labels[pa.index] : "",
+                                   pa.index >= 0 ? "categorical" : "conversation", trim(prompt), answer},
+                                  out) +
                  "\n";
         ++n;
       }
@@ -240,6 +245,7 @@ json import_instructions(const std::string& format, const std::string& src, cons
     }
   }
   if (lines.empty()) throw Error(cat(src, ": no instructions to import"));
+  make_dirs(parent_folder(out));
   write_file_atomic(out, lines);
   return {{"imported", n}, {"skipped_unsplittable", skipped}, {"out", out}};
 }

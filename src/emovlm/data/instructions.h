@@ -30,7 +30,7 @@ struct InstructOptions {
   std::string endpoint;                        // base URL (…/v1) or the full …/chat/completions URL
   std::string model;
   std::string api_key_env = "OPENAI_API_KEY";  // the key is read from this variable, never from flags
-  std::string out;                             // JSONL, appended
+  std::string out;                             // JSONL, appended (resumes: images already there are skipped)
   int concurrency = 4;
   int max_retries = 5;
   double timeout_s = 120;
@@ -43,8 +43,9 @@ struct InstructOptions {
 nlohmann::json make_instructions(const InstructOptions& options);
 
 // Imports the reference's annotation JSON (entries with gpt_response, img, img_path, label) or a
-// LLaVA-style conversation JSON into the instruction JSONL format.
+// LLaVA-style conversation JSON into the instruction JSONL format. The source's relative image
+// paths are relative to image_root (default: the source file's folder).
 nlohmann::json import_instructions(const std::string& format, const std::string& src, const std::string& out,
-                                   const std::string& labels = "mikels8");
+                                   const std::string& labels = "mikels8", const std::string& image_root = "");
 
 }  // namespace emovlm

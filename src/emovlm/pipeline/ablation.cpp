@@ -6,6 +6,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/output_lock.h"
 
 #include <sstream>
 #include "emovlm/core/progress.h"
@@ -41,7 +42,7 @@ json run_ablation(const AblationOptions& o) {
     else if (o.kind == "gate") values = gate_kinds();
     else throw Error(cat("ablate: kind must be depth, alpha or gate, not '", o.kind, "'"));
   }
-  make_dirs(o.out);
+  OutputLock lock(o.out, OutputLock::Kind::Directory);
   json rows = json::array();
   std::string shared_head;
   for (size_t i = 0; i < values.size(); ++i) {
@@ -55,6 +56,7 @@ json run_ablation(const AblationOptions& o) {
     d.batch_size = o.batch_size;
     d.seed = o.seed;
     d.quiet = true;
+    d.overwrite = true;  // the sweep's own runs, replaced when the sweep runs again
     if (o.kind == "depth") d.hidden = parse_sizes(v);
     if (o.kind == "alpha") d.alpha = std::stod(v);
     std::string head_dir = run + "/distill";
@@ -79,6 +81,7 @@ json run_ablation(const AblationOptions& o) {
     g.epochs = o.gate_epochs;
     g.batch_size = o.batch_size;
     g.seed = o.seed;
+    g.overwrite = true;
     train_gate(g);
     json rep = evaluate_cache({o.test_cache, head_dir, g.out, ""});
     rows.push_back({{o.kind, v}, {"head_accuracy", rep["models"]["distill_head"]["accuracy"]},

@@ -91,11 +91,12 @@ void VlmClassifier::classify(const std::vector<std::string>& paths, const std::f
 json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split, const DatasetOptions& dataset,
                   const std::function<void(const json&)>& on_result, const std::string& journal) {
   const ClassifyOptions& o = classifier.options();
-  // what the results depend on: a journal written with other settings is not reused
+  // what the results depend on (a journal written with other settings is not reused); not the data's
+  // path: the journal's results are keyed by image, and the split says which images are needed
   json settings = {{"vlm", checkpoint_identity(o.vlm)},
                    {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
                    {"dtype", o.dtype}, {"labels", o.labels}, {"mode", o.mode},
-                   {"cap_long_side", o.cap_long_side}, {"batch", o.batch}, {"data", data}, {"split", split}};
+                   {"cap_long_side", o.cap_long_side}, {"batch", o.batch}};
   if (o.mode == "generate")
     settings.update({{"temperature", o.temperature}, {"seed", o.seed}, {"max_new_tokens", o.max_new_tokens}});
   const SplitRun r = run_split(

@@ -7,6 +7,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/output_lock.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/synthetic.h"
 #include "emovlm/models/layers.h"
@@ -79,7 +80,7 @@ json run_demo(const DemoOptions& o) {
   Timer timer, total;
   json log = json::object();
   const std::string out = o.out;
-  make_dirs(out);
+  OutputLock lock(out, OutputLock::Kind::Directory);
   const std::string data = out + "/data", models = out + "/models";
 
   // 1. data

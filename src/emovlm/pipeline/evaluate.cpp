@@ -6,6 +6,8 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/output_lock.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/metrics.h"
@@ -14,13 +16,6 @@
 namespace emovlm {
 
 namespace fs = std::filesystem;
-
-int64_t checkpoint_parameters(const std::string& path) {
-  Checkpoint ck(path);
-  int64_t n = 0;
-  for (const auto& name : ck.names()) n += ck.get(name).numel();
-  return n;
-}
 
 namespace {
 std::vector<int> to_vec(const torch::Tensor& t) {
@@ -46,22 +41,28 @@ json evaluate_cache(const EvaluateOptions& o) {
   json hcfg, gcfg;
   DistillHead head = load_distill_head(o.distill, &hcfg);
   if (hcfg["labels"].get<std::vector<std::string>>() != c.labels)
-    throw Error(cat(o.distill, ": the head's labels differ from the cache's"));
+    throw Error(cat(o.distill, ": the head's labels ", hcfg["labels"].dump(), " differ from the cache's ", json(c.labels).dump()));
+  if (hcfg.contains("vlm_identity"))
+    check_same_vlm(hcfg["vlm_identity"], cat("the head ", o.distill), vlm_identity_of_cache(c.manifest),
+                   cat("the cache ", o.cache));
   torch::Tensor hl = head_logits(*head, c.features);
   std::vector<int> truth = to_vec(c.targets);
   std::vector<int> vlm = to_vec(c.vlm_answer), teacher = to_vec(c.teacher_logits.argmax(-1)), hd = to_vec(hl.argmax(-1));
   const int C = static_cast<int>(c.num_classes());
   json models = json::object();
   const json& in = c.manifest["inputs"];
-  auto add = [&](const std::string& name, const std::vector<int>& pred, int64_t params) {
+  auto add = [&](const std::string& name, const std::vector<int>& pred, const json& params) {
     json r = classification_report(pred, truth, C).to_json(c.labels);
     r["parameters"] = params;
     models[name] = r;
   };
-  add("vlm", vlm, checkpoint_parameters(in["vlm"]["path"].get<std::string>()));
-  add("teacher", teacher, checkpoint_parameters(in["teacher"]["path"].get<std::string>()));
+  // the parameter counts the cache recorded (a cache of format 1 has none: null)
+  const json counts = c.manifest.value("parameters", json::object());
+  add("vlm", vlm, counts.value("vlm", json(nullptr)));
+  add("teacher", teacher, counts.value("teacher", json(nullptr)));
   add("distill_head", hd, head->num_parameters());
-  json report = {{"cache", o.cache}, {"labels", c.labels}, {"images", c.size()}, {"vlm_mode", in["vlm_mode"]}};
+  json report = {{"cache", o.out.empty() ? o.cache : store_path(o.cache, (fs::path(o.out) / "report.json").string())},
+                 {"labels", c.labels}, {"images", c.size()}, {"vlm_mode", in["vlm_mode"]}};
   std::vector<int> fused;
   if (!o.gate.empty()) {
     Gate gate = load_gate(o.gate, &gcfg);
@@ -75,7 +76,7 @@ json evaluate_cache(const EvaluateOptions& o) {
   // the head's training cache, when its report names one that is still there
   const std::string head_report = (fs::path(o.distill) / "report.json").string();
   if (file_exists(head_report)) {
-    const std::string train_cache = read_json_file(head_report).value("cache", "");
+    const std::string train_cache = resolve_stored_path(read_json_file(head_report).value("cache", ""), head_report);
     if (!train_cache.empty() && file_exists((fs::path(train_cache) / "manifest.json").string()))
       report["test_images_in_training"] = warn_shared_images("test", o.cache, train_cache, false);
   }
@@ -86,7 +87,7 @@ json evaluate_cache(const EvaluateOptions& o) {
     report["gate_beats_inputs"] = models["emovlm_kd"]["accuracy"].get<double>() > best_input;
   }
   if (!o.out.empty()) {
-    make_dirs(o.out);
+    OutputLock lock(o.out, OutputLock::Kind::Directory);
     write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
     write_file_atomic((fs::path(o.out) / "report.md").string(), evaluation_markdown(report));
   }
@@ -101,7 +102,8 @@ std::string evaluation_markdown(const json& r) {
   for (const auto& [key, label] : names) {
     if (!r["models"].contains(key)) continue;
     const json& m = r["models"][key];
-    rows.push_back({label, human(m["parameters"].get<int64_t>()), pct(m["accuracy"].get<double>()),
+    rows.push_back({label, m["parameters"].is_number() ? human(m["parameters"].get<int64_t>()) : "?",
+                    pct(m["accuracy"].get<double>()),
                     pct(m["macro_f1"].get<double>()), std::to_string(m["unparsable"].get<int64_t>())});
   }
   md += markdown_table({"model", "parameters", "accuracy %", "macro-F1 %", "unparsable"}, rows);

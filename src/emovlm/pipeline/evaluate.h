@@ -17,7 +17,4 @@ struct EvaluateOptions {
 nlohmann::json evaluate_cache(const EvaluateOptions& options);
 std::string evaluation_markdown(const nlohmann::json& report);
 
-// Sum of tensor elements in a checkpoint directory or file.
-int64_t checkpoint_parameters(const std::string& path);
-
 }  // namespace emovlm

@@ -9,7 +9,10 @@
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/output_lock.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/core/progress.h"
+#include "emovlm/core/safetensors.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/loader.h"
@@ -24,26 +27,12 @@ namespace emovlm {
 
 namespace fs = std::filesystem;
 
-json checkpoint_identity(const std::string& dir) {
-  json id = {{"path", fs::absolute(dir).string()}};
-  const std::string cfg = (fs::path(dir) / "config.json").string();
-  if (file_exists(cfg)) id["config"] = hex64(hash_file(cfg));
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) {
-    MappedFile m(f);
-    uint64_t h = fnv1a64(m.data(), std::min<size_t>(m.size(), 1 << 20));
-    for (size_t off = 256u << 20; off < m.size(); off += 256u << 20)
-      h = fnv1a64(m.data() + off, std::min<size_t>(m.size() - off, 1 << 16), h);
-    h = fnv1a64(m.data() + (m.size() > (1 << 16) ? m.size() - (1 << 16) : 0), std::min<size_t>(m.size(), 1 << 16), h);
-    id["files"].push_back({{"name", fs::path(f).filename().string()}, {"bytes", m.size()}, {"hash", hex64(h)}});
-  }
-  return id;
-}
-
 namespace {
+
+uint64_t inputs_hash(const json& inputs) {
+  const std::string d = inputs.dump();
+  return fnv1a64(d.data(), d.size());
+}
 
 // One image made ready on a worker thread: decoded, capped, preprocessed for both models, and its
 // prompt tokenized; the main thread only batches and runs the models.
@@ -62,6 +51,22 @@ std::string shard_name(size_t k) {
 
 }  // namespace
 
+json vlm_identity(const std::string& vlm, const std::string& adapter) {
+  return {{"vlm", checkpoint_identity(vlm)}, {"adapter", adapter.empty() ? json(nullptr) : checkpoint_identity(adapter)}};
+}
+
+json vlm_identity_of_cache(const json& manifest) {
+  const json& in = manifest.at("inputs");
+  return {{"vlm", in.at("vlm")}, {"adapter", in.value("adapter", json(nullptr))}};
+}
+
+void check_same_vlm(const json& a, const std::string& a_what, const json& b, const std::string& b_what) {
+  const std::string d = json_first_difference(a, b);
+  if (!d.empty())
+    throw Error(cat(b_what, " was made from another VLM (or adapter) than ", a_what, ": ", d,
+                    "; the parts of one pipeline must come from the same VLM"));
+}
+
 json extract_features(const ExtractOptions& o) {
   if (o.vlm_mode != "score" && o.vlm_mode != "generate")
     throw Error(cat("--vlm-mode must be score or generate, not '", o.vlm_mode, "'"));
@@ -75,23 +80,32 @@ json extract_features(const ExtractOptions& o) {
   const std::vector<std::string> teacher_classes = read_classes(o.teacher);
   if (teacher_classes != d.labels.labels)
     throw Error(cat(o.teacher, ": the teacher's classes differ from the dataset's (", d.labels.labels.size(), " labels)"));
-  make_dirs(o.out);
+  OutputLock lock(o.out, OutputLock::Kind::Directory);
+  const std::string mpath = (fs::path(o.out) / "manifest.json").string();
 
   // Everything the cached values depend on; a resumed or reused cache must match it exactly.
   Qwen2VLImageConfig qcfg = Qwen2VLImageConfig::from_dir(o.vlm);
   VitImageConfig vcfg = VitImageConfig::from_dir(o.teacher);
   vcfg.mode = VitResizeMode::ResizeCenterCrop;
   json entries = json::array();
+  std::vector<std::string> missing;
   {
     Progress bar("hashing images", static_cast<int64_t>(samples.size()), "img");
     for (const auto& s : samples) {
-      std::error_code ec;
-      auto bytes = fs::file_size(s.path, ec);
-      entries.push_back({{"path", s.path}, {"label", s.label}, {"bytes", ec ? -1 : static_cast<int64_t>(bytes)},
-                         {"hash", ec ? "" : hex64(hash_file(s.path))}});
+      std::string hash;
+      int64_t bytes = -1;
+      try {
+        MappedFile m(s.path);  // refuses FIFOs and devices without waiting on them
+        bytes = static_cast<int64_t>(m.size());
+        hash = hex64(fnv1a64(m.data(), m.size()));
+      } catch (const Error& e) {
+        missing.push_back(e.what());
+      }
+      entries.push_back({{"path", store_path(s.path, mpath)}, {"label", s.label}, {"bytes", bytes}, {"hash", hash}});
       bar.advance();
     }
   }
+  check_readable(cat("the ", o.split, " split"), o.data, samples.size(), missing);
   json inputs = {{"vlm", checkpoint_identity(o.vlm)},
                  {"teacher", checkpoint_identity(o.teacher)},
                  {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
@@ -105,28 +119,51 @@ json extract_features(const ExtractOptions& o) {
                  {"vit_image", {{"size", vcfg.image_size}, {"mean", vcfg.image_mean}, {"std", vcfg.image_std}}},
                  {"prompt", categorical_prompt(d.labels)}};
   if (o.vlm_batch != 1) inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
-  if (o.teacher_dtype != "f32") inputs["teacher_dtype"] = o.teacher_dtype;  // absent for f32: older caches match
+  if (o.teacher_dtype != "f32") inputs["teacher_dtype"] = o.teacher_dtype;
   if (o.vlm_mode == "generate") {
     inputs["generation"] = {{"temperature", o.temperature}, {"max_new_tokens", o.max_new_tokens}, {"seed", o.seed}};
-    // graphs sum in another order: its own setting (absent when off, so older caches still match)
-    if (o.cuda_graph) inputs["generation"]["cuda_graph"] = true;
+    if (o.cuda_graph) inputs["generation"]["cuda_graph"] = true;  // graphs sum in another order
   }
 
-  const std::string mpath = (fs::path(o.out) / "manifest.json").string();
-  json manifest = {{"format", "emovlm-feature-cache"}, {"version", 1}, {"inputs", inputs}, {"entries", entries},
-                   {"shard_size", o.shard_size}, {"shards", json::array()}, {"complete", false}};
+  json manifest = {{"format", "emovlm-feature-cache"}, {"version", kFeatureCacheVersion}, {"inputs", inputs},
+                   {"entries", entries}, {"shard_size", o.shard_size}, {"shards", json::array()}, {"complete", false}};
   if (file_exists(mpath)) {
     json old = read_json_file(mpath);
-    if (old.value("inputs", json()) != inputs)
-      throw Error(cat(o.out, ": this cache was made from other models, data or settings; refusing to reuse it (remove the "
-                      "directory or choose another --out)"));
-    if (old.value("entries", json()) != entries || old.value("shard_size", 0) != o.shard_size)
-      throw Error(cat(o.out, ": the images of the split changed since this cache was made (paths or contents); refusing to "
-                      "reuse it"));
+    if (old.value("version", 0) != kFeatureCacheVersion)
+      throw Error(cat(o.out, ": a cache of format version ", old.value("version", 0), " (this build writes ",
+                      kFeatureCacheVersion, "); remove it or choose another --out"));
+    const std::string d_in = json_first_difference(old.value("inputs", json()), inputs);
+    if (!d_in.empty())
+      throw Error(cat(o.out, ": this cache was made from other models, data or settings (inputs", d_in,
+                      "); refusing to reuse it (remove the directory or choose another --out)"));
+    // the same images (by content and label, in order) wherever they are now: their paths are updated
+    json old_content = json::array(), content = json::array();
+    for (const auto& e : old.value("entries", json::array())) old_content.push_back({e.value("label", -1), e.value("hash", "")});
+    for (const auto& e : entries) content.push_back({e["label"], e["hash"]});
+    const std::string d_img = json_first_difference(old_content, content);
+    if (!d_img.empty() || old.value("shard_size", 0) != o.shard_size)
+      throw Error(cat(o.out, ": the images of the split changed since this cache was made (",
+                      d_img.empty() ? cat("shard size ", old.value("shard_size", 0), ", now ", o.shard_size)
+                                    : cat("[label, content hash] at ", d_img),
+                      "); refusing to reuse it"));
     manifest = old;
+    if (manifest["entries"] != entries) {
+      manifest["entries"] = entries;
+      write_file_atomic(mpath, manifest.dump(1) + "\n");
+    }
   }
   const size_t n_shards = (samples.size() + o.shard_size - 1) / o.shard_size;
-  if (manifest["shards"].size() >= n_shards) return manifest;
+  // the policy for unreadable images over the whole split (shards of an earlier run included)
+  auto check_cached = [&] {
+    std::vector<std::string> errors;
+    for (const auto& sh : manifest["shards"])
+      for (const auto& f : sh["failures"]) errors.push_back(f.value("error", f.value("path", "")));
+    if (manifest["shards"].size() == n_shards) check_readable(cat("the ", o.split, " split"), o.data, samples.size(), errors);
+  };
+  if (manifest["shards"].size() >= n_shards) {
+    check_cached();
+    return manifest;
+  }
 
   const torch::Device device = parse_device(o.device);
   const torch::ScalarType dtype = parse_dtype(o.dtype);
@@ -135,6 +172,11 @@ json extract_features(const ExtractOptions& o) {
   VitForImageClassification teacher(VitForImageClassificationImpl::from_pretrained(o.teacher));
   teacher->eval();
   teacher->to(device);
+  if (!manifest.contains("parameters")) {  // what evaluate reports, without opening the model folders
+    int64_t n = 0;
+    for (const auto& p : vlm->parameters()) n += p.numel();
+    manifest["parameters"] = {{"vlm", n}, {"teacher", teacher->num_parameters()}};
+  }
   const CategoricalQuery query = categorical_query(proc.tokenizer(), d.labels);
   GenerationConfig gen;
   if (o.vlm_mode == "generate") gen = reference_sampling(o.vlm, o.temperature, o.max_new_tokens, o.seed, o.cuda_graph);
@@ -203,7 +245,7 @@ json extract_features(const ExtractOptions& o) {
     for (size_t i = begin; i < end; ++i) {
       decoded.next(dec);
       if (!dec.error.empty()) {
-        failures.push_back({{"path", samples[i].path}, {"error", dec.error}});
+        failures.push_back({{"path", store_path(samples[i].path, mpath)}, {"error", dec.error}});
         bar.advance();
         continue;
       }
@@ -225,12 +267,15 @@ json extract_features(const ExtractOptions& o) {
             {"labels", torch::tensor(targets, torch::kInt64)},
             {"index", torch::tensor(index, torch::kInt64)}};
     }
-    save_tensors((fs::path(o.out) / file).string(), ts, {{"format", "emovlm-feature-cache"}});
+    // each shard names the split and inputs it belongs to: the reader checks them against the manifest
+    save_tensors((fs::path(o.out) / file).string(), ts,
+                 {{"format", "emovlm-feature-cache"}, {"split", o.split}, {"inputs", hex64(inputs_hash(inputs))}});
     manifest["shards"].push_back({{"file", file}, {"first", begin}, {"count", end - begin}, {"cached", feats.size()},
                                   {"failures", failures}});
     manifest["complete"] = manifest["shards"].size() == n_shards;
     write_file_atomic(mpath, manifest.dump(1) + "\n");
   }
+  check_cached();
   return manifest;
 }
 
@@ -241,13 +286,26 @@ FeatureCache FeatureCache::load(const std::string& dir) {
   c.dir = dir;
   c.manifest = read_json_file(mpath);
   if (c.manifest.value("format", "") != "emovlm-feature-cache") throw Error(cat(mpath, ": not a feature cache manifest"));
+  const int version = c.manifest.value("version", 0);
+  if (version < 1 || version > kFeatureCacheVersion)
+    throw Error(cat(mpath, ": a feature cache of format version ", version, "; this build reads 1 to ", kFeatureCacheVersion));
   if (!c.manifest.value("complete", false))
     throw Error(cat(dir, ": the extraction did not finish; run `emovlm extract` again with the same arguments to resume"));
   c.labels = c.manifest["inputs"]["labels"].get<std::vector<std::string>>();
   std::vector<torch::Tensor> f, t, s, a, y;
   for (const auto& sh : c.manifest["shards"]) {
     if (sh["cached"].get<int64_t>() == 0) continue;
-    auto ts = load_tensors((fs::path(dir) / sh["file"].get<std::string>()).string());
+    const std::string shard = (fs::path(dir) / sh["file"].get<std::string>()).string();
+    if (version >= 2) {  // a shard of another split or extraction (two writers, a copy gone wrong) is refused
+      const auto meta = Checkpoint(shard).metadata();
+      const std::string want = hex64(inputs_hash(c.manifest["inputs"]));
+      const std::string split = c.manifest["inputs"].value("split", "");
+      auto field = [&](const char* k) { auto it = meta.find(k); return it == meta.end() ? std::string("(none)") : it->second; };
+      if (field("inputs") != want || field("split") != split)
+        throw Error(cat(shard, ": this shard belongs to another extraction (split ", field("split"), ", inputs ",
+                        field("inputs"), ") than the manifest's (split ", split, ", inputs ", want, ")"));
+    }
+    auto ts = load_tensors(shard);
     for (const char* key : {"features", "teacher_logits", "vlm_scores", "vlm_answer", "labels", "index"})
       if (!ts.count(key)) throw Error(cat(dir, "/", sh["file"].get<std::string>(), ": missing tensor '", key, "'"));
     f.push_back(ts["features"].to(torch::kFloat32));
@@ -256,8 +314,14 @@ FeatureCache FeatureCache::load(const std::string& dir) {
     a.push_back(ts["vlm_answer"].clone());
     y.push_back(ts["labels"].clone());
     auto idx = ts["index"];
-    for (int64_t i = 0; i < idx.size(0); ++i)
-      c.paths.push_back(c.manifest["entries"][idx[i].item<int64_t>()]["path"].get<std::string>());
+    const json& entries = c.manifest["entries"];
+    for (int64_t i = 0; i < idx.size(0); ++i) {
+      const int64_t k = idx[i].item<int64_t>();
+      if (k < 0 || k >= static_cast<int64_t>(entries.size()))
+        throw Error(cat(shard, ": index ", k, " outside the manifest's ", entries.size(), " entries"));
+      const std::string stored = entries[k]["path"].get<std::string>();
+      c.paths.push_back(version >= 2 ? resolve_stored_path(stored, mpath) : stored);
+    }
   }
   if (f.empty()) throw Error(cat(dir, ": the cache holds no images"));
   c.features = torch::cat(f);
@@ -280,17 +344,23 @@ torch::Tensor FeatureCache::vlm_input(const std::string& kind) const {
 }
 
 std::vector<std::string> images_also_in(const std::string& dir, const std::string& other_dir) {
-  auto entries = [](const std::string& d) {
+  auto manifest = [](const std::string& d) {
     const std::string m = (fs::path(d) / "manifest.json").string();
     if (!file_exists(m)) throw Error(cat(d, ": not a feature cache (no manifest.json)"));
-    return read_json_file(m)["entries"];
+    return read_json_file(m);
   };
   std::set<std::string> other;
-  for (const auto& e : entries(other_dir))
+  const json other_manifest = manifest(other_dir);  // (held: a range over a temporary's member would dangle)
+  for (const auto& e : other_manifest["entries"])
     if (!e.value("hash", "").empty()) other.insert(e["hash"].get<std::string>());
   std::vector<std::string> out;
-  for (const auto& e : entries(dir))
-    if (!e.value("hash", "").empty() && other.count(e["hash"].get<std::string>())) out.push_back(e["path"].get<std::string>());
+  const json m = manifest(dir);
+  const std::string mpath = (fs::path(dir) / "manifest.json").string();
+  for (const auto& e : m["entries"])
+    if (!e.value("hash", "").empty() && other.count(e["hash"].get<std::string>())) {
+      const std::string p = e["path"].get<std::string>();
+      out.push_back(m.value("version", 1) >= 2 ? resolve_stored_path(p, mpath) : p);
+    }
   return out;
 }
 

@@ -38,12 +38,22 @@ struct ExtractOptions {
   bool cuda_graph = false;  // decode with fixed shapes, one CUDA graph per token on a GPU
 };
 
-// Runs (or resumes) the extraction; returns the manifest.
+// Format version 2: image paths stored relative to the cache folder, the models' parameter counts,
+// and each shard's split and inputs in its metadata. Version 1 caches are read, not resumed.
+constexpr int kFeatureCacheVersion = 2;
+
+// Runs (or resumes) the extraction; returns the manifest. The cache folder is locked for the run
+// (a second writer refuses); a cache of other inputs is refused naming the first field that
+// differs; the same images moved elsewhere (same contents and labels) are the same cache.
 nlohmann::json extract_features(const ExtractOptions& options);
 
-// Identity of a checkpoint directory: config hash and, per weight file, size, header hash and
-// sampled content hashes (reading every byte of a 16 GB checkpoint would cost more than it guards).
-nlohmann::json checkpoint_identity(const std::string& dir);
+// What a pipeline part was made from: the VLM checkpoint's identity and the adapter's (null when
+// none). Heads, gates, caches and bundles record it; check_same_vlm refuses parts of two VLMs,
+// naming both descriptions and the first field that differs.
+nlohmann::json vlm_identity(const std::string& vlm, const std::string& adapter);
+nlohmann::json vlm_identity_of_cache(const nlohmann::json& manifest);
+void check_same_vlm(const nlohmann::json& a, const std::string& a_what, const nlohmann::json& b, const std::string& b_what);
+
 
 struct FeatureCache {
   std::string dir;

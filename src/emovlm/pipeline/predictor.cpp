@@ -7,6 +7,8 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/output_lock.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/loader.h"
@@ -23,23 +25,61 @@ namespace emovlm {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Copies a file, as a hard link where the file system allows (the same bytes, no space taken).
+void link_or_copy(const std::string& src, const std::string& dst) {
+  std::error_code ec;
+  fs::remove(dst, ec);
+  fs::create_hard_link(src, dst, ec);
+  if (ec) write_file_atomic(dst, read_file(src));
+}
+
+json read_bundle_json(const std::string& dir) {
+  const std::string bpath = (fs::path(dir) / "bundle.json").string();
+  json b = read_json_file(bpath);
+  if (b.value("format", "") != "emovlm-bundle") throw Error(cat(bpath, ": not an emovlm bundle"));
+  return b;
+}
+
+}  // namespace
+
 void write_bundle(const std::string& out, const BundleSpec& s) {
-  make_dirs(out);
   json hcfg, gcfg;
   load_distill_head(s.distill, &hcfg);
   load_gate(s.gate, &gcfg);
-  if (hcfg["labels"] != gcfg["labels"]) throw Error(cat(s.gate, ": the gate's labels differ from the head's"));
+  if (hcfg["labels"] != gcfg["labels"])
+    throw Error(cat(s.gate, ": the gate's labels ", gcfg["labels"].dump(), " differ from the head's ", hcfg["labels"].dump()));
+  // the parts must come from one VLM: the head's and the gate's caches, and the VLM named here
+  const json vlm_id = vlm_identity(s.vlm, s.adapter);
+  if (hcfg.contains("vlm_identity"))
+    check_same_vlm(hcfg["vlm_identity"], cat("the head ", s.distill), vlm_id,
+                   cat("--vlm ", s.vlm, s.adapter.empty() ? "" : cat(" with --adapter ", s.adapter)));
+  if (hcfg.contains("vlm_identity") && gcfg.contains("vlm_identity"))
+    check_same_vlm(hcfg["vlm_identity"], cat("the head ", s.distill), gcfg["vlm_identity"], cat("the gate ", s.gate));
+  OutputLock lock(out, OutputLock::Kind::Directory);
+  const std::string bpath = (fs::path(out) / "bundle.json").string();
   auto copy = [&](const std::string& src_dir, const std::string& file) {
     fs::path src = fs::is_directory(src_dir) ? fs::path(src_dir) / file : fs::path(src_dir);
-    write_file_atomic((fs::path(out) / file).string(), read_file(src.string()));
+    link_or_copy(src.string(), (fs::path(out) / file).string());
   };
   copy(s.distill, "head.safetensors");
   copy(s.gate, "gate.safetensors");
-  json b = {{"format", "emovlm-bundle"}, {"version", 1}, {"vlm", fs::absolute(s.vlm).string()}, {"adapter", s.adapter.empty() ? json(nullptr) : json(fs::absolute(s.adapter).string())},
-            {"head", "head.safetensors"}, {"gate", "gate.safetensors"}, {"labels", hcfg["labels"]},
-            {"vlm_input", gcfg["vlm_input"]}, {"gate_kind", gcfg["kind"]}, {"dtype", s.dtype},
-            {"cap_long_side", s.cap_long_side}, {"prompt", "categorical"}};
-  write_file_atomic((fs::path(out) / "bundle.json").string(), b.dump(1) + "\n");
+  // the adapter travels with the bundle; the VLM (gigabytes, shared by bundles) is named by its
+  // path relative to the bundle and checked by its identity when the bundle is loaded
+  json adapter = nullptr;
+  if (!s.adapter.empty()) {
+    const std::string dst = (fs::path(out) / "adapter").string();
+    make_dirs(dst);
+    for (const auto& e : fs::directory_iterator(s.adapter))
+      if (e.is_regular_file()) link_or_copy(e.path().string(), (fs::path(dst) / e.path().filename()).string());
+    adapter = "adapter";
+  }
+  json b = {{"format", "emovlm-bundle"}, {"version", 2}, {"vlm", store_path(s.vlm, bpath)}, {"adapter", adapter},
+            {"vlm_identity", vlm_id}, {"head", "head.safetensors"}, {"gate", "gate.safetensors"},
+            {"labels", hcfg["labels"]}, {"vlm_input", gcfg["vlm_input"]}, {"gate_kind", gcfg["kind"]},
+            {"dtype", s.dtype}, {"cap_long_side", s.cap_long_side}, {"prompt", "categorical"}};
+  write_file_atomic(bpath, b.dump(1) + "\n");
 }
 
 struct Predictor::State {
@@ -57,16 +97,22 @@ struct Predictor::State {
 Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std::make_unique<State>()) {
   const std::string bpath = (fs::path(dir) / "bundle.json").string();
   s_->dir = dir;
-  s_->bundle = read_json_file(bpath);
-  if (s_->bundle.value("format", "") != "emovlm-bundle") throw Error(cat(bpath, ": not an emovlm bundle"));
+  s_->bundle = read_bundle_json(dir);
   s_->labels.name = "bundle";
   s_->labels.labels = json_required<std::vector<std::string>>(s_->bundle, "labels", bpath);
-  std::string vdir = json_required<std::string>(s_->bundle, "vlm", bpath);
-  if (fs::path(vdir).is_relative()) vdir = (fs::path(dir) / vdir).string();
+  const std::string vdir = resolve_stored_path(json_required<std::string>(s_->bundle, "vlm", bpath), bpath);
+  const std::string adapter = json_optional<std::string>(s_->bundle, "adapter", "", bpath).empty()
+                                  ? ""
+                                  : resolve_stored_path(s_->bundle["adapter"].get<std::string>(), bpath);
+  if (!is_directory(vdir))
+    throw Error(cat(bpath, ": the VLM ", vdir, " is not there (the bundle names it relative to itself: move the bundle "
+                    "with the VLM, or write the bundle again)"));
+  if (s_->bundle.contains("vlm_identity"))
+    check_same_vlm(s_->bundle["vlm_identity"], cat("the bundle ", dir), vlm_identity(vdir, adapter),
+                   cat("the VLM ", vdir, adapter.empty() ? "" : cat(" with the adapter ", adapter)));
   const std::string dt = s_->bundle.value("dtype", "bf16");
   torch::ScalarType dtype = parse_dtype(dt, bpath + ": dtype");
   torch::Device dev = parse_device(device);
-  const std::string adapter = s_->bundle["adapter"].is_string() ? s_->bundle["adapter"].get<std::string>() : "";
   s_->vlm = load_vlm(vdir, adapter, dtype, dev);
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));
   s_->head = load_distill_head((fs::path(dir) / s_->bundle.value("head", "head.safetensors")).string());
@@ -81,14 +127,16 @@ const std::vector<std::string>& Predictor::labels() const { return s_->labels.la
 
 json Predictor::identity() const {
   const json& b = s_->bundle;
-  std::string vdir = b["vlm"].get<std::string>();
-  if (fs::path(vdir).is_relative()) vdir = (fs::path(s_->dir) / vdir).string();
+  const std::string bpath = (fs::path(s_->dir) / "bundle.json").string();
   auto file_hash = [&](const char* key, const char* fallback) {
     return hex64(hash_file((fs::path(s_->dir) / b.value(key, fallback)).string()));
   };
-  return {{"bundle", b},
-          {"vlm", checkpoint_identity(vdir)},
-          {"adapter", b["adapter"].is_string() ? checkpoint_identity(b["adapter"].get<std::string>()) : json(nullptr)},
+  const std::string adapter = b["adapter"].is_string() ? resolve_stored_path(b["adapter"].get<std::string>(), bpath) : "";
+  json settings = b;
+  settings.erase("vlm");  // a path: the identities below say what it holds
+  settings.erase("adapter");
+  return {{"bundle", settings},
+          {"vlm", vlm_identity(resolve_stored_path(b["vlm"].get<std::string>(), bpath), adapter)},
           {"head", file_hash("head", "head.safetensors")},
           {"gate", file_hash("gate", "gate.safetensors")}};
 }
@@ -188,7 +236,7 @@ json evaluate_bundle(Predictor& predictor, const std::string& data, const std::s
   if (batch < 1) throw Error(cat("evaluate_bundle: batch must be 1 or more, not ", batch));
   std::string labels;
   for (const std::string& l : predictor.labels()) labels += (labels.empty() ? "" : ",") + l;
-  const json settings = {{"predictor", predictor.identity()}, {"data", data}, {"split", split}, {"batch", batch}};
+  const json settings = {{"predictor", predictor.identity()}, {"batch", batch}};
   const SplitRun r = run_split(
       data, split, dataset, labels, settings,
       [&](const std::vector<std::string>& paths, const std::function<void(const json&)>& emit) {

@@ -5,9 +5,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/output_lock.h"
+#include "emovlm/core/paths.h"
 
 namespace emovlm {
 
@@ -16,8 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The results a journal holds, by image path; a last line cut short by a kill is dropped (and cut
-// from the file, so that appending goes on from a whole line).
+// The results a journal holds, by the identity of their image (however its path was spelled); a
+// last line cut short by a kill is dropped (and cut from the file, so that appending goes on from a
+// whole line).
 std::map<std::string, json> read_journal(const std::string& path, const json& settings) {
   std::map<std::string, json> rows;
   if (!file_exists(path)) return rows;
@@ -30,13 +35,15 @@ std::map<std::string, json> read_journal(const std::string& path, const json& se
     if (j.is_discarded() || !j.is_object())
       throw Error(cat(path, ": line ", line_no + 1, " is not a JSON object (delete the file to start over)"));
     if (line_no == 0) {
-      for (const auto& [key, value] : settings.items())
-        if (!j.contains(key) || j[key] != value)
-          throw Error(cat(path, ": written with other settings (", key, " ", j.value(key, json()).dump(), ", now ",
-                          value.dump(), "): delete it or write the report elsewhere"));
+      const std::string d = json_first_difference(j, settings);
+      if (!d.empty())
+        throw Error(cat(path, ": written with other settings (", d, "): delete it or write the report elsewhere"));
     } else {
-      std::string image = j.at("image").get<std::string>();  // (before j is moved from)
-      rows[image] = std::move(j);
+      if (!j.contains("image") || !j["image"].is_string())
+        throw Error(cat(path, ": line ", line_no + 1, " has no image (delete the file to start over)"));
+      const std::string image = resolve_stored_path(j["image"].get<std::string>(), path);
+      j["image"] = image;
+      rows[path_identity(image)] = std::move(j);
     }
     ++line_no;
     pos = good_end = nl + 1;
@@ -56,6 +63,8 @@ SplitRun run_split(const std::string& data, const std::string& split, DatasetOpt
   r.labels = ds.labels;
   r.samples = ds.split(split);
   const std::vector<std::string>& L = r.labels.labels;
+  std::unique_ptr<OutputLock> lock;
+  if (!journal.empty()) lock = std::make_unique<OutputLock>(journal, OutputLock::Kind::File);
 
   std::map<std::string, json> done = journal.empty() ? std::map<std::string, json>() : read_journal(journal, settings);
   std::ofstream log;
@@ -65,10 +74,12 @@ SplitRun run_split(const std::string& data, const std::string& split, DatasetOpt
     if (!log) throw Error(cat(journal, ": cannot open for appending"));
     if (fresh) log << settings.dump() << '\n' << std::flush;
   }
-  std::vector<std::string> todo;
+  std::vector<std::string> keys, todo;
   std::vector<int> todo_label;
-  for (const Sample& s : r.samples)
-    if (!done.count(s.path)) todo.push_back(s.path), todo_label.push_back(s.label);
+  for (const Sample& s : r.samples) {
+    keys.push_back(path_identity(s.path));
+    if (!done.count(keys.back())) todo.push_back(s.path), todo_label.push_back(s.label);
+  }
   r.resumed = static_cast<int64_t>(r.samples.size() - todo.size());
   size_t k = 0;
   run(todo, [&](const json& result) {
@@ -76,17 +87,25 @@ SplitRun run_split(const std::string& data, const std::string& split, DatasetOpt
     json row = result;
     row["truth"] = L[todo_label[k++]];
     if (log.is_open()) {
-      log << row.dump() << '\n' << std::flush;
+      json stored = row;
+      stored["image"] = store_path(row.at("image").get<std::string>(), journal);
+      log << stored.dump() << '\n' << std::flush;
       if (!log) throw Error(cat(journal, ": write failed"));
     }
-    done[row.at("image").get<std::string>()] = row;
+    done[path_identity(row.at("image").get<std::string>())] = row;
     if (on_result) on_result(row);
   });
-  for (const Sample& s : r.samples) {
-    auto it = done.find(s.path);
-    if (it == done.end()) throw Error(cat("run_split: no result for ", s.path));
-    r.rows.push_back(it->second);
+  std::vector<std::string> unreadable;
+  for (size_t i = 0; i < r.samples.size(); ++i) {
+    auto it = done.find(keys[i]);
+    if (it == done.end()) throw Error(cat("run_split: no result for ", r.samples[i].path));
+    json row = it->second;
+    row["image"] = r.samples[i].path;
+    row["truth"] = L[r.samples[i].label];  // the dataset's label now, not the journal's
+    if (row.contains("error")) unreadable.push_back(row["error"].is_string() ? row["error"].get<std::string>() : r.samples[i].path);
+    r.rows.push_back(std::move(row));
   }
+  check_readable(cat("the ", split, " split"), data, r.samples.size(), unreadable);
   return r;
 }
 
@@ -108,6 +127,16 @@ json split_unreadable(const SplitRun& r) {
   for (size_t i = 0; i < r.rows.size(); ++i)
     if (r.rows[i].contains("error")) out.push_back({{"image", r.samples[i].path}, {"error", r.rows[i]["error"]}});
   return out;
+}
+
+json split_report_for_file(json report, const std::string& report_path) {
+  if (report.contains("data") && report["data"].is_string())
+    report["data"] = store_path(report["data"].get<std::string>(), report_path);
+  for (const char* list : {"predictions", "unreadable_images"})
+    if (report.contains(list))
+      for (auto& e : report[list])
+        if (e.contains("image") && e["image"].is_string()) e["image"] = store_path(e["image"].get<std::string>(), report_path);
+  return report;
 }
 
 }  // namespace emovlm

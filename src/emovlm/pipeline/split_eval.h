@@ -27,9 +27,11 @@ struct SplitRun {
 
 // Reads the split with `labels` (a label-set spec) and runs the images through `run`.
 // journal: a JSON-lines file that each result is appended to as it comes, `settings` on its first
-// line; a run that finds one written with the same settings runs only the images it lacks (a last
-// line cut short by a kill is dropped). Other settings: an error naming the file and the setting.
-// on_result: each new result as it comes.
+// line, image paths relative to the journal's folder; a run that finds one written with the same
+// settings runs only the images it lacks, matched by identity however their paths are spelled (a
+// last line cut short by a kill is dropped). Other settings: an error naming the file and the
+// first setting that differs. The journal is locked for the run (one writer). on_result: each new
+// result as it comes. When no image of the split can be read: an Error; above 1%: a warning.
 SplitRun run_split(const std::string& data, const std::string& split, DatasetOptions dataset, const std::string& labels,
                    const nlohmann::json& settings, const ImageRunner& run,
                    const std::function<void(const nlohmann::json&)>& on_result, const std::string& journal);
@@ -43,5 +45,9 @@ SplitPredictions split_predictions(const SplitRun& r, const std::function<nlohma
 
 // [{image, error}] of the images that could not be read (left out of the metrics).
 nlohmann::json split_unreadable(const SplitRun& r);
+
+// A split report as the file `report_path` stores it: its image and data paths relative to the
+// report's folder (core/paths.h).
+nlohmann::json split_report_for_file(nlohmann::json report, const std::string& report_path);
 
 }  // namespace emovlm

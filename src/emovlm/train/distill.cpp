@@ -6,6 +6,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/paths.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/train/teacher.h"
@@ -64,12 +65,18 @@ void load_module(const std::string& path, torch::nn::Module& m) {
   }
 }
 
+std::string report_path(const std::string& out) { return (fs::path(out) / "report.json").string(); }
+
 double accuracy(const torch::Tensor& logits, const torch::Tensor& y) {
   return (logits.argmax(-1) == y).to(torch::kFloat64).mean().item<double>();
 }
 
-void check_same_labels(const FeatureCache& a, const FeatureCache& b) {
-  if (a.labels != b.labels) throw Error(cat(b.dir, ": its labels differ from ", a.dir, "'s"));
+// A validation cache must come from the training cache's VLM, with its labels.
+void check_same_parts(const FeatureCache& a, const FeatureCache& b) {
+  if (a.labels != b.labels)
+    throw Error(cat(b.dir, ": its labels ", json(b.labels).dump(), " differ from ", a.dir, "'s ", json(a.labels).dump()));
+  check_same_vlm(vlm_identity_of_cache(a.manifest), cat("the cache ", a.dir), vlm_identity_of_cache(b.manifest),
+                 cat("the cache ", b.dir));
   if (a.features.size(1) != b.features.size(1)) throw Error(cat(b.dir, ": its feature size differs from ", a.dir, "'s"));
 }
 
@@ -103,12 +110,13 @@ int64_t optimizer_steps(const std::string& stage, int64_t images, int64_t batch,
 }  // namespace
 
 json train_distill_head(const DistillOptions& o) {
+  RunOutput run(o.out, o.out, o.resume, o.overwrite);
   FeatureCache train = FeatureCache::load(o.cache);
   std::unique_ptr<FeatureCache> val;
   int64_t val_shared = 0;  // validation images that are also training images, said before training
   if (!o.val_cache.empty()) {
     val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
-    check_same_labels(train, *val);
+    check_same_parts(train, *val);
     val_shared = warn_shared_images("validation", o.val_cache, o.cache, o.quiet);
   }
   torch::manual_seed(o.seed);
@@ -144,7 +152,7 @@ json train_distill_head(const DistillOptions& o) {
   json cfg = {{"in_dim", train.features.size(1)}, {"hidden", o.hidden}, {"num_classes", train.num_classes()},
               {"dropout", o.dropout}, {"alpha", o.alpha}, {"temperature", o.temperature}, {"labels", train.labels},
               {"compute_dtype", o.compute_dtype},
-              {"parameters", head->num_parameters()}};
+              {"parameters", head->num_parameters()}, {"vlm_identity", vlm_identity_of_cache(train.manifest)}};
   save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
   LabelSet ls;
   ls.name = "cache";
@@ -153,10 +161,10 @@ json train_distill_head(const DistillOptions& o) {
   json report = {{"stage", "distill"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
-                 {"final_train_loss", r.last_train_loss}, {"cache", fs::absolute(o.cache).string()},
+                 {"final_train_loss", r.last_train_loss}, {"cache", store_path(o.cache, report_path(o.out))},
                  {"optimizer_steps", steps}};
   if (val) report["val_images_in_training"] = val_shared;
-  write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+  write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return report;
 }
 
@@ -173,16 +181,21 @@ DistillHead load_distill_head(const std::string& dir, json* config) {
 }
 
 json train_gate(const GateOptions& o) {
+  RunOutput run(o.out, o.out, o.resume, o.overwrite);
   FeatureCache train = FeatureCache::load(o.cache);
   json hcfg;
   DistillHead head = load_distill_head(o.distill, &hcfg);
   if (hcfg["labels"].get<std::vector<std::string>>() != train.labels)
-    throw Error(cat(o.distill, ": the head was trained on other labels than ", o.cache, " holds"));
+    throw Error(cat(o.distill, ": the head was trained on other labels (", hcfg["labels"].dump(), ") than ", o.cache,
+                    " holds (", json(train.labels).dump(), ")"));
+  if (hcfg.contains("vlm_identity"))
+    check_same_vlm(hcfg["vlm_identity"], cat("the head ", o.distill), vlm_identity_of_cache(train.manifest),
+                   cat("the cache ", o.cache));
   std::unique_ptr<FeatureCache> val;
   int64_t val_shared = 0;
   if (!o.val_cache.empty()) {
     val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
-    check_same_labels(train, *val);
+    check_same_parts(train, *val);
     val_shared = warn_shared_images("validation", o.val_cache, o.cache, false);
   }
   // Frozen inputs, computed once: the head's logits and the VLM's answer vector.
@@ -195,6 +208,7 @@ json train_gate(const GateOptions& o) {
   const int64_t steps = optimizer_steps("gate", train.size(), o.batch_size, o.epochs, o.optim.grad_accum, false);
   TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "gate");
   tc.classes = train.labels;
+  tc.save_every_steps = o.save_every_steps;
   tc.stage_config = {{"stage", "gate"}, {"kind", o.kind}, {"vlm_input", o.vlm_input}, {"cache", o.cache}, {"distill", o.distill}};
   StageHooks h;
   h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
@@ -210,15 +224,16 @@ json train_gate(const GateOptions& o) {
   FitResult r = fit(*gate, tc, h);
   load_trained_weights(*gate, r.best_path);
   json cfg = {{"kind", o.kind}, {"vlm_input", o.vlm_input}, {"num_classes", train.num_classes()},
-              {"labels", train.labels}, {"parameters", gate->num_parameters()}};
+              {"labels", train.labels}, {"parameters", gate->num_parameters()},
+              {"vlm_identity", vlm_identity_of_cache(train.manifest)}};
   save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
   gate->eval();
   json report = {{"stage", "gate"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(gate->forward(v_train, h_train), train.targets)},
-                 {"cache", fs::absolute(o.cache).string()}, {"optimizer_steps", steps}};
+                 {"cache", store_path(o.cache, report_path(o.out))}, {"optimizer_steps", steps}};
   if (val) report["val_images_in_training"] = val_shared;
-  write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+  write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return report;
 }
 

@@ -22,7 +22,8 @@ struct DistillOptions {
   int64_t batch_size = 256;           // the reference code uses 1 (--batch-size 1)
   std::string compute_dtype = "bf16";  // the head's matmuls (bf16: AMX on the CPU); f32 for exact float32
   uint64_t seed = 0;
-  bool resume = false;
+  bool resume = false;     // continue the run in `out`
+  bool overwrite = false;  // start over in an `out` that holds a run
   bool quiet = false;
   int64_t save_every_steps = 0;
   OptimConfig optim = [] {
@@ -39,7 +40,8 @@ struct GateOptions {
   std::string vlm_input = "onehot";  // onehot (the paper) | scores
   int64_t epochs = 10, batch_size = 32;
   uint64_t seed = 0;
-  bool resume = false;
+  bool resume = false, overwrite = false;
+  int64_t save_every_steps = 0;
   OptimConfig optim = [] {
     OptimConfig o;
     o.lr = 1e-3;  // the paper; the reference code uses 1e-4

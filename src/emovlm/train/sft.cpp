@@ -3,12 +3,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/data/loader.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/nf4.h"
 #include "emovlm/text/chat.h"
@@ -16,47 +19,6 @@
 namespace emovlm {
 
 namespace fs = std::filesystem;
-
-std::vector<InstructionExample> read_instructions(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(cat(path, ": cannot open"));
-  std::vector<InstructionExample> out;
-  std::string line;
-  size_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.empty()) continue;
-    const std::string where = cat(path, ":", n);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::parse_error& e) {
-      throw Error(cat(where, ": invalid JSON: ", e.what()));
-    }
-    InstructionExample e{json_required<std::string>(j, "image", where), json_optional<std::string>(j, "label", "", where),
-                         json_optional<std::string>(j, "kind", "", where), json_required<std::string>(j, "prompt", where),
-                         json_required<std::string>(j, "answer", where)};
-    if (fs::path(e.image).is_relative()) e.image = (fs::path(path).parent_path() / e.image).string();
-    out.push_back(std::move(e));
-  }
-  if (out.empty()) throw Error(cat(path, ": no instructions"));
-  return out;
-}
-
-void write_instructions(const std::string& path, const std::vector<InstructionExample>& ex) {
-  std::string s;
-  for (const auto& e : ex)
-    s += json({{"image", e.image}, {"label", e.label}, {"kind", e.kind}, {"prompt", e.prompt}, {"answer", e.answer}}).dump() + "\n";
-  write_file_atomic(path, s);
-}
-
-std::vector<InstructionExample> categorical_examples(const std::vector<Sample>& samples, const LabelSet& labels) {
-  std::vector<InstructionExample> out;
-  const std::string prompt = categorical_prompt(labels);
-  for (const auto& s : samples)
-    out.push_back({s.path, labels.labels[s.label], "categorical", prompt, categorical_answer(labels.labels[s.label])});
-  return out;
-}
 
 torch::Tensor sft_labels(const torch::Tensor& input_ids, const Qwen2VLConfig& c, int32_t pad_id,
                          const std::vector<int32_t>& header, bool mask_prompt) {
@@ -128,7 +90,28 @@ Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::Scal
 
 json train_sft(const SftOptions& o) {
   if (o.full && o.qlora) throw Error("tune: --qlora trains adapters; it does not go with --full");
+  RunOutput run(o.out, (fs::path(o.out) / "train-state").string(), o.resume, o.overwrite);
   std::vector<InstructionExample> ex = read_instructions(o.instructions);
+  // Instructions whose image cannot be opened are dropped before training (said on stderr and in
+  // the report); images that open but do not decode are skipped when their step comes.
+  std::vector<InstructionExample> usable;
+  std::vector<std::string> unreadable;
+  {
+    std::map<std::string, std::string> state;  // image -> "" (readable) or why not
+    for (const auto& e : ex) {
+      auto it = state.find(e.image);
+      if (it == state.end()) {
+        const std::vector<std::string> why = unreadable_by_stat({Sample{e.image, 0, {}}});
+        it = state.emplace(e.image, why.empty() ? "" : why[0]).first;
+        if (!why.empty()) unreadable.push_back(why[0]);
+      }
+      if (it->second.empty()) usable.push_back(e);
+    }
+    check_readable("the instructions", o.instructions, state.size(), unreadable);
+    if (usable.size() < ex.size())
+      std::fprintf(stderr, "tune: %zu of %zu instructions dropped: their image cannot be read (%zu images, e.g. %s)\n",
+                   ex.size() - usable.size(), ex.size(), unreadable.size(), unreadable.front().c_str());
+  }
   const torch::ScalarType dtype = parse_dtype(o.dtype);
   const torch::Device device = parse_device(o.device);
   // --qlora loads the base where it is mapped (the CPU) and quantizes it layer by layer onto the
@@ -153,52 +136,75 @@ json train_sft(const SftOptions& o) {
   }
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
 
-  // decoded images are reused every epoch (the demo's sets are small; real sets decode per step)
-  std::map<std::string, RgbImage> images;
-  std::vector<std::string> failures;
-  std::vector<InstructionExample> usable;
-  for (const auto& e : ex) {
-    if (!images.count(e.image)) {
-      try {
-        images[e.image] = cap_long_side(decode_image_file(e.image), o.cap_long_side);
-      } catch (const Error& err) {
-        failures.push_back(err.what());
-        images[e.image] = RgbImage();
-      }
-    }
-    if (!images[e.image].empty()) usable.push_back(e);
-  }
-  if (usable.empty()) throw Error(cat(o.instructions, ": none of the instructions' images could be read"));
+  // Each step's image is decoded and capped on worker threads a few steps ahead: memory holds a
+  // handful of images, whatever the number of instructions. (Tokenizing and preprocessing stay on
+  // the training thread: torch operations on worker threads would start thread pools of their own
+  // next to the training's.)
+  struct Prepared {
+    RgbImage image;
+    std::string error;
+  };
   std::vector<size_t> order;
-  TrainConfig tc = train_config(o.out + "/train-state", o.epochs, o.seed, o.resume, o.optim, "tune");
+  std::unique_ptr<OrderedPrefetcher<Prepared>> ahead;
+  std::set<std::string> decode_failures;
+  TrainConfig tc = train_config((fs::path(o.out) / "train-state").string(), o.epochs, o.seed, o.resume, o.optim, "tune");
   tc.unit = "ex";
   tc.autocast = o.autocast;
-  tc.stage_config = {{"stage", "sft"}, {"vlm", o.vlm}, {"instructions", o.instructions}, {"full", o.full}, {"qlora", o.qlora},
-                     {"mask_prompt", o.mask_prompt}, {"dtype", o.dtype}, {"autocast", o.autocast},
-                     {"gradient_checkpointing", o.gradient_checkpointing}};
+  tc.save_every_steps = o.save_every_steps;
+  tc.stage_config = {{"stage", "sft"}, {"full", o.full}, {"qlora", o.qlora}, {"mask_prompt", o.mask_prompt},
+                     {"dtype", o.dtype}, {"autocast", o.autocast}, {"gradient_checkpointing", o.gradient_checkpointing}};
   size_t current = 0;
   StageHooks h;
-  h.begin_epoch = [&](int64_t epoch, size_t) {
+  h.begin_epoch = [&](int64_t epoch, size_t skip) {
     order.resize(usable.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     SplitMix64 rng(mix_seed(o.seed, static_cast<uint64_t>(epoch), 0x5F7));
     for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+    ahead.reset();
+    ahead = std::make_unique<OrderedPrefetcher<Prepared>>(
+        usable.size() - std::min(skip, usable.size()),
+        [&, skip](size_t i) {
+          const InstructionExample& e = usable[order[skip + i]];
+          Prepared p;
+          try {
+            p.image = cap_long_side(decode_image_file(e.image), o.cap_long_side);
+          } catch (const Error& err) {
+            p.error = err.what();
+          }
+          return p;
+        },
+        o.workers, 4);
     return usable.size();
   };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
     current = order[b];
-    const InstructionExample& e = usable[current];
-    SftTokens t = build_sft_tokens(proc, model->config(), e, images[e.image], o.mask_prompt);
+    Prepared p;
+    if (!ahead->next(p)) throw Error("tune: the example loader ended early");
+    if (!p.error.empty()) {
+      decode_failures.insert(p.error);
+      return {torch::zeros({}), 0};
+    }
+    SftTokens t = build_sft_tokens(proc, model->config(), usable[current], p.image, o.mask_prompt);
     return {sft_loss(*model, t.inputs, t.labels), 1};
   };
   h.describe_batch = [&] { return std::vector<std::string>{usable[current].image}; };
+  h.describe_empty_epoch = [&] {
+    return decode_failures.empty() ? std::string("no examples")
+                                   : cat(decode_failures.size(), " images could not be decoded, e.g. ", *decode_failures.begin());
+  };
   FitResult r = fit(*model, tc, h);
   load_trained_weights(*model, r.best_path);
   if (o.full)
     save_qwen2vl(o.out, *model, o.vlm);
   else
     save_peft_adapter(*model, o.lora, o.out, o.vlm);
-  json report = {{"stage", "sft"}, {"examples", usable.size()}, {"skipped_images", failures},
+  ahead.reset();
+  for (const auto& f : decode_failures) unreadable.push_back(f);
+  if (!decode_failures.empty())
+    std::fprintf(stderr, "tune: %zu images could not be decoded; their instructions were skipped (e.g. %s)\n",
+                 decode_failures.size(), decode_failures.begin()->c_str());
+  json report = {{"stage", "sft"}, {"examples", usable.size()}, {"instructions", ex.size()},
+                 {"dropped_instructions", ex.size() - usable.size()}, {"skipped_images", unreadable},
                  {"final_train_loss", r.last_train_loss}, {"epochs_run", r.epochs_run}};
   write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");
   return report;

@@ -11,31 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "emovlm/data/dataset.h"
+#include "emovlm/data/instruction_format.h"
 #include "emovlm/models/lora.h"
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/train/trainer.h"
 
 namespace emovlm {
-
-// One line of an instruction JSONL file.
-struct InstructionExample {
-  std::string image;   // path
-  std::string label;   // the true emotion
-  std::string kind;    // categorical | observation | reasoning
-  std::string prompt;  // the user's text (the image follows it)
-  std::string answer;  // the assistant's answer
-};
-
-std::vector<InstructionExample> read_instructions(const std::string& jsonl);
-void write_instructions(const std::string& jsonl, const std::vector<InstructionExample>& examples);
-// The categorical example of every image of a split (no endpoint needed).
-std::vector<InstructionExample> categorical_examples(const std::vector<Sample>& samples, const LabelSet& labels);
-
-// The reference's instruction prompts.
-constexpr const char* kObservationPrompt =
-    "Observe the image and describe key elements of the image. Focus on the elements that convey emotion.";
-constexpr const char* kReasoningPrompt =
-    "Observe the image and describe the process of inferring the emotions conveyed in the image.";
 
 struct SftTokens {
   Qwen2VLInputs inputs;  // one sequence
@@ -62,7 +43,10 @@ struct SftOptions {
   int64_t epochs = 5;
   int cap_long_side = 1024;
   uint64_t seed = 0;
-  bool resume = false;
+  bool resume = false;            // continue the run in `out`
+  bool overwrite = false;         // start over in an `out` that holds a run
+  int64_t save_every_steps = 0;   // also checkpoint every N optimizer steps (0: each epoch)
+  int workers = 2;                // threads decoding and tokenizing the next examples
   std::string dtype = "f32";          // of the base weights (bf16: the reference's compute dtype)
   std::string device = "auto";        // cpu, cuda[:N] or auto
   std::string autocast = "none";      // bf16: mixed precision over float32 weights (full tuning)

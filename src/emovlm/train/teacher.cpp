@@ -2,6 +2,7 @@
 #include "emovlm/train/teacher.h"
 
 #include <filesystem>
+#include <set>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
@@ -71,10 +72,21 @@ std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector
   return pred;
 }
 
+// The failures of several epochs, each image once.
+std::vector<std::string> unique_failures(const std::vector<std::string>& failures) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& f : failures)
+    if (seen.insert(f).second) out.push_back(f);
+  return out;
+}
+
 }  // namespace
 
 json train_teacher(const TeacherOptions& o) {
+  RunOutput run(o.out, o.out, o.resume, o.overwrite);
   Dataset d = load_dataset(o.data, o.dataset);
+  check_readable("the train split", o.data, d.train.size(), unreadable_by_stat(d.train));
   const LabelSet& labels = d.labels;
   VitForImageClassification model(VitForImageClassificationImpl::from_pretrained(o.init, labels.size(), o.seed));
   VitImageConfig img = teacher_image_config(model->config(), o.image_size);
@@ -96,6 +108,7 @@ json train_teacher(const TeacherOptions& o) {
   TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "teacher");
   tc.classes = labels.labels;
   tc.autocast = o.autocast;
+  tc.save_every_steps = o.save_every_steps;
   tc.stage_config = {{"stage", "teacher"}, {"init", o.init}, {"data", o.data}, {"batch_size", o.batch_size},
                      {"image_size", img.image_size}, {"epochs", o.epochs}, {"seed", o.seed}};
   StageHooks hooks;
@@ -115,6 +128,10 @@ json train_teacher(const TeacherOptions& o) {
     for (size_t i : current.indices) paths.push_back(d.train[i].path);
     return paths;
   };
+  hooks.describe_empty_epoch = [&] {
+    const auto& f = train.failures();
+    return f.empty() ? std::string("no images") : cat(f.size(), " unreadable images, e.g. ", f.front());
+  };
   hooks.validate = [&](int64_t) {
     if (d.val.empty()) return std::numeric_limits<double>::quiet_NaN();
     std::vector<int> truth;
@@ -123,6 +140,7 @@ json train_teacher(const TeacherOptions& o) {
     return classification_report(pred, truth, labels.size()).accuracy;
   };
   FitResult r = fit(*model, tc, hooks);
+  check_readable("the train split", o.data, d.train.size(), unique_failures(train.failures()));
   load_trained_weights(*model, r.best_path);
   model->save_pretrained(o.out);  // (save_tensors copies to the CPU)
   write_classes(o.out, labels);
@@ -132,7 +150,7 @@ json train_teacher(const TeacherOptions& o) {
   write_file_atomic((fs::path(o.out) / "preprocessor_config.json").string(), pre.dump(1) + "\n");
   json report = {{"stage", "teacher"}, {"parameters", model->num_parameters()}, {"epochs_run", r.epochs_run},
                  {"best_epoch", r.best_epoch + 1}, {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
-                 {"train_failures", train.failures()}, {"dataset", d.summary()}};
+                 {"train_failures", unique_failures(train.failures())}, {"dataset", d.summary()}};
   write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
 }
@@ -151,6 +169,7 @@ json eval_teacher(const std::string& dir, const std::string& data, const std::st
   std::vector<int> truth;
   std::vector<std::string> failures;
   std::vector<int> pred = predict_all(*model, d.split(split), img, batch, workers, &truth, &failures, "teacher eval");
+  check_readable(cat("the ", split, " split"), data, d.split(split).size(), failures);
   ClassificationReport r = classification_report(pred, truth, static_cast<int>(classes.size()));
   json j = r.to_json(classes);
   j["split"] = split;

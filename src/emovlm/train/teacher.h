@@ -20,7 +20,9 @@ struct TeacherOptions {
   int image_size = 0;  // 0: the checkpoint's image_size
   int workers = 2;
   uint64_t seed = 0;
-  bool resume = false;
+  bool resume = false;             // continue the run in `out`
+  bool overwrite = false;          // start over in an `out` that holds a run
+  int64_t save_every_steps = 0;    // also checkpoint every N optimizer steps (0: each epoch)
   std::string device = "auto";    // cpu, cuda[:N] or auto
   std::string autocast = "none";  // bf16: mixed precision (float32 master weights)
   OptimConfig optim = [] {

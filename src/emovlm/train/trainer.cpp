@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <tuple>
 
 #include "emovlm/core/error.h"
@@ -218,6 +219,17 @@ TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t se
   return tc;
 }
 
+RunOutput::RunOutput(const std::string& out, const std::string& state_dir, bool resume, bool overwrite)
+    : lock_(out, OutputLock::Kind::Directory) {
+  if (resume && overwrite) throw Error("--resume continues a run and --overwrite starts over: give one of them");
+  const std::string ck = (fs::path(state_dir) / "checkpoint.safetensors").string();
+  const std::string metrics = (fs::path(state_dir) / "metrics.jsonl").string();
+  if (!resume && !overwrite && (file_exists(ck) || file_exists(metrics)))
+    throw Error(cat(out, ": holds an earlier run (", file_exists(ck) ? ck : metrics,
+                    "); --resume continues it, --overwrite starts over, or choose another --out"));
+  if (state_dir != out && is_directory(state_dir)) remove_stale_temporaries(state_dir);
+}
+
 json checkpoint_info(const std::string& path) {
   Checkpoint ck(path);
   auto m = ck.metadata();
@@ -295,11 +307,19 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     pos.best_val = tr["best_val"].is_null() ? std::numeric_limits<double>::quiet_NaN() : tr["best_val"].get<double>();
     std::fprintf(stderr, "resuming %s at epoch %lld, batch %zu (step %lld)\n", cfg.out_dir.c_str(),
                  static_cast<long long>(pos.epoch + 1), pos.batch, static_cast<long long>(pos.step));
-  } else if (file_exists(res.metrics_path)) {
-    fs::remove(res.metrics_path);
+  }
+  // the metrics of the epochs the checkpoint holds (a run killed after writing an epoch's line but
+  // before its checkpoint repeats that epoch: its line is written once)
+  std::string metric_lines;
+  if (cfg.resume && pos.epoch > 0 && file_exists(res.metrics_path)) {
+    std::istringstream in(read_file(res.metrics_path));
+    std::string line;
+    while (std::getline(in, line)) {
+      json j = json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.is_object() && j.value("epoch", int64_t{0}) <= pos.epoch) metric_lines += line + "\n";
+    }
   }
 
-  std::ofstream metrics(res.metrics_path, std::ios::app);
   const int accum = cfg.optim.grad_accum;
   for (; pos.epoch < cfg.epochs; ++pos.epoch, pos.batch = 0) {
     model.train();
@@ -334,6 +354,11 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
         loss_sum += loss_value * n;
         examples += n;
         ++pending;
+        if (bar.enabled()) {
+          char buf[48];
+          std::snprintf(buf, sizeof buf, "loss %.4f", loss_sum / static_cast<double>(examples));
+          bar.set_postfix(buf);
+        }
       }
       bar.advance(n);
       const bool boundary = pending == accum || b + 1 == nb;
@@ -352,6 +377,9 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
       }
     }
     bar.finish();
+    if (examples == 0)
+      throw Error(cat(cfg.progress_label, ": no usable example in epoch ", pos.epoch + 1,
+                      hooks.describe_empty_epoch ? cat(" (", hooks.describe_empty_epoch(), ")") : std::string()));
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double train_loss = examples ? loss_sum / examples : 0.0;
     model.eval();
@@ -370,7 +398,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     json line = {{"epoch", pos.epoch + 1}, {"step", pos.step}, {"train_loss", train_loss},
                  {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}, {"lr", cfg.optim.lr_at(std::max<int64_t>(0, pos.step - 1), total_steps)},
                  {"examples_per_s", secs > 0 ? examples / secs : 0.0}, {"seconds", secs}, {"best", improved}};
-    metrics << line.dump() << "\n" << std::flush;
+    metric_lines += line.dump() + "\n";
+    write_file_atomic(res.metrics_path, metric_lines);
     std::fprintf(stderr, "%s epoch %lld: loss %.4f%s, %.1f %s/s\n", cfg.progress_label.c_str(),
                  static_cast<long long>(pos.epoch + 1), train_loss,
                  std::isnan(val) ? "" : cat(", val acc ", val).c_str(), secs > 0 ? examples / secs : 0.0, cfg.unit.c_str());

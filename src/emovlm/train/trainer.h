@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/output_lock.h"
+
 namespace emovlm {
 
 struct OptimConfig {
@@ -61,6 +63,20 @@ struct StageHooks {
   std::function<double(int64_t epoch)> validate;
   // What the current batch holds (image paths), for the NaN report.
   std::function<std::vector<std::string>()> describe_batch;
+  // Why an epoch had no usable example (the unreadable images, say), for the error that stops it.
+  std::function<std::string()> describe_empty_epoch;
+};
+
+// The output folder of a training command, held for the whole run: locked against a second
+// writer (core/output_lock.h), and refused when it holds an earlier run (a checkpoint or metrics
+// in `state_dir`) unless resuming (continue it) or overwriting (start over; the earlier run's
+// files are replaced one by one as the new run writes its own, never emptied first).
+class RunOutput {
+ public:
+  RunOutput(const std::string& out, const std::string& state_dir, bool resume, bool overwrite);
+
+ private:
+  OutputLock lock_;
 };
 
 struct FitResult {
@@ -74,7 +90,8 @@ struct FitResult {
 
 // Trains the module's parameters that require grad. Writes OUT/checkpoint.safetensors (latest),
 // OUT/best.safetensors (the weights of the best validation epoch, or the last when there is no
-// validation) and OUT/metrics.jsonl.
+// validation) and OUT/metrics.jsonl (one line per epoch, rewritten atomically; a resumed run keeps
+// the lines of the epochs its checkpoint holds). An epoch without a usable example is an error.
 FitResult fit(torch::nn::Module& model, const TrainConfig& config, StageHooks& hooks);
 
 // One step of an optimizer made as torch::optim::Adam (adamw = false) or AdamW (true), computed as
