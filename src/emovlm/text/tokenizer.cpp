@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/text/unicode_tables.h"
 
@@ -384,44 +385,43 @@ size_t match_at(const Char* s, size_t n, size_t i) {
 
 // ------------------------------------------------------------------------------- merge table
 
-// (left id, right id) -> (rank, merged id), open addressing.
+// (left id, right id) -> rank, open addressing, one 64-bit word a slot (left 21 bits, right 21
+// bits, rank 22 bits), so that the table (2 MB for Qwen2's 151,387 merges) stays in cache.
 class MergeTable {
  public:
-  struct Slot {
-    uint64_t key = kEmpty;
-    int32_t rank = 0;
-    int32_t id = 0;
-  };
+  static constexpr int32_t kMaxId = (1 << 21) - 2, kMaxRank = (1 << 22) - 1;
   void reserve(size_t n) {
     size_t cap = 16;
     while (cap < n + n / 2) cap <<= 1;  // at most 2/3 full
-    slots_.assign(cap, Slot{});
+    slots_.assign(cap, kEmpty);
     mask_ = cap - 1;
     shift_ = 64 - __builtin_ctzll(cap);
   }
   // A later merge of the same pair replaces the earlier (as the reference's map does).
-  void put(int32_t a, int32_t b, int32_t rank, int32_t id) {
-    const uint64_t key = pack(a, b);
-    for (size_t i = hash(key);; i = (i + 1) & mask_) {
-      if (slots_[i].key == kEmpty || slots_[i].key == key) {
-        slots_[i] = {key, rank, id};
+  void put(int32_t a, int32_t b, int32_t rank) {
+    const uint64_t pair = pack(a, b);
+    for (size_t i = hash(pair);; i = (i + 1) & mask_) {
+      if (slots_[i] == kEmpty || slots_[i] >> 22 == pair) {
+        slots_[i] = pair << 22 | uint64_t(rank);
         return;
       }
     }
   }
-  const Slot* find(int32_t a, int32_t b) const {
-    const uint64_t key = pack(a, b);
-    for (size_t i = hash(key);; i = (i + 1) & mask_) {
-      if (slots_[i].key == key) return &slots_[i];
-      if (slots_[i].key == kEmpty) return nullptr;
+  // The rank of the merge of (a, b), -1 when there is none.
+  int32_t find(int32_t a, int32_t b) const {
+    const uint64_t pair = pack(a, b);
+    for (size_t i = hash(pair);; i = (i + 1) & mask_) {
+      const uint64_t s = slots_[i];
+      if (s >> 22 == pair) return static_cast<int32_t>(s & kMaxRank);
+      if (s == kEmpty) return -1;
     }
   }
 
  private:
   static constexpr uint64_t kEmpty = ~uint64_t{0};
-  static uint64_t pack(int32_t a, int32_t b) { return uint64_t(uint32_t(a)) << 32 | uint32_t(b); }
-  size_t hash(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_); }
-  std::vector<Slot> slots_;
+  static uint64_t pack(int32_t a, int32_t b) { return uint64_t(uint32_t(a)) << 21 | uint32_t(b); }
+  size_t hash(uint64_t pair) const { return static_cast<size_t>((pair * 0x9E3779B97F4A7C15ull) >> shift_); }
+  std::vector<uint64_t> slots_;
   size_t mask_ = 0;
   int shift_ = 64;
 };
@@ -495,7 +495,7 @@ struct Tokenizer::Model {
     bool special;
   };
   std::string path;
-  std::unordered_map<std::string, int32_t> vocab;  // token -> id (model vocabulary)
+  std::unordered_map<std::string_view, int32_t> vocab;  // token -> id (model vocabulary), views of id_to_token
   std::vector<std::string> id_to_token;            // "" where no token has the id
   std::vector<std::string> id_bytes;               // what decode() writes for each id
   std::vector<uint8_t> has_token, special;
@@ -503,33 +503,48 @@ struct Tokenizer::Model {
   bool added_first_byte[256] = {};
   int32_t byte_id[256] = {};
   MergeTable merges;
+  std::vector<int32_t> merge_id;  // rank -> the merged token's id
   bool normalize_nfc = false;
   bool ignore_merges = false;
   std::unordered_map<std::string, int32_t> vocab_by_bytes;  // with ignore_merges: raw bytes -> id
 };
 
-// BPE results of pieces up to kMaxPiece bytes, in shards that are emptied when full.
+// BPE results of pieces of up to kMaxPiece bytes (and kMaxIds ids): a fixed table of slots in
+// locked shards, each piece in the one slot its hash picks, replacing what was there. Bounded
+// (3.4 MB), nothing allocated after construction.
 struct Tokenizer::Cache {
-  static constexpr size_t kShards = 16, kShardCapacity = 8192, kMaxPiece = 64;
+  static constexpr size_t kMaxPiece = 32, kMaxIds = 15, kShards = 64, kSlotsPerShard = 512;
+  struct Slot {
+    uint64_t hash = 0;
+    uint8_t size = 0, count = 0;  // size 0: empty (pieces of one byte never come here)
+    char piece[kMaxPiece];
+    int32_t ids[kMaxIds];
+  };
   struct Shard {
     std::mutex mu;
-    std::unordered_map<std::string, std::vector<int32_t>> map;
+    Slot slots[kSlotsPerShard];
   };
-  Shard shards[kShards];
+  std::unique_ptr<Shard[]> shards{new Shard[kShards]};
 
-  bool get(std::string_view piece, size_t hash, std::vector<int32_t>& out) {
+  Slot& slot_of(Shard& s, uint64_t hash) { return s.slots[(hash / kShards) % kSlotsPerShard]; }
+  bool get(std::string_view piece, uint64_t hash, std::vector<int32_t>& out) {
     Shard& s = shards[hash % kShards];
     std::lock_guard<std::mutex> lock(s.mu);
-    auto it = s.map.find(std::string(piece));
-    if (it == s.map.end()) return false;
-    out.insert(out.end(), it->second.begin(), it->second.end());
+    const Slot& e = slot_of(s, hash);
+    if (e.hash != hash || e.size != piece.size() || std::memcmp(e.piece, piece.data(), piece.size()) != 0) return false;
+    out.insert(out.end(), e.ids, e.ids + e.count);
     return true;
   }
-  void put(std::string_view piece, size_t hash, const int32_t* ids, size_t n) {
+  void put(std::string_view piece, uint64_t hash, const int32_t* ids, size_t count) {
+    if (count > kMaxIds) return;
     Shard& s = shards[hash % kShards];
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.map.size() >= kShardCapacity) s.map.clear();
-    s.map.emplace(std::string(piece), std::vector<int32_t>(ids, ids + n));
+    Slot& e = slot_of(s, hash);
+    e.hash = hash;
+    e.size = static_cast<uint8_t>(piece.size());
+    e.count = static_cast<uint8_t>(count);
+    std::memcpy(e.piece, piece.data(), piece.size());
+    std::memcpy(e.ids, ids, count * sizeof(int32_t));
   }
 };
 
@@ -539,30 +554,93 @@ Tokenizer Tokenizer::from_dir(const std::string& dir) {
   return from_file((std::filesystem::path(dir) / "tokenizer.json").string());
 }
 
+namespace {
+
+// tokenizer.json with model.vocab and model.merges taken out as they stream by, so that the 151k
+// entries of each are never put in the DOM (most of the time of loading a large vocabulary).
+struct TokenizerJson {
+  json doc;                                              // the rest
+  std::vector<std::pair<std::string, int64_t>> vocab;  // in file order
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::string error;  // the first entry of either that is malformed
+};
+
+TokenizerJson read_tokenizer_json(const std::string& path) {
+  const std::string text = read_file(path);
+  TokenizerJson t;
+  std::vector<std::string> keys(4);  // the key being read at each depth up to 3
+  std::string key;
+  std::vector<std::string> parts;  // of a merge written as [a, b]
+  auto in = [&](const char* field) { return keys[1] == "model" && keys[2] == field; };
+  using E = json::parse_event_t;
+  try {
+    t.doc = json::parse(text, [&](int depth, E event, json& v) {
+      if (event == E::key && depth <= 3) keys[depth] = v.get<std::string>();
+      if (depth == 3 && in("vocab")) {
+        if (event == E::key) {
+          key = std::move(v.get_ref<std::string&>());
+        } else if (event == E::value) {
+          if (v.is_number_integer()) t.vocab.emplace_back(std::move(key), v.get<int64_t>());
+          else if (t.error.empty()) t.error = cat("model.vocab['", key, "'] is not a token id");
+        }
+        return false;
+      }
+      if (depth >= 3 && in("merges")) {
+        if (depth == 3 && event == E::value) {
+          const size_t sp = v.is_string() ? v.get_ref<std::string&>().find(' ') : std::string::npos;
+          if (sp != std::string::npos) {
+            const std::string& m = v.get_ref<std::string&>();
+            t.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+          } else if (t.error.empty()) {
+            t.error = cat("model.merges entry ", t.merges.size(), " is neither \"a b\" nor [a, b]");
+          }
+          return false;
+        }
+        if (depth == 3 && event == E::array_start) return parts.clear(), true;
+        if (depth == 4 && event == E::value) {
+          if (v.is_string()) parts.push_back(std::move(v.get_ref<std::string&>()));
+          else parts.push_back({}), parts.push_back({}), parts.push_back({});  // malformed: too many parts
+          return false;
+        }
+        if (depth == 3 && event == E::array_end) {
+          if (parts.size() == 2) t.merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
+          else if (t.error.empty()) t.error = cat("model.merges entry ", t.merges.size(), " is neither \"a b\" nor [a, b]");
+          return false;
+        }
+        if (depth >= 4) return false;  // deeper than a merge
+      }
+      return true;
+    });
+  } catch (const json::parse_error& e) {
+    throw Error(cat(path, ": invalid JSON: ", e.what()));
+  }
+  return t;
+}
+
+}  // namespace
+
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  const json j = read_json_file(path);
+  TokenizerJson file = read_tokenizer_json(path);
+  const json& j = file.doc;
   auto m = std::make_shared<Model>();
   m->path = path;
   auto fail = [&](const std::string& what) { return Error(cat(path, ": ", what)); };
   auto is_null = [](const json& o, const char* k) { return !o.contains(k) || o[k].is_null(); };
 
-  if (!j.contains("model") || !j["model"].is_object()) throw fail("missing 'model' object");
+  if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) throw fail("missing 'model' object");
   const json& model = j["model"];
   const std::string type = json_optional<std::string>(model, "type", "BPE", path + ": model");
   if (type != "BPE") throw fail(cat("model type '", type, "' is not supported (BPE only)"));
   if (!model.contains("vocab") || !model["vocab"].is_object()) throw fail("model.vocab missing");
+  if (!file.error.empty()) throw fail(file.error);
   if (!is_null(model, "dropout")) throw fail("model.dropout is not supported (BPE without dropout only)");
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (!is_null(model, k) && model[k] != "") throw fail(cat("model.", k, " is not supported (byte-level BPE has none)"));
   m->ignore_merges = json_optional<bool>(model, "ignore_merges", false, path + ": model");
 
-  int32_t max_id = -1;
-  m->vocab.reserve(model["vocab"].size() * 2);
-  for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX)
-      throw fail(cat("model.vocab['", it.key(), "'] is not a token id"));
-    const int32_t id = it.value().get<int32_t>();
-    m->vocab[it.key()] = id;
+  int64_t max_id = -1;
+  for (const auto& [token, id] : file.vocab) {
+    if (id < 0 || id > MergeTable::kMaxId) throw fail(cat("model.vocab['", token, "']: id ", id, " is out of range"));
     max_id = std::max(max_id, id);
   }
   if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
@@ -572,11 +650,11 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
       Model::AddedToken at{json_required<std::string>(a, "content", where), json_required<int32_t>(a, "id", where),
                            json_optional<bool>(a, "special", false, where)};
       if (at.content.empty()) throw fail(cat("empty added token (id ", at.id, ")"));
-      if (at.id < 0) throw fail(cat("added token '", at.content, "' has id ", at.id));
+      if (at.id < 0 || at.id > MergeTable::kMaxId) throw fail(cat("added token '", at.content, "' has id ", at.id));
       for (const char* k : {"single_word", "lstrip", "rstrip", "normalized"})
         if (json_optional<bool>(a, k, false, where))
           throw fail(cat("added token '", at.content, "': '", k, "': true is not supported"));
-      max_id = std::max(max_id, at.id);
+      max_id = std::max<int64_t>(max_id, at.id);
       m->added.push_back(at);
     }
   }
@@ -589,8 +667,18 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   m->id_to_token.assign(n, "");
   m->has_token.assign(n, 0);
   m->special.assign(n, 0);
-  for (const auto& kv : m->vocab) m->id_to_token[kv.second] = kv.first, m->has_token[kv.second] = 1;
-  for (const auto& a : m->added) m->id_to_token[a.id] = a.content, m->has_token[a.id] = 1, m->special[a.id] = a.special;
+  for (auto& [token, id] : file.vocab) {
+    if (m->has_token[id]) throw fail(cat("model.vocab: id ", id, " is given to two tokens"));
+    m->id_to_token[id] = std::move(token);
+    m->has_token[id] = 1;
+  }
+  for (const auto& a : m->added) {
+    if (m->has_token[a.id] && m->id_to_token[a.id] != a.content)
+      throw fail(cat("added token '", a.content, "' has the id of '", m->id_to_token[a.id], "'"));
+    m->id_to_token[a.id] = a.content, m->has_token[a.id] = 1, m->special[a.id] = a.special;
+  }
+  m->vocab.reserve(file.vocab.size());
+  for (const auto& [token, id] : file.vocab) m->vocab.emplace(m->id_to_token[id], static_cast<int32_t>(id));
   m->id_bytes.resize(n);
   for (size_t id = 0; id < n; ++id)
     if (m->has_token[id]) m->id_bytes[id] = token_bytes(m->id_to_token[id]);
@@ -603,30 +691,18 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     m->byte_id[b] = it->second;
   }
 
-  if (model.contains("merges") && !model["merges"].is_null()) {
-    if (!model["merges"].is_array()) throw fail("model.merges is not a list");
-    const json& merges = model["merges"];
-    m->merges.reserve(merges.size());
-    std::string left, right;
-    for (size_t rank = 0; rank < merges.size(); ++rank) {
-      const json& e = merges[rank];
-      if (e.is_string()) {
-        const std::string& s = e.get_ref<const std::string&>();
-        const size_t sp = s.find(' ');
-        if (sp == std::string::npos) throw fail(cat("model.merges entry ", rank, " '", s, "' has no space"));
-        left.assign(s, 0, sp), right.assign(s, sp + 1);
-      } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
-        left = e[0].get<std::string>(), right = e[1].get<std::string>();
-      } else {
-        throw fail(cat("model.merges entry ", rank, " is neither \"a b\" nor [a, b]"));
-      }
-      auto a = m->vocab.find(left), b = m->vocab.find(right), ab = m->vocab.find(left + right);
-      if (a == m->vocab.end() || b == m->vocab.end() || ab == m->vocab.end())
-        throw fail(cat("model.merges entry ", rank, " ('", left, "', '", right, "'): a token is not in model.vocab"));
-      m->merges.put(a->second, b->second, static_cast<int32_t>(rank), ab->second);
-    }
-  } else {
-    m->merges.reserve(0);
+  if (file.merges.size() > size_t(MergeTable::kMaxRank)) throw fail(cat("more than ", MergeTable::kMaxRank, " merges"));
+  m->merges.reserve(file.merges.size());
+  m->merge_id.reserve(file.merges.size());
+  std::string joined;
+  for (size_t rank = 0; rank < file.merges.size(); ++rank) {
+    const auto& [left, right] = file.merges[rank];
+    joined.assign(left).append(right);
+    auto a = m->vocab.find(left), b = m->vocab.find(right), ab = m->vocab.find(joined);
+    if (a == m->vocab.end() || b == m->vocab.end() || ab == m->vocab.end())
+      throw fail(cat("model.merges entry ", rank, " ('", left, "', '", right, "'): a token is not in model.vocab"));
+    m->merges.put(a->second, b->second, static_cast<int32_t>(rank));
+    m->merge_id.push_back(ab->second);
   }
 
   if (!is_null(j, "normalizer")) {
@@ -714,28 +790,26 @@ void Tokenizer::bpe(const char* piece, size_t n, std::vector<int32_t>& out) cons
   }
   const std::string_view key(piece, n);
   const bool cached = n <= Cache::kMaxPiece;
-  size_t hash = 0;
+  uint64_t hash = 0;
   if (cached) {
     hash = std::hash<std::string_view>()(key);
     if (cache_->get(key, hash, out)) return;
   }
 
-  // the symbols as a linked list; pair_rank/pair_id: the merge of the pair a symbol starts (-1: none)
+  // the symbols as a linked list; pair_rank: the rank of the merge of the pair a symbol starts (-1: none)
   struct Symbol {
-    int32_t id, prev, next, pair_rank, pair_id;
+    int32_t id, prev, next, pair_rank;
   };
   thread_local std::vector<Symbol> sym;
   thread_local MergeQueue queue;
   sym.resize(n);
   queue.clear();
   for (size_t i = 0; i < n; ++i)
-    sym[i] = {m.byte_id[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, -1, -1};
+    sym[i] = {m.byte_id[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, -1};
   auto pair_at = [&](int32_t pos) {  // looks the pair up; true when it has a merge
     Symbol& s = sym[pos];
-    const MergeTable::Slot* slot = s.next >= 0 ? m.merges.find(s.id, sym[s.next].id) : nullptr;
-    s.pair_rank = slot ? slot->rank : -1;
-    s.pair_id = slot ? slot->id : -1;
-    return slot != nullptr;
+    s.pair_rank = s.next >= 0 ? m.merges.find(s.id, sym[s.next].id) : -1;
+    return s.pair_rank >= 0;
   };
   for (size_t i = 0; i + 1 < n; ++i)
     if (pair_at(static_cast<int32_t>(i))) queue.add(sym[i].pair_rank, static_cast<int32_t>(i));
@@ -747,7 +821,7 @@ void Tokenizer::bpe(const char* piece, size_t n, std::vector<int32_t>& out) cons
     // merged into its left neighbour, or its pair changed since this entry was queued
     if (left.id < 0 || left.pair_rank != rank) continue;
     Symbol& right = sym[left.next];
-    left.id = left.pair_id;
+    left.id = m.merge_id[rank];
     right.id = -1;
     left.next = right.next;
     if (right.next >= 0) sym[right.next].prev = pos;
