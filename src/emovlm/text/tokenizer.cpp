@@ -495,11 +495,11 @@ struct Tokenizer::Model {
     bool special;
   };
   std::string path;
-  std::unordered_map<std::string_view, int32_t> vocab;  // token -> id (model vocabulary), views of id_to_token
-  std::vector<std::string> id_to_token;            // "" where no token has the id
-  std::vector<std::string> id_bytes;               // what decode() writes for each id
+  std::unordered_map<std::string_view, int32_t> vocab;  // model vocabulary: token (a view of id_to_token) -> id
+  std::vector<std::string> id_to_token;                 // "" where no token has the id
+  std::vector<std::string> id_bytes;                    // what decode() writes for each id
   std::vector<uint8_t> has_token, special;
-  std::vector<AddedToken> added;  // longest first
+  std::vector<AddedToken> added;                        // longest first
   bool added_first_byte[256] = {};
   int32_t byte_id[256] = {};
   MergeTable merges;
