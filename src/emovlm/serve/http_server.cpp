@@ -112,7 +112,7 @@ namespace {
 constexpr uint64_t kListenerId = 0, kMailboxId = 1;
 constexpr size_t kReadChunk = 64 << 10;
 constexpr size_t kMaxPipelined = 256 << 10;  // bytes of later requests read ahead while one is handled
-constexpr size_t kLingerDiscard = 64 << 10;  // what a closing connection reads and drops at most
+constexpr size_t kLingerDiscard = 1 << 20;  // what a closing connection reads and drops at most
 constexpr int kLingerMs = 2000;
 
 enum class Phase { Idle, Reading, Handling, Streaming, Lingering };
@@ -642,7 +642,7 @@ struct HttpServer::Impl {
         auto it = conns.find(id);
         if (it == conns.end()) continue;
         Conn& c = *it->second;
-        if (ev & EPOLLERR) {
+        if (ev & (EPOLLERR | EPOLLHUP)) {  // reset, or closed both ways: nothing more can be delivered
           close_conn(id);
           continue;
         }
@@ -650,7 +650,7 @@ struct HttpServer::Impl {
           flush(c);
           if (!conns.count(id)) continue;
         }
-        if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) on_readable(c);
+        if (ev & (EPOLLIN | EPOLLRDHUP)) on_readable(c);
       }
       if (Clock::now() - last_sweep > std::chrono::milliseconds(50)) {
         sweep();
