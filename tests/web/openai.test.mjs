@@ -153,7 +153,7 @@ test('stage 0 (instruct make --endpoint) talks to this server', async () => {
   }
   const out = path.join(tmp, 'instructions.jsonl');
   const report = JSON.parse(execFileSync(env('EMOVLM_CLI'),
-    ['instruct', 'make', '--data', root, '--endpoint', `${server.url}/v1`, '--model', MODEL, '--out', out,
+    ['instruct', 'make', '--data', root, '--labels', 'amusement,sadness', '--endpoint', `${server.url}/v1`, '--model', MODEL, '--out', out,
      '--api-key-env', 'EMOVLM_TEST_KEY', '--max-retries', '0', '-q'],
     { encoding: 'utf8', env: { ...process.env, EMOVLM_TEST_KEY: 'sesame-1234' } }));
   assert.equal(report.requested, 2);
