@@ -88,7 +88,7 @@ test('the page shows what predict --json gives, for every format and every way i
   // the keyboard: Tab reaches the drop zone, Enter opens the file picker
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'drop');
-  const [chooser] = await Promise.all([page.waitForFileChooser(), page.keyboard.press('Enter')]);
+  const [chooser] = await Promise.all([page.waitForFileChooser({ timeout: 60000 }), page.keyboard.press('Enter')]);
   await chooser.accept([images.jpeg]);
   await dispatchFiles('drop', [images.gif, images.bmp]);
   await dispatchFiles('paste', [images.png]);
