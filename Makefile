@@ -9,19 +9,24 @@ DEB_PACKAGES := build-essential cmake ninja-build ccache pkg-config \
   libtorch-dev libopenblas0-pthread \
   libjpeg62-turbo-dev libpng-dev libwebp-dev libutf8proc-dev \
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev \
+  clang-14 libclang-rt-14-dev
+# What `make test` needs beyond the build: Chromium for the web page's browser test (the node
+# packages of tests/web come from npm, by its lock file).
+TEST_DEB_PACKAGES := chromium
 
 # ccache across fresh clones: paths relative to the clone, PCH-friendly sloppiness.
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps test-deps configure build test demo bench clean
 
 all: build
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# Installs the Debian packages named in $(1) that are missing.
+define apt_install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -29,6 +34,20 @@ deps:
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+deps:
+	$(call apt_install_missing,$(DEB_PACKAGES))
+
+# Chromium, and node with the packages of tests/web (npm ci from package-lock.json).
+test-deps:
+	$(call apt_install_missing,$(TEST_DEB_PACKAGES))
+	@command -v npm >/dev/null 2>&1 || { \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@if [ ! -f tests/web/node_modules/.package-lock.json ] || [ tests/web/package-lock.json -nt tests/web/node_modules/.package-lock.json ]; then \
+	  cd tests/web && npm ci --no-audit --no-fund; \
 	fi
 
 $(BUILD_DIR)/CMakeCache.txt:
@@ -39,7 +58,7 @@ configure: deps $(BUILD_DIR)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+test: build test-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -LE "gpu|slow"
 
 # The whole pipeline on built-in data with tiny models (see README.md).

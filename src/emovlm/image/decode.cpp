@@ -3,6 +3,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 
 #include <jpeglib.h>  // needs <cstdio> first
 #include <jerror.h>
@@ -49,7 +50,7 @@ void jpeg_emit(j_common_ptr cinfo, int level) {
 
 // Returns "" on success, the libjpeg message otherwise. No C++ objects live across setjmp.
 std::string decode_jpeg_raw(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt,
-                            RgbImage* out, std::string* size_error) {
+                            RgbImage* out, std::exception_ptr* size_error) {
   jpeg_decompress_struct cinfo;
   JpegErr err;
   std::memset(&err, 0, sizeof err);
@@ -67,8 +68,8 @@ std::string decode_jpeg_raw(const uint8_t* data, size_t size, const std::string&
   jpeg_read_header(&cinfo, TRUE);
   try {
     check_image_size(name, cinfo.image_width, cinfo.image_height, opt);
-  } catch (const Error& e) {
-    *size_error = e.what();
+  } catch (...) {  // refused by its size: rethrown as it is once libjpeg is cleaned up
+    *size_error = std::current_exception();
     jpeg_destroy_decompress(&cinfo);
     delete row_buf;
     return "size";
@@ -141,7 +142,7 @@ void png_on_error(png_structp png, png_const_charp msg) {
 void png_on_warning(png_structp, png_const_charp) {}
 
 std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt,
-                           RgbImage* out, std::string* size_error) {
+                           RgbImage* out, std::exception_ptr* size_error) {
   PngReadState st{data, size, 0, {0}};
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_on_error, png_on_warning);
   if (!png) return "cannot allocate the PNG decoder";
@@ -160,8 +161,8 @@ std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& 
   png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
   try {
     check_image_size(name, w, h, opt);
-  } catch (const Error& e) {
-    *size_error = e.what();
+  } catch (...) {  // refused by its size: rethrown as it is once libpng is cleaned up
+    *size_error = std::current_exception();
     png_destroy_read_struct(&png, &info, nullptr);
     delete buf;
     delete rows;
@@ -173,18 +174,24 @@ std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& 
   if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (depth == 16 && !gray16) png_set_strip_16(png);  // keeps the high byte, as Pillow's ";16B" modes
   if (gray16) png_set_swap(png);                      // native-endian 16-bit samples
-  png_set_interlace_handling(png);
+  const int passes = png_set_interlace_handling(png);
   png_read_update_info(png, info);
   const int channels = png_get_channels(png, info);
   const size_t rowbytes = png_get_rowbytes(png, info);
-  buf->resize(rowbytes * h);
-  rows->resize(h);
-  for (png_uint_32 y = 0; y < h; ++y) (*rows)[y] = buf->data() + y * rowbytes;
-  png_read_image(png, rows->data());
-  png_read_end(png, nullptr);
+  // A non-interlaced image is read row by row through one row buffer: its decoding holds 3 bytes
+  // per pixel whatever its depth (a 16-bit RGBA image would need 8 more in a whole-image buffer);
+  // an interlaced one needs all its rows at once.
+  const bool whole = passes > 1;
   *out = RgbImage(static_cast<int>(w), static_cast<int>(h));
+  buf->resize(rowbytes * (whole ? h : 1));
+  if (whole) {
+    rows->resize(h);
+    for (png_uint_32 y = 0; y < h; ++y) (*rows)[y] = buf->data() + y * rowbytes;
+    png_read_image(png, rows->data());
+  }
   for (png_uint_32 y = 0; y < h; ++y) {
-    const uint8_t* src = (*rows)[y];
+    if (!whole) png_read_row(png, buf->data(), nullptr);
+    const uint8_t* src = whole ? (*rows)[y] : buf->data();
     uint8_t* dst = out->row(static_cast<int>(y));
     for (png_uint_32 x = 0; x < w; ++x) {
       if (gray16) {
@@ -200,6 +207,7 @@ std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& 
       }
     }
   }
+  png_read_end(png, nullptr);
   png_destroy_read_struct(&png, &info, nullptr);
   delete buf;
   delete rows;
@@ -231,6 +239,7 @@ void check_image_size(const std::string& name, int64_t w, int64_t h, const Decod
   if (opt.max_pixels > 0 && w * h > opt.max_pixels)
     throw Error(cat(name, ": image of ", w, "x", h, " = ", w * h, " pixels exceeds the limit of ", opt.max_pixels,
                     " pixels (a possible decompression bomb; raise the limit to accept it)"));
+  if (opt.admit) opt.admit(w, h);
 }
 
 std::string sniff_image_format(const uint8_t* d, size_t n) {
@@ -248,14 +257,15 @@ RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string
   if (size == 0) throw Error(cat(name, ": empty file, not an image"));
   const std::string format = sniff_image_format(data, size);
   RgbImage img;
-  std::string size_error, err;
+  std::exception_ptr size_error;
+  std::string err;
   if (format == "JPEG") {
     err = decode_jpeg_raw(data, size, name, options, &img, &size_error);
-    if (err == "size") throw Error(size_error);
+    if (size_error) std::rethrow_exception(size_error);
     if (!err.empty()) throw Error(cat(name, ": corrupt JPEG: ", err));
   } else if (format == "PNG") {
     err = decode_png_raw(data, size, name, options, &img, &size_error);
-    if (err == "size") throw Error(size_error);
+    if (size_error) std::rethrow_exception(size_error);
     if (!err.empty()) throw Error(cat(name, ": corrupt PNG: ", err));
   } else if (format == "GIF") {
     img = decode_gif(data, size, name, options);

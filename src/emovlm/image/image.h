@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,10 @@ struct RgbImage {
 struct DecodeOptions {
   // Pillow's decompression-bomb limit; 0 disables the check.
   int64_t max_pixels = 89478485;
+  // Admission by declared size: called with the image's width and height as soon as its header
+  // is read, before the decoder allocates anything of that size; it may throw to refuse the image
+  // (what it throws reaches the caller as it is). A server reserves the pixels from its budgets here.
+  std::function<void(int64_t width, int64_t height)> admit;
 };
 
 // Decodes a JPEG, PNG, GIF (first frame), BMP or WebP (first frame; builds with libwebp) file
@@ -41,7 +46,8 @@ bool webp_supported();
 // "HEIF/AVIF", or "" when none of these.
 std::string sniff_image_format(const uint8_t* data, size_t size);
 
-// Throws Error naming the file when w x h is not a valid size or exceeds options.max_pixels.
+// Throws Error naming the file when w x h is not a valid size or exceeds options.max_pixels; then
+// calls options.admit. Every decoder calls it before allocating the image.
 void check_image_size(const std::string& name, int64_t w, int64_t h, const DecodeOptions& options);
 
 // Encodes as JPEG (baseline, libjpeg defaults: 4:2:0 chroma subsampling) or 8-bit RGB PNG.

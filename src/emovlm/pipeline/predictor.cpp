@@ -124,6 +124,15 @@ Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std
 Predictor::~Predictor() = default;
 
 const std::vector<std::string>& Predictor::labels() const { return s_->labels.labels; }
+Qwen2VLImpl& Predictor::vlm() { return *s_->vlm; }
+const Qwen2VLProcessor& Predictor::processor() const { return *s_->proc; }
+int Predictor::image_cap() const { return s_->cap; }
+
+std::string Predictor::vlm_dir() const {
+  std::string vdir = s_->bundle["vlm"].get<std::string>();
+  if (fs::path(vdir).is_relative()) vdir = (fs::path(s_->dir) / vdir).string();
+  return vdir;
+}
 
 json Predictor::identity() const {
   const json& b = s_->bundle;

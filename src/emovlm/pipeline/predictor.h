@@ -15,6 +15,9 @@
 
 namespace emovlm {
 
+class Qwen2VLImpl;
+class Qwen2VLProcessor;
+
 struct BundleSpec {
   std::string vlm, adapter, distill, gate;
   std::string dtype = "bf16";
@@ -44,6 +47,12 @@ class Predictor {
   std::vector<nlohmann::json> predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
                                              bool deterministic);
   const std::vector<std::string>& labels() const;
+  // The bundle's VLM and processor (a server generates with the model its predictions use, on the
+  // same thread), its checkpoint directory, and the long side images are capped at.
+  Qwen2VLImpl& vlm();
+  const Qwen2VLProcessor& processor() const;
+  std::string vlm_dir() const;
+  int image_cap() const;
   // What the predictions depend on: bundle.json, and the identities of the VLM checkpoint, the
   // adapter, the head and the gate files (a journal of another bundle is not reused).
   nlohmann::json identity() const;
