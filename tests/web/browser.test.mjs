@@ -88,7 +88,13 @@ test('the page shows what predict --json gives, for every format and every way i
   // the keyboard: Tab reaches the drop zone, Enter opens the file picker
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'drop');
-  const [chooser] = await Promise.all([page.waitForFileChooser({ timeout: 60000 }), page.keyboard.press('Enter')]);
+  // waitForFileChooser turns on Chromium's file-chooser interception without waiting for it; a key
+  // press that overtakes it opens headless Chromium's own (invisible, cancelled) dialog instead. A
+  // round trip on the page's session after it makes sure interception is on before Enter.
+  const chooserOpened = page.waitForFileChooser({ timeout: 60000 });
+  await page.evaluate(() => 0);
+  await page.keyboard.press('Enter');
+  const chooser = await chooserOpened;
   await chooser.accept([images.jpeg]);
   await dispatchFiles('drop', [images.gif, images.bmp]);
   await dispatchFiles('paste', [images.png]);

@@ -152,13 +152,21 @@ test('stage 0 (instruct make --endpoint) talks to this server', async () => {
     fs.copyFileSync(path.join(data, 'reference/images', file), path.join(root, 'train', label, file));
   }
   const out = path.join(tmp, 'instructions.jsonl');
-  const report = JSON.parse(execFileSync(env('EMOVLM_CLI'),
-    ['instruct', 'make', '--data', root, '--labels', 'amusement,sadness', '--endpoint', `${server.url}/v1`, '--model', MODEL, '--out', out,
-     '--api-key-env', 'EMOVLM_TEST_KEY', '--max-retries', '0', '-q'],
-    { encoding: 'utf8', env: { ...process.env, EMOVLM_TEST_KEY: 'sesame-1234' } }));
-  assert.equal(report.requested, 2);
-  // every image got an answer over HTTP; the tiny model's answers lack the two sections stage 0
-  // keeps, so each is reported as such (not as an HTTP or protocol failure)
-  assert.equal(report.written + report.failed.length, 2);
-  for (const f of report.failed) assert.match(f.error, /lacks the key-elements or the reasoning section/, JSON.stringify(f));
+  // every image gets an answer over HTTP; the tiny model's answers lack the two sections stage 0
+  // keeps, so none is usable and the command fails naming the parser's complaint (not an HTTP or
+  // protocol failure, which would name the status or the field)
+  let failure;
+  try {
+    execFileSync(env('EMOVLM_CLI'),
+      ['instruct', 'make', '--data', root, '--labels', 'amusement,sadness', '--endpoint', `${server.url}/v1`, '--model', MODEL, '--out', out,
+       '--api-key-env', 'EMOVLM_TEST_KEY', '--max-retries', '0', '-q'],
+      { encoding: 'utf8', stdio: 'pipe', env: { ...process.env, EMOVLM_TEST_KEY: 'sesame-1234' } });
+    assert.fail('instruct make succeeded although no answer had the sections it keeps');
+  } catch (e) {
+    if (e instanceof assert.AssertionError) throw e;
+    failure = e;
+  }
+  assert.equal(failure.status, 1, failure.stderr);
+  assert.match(failure.stderr, /none of the 2 requests gave an answer/, failure.stderr);
+  assert.match(failure.stderr, /img_[ab]\.png: the answer lacks the key-elements or the reasoning section/, failure.stderr);
 });
