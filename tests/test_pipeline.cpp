@@ -8,11 +8,14 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <sstream>
 #include <thread>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
+#include "emovlm/core/safetensors.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/pipeline/ablation.h"
@@ -214,6 +217,90 @@ TEST(Pipeline, ShardOfAnotherExtractionIsRefused) {
     ADD_FAILURE() << "a shard of the val split was read as the test split's";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("belongs to another extraction (split val"), std::string::npos) << e.what();
+  }
+}
+
+// A shard whose tensors disagree with each other or with the manifest's labels is refused when the
+// cache is read, naming the shard and the tensor, instead of reaching a loss or an index op.
+TEST(Pipeline, CorruptShardsAreRefusedNamingTheTensor) {
+  World& w = world();
+  extract_features(w.extract("test"));
+  const int64_t classes = static_cast<int64_t>(FeatureCache::load(w.extract("test").out).labels.size());
+  struct Case {
+    std::string what, tensor;
+    std::function<void(std::map<std::string, torch::Tensor>&)> corrupt;
+  };
+  const Case cases[] = {
+      {"a label past the last class", "labels", [&](auto& ts) { ts["labels"][0] = classes + 91; }},
+      {"a negative label", "labels", [](auto& ts) { ts["labels"][0] = -1; }},
+      {"an answer past the last class", "vlm_answer", [&](auto& ts) { ts["vlm_answer"][0] = classes; }},
+      {"one feature row short", "features", [](auto& ts) { ts["features"] = ts["features"].narrow(0, 1, ts["features"].size(0) - 1); }},
+      {"scores of another label set", "vlm_scores", [&](auto& ts) { ts["vlm_scores"] = torch::zeros({ts["index"].size(0), classes + 1}); }},
+      {"float labels", "labels", [](auto& ts) { ts["labels"] = ts["labels"].to(torch::kFloat32); }},
+  };
+  for (const auto& c : cases) {
+    test::TempDir dir;
+    test::copy_tree(w.extract("test").out, dir / "test");
+    const std::string shard = dir / "test/shard-00000.safetensors";
+    const auto meta = Checkpoint(shard).metadata();
+    std::map<std::string, torch::Tensor> ts;
+    for (auto& [k, v] : load_tensors(shard)) ts[k] = v.clone();
+    c.corrupt(ts);
+    save_tensors(shard, ts, meta);
+    try {
+      FeatureCache::load(dir / "test");
+      ADD_FAILURE() << c.what << " was read";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("shard-00000.safetensors: tensor '" + c.tensor + "'"), std::string::npos) << c.what << ": " << msg;
+    }
+  }
+}
+
+// A head or gate file whose configuration is out of range or of the wrong type is refused naming
+// the file and the field, before a module of that size is built.
+TEST(Pipeline, CorruptHeadAndGateConfigsAreRefused) {
+  test::TempDir dir;
+  const json head = {{"in_dim", 64}, {"hidden", {32}}, {"num_classes", 8}, {"dropout", 0.1}};
+  struct Case {
+    std::string pointer;
+    json value;
+    std::string field;
+  };
+  const Case head_cases[] = {{"/in_dim", -1, "in_dim"},
+                             {"/in_dim", int64_t{1} << 40, "in_dim"},
+                             {"/hidden/0", 0, "hidden[0]"},
+                             {"/num_classes", 0, "num_classes"},
+                             {"/num_classes", "eight", "num_classes"},
+                             {"/dropout", 1.5, "dropout"}};
+  for (const auto& c : head_cases) {
+    json bad = head;
+    bad[json::json_pointer(c.pointer)] = c.value;
+    const std::string path = dir / "head.safetensors";
+    save_tensors(path, NamedTensors{}, {{"emovlm.head", bad.dump()}});
+    try {
+      load_distill_head(path);
+      ADD_FAILURE() << c.pointer << " = " << c.value.dump() << " was accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(path), std::string::npos) << msg;
+      EXPECT_NE(msg.find(c.field), std::string::npos) << msg;
+    }
+  }
+  const std::string gate = dir / "gate.safetensors";
+  save_tensors(gate, NamedTensors{}, {{"emovlm.gate", json({{"kind", "mlp"}, {"num_classes", -3}}).dump()}});
+  try {
+    load_gate(gate);
+    ADD_FAILURE() << "a gate of -3 classes was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_classes"), std::string::npos) << e.what();
+  }
+  save_tensors(gate, NamedTensors{}, {{"emovlm.gate", "[1e999"}});
+  try {
+    load_gate(gate);
+    ADD_FAILURE() << "metadata that is not JSON was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("metadata emovlm.gate is not valid"), std::string::npos) << e.what();
   }
 }
 

@@ -125,6 +125,7 @@ TEST(SafeTensors, BadFilesGiveClearErrors) {
       {"no_offsets", R"({"a":{"dtype":"F32","shape":[2]}})", ok_data, "data_offsets"},
       {"bad_metadata", R"({"__metadata__":{"k":1}})", "", "__metadata__"},
       {"overflow", R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", ok_data, "overflows"},
+      {"number_out_of_range", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[1e999,8]}})", ok_data, "invalid JSON"},
   };
   for (const auto& c : cases) {
     std::string path = dir / (c.name + ".safetensors");

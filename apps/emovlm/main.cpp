@@ -37,7 +37,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
-    std::cerr << "emovlm: error: " << e.what() << std::endl;
+    // libtorch's errors append "Exception raised from ..." and a stack of frames: the first part
+    // is the message; the rest is for libtorch's developers, not for the person at the terminal.
+    std::string what = e.what();
+    const size_t trace = what.find("\nException raised from ");
+    if (trace != std::string::npos) what.resize(trace);
+    std::cerr << "emovlm: error: " << what << std::endl;
+    return 1;
+  } catch (...) {
+    std::cerr << "emovlm: error: an unknown exception" << std::endl;
     return 1;
   }
   return 0;

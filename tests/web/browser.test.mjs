@@ -90,7 +90,7 @@ test('the page shows what predict --json gives, for every format and every way i
   assert.equal(await page.evaluate(() => document.activeElement.id), 'drop');
   // waitForFileChooser turns on Chromium's file-chooser interception without waiting for it; a key
   // press that overtakes it opens headless Chromium's own (invisible, cancelled) dialog instead. A
-  // round trip on the page's session after it makes sure interception is on before Enter.
+  // round trip over the page's DevTools connection after it makes sure interception is on before Enter.
   const chooserOpened = page.waitForFileChooser({ timeout: 60000 });
   await page.evaluate(() => 0);
   await page.keyboard.press('Enter');

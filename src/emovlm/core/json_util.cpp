@@ -9,7 +9,7 @@ json read_json_file(const std::string& path) {
   std::string text = read_file(path);
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers out of range such as 1e999
     throw Error(cat(path, ": invalid JSON: ", e.what()));
   }
 }

@@ -92,7 +92,7 @@ std::shared_ptr<SafeTensorsFile> SafeTensorsFile::open(const std::string& path) 
   json header;
   try {
     header = json::parse(base + 8, base + 8 + header_len, cb);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers out of range such as 1e999
     throw fail(cat("invalid JSON header: ", e.what()));
   }
   if (!duplicate.empty()) throw fail(cat("duplicate tensor name '", duplicate, "'"));

@@ -17,8 +17,9 @@ namespace fs = std::filesystem;
 double LoraConfig::scaling() const { return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r; }
 
 void LoraConfig::validate() const {
-  check(r > 0, cat("LoRA rank must be positive, got ", r));
-  check(alpha > 0 && dropout >= 0 && dropout < 1, "LoRA alpha must be positive and dropout in [0, 1)");
+  check_range(r, 1, 65536, "LoRA rank r");
+  check_positive_finite(alpha, 1e6, "LoRA lora_alpha");
+  check(dropout >= 0 && dropout < 1, cat("LoRA lora_dropout ", dropout, " must be in [0, 1)"));
   check(!target_modules.empty(), "LoRA needs at least one target module");
 }
 
@@ -31,11 +32,15 @@ LoraConfig LoraConfig::from_json(const json& j, const std::string& where) {
   c.dropout = json_optional<double>(j, "lora_dropout", c.dropout, where);
   c.use_rslora = json_optional<bool>(j, "use_rslora", false, where);
   if (j.contains("target_modules") && j["target_modules"].is_array())
-    c.target_modules = j["target_modules"].get<std::vector<std::string>>();
+    c.target_modules = json_required<std::vector<std::string>>(j, "target_modules", where);
   if (json_optional<bool>(j, "use_dora", false, where)) throw Error(cat(where, ": DoRA adapters are not supported"));
   if (j.contains("rank_pattern") && j["rank_pattern"].is_object() && !j["rank_pattern"].empty())
     throw Error(cat(where, ": per-module ranks (rank_pattern) are not supported"));
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(cat(where, ": ", e.what()));
+  }
   return c;
 }
 

@@ -9,7 +9,24 @@
 
 namespace emovlm {
 
+// Upper bounds well above every published model (Qwen2-VL-72B: hidden 8192, intermediate 29568,
+// vocabulary 152064, 80 layers) that keep a corrupt config from asking for terabytes.
+constexpr int64_t kMaxWidth = int64_t{1} << 20;
+constexpr int64_t kMaxVocab = int64_t{1} << 22;
+constexpr int64_t kMaxLayers = 4096;
+
 void Qwen2VLVisionConfig::validate() const {
+  check_range(depth, 1, kMaxLayers, "vision_config.depth");
+  check_range(embed_dim, 1, kMaxWidth, "vision_config.embed_dim");
+  check_range(num_heads, 1, kMaxWidth, "vision_config.num_heads");
+  check_range(in_chans, 1, 16, "vision_config.in_chans");
+  check_range(hidden_size, 1, kMaxWidth, "vision_config.hidden_size");
+  check_range(patch_size, 1, 1024, "vision_config.patch_size");
+  check_range(spatial_merge_size, 1, 64, "vision_config.spatial_merge_size");
+  check_range(temporal_patch_size, 1, 64, "vision_config.temporal_patch_size");
+  check_positive_finite(mlp_ratio, 64, "vision_config.mlp_ratio");
+  check_range(mlp_dim(), 1, kMaxWidth, "vision_config.embed_dim * mlp_ratio");
+  check_positive_finite(layer_norm_eps, 1, "vision_config.layer_norm_eps");
   check(depth > 0 && embed_dim > 0 && num_heads > 0 && embed_dim % num_heads == 0,
         cat("vision_config: embed_dim ", embed_dim, " must be a positive multiple of num_heads ", num_heads));
   check(head_dim() % 4 == 0, cat("vision_config: head dim ", head_dim(), " must be a multiple of 4 (2-D rotary)"));
@@ -18,6 +35,15 @@ void Qwen2VLVisionConfig::validate() const {
 }
 
 void Qwen2VLTextConfig::validate() const {
+  check_range(vocab_size, 1, kMaxVocab, "vocab_size");
+  check_range(hidden_size, 1, kMaxWidth, "hidden_size");
+  check_range(intermediate_size, 1, kMaxWidth, "intermediate_size");
+  check_range(num_hidden_layers, 1, kMaxLayers, "num_hidden_layers");
+  check_range(num_attention_heads, 1, kMaxWidth, "num_attention_heads");
+  check_range(num_key_value_heads, 1, kMaxWidth, "num_key_value_heads");
+  for (int k = 0; k < 3; ++k) check_range(mrope_section[k], 0, kMaxWidth, cat("mrope_section[", k, "]"));
+  check_positive_finite(rms_norm_eps, 1, "rms_norm_eps");
+  check_positive_finite(rope_theta, 1e12, "rope_theta");
   check(hidden_size > 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
         cat("text config: hidden_size ", hidden_size, " must be a positive multiple of num_attention_heads ",
             num_attention_heads));

@@ -80,6 +80,18 @@ json VitConfig::to_json() const {
 }
 
 void VitConfig::validate() const {
+  constexpr int64_t kMaxWidth = int64_t{1} << 20;
+  check_range(hidden_size, 1, kMaxWidth, "ViT: hidden_size");
+  check_range(num_hidden_layers, 1, 4096, "ViT: num_hidden_layers");
+  check_range(num_attention_heads, 1, kMaxWidth, "ViT: num_attention_heads");
+  check_range(intermediate_size, 1, kMaxWidth, "ViT: intermediate_size");
+  check_range(image_size, 1, 16384, "ViT: image_size");
+  check_range(patch_size, 1, 1024, "ViT: patch_size");
+  check_range(num_channels, 1, 16, "ViT: num_channels");
+  check_range(num_labels, 1, 1 << 20, "ViT: num_labels");
+  check_positive_finite(layer_norm_eps, 1, "ViT: layer_norm_eps");
+  check(hidden_dropout_prob >= 0 && hidden_dropout_prob < 1,
+        cat("ViT: hidden_dropout_prob ", hidden_dropout_prob, " must be in [0, 1)"));
   check(hidden_size > 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
         cat("ViT: hidden_size ", hidden_size, " must be a positive multiple of num_attention_heads ", num_attention_heads));
   check(patch_size > 0 && image_size % patch_size == 0,

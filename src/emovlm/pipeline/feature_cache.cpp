@@ -279,8 +279,63 @@ json extract_features(const ExtractOptions& o) {
   return manifest;
 }
 
+namespace {
+
+// A shard holds one row per cached image in every tensor: features [N, D], teacher_logits and
+// vlm_scores [N, C], vlm_answer [N] in -1..C-1 (-1: no parseable answer), labels [N] in 0..C-1,
+// index [N] (checked against the manifest by the caller). Anything else is refused here, naming
+// the shard, before it reaches a loss or an indexing op.
+void check_shard(const std::string& shard, const std::map<std::string, torch::Tensor>& ts, int64_t classes) {
+  for (const char* key : {"features", "teacher_logits", "vlm_scores", "vlm_answer", "labels", "index"})
+    if (!ts.count(key)) throw Error(cat(shard, ": missing tensor '", key, "'"));
+  const int64_t n = ts.at("index").dim() == 1 ? ts.at("index").size(0) : -1;
+  auto expect = [&](const char* key, int64_t width, bool integral) {
+    const torch::Tensor& x = ts.at(key);
+    const bool ok = width < 0 ? x.dim() == 1 && x.size(0) == n
+                              : x.dim() == 2 && x.size(0) == n && (width == 0 || x.size(1) == width);
+    if (!ok || n < 0)
+      throw Error(cat(shard, ": tensor '", key, "' has shape ", shape_str(x.sizes().vec()), "; expected ",
+                      width < 0 ? cat("[", n, "]") : width == 0 ? cat("[", n, ", D]") : cat("[", n, ", ", width, "]"),
+                      " (one row per cached image, ", classes, " classes)"));
+    if (integral != !x.is_floating_point())
+      throw Error(cat(shard, ": tensor '", key, "' has dtype ", x.scalar_type(), "; expected ",
+                      integral ? "an integer type" : "a floating-point type"));
+  };
+  expect("index", -1, true);
+  expect("features", 0, false);
+  expect("teacher_logits", classes, false);
+  expect("vlm_scores", classes, false);
+  expect("vlm_answer", -1, true);
+  expect("labels", -1, true);
+  auto in_range = [&](const char* key, int64_t lo) {
+    const torch::Tensor& x = ts.at(key);
+    if (n == 0) return;
+    const int64_t mn = x.min().item<int64_t>(), mx = x.max().item<int64_t>();
+    if (mn < lo || mx >= classes)
+      throw Error(cat(shard, ": tensor '", key, "' holds ", mn < lo ? mn : mx, ", outside ", lo, "..", classes - 1,
+                      " (the manifest's ", classes, " labels)"));
+  };
+  in_range("labels", 0);
+  in_range("vlm_answer", -1);
+}
+
+FeatureCache read_cache(const std::string& dir, const std::string& mpath);
+
+}  // namespace
+
 FeatureCache FeatureCache::load(const std::string& dir) {
   const std::string mpath = (fs::path(dir) / "manifest.json").string();
+  try {
+    return read_cache(dir, mpath);
+  } catch (const json::exception& e) {  // a field of the wrong type or missing in the manifest
+    throw Error(cat(mpath, ": not a valid feature cache manifest (", e.what(), ")"));
+  }
+}
+
+namespace {
+
+// FeatureCache::load without the boundary that names the manifest in JSON errors.
+FeatureCache read_cache(const std::string& dir, const std::string& mpath) {
   if (!file_exists(mpath)) throw Error(cat(dir, ": not a feature cache (no manifest.json)"));
   FeatureCache c;
   c.dir = dir;
@@ -306,8 +361,7 @@ FeatureCache FeatureCache::load(const std::string& dir) {
                         field("inputs"), ") than the manifest's (split ", split, ", inputs ", want, ")"));
     }
     auto ts = load_tensors(shard);
-    for (const char* key : {"features", "teacher_logits", "vlm_scores", "vlm_answer", "labels", "index"})
-      if (!ts.count(key)) throw Error(cat(dir, "/", sh["file"].get<std::string>(), ": missing tensor '", key, "'"));
+    check_shard(shard, ts, static_cast<int64_t>(c.labels.size()));
     f.push_back(ts["features"].to(torch::kFloat32));
     t.push_back(ts["teacher_logits"].to(torch::kFloat32));
     s.push_back(ts["vlm_scores"].to(torch::kFloat32));
@@ -331,6 +385,8 @@ FeatureCache FeatureCache::load(const std::string& dir) {
   c.targets = torch::cat(y);
   return c;
 }
+
+}  // namespace
 
 torch::Tensor FeatureCache::vlm_input(const std::string& kind) const {
   if (kind == "scores") return torch::softmax(vlm_scores, -1);

@@ -50,7 +50,13 @@ json module_config(const std::string& path, const std::string& key) {
   auto m = ck.metadata();
   auto it = m.find(key);
   if (it == m.end()) throw Error(cat(path, ": no '", key, "' metadata; not written by emovlm"));
-  return json::parse(it->second);
+  try {
+    json c = json::parse(it->second);
+    if (!c.is_object()) throw Error("not a JSON object");
+    return c;
+  } catch (const std::exception& e) {
+    throw Error(cat(path, ": metadata ", key, " is not valid: ", e.what()));
+  }
 }
 
 void load_module(const std::string& path, torch::nn::Module& m) {
@@ -171,8 +177,22 @@ json train_distill_head(const DistillOptions& o) {
 DistillHead load_distill_head(const std::string& dir, json* config) {
   const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "head.safetensors").string() : dir;
   json c = module_config(p, "emovlm.head");
-  DistillHead head(c["in_dim"].get<int64_t>(), c["hidden"].get<std::vector<int64_t>>(), c["num_classes"].get<int64_t>(),
-                   c.value("dropout", 0.1));
+  const std::string where = p + ": metadata emovlm.head";
+  const int64_t in_dim = json_required<int64_t>(c, "in_dim", where);
+  const auto hidden = json_required<std::vector<int64_t>>(c, "hidden", where);
+  const int64_t classes = json_required<int64_t>(c, "num_classes", where);
+  const double dropout = json_optional<double>(c, "dropout", 0.1, where);
+  try {
+    constexpr int64_t kMaxWidth = int64_t{1} << 20;
+    check_range(in_dim, 1, kMaxWidth, "in_dim");
+    check_range(static_cast<int64_t>(hidden.size()), 0, 64, "the number of hidden layers");
+    for (size_t i = 0; i < hidden.size(); ++i) check_range(hidden[i], 1, kMaxWidth, cat("hidden[", i, "]"));
+    check_range(classes, 1, kMaxWidth, "num_classes");
+    check(dropout >= 0 && dropout < 1, cat("dropout ", dropout, " must be in [0, 1)"));
+  } catch (const Error& e) {
+    throw Error(cat(where, ": ", e.what()));
+  }
+  DistillHead head(in_dim, hidden, classes, dropout);
   load_module(p, *head);
   head->set_compute_dtype(parse_dtype(c.value("compute_dtype", "f32"), "compute_dtype"));
   head->eval();
@@ -240,7 +260,14 @@ json train_gate(const GateOptions& o) {
 Gate load_gate(const std::string& dir, json* config) {
   const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "gate.safetensors").string() : dir;
   json c = module_config(p, "emovlm.gate");
-  Gate g(c["kind"].get<std::string>(), c["num_classes"].get<int64_t>());
+  const std::string where = p + ": metadata emovlm.gate";
+  const int64_t classes = json_required<int64_t>(c, "num_classes", where);
+  try {
+    check_range(classes, 1, int64_t{1} << 20, "num_classes");
+  } catch (const Error& e) {
+    throw Error(cat(where, ": ", e.what()));
+  }
+  Gate g(json_required<std::string>(c, "kind", where), classes);
   load_module(p, *g);
   g->eval();
   if (config) *config = c;

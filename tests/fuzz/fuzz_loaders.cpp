@@ -1,0 +1,69 @@
+// libFuzzer harness for the loaders that read files users download or copy around: a safetensors
+// file, a tokenizer.json and a Qwen2-VL config.json. The first byte picks the loader, the rest is
+// the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
+// any other exception escapes and libFuzzer reports it, as it does crashes, leaks and UB.
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/core/safetensors.h"
+#include "emovlm/models/qwen2vl_config.h"
+#include "emovlm/text/tokenizer.h"
+
+namespace {
+
+// The loaders read paths (safetensors maps its file), so each input goes through one scratch file.
+struct Scratch {
+  std::string path = "/tmp/emovlm-fuzz-loaders-" + std::to_string(getpid());
+  ~Scratch() { std::remove(path.c_str()); }
+};
+
+const std::string& scratch_path() {
+  static const Scratch scratch;
+  return scratch.path;
+}
+
+void write_scratch(const uint8_t* data, size_t size) {
+  FILE* f = std::fopen(scratch_path().c_str(), "wb");
+  if (!f) __builtin_trap();
+  if (size && std::fwrite(data, 1, size, f) != size) __builtin_trap();
+  std::fclose(f);
+}
+
+void load(uint8_t which) {
+  const std::string& path = scratch_path();
+  switch (which % 3) {
+    case 0: {
+      auto file = emovlm::SafeTensorsFile::open(path);
+      for (const auto& t : file->tensors()) (void)t.nbytes;
+      break;
+    }
+    case 1: {
+      auto tok = emovlm::Tokenizer::from_file(path);
+      (void)tok.encode("Hello, world! 123 \xE2\x9C\xA8 <|im_start|>user");
+      break;
+    }
+    case 2:
+      (void)emovlm::Qwen2VLConfig::from_json(emovlm::read_json_file(path), path);
+      break;
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  write_scratch(data + 1, size - 1);
+  try {
+    load(data[0]);
+  } catch (const emovlm::Error&) {
+    // refused with a message: what a loader is for
+  }
+  return 0;
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Seeds for tests/fuzz/fuzz_loaders.cpp: the first byte picks the loader (0 safetensors,
+1 tokenizer.json, 2 Qwen2-VL config.json), the rest is a small valid file of that kind made from
+the tiny reference model in tests/data/reference/qwen2vl_tiny. Run from the repository root:
+    python3 tests/fuzz/make_loader_corpus.py
+"""
+import json
+import os
+import struct
+
+REF = "tests/data/reference/qwen2vl_tiny"
+OUT = "tests/fuzz/corpus/loaders"
+
+
+def safetensors(tensors, metadata=None):
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def small_tokenizer():
+    """The tiny model's tokenizer.json cut to its byte-level alphabet, 40 merges and the added tokens."""
+    with open(os.path.join(REF, "tokenizer.json"), encoding="utf-8") as f:
+        t = json.load(f)
+    merges = t["model"]["merges"][:40]
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]
+    vocab = t["model"]["vocab"]
+    keep = {tok for tok, i in vocab.items() if len(tok) == 1}
+    keep |= {a + b for a, b in pairs} | {a for a, _ in pairs} | {b for _, b in pairs}
+    kept = sorted((i, tok) for tok, i in vocab.items() if tok in keep)
+    t["model"]["vocab"] = {tok: n for n, (_, tok) in enumerate(kept)}  # ids 0..n-1, added tokens after
+    for n, added in enumerate(t["added_tokens"]):
+        added["id"] = len(kept) + n
+    t["model"]["merges"] = merges
+    return json.dumps(t, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    seeds = {
+        "safetensors_two": b"\0" + safetensors({"a": ("F32", [2, 2], struct.pack("<4f", 1, 2, 3, 4)),
+                                                 "b": ("BF16", [3], b"\x80\x3f" * 3)}, {"format": "pt"}),
+        "safetensors_empty": b"\0" + safetensors({}),
+        "tokenizer_small": b"\1" + small_tokenizer(),
+        "config_tiny": b"\2" + open(os.path.join(REF, "config.json"), "rb").read(),
+    }
+    for name, data in seeds.items():
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(data)
+        print(f"{OUT}/{name}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+// The fuzzers' seeds are valid files of their kind, so fuzzing starts from inputs a loader accepts
+// and mutates towards its edges (a seed every loader refuses would only exercise the first check).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "emovlm/core/files.h"
+#include "emovlm/core/safetensors.h"
+#include "emovlm/text/tokenizer.h"
+#include "test_util.h"
+
+using namespace emovlm;
+
+namespace {
+
+// Seed NAME of the loaders corpus without its first (loader-selecting) byte, written to DIR.
+std::string seed_file(const test::TempDir& dir, const std::string& name, char loader) {
+  const std::string bytes = read_file(std::string(EMOVLM_TEST_DATA_DIR) + "/../fuzz/corpus/loaders/" + name);
+  EXPECT_FALSE(bytes.empty()) << name;
+  EXPECT_EQ(bytes.at(0), loader) << name << " is not a seed for loader " << int(loader);
+  const std::string path = dir / name;
+  write_file_atomic(path, bytes.substr(1));
+  return path;
+}
+
+}  // namespace
+
+TEST(FuzzCorpus, LoaderSeedsAreAccepted) {
+  test::TempDir dir;
+  EXPECT_EQ(SafeTensorsFile::open(seed_file(dir, "safetensors_two", 0))->tensors().size(), 2u);
+  EXPECT_TRUE(SafeTensorsFile::open(seed_file(dir, "safetensors_empty", 0))->tensors().empty());
+  const Tokenizer tok = Tokenizer::from_file(seed_file(dir, "tokenizer_small", 1));
+  EXPECT_FALSE(tok.encode("Hello, world!").empty());
+}
