@@ -84,6 +84,8 @@ TEST(SafeTensors, RoundTripEveryDtypeAndMetadata) {
 }
 
 TEST(SafeTensors, ReadsReferenceCheckpoint) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model-bf16.safetensors");
   auto f = SafeTensorsFile::open(test::ref_path("qwen2vl_tiny/model.safetensors"));
   const TensorView& w = f->get("visual.merger.mlp.0.weight");
   EXPECT_EQ(w.dtype, DType::F32);
@@ -94,6 +96,7 @@ TEST(SafeTensors, ReadsReferenceCheckpoint) {
 }
 
 TEST(SafeTensors, MissingTensorNamesFileAndTensor) {
+  EMOVLM_NEED_FIXTURE("heads/expected.safetensors");
   auto f = SafeTensorsFile::open(test::ref_path("heads/expected.safetensors"));
   try {
     f->get("no.such.tensor");
@@ -227,6 +230,7 @@ TEST(Checkpoint, ShardedIndex) {
 }
 
 TEST(Checkpoint, SingleFileDirectory) {
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   Checkpoint ck(test::ref_path("vit_tiny"));
   EXPECT_TRUE(ck.contains("classifier.weight"));
   EXPECT_TRUE(ck.contains("vit.embeddings.patch_embeddings.projection.weight"));
