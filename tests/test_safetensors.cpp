@@ -165,8 +165,10 @@ TEST(SafeTensors, TruncatedAndOversizedHeaders) {
     f.write(reinterpret_cast<const char*>(&n), 8);
   }
   EXPECT_NE(open_error(dir / "huge.safetensors").find("100 MB"), std::string::npos);
-  // a real file cut in the middle of its data
-  std::string good = read_file(test::ref_path("heads/expected.safetensors"));
+  // a valid file cut in the middle of its data
+  float values[16] = {};
+  save_safetensors(dir / "good.safetensors", {view("v", DType::F32, {16}, values)});
+  std::string good = read_file(dir / "good.safetensors");
   write_file_atomic(dir / "cut.safetensors", good.substr(0, good.size() - 10));
   EXPECT_NE(open_error(dir / "cut.safetensors").find("outside the data"), std::string::npos);
   EXPECT_NE(open_error(dir / "missing.safetensors").find("cannot open"), std::string::npos);
