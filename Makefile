@@ -59,7 +59,7 @@ build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 test: build test-deps
-	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -LE "gpu|slow"
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -LE gpu
 
 # The whole pipeline on built-in data with tiny models (see README.md).
 demo: build

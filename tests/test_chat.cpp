@@ -37,6 +37,7 @@ std::vector<ChatMessage> messages_of(const std::string& text) {
 }  // namespace
 
 TEST(Chat, RendersEveryFixturePrompt) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
   json cases = read_json_file(test::ref_path("qwen2vl_tiny/cases.json"));
   const LabelSet mikels = LabelSet::from_spec("mikels8");
   for (const auto& p : cases["prompts"]) {

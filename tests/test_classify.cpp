@@ -8,6 +8,7 @@
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/paths.h"
+#include "emovlm/data/labels.h"
 #include "emovlm/pipeline/classify.h"
 #include "test_util.h"
 
@@ -33,14 +34,27 @@ std::vector<json> run(VlmClassifier& c, const std::vector<std::string>& paths) {
   return out;
 }
 
+// The fixture's image files (cases.json), at least `n` of them (repeated when it has fewer).
+std::vector<std::string> fixture_images(size_t n) {
+  std::vector<std::string> out;
+  const std::vector<test::RefImage> ims = test::reference_images();
+  if (ims.empty()) throw Error("cases.json lists no image");
+  for (size_t i = 0; out.size() < std::max(n, ims.size()); ++i) out.push_back(ims[i % ims.size()].path);
+  return out;
+}
+
+std::string extension(const std::string& path) { return fs::path(path).extension().string(); }
+
 }  // namespace
 
 TEST(Classify, InOrderWithUnreadableImagesInTheirPlaceAndBatchesEqualToAlone) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   test::TempDir tmp;
   const std::string bad = tmp / "bad.png";
   std::ofstream(bad) << "not an image";
-  const std::vector<std::string> paths = {test::ref_path("images/img_a.png"), test::ref_path("images/img_b.png"), bad,
-                                          test::ref_path("images/img_c.jpg"), test::ref_path("images/img_d.png")};
+  const std::vector<std::string> ims = fixture_images(4);
+  const std::vector<std::string> paths = {ims[0], ims[1], bad, ims[2], ims[3]};
   VlmClassifier alone(tiny(1)), batched(tiny(3));
   const std::vector<json> a = run(alone, paths), b = run(batched, paths);
   ASSERT_EQ(a.size(), paths.size());
@@ -67,11 +81,13 @@ TEST(Classify, InOrderWithUnreadableImagesInTheirPlaceAndBatchesEqualToAlone) {
 }
 
 TEST(Classify, GenerateModeAnswersAndRefusesBatches) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   ClassifyOptions o = tiny();
   o.mode = "generate";
   o.max_new_tokens = 4;
   VlmClassifier c(o);
-  const std::vector<json> r = run(c, {test::ref_path("images/img_c.jpg")});
+  const std::vector<json> r = run(c, {fixture_images(1).back()});
   ASSERT_EQ(r.size(), 1u);
   EXPECT_TRUE(r[0].contains("answer"));
   // the label is what the reference's parsing reads in the answer; no answer, no class
@@ -85,17 +101,68 @@ TEST(Classify, GenerateModeAnswersAndRefusesBatches) {
   EXPECT_THROW(VlmClassifier{bad}, Error);
 }
 
+namespace {
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+}  // namespace
+
+// Sampling draws an image's answer from prompt_seed(--seed, its pixels): the same answers in any
+// order and in `emovlm chat` given the same prompt; another seed, other answers.
+TEST(Classify, GenerateModeSeedsEachImageByItsContent) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
+  ClassifyOptions o = tiny();
+  o.mode = "generate";
+  o.max_new_tokens = 6;
+  o.seed = 5;
+  VlmClassifier c(o);
+  const std::vector<std::string> ims = fixture_images(3);
+  const std::vector<std::string> paths = {ims[0], ims[1], ims[2]}, reversed = {ims[2], ims[1], ims[0]};
+  const std::vector<json> a = run(c, paths), b = run(c, reversed);
+  ASSERT_EQ(a.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(a[i].contains("answer")) << a[i].dump();
+    EXPECT_EQ(a[i]["answer"], b[2 - i]["answer"]) << paths[i];
+  }
+  o.seed = 6;
+  VlmClassifier other(o);
+  const std::vector<json> d = run(other, paths);
+  int differ = 0;
+  for (size_t i = 0; i < 3; ++i) differ += d[i]["answer"] != a[i]["answer"];
+  EXPECT_GT(differ, 0) << "another seed drew the same answers";
+  // chat with the categorical prompt and the same seed answers as classify
+  const std::string prompt = categorical_prompt(LabelSet::from_spec(o.labels));
+  const std::string cmd = std::string(EMOVLM_CLI_PATH) + " -q chat --model " + shell_quote(o.vlm) +
+                          " --dtype f32 --device cpu --temperature 0.8 --seed 5 --max-new-tokens 6 --image " +
+                          shell_quote(paths[0]) + " --system " + shell_quote(kEmotionSystemMessage) + " --prompt " +
+                          shell_quote(prompt) + " 2>/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  EXPECT_EQ(pclose(pipe), 0) << cmd;
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  EXPECT_EQ(out, a[0]["answer"].get<std::string>());
+}
+
 TEST(Classify, EvaluatesALabelledSplit) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   test::TempDir tmp;
   const std::string root = tmp / "data";
   for (const char* label : {"amusement", "sadness", "fear"}) {
     fs::create_directories(root + "/train/" + label);
     fs::create_directories(root + "/test/" + label);
-    fs::copy_file(test::ref_path("images/img_d.png"), root + "/train/" + label + "/x.png");
+    test::write_test_image(root + "/train/" + label + "/x.png", 40, 90, 30);
   }
-  fs::copy_file(test::ref_path("images/img_a.png"), root + "/test/amusement/a.png");
-  fs::copy_file(test::ref_path("images/img_b.png"), root + "/test/amusement/b.png");
-  fs::copy_file(test::ref_path("images/img_c.jpg"), root + "/test/sadness/c.jpg");
+  const std::vector<std::string> ims = fixture_images(3);
+  fs::copy_file(ims[0], root + "/test/amusement/a" + extension(ims[0]));
+  fs::copy_file(ims[1], root + "/test/amusement/b" + extension(ims[1]));
+  fs::copy_file(ims[2], root + "/test/sadness/c" + extension(ims[2]));
   test::write_test_image(root + "/test/fear/d.png", 40, 30, 200);
   std::ofstream(root + "/test/fear/broken.png") << "truncated";
   VlmClassifier c(tiny(2));
@@ -128,18 +195,17 @@ TEST(Classify, EvaluatesALabelledSplit) {
 }
 
 TEST(Classify, EvaluationResumesFromItsJournal) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   test::TempDir tmp;
   test::InDir in(tmp.path());  // relative paths, as users give them
   const std::string root = "data";
   const char* labels[] = {"amusement", "sadness", "fear"};
-  const char* images[] = {"img_a.png", "img_b.png", "img_c.jpg", "img_d.png"};
-  for (const char* label : labels) {
-    fs::create_directories(root + "/train/" + label);
-    fs::copy_file(test::ref_path("images/img_d.png"), root + "/train/" + label + "/x.png");
-  }
+  const std::vector<std::string> images = fixture_images(4);
+  for (const char* label : labels) test::write_test_image(root + "/train/" + label + "/x.png", 40, 90, 30);
   for (int i = 0; i < 4; ++i) {
     fs::create_directories(root + "/test/" + labels[i % 3]);
-    fs::copy_file(test::ref_path(std::string("images/") + images[i]), root + "/test/" + labels[i % 3] + "/" + images[i]);
+    fs::copy_file(images[i], root + "/test/" + labels[i % 3] + "/" + std::to_string(i) + extension(images[i]));
   }
   fs::create_directories("runs");
   const std::string journal = "runs/report.json.partial.jsonl";

@@ -40,12 +40,14 @@ Qwen2VLInputs prompt_inputs(const json& cases, const std::map<std::string, torch
   in.attention_mask = torch::ones_like(in.input_ids);
   if (!p["image"].is_null()) {
     const std::string img = p["image"];
+    std::string proc = "pil";
     for (const auto& im : cases["images"])
       if (im["name"] == img) {
-        auto g = im["grid_thw.pil"].get<std::vector<int64_t>>();
+        proc = im.value("reference_processor", proc);
+        auto g = im["grid_thw." + proc].get<std::vector<int64_t>>();
         in.grids = {{g[0], g[1], g[2]}};
       }
-    in.pixel_values = exp.at(img + ".pixel_values.pil");
+    in.pixel_values = exp.at(img + ".pixel_values." + proc);
   }
   return in;
 }
@@ -108,6 +110,7 @@ TEST(Gpu, CudaGraphReplaysRecordedWork) {
 
 TEST(Gpu, Qwen2VLBfloat16) {
   REQUIRE_CUDA();
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/calibration.json");
   json cases = read_json_file(qdir() + "/cases.json");
   json cal = read_json_file(qdir() + "/calibration.json")["cuda.bfloat16"];
   auto exp = load_tensors(qdir() + "/expected.safetensors");
@@ -123,6 +126,7 @@ TEST(Gpu, Qwen2VLBfloat16) {
 
 TEST(Gpu, LabelScores) {
   REQUIRE_CUDA();
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/extra_cases.json");
   json cases = read_json_file(qdir() + "/cases.json");
   json extra = read_json_file(qdir() + "/extra_cases.json");
   auto exp = load_tensors(qdir() + "/expected.safetensors");

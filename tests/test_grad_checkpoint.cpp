@@ -73,16 +73,23 @@ TEST(GradCheckpoint, NoGradModeIsAPlainCall) {
 // The SFT loss of the tiny Qwen2-VL with LoRA (dropout on): layer gradients with and without
 // checkpointing agree.
 TEST(GradCheckpoint, Qwen2VLLoraGradientsAgree) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const std::string dir = test::ref_path("qwen2vl_tiny");
   json sft = read_json_file(dir + "/cases.json")["sft"];
   auto expected = load_tensors(dir + "/expected.safetensors");
   json cases = read_json_file(dir + "/cases.json");
   std::vector<int64_t> grid;
+  std::string proc = "pil";
   for (const auto& im : cases["images"])
-    if (im["name"] == sft["image"]) grid = im["grid_thw.pil"].get<std::vector<int64_t>>();
+    if (im["name"] == sft["image"]) {
+      proc = im.value("reference_processor", proc);
+      grid = im["grid_thw." + proc].get<std::vector<int64_t>>();
+    }
+  ASSERT_EQ(grid.size(), 3u) << "cases.json has no image " << sft["image"];
   torch::Tensor ids = torch::tensor(sft["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
   torch::Tensor labels = torch::tensor(sft["labels"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
-  Qwen2VLInputs in{ids, torch::ones_like(ids), expected.at(sft["image"].get<std::string>() + ".pixel_values.pil"),
+  Qwen2VLInputs in{ids, torch::ones_like(ids), expected.at(sft["image"].get<std::string>() + ".pixel_values." + proc),
                    {{grid[0], grid[1], grid[2]}}};
 
   auto run = [&](bool recompute) {

@@ -16,6 +16,8 @@ TEST(DistillHead, ParameterCountsOfThePaper) {
 }
 
 TEST(KDLoss, MatchesReference) {
+  EMOVLM_NEED_FIXTURE("heads/cases.json");
+  EMOVLM_NEED_FIXTURE("heads/expected.safetensors");
   const std::string dir = test::ref_path("heads");
   json c = read_json_file(dir + "/cases.json")["kd"];
   auto t = load_tensors(dir + "/expected.safetensors");

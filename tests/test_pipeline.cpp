@@ -18,7 +18,9 @@
 #include "emovlm/core/safetensors.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/models/qwen2vl_config.h"
 #include "emovlm/pipeline/ablation.h"
+#include "emovlm/pipeline/classify.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/predictor.h"
@@ -131,7 +133,7 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
   EXPECT_EQ(m["shards"].size(), 4u);  // 16 images in shards of 5
   FeatureCache c = FeatureCache::load(x.out);
   EXPECT_EQ(c.size(), 16);
-  EXPECT_EQ(c.features.sizes(), (std::vector<int64_t>{16, 96}));
+  EXPECT_EQ(c.features.sizes(), (std::vector<int64_t>{16, Qwen2VLConfig::from_dir(w.qwen).text.hidden_size}));
   EXPECT_EQ(c.teacher_logits.size(1), 8);
   // simulate an interruption: drop the last shard from the manifest, run again, same values
   json cut = m;
@@ -389,7 +391,25 @@ TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
   ASSERT_EQ(a.size(), b.size());
   EXPECT_TRUE(torch::equal(a.vlm_scores, b.vlm_scores));
   EXPECT_TRUE(torch::equal(a.features, b.features));
-  EXPECT_TRUE((b.vlm_answer >= -1).all().item<bool>() && (b.vlm_answer < 8).all().item<bool>());
+  // each image's answer is what classify --mode generate samples for it with the same seed, and
+  // the cached class is that answer's
+  ClassifyOptions co;
+  co.vlm = w.qwen;
+  co.dtype = "f32";
+  co.device = "cpu";
+  co.mode = "generate";
+  co.max_new_tokens = gen.max_new_tokens;
+  co.temperature = gen.temperature;
+  co.seed = gen.seed;
+  VlmClassifier classifier(co);
+  ASSERT_EQ(b.vlm_text.size(), static_cast<size_t>(b.size()));
+  std::vector<json> answers;
+  classifier.classify(b.paths, [&](const json& r) { answers.push_back(r); });
+  ASSERT_EQ(answers.size(), b.vlm_text.size());
+  for (int64_t i = 0; i < b.size(); ++i) {
+    EXPECT_EQ(b.vlm_text[i], answers[i]["answer"].get<std::string>()) << b.paths[i];
+    EXPECT_EQ(b.vlm_answer[i].item<int64_t>(), parse_categorical_answer(b.vlm_text[i], classifier.labels()).index);
+  }
   ExtractOptions graph = gen;  // fixed-shape decoding is a setting of its own
   graph.cuda_graph = true;
   EXPECT_THROW(extract_features(graph), Error);
@@ -431,7 +451,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   // seen on pip torch 2.11 with MKL)
   d.compute_dtype = "f32";
   json dr = train_distill_head(d);
-  EXPECT_EQ(dr["config"]["parameters"].get<int64_t>(), 96 * 32 + 32 + 32 * 8 + 8);
+  const int64_t hidden = Qwen2VLConfig::from_dir(w.qwen).text.hidden_size;
+  EXPECT_EQ(dr["config"]["parameters"].get<int64_t>(), hidden * 32 + 32 + 32 * 8 + 8);
   const int64_t n_train = FeatureCache::load(d.cache).size();
   EXPECT_EQ(dr["optimizer_steps"].get<int64_t>(), 3 * ((n_train + 3) / 4));  // (and a warning: so few)
   GateOptions g;
@@ -452,10 +473,17 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     ASSERT_TRUE(rep["models"].contains(m)) << m;
     EXPECT_EQ(rep["models"][m]["n"].get<int64_t>(), 16) << m;
   }
-  const json& comp = rep["complementarity"]["vlm_vs_teacher"];
-  EXPECT_EQ(comp["both_right"].get<int64_t>() + comp["only_vlm"].get<int64_t>() + comp["only_teacher"].get<int64_t>() +
-                comp["both_wrong"].get<int64_t>(),
-            16);
+  {
+    // the complementarity counts of the cached answers, image by image
+    FeatureCache tc = FeatureCache::load(e.cache);
+    std::map<std::string, int64_t> want = {{"both_right", 0}, {"only_vlm", 0}, {"only_teacher", 0}, {"both_wrong", 0}};
+    for (int64_t i = 0; i < tc.size(); ++i) {
+      const int64_t t = tc.targets[i].item<int64_t>();
+      const bool v = tc.vlm_answer[i].item<int64_t>() == t, te = tc.teacher_logits[i].argmax().item<int64_t>() == t;
+      ++want[v && te ? "both_right" : v ? "only_vlm" : te ? "only_teacher" : "both_wrong"];
+    }
+    for (const auto& [k, n] : want) EXPECT_EQ(rep["complementarity"]["vlm_vs_teacher"][k].get<int64_t>(), n) << k;
+  }
   EXPECT_TRUE(file_exists(e.out + "/report.md"));
   // splits that share images are reported: none here; all of them when the "test" cache is the training one
   EXPECT_EQ(dr["val_images_in_training"].get<int64_t>(), 0);
@@ -513,10 +541,14 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     EXPECT_DOUBLE_EQ(be["models"][model]["accuracy"].get<double>(), right / 16.0) << model;
     EXPECT_DOUBLE_EQ(be["models"][model]["accuracy"].get<double>(), rep["models"][model]["accuracy"].get<double>()) << model;
   }
-  const json& c = be["complementarity"]["vlm_vs_head"];
-  EXPECT_EQ(c["both_right"].get<int64_t>() + c["only_vlm"].get<int64_t>() + c["only_head"].get<int64_t>() +
-                c["both_wrong"].get<int64_t>(),
-            16);
+  {
+    std::map<std::string, int64_t> want = {{"both_right", 0}, {"only_vlm", 0}, {"only_head", 0}, {"both_wrong", 0}};
+    for (const json& row : be["predictions"]) {
+      const bool v = row["vlm"] == row["truth"], h = row["head"] == row["truth"];
+      ++want[v && h ? "both_right" : v ? "only_vlm" : h ? "only_head" : "both_wrong"];
+    }
+    for (const auto& [k, n] : want) EXPECT_EQ(be["complementarity"]["vlm_vs_head"][k].get<int64_t>(), n) << k;
+  }
   // again with the same journal: every result read back, nothing computed
   results = 0;
   json again = evaluate_bundle(p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);

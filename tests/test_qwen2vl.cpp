@@ -11,6 +11,7 @@
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/text/chat.h"
+#include "test_sensitivity.h"
 #include "test_util.h"
 
 using namespace emovlm;
@@ -20,14 +21,16 @@ namespace {
 std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
 
 struct Fixture {
-  json cases, extra;
+  json cases, extra;  // extra: empty when extra_cases.json is absent
   std::map<std::string, torch::Tensor> expected, extra_expected;
   std::map<std::string, json> images;  // by name
   Fixture() {
     cases = read_json_file(qdir() + "/cases.json");
-    extra = read_json_file(qdir() + "/extra_cases.json");
     expected = load_tensors(qdir() + "/expected.safetensors");
-    extra_expected = load_tensors(qdir() + "/extra_expected.safetensors");
+    if (file_exists(qdir() + "/extra_cases.json")) {
+      extra = read_json_file(qdir() + "/extra_cases.json");
+      extra_expected = load_tensors(qdir() + "/extra_expected.safetensors");
+    }
     for (const auto& im : cases["images"]) images[im["name"]] = im;
   }
   GridTHW grid(const std::string& image) const {
@@ -40,18 +43,47 @@ struct Fixture {
     std::string proc = images.at(image).value("reference_processor", std::string("pil"));
     return expected.at(image + ".pixel_values." + proc);
   }
-  // The reference's left-padded batch of two prompts (extra_cases.json, batch_left_pad).
-  Qwen2VLInputs left_padded_batch() const {
+  const json& prompt(const std::string& name) const {
+    for (const auto& p : cases["prompts"])
+      if (p["name"] == name) return p;
+    throw Error("cases.json has no prompt " + name);
+  }
+  // The prompts of cases.json that have an image.
+  std::vector<json> image_prompts() const {
+    std::vector<json> out;
+    for (const auto& p : cases["prompts"])
+      if (!p["image"].is_null()) out.push_back(p);
+    return out;
+  }
+  // Fixture prompts left-padded with `pad` into one batch, as the reference pads: their input ids
+  // and the reference's pixel values.
+  Qwen2VLInputs left_padded_batch(const std::vector<json>& prompts, int64_t pad) const {
+    int64_t len = 0;
+    for (const auto& p : prompts) len = std::max<int64_t>(len, static_cast<int64_t>(p["input_ids"].size()));
+    std::vector<int64_t> ids, mask;
     Qwen2VLInputs in;
-    in.input_ids = extra_expected.at("batch_left_pad.input_ids");
-    in.attention_mask = extra_expected.at("batch_left_pad.attention_mask");
     std::vector<torch::Tensor> px;
-    for (const auto& im : extra["batch_left_pad"]["images"]) {
-      in.grids.push_back(grid(im));
-      px.push_back(pixels(im));
+    for (const auto& p : prompts) {
+      auto row = p["input_ids"].get<std::vector<int64_t>>();
+      const int64_t n_pad = len - static_cast<int64_t>(row.size());
+      ids.insert(ids.end(), n_pad, pad);
+      ids.insert(ids.end(), row.begin(), row.end());
+      mask.insert(mask.end(), n_pad, 0);
+      mask.insert(mask.end(), row.size(), 1);
+      in.grids.push_back(grid(p["image"]));
+      px.push_back(pixels(p["image"]));
     }
+    const int64_t b = static_cast<int64_t>(prompts.size());
+    in.input_ids = torch::tensor(ids, torch::kInt64).view({b, len});
+    in.attention_mask = torch::tensor(mask, torch::kInt64).view({b, len});
     in.pixel_values = torch::cat(px);
     return in;
+  }
+  // The first two prompts with an image, left-padded (any fixture has them).
+  Qwen2VLInputs two_prompt_batch() const {
+    std::vector<json> ps = image_prompts();
+    if (ps.size() < 2) throw Error("cases.json needs two prompts with an image");
+    return left_padded_batch({ps[0], ps[1]}, Qwen2VLProcessor::from_dir(qdir()).pad_id());
   }
   // The model inputs of a fixture prompt, from its input_ids and the reference pixel values.
   Qwen2VLInputs inputs(const json& p) const {
@@ -64,6 +96,13 @@ struct Fixture {
       in.pixel_values = pixels(p["image"]);
     }
     return in;
+  }
+  // An image as Pillow decoded it (NAME.rgb).
+  RgbImage rgb(const std::string& image) const {
+    torch::Tensor t = expected.at(image + ".rgb");
+    RgbImage im(static_cast<int>(t.size(1)), static_cast<int>(t.size(0)));
+    std::memcpy(im.pixels.data(), t.data_ptr(), im.pixels.size());
+    return im;
   }
 };
 
@@ -85,18 +124,31 @@ double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
 }  // namespace
 
 TEST(Qwen2VL, ConfigFlatLayout) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/config.json");
+  const json want = read_json_file(qdir() + "/config.json");
   Qwen2VLConfig c = Qwen2VLConfig::from_dir(qdir());
-  EXPECT_EQ(c.vision.embed_dim, 64);
-  EXPECT_EQ(c.text.mrope_section, (std::array<int64_t, 3>{2, 3, 3}));
-  EXPECT_EQ(c.image_token_id, 691);
-  EXPECT_FALSE(c.text.tie_word_embeddings);
+  const json& v = want["vision_config"];
+  EXPECT_EQ(c.vision.embed_dim, v["embed_dim"].get<int64_t>());
+  EXPECT_EQ(c.vision.depth, v["depth"].get<int64_t>());
+  EXPECT_EQ(c.vision.num_heads, v["num_heads"].get<int64_t>());
+  EXPECT_EQ(c.text.hidden_size, want["hidden_size"].get<int64_t>());
+  EXPECT_EQ(c.text.num_hidden_layers, want["num_hidden_layers"].get<int64_t>());
+  EXPECT_EQ(c.text.num_key_value_heads, want["num_key_value_heads"].get<int64_t>());
+  EXPECT_DOUBLE_EQ(c.text.rope_theta, want["rope_theta"].get<double>());
+  const auto sections = want["rope_scaling"]["mrope_section"].get<std::vector<int64_t>>();
+  ASSERT_EQ(sections.size(), 3u);
+  EXPECT_EQ(c.text.mrope_section, (std::array<int64_t, 3>{sections[0], sections[1], sections[2]}));
+  EXPECT_EQ(c.image_token_id, want["image_token_id"].get<int64_t>());
+  EXPECT_EQ(c.text.tie_word_embeddings, want.value("tie_word_embeddings", false));
   // written back with the published field types (transformers 5 rejects mlp_ratio 4.0)
   json j = c.to_json();
   EXPECT_TRUE(j["vision_config"]["mlp_ratio"].is_number_integer());
-  EXPECT_EQ(j["vision_config"]["mlp_ratio"], read_json_file(qdir() + "/config.json")["vision_config"]["mlp_ratio"]);
+  EXPECT_EQ(j["vision_config"]["mlp_ratio"], v["mlp_ratio"]);
 }
 
 TEST(Qwen2VL, VisionMatchesReference) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
   for (const auto& im : f.cases["images"]) {
@@ -110,6 +162,8 @@ TEST(Qwen2VL, VisionMatchesReference) {
 }
 
 TEST(Qwen2VL, SeveralImagesInOneCallMatchOneByOne) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
   std::vector<GridTHW> grids;
@@ -124,6 +178,8 @@ TEST(Qwen2VL, SeveralImagesInOneCallMatchOneByOne) {
 }
 
 TEST(Qwen2VL, PositionIdsAndLogitsMatchReference) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
   for (const auto& p : f.cases["prompts"]) {
@@ -137,7 +193,74 @@ TEST(Qwen2VL, PositionIdsAndLogitsMatchReference) {
   }
 }
 
+// float64 against the float64 reference: the logits of every prompt and the vision features of
+// every image within twice their response to one-ulp weight moves, plus the fixture's float32
+// storage rounding (test_sensitivity.h explains why no tighter bound holds).
+TEST(Qwen2VL, Float64MatchesReference) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
+  const Fixture& f = fixture();
+  torch::NoGradGuard ng;
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> refs;
+  for (const auto& p : f.cases["prompts"]) {
+    names.push_back(p["name"].get<std::string>() + " logits");
+    refs.push_back(f.expected.at(p["name"].get<std::string>() + ".logits"));
+  }
+  for (const auto& im : f.cases["images"]) {
+    names.push_back(im["name"].get<std::string>() + " vision");
+    refs.push_back(f.expected.at(im["name"].get<std::string>() + ".vision.merged"));
+  }
+  const test::Sensitivity s = test::sensitivity([&](uint64_t seed) {
+    Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat64));
+    if (seed) test::nudge_weights(*m, seed);
+    std::vector<torch::Tensor> out;
+    for (const auto& p : f.cases["prompts"]) {
+      Qwen2VLInputs in = f.inputs(p);
+      if (in.pixel_values.defined()) in.pixel_values = in.pixel_values.to(torch::kFloat64);
+      out.push_back(m->forward(in).logits[0]);
+    }
+    for (const auto& im : f.cases["images"])
+      out.push_back(m->visual->forward(f.pixels(im["name"]).to(torch::kFloat64), {f.grid(im["name"])}).merged);
+    return out;
+  });
+  for (size_t i = 0; i < refs.size(); ++i) {
+    const double err = test::max_rel(s.outputs[i], refs[i]);
+    EXPECT_LT(err, 2 * s.move[i] + test::kStorageRounding) << names[i] << ": one-ulp weight moves move it by " << s.move[i];
+    EXPECT_GT(s.move[i], 0.0) << names[i];
+  }
+}
+
+// The float32 steps of the reference's float64 model: RMSNorm computes its variance and
+// normalisation in float32, and the M-RoPE cos/sin are float32 values (angles and cos/sin in
+// float32), cast to float64.
+TEST(Qwen2VL, Float64KeepsTheReferencesFloat32Steps) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/config.json");
+  torch::manual_seed(4);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  RMSNorm norm(16, 1e-6);
+  norm->to(torch::kFloat64);
+  torch::NoGradGuard ng;
+  norm->weight.copy_(torch::rand({16}, f64) + 0.5);
+  const torch::Tensor x = torch::randn({5, 16}, f64) * 3, xf = x.to(torch::kFloat32);
+  const torch::Tensor want = norm->weight * (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-6)).to(torch::kFloat64);
+  const torch::Tensor all64 = norm->weight * x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6);
+  const torch::Tensor got = norm(x);
+  EXPECT_EQ(got.scalar_type(), torch::kFloat64);
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-12);
+  EXPECT_GT((got - all64).abs().max().item<double>(), 1e-9);  // float32 rounding shows
+  // rotary: positions up to 3000 on each axis, cos/sin exactly float32 values
+  Qwen2VLTextModelImpl text(Qwen2VLConfig::from_dir(qdir()).text);
+  const torch::Tensor pos = torch::arange(0, 3000, 7, torch::kInt64).view({1, 1, -1}).expand({3, 1, -1});
+  auto [cos, sin] = text.rope(pos, torch::kFloat64);
+  EXPECT_EQ(cos.scalar_type(), torch::kFloat64);
+  for (const torch::Tensor& t : {cos, sin}) EXPECT_TRUE(torch::equal(t.to(torch::kFloat32).to(torch::kFloat64), t));
+}
+
 TEST(Qwen2VL, Bf16WeightsFile) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model-bf16.safetensors");
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
   Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32, torch::kCPU, "model-bf16.safetensors"));
@@ -160,6 +283,9 @@ TEST(Qwen2VL, Bf16WeightsFile) {
 // arg-max agrees at 120 of 127 positions (94.5%, under the 95% floor), every disagreement a
 // near-tie within the bound; the floor is kept (the CI's libtorch 1.13 meets it).
 TEST(Qwen2VL, Bf16Compute) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/calibration.json");
   const Fixture& f = fixture();
   json cal = read_json_file(qdir() + "/calibration.json")["cpu.bfloat16"];
   const double logit_tol = 1.25 * cal["logits_maxabs_over_maxref"].get<double>();
@@ -189,6 +315,8 @@ TEST(Qwen2VL, Bf16Compute) {
 }
 
 TEST(Qwen2VL, GreedyDecodingMatchesReference) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const Fixture& f = fixture();
   for (const auto& p : f.cases["prompts"]) {
     if (!p.contains("greedy_12")) continue;
@@ -205,47 +333,65 @@ TEST(Qwen2VL, GreedyDecodingMatchesReference) {
 }
 
 TEST(Qwen2VL, OnePrefillServesScoresAndGeneration) {
-  // extract --vlm-mode generate: the label scores and each row's sampled answer continue one
-  // prefill of the batch; each must equal its own run from the inputs
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
+  // extract --vlm-mode generate: the label scores and each row's answer continue one prefill of
+  // the batch; each must equal its own run from the inputs
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
-  Qwen2VLInputs in = f.left_padded_batch();
+  const std::vector<json> ps = f.image_prompts();
+  ASSERT_GE(ps.size(), 2u);
+  Qwen2VLInputs in = f.two_prompt_batch();
   Qwen2VLImpl& m = *model_f32();
   const std::vector<std::vector<int32_t>> cands = {{5, 9, 11}, {5, 9, 3}, {7}};
-  GenerationConfig g;
-  g.max_new_tokens = 8;
-  g.do_sample = true;
-  g.temperature = 0.8;
-  g.seed = 7;
-  g.eos_token_ids = {-1};
-
   Prefill pf = prefill(m, in);
-  std::vector<Prefill> rows = {pf.row(0), pf.row(1)};
+  std::vector<Prefill> greedy_rows = {pf.row(0), pf.row(1)}, sampled_rows = {pf.row(0), pf.row(1)};
   torch::Tensor pooled, want_pooled;
   torch::Tensor scores = label_scores(m, std::move(pf), cands, &pooled);
   EXPECT_TRUE(torch::equal(scores, label_scores(m, in, cands, &want_pooled)));
   EXPECT_TRUE(torch::equal(pooled, want_pooled));
+  // greedy: each row of the padded batch decodes the reference's tokens for its prompt
+  GenerationConfig greedy;
+  greedy.max_new_tokens = 8;
+  greedy.eos_token_ids = {-1};
+  GenerationConfig sampled = greedy;
+  sampled.do_sample = true;
+  sampled.temperature = 0.8;
   for (int64_t r = 0; r < 2; ++r) {
-    GenerationResult from_row = generate(m, std::move(rows[r]), g);  // a row of the padded batch
-    ASSERT_EQ(from_row.tokens.size(), 1u);
-    EXPECT_EQ(from_row.tokens[0].size(), 8u);
+    const json& p = ps[static_cast<size_t>(r)];
+    GenerationResult g = generate(m, std::move(greedy_rows[r]), greedy);
+    ASSERT_EQ(g.tokens.size(), 1u);
+    if (p.contains("greedy_12")) {
+      auto want = p["greedy_12"].get<std::vector<int64_t>>();
+      want.resize(std::min<size_t>(want.size(), 8));
+      g.tokens[0].resize(want.size());
+      EXPECT_EQ(g.tokens[0], want) << p["name"] << ": row " << r << " of the padded batch";
+    } else {
+      EXPECT_EQ(g.tokens[0], generate(m, f.inputs(p), greedy).tokens[0]) << p["name"];
+    }
+    // sampled: the row draws what the prompt alone draws with the same seed
+    sampled.seed = 7 + static_cast<uint64_t>(r);
+    EXPECT_EQ(generate(m, std::move(sampled_rows[r]), sampled).tokens[0], generate(m, f.inputs(p), sampled).tokens[0])
+        << p["name"] << ": row " << r << " sampled";
   }
   // one prompt (extract's default, --vlm-batch 1): the row is the prompt's own prefill, so the
   // sampled answer is the one generate() draws from the inputs
-  for (const auto& p : f.cases["prompts"]) {
-    if (p["image"].is_null()) continue;
+  for (const auto& p : ps) {
     Prefill one = prefill(m, f.inputs(p));
     Prefill row = one.row(0);
     EXPECT_TRUE(torch::equal(label_scores(m, std::move(one), cands), label_scores(m, f.inputs(p), cands))) << p["name"];
-    EXPECT_EQ(generate(m, std::move(row), g).tokens[0], generate(m, f.inputs(p), g).tokens[0]) << p["name"];
+    EXPECT_EQ(generate(m, std::move(row), sampled).tokens[0], generate(m, f.inputs(p), sampled).tokens[0]) << p["name"];
   }
 }
 
 TEST(Qwen2VL, FixedDecoderMatchesDecode) {
-  // the left-padded batch of two prompts (grouped-query attention: 6 heads on 2 key/value heads)
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
+  // a left-padded batch of two prompts (with the fixture's key/value heads: grouped-query
+  // attention when fewer than the query heads)
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
-  Qwen2VLInputs in = f.left_padded_batch();
+  Qwen2VLInputs in = f.two_prompt_batch();
   Qwen2VLImpl& m = *model_f32();
   KVCache cache;
   Qwen2VLOutput out = m.forward(in, &cache, true);
@@ -266,10 +412,19 @@ TEST(Qwen2VL, FixedDecoderMatchesDecode) {
 }
 
 TEST(Qwen2VL, LeftPaddedBatchMatchesReference) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/extra_cases.json");
   const Fixture& f = fixture();
   const json& b = f.extra["batch_left_pad"];
   torch::NoGradGuard ng;
-  Qwen2VLInputs in = f.left_padded_batch();
+  std::vector<json> prompts;
+  for (const auto& pn : b["prompts"]) prompts.push_back(f.prompt(pn));
+  const int64_t pad = b.contains("pad_id") ? b["pad_id"].get<int64_t>() : Qwen2VLProcessor::from_dir(qdir()).pad_id();
+  Qwen2VLInputs in = f.left_padded_batch(prompts, pad);
+  // the reference's batch is the fixture prompts left-padded
+  EXPECT_TRUE(torch::equal(in.input_ids, f.extra_expected.at("batch_left_pad.input_ids")));
+  EXPECT_TRUE(torch::equal(in.attention_mask, f.extra_expected.at("batch_left_pad.attention_mask")));
   Qwen2VLOutput out = model_f32()->forward(in);
   torch::Tensor mask = in.attention_mask.to(torch::kBool);
   EXPECT_TRUE(torch::equal(out.position_ids.masked_select(mask.unsqueeze(0).expand({3, -1, -1})),
@@ -290,36 +445,23 @@ TEST(Qwen2VL, LeftPaddedBatchMatchesReference) {
   }
   // The processor builds the same batch from the prompts' text and images
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
-  auto expected_rgb = load_tensors(qdir() + "/expected.safetensors");
-  std::vector<VlmPrompt> prompts;
-  for (const auto& pn : b["prompts"])
-    for (const auto& p : f.cases["prompts"])
-      if (p["name"] == pn) {
-        const std::string img = p["image"];
-        torch::Tensor rgb = expected_rgb.at(img + ".rgb");
-        RgbImage im(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
-        std::memcpy(im.pixels.data(), rgb.data_ptr(), im.pixels.size());
-        prompts.push_back({p["text"], {im}});
-      }
-  Qwen2VLInputs built = proc.build(prompts);
+  std::vector<VlmPrompt> vp;
+  for (const auto& p : prompts) vp.push_back({p["text"], {f.rgb(p["image"])}});
+  Qwen2VLInputs built = proc.build(vp);
   EXPECT_TRUE(torch::equal(built.input_ids, in.input_ids));
   EXPECT_TRUE(torch::equal(built.attention_mask, in.attention_mask));
 }
 
 TEST(Qwen2VL, LabelScoresMatchReference) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/extra_cases.json");
   const Fixture& f = fixture();
   const json& ls = f.extra["label_scores"];
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
-  auto expected = load_tensors(qdir() + "/expected.safetensors");
   for (auto it = ls["scores"].begin(); it != ls["scores"].end(); ++it) {
     const std::string pname = it.key();
-    const json* prompt = nullptr;
-    for (const auto& p : f.cases["prompts"])
-      if (p["name"] == pname) prompt = &p;
-    ASSERT_NE(prompt, nullptr) << pname;
-    torch::Tensor rgb = expected.at((*prompt)["image"].get<std::string>() + ".rgb");
-    RgbImage im(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
-    std::memcpy(im.pixels.data(), rgb.data_ptr(), im.pixels.size());
+    const json& prompt = f.prompt(pname);
     std::vector<std::vector<int32_t>> cands;
     std::vector<double> want;
     for (auto c = it.value().begin(); c != it.value().end(); ++c) {
@@ -329,27 +471,23 @@ TEST(Qwen2VL, LabelScoresMatchReference) {
       cands.push_back(ids);
       want.push_back(c.value()["sum_logprob"].get<double>());
     }
-    torch::Tensor s = label_scores(*model_f32(), proc, {{(*prompt)["text"], {im}}}, cands);
+    torch::Tensor s = label_scores(*model_f32(), proc, {{prompt["text"], {f.rgb(prompt["image"])}}}, cands);
     for (size_t c = 0; c < want.size(); ++c) EXPECT_NEAR(s[0][c].item<double>(), want[c], 1e-3) << pname << " " << c;
   }
 }
 
 // Deterministic mode: an image's label scores do not depend on the batch it came in.
 TEST(Qwen2VL, LabelScoresIndependentOfBatch) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const Fixture& f = fixture();
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
-  auto expected = load_tensors(qdir() + "/expected.safetensors");
   const LabelSet labels = LabelSet::from_spec("mikels8");
   const CategoricalQuery query = categorical_query(proc.tokenizer(), labels);
   const std::vector<std::vector<int32_t>>& cands = query.candidates;
   const std::string& text = query.prompt;
   std::vector<VlmPrompt> prompts;
-  for (const auto& im : f.cases["images"]) {
-    torch::Tensor rgb = expected.at(im["name"].get<std::string>() + ".rgb");
-    RgbImage img(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
-    std::memcpy(img.pixels.data(), rgb.data_ptr(), img.pixels.size());
-    prompts.push_back({text, {img}});
-  }
+  for (const auto& im : f.cases["images"]) prompts.push_back({text, {f.rgb(im["name"])}});
   torch::Tensor mixed = label_scores(*model_f32(), proc, prompts, cands, /*deterministic=*/true);
   torch::Tensor batched = label_scores(*model_f32(), proc, prompts, cands, /*deterministic=*/false);
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -363,6 +501,8 @@ TEST(Qwen2VL, LabelScoresIndependentOfBatch) {
 // whatever the candidates share: a common first part (run once), nothing, or one candidate being
 // the start of another.
 TEST(Qwen2VL, LabelScoresEqualFullSequenceLogProbs) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
   const json& p = f.cases["prompts"][0];
@@ -388,12 +528,14 @@ TEST(Qwen2VL, LabelScoresEqualFullSequenceLogProbs) {
 }
 
 TEST(Qwen2VL, WeightErrorsNameTheTensors) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   test::TempDir dir;
   for (const char* f : {"config.json", "tokenizer.json"})
     std::filesystem::copy_file(qdir() + "/" + f, dir / f);
+  const int64_t embed = Qwen2VLConfig::from_dir(qdir()).vision.embed_dim;
   auto w = load_tensors(qdir() + "/model.safetensors");
   w.erase("model.norm.weight");
-  w["visual.merger.ln_q.bias"] = torch::zeros({3});
+  w["visual.merger.ln_q.bias"] = torch::zeros({embed + 3});
   w["extra.tensor"] = torch::zeros({1});
   save_tensors(dir / "model.safetensors", w);
   try {
@@ -402,24 +544,32 @@ TEST(Qwen2VL, WeightErrorsNameTheTensors) {
   } catch (const Error& e) {
     std::string m = e.what();
     EXPECT_NE(m.find("missing 1 tensor(s): model.norm.weight"), std::string::npos) << m;
-    EXPECT_NE(m.find("visual.merger.ln_q.bias [3] (expected [64])"), std::string::npos) << m;
+    EXPECT_NE(m.find(emovlm::cat("visual.merger.ln_q.bias [", embed + 3, "] (expected [", embed, "])")), std::string::npos) << m;
     EXPECT_NE(m.find("unexpected 1 tensor(s): extra.tensor"), std::string::npos) << m;
   }
 }
 
-// transformers 5 writes a nested config (text_config, rope_parameters) and model.language_model.* keys.
+// transformers 5 writes a nested config (text_config, rope_parameters) and model.language_model.*
+// keys. The fixture's model loads from that layout, and the other embedding setting than the
+// fixture's works too: an untied fixture without its lm_head ties it to the embeddings; a tied
+// fixture given an lm_head keeps the two apart.
 TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   const Fixture& f = fixture();
   test::TempDir dir;
-  json flat = read_json_file(qdir() + "/config.json");
-  json nested = {{"model_type", "qwen2_vl"}, {"vision_config", flat["vision_config"]}, {"image_token_id", 691},
-                 {"vision_start_token_id", 688}, {"vision_end_token_id", 689}, {"video_token_id", 692},
-                 {"eos_token_id", 681}, {"tie_word_embeddings", false}};
+  const json flat = read_json_file(qdir() + "/config.json");
+  json nested = {{"model_type", "qwen2_vl"}, {"vision_config", flat["vision_config"]},
+                 {"tie_word_embeddings", flat.value("tie_word_embeddings", false)}};
+  for (const char* k : {"image_token_id", "vision_start_token_id", "vision_end_token_id", "video_token_id", "eos_token_id"})
+    if (flat.contains(k)) nested[k] = flat[k];
   json text = flat;
   text.erase("vision_config");
   text.erase("rope_scaling");
   text.erase("rope_theta");
-  text["rope_parameters"] = {{"rope_type", "default"}, {"mrope_section", {2, 3, 3}}, {"rope_theta", 1000000.0}};
+  text["rope_parameters"] = {{"rope_type", "default"},
+                             {"mrope_section", flat["rope_scaling"]["mrope_section"]},
+                             {"rope_theta", flat["rope_theta"]}};
   nested["text_config"] = text;
   write_file_atomic(dir / "config.json", nested.dump(1));
   std::map<std::string, torch::Tensor> renamed;
@@ -428,23 +578,35 @@ TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
     else if (k.rfind("model.", 0) == 0) renamed["model.language_model." + k.substr(6)] = v;
     else renamed[k] = v;
   }
+  const bool fixture_tied = !renamed.count("lm_head.weight");
   save_tensors(dir / "model.safetensors", renamed);
   Qwen2VL m(Qwen2VLImpl::from_pretrained(dir.path(), torch::kFloat32));
   const json& p = f.cases["prompts"][0];
+  const torch::Tensor want = f.expected.at(p["name"].get<std::string>() + ".logits");
   torch::NoGradGuard ng;
-  EXPECT_LT(rel_err(m->forward(f.inputs(p)).logits[0], f.expected.at(p["name"].get<std::string>() + ".logits")), 1e-4);
+  EXPECT_LT(rel_err(m->forward(f.inputs(p)).logits[0], want), 1e-4);
+  EXPECT_EQ(m->lm_head->weight.data_ptr() == m->model->embed_tokens->weight.data_ptr(), fixture_tied);
 
-  // lm_head absent: tied to the embeddings
-  renamed.erase("lm_head.weight");
+  // the other setting
+  if (fixture_tied) {
+    renamed["lm_head.weight"] = renamed.at("model.language_model.embed_tokens.weight").clone();
+    nested["tie_word_embeddings"] = false;
+    write_file_atomic(dir / "config.json", nested.dump(1));
+  } else {
+    renamed.erase("lm_head.weight");
+  }
   save_tensors(dir / "model.safetensors", renamed);
-  Qwen2VL tied(Qwen2VLImpl::from_pretrained(dir.path(), torch::kFloat32));
+  Qwen2VL other(Qwen2VLImpl::from_pretrained(dir.path(), torch::kFloat32));
+  Qwen2VL& tied = fixture_tied ? m : other;
+  Qwen2VL& untied = fixture_tied ? other : m;
   EXPECT_TRUE(torch::equal(tied->lm_head->weight, tied->model->embed_tokens->weight));
+  if (fixture_tied) EXPECT_LT(rel_err(untied->forward(f.inputs(p)).logits[0], want), 1e-4);  // the same values, untied
   // moved and cast, the two stay one tensor (Module::to alone makes two); the untied model's stay two
   tied->move_to(torch::kCPU, torch::kBFloat16);
   EXPECT_EQ(tied->lm_head->weight.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(tied->lm_head->weight.data_ptr(), tied->model->embed_tokens->weight.data_ptr());
-  m->move_to(torch::kCPU, torch::kBFloat16);
-  EXPECT_NE(m->lm_head->weight.data_ptr(), m->model->embed_tokens->weight.data_ptr());
+  untied->move_to(torch::kCPU, torch::kBFloat16);
+  EXPECT_NE(untied->lm_head->weight.data_ptr(), untied->model->embed_tokens->weight.data_ptr());
 }
 
 TEST(Qwen2VL, GenerationConfigMerge) {

@@ -5,6 +5,9 @@
 #include <random>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
+#include "emovlm/image/preprocess.h"
 #include "emovlm/image/resample.h"
 
 using namespace emovlm;
@@ -144,4 +147,76 @@ TEST(Resample, FilterCodes) {
   EXPECT_THROW(filter_from_pil(7), Error);
   EXPECT_EQ(filter_from_name("lanczos"), Filter::Lanczos);
   EXPECT_THROW(filter_from_name("cubic"), Error);
+}
+
+namespace {
+
+// tests/data/resample/make_fixtures.py's input: v = (200 x / w + 55 y / h + 64 [tile parity] +
+// hashed noise in [0, 64)) mod 256, in 32-bit unsigned arithmetic.
+RgbImage synthetic(int w, int h) {
+  RgbImage img(w, h);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (uint32_t c = 0; c < 3; ++c) {
+        uint32_t n = (static_cast<uint32_t>(x) * 73856093u) ^ (static_cast<uint32_t>(y) * 19349663u) ^ (c * 83492791u);
+        n ^= n >> 13;
+        n *= 0x5BD1E995u;
+        n ^= n >> 15;
+        const uint64_t grad = uint64_t(x) * 200 / w + uint64_t(y) * 55 / h, tile = ((x / 97 + y / 61) % 2) * 64;
+        img.row(y)[3 * x + c] = static_cast<uint8_t>((grad + tile + (n & 63)) % 256);
+      }
+  return img;
+}
+
+// One of the fixture's paths, as the project takes it.
+RgbImage resample_path(const std::string& path, const RgbImage& img) {
+  const Qwen2VLImageConfig qwen;  // the Qwen2-VL processor's defaults (bicubic, 28-px factor)
+  auto qwen_resize = [&](const RgbImage& im) {
+    auto [h, w] = smart_resize(im.height, im.width, qwen.factor(), qwen.min_pixels, qwen.max_pixels);
+    return resize(im, w, h, qwen.resample);
+  };
+  VitImageConfig vit;  // the teacher's 384 px, bilinear
+  vit.image_size = 384;
+  vit.resample = Filter::Bilinear;
+  if (path == "cap_lanczos") return cap_long_side(img, 1024);
+  if (path == "cap_lanczos+qwen2vl_bicubic") return qwen_resize(cap_long_side(img, 1024));
+  if (path == "qwen2vl_bicubic") return qwen_resize(img);
+  if (path == "vit_resize_centercrop_bilinear") {
+    vit.mode = VitResizeMode::ResizeCenterCrop;
+    return vit_geometry(img, vit);
+  }
+  if (path == "vit_direct_bilinear") {
+    vit.mode = VitResizeMode::Direct;
+    return vit_geometry(img, vit);
+  }
+  throw Error("large.json: unknown path " + path);
+}
+
+}  // namespace
+
+// Images over the 1024-px cap (3000x2000, 4000x300, 1537x2049) through every resampling path the
+// project takes: byte for byte what Pillow 9.4 and torchvision give (tests/data/resample).
+TEST(Resample, LargeImagesAsPillowOnEveryPath) {
+  const json doc = read_json_file(std::string(EMOVLM_TEST_DATA_DIR) + "/resample/large.json");
+  int checked = 0;
+  for (const json& c : doc.at("cases")) {
+    const RgbImage img = synthetic(c["input"][0].get<int>(), c["input"][1].get<int>());
+    for (const json& o : c.at("outputs")) {
+      const std::string what = o["path"].get<std::string>() + " of " + c["input"].dump();
+      const RgbImage got = resample_path(o["path"], img);
+      ASSERT_EQ(got.width, o["size"][0].get<int>()) << what;
+      ASSERT_EQ(got.height, o["size"][1].get<int>()) << what;
+      int wrong = 0;
+      for (const json& sp : o["samples"]) {
+        const uint8_t* px = got.row(sp[1].get<int>()) + 3 * sp[0].get<int>();
+        for (int k = 0; k < 3; ++k)
+          if (px[k] != sp[2 + k].get<int>() && ++wrong <= 3)
+            ADD_FAILURE() << what << ": pixel (" << sp[0] << ", " << sp[1] << ") channel " << k << " is " << int(px[k])
+                          << ", Pillow " << sp[2 + k];
+      }
+      EXPECT_EQ(hex64(fnv1a64(got.pixels.data(), got.pixels.size())), o["fnv1a64"].get<std::string>()) << what;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 15);
 }

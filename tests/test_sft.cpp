@@ -6,7 +6,9 @@
 
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/models/layers.h"
 #include "emovlm/models/lora.h"
+#include "emovlm/models/nf4.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 #include "test_util.h"
@@ -18,6 +20,8 @@ std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
 }  // namespace
 
 TEST(Sft, LabelsAndLossMatchReference) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
   json sft = read_json_file(qdir() + "/cases.json")["sft"];
   auto expected = load_tensors(qdir() + "/expected.safetensors");
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
@@ -33,9 +37,14 @@ TEST(Sft, LabelsAndLossMatchReference) {
   const std::string img = sft["image"];
   json cases = read_json_file(qdir() + "/cases.json");
   std::vector<int64_t> grid;
+  std::string which = "pil";  // the reference processor's outputs
   for (const auto& im : cases["images"])
-    if (im["name"] == img) grid = im["grid_thw.pil"].get<std::vector<int64_t>>();
-  Qwen2VLInputs in{input_ids, torch::ones_like(input_ids), expected.at(img + ".pixel_values.pil"), {{grid[0], grid[1], grid[2]}}};
+    if (im["name"] == img) {
+      which = im.value("reference_processor", which);
+      grid = im["grid_thw." + which].get<std::vector<int64_t>>();
+    }
+  ASSERT_EQ(grid.size(), 3u) << "cases.json has no image " << img;
+  Qwen2VLInputs in{input_ids, torch::ones_like(input_ids), expected.at(img + ".pixel_values." + which), {{grid[0], grid[1], grid[2]}}};
   torch::Tensor loss = sft_loss(*model, in, labels);
   const double want = sft["loss"].get<double>();
   EXPECT_NEAR(loss.item<double>(), want, 1e-4 * std::abs(want));
@@ -57,6 +66,7 @@ TEST(Sft, LabelsAndLossMatchReference) {
 // A tiny Qwen2-VL-shaped model tuned on the categorical instruction of a few images answers them
 // correctly: the loss falls and the greedy answers parse to the right labels.
 TEST(Sft, TinyModelLearnsToAnswer) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   test::TempDir dir;
   LabelSet labels = LabelSet::from_spec("mikels8");
   std::vector<Sample> samples;
@@ -98,6 +108,7 @@ TEST(Sft, TinyModelLearnsToAnswer) {
 // LoRA tuning: only the adapters train, the loss falls, and the adapter is written in PEFT's
 // format (loadable again, and merged by `lora merge`'s path).
 TEST(Sft, LoraTuningWritesPeftAdapter) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   test::TempDir dir;
   LabelSet labels = LabelSet::from_spec("mikels8");
   std::vector<Sample> samples;
@@ -128,17 +139,22 @@ TEST(Sft, LoraTuningWritesPeftAdapter) {
   load_peft_adapter(*base, dir / "adapter");
   int adapted = 0;
   for (const auto& p : base->named_parameters()) adapted += p.key().find("lora_B") != std::string::npos;
-  EXPECT_EQ(adapted, 4 * 2);  // q, k, v, o in both layers
+  EXPECT_EQ(adapted, 4 * base->config().text.num_hidden_layers);  // q, k, v, o of every decoder layer
   Qwen2VL merged = load_vlm(qdir(), dir / "adapter", torch::kFloat32, torch::kCPU);
   EXPECT_EQ(merged->named_parameters().size(), Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32)->named_parameters().size());
 }
 
+// QLoRA: every Linear of the base but lm_head is NF4 (double-quantized), so the first step's loss
+// is the loss of the NF4 base (the fresh adapters add nothing: B = 0), not the dense base's.
 TEST(Sft, QloraTuningTrainsOnA4BitBase) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");
   test::TempDir dir;
   RgbImage img(56, 56);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 7 % 251);
   write_image_file(dir / "a.png", img);
   LabelSet labels = LabelSet::from_spec("mikels8");
-  write_instructions(dir / "inst.jsonl", categorical_examples({{dir / "a.png", 3, {}}}, labels));
+  const std::vector<InstructionExample> examples = categorical_examples({{dir / "a.png", 3, {}}}, labels);
+  write_instructions(dir / "inst.jsonl", examples);
   SftOptions o;
   o.vlm = qdir();
   o.instructions = dir / "inst.jsonl";
@@ -152,4 +168,23 @@ TEST(Sft, QloraTuningTrainsOnA4BitBase) {
   double first = json::parse(lines.substr(0, lines.find('\n')))["train_loss"];
   EXPECT_LT(r["final_train_loss"].get<double>(), first);
   EXPECT_TRUE(file_exists(dir / "adapter/adapter_model.safetensors"));
+  // which layers were quantized: every Linear but lm_head
+  Qwen2VL dense(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
+  int linears = 0;
+  for (const auto& item : dense->named_modules())
+    if (dynamic_cast<LinearImpl*>(item.value().get()) && item.key() != "lm_head") ++linears;
+  EXPECT_EQ(r["nf4_layers"].get<int>(), linears);
+  // the loss of the first (and only) example before any step: the NF4 base's
+  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
+  SftTokens t = build_sft_tokens(proc, dense->config(), examples[0], decode_image_file(dir / "a.png"), false);
+  double dense_loss, nf4_loss;
+  {
+    torch::NoGradGuard ng;
+    dense_loss = sft_loss(*dense, t.inputs, t.labels).item<double>();
+    Qwen2VL q(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
+    quantize_linears_nf4(*q, /*double_quant=*/true, [](const std::string& n) { return n != "lm_head"; });
+    nf4_loss = sft_loss(*q, t.inputs, t.labels).item<double>();
+  }
+  EXPECT_GT(std::abs(nf4_loss - dense_loss), 1e-3 * dense_loss);  // quantization shows in the loss
+  EXPECT_NEAR(first, nf4_loss, 1e-5 * nf4_loss);
 }

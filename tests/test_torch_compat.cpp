@@ -81,3 +81,19 @@ TEST(TorchCompat, AutocastGuardScopesBf16Matmuls) {
   EXPECT_FALSE(compat::AutocastGuard::is_enabled(torch::kCPU));
   EXPECT_EQ(l(x).scalar_type(), torch::kFloat32);
 }
+
+// Float64 inputs: the attention weights are computed and rounded in float32, then applied in
+// float64, as the reference's eager attention does in a float64 model
+// (softmax(scores, dtype=float32).to(query.dtype)).
+TEST(TorchCompat, Float64AttentionWeightsInFloat32) {
+  torch::manual_seed(3);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto q = torch::randn({1, 2, 6, 8}, f64), k = torch::randn({1, 2, 6, 8}, f64), v = torch::randn({1, 2, 6, 8}, f64);
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(8.0);
+  torch::Tensor want = torch::matmul(torch::softmax(scores.to(torch::kFloat32), -1).to(torch::kFloat64), v);
+  torch::Tensor all64 = torch::matmul(torch::softmax(scores, -1), v);
+  torch::Tensor got = compat::scaled_dot_product_attention(q, k, v);
+  EXPECT_EQ(got.scalar_type(), torch::kFloat64);
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-12);
+  EXPECT_GT((got - all64).abs().max().item<double>(), 1e-10);  // float32 weights show
+}

@@ -56,12 +56,21 @@ std::pair<Linear, Linear> twin_linears() {
 }
 }  // namespace
 
+// Two batches of 2 accumulated per step train as one batch of 4, and both as torch's Adam run by
+// hand on the batches of 4 (the same steps, the same weights): the optimizer did step.
 TEST(Trainer, GradientAccumulationEqualsTheLargerBatch) {
   torch::manual_seed(0);
   Regression r;
   test::TempDir dir;
   auto twins = twin_linears();
   Linear a = twins.first, b = twins.second;
+  Linear ref(3, 1, true);
+  {
+    torch::NoGradGuard ng;
+    ref->weight.copy_(a->weight);
+    ref->bias.copy_(a->bias);
+  }
+  const torch::Tensor initial = a->weight.detach().clone();
   TrainConfig ca;
   ca.out_dir = dir / "a";
   ca.epochs = 3;
@@ -72,10 +81,56 @@ TEST(Trainer, GradientAccumulationEqualsTheLargerBatch) {
   cb.optim.grad_accum = 1;  // one batch of 4 per step
   StageHooks ha = r.hooks(a, 2), hb = r.hooks(b, 4);
   FitResult fa = fit(*a, ca, ha), fb = fit(*b, cb, hb);
-  EXPECT_EQ(fa.steps, fb.steps);
-  EXPECT_TRUE(torch::allclose(a->weight, b->weight, 1e-6, 1e-6));
+  EXPECT_EQ(fa.steps, 3 * 2);
+  EXPECT_EQ(fb.steps, 3 * 2);
+  // the same six steps by hand: Adam (lr 0.1, torch's defaults) on the mean loss of rows [4s, 4s + 4)
+  torch::optim::Adam adam(ref->parameters(), torch::optim::AdamOptions(0.1));
+  for (int epoch = 0; epoch < 3; ++epoch)
+    for (int64_t s = 0; s < 2; ++s) {
+      adam.zero_grad();
+      (ref->forward(r.x.narrow(0, 4 * s, 4)) - r.y.narrow(0, 4 * s, 4)).pow(2).mean().backward();
+      adam.step();
+    }
+  EXPECT_GT((ref->weight - initial).abs().max().item<double>(), 0.1);  // six steps of 0.1 moved it
+  for (Linear* m : {&a, &b}) {
+    EXPECT_TRUE(torch::allclose((*m)->weight, ref->weight, 1e-5, 1e-6)) << (*m)->weight << " vs " << ref->weight;
+    EXPECT_TRUE(torch::allclose((*m)->bias, ref->bias, 1e-5, 1e-6));
+  }
   EXPECT_TRUE(file_exists(fa.metrics_path));
-  EXPECT_TRUE(file_exists(fa.best_path));
+  // the best file (no validation: the last epoch's weights) holds the trained weights
+  Linear loaded(3, 1, true);
+  load_trained_weights(*loaded, fa.best_path);
+  EXPECT_TRUE(torch::equal(loaded->weight, a->weight));
+}
+
+// With validation, the best file holds the weights of the best epoch, not the last: the accuracy
+// is highest after epoch 2, so best.safetensors holds the weights fit() had after that epoch.
+TEST(Trainer, BestEpochIsTheBestValidationEpoch) {
+  torch::manual_seed(0);
+  Regression r;
+  test::TempDir dir;
+  Linear m(3, 1, true);
+  init_random(*m, 4, 0.5);
+  StageHooks h = r.hooks(m, 4);
+  const std::vector<double> accuracy = {0.2, 0.7, 0.5, 0.6};
+  std::vector<torch::Tensor> after_epoch;
+  h.validate = [&](int64_t epoch) {
+    after_epoch.push_back(m->weight.detach().clone());
+    return accuracy.at(static_cast<size_t>(epoch));
+  };
+  TrainConfig c;
+  c.out_dir = dir.path();
+  c.epochs = 4;
+  c.optim.lr = 0.05;
+  FitResult f = fit(*m, c, h);
+  ASSERT_EQ(after_epoch.size(), 4u);
+  EXPECT_EQ(f.best_epoch, 1);  // 0-based: the second epoch
+  EXPECT_DOUBLE_EQ(f.best_val, 0.7);
+  EXPECT_FALSE(torch::equal(after_epoch[1], after_epoch[3]));
+  Linear best(3, 1, true);
+  load_trained_weights(*best, f.best_path);
+  EXPECT_TRUE(torch::equal(best->weight, after_epoch[1]));
+  EXPECT_EQ(checkpoint_info(f.best_path)["trainer"]["epoch"].get<int64_t>(), 2);
 }
 
 TEST(Trainer, NanLossStopsWithStepImagesAndCheckpoint) {

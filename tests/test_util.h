@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/image/image.h"
+#include "emovlm/image/preprocess.h"
 
 namespace emovlm::test {
 
@@ -26,6 +28,28 @@ inline std::string reference_dir() {
 }
 
 inline std::string ref_path(const std::string& rel) { return reference_dir() + "/" + rel; }
+
+// Skips the running test, naming the file, when a fixture file is absent: a fixture directory
+// may hold a subset of the files, and the tests that need the others skip.
+#define EMOVLM_NEED_FIXTURE(rel)                                                        \
+  do {                                                                                  \
+    const std::string need_path_ = ::emovlm::test::ref_path(rel);                       \
+    if (!::emovlm::file_exists(need_path_)) GTEST_SKIP() << "fixture file missing: " << need_path_; \
+  } while (0)
+
+// The fixture's images as cases.json lists them (name, file under images/, size).
+struct RefImage {
+  std::string name, path;
+  int width = 0, height = 0;
+};
+inline std::vector<RefImage> reference_images() {
+  std::vector<RefImage> out;
+  const json cases = read_json_file(ref_path("qwen2vl_tiny/cases.json"));
+  for (const auto& im : cases.at("images"))
+    out.push_back({im.at("name").get<std::string>(), ref_path("images/" + im.at("file").get<std::string>()),
+                   im.value("width", 0), im.value("height", 0)});
+  return out;
+}
 
 // A fresh scratch directory under the system temp dir, removed at the end of the test.
 class TempDir {
@@ -72,19 +96,35 @@ inline std::vector<float> as_floats(const TensorView& t) {
   return v;
 }
 
-// max |a - b| over max |b|
+// max |a - b| over max |b|. Arrays of different sizes, or a NaN anywhere, give +infinity (and a
+// failure naming the sizes): an empty or truncated output never "matches".
 inline double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) {
+    ADD_FAILURE() << "compared arrays differ in size: " << a.size() << " vs " << b.size();
+    return std::numeric_limits<double>::infinity();
+  }
   double num = 0, den = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    num = std::max(num, std::fabs(double(a[i]) - b[i]));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(double(a[i]) - b[i]);
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    num = std::max(num, d);
     den = std::max(den, std::fabs(double(b[i])));
   }
   return den > 0 ? num / den : num;
 }
 
+// max |a - b|, with the same rules for sizes and NaN.
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) {
+    ADD_FAILURE() << "compared arrays differ in size: " << a.size() << " vs " << b.size();
+    return std::numeric_limits<double>::infinity();
+  }
   double m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(double(a[i]) - b[i]);
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    m = std::max(m, d);
+  }
   return m;
 }
 
@@ -100,5 +140,20 @@ class InDir {
  private:
   std::filesystem::path old_;
 };
+
+// A computed array against a fixture tensor: the shapes must agree (leading sizes of 1 aside,
+// as a batch of one) or the result is +infinity and a failure naming both shapes.
+inline std::vector<int64_t> squeeze_leading(std::vector<int64_t> s) {
+  while (s.size() > 1 && s.front() == 1) s.erase(s.begin());
+  return s;
+}
+inline double max_abs_diff(const FloatArray& got, const TensorView& want) {
+  if (squeeze_leading(got.shape) != squeeze_leading(want.shape)) {
+    ADD_FAILURE() << want.name << ": shape " << ::testing::PrintToString(got.shape) << " computed, "
+                  << ::testing::PrintToString(want.shape) << " expected";
+    return std::numeric_limits<double>::infinity();
+  }
+  return max_abs_diff(got.data, as_floats(want));
+}
 
 }  // namespace emovlm::test

@@ -62,7 +62,7 @@ void run_chat(const ChatArgs& a) {
   } else {
     caller.do_sample = false;
   }
-  caller.seed = a.seed;
+  caller.seed = prompt_seed(a.seed, p.images);  // as classify and extract draw an image's answer
   caller.cuda_graph = a.vlm.cuda_graph;
   GenerationConfig g = GenerationConfig::merge(GenerationConfig::from_dir(a.vlm.model), caller);
   if (g.eos_token_ids.empty()) g.eos_token_ids = {model->config().eos_token_id};

@@ -39,7 +39,9 @@ inline torch::Tensor attention_math(const torch::Tensor& q, const torch::Tensor&
     else
       scores = scores + *mask;
   }
-  return torch::matmul(torch::softmax(scores, -1), v);
+  // the weights in float32 whatever the inputs' dtype, as the reference's eager attention
+  // (softmax(..., dtype=float32).to(query.dtype)): a float64 model rounds them to float32 too
+  return torch::matmul(torch::softmax(scores, -1, torch::kFloat32).to(v.scalar_type()), v);
 }
 
 }  // namespace detail
@@ -56,7 +58,9 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
                                                   bool force_math = false) {
   const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
 #if EMOVLM_TORCH_AT_LEAST(2, 1)
-  if (!force_math && !(is_causal && mask.has_value()) && !(is_causal && q.size(-2) != k.size(-2))) {
+  // (float64 inputs take the math path: the fused kernel would keep the weights in float64)
+  if (!force_math && q.scalar_type() != torch::kFloat64 && !(is_causal && mask.has_value()) &&
+      !(is_causal && q.size(-2) != k.size(-2))) {
     return at::scaled_dot_product_attention(q, k, v, mask, 0.0, is_causal, s);
   }
 #else

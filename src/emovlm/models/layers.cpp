@@ -36,7 +36,10 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
 void LinearImpl::add_lora(int64_t r, double scaling, double dropout, torch::Tensor a, torch::Tensor b) {
   if (lora_A.defined()) throw Error("add_lora: this layer already has an adapter");
   torch::NoGradGuard ng;
-  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(weight.device());
+  // float32 adapters over a float32, bf16 or f16 base (PEFT upcasts half-precision adapters),
+  // float64 over a float64 one (PEFT gives adapters the base's dtype)
+  const auto dtype = weight.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto opts = torch::TensorOptions().dtype(dtype).device(weight.device());
   if (!a.defined()) {
     // kaiming_uniform(a = sqrt(5)) as torch.nn.Linear and PEFT: U(-1/sqrt(in), 1/sqrt(in))
     const double bound = 1.0 / std::sqrt(static_cast<double>(in_));

@@ -22,7 +22,8 @@ class LinearImpl : public torch::nn::Module {
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
-  // Adds a rank-r adapter (A and B given, or A kaiming-uniform and B zero when undefined).
+  // Adds a rank-r adapter (A and B given, or A kaiming-uniform and B zero when undefined), in
+  // float32 (float64 over a float64 base).
   void add_lora(int64_t r, double scaling, double dropout, torch::Tensor a = {}, torch::Tensor b = {});
   bool has_lora() const { return lora_A.defined(); }
   // W += scaling * B A; the adapter is removed.

@@ -108,7 +108,7 @@ LoraConfig load_peft_adapter(torch::nn::Module& root, const std::string& dir) {
         missing.push_back(t5);
         continue;
       }
-      ab[k] = load_tensor(ck, *hit).to(torch::kFloat32);
+      ab[k] = load_tensor(ck, *hit);  // add_lora casts to the adapter dtype (a float64 adapter stays exact on a float64 base)
       ++used;
     }
     if (ab[0].defined() && ab[1].defined()) lin->add_lora(c.r, c.scaling(), c.dropout, ab[0], ab[1]);

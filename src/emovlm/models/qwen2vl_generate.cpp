@@ -7,8 +7,10 @@
 
 #include "emovlm/core/cuda.h"
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/tensor_io.h"
+#include "emovlm/data/dataset.h"
 #include "emovlm/text/chat.h"
 
 namespace emovlm {
@@ -390,6 +392,17 @@ CategoricalQuery categorical_query(const Tokenizer& tokenizer, const LabelSet& l
                          true);
   for (const auto& l : labels.labels) q.candidates.push_back(tokenizer.encode(categorical_answer(l) + "<|im_end|>"));
   return q;
+}
+
+uint64_t prompt_seed(uint64_t seed, const std::vector<RgbImage>& images) {
+  uint64_t h = seed;
+  for (const RgbImage& im : images) {
+    const int64_t size[2] = {im.width, im.height};
+    uint64_t content = fnv1a64(size, sizeof size);
+    content = fnv1a64(im.pixels.data(), im.pixels.size(), content);
+    h = mix_seed(h, content);
+  }
+  return h;
 }
 
 GenerationConfig reference_sampling(const std::string& vlm_dir, double temperature, int max_new_tokens, uint64_t seed,

@@ -174,6 +174,12 @@ struct CategoricalQuery {
 };
 CategoricalQuery categorical_query(const Tokenizer& tokenizer, const LabelSet& labels);
 
+// The seed every command that samples (classify --mode generate, extract --vlm-mode generate,
+// chat) draws a prompt's answer from: `seed` mixed with the content of the prompt's images (their
+// sizes and pixels, as the model receives them), so an image gets the same answer whatever the
+// command, the batch or the order it comes in. A prompt without images: `seed` itself.
+uint64_t prompt_seed(uint64_t seed, const std::vector<RgbImage>& images);
+
 // The reference's generate-and-parse sampling: do_sample at `temperature`, top_p 1, `seed`,
 // merged with the checkpoint's generation_config.json (whose top_k=1 makes the published Instruct
 // checkpoints greedy).

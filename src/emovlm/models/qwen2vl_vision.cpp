@@ -101,9 +101,10 @@ std::pair<torch::Tensor, torch::Tensor> Qwen2VLVisionModelImpl::rotary(const std
                                                                         torch::Device device) const {
   const int64_t m = cfg_.spatial_merge_size;
   const int64_t dim = cfg_.head_dim() / 2;  // rotary dim per axis pair
-  // inv_freq[i] = 1 / 10000^(2i / dim), i < dim / 2
+  // inv_freq[i] = 1 / 10000^(2i / dim), i < dim / 2, computed in float32 as the reference's buffer;
+  // the angles and their cos/sin in float64 (a float64 reference's), rounded to float32 at the end
   torch::Tensor inv_freq =
-      1.0 / torch::pow(10000.0, torch::arange(0, dim, 2, torch::kFloat64) / static_cast<double>(dim));
+      (1.0 / torch::pow(10000.0, torch::arange(0, dim, 2, torch::kFloat32) / static_cast<float>(dim))).to(torch::kFloat64);
   std::vector<int64_t> hs, ws;
   for (const GridTHW& g : grids) {
     const int64_t t = g[0], h = g[1], w = g[2];

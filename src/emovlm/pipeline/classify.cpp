@@ -65,7 +65,9 @@ void VlmClassifier::classify(const std::vector<std::string>& paths, const std::f
         std::vector<VlmPrompt> prompts;
         for (RgbImage& image : images) prompts.push_back({s_->query.prompt, {std::move(image)}});
         if (o.mode == "generate") {
-          GenerationResult gr = generate(model, s_->proc->build(prompts, model.device()), s_->gen);
+          GenerationConfig g = s_->gen;
+          g.seed = prompt_seed(o.seed, prompts[0].images);
+          GenerationResult gr = generate(model, s_->proc->build(prompts, model.device()), g);
           std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
           const std::string answer = s_->proc->tokenizer().decode(ids, true);
           const ParsedAnswer pa = parse_categorical_answer(answer, s_->labels);
@@ -98,7 +100,8 @@ json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std:
                    {"dtype", o.dtype}, {"labels", o.labels}, {"mode", o.mode},
                    {"cap_long_side", o.cap_long_side}, {"batch", o.batch}};
   if (o.mode == "generate")
-    settings.update({{"temperature", o.temperature}, {"seed", o.seed}, {"max_new_tokens", o.max_new_tokens}});
+    settings.update({{"temperature", o.temperature}, {"seed", o.seed}, {"seeding", "per image"},
+                     {"max_new_tokens", o.max_new_tokens}});
   const SplitRun r = run_split(
       data, split, dataset, o.labels, settings,
       [&](const std::vector<std::string>& paths, const std::function<void(const json&)>& emit) { classifier.classify(paths, emit); },

@@ -24,7 +24,7 @@ struct ClassifyOptions {
   int batch = 1;                   // score mode: images per VLM forward (1: each alone, deterministic)
   int max_new_tokens = 256;        // generate mode: the reference's sampling, merged with generation_config.json
   double temperature = 0.8;
-  uint64_t seed = 0;  // every image is sampled from this seed: its answer does not depend on the others
+  uint64_t seed = 0;  // each image samples from prompt_seed(seed, its pixels): its answer depends on nothing else
   bool cuda_graph = false;
   int cap_long_side = 1024;  // images are shrunk to this longest side before preprocessing
 

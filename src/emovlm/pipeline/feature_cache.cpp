@@ -38,6 +38,7 @@ uint64_t inputs_hash(const json& inputs) {
 // prompt tokenized; the main thread only batches and runs the models.
 struct Decoded {
   PreparedPrompt vlm;
+  uint64_t seed = 0;  // generate mode: the image's sampling seed (prompt_seed)
   torch::Tensor vit;  // [3, size, size]
   std::string error;
 };
@@ -121,7 +122,8 @@ json extract_features(const ExtractOptions& o) {
   if (o.vlm_batch != 1) inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
   if (o.teacher_dtype != "f32") inputs["teacher_dtype"] = o.teacher_dtype;
   if (o.vlm_mode == "generate") {
-    inputs["generation"] = {{"temperature", o.temperature}, {"max_new_tokens", o.max_new_tokens}, {"seed", o.seed}};
+    inputs["generation"] = {{"temperature", o.temperature}, {"max_new_tokens", o.max_new_tokens}, {"seed", o.seed},
+                            {"seeding", "per image"}};
     if (o.cuda_graph) inputs["generation"]["cuda_graph"] = true;  // graphs sum in another order
   }
 
@@ -193,7 +195,9 @@ json extract_features(const ExtractOptions& o) {
           try {
             RgbImage image = decode_image_file(samples[begin + i].path);
             r.vit = to_tensor(preprocess_vit(image, vcfg));
-            r.vlm = proc.prepare(VlmPrompt{query.prompt, {cap_long_side(image, o.cap_long_side)}});
+            VlmPrompt prompt{query.prompt, {cap_long_side(image, o.cap_long_side)}};
+            r.seed = prompt_seed(o.seed, prompt.images);
+            r.vlm = proc.prepare(prompt);
           } catch (const Error& e) {
             r.error = e.what();
           }
@@ -202,6 +206,7 @@ json extract_features(const ExtractOptions& o) {
         o.workers, 8);
     std::vector<torch::Tensor> feats, scores, tlogits, teacher_px;
     std::vector<int64_t> answers, targets, index;
+    json texts = json::array();  // generate mode: each cached image's answer
     json failures = json::array();
     auto flush_teacher = [&] {
       if (teacher_px.empty()) return;
@@ -212,6 +217,7 @@ json extract_features(const ExtractOptions& o) {
     // The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest).
     std::vector<PreparedPrompt> group;
     std::vector<size_t> group_index;
+    std::vector<uint64_t> group_seed;
     auto flush_vlm = [&] {
       if (group.empty()) return;
       // one prefill per group serves the label scores and, in generate mode, each image's answer
@@ -226,10 +232,12 @@ json extract_features(const ExtractOptions& o) {
         int64_t answer = s[g].argmax().item<int64_t>();
         if (o.vlm_mode == "generate") {
           GenerationConfig gc = gen;
-          gc.seed = mix_seed(o.seed, i);
+          gc.seed = group_seed[g];
           GenerationResult gr = generate(*vlm, std::move(rows[g]), gc);
           std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
-          answer = parse_categorical_answer(proc.tokenizer().decode(ids, true), d.labels).index;
+          const std::string text = proc.tokenizer().decode(ids, true);
+          answer = parse_categorical_answer(text, d.labels).index;
+          texts.push_back(text);
         }
         feats.push_back(pooled[static_cast<int64_t>(g)]);
         scores.push_back(s[static_cast<int64_t>(g)].to(torch::kFloat32));
@@ -240,6 +248,7 @@ json extract_features(const ExtractOptions& o) {
       bar.advance(static_cast<int64_t>(group.size()));
       group.clear();
       group_index.clear();
+      group_seed.clear();
     };
     Decoded dec;
     for (size_t i = begin; i < end; ++i) {
@@ -251,6 +260,7 @@ json extract_features(const ExtractOptions& o) {
       }
       group.push_back(std::move(dec.vlm));
       group_index.push_back(i);
+      group_seed.push_back(dec.seed);
       teacher_px.push_back(dec.vit);
       if (static_cast<int64_t>(group.size()) >= o.vlm_batch) flush_vlm();
       if (static_cast<int64_t>(teacher_px.size()) >= o.teacher_batch) flush_teacher();
@@ -270,8 +280,9 @@ json extract_features(const ExtractOptions& o) {
     // each shard names the split and inputs it belongs to: the reader checks them against the manifest
     save_tensors((fs::path(o.out) / file).string(), ts,
                  {{"format", "emovlm-feature-cache"}, {"split", o.split}, {"inputs", hex64(inputs_hash(inputs))}});
-    manifest["shards"].push_back({{"file", file}, {"first", begin}, {"count", end - begin}, {"cached", feats.size()},
-                                  {"failures", failures}});
+    json shard = {{"file", file}, {"first", begin}, {"count", end - begin}, {"cached", feats.size()}, {"failures", failures}};
+    if (o.vlm_mode == "generate") shard["answers"] = std::move(texts);
+    manifest["shards"].push_back(std::move(shard));
     manifest["complete"] = manifest["shards"].size() == n_shards;
     write_file_atomic(mpath, manifest.dump(1) + "\n");
   }
@@ -366,6 +377,12 @@ FeatureCache read_cache(const std::string& dir, const std::string& mpath) {
     t.push_back(ts["teacher_logits"].to(torch::kFloat32));
     s.push_back(ts["vlm_scores"].to(torch::kFloat32));
     a.push_back(ts["vlm_answer"].clone());
+    if (sh.contains("answers")) {
+      if (!sh["answers"].is_array() || static_cast<int64_t>(sh["answers"].size()) != ts["index"].size(0))
+        throw Error(cat(mpath, ": shard ", sh["file"].get<std::string>(), " lists ", sh["answers"].size(),
+                        " answers for ", ts["index"].size(0), " cached images"));
+      for (const auto& text : sh["answers"]) c.vlm_text.push_back(text.get<std::string>());
+    }
     y.push_back(ts["labels"].clone());
     auto idx = ts["index"];
     const json& entries = c.manifest["entries"];

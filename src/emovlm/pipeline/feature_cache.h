@@ -34,7 +34,7 @@ struct ExtractOptions {
   // generate mode (the reference's settings, merged with generation_config.json)
   double temperature = 0.8;
   int max_new_tokens = 256;
-  uint64_t seed = 0;
+  uint64_t seed = 0;  // each image samples from prompt_seed(seed, its pixels), as classify and chat
   bool cuda_graph = false;  // decode with fixed shapes, one CUDA graph per token on a GPU
 };
 
@@ -63,6 +63,7 @@ struct FeatureCache {
   torch::Tensor teacher_logits;  // [N, C] float32
   torch::Tensor vlm_scores;      // [N, C] float32: sum of log-probabilities of each label's answer
   torch::Tensor vlm_answer;      // [N] int64: the VLM's class (-1: unparsable answer)
+  std::vector<std::string> vlm_text;  // generate mode: the VLM's answers, [N] (score mode: empty)
   torch::Tensor targets;         // [N] int64: the true labels
 
   static FeatureCache load(const std::string& dir);

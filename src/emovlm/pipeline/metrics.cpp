@@ -30,29 +30,37 @@ ClassificationReport classification_report(const std::vector<int>& pred, const s
     else ++fp[p], ++fn[t];
   }
   r.accuracy = r.n ? static_cast<double>(right) / r.n : 0.0;
-  double f1sum = 0;
+  double f1sum = 0, weighted = 0;
+  int present = 0;
   for (int c = 0; c < C; ++c) {
+    // zero_division = 0: a precision with no prediction of c, a recall with no image of c
     double rec = tp[c] + fn[c] ? static_cast<double>(tp[c]) / (tp[c] + fn[c]) : 0.0;
     double pre = tp[c] + fp[c] ? static_cast<double>(tp[c]) / (tp[c] + fp[c]) : 0.0;
     double f = pre + rec > 0 ? 2 * pre * rec / (pre + rec) : 0.0;
     r.recall.push_back(rec);
     r.precision.push_back(pre);
     r.f1.push_back(f);
-    f1sum += f;
+    r.support.push_back(tp[c] + fn[c]);
+    r.present.push_back(tp[c] + fn[c] + fp[c] > 0);
+    if (r.present.back()) f1sum += f, ++present;
+    weighted += f * static_cast<double>(tp[c] + fn[c]);
   }
-  r.macro_f1 = C ? f1sum / C : 0.0;
+  r.macro_f1 = present ? f1sum / present : 0.0;
+  r.weighted_f1 = r.n ? weighted / r.n : 0.0;
   return r;
 }
 
 json ClassificationReport::to_json(const std::vector<std::string>& labels) const {
-  json j = {{"n", n}, {"accuracy", accuracy}, {"macro_f1", macro_f1}, {"unparsable", unparsable},
-            {"confusion", confusion}, {"labels", labels}};
+  json j = {{"n", n}, {"accuracy", accuracy}, {"macro_f1", macro_f1}, {"weighted_f1", weighted_f1},
+            {"unparsable", unparsable}, {"confusion", confusion}, {"labels", labels}};
   for (size_t c = 0; c < labels.size() && c < recall.size(); ++c)
-    j["per_class"][labels[c]] = {{"recall", recall[c]}, {"precision", precision[c]}, {"f1", f1[c]}};
+    j["per_class"][labels[c]] = {{"recall", recall[c]}, {"precision", precision[c]}, {"f1", f1[c]}, {"support", support[c]}};
   return j;
 }
 
 Complementarity complementarity(const std::vector<int>& a, const std::vector<int>& b, const std::vector<int>& truth) {
+  if (a.size() != truth.size() || b.size() != truth.size())
+    throw Error(cat("complementarity: ", a.size(), " and ", b.size(), " predictions for ", truth.size(), " labels"));
   Complementarity c;
   for (size_t i = 0; i < truth.size(); ++i) {
     const bool ra = a[i] == truth[i], rb = b[i] == truth[i];

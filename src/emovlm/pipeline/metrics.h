@@ -1,5 +1,9 @@
-// Classification metrics and reports: accuracy, macro-F1, per-class recall, confusion matrix,
-// and the complementarity split of two models (the paper's Figure 1).
+// Classification metrics and reports: accuracy, macro- and weighted F1, per-class precision,
+// recall and F1, confusion matrix, and the complementarity split of two models (the paper's
+// Figure 1). The averages follow scikit-learn's f1_score(average="macro" / "weighted",
+// zero_division=0) over the classes present in the truth or among the answered predictions: a
+// class that no image has and no answer names does not count; an unanswered image (-1) is a
+// wrong prediction, not a class.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +16,12 @@ namespace emovlm {
 
 struct ClassificationReport {
   int64_t n = 0;
-  double accuracy = 0, macro_f1 = 0;
-  std::vector<double> recall, precision, f1;
+  double accuracy = 0;
+  double macro_f1 = 0;     // unweighted mean of f1 over the present classes
+  double weighted_f1 = 0;  // mean of f1 weighted by support (images of the class)
+  std::vector<double> recall, precision, f1;  // every class (0 where undefined)
+  std::vector<int64_t> support;               // images of each class in the truth
+  std::vector<bool> present;                  // in the truth or among the predictions
   std::vector<std::vector<int64_t>> confusion;  // [truth][prediction]
   int64_t unparsable = 0;                       // predictions of -1 (counted as wrong)
 

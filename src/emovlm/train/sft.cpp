@@ -124,12 +124,15 @@ json train_sft(const SftOptions& o) {
     for (auto& p : model->parameters()) p.set_data(p.detach().clone());
     if (model->config().text.tie_word_embeddings) model->lm_head->weight = model->model->embed_tokens->weight;
     for (auto& p : model->parameters()) p.set_requires_grad(true);
-  } else {
+  }
+  int quantized = 0;  // Linear layers whose base is NF4
+  if (!o.full) {
     // the base stays frozen (and mapped, or in NF4 with --qlora); only the adapters train
     if (o.qlora) {
-      const int q = quantize_linears_nf4(*model, o.double_quant, [](const std::string& n) { return n != "lm_head"; }, device);
+      quantized = quantize_linears_nf4(*model, o.double_quant, [](const std::string& n) { return n != "lm_head"; }, device);
       model->move_to(device, dtype);  // the rest: embeddings, norms, biases, lm_head
-      std::fprintf(stderr, "tune: %d linear layers of the base in NF4%s\n", q, o.double_quant ? " (double quantization)" : "");
+      std::fprintf(stderr, "tune: %d linear layers of the base in NF4%s\n", quantized,
+                   o.double_quant ? " (double quantization)" : "");
     }
     const int n = apply_lora(*model, o.lora, o.seed);
     std::fprintf(stderr, "tune: LoRA r=%lld alpha=%g on %d layers\n", static_cast<long long>(o.lora.r), o.lora.alpha, n);
@@ -205,7 +208,7 @@ json train_sft(const SftOptions& o) {
                  decode_failures.size(), decode_failures.begin()->c_str());
   json report = {{"stage", "sft"}, {"examples", usable.size()}, {"instructions", ex.size()},
                  {"dropped_instructions", ex.size() - usable.size()}, {"skipped_images", unreadable},
-                 {"final_train_loss", r.last_train_loss}, {"epochs_run", r.epochs_run}};
+                 {"final_train_loss", r.last_train_loss}, {"epochs_run", r.epochs_run}, {"nf4_layers", quantized}};
   write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");
   return report;
 }
