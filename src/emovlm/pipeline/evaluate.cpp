@@ -7,6 +7,7 @@
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/metrics.h"
 #include "emovlm/train/distill.h"
@@ -18,7 +19,12 @@ namespace fs = std::filesystem;
 int64_t checkpoint_parameters(const std::string& path) {
   Checkpoint ck(path);
   int64_t n = 0;
-  for (const auto& name : ck.names()) n += ck.get(name).numel();
+  auto ends_with = [](const std::string& s, const std::string& e) {
+    return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
+  };
+  for (const auto& name : ck.names())
+    if (!ends_with(name, ".running_mean") && !ends_with(name, ".running_var") && !ends_with(name, ".num_batches_tracked"))
+      n += ck.get(name).numel();
   return n;
 }
 
@@ -59,7 +65,9 @@ json evaluate_cache(const EvaluateOptions& o) {
     models[name] = r;
   };
   add("vlm", vlm, checkpoint_parameters(in["vlm"]["path"].get<std::string>()));
-  add("teacher", teacher, checkpoint_parameters(in["teacher"]["path"].get<std::string>()));
+  const std::string teacher_dir = in["teacher"]["path"].get<std::string>();
+  add("teacher", teacher, checkpoint_parameters(teacher_dir));
+  models["teacher"]["arch"] = classifier_arch(teacher_dir);
   add("distill_head", hd, head->num_parameters());
   json report = {{"cache", o.cache}, {"labels", c.labels}, {"images", c.size()}, {"vlm_mode", in["vlm_mode"]}};
   std::vector<int> fused;
@@ -93,18 +101,25 @@ json evaluate_cache(const EvaluateOptions& o) {
   return report;
 }
 
+std::string models_table_markdown(const std::vector<std::pair<std::string, json>>& rows) {
+  std::vector<std::vector<std::string>> cells;
+  for (const auto& [label, m] : rows)
+    cells.push_back({label, human(m["parameters"].get<int64_t>()), pct(m["accuracy"].get<double>()),
+                     pct(m["macro_f1"].get<double>()), std::to_string(m["unparsable"].get<int64_t>())});
+  return markdown_table({"model", "parameters", "accuracy %", "macro-F1 %", "unparsable"}, cells);
+}
+
 std::string evaluation_markdown(const json& r) {
   std::string md = cat("# Evaluation on ", r["cache"].get<std::string>(), " (", r["images"].get<int64_t>(), " images)\n\n");
-  std::vector<std::vector<std::string>> rows;
-  const std::pair<const char*, const char*> names[] = {
-      {"vlm", "VLM (Qwen2-VL)"}, {"teacher", "Teacher (ViT)"}, {"distill_head", "Distillation head"}, {"emovlm_kd", "EmoVLM-KD"}};
-  for (const auto& [key, label] : names) {
-    if (!r["models"].contains(key)) continue;
-    const json& m = r["models"][key];
-    rows.push_back({label, human(m["parameters"].get<int64_t>()), pct(m["accuracy"].get<double>()),
-                    pct(m["macro_f1"].get<double>()), std::to_string(m["unparsable"].get<int64_t>())});
-  }
-  md += markdown_table({"model", "parameters", "accuracy %", "macro-F1 %", "unparsable"}, rows);
+  std::vector<std::pair<std::string, json>> rows;
+  const json& models = r["models"];
+  const std::string teacher =
+      "Teacher (" + classifier_display_name(models.contains("teacher") ? models["teacher"].value("arch", "vit") : "vit") + ")";
+  const std::pair<const char*, std::string> names[] = {
+      {"vlm", "VLM (Qwen2-VL)"}, {"teacher", teacher}, {"distill_head", "Distillation head"}, {"emovlm_kd", "EmoVLM-KD"}};
+  for (const auto& [key, label] : names)
+    if (models.contains(key)) rows.emplace_back(label, models[key]);
+  md += models_table_markdown(rows);
   md += "\nComplementarity (Figure 1):\n\n";
   std::vector<std::vector<std::string>> crow;
   for (const auto& [key, a, b] : {std::tuple<const char*, const char*, const char*>{"vlm_vs_teacher", "vlm", "teacher"},

@@ -15,7 +15,7 @@
 #include "emovlm/data/loader.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
-#include "emovlm/models/vit.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 #include "emovlm/train/teacher.h"
@@ -49,7 +49,7 @@ namespace {
 // prompt tokenized; the main thread only batches and runs the models.
 struct Decoded {
   PreparedPrompt vlm;
-  torch::Tensor vit;  // [3, size, size]
+  torch::Tensor vit;  // the teacher's input [3, size, size]
   std::string error;
 };
 
@@ -79,8 +79,7 @@ json extract_features(const ExtractOptions& o) {
 
   // Everything the cached values depend on; a resumed or reused cache must match it exactly.
   Qwen2VLImageConfig qcfg = Qwen2VLImageConfig::from_dir(o.vlm);
-  VitImageConfig vcfg = VitImageConfig::from_dir(o.teacher);
-  vcfg.mode = VitResizeMode::ResizeCenterCrop;
+  const VitImageConfig vcfg = classifier_image_config(o.teacher);
   json entries = json::array();
   {
     Progress bar("hashing images", static_cast<int64_t>(samples.size()), "img");
@@ -132,7 +131,7 @@ json extract_features(const ExtractOptions& o) {
   const torch::ScalarType dtype = parse_dtype(o.dtype);
   Qwen2VL vlm = load_vlm(o.vlm, o.adapter, dtype, device);
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
-  VitForImageClassification teacher(VitForImageClassificationImpl::from_pretrained(o.teacher));
+  std::shared_ptr<ImageClassifierImpl> teacher = load_image_classifier(o.teacher);
   teacher->eval();
   teacher->to(device);
   const CategoricalQuery query = categorical_query(proc.tokenizer(), d.labels);
@@ -164,7 +163,7 @@ json extract_features(const ExtractOptions& o) {
     auto flush_teacher = [&] {
       if (teacher_px.empty()) return;
       compat::AutocastGuard autocast(device.type(), torch::kBFloat16, o.teacher_dtype == "bf16");
-      tlogits.push_back(teacher->forward(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
+      tlogits.push_back(teacher->logits(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
       teacher_px.clear();
     };
     // The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest).
