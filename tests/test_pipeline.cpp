@@ -229,6 +229,46 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   EXPECT_NE(evaluation_markdown(rep).find("| Teacher (ResNet50) |"), std::string::npos) << evaluation_markdown(rep);
 }
 
+// A VGG16-BN teacher with --preprocess reference: the reference script's transform (Resize +
+// CenterCrop, mean = std = 0.5) instead of the checkpoint's, recorded in the trained directory's
+// pretrained_cfg so that eval and extract use it; evaluated as a Table 1 row.
+TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
+  World& w = world();
+  TeacherOptions t;
+  t.data = w.data;
+  t.init = std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/vgg_bn_tiny";
+  t.arch = "vgg16_bn";
+  t.preprocess = "reference";
+  t.image_size = 40;
+  t.out = w.tmp / "vgg-teacher";
+  t.dataset.labels = "mikels8";
+  t.epochs = 1;
+  t.batch_size = 4;
+  t.optim.lr = 1e-3;
+  t.device = "cpu";
+  json tr = train_teacher(t);
+  EXPECT_EQ(tr["arch"], "vgg16_bn");
+  EXPECT_EQ(tr["image"]["input_size"], json({3, 40, 40}));
+  EXPECT_EQ(tr["image"]["mean"], json({0.5, 0.5, 0.5}));
+  EXPECT_EQ(tr["image"]["crop_pct"], 1.0);
+  const VitImageConfig img = classifier_image_config(t.out);
+  EXPECT_EQ(img.image_size, 40);
+  EXPECT_EQ(img.resize_size(), 40);
+  EXPECT_EQ(img.image_std[1], 0.5f);
+  auto before = load_tensors(t.init + "/model.safetensors"), after = load_tensors(t.out + "/model.safetensors");
+  EXPECT_FALSE(torch::equal(before.at("features.1.running_var"), after.at("features.1.running_var")));
+  TeacherOptions bad = t;
+  bad.preprocess = "timm";
+  EXPECT_THROW(train_teacher(bad), Error);
+  DatasetOptions ds;
+  ds.labels = "mikels8";
+  json ev = eval_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
+  EXPECT_EQ(ev["n"].get<int64_t>(), 16);
+  EXPECT_EQ(ev["parameters"].get<int64_t>(), load_image_classifier(t.out)->num_parameters());
+  const std::string row = models_table_markdown({{classifier_display_name(ev["arch"]), ev}});
+  EXPECT_NE(row.find("| VGG16-BN |"), std::string::npos) << row;
+}
+
 // --vlm-batch groups images into one left-padded VLM forward: the same values to float32 rounding
 // as one image at a time, in another cache (a batched cache is its own setting).
 TEST(Pipeline, BatchedExtractMatchesOneAtATime) {
