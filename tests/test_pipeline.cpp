@@ -161,6 +161,7 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   t.data = w.data;
   t.init = init;
   t.arch = "resnet50";
+  t.preprocess = "checkpoint";
   t.out = w.tmp / "resnet-teacher";
   t.dataset.labels = "mikels8";
   t.epochs = 1;
@@ -229,16 +230,16 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   EXPECT_NE(evaluation_markdown(rep).find("| Teacher (ResNet50) |"), std::string::npos) << evaluation_markdown(rep);
 }
 
-// A VGG16-BN teacher with --preprocess reference: the reference script's transform (Resize +
-// CenterCrop, mean = std = 0.5) instead of the checkpoint's, recorded in the trained directory's
-// pretrained_cfg so that eval and extract use it; evaluated as a Table 1 row.
+// A VGG16-BN teacher with the default transform, the reference script's (Resize + CenterCrop,
+// mean = std = 0.5) instead of the checkpoint's, recorded in the trained directory's pretrained_cfg
+// so that eval and extract use it; evaluated as a Table 1 row.
 TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
   World& w = world();
   TeacherOptions t;
   t.data = w.data;
   t.init = std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/vgg_bn_tiny";
   t.arch = "vgg16_bn";
-  t.preprocess = "reference";
+  EXPECT_EQ(t.preprocess, "reference");
   t.image_size = 40;
   t.out = w.tmp / "vgg-teacher";
   t.dataset.labels = "mikels8";

@@ -105,8 +105,8 @@ void add_pipeline_commands(CLI::App& app) {
   tt->add_option("--arch", t->arch, "vit, resnet50, vgg16 or vgg16_bn (also resnet101/152, vgg11/13/19[_bn]); "
                                     "default: what --init holds (checked when given)");
   tt->add_option("--preprocess", t->preprocess,
-                 "checkpoint (timm's pretrained_cfg for ResNet/VGG) or reference (Resize + CenterCrop 384, "
-                 "mean = std = 0.5)")
+                 "reference (the reference script's: Resize + CenterCrop 384, mean = std = 0.5) or checkpoint "
+                 "(timm's pretrained_cfg for ResNet/VGG)")
       ->capture_default_str();
   tt->add_option("--out", t->out, "output directory")->required();
   add_dataset_flags(tt, t->dataset);

@@ -20,11 +20,12 @@ struct TeacherOptions {
   // The architecture --init must hold (vit, resnet50, vgg16, vgg16_bn, ...; classifier_archs());
   // empty: whichever it holds.
   std::string arch;
-  // The input transform. "checkpoint": the checkpoint's own (a ResNet's or VGG's timm pretrained_cfg:
-  // shorter side to size / crop_pct, center crop, ImageNet mean/std; the ViT's is the reference's);
-  // "reference": the reference script's Resize(S) + CenterCrop(S), mean = std = 0.5, S = 384 for a
-  // ResNet or VGG (the ViT's own size for the ViT).
-  std::string preprocess = "checkpoint";
+  // The input transform. "reference" (the default): the reference script's, which trains all three
+  // architectures alike: Resize(S) + CenterCrop(S), mean = std = 0.5, S = 384 for a ResNet or VGG
+  // (the ViT's own size for the ViT). "checkpoint": the checkpoint's own (a ResNet's or VGG's timm
+  // pretrained_cfg: shorter side to size / crop_pct, center crop, ImageNet mean/std; the same as
+  // "reference" for the ViT).
+  std::string preprocess = "reference";
   int64_t epochs = 10, batch_size = 10;
   int image_size = 0;  // 0: the transform's size
   int workers = 2;
