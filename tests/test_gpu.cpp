@@ -1,6 +1,6 @@
 // The Qwen2-VL golden checks on an NVIDIA GPU (CUDA libtorch): float32 with TF32 off at 1e-4,
 // bfloat16 at the reference's CUDA calibration, greedy tokens exact, label scores within 1e-3,
-// the ViT teacher at 1e-4, CUDA graphs replaying decoding steps. Labelled `gpu`: `make test`
+// the ViT teacher at 1e-4, ResNet and VGG (cuDNN convolutions and BatchNorm) at 1e-4, CUDA graphs replaying decoding steps. Labelled `gpu`: `make test`
 // skips it; without CUDA every test skips.
 #include <gtest/gtest.h>
 
@@ -13,6 +13,7 @@
 #include "emovlm/models/nf4.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/models/vit.h"
 #include "test_util.h"
 
@@ -162,6 +163,42 @@ TEST(Gpu, VitTeacher) {
   for (const auto& c : cases["images"])
     EXPECT_LT(rel_err(m->forward(exp.at(c["pixel_values"].get<std::string>()).to(torch::kCUDA))[0],
                       exp.at(c["name"].get<std::string>() + ".logits")), 1e-4);
+}
+
+// ResNet and VGG on cuDNN against torchvision (tests/data/cnn): eval logits, and a train-mode step's
+// loss, gradients and running statistics (cuDNN's BatchNorm), float32 with TF32 off.
+TEST(Gpu, CnnTeachers) {
+  REQUIRE_CUDA();
+  for (const char* name : {"resnet_tiny", "vgg_bn_tiny"}) {
+    const std::string dir = std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/" + name;
+    json cases = read_json_file(dir + "/cases.json");
+    auto exp = load_tensors(dir + "/expected.safetensors");
+    std::shared_ptr<ImageClassifierImpl> m = load_image_classifier(dir);
+    m->to(torch::kCUDA);
+    m->eval();
+    {
+      torch::NoGradGuard ng;
+      for (const auto& in : cases["inputs"])
+        EXPECT_LT(rel_err(m->logits(exp.at(in.get<std::string>()).to(torch::kCUDA)), exp.at(in.get<std::string>() + ".logits")),
+                  1e-4)
+            << name << " " << in;
+    }
+    m->train();
+    torch::Tensor y = torch::tensor(cases["train_labels"].get<std::vector<int64_t>>(), torch::kInt64).to(torch::kCUDA);
+    torch::Tensor loss = torch::cross_entropy_loss(m->logits(exp.at(cases["train_input"].get<std::string>()).to(torch::kCUDA)), y);
+    EXPECT_NEAR(loss.item<double>(), cases["train_loss"].get<double>(), 1e-4) << name;
+    loss.backward();
+    std::map<std::string, torch::Tensor> t;
+    for (const auto& p : m->named_parameters()) t[p.key()] = p.value();
+    for (const auto& b : m->named_buffers()) t[b.key()] = b.value();
+    for (const auto& n : cases["grad_names"])
+      EXPECT_LT(rel_err(t.at(n.get<std::string>()).grad(), exp.at("train.grad." + n.get<std::string>())), 1e-4)
+          << name << " " << n;
+    for (const auto& n : cases["bn_names"])
+      for (const char* b : {"running_mean", "running_var"})
+        EXPECT_LT(rel_err(t.at(n.get<std::string>() + "." + b), exp.at("train." + n.get<std::string>() + "." + b)), 1e-4)
+            << name << " " << n << "." << b;
+  }
 }
 
 TEST(Gpu, Nf4QuantizesOnTheDeviceAsOnTheCpu) {

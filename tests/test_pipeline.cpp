@@ -18,6 +18,7 @@
 #include "emovlm/core/safetensors.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/models/qwen2vl_config.h"
 #include "emovlm/pipeline/ablation.h"
 #include "emovlm/pipeline/classify.h"
@@ -354,6 +355,125 @@ TEST(Pipeline, AnUnreadableSplitIsAnError) {
     EXPECT_NE(std::string(e.what()).find("none of the 8 images of the test split could be read"), std::string::npos)
         << e.what();
   }
+}
+
+// A ResNet teacher (the paper's Table 1 baseline) from a timm checkpoint: trained with its running
+// statistics saved, evaluated as a Table 1 row, cached by extract as the ViT is (its logits, computed
+// on timm's preprocessing), and distilled from and evaluated without a change.
+TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
+  World& w = world();
+  const std::string init = std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/resnet_tiny";
+  TeacherOptions t;
+  t.data = w.data;
+  t.init = init;
+  t.arch = "resnet50";
+  t.preprocess = "checkpoint";
+  t.out = w.tmp / "resnet-teacher";
+  t.dataset.labels = "mikels8";
+  t.epochs = 1;
+  t.batch_size = 4;
+  t.optim.lr = 1e-3;
+  t.device = "cpu";
+  TeacherOptions wrong = t;
+  wrong.arch = "vgg16";
+  EXPECT_THROW(train_teacher(wrong), Error);  // --init holds a resnet50
+  json tr = train_teacher(t);
+  EXPECT_EQ(tr["arch"], "resnet50");
+  EXPECT_EQ(tr["image"]["input_size"], json({3, 64, 64}));  // the checkpoint's pretrained_cfg
+  // the teacher directory is a timm checkpoint again (8 classes), with the running statistics that
+  // training moved (train mode) saved next to the weights
+  const json cfg = read_json_file(t.out + "/config.json");
+  EXPECT_EQ(cfg["num_classes"], 8);
+  EXPECT_EQ(cfg["pretrained_cfg"]["crop_pct"], 0.875);
+  auto before = load_tensors(init + "/model.safetensors"), after = load_tensors(t.out + "/model.safetensors");
+  EXPECT_FALSE(torch::equal(before.at("bn1.running_mean"), after.at("bn1.running_mean")));
+  EXPECT_GT(after.at("bn1.num_batches_tracked").item<int64_t>(), before.at("bn1.num_batches_tracked").item<int64_t>());
+  DatasetOptions ds;
+  ds.labels = "mikels8";
+  json ev = eval_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
+  EXPECT_EQ(ev["n"].get<int64_t>(), 16);
+  EXPECT_EQ(ev["arch"], "resnet50");
+  EXPECT_EQ(ev["parameters"].get<int64_t>(), load_image_classifier(t.out)->num_parameters());
+  const std::string row = models_table_markdown({{classifier_display_name(ev["arch"]), ev}});
+  EXPECT_NE(row.find("| ResNet50 |"), std::string::npos) << row;
+  EXPECT_NE(row.find("macro-F1 %"), std::string::npos) << row;
+
+  std::vector<std::string> caches;
+  for (const char* split : {"train", "test"}) {
+    ExtractOptions x = w.extract(split);
+    x.teacher = t.out;
+    x.out = w.tmp / (std::string("resnet-cache-") + split);
+    extract_features(x);
+    caches.push_back(x.out);
+  }
+  FeatureCache train = FeatureCache::load(caches[0]);
+  ASSERT_EQ(train.teacher_logits.sizes(), (std::vector<int64_t>{16, 8}));
+  {
+    // the cached logits are the ResNet's on timm's eval transform of the image
+    std::shared_ptr<ImageClassifierImpl> teacher = load_image_classifier(t.out);
+    teacher->eval();
+    torch::NoGradGuard ng;
+    FloatArray px = preprocess_vit(decode_image_file(train.paths[5]), classifier_image_config(t.out));
+    EXPECT_EQ(px.shape, (std::vector<int64_t>{3, 64, 64}));
+    torch::Tensor direct = teacher->logits(to_tensor(px).unsqueeze(0))[0];
+    EXPECT_LT((direct - train.teacher_logits[5]).abs().max().item<double>(), 1e-4 * direct.abs().max().item<double>());
+  }
+  DistillOptions d;
+  d.cache = caches[0];
+  d.out = w.tmp / "resnet-distill";
+  d.hidden = {16};
+  d.epochs = 2;
+  d.batch_size = 4;
+  json dr = train_distill_head(d);
+  EXPECT_GT(dr["optimizer_steps"].get<int64_t>(), 0);
+  EvaluateOptions e;
+  e.cache = caches[1];
+  e.distill = d.out;
+  json rep = evaluate_cache(e);
+  EXPECT_EQ(rep["models"]["teacher"]["arch"], "resnet50");
+  // parameters, not the BatchNorm statistics the checkpoint also holds
+  EXPECT_EQ(rep["models"]["teacher"]["parameters"].get<int64_t>(), ev["parameters"].get<int64_t>());
+  EXPECT_NE(evaluation_markdown(rep).find("| Teacher (ResNet50) |"), std::string::npos) << evaluation_markdown(rep);
+}
+
+// A VGG16-BN teacher with the default transform, the reference script's (Resize + CenterCrop,
+// mean = std = 0.5) instead of the checkpoint's, recorded in the trained directory's pretrained_cfg
+// so that eval and extract use it; evaluated as a Table 1 row.
+TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
+  World& w = world();
+  TeacherOptions t;
+  t.data = w.data;
+  t.init = std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/vgg_bn_tiny";
+  t.arch = "vgg16_bn";
+  EXPECT_EQ(t.preprocess, "reference");
+  t.image_size = 40;
+  t.out = w.tmp / "vgg-teacher";
+  t.dataset.labels = "mikels8";
+  t.epochs = 1;
+  t.batch_size = 4;
+  t.optim.lr = 1e-3;
+  t.device = "cpu";
+  json tr = train_teacher(t);
+  EXPECT_EQ(tr["arch"], "vgg16_bn");
+  EXPECT_EQ(tr["image"]["input_size"], json({3, 40, 40}));
+  EXPECT_EQ(tr["image"]["mean"], json({0.5, 0.5, 0.5}));
+  EXPECT_EQ(tr["image"]["crop_pct"], 1.0);
+  const VitImageConfig img = classifier_image_config(t.out);
+  EXPECT_EQ(img.image_size, 40);
+  EXPECT_EQ(img.resize_size(), 40);
+  EXPECT_EQ(img.image_std[1], 0.5f);
+  auto before = load_tensors(t.init + "/model.safetensors"), after = load_tensors(t.out + "/model.safetensors");
+  EXPECT_FALSE(torch::equal(before.at("features.1.running_var"), after.at("features.1.running_var")));
+  TeacherOptions bad = t;
+  bad.preprocess = "timm";
+  EXPECT_THROW(train_teacher(bad), Error);
+  DatasetOptions ds;
+  ds.labels = "mikels8";
+  json ev = eval_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
+  EXPECT_EQ(ev["n"].get<int64_t>(), 16);
+  EXPECT_EQ(ev["parameters"].get<int64_t>(), load_image_classifier(t.out)->num_parameters());
+  const std::string row = models_table_markdown({{classifier_display_name(ev["arch"]), ev}});
+  EXPECT_NE(row.find("| VGG16-BN |"), std::string::npos) << row;
 }
 
 // --vlm-batch groups images into one left-padded VLM forward: the same values to float32 rounding

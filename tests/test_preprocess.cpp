@@ -123,3 +123,65 @@ TEST(VitPreprocess, MatchesReference) {
   }
   EXPECT_GT(checked, 0);
 }
+
+// timm's evaluation transform (ResNet, VGG): resize to floor(size / crop_pct) with the named
+// interpolation (shorter side, or both for crop_mode squash), center crop, mean/std; and the
+// reference teacher's transform as crop_pct 1. Against torchvision's transforms on Pillow images.
+// 1e-5: one uint8 step is 1/255/std > 0.017, so the geometry and the resampling must be exact; what
+// is left is the float32 rounding of x/255 (a few 1e-7).
+TEST(TimmPreprocess, MatchesTorchvisionTransforms) {
+  const std::string dir = std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/preprocess";
+  json cases = read_json_file(dir + "/cases.json");
+  auto expected = SafeTensorsFile::open(dir + "/expected.safetensors");
+  int checked = 0;
+  for (const auto& c : cases["cases"]) {
+    const std::string name = c["name"];
+    VitImageConfig cfg = VitImageConfig::from_timm(c["pretrained_cfg"], name);
+    RgbImage img = decode_image_file(test::ref_path("images/" + c["image"].get<std::string>()));
+    FloatArray a = preprocess_vit(img, cfg);
+    const TensorView& ref = expected->get(name);
+    ASSERT_EQ(a.shape, std::vector<int64_t>(ref.shape.begin(), ref.shape.end())) << name;
+    EXPECT_LE(test::max_abs_diff(a.data, test::as_floats(ref)), 1e-5) << name;
+    // the config survives its round trip through pretrained_cfg
+    VitImageConfig back = VitImageConfig::from_timm(cfg.to_timm(), name);
+    EXPECT_EQ(back.image_size, cfg.image_size);
+    EXPECT_EQ(back.crop_pct, cfg.crop_pct);
+    EXPECT_EQ(back.mode, cfg.mode);
+    EXPECT_EQ(back.resample, cfg.resample);
+    EXPECT_EQ(back.image_mean, cfg.image_mean);
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int>(cases["cases"].size()));
+  EXPECT_GE(checked, 4);
+}
+
+TEST(TimmPreprocess, ConfigErrorsNameTheField) {
+  json ok = {{"input_size", {3, 224, 224}}, {"interpolation", "bicubic"}, {"crop_pct", 0.95}, {"crop_mode", "center"}};
+  VitImageConfig c = VitImageConfig::from_timm(ok, "config.json");
+  EXPECT_EQ(c.resize_size(), 235);  // floor(224 / 0.95)
+  EXPECT_EQ(c.image_mean[0], 0.485f);  // timm's ImageNet defaults when absent
+  auto fails_with = [](json j, const std::string& what) {
+    try {
+      VitImageConfig::from_timm(j, "x/config.json: pretrained_cfg");
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      return m.find("x/config.json") != std::string::npos && m.find(what) != std::string::npos;
+    }
+    return false;
+  };
+  json bad = ok;
+  bad["crop_mode"] = "border";
+  EXPECT_TRUE(fails_with(bad, "crop_mode 'border'"));
+  bad = ok;
+  bad["input_size"] = {3, 224, 192};
+  EXPECT_TRUE(fails_with(bad, "input_size"));
+  bad = ok;
+  bad["interpolation"] = "random";
+  EXPECT_TRUE(fails_with(bad, "interpolation"));
+  bad = ok;
+  bad["crop_pct"] = 1.5;
+  EXPECT_TRUE(fails_with(bad, "crop_pct"));
+  bad = ok;
+  bad.erase("input_size");
+  EXPECT_TRUE(fails_with(bad, "input_size"));
+}

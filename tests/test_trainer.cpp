@@ -235,3 +235,61 @@ TEST(Trainer, MultiTensorAdamEqualsTorchAdam) {
     }
   }
 }
+
+// Buffers (BatchNorm's running statistics) travel in the checkpoints: a run resumed after its first
+// epoch ends where the uninterrupted run does, statistics included, and the best weights carry them.
+TEST(Trainer, ResumeRestoresBatchNormStatistics) {
+  struct Net : torch::nn::Module {
+    Conv2d conv{nullptr};
+    BatchNorm2d bn{nullptr};
+    Net() {
+      conv = register_module("conv", Conv2d(2, 3, 3, 1, 1, true));
+      bn = register_module("bn", BatchNorm2d(3));
+      init_random(*this, 3, 0.5);
+    }
+    torch::Tensor forward(const torch::Tensor& x) { return bn(conv(x)).mean({2, 3}); }  // [B, 3]
+  };
+  torch::manual_seed(0);
+  torch::Tensor x = torch::randn({8, 2, 5, 5}), y = torch::randn({8, 3});
+  auto hooks = [&](Net& m) {
+    StageHooks h;
+    h.begin_epoch = [](int64_t, size_t) { return size_t{4}; };
+    h.loss = [&x, &y, &m](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
+      const int64_t i = static_cast<int64_t>(b) * 2;
+      return {(m.forward(x.narrow(0, i, 2)) - y.narrow(0, i, 2)).pow(2).mean(), 2};
+    };
+    return h;
+  };
+  test::TempDir dir;
+  TrainConfig c;
+  c.out_dir = dir / "straight";
+  c.epochs = 2;
+  c.optim.lr = 0.05;
+  Net straight;
+  StageHooks hs = hooks(straight);
+  FitResult fs = fit(straight, c, hs);
+  TrainConfig c1 = c;
+  c1.out_dir = dir / "resumed";
+  c1.epochs = 1;
+  Net first;
+  StageHooks h1 = hooks(first);
+  fit(first, c1, h1);
+  TrainConfig c2 = c1;
+  c2.epochs = 2;
+  c2.resume = true;
+  Net resumed;  // the same initial weights; the checkpoint replaces them and the statistics
+  {
+    torch::NoGradGuard ng;
+    resumed.bn->running_mean.fill_(7);
+  }
+  StageHooks h2 = hooks(resumed);
+  fit(resumed, c2, h2);
+  EXPECT_EQ(resumed.bn->num_batches_tracked.item<int64_t>(), 8);
+  EXPECT_TRUE(torch::equal(resumed.bn->running_mean, straight.bn->running_mean));
+  EXPECT_TRUE(torch::equal(resumed.bn->running_var, straight.bn->running_var));
+  EXPECT_TRUE(torch::equal(resumed.conv->weight, straight.conv->weight));
+  Net loaded;
+  load_trained_weights(loaded, fs.best_path);
+  EXPECT_TRUE(torch::equal(loaded.bn->running_var, straight.bn->running_var));
+  EXPECT_EQ(loaded.bn->num_batches_tracked.item<int64_t>(), 8);
+}

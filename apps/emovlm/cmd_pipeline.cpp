@@ -10,6 +10,7 @@
 #include "emovlm/core/json_util.h"
 #include "emovlm/data/check.h"
 #include "emovlm/data/convert.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/pipeline/ablation.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/feature_cache.h"
@@ -92,17 +93,28 @@ void add_pipeline_commands(CLI::App& app) {
   });
 
   // ---- teacher
-  CLI::App* teacher = app.add_subcommand("teacher", "Train or evaluate the ViT teacher");
+  CLI::App* teacher = app.add_subcommand("teacher", "Train or evaluate the teacher (ViT, ResNet or VGG)");
   teacher->require_subcommand(1);
   auto t = std::make_shared<TeacherOptions>();
-  CLI::App* tt = teacher->add_subcommand("train", "Fine-tune a ViT checkpoint on an emotion dataset");
+  CLI::App* tt = teacher->add_subcommand("train", "Fine-tune an ImageNet checkpoint (ViT, ResNet, VGG) on an emotion dataset");
   tt->add_option("--data", t->data, "ROOT/{train,val,test}/<emotion>/ or a manifest")->required();
-  tt->add_option("--init", t->init, "a ViT checkpoint directory (e.g. google/vit-base-patch16-384)")->required();
+  tt->add_option("--init", t->init,
+                 "a checkpoint directory: a Hugging Face ViT (google/vit-base-patch16-384) or timm's "
+                 "resnet50.tv_in1k, vgg16.tv_in1k, vgg16_bn.tv_in1k")
+      ->required();
+  tt->add_option("--arch", t->arch, "vit, resnet50, vgg16 or vgg16_bn (also resnet101/152, vgg11/13/19[_bn]); "
+                                    "default: what --init holds (checked when given)");
+  tt->add_option("--preprocess", t->preprocess,
+                 "reference (the reference script's: Resize + CenterCrop 384, mean = std = 0.5) or checkpoint "
+                 "(timm's pretrained_cfg for ResNet/VGG)")
+      ->capture_default_str();
   tt->add_option("--out", t->out, "output directory")->required();
   add_dataset_flags(tt, t->dataset);
   tt->add_option("--epochs", t->epochs, "")->capture_default_str();
   tt->add_option("--batch-size", t->batch_size, "")->capture_default_str();
-  tt->add_option("--image-size", t->image_size, "input size (default: the checkpoint's)");
+  tt->add_option("--image-size", t->image_size, "input size (default: the transform's)");
+  tt->add_option("--device", t->device, "cpu, cuda[:N] or auto")->capture_default_str();
+  tt->add_option("--autocast", t->autocast, "none or bf16 (mixed precision over float32 weights)")->capture_default_str();
   tt->add_option("--workers", t->workers, "data-loader threads")->capture_default_str();
   tt->add_option("--seed", t->seed, "")->capture_default_str();
   tt->add_flag("--resume", t->resume, "continue the run in --out");
@@ -120,6 +132,7 @@ void add_pipeline_commands(CLI::App& app) {
     int64_t batch = 32;
     int workers = 2;
     std::string device = "auto";
+    bool as_json = false;
   };
   auto te = std::make_shared<TeacherEval>();
   CLI::App* tev = teacher->add_subcommand("eval", "Accuracy of a trained teacher on a split");
@@ -130,9 +143,16 @@ void add_pipeline_commands(CLI::App& app) {
   tev->add_option("--batch-size", te->batch, "")->capture_default_str();
   tev->add_option("--workers", te->workers, "")->capture_default_str();
   tev->add_option("--device", te->device, "cpu, cuda[:N] or auto")->capture_default_str();
+  tev->add_flag("--json", te->as_json, "print the whole report (per class, confusion) as JSON");
   tev->callback([te] {
-    std::cout << eval_teacher(te->dir, te->data, te->split, te->dataset, te->batch, te->workers, te->device).dump(1)
-              << std::endl;
+    json r = eval_teacher(te->dir, te->data, te->split, te->dataset, te->batch, te->workers, te->device);
+    if (te->as_json) {
+      std::cout << r.dump(1) << std::endl;
+      return;
+    }
+    // a row of Table 1, in evaluate's layout
+    std::cout << models_table_markdown({{classifier_display_name(r["arch"]), r}});
+    if (!r["skipped_images"].empty()) std::printf("%zu unreadable images skipped\n", r["skipped_images"].size());
   });
 
   // ---- extract
@@ -140,7 +160,7 @@ void add_pipeline_commands(CLI::App& app) {
   CLI::App* ex = app.add_subcommand("extract", "Cache the frozen models' outputs for a split (resumable)");
   ex->add_option("--vlm", x->vlm, "Qwen2-VL checkpoint directory")->required();
   ex->add_option("--adapter", x->adapter, "LoRA adapter directory");
-  ex->add_option("--teacher", x->teacher, "trained teacher directory")->required();
+  ex->add_option("--teacher", x->teacher, "trained teacher directory (ViT, ResNet or VGG)")->required();
   ex->add_option("--data", x->data, "the dataset")->required();
   ex->add_option("--split", x->split, "train, val or test")->capture_default_str();
   ex->add_option("--out", x->out, "cache directory")->required();

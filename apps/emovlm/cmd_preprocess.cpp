@@ -1,10 +1,11 @@
-// `emovlm preprocess IMAGE --for qwen2vl|vit`: the model input an image becomes, as the reference makes it.
+// `emovlm preprocess IMAGE --for qwen2vl|vit|timm`: the model input an image becomes, as the reference makes it.
 #include <cmath>
 #include <cstdio>
 #include <memory>
 
 #include "commands.h"
 #include "emovlm/core/error.h"
+#include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/image/preprocess.h"
 
@@ -57,8 +58,17 @@ void run_preprocess(const PreprocessArgs& a) {
       throw Error(cat("--vit-mode must be resize-crop or direct, not '", a.vit_mode, "'"));
     cfg.validate();
     pv = preprocess_vit(img, cfg);
+  } else if (a.target == "timm") {
+    // a ResNet or VGG checkpoint's eval transform (config.json's pretrained_cfg)
+    if (a.config_dir.empty()) throw Error("--for timm needs --config DIR (a timm checkpoint directory)");
+    const std::string p = a.config_dir + "/config.json";
+    const json j = read_json_file(p);
+    VitImageConfig cfg = VitImageConfig::from_timm(j.value("pretrained_cfg", json::object()), p + ": pretrained_cfg");
+    if (a.size > 0) cfg.image_size = a.size;
+    cfg.validate();
+    pv = preprocess_vit(img, cfg);
   } else {
-    throw Error(cat("--for must be qwen2vl or vit, not '", a.target, "'"));
+    throw Error(cat("--for must be qwen2vl, vit or timm, not '", a.target, "'"));
   }
   print_stats(pv);
   if (!a.out.empty()) {
@@ -89,8 +99,9 @@ void add_preprocess_command(CLI::App& app) {
   auto a = std::make_shared<PreprocessArgs>();
   CLI::App* cmd = app.add_subcommand("preprocess", "Turn an image into a model input exactly as the reference does");
   cmd->add_option("image", a->image, "an image file (JPEG, PNG, GIF, BMP, WebP)")->required();
-  cmd->add_option("--for", a->target, "qwen2vl or vit")->capture_default_str();
-  cmd->add_option("--config", a->config_dir, "a checkpoint directory whose preprocessor_config.json to use");
+  cmd->add_option("--for", a->target, "qwen2vl, vit or timm (a ResNet/VGG checkpoint's pretrained_cfg)")->capture_default_str();
+  cmd->add_option("--config", a->config_dir,
+                  "a checkpoint directory whose preprocessor_config.json (timm: config.json) to use");
   cmd->add_option("--out", a->out, "write pixel_values (and grid_thw) to this .safetensors file");
   cmd->add_option("--size", a->size, "ViT input size (default: the config's, else 384)");
   cmd->add_option("--vit-mode", a->vit_mode, "resize-crop (reference teacher) or direct (HF ViT processor)")

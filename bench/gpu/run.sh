@@ -53,10 +53,12 @@ run tests.log 120 $B/tests/test_gpu
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|OK \]" "$OUT/tests.log" | tee -a "$OUT/summary.txt"
 
 run bench.log 120 $B/bench/bench_teacher 32 5 cuda 64
+# Table 1's CNN baselines at 224 px next to the ViT: training batch 32, inference batch 64
+run bench.log 150 $B/bench/bench_teacher 32 5 cuda 64 resnet50,vgg16
 run bench.log 150 $B/bench/bench_qwen2vl 7b bf16 cuda 5 1
 run bench.log 150 $B/bench/bench_qwen2vl 7b bf16 cuda 5 16
 run bench.log 150 $B/bench/bench_qwen2vl 7b bf16 cuda 5 32
-grep -E "^(ViT|f32|bf16|shape|vision|prefill|extract|  decode|  of which|  pixel|model ready)" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
+grep -E "^(ViT|ResNet|VGG|f32|bf16|shape|vision|prefill|extract|  decode|  of which|  pixel|model ready)" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 
 # GPU memory of the stage-1 steps: nvidia-smi sampled every 200 ms (the CUDA context included).
 peak_mem() {  # peak_mem CMD...: runs `run bench.log 200 CMD...` and notes the peak memory.used

@@ -3,6 +3,7 @@
 
 #include <cfenv>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "emovlm/core/error.h"
@@ -164,21 +165,76 @@ VitImageConfig VitImageConfig::from_dir(const std::string& dir) {
   return from_json(read_json_file(p), p);
 }
 
-void VitImageConfig::validate() const {
-  check(image_size > 0, cat("ViT image config: image_size must be positive (", image_size, ")"));
-  for (float s : image_std) check(s > 0, "ViT image config: image_std must be positive");
+VitImageConfig VitImageConfig::from_timm(const json& j, const std::string& where) {
+  if (!j.is_object()) throw Error(cat(where, ": pretrained_cfg must be an object"));
+  VitImageConfig c;
+  const auto size = json_required<std::vector<int>>(j, "input_size", where);
+  if (size.size() != 3 || size[0] != 3 || size[1] != size[2])
+    throw Error(cat(where, ": input_size must be [3, S, S] (square RGB inputs), not ", json(size).dump()));
+  c.image_size = size[1];
+  try {
+    c.resample = filter_from_name(json_optional<std::string>(j, "interpolation", "bilinear", where));
+  } catch (const Error& e) {
+    throw Error(cat(where, ": interpolation: ", e.what()));
+  }
+  c.crop_pct = json_optional<double>(j, "crop_pct", 0.875, where);  // timm's DEFAULT_CROP_PCT
+  const std::string crop_mode = json_optional<std::string>(j, "crop_mode", "center", where);
+  if (crop_mode == "center")
+    c.mode = VitResizeMode::ResizeCenterCrop;
+  else if (crop_mode == "squash")
+    c.mode = VitResizeMode::Direct;
+  else
+    throw Error(cat(where, ": crop_mode '", crop_mode, "' is not supported (center or squash)"));
+  c.image_mean = read_triple(j, "mean", {0.485f, 0.456f, 0.406f}, where);
+  c.image_std = read_triple(j, "std", {0.229f, 0.224f, 0.225f}, where);
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(cat(where, ": ", e.what()));
+  }
+  return c;
 }
+
+json VitImageConfig::to_timm() const {
+  // the float32 values as the short decimals they came from (0.485, not 0.48500001430511475)
+  auto decimals = [](const std::array<float, 3>& v) {
+    json a = json::array();
+    for (float x : v) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.7g", x);
+      a.push_back(std::stod(b));
+    }
+    return a;
+  };
+  return {{"input_size", {3, image_size, image_size}},
+          {"interpolation", filter_name(resample)},
+          {"crop_pct", crop_pct},
+          {"crop_mode", mode == VitResizeMode::Direct ? "squash" : "center"},
+          {"mean", decimals(image_mean)},
+          {"std", decimals(image_std)}};
+}
+
+void VitImageConfig::validate() const {
+  check(image_size > 0, cat("image config: the input size must be positive (", image_size, ")"));
+  check(crop_pct > 0 && crop_pct <= 1, cat("image config: crop_pct must be in (0, 1], not ", crop_pct));
+  for (float s : image_std) check(s > 0, "image config: the std must be positive");
+}
+
+int VitImageConfig::resize_size() const { return static_cast<int>(std::floor(image_size / crop_pct)); }
 
 RgbImage vit_geometry(const RgbImage& image, const VitImageConfig& cfg) {
   if (image.empty()) throw Error("preprocess_vit: empty image");
-  const int S = cfg.image_size;
-  if (cfg.mode == VitResizeMode::Direct) return resize(image, S, S, cfg.resample);
-  // torchvision Resize(S): the shorter side becomes S, the longer int(S * long / short).
-  const int w = image.width, h = image.height;
-  const int shorter = std::min(w, h), longer = std::max(w, h);
-  const int new_long = static_cast<int>(static_cast<double>(static_cast<int64_t>(S) * longer) / shorter);
-  const int nw = w <= h ? S : new_long, nh = w <= h ? new_long : S;
+  const int S = cfg.image_size, R = cfg.resize_size();
+  int nw = R, nh = R;
+  if (cfg.mode == VitResizeMode::ResizeCenterCrop) {
+    // torchvision Resize(R): the shorter side becomes R, the longer int(R * long / short).
+    const int w = image.width, h = image.height;
+    const int shorter = std::min(w, h), longer = std::max(w, h);
+    const int new_long = static_cast<int>(static_cast<double>(static_cast<int64_t>(R) * longer) / shorter);
+    nw = w <= h ? R : new_long, nh = w <= h ? new_long : R;
+  }
   RgbImage resized = resize(image, nw, nh, cfg.resample);
+  if (nw == S && nh == S) return resized;
   // torchvision CenterCrop(S): offsets int(round((dim - S) / 2)).
   const int top = static_cast<int>(py_round((nh - S) / 2.0)), left = static_cast<int>(py_round((nw - S) / 2.0));
   return crop(resized, left, top, S, S);

@@ -1,6 +1,7 @@
 // Model input preparation exactly as the reference processors do it: Qwen2-VL (smart_resize,
-// bicubic, rescale, CLIP normalisation, 14x14 patches in 2x2 merge order) and the ViT teacher
-// (Resize(shorter side) + CenterCrop, or the HF processor's direct resize; Normalize(0.5, 0.5)).
+// bicubic, rescale, CLIP normalisation, 14x14 patches in 2x2 merge order) and the teachers
+// (Resize(shorter side) + CenterCrop, or the HF processor's direct resize, with timm's crop_pct;
+// Normalize(mean, std)).
 #pragma once
 
 #include <array>
@@ -56,27 +57,39 @@ struct Qwen2VLPixels {
 
 Qwen2VLPixels preprocess_qwen2vl(const RgbImage& image, const Qwen2VLImageConfig& config);
 
-// -------------------------------------------------------------------------------------- ViT
+// ----------------------------------------------------------- ViT, ResNet, VGG (the teachers)
 
 enum class VitResizeMode {
-  ResizeCenterCrop,  // torchvision Resize(size) on the shorter side + CenterCrop(size): the reference teacher
-  Direct,            // the HF ViT processor: resize straight to size x size
+  // the shorter side to floor(size / crop_pct), then CenterCrop(size): torchvision Resize(int) +
+  // CenterCrop, the reference teacher's (crop_pct 1) and timm's crop_mode "center"
+  ResizeCenterCrop,
+  // both sides to floor(size / crop_pct), then CenterCrop(size): the HF ViT processor (crop_pct 1)
+  // and timm's crop_mode "squash"
+  Direct,
 };
 
+// The evaluation input of an image classifier (the ViT teacher, ResNet, VGG).
 struct VitImageConfig {
   int image_size = 384;
   std::array<float, 3> image_mean{0.5f, 0.5f, 0.5f};
   std::array<float, 3> image_std{0.5f, 0.5f, 0.5f};
   Filter resample = Filter::Bilinear;
   VitResizeMode mode = VitResizeMode::ResizeCenterCrop;
+  double crop_pct = 1.0;  // the image is resized to floor(image_size / crop_pct) before the crop
 
   // preprocessor_config.json of a ViT checkpoint (size, image_mean, image_std, resample).
   static VitImageConfig from_json(const nlohmann::json& j, const std::string& where);
   static VitImageConfig from_dir(const std::string& dir);
+  // timm's pretrained_cfg (config.json): input_size, interpolation, crop_pct, crop_mode (center or
+  // squash), mean, std.
+  static VitImageConfig from_timm(const nlohmann::json& pretrained_cfg, const std::string& where);
+  // Those fields of a pretrained_cfg.
+  nlohmann::json to_timm() const;
   void validate() const;
+  int resize_size() const;  // floor(image_size / crop_pct), as timm computes it
 };
 
-// The resized + cropped uint8 image the ViT sees (before normalisation).
+// The resized + cropped uint8 image the classifier sees (before normalisation).
 RgbImage vit_geometry(const RgbImage& image, const VitImageConfig& config);
 // [3, size, size] float32, normalised.
 FloatArray preprocess_vit(const RgbImage& image, const VitImageConfig& config);

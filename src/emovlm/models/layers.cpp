@@ -114,6 +114,35 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
   return torch::cat({-x2, x1}, -1);
 }
 
+Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding,
+                       bool with_bias)
+    : stride_(stride), padding_(padding) {
+  weight = register_parameter("weight", torch::empty({out_channels, in_channels, kernel, kernel}));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out_channels}));
+}
+
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  return torch::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
+}
+
+BatchNorm2dImpl::BatchNorm2dImpl(int64_t channels, double eps, double momentum) : eps_(eps), momentum_(momentum) {
+  weight = register_parameter("weight", torch::ones({channels}));
+  bias = register_parameter("bias", torch::zeros({channels}));
+  running_mean = register_buffer("running_mean", torch::zeros({channels}));
+  running_var = register_buffer("running_var", torch::ones({channels}));
+  num_batches_tracked = register_buffer("num_batches_tracked", torch::zeros({}, torch::kInt64));
+}
+
+torch::Tensor BatchNorm2dImpl::forward(const torch::Tensor& x) {
+  if (is_training()) {
+    torch::NoGradGuard ng;
+    num_batches_tracked.add_(1);
+  }
+  // at::batch_norm updates running_mean / running_var in place in train mode
+  return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_, eps_,
+                           at::globalContext().userEnabledCuDNN());
+}
+
 void init_random(torch::nn::Module& module, uint64_t seed, double std, bool noisy_norms) {
   torch::NoGradGuard ng;
   auto gen = at::detail::createCPUGenerator(seed);

@@ -1,5 +1,5 @@
 // Building blocks shared by the models: Linear (the one place LoRA hooks in), LayerNorm,
-// RMSNorm, activations, and random initialisation for tests and benchmarks. Parameters are
+// RMSNorm, Conv2d and BatchNorm2d (the CNN teachers), activations, and random initialisation for tests and benchmarks. Parameters are
 // allocated uninitialised (torch::empty) so that loading a large checkpoint never writes the
 // memory twice: the loader swaps in the mapped tensors.
 #pragma once
@@ -75,6 +75,36 @@ class RMSNormImpl : public torch::nn::Module {
   double eps_;
 };
 TORCH_MODULE(RMSNorm);
+
+// 2-D convolution as torch.nn.Conv2d (square kernel, stride and zero padding): weight
+// [out, in, k, k], bias [out] (optional).
+class Conv2dImpl : public torch::nn::Module {
+ public:
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
+             bool bias = true);
+  torch::Tensor forward(const torch::Tensor& x);  // [B, in, H, W] -> [B, out, H', W']
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined without bias
+
+ private:
+  int64_t stride_, padding_;
+};
+TORCH_MODULE(Conv2d);
+
+// Batch normalisation of [B, C, H, W] as torch.nn.BatchNorm2d: weight and bias [C] (parameters),
+// running_mean, running_var [C] and num_batches_tracked (buffers, under the checkpoint's names). In
+// train mode the batch's statistics normalise and the running ones move towards them by `momentum`
+// (the variance unbiased); in eval mode the running ones normalise.
+class BatchNorm2dImpl : public torch::nn::Module {
+ public:
+  explicit BatchNorm2dImpl(int64_t channels, double eps = 1e-5, double momentum = 0.1);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  double eps_, momentum_;
+};
+TORCH_MODULE(BatchNorm2d);
 
 torch::Tensor quick_gelu(const torch::Tensor& x);  // x * sigmoid(1.702 x)
 torch::Tensor gelu_exact(const torch::Tensor& x);  // erf form

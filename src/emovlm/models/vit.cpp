@@ -253,10 +253,4 @@ void VitForImageClassificationImpl::save_pretrained(const std::string& dir) cons
   write_file_atomic((std::filesystem::path(dir) / "config.json").string(), j.dump(1) + "\n");
 }
 
-int64_t VitForImageClassificationImpl::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& p : parameters()) n += p.numel();
-  return n;
-}
-
 }  // namespace emovlm

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/models/layers.h"
 
 namespace emovlm {
@@ -80,7 +81,7 @@ class VitLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(VitLayer);
 
-class VitForImageClassificationImpl : public torch::nn::Module {
+class VitForImageClassificationImpl : public ImageClassifierImpl {
  public:
   explicit VitForImageClassificationImpl(const VitConfig& c);
   // A checkpoint directory (config.json + safetensors). num_labels > 0 and different from the
@@ -89,12 +90,14 @@ class VitForImageClassificationImpl : public torch::nn::Module {
                                                                         uint64_t seed = 0);
   // [B, 3, H, W] -> logits [B, num_labels]; cls (optional) receives the final-norm CLS token [B, D].
   torch::Tensor forward(const torch::Tensor& pixel_values, torch::Tensor* cls = nullptr);
+  torch::Tensor logits(const torch::Tensor& pixel_values) override { return forward(pixel_values); }
   // Replaces the classifier with Linear(hidden, n) (initialised N(0, 0.02), zero bias).
-  void reset_classifier(int64_t n, uint64_t seed);
+  void reset_classifier(int64_t n, uint64_t seed) override;
   // Writes config.json + model.safetensors (HF names) into dir.
-  void save_pretrained(const std::string& dir) const;
+  void save_pretrained(const std::string& dir) const override;
+  std::string arch() const override { return "vit"; }
+  int64_t num_labels() const override { return cfg_.num_labels; }
   const VitConfig& config() const { return cfg_; }
-  int64_t num_parameters() const;
 
   Linear classifier{nullptr};
 

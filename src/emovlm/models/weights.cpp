@@ -19,8 +19,11 @@ void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOpt
   torch::NoGradGuard ng;
   std::vector<std::string> missing, mismatched;
   std::set<std::string> used;
-  for (auto& p : module.named_parameters(/*recurse=*/true)) {
-    const std::string& name = p.key();
+  // parameters, then buffers (BatchNorm's running statistics): both are checkpoint tensors
+  std::vector<std::pair<std::string, torch::Tensor>> targets;
+  for (auto& p : module.named_parameters(/*recurse=*/true)) targets.emplace_back(p.key(), p.value());
+  for (auto& b : module.named_buffers(/*recurse=*/true)) targets.emplace_back(b.key(), b.value());
+  for (auto& [name, param] : targets) {
     std::vector<std::string> cands = opt.candidates ? opt.candidates(name) : std::vector<std::string>{name};
     const TensorView* view = nullptr;
     std::string found;
@@ -35,7 +38,6 @@ void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOpt
       continue;
     }
     used.insert(found);
-    torch::Tensor param = p.value();
     if (view->shape != param.sizes().vec()) {
       mismatched.push_back(cat(found, " ", shape_str(view->shape), " (expected ", shape_str(param.sizes().vec()), ")"));
       continue;

@@ -1,4 +1,4 @@
-// The one weight loader: fills a module's parameters from a checkpoint by name, and reports
+// The one weight loader: fills a module's parameters and buffers from a checkpoint by name, and reports
 // every missing, unexpected and mis-shaped tensor at once.
 #pragma once
 
@@ -16,7 +16,7 @@ namespace emovlm {
 struct LoadOptions {
   torch::ScalarType dtype = torch::kFloat32;  // floating tensors are converted to this
   torch::Device device = torch::kCPU;
-  // Module names that may be absent from the checkpoint (left as they are).
+  // Module tensor names that may be absent from the checkpoint (left as they are).
   std::function<bool(const std::string&)> optional;
   // Checkpoint names that may stay unused (e.g. rotary inv_freq buffers).
   std::function<bool(const std::string&)> ignore_unused;
@@ -24,7 +24,7 @@ struct LoadOptions {
   std::function<std::vector<std::string>(const std::string&)> candidates;
 };
 
-// Replaces each parameter's data by the checkpoint tensor (zero copy when the dtype matches on
+// Replaces each parameter's and buffer's data by the checkpoint tensor (zero copy when the dtype matches on
 // the CPU: the parameter then points into the mapped file). Throws one Error listing every
 // problem, naming the checkpoint path.
 void load_weights(torch::nn::Module& module, const Checkpoint& checkpoint, const LoadOptions& options);

@@ -9,6 +9,7 @@
 #include "emovlm/core/output_lock.h"
 #include "emovlm/core/paths.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/metrics.h"
 #include "emovlm/train/distill.h"
@@ -56,10 +57,12 @@ json evaluate_cache(const EvaluateOptions& o) {
     r["parameters"] = params;
     models[name] = r;
   };
-  // the parameter counts the cache recorded (a cache of format 1 has none: null)
+  // the parameter counts and the teacher's architecture the cache recorded (a cache of format 1
+  // has none: null, and a ViT)
   const json counts = c.manifest.value("parameters", json::object());
   add("vlm", vlm, counts.value("vlm", json(nullptr)));
   add("teacher", teacher, counts.value("teacher", json(nullptr)));
+  models["teacher"]["arch"] = counts.value("teacher_arch", "vit");
   add("distill_head", hd, head->num_parameters());
   json report = {{"cache", o.out.empty() ? o.cache : store_path(o.cache, (fs::path(o.out) / "report.json").string())},
                  {"labels", c.labels}, {"images", c.size()}, {"vlm_mode", in["vlm_mode"]}};
@@ -94,19 +97,26 @@ json evaluate_cache(const EvaluateOptions& o) {
   return report;
 }
 
+std::string models_table_markdown(const std::vector<std::pair<std::string, json>>& rows) {
+  std::vector<std::vector<std::string>> cells;
+  for (const auto& [label, m] : rows)
+    cells.push_back({label, m["parameters"].is_number() ? human(m["parameters"].get<int64_t>()) : "?",
+                     pct(m["accuracy"].get<double>()),
+                     pct(m["macro_f1"].get<double>()), std::to_string(m["unparsable"].get<int64_t>())});
+  return markdown_table({"model", "parameters", "accuracy %", "macro-F1 %", "unparsable"}, cells);
+}
+
 std::string evaluation_markdown(const json& r) {
   std::string md = cat("# Evaluation on ", r["cache"].get<std::string>(), " (", r["images"].get<int64_t>(), " images)\n\n");
-  std::vector<std::vector<std::string>> rows;
-  const std::pair<const char*, const char*> names[] = {
-      {"vlm", "VLM (Qwen2-VL)"}, {"teacher", "Teacher (ViT)"}, {"distill_head", "Distillation head"}, {"emovlm_kd", "EmoVLM-KD"}};
-  for (const auto& [key, label] : names) {
-    if (!r["models"].contains(key)) continue;
-    const json& m = r["models"][key];
-    rows.push_back({label, m["parameters"].is_number() ? human(m["parameters"].get<int64_t>()) : "?",
-                    pct(m["accuracy"].get<double>()),
-                    pct(m["macro_f1"].get<double>()), std::to_string(m["unparsable"].get<int64_t>())});
-  }
-  md += markdown_table({"model", "parameters", "accuracy %", "macro-F1 %", "unparsable"}, rows);
+  std::vector<std::pair<std::string, json>> rows;
+  const json& models = r["models"];
+  const std::string teacher =
+      "Teacher (" + classifier_display_name(models.contains("teacher") ? models["teacher"].value("arch", "vit") : "vit") + ")";
+  const std::pair<const char*, std::string> names[] = {
+      {"vlm", "VLM (Qwen2-VL)"}, {"teacher", teacher}, {"distill_head", "Distillation head"}, {"emovlm_kd", "EmoVLM-KD"}};
+  for (const auto& [key, label] : names)
+    if (models.contains(key)) rows.emplace_back(label, models[key]);
+  md += models_table_markdown(rows);
   md += "\nComplementarity (Figure 1):\n\n";
   std::vector<std::vector<std::string>> crow;
   for (const auto& [key, a, b] : {std::tuple<const char*, const char*, const char*>{"vlm_vs_teacher", "vlm", "teacher"},

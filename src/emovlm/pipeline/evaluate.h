@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -16,5 +18,8 @@ struct EvaluateOptions {
 
 nlohmann::json evaluate_cache(const EvaluateOptions& options);
 std::string evaluation_markdown(const nlohmann::json& report);
+// The Table 1/2 rows (model, parameters, accuracy %, macro-F1 %, unparsable) of (name, report)
+// pairs, each report a classification report with "parameters" (evaluate's models, teacher eval).
+std::string models_table_markdown(const std::vector<std::pair<std::string, nlohmann::json>>& rows);
 
 }  // namespace emovlm

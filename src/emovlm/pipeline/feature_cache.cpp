@@ -18,7 +18,7 @@
 #include "emovlm/data/loader.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
-#include "emovlm/models/vit.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 #include "emovlm/train/teacher.h"
@@ -39,7 +39,7 @@ uint64_t inputs_hash(const json& inputs) {
 struct Decoded {
   PreparedPrompt vlm;
   uint64_t seed = 0;  // generate mode: the image's sampling seed (prompt_seed)
-  torch::Tensor vit;  // [3, size, size]
+  torch::Tensor vit;  // the teacher's input [3, size, size]
   std::string error;
 };
 
@@ -86,8 +86,7 @@ json extract_features(const ExtractOptions& o) {
 
   // Everything the cached values depend on; a resumed or reused cache must match it exactly.
   Qwen2VLImageConfig qcfg = Qwen2VLImageConfig::from_dir(o.vlm);
-  VitImageConfig vcfg = VitImageConfig::from_dir(o.teacher);
-  vcfg.mode = VitResizeMode::ResizeCenterCrop;
+  const VitImageConfig vcfg = classifier_image_config(o.teacher);
   json entries = json::array();
   std::vector<std::string> missing;
   {
@@ -171,13 +170,13 @@ json extract_features(const ExtractOptions& o) {
   const torch::ScalarType dtype = parse_dtype(o.dtype);
   Qwen2VL vlm = load_vlm(o.vlm, o.adapter, dtype, device);
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
-  VitForImageClassification teacher(VitForImageClassificationImpl::from_pretrained(o.teacher));
+  std::shared_ptr<ImageClassifierImpl> teacher = load_image_classifier(o.teacher);
   teacher->eval();
   teacher->to(device);
   if (!manifest.contains("parameters")) {  // what evaluate reports, without opening the model folders
     int64_t n = 0;
     for (const auto& p : vlm->parameters()) n += p.numel();
-    manifest["parameters"] = {{"vlm", n}, {"teacher", teacher->num_parameters()}};
+    manifest["parameters"] = {{"vlm", n}, {"teacher", teacher->num_parameters()}, {"teacher_arch", teacher->arch()}};
   }
   const CategoricalQuery query = categorical_query(proc.tokenizer(), d.labels);
   GenerationConfig gen;
@@ -211,7 +210,7 @@ json extract_features(const ExtractOptions& o) {
     auto flush_teacher = [&] {
       if (teacher_px.empty()) return;
       compat::AutocastGuard autocast(device.type(), torch::kBFloat16, o.teacher_dtype == "bf16");
-      tlogits.push_back(teacher->forward(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
+      tlogits.push_back(teacher->logits(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
       teacher_px.clear();
     };
     // The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest).

@@ -1,6 +1,7 @@
 // Teacher training and evaluation.
 #include "emovlm/train/teacher.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -10,6 +11,7 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/models/vit.h"
 #include "emovlm/pipeline/metrics.h"
 
@@ -30,10 +32,19 @@ void write_classes(const std::string& dir, const LabelSet& labels) {
 
 namespace {
 
-VitImageConfig teacher_image_config(const VitConfig& c, int image_size) {
+// The training input transform (see TeacherOptions::preprocess).
+VitImageConfig teacher_image_config(const std::string& init, const std::string& arch, const std::string& preprocess,
+                                    int image_size) {
   VitImageConfig img;
-  img.image_size = image_size > 0 ? image_size : static_cast<int>(c.image_size);
-  img.mode = VitResizeMode::ResizeCenterCrop;
+  if (preprocess == "checkpoint" && arch != "vit") {
+    img = classifier_image_config(init);
+  } else if (preprocess == "checkpoint" || preprocess == "reference") {
+    // Resize(S) + CenterCrop(S), mean = std = 0.5 (VitImageConfig's defaults), bilinear
+    img.image_size = arch == "vit" ? static_cast<int>(VitConfig::from_dir(init).image_size) : 384;
+  } else {
+    throw Error(cat("--preprocess must be checkpoint or reference, not '", preprocess, "'"));
+  }
+  if (image_size > 0) img.image_size = image_size;
   img.validate();
   return img;
 }
@@ -44,7 +55,7 @@ torch::Tensor batch_tensor(const ImageBatch& b, int size, torch::Device device) 
 }
 
 // Predictions of the teacher over samples (eval transform, batched, threaded).
-std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector<Sample>& samples,
+std::vector<int> predict_all(ImageClassifierImpl& m, const std::vector<Sample>& samples,
                              const VitImageConfig& img, int64_t batch, int workers, std::vector<int>* truth,
                              std::vector<std::string>* failures, const std::string& label) {
   LoaderOptions lo;
@@ -59,7 +70,7 @@ std::vector<int> predict_all(VitForImageClassificationImpl& m, const std::vector
   Progress bar(label, static_cast<int64_t>(samples.size()), "img");
   while (loader.next(b)) {
     if (b.size() > 0) {
-      torch::Tensor logits = m.forward(batch_tensor(b, img.image_size, device));
+      torch::Tensor logits = m.logits(batch_tensor(b, img.image_size, device));
       torch::Tensor am = logits.argmax(-1).to(torch::kCPU);
       for (int64_t i = 0; i < b.size(); ++i) {
         pred.push_back(static_cast<int>(am[i].item<int64_t>()));
@@ -84,17 +95,27 @@ std::vector<std::string> unique_failures(const std::vector<std::string>& failure
 }  // namespace
 
 json train_teacher(const TeacherOptions& o) {
+  const auto& archs = classifier_archs();
+  if (!o.arch.empty() && std::find(archs.begin(), archs.end(), o.arch) == archs.end()) {
+    std::string names;
+    for (const auto& a : archs) names += (names.empty() ? "" : ", ") + a;
+    throw Error(cat("--arch must be one of ", names, ", not '", o.arch, "'"));
+  }
+  const std::string arch = classifier_arch(o.init);
+  if (!o.arch.empty() && o.arch != arch)
+    throw Error(cat(o.init, " holds a ", arch, " checkpoint, not the --arch ", o.arch, " asked for"));
+  VitImageConfig img = teacher_image_config(o.init, arch, o.preprocess, o.image_size);
   RunOutput run(o.out, o.out, o.resume, o.overwrite);
   Dataset d = load_dataset(o.data, o.dataset);
   check_readable("the train split", o.data, d.train.size(), unreadable_by_stat(d.train));
   const LabelSet& labels = d.labels;
-  VitForImageClassification model(VitForImageClassificationImpl::from_pretrained(o.init, labels.size(), o.seed));
-  VitImageConfig img = teacher_image_config(model->config(), o.image_size);
+  std::shared_ptr<ImageClassifierImpl> model = load_image_classifier(o.init, labels.size(), o.seed);
   const torch::Device device = parse_device(o.device);
   model->to(device);
-  std::fprintf(stderr, "teacher: %lld parameters, %zu train / %zu val images, %d classes, %d px, %s%s\n",
-               static_cast<long long>(model->num_parameters()), d.train.size(), d.val.size(), labels.size(), img.image_size,
-               device.str().c_str(), o.autocast == "bf16" ? " (bf16 autocast)" : "");
+  std::fprintf(stderr, "teacher: %s, %lld parameters, %zu train / %zu val images, %d classes, %d px (%s), %s%s\n",
+               classifier_display_name(arch).c_str(), static_cast<long long>(model->num_parameters()), d.train.size(),
+               d.val.size(), labels.size(), img.image_size, o.preprocess.c_str(), device.str().c_str(),
+               o.autocast == "bf16" ? " (bf16 autocast)" : "");
 
   LoaderOptions lo;
   lo.batch_size = o.batch_size;
@@ -109,8 +130,9 @@ json train_teacher(const TeacherOptions& o) {
   tc.classes = labels.labels;
   tc.autocast = o.autocast;
   tc.save_every_steps = o.save_every_steps;
-  tc.stage_config = {{"stage", "teacher"}, {"init", o.init}, {"data", o.data}, {"batch_size", o.batch_size},
-                     {"image_size", img.image_size}, {"epochs", o.epochs}, {"seed", o.seed}};
+  tc.stage_config = {{"stage", "teacher"}, {"init", o.init}, {"arch", arch}, {"data", o.data},
+                     {"batch_size", o.batch_size}, {"image_size", img.image_size}, {"image", img.to_timm()},
+                     {"epochs", o.epochs}, {"seed", o.seed}};
   StageHooks hooks;
   hooks.begin_epoch = [&](int64_t epoch, size_t skip) {
     train.start_epoch(epoch, skip);
@@ -120,7 +142,7 @@ json train_teacher(const TeacherOptions& o) {
     if (!train.next(current)) throw Error("teacher: the data loader ended early");
     if (current.size() == 0) return {torch::zeros({}), 0};
     torch::Tensor y = torch::tensor(current.labels, torch::kInt64).to(device);
-    torch::Tensor logits = model->forward(batch_tensor(current, img.image_size, device));
+    torch::Tensor logits = model->logits(batch_tensor(current, img.image_size, device));
     return {torch::cross_entropy_loss(logits.to(torch::kFloat32), y), current.size()};
   };
   hooks.describe_batch = [&] {
@@ -143,13 +165,11 @@ json train_teacher(const TeacherOptions& o) {
   check_readable("the train split", o.data, d.train.size(), unique_failures(train.failures()));
   load_trained_weights(*model, r.best_path);
   model->save_pretrained(o.out);  // (save_tensors copies to the CPU)
+  write_classifier_image_config(o.out, img);
   write_classes(o.out, labels);
-  json pre = {{"do_resize", true}, {"size", {{"height", img.image_size}, {"width", img.image_size}}}, {"resample", 2},
-              {"do_rescale", true}, {"rescale_factor", 1.0 / 255}, {"do_normalize", true},
-              {"image_mean", img.image_mean}, {"image_std", img.image_std}, {"image_processor_type", "ViTImageProcessor"}};
-  write_file_atomic((fs::path(o.out) / "preprocessor_config.json").string(), pre.dump(1) + "\n");
-  json report = {{"stage", "teacher"}, {"parameters", model->num_parameters()}, {"epochs_run", r.epochs_run},
-                 {"best_epoch", r.best_epoch + 1}, {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
+  json report = {{"stage", "teacher"}, {"arch", arch}, {"parameters", model->num_parameters()},
+                 {"image", img.to_timm()}, {"epochs_run", r.epochs_run}, {"best_epoch", r.best_epoch + 1},
+                 {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_failures", unique_failures(train.failures())}, {"dataset", d.summary()}};
   write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
@@ -157,15 +177,14 @@ json train_teacher(const TeacherOptions& o) {
 
 json eval_teacher(const std::string& dir, const std::string& data, const std::string& split, const DatasetOptions& dopt,
                   int64_t batch, int workers, const std::string& device) {
-  VitForImageClassification model(VitForImageClassificationImpl::from_pretrained(dir));
+  std::shared_ptr<ImageClassifierImpl> model = load_image_classifier(dir);
   model->eval();
   model->to(parse_device(device));
   std::vector<std::string> classes = read_classes(dir);
   Dataset d = load_dataset(data, dopt);
   if (d.labels.labels != classes)
     throw Error(cat(dir, ": the teacher was trained on other classes than ", data, " has"));
-  VitImageConfig img = VitImageConfig::from_dir(dir);
-  img.mode = VitResizeMode::ResizeCenterCrop;
+  const VitImageConfig img = classifier_image_config(dir);
   std::vector<int> truth;
   std::vector<std::string> failures;
   std::vector<int> pred = predict_all(*model, d.split(split), img, batch, workers, &truth, &failures, "teacher eval");
@@ -173,6 +192,8 @@ json eval_teacher(const std::string& dir, const std::string& data, const std::st
   ClassificationReport r = classification_report(pred, truth, static_cast<int>(classes.size()));
   json j = r.to_json(classes);
   j["split"] = split;
+  j["arch"] = model->arch();
+  j["parameters"] = model->num_parameters();
   j["skipped_images"] = failures;
   return j;
 }

@@ -1,5 +1,6 @@
-// The ViT teacher: fine-tune a Hugging Face ViT checkpoint on an emotion dataset (the reference's
-// defaults: Adam, lr 3e-5, weight decay 1e-5, batch 10, 10 epochs, 384 px, RandomResizedCrop +
+// The teacher: fine-tune an ImageNet checkpoint (a Hugging Face ViT, or a timm ResNet or VGG: the
+// paper's Table 1 baselines) on an emotion dataset with a new classification layer (the reference's
+// defaults for all three: Adam, lr 3e-5, weight decay 1e-5, batch 10, 10 epochs, RandomResizedCrop +
 // flip), and evaluate it.
 #pragma once
 
@@ -16,8 +17,17 @@ namespace emovlm {
 struct TeacherOptions {
   std::string data, init, out;
   DatasetOptions dataset;
+  // The architecture --init must hold (vit, resnet50, vgg16, vgg16_bn, ...; classifier_archs());
+  // empty: whichever it holds.
+  std::string arch;
+  // The input transform. "reference" (the default): the reference script's, which trains all three
+  // architectures alike: Resize(S) + CenterCrop(S), mean = std = 0.5, S = 384 for a ResNet or VGG
+  // (the ViT's own size for the ViT). "checkpoint": the checkpoint's own (a ResNet's or VGG's timm
+  // pretrained_cfg: shorter side to size / crop_pct, center crop, ImageNet mean/std; the same as
+  // "reference" for the ViT).
+  std::string preprocess = "reference";
   int64_t epochs = 10, batch_size = 10;
-  int image_size = 0;  // 0: the checkpoint's image_size
+  int image_size = 0;  // 0: the transform's size
   int workers = 2;
   uint64_t seed = 0;
   bool resume = false;             // continue the run in `out`
@@ -34,10 +44,13 @@ struct TeacherOptions {
 };
 
 // Trains and writes OUT/{config.json, model.safetensors (best validation epoch), classes.json,
-// preprocessor_config.json, metrics.jsonl, checkpoint.safetensors, report.json}. Returns the report.
+// metrics.jsonl, checkpoint.safetensors, report.json} in the --init checkpoint's layout, with the
+// transform it was trained with (a ViT's preprocessor_config.json; a ResNet's or VGG's config.json
+// pretrained_cfg). Returns the report.
 nlohmann::json train_teacher(const TeacherOptions& options);
 
-// Accuracy and the rest on one split of a dataset with a trained teacher directory.
+// Accuracy, macro-F1 and the rest on one split of a dataset with a trained teacher directory, with its
+// architecture ("arch") and parameter count ("parameters"): a row of Table 1.
 nlohmann::json eval_teacher(const std::string& teacher_dir, const std::string& data, const std::string& split,
                             const DatasetOptions& dataset, int64_t batch_size = 32, int workers = 2,
                             const std::string& device = "auto");

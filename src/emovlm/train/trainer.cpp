@@ -120,6 +120,10 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
 struct Trainable {
   std::vector<std::string> names;
   std::vector<torch::Tensor> params;
+  // state that training changes besides the parameters (BatchNorm's running statistics): saved and
+  // restored with them
+  std::vector<std::string> buffer_names;
+  std::vector<torch::Tensor> buffers;
   torch::Device device{torch::kCPU};  // of the first parameter: where the batches run
 };
 
@@ -130,8 +134,17 @@ Trainable trainable(torch::nn::Module& m) {
     if (p.value().requires_grad() && seen.insert(p.value().unsafeGetTensorImpl()).second)
       t.names.push_back(p.key()), t.params.push_back(p.value());
   if (t.params.empty()) throw Error("training: the model has no trainable parameters");
+  for (auto& b : m.named_buffers()) t.buffer_names.push_back(b.key()), t.buffers.push_back(b.value());
   t.device = t.params[0].device();
   return t;
+}
+
+// "model.<name>" for every parameter and buffer
+NamedTensors model_tensors(const Trainable& t) {
+  NamedTensors ts;
+  for (size_t i = 0; i < t.params.size(); ++i) ts.emplace_back("model." + t.names[i], t.params[i]);
+  for (size_t i = 0; i < t.buffers.size(); ++i) ts.emplace_back("model." + t.buffer_names[i], t.buffers[i]);
+  return ts;
 }
 
 
@@ -174,8 +187,7 @@ struct Position {
 
 void write_checkpoint(const std::string& path, const Trainable& t, torch::optim::Optimizer& opt, const OptimConfig& oc,
                       const Position& pos, const TrainConfig& cfg) {
-  NamedTensors ts;
-  for (size_t i = 0; i < t.params.size(); ++i) ts.emplace_back("model." + t.names[i], t.params[i]);
+  NamedTensors ts = model_tensors(t);
   if (oc.optimizer == "adamw")
     save_state<torch::optim::AdamWParamState>(opt, t, ts);
   else
@@ -191,9 +203,7 @@ void write_checkpoint(const std::string& path, const Trainable& t, torch::optim:
 }
 
 void write_weights(const std::string& path, const Trainable& t, const TrainConfig& cfg, const json& info) {
-  NamedTensors ts;
-  for (size_t i = 0; i < t.params.size(); ++i) ts.emplace_back("model." + t.names[i], t.params[i]);
-  save_tensors(path, ts,
+  save_tensors(path, model_tensors(t),
                {{"emovlm.trainer", info.dump()}, {"emovlm.config", cfg.stage_config.dump()},
                 {"emovlm.classes", json(cfg.classes).dump()}});
 }
@@ -256,7 +266,19 @@ void load_trained_weights(torch::nn::Module& model, const std::string& path) {
                       shape_str(p.value().sizes().vec())));
     p.value().copy_(it->second);
   }
-  if (!missing.empty()) throw Error(cat(path, ": no weights for ", missing.size(), " trainable tensor(s), e.g. ", missing[0]));
+  for (auto& b : model.named_buffers()) {
+    auto it = w.find("model." + b.key());
+    if (it == w.end()) {
+      missing.push_back(b.key());
+      continue;
+    }
+    if (it->second.sizes() != b.value().sizes())
+      throw Error(cat(path, ": ", b.key(), " has shape ", shape_str(it->second.sizes().vec()), ", the model expects ",
+                      shape_str(b.value().sizes().vec())));
+    b.value().copy_(it->second);
+  }
+  if (!missing.empty())
+    throw Error(cat(path, ": no values for ", missing.size(), " trainable tensor(s) or buffer(s), e.g. ", missing[0]));
 }
 
 FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hooks) {
@@ -285,6 +307,11 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
         auto it = w.find("model." + t.names[i]);
         if (it == w.end()) throw Error(cat(res.checkpoint_path, ": no weights for ", t.names[i]));
         t.params[i].copy_(it->second);
+      }
+      for (size_t i = 0; i < t.buffers.size(); ++i) {
+        auto it = w.find("model." + t.buffer_names[i]);
+        if (it == w.end()) throw Error(cat(res.checkpoint_path, ": no values for the buffer ", t.buffer_names[i]));
+        t.buffers[i].copy_(it->second);
       }
     }
     if (cfg.optim.optimizer == "adamw")

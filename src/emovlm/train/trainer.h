@@ -1,5 +1,5 @@
 // The training loop every stage shares: Adam/AdamW, learning-rate schedules, gradient clipping
-// and accumulation, checkpoints in safetensors (trainable weights, optimizer state, step, epoch,
+// and accumulation, checkpoints in safetensors (trainable weights and buffers, optimizer state, step, epoch,
 // RNG state, config, classes) written atomically, exact resume, per-epoch validation with the
 // best checkpoint kept, metrics as JSON lines, a progress bar, and a stop on NaN/Inf losses.
 #pragma once
@@ -100,7 +100,7 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& config, StageHooks& h
 // instead of about ten per parameter tensor. The state stays in the optimizer's own state objects.
 void multi_tensor_adam_step(torch::optim::Optimizer& optimizer, bool adamw);
 
-// Reads the "model.*" weights of a checkpoint or best file into the module (names checked).
+// Reads the "model.*" weights and buffers of a checkpoint or best file into the module (names checked).
 void load_trained_weights(torch::nn::Module& model, const std::string& path);
 // The metadata of such a file (config, classes, epoch, ...).
 nlohmann::json checkpoint_info(const std::string& path);
