@@ -113,6 +113,8 @@ std::pair<FeatureCache, FeatureCache> extract_both(ExtractOptions& a, ExtractOpt
 }  // namespace
 
 TEST(Pipeline, TeacherArtifacts) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   for (const char* f : {"config.json", "model.safetensors", "classes.json", "preprocessor_config.json", "metrics.jsonl",
                         "report.json", "checkpoint.safetensors"})
@@ -127,6 +129,8 @@ TEST(Pipeline, TeacherArtifacts) {
 }
 
 TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   ExtractOptions x = w.extract("train");
   json m = extract_features(x);
@@ -479,6 +483,8 @@ TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
 // --vlm-batch groups images into one left-padded VLM forward: the same values to float32 rounding
 // as one image at a time, in another cache (a batched cache is its own setting).
 TEST(Pipeline, BatchedExtractMatchesOneAtATime) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   ExtractOptions one = w.extract("train");
   extract_features(one);
@@ -500,6 +506,8 @@ TEST(Pipeline, BatchedExtractMatchesOneAtATime) {
 }
 
 TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   // generate mode samples each answer after the same prefill that gives the label scores: the
   // scores and features are the score mode's, bit for bit
   World& w = world();
@@ -536,6 +544,8 @@ TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
 }
 
 TEST(Pipeline, ExtractTeacherInBf16) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   // --teacher-dtype bf16: the teacher under autocast; its logits within bf16 rounding of float32's,
   // everything else the same, and a cache of its own
   World& w = world();
@@ -556,6 +566,8 @@ TEST(Pipeline, ExtractTeacherInBf16) {
 }
 
 TEST(Pipeline, StagesEvaluateAndPredict) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   for (const char* split : {"train", "val", "test"}) extract_features(w.extract(split));
   DistillOptions d;
@@ -723,6 +735,8 @@ struct Serving {
 }  // namespace
 
 TEST(Pipeline, ServesPredictionsOverHttp) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   test::TempDir dir;
   const std::string cache = small_bundle(w, dir / "bundle");
@@ -779,6 +793,8 @@ TEST(Pipeline, ServesPredictionsOverHttp) {
 }
 
 TEST(Pipeline, ServerBatchesRequestsThatArriveTogether) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   test::TempDir dir;
   const std::string cache = small_bundle(w, dir / "bundle");
@@ -947,6 +963,8 @@ TEST(Pipeline, TrainingRefusesToStartOverWithoutOverwrite) {
 }
 
 TEST(Pipeline, AblationWritesTableJsonAndPlot) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   for (const char* split : {"train", "test"}) extract_features(w.extract(split));
   AblationOptions a;
@@ -966,6 +984,8 @@ TEST(Pipeline, AblationWritesTableJsonAndPlot) {
 
 // A training run killed with SIGKILL and resumed ends with the same weights as an uninterrupted run.
 TEST(Pipeline, ResumeAfterSigkillIsExact) {
+  EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
+  EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
   extract_features(w.extract("train"));
   const std::string cache = w.extract("train").out;
