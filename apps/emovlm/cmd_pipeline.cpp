@@ -121,8 +121,6 @@ void add_pipeline_commands(CLI::App& app) {
   tt->add_flag("--overwrite", t->overwrite, "start over in an --out that holds a run");
   tt->add_option("--save-every", t->save_every_steps, "also checkpoint every N optimizer steps (0: each epoch)")
       ->capture_default_str();
-  tt->add_option("--device", t->device, "cpu, cuda[:N] or auto")->capture_default_str();
-  tt->add_option("--autocast", t->autocast, "none or bf16 (mixed precision over float32 weights)")->capture_default_str();
   add_optim_flags(tt, t->optim);
   tt->callback([t] { std::cout << train_teacher(*t).dump(1) << std::endl; });
 

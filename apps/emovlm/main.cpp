@@ -25,14 +25,14 @@ int main(int argc, char** argv) {
     if (quiet) emovlm::Progress::set_enabled_globally(false);
     emovlm::compat::set_num_threads(threads);
   });
-  emovlm::cli::add_inspect_command(app);
-  emovlm::cli::add_preprocess_command(app);
-  emovlm::cli::add_vlm_commands(app);
-  emovlm::cli::add_pipeline_commands(app);
-  emovlm::cli::add_demo_commands(app);
-  emovlm::cli::add_instruct_commands(app);
-  emovlm::cli::add_serve_command(app);
   try {
+    emovlm::cli::add_inspect_command(app);
+    emovlm::cli::add_preprocess_command(app);
+    emovlm::cli::add_vlm_commands(app);
+    emovlm::cli::add_pipeline_commands(app);
+    emovlm::cli::add_demo_commands(app);
+    emovlm::cli::add_instruct_commands(app);
+    emovlm::cli::add_serve_command(app);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

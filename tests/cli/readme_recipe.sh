@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's "On real data" block, run line by line as a user runs it: from a scratch working
 # directory, relative paths, the `emovlm` on PATH. Tiny models stand in for the published
-# checkpoints (Qwen2-VL-7B-Instruct, vit-base-patch16-384), a small generated folder dataset for
+# checkpoints (Qwen2-VL-7B-Instruct, vit-base-patch16-384, resnet50.tv_in1k), a small generated folder dataset for
 # FI, and a loopback stub (openai_stub.py) for the OpenAI endpoint. Midway the whole folder is
 # moved and the work goes on from the new place, resuming what was there; at the end `runs/` is
 # moved alone and the later commands still work. Then the checks a user relies on: resuming
@@ -39,6 +39,9 @@ for f in config.json model.safetensors tokenizer.json tokenizer_config.json chat
   cp "$tiny_vlm/$f" Qwen2-VL-7B-Instruct/
 done
 for f in config.json model.safetensors preprocessor_config.json; do cp "$tiny_vit/$f" vit-base-patch16-384/; done
+# timm's ResNet50 checkpoint folder (model.safetensors + config.json): a reduced-width ResNet50
+mkdir resnet50.tv_in1k
+cp "$here/../data/cnn/resnet_tiny/config.json" "$here/../data/cnn/resnet_tiny/model.safetensors" resnet50.tv_in1k/
 cp FI/awe/000.png photo.jpg  # a PNG under a .jpg name: read by its content, as users' files are
 
 # ---- the endpoint
