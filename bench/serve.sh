@@ -14,7 +14,8 @@ if [ ! -f "$WORK/demo/bundle/bundle.json" ]; then
   "$CLI" -q demo --quick --out "$WORK/demo" > "$WORK/demo.log"
 fi
 BUNDLE=$WORK/demo/bundle
-IMAGE=$(find "$WORK/demo/data/test" -name '*.png' | sort | head -n 1)
+IMAGE=$(find "$WORK/demo/data/test" -type f \( -name '*.png' -o -name '*.jpg' \) | sort | head -n 1)
+[ -n "$IMAGE" ] || { echo "no test image under $WORK/demo/data/test" >&2; exit 1; }
 [ -f "$WORK/bomb9000.gif" ] || python3 "$(dirname "$0")/make_bombs.py" "$WORK"
 
 SERVER_PID=
