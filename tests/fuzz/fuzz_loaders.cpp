@@ -1,6 +1,6 @@
 // libFuzzer harness for the loaders that read files users download or copy around: a safetensors
-// file, a tokenizer.json and a Qwen2-VL config.json. The first byte picks the loader, the rest is
-// the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
+// file, a tokenizer.json, a Qwen2-VL config.json, an image (JPEG, PNG, GIF, BMP, WebP) and a
+// dataset manifest (JSONL). The first byte picks the loader, the rest is the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
 // any other exception escapes and libFuzzer reports it, as it does crashes, leaks and UB.
 #include <unistd.h>
 
@@ -13,6 +13,8 @@
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/data/dataset.h"
+#include "emovlm/image/image.h"
 #include "emovlm/models/qwen2vl_config.h"
 #include "emovlm/text/tokenizer.h"
 
@@ -36,9 +38,9 @@ void write_scratch(const uint8_t* data, size_t size) {
   std::fclose(f);
 }
 
-void load(uint8_t which) {
+void load(uint8_t which, const uint8_t* data, size_t size) {
   const std::string& path = scratch_path();
-  switch (which % 3) {
+  switch (which % 5) {
     case 0: {
       auto file = emovlm::SafeTensorsFile::open(path);
       for (const auto& t : file->tensors()) (void)t.nbytes;
@@ -52,6 +54,15 @@ void load(uint8_t which) {
     case 2:
       (void)emovlm::Qwen2VLConfig::from_json(emovlm::read_json_file(path), path);
       break;
+    case 3: {
+      emovlm::DecodeOptions options;
+      options.max_pixels = int64_t{1} << 22;  // the fuzzer's memory limit, not the product's
+      (void)emovlm::decode_image_memory(data, size, "fuzz-image", options);
+      break;
+    }
+    case 4:
+      (void)emovlm::load_dataset(path);
+      break;
   }
 }
 
@@ -61,7 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   write_scratch(data + 1, size - 1);
   try {
-    load(data[0]);
+    load(data[0], data + 1, size - 1);
   } catch (const emovlm::Error&) {
     // refused with a message: what a loader is for
   }

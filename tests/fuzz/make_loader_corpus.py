@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Seeds for tests/fuzz/fuzz_loaders.cpp: the first byte picks the loader (0 safetensors,
-1 tokenizer.json, 2 Qwen2-VL config.json), the rest is a small valid file of that kind made from
-the tiny reference model in tests/data/reference/qwen2vl_tiny. Run from the repository root:
+1 tokenizer.json, 2 Qwen2-VL config.json, 3 an image, 4 a dataset manifest), the rest is a small
+valid file of that kind: made from the tiny reference model in tests/data/reference/qwen2vl_tiny,
+the small format fixtures in tests/data/formats, or written here. Run from the repository root:
     python3 tests/fuzz/make_loader_corpus.py
 """
 import json
@@ -9,6 +10,7 @@ import os
 import struct
 
 REF = "tests/data/reference/qwen2vl_tiny"
+FORMATS = "tests/data/formats"
 OUT = "tests/fuzz/corpus/loaders"
 
 
@@ -22,6 +24,12 @@ def safetensors(tensors, metadata=None):
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h + data
+
+
+def safetensors_raw(header):
+    """A safetensors file around a header given as bytes (padded to 8), with 8 bytes of data."""
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + b"\0" * 8
 
 
 def small_tokenizer():
@@ -41,6 +49,13 @@ def small_tokenizer():
     return json.dumps(t, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def manifest():
+    """A JSONL manifest of three splits and two labels (the images need not exist to be listed)."""
+    rows = [{"path": f"images/{split}-{label}.jpg", "label": label, "split": split}
+            for split in ("train", "val", "test") for label in ("amusement", "sadness")]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     seeds = {
@@ -49,7 +64,17 @@ def main():
         "safetensors_empty": b"\0" + safetensors({}),
         "tokenizer_small": b"\1" + small_tokenizer(),
         "config_tiny": b"\2" + open(os.path.join(REF, "config.json"), "rb").read(),
+        "manifest_small": b"\4" + manifest(),
+        # regressions: numbers out of the JSON library's range once escaped as its own exception
+        "config_number_overflow": b"\2" + b'{"vocab_size": 1e999, "vision_config": {}}',
+        "safetensors_number_overflow": b"\0" + safetensors_raw(b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,1e999]}}'),
     }
+    for name in ("two_frames.gif", "interlaced_short_palette.gif", "p8_short_palette.bmp", "bgrx32.bmp",
+                 "lossy.webp", "lossless_alpha.webp", "two_frames.gif.expected.png"):
+        with open(os.path.join(FORMATS, name), "rb") as f:
+            seeds["image_" + name.replace(".", "_")] = b"\3" + f.read()
+    with open("tests/data/reference/images/img_c.jpg", "rb") as f:  # a 5 KB baseline JPEG
+        seeds["image_img_c_jpg"] = b"\3" + f.read()
     for name, data in seeds.items():
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(data)
