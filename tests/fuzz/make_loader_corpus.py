@@ -67,6 +67,8 @@ def main():
         "manifest_small": b"\4" + manifest(),
         # regressions: numbers out of the JSON library's range once escaped as its own exception
         "config_number_overflow": b"\2" + b'{"vocab_size": 1e999, "vision_config": {}}',
+        "tokenizer_number_overflow": b"\1" + b'{"model": {"type": "BPE", "vocab": {"a": 1e999}, "merges": []}}',
+        "manifest_number_overflow": b"\4" + b'{"path": "a.jpg", "label": "awe", "split": "train", "x": 1e999}\n',
         "safetensors_number_overflow": b"\0" + safetensors_raw(b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,1e999]}}'),
     }
     for name in ("two_frames.gif", "interlaced_short_palette.gif", "p8_short_palette.bmp", "bgrx32.bmp",

@@ -217,7 +217,7 @@ std::vector<Row> read_manifest(const std::string& path) {
       json j;
       try {
         j = json::parse(line);
-      } catch (const json::parse_error& e) {
+      } catch (const json::exception& e) {
         throw Error(cat(where, ": invalid JSON: ", e.what()));
       }
       r.path = json_required<std::string>(j, "path", where);

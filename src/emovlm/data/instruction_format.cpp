@@ -23,7 +23,7 @@ std::vector<InstructionExample> read_instructions(const std::string& path) {
     json j;
     try {
       j = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error(cat(where, ": invalid JSON: ", e.what()));
     }
     if (!j.is_object()) throw Error(cat(where, ": not a JSON object"));

@@ -79,7 +79,7 @@ nlohmann::json post_json_with_retries(const HttpEndpoint& ep, const std::string&
     if (res->status != 200) throw Error(cat(ep.scheme_host_port, ep.path, ": HTTP ", res->status, ": ", res->body.substr(0, 200)));
     try {
       return nlohmann::json::parse(res->body);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       throw Error(cat(ep.scheme_host_port, ep.path, ": the answer is not JSON: ", e.what()));
     }
   }

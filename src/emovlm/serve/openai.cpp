@@ -105,7 +105,7 @@ ChatRequest parse_chat_request(std::string_view body) {
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     bad(cat("the body is not valid JSON (", e.what(), ")"), "");
   }
   if (!j.is_object()) bad("the body must be a JSON object", "");

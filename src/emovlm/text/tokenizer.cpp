@@ -611,7 +611,7 @@ TokenizerJson read_tokenizer_json(const std::string& path) {
       }
       return true;
     });
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw Error(cat(path, ": invalid JSON: ", e.what()));
   }
   return t;
