@@ -279,7 +279,7 @@ TEST(Qwen2VL, Bf16WeightsFile) {
 // Vision features land at 9.4e-3 to 9.7e-3 (1.4x the reference's figure) with libtorch 1.13's bf16
 // kernels; float32 attention scores and a float32 residual stream did not move it (tried), while
 // the float32 path matches to 1e-6, so the gap is kernel rounding, not the algorithm: 1.5x here.
-// With pip torch 2.11's CPU kernels (GPU machine, session 2) the error bounds hold but cat_img_b's
+// With pip torch 2.11's CPU kernels (an H200 machine, 2026-11-26) the error bounds hold but cat_img_b's
 // arg-max agrees at 120 of 127 positions (94.5%, under the 95% floor), every disagreement a
 // near-tie within the bound; the floor is kept (the CI's libtorch 1.13 meets it).
 TEST(Qwen2VL, Bf16Compute) {

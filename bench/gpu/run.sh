@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything this project checks on a lent NVIDIA GPU, in one call (the device tool's run, from
-# the repository root, with `carry: [".devdeps"]`): build against the pip torch's libtorch, the
+# Everything this project checks on an NVIDIA GPU machine, in one call from the repository root
+# (with the .devdeps/ folder below next to it): build against the pip torch's libtorch, the
 # GPU golden tests, the GPU benchmarks, the PEFT round trip, then the whole torch test suite on
 # that libtorch. Results under $OUT: summary.txt (short), build.log, tests.log, bench.log, peft.log.
 #   .devdeps/: Debian's libutf8proc2, libutf8proc-dev, libgtest-dev, libgmock-dev (.deb), for a
