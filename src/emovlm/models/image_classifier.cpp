@@ -7,9 +7,12 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
+#include "emovlm/core/safetensors.h"
+#include "emovlm/core/tensor_io.h"
 #include "emovlm/models/resnet.h"
 #include "emovlm/models/vgg.h"
 #include "emovlm/models/vit.h"
+#include "emovlm/models/weights.h"
 
 namespace emovlm {
 
@@ -137,6 +140,40 @@ json TimmConfig::to_json(int64_t num_features) const {
   if (!label_names.empty()) j["label_names"] = label_names;
   if (!model_args.empty()) j["model_args"] = model_args;
   return j;
+}
+
+json read_timm_config_json(const std::string& dir, int64_t num_labels) {
+  const std::string cpath = (fs::path(dir) / "config.json").string();
+  json j = read_json_file(cpath);
+  if (j.value("num_classes", 1000) == 0) {  // a backbone without a classifier: built with the labels asked for
+    if (num_labels <= 0) throw Error(cat(cpath, ": the checkpoint has no classifier (num_classes 0); give the labels"));
+    j["num_classes"] = num_labels;
+  }
+  return j;
+}
+
+bool load_timm_weights(torch::nn::Module& m, const std::string& dir, const std::string& head_prefix) {
+  Checkpoint ck(dir);
+  LoadOptions opt;
+  opt.dtype = torch::kFloat32;
+  const bool has_head = ck.contains(head_prefix + "weight");
+  opt.optional = [has_head, head_prefix](const std::string& n) {
+    return (!has_head && n.rfind(head_prefix, 0) == 0) || n.find("num_batches_tracked") != std::string::npos;
+  };
+  load_weights(m, ck, opt);
+  torch::NoGradGuard ng;
+  for (auto& p : m.parameters()) p.set_data(p.detach().clone());
+  for (auto& b : m.buffers()) b.set_data(b.detach().clone());
+  return has_head;
+}
+
+void save_timm_checkpoint(const torch::nn::Module& m, const std::string& dir, const json& config) {
+  make_dirs(dir);
+  NamedTensors ts;
+  for (const auto& p : m.named_parameters()) ts.emplace_back(p.key(), p.value());
+  for (const auto& b : m.named_buffers()) ts.emplace_back(b.key(), b.value());
+  save_tensors((fs::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
+  write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(1) + "\n");
 }
 
 }  // namespace emovlm

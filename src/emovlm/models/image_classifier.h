@@ -51,6 +51,18 @@ VitImageConfig classifier_image_config(const std::string& dir);
 // Records `image` in dir where classifier_image_config reads it (after save_pretrained).
 void write_classifier_image_config(const std::string& dir, const VitImageConfig& image);
 
+// The steps the timm-layout models (ResNet, VGG) share in from_pretrained/save_pretrained.
+// DIR/config.json; a headless backbone (num_classes 0) is given num_labels classes (an error
+// naming the file when num_labels is not positive).
+nlohmann::json read_timm_config_json(const std::string& dir, int64_t num_labels);
+// Fills m from DIR's checkpoint in float32 as owned tensors (trained: not aliasing the read-only
+// file mapping). The classifier under head_prefix ("fc.", "head.fc.") may be absent, and so may
+// num_batches_tracked (checkpoints converted from before PyTorch 0.4.1). Returns whether the
+// checkpoint holds the classifier.
+bool load_timm_weights(torch::nn::Module& m, const std::string& dir, const std::string& head_prefix);
+// DIR/model.safetensors (parameters and buffers under the checkpoint's names) and DIR/config.json.
+void save_timm_checkpoint(const torch::nn::Module& m, const std::string& dir, const nlohmann::json& config);
+
 // timm's config.json: architecture, num_classes, num_features, pretrained_cfg (the preprocessing,
 // kept as read), label_names, and model_args (overrides of the architecture's defaults: this project
 // reads layers, base_width, expansion, cfg, num_features, drop_rate from it, for reduced models).

@@ -147,43 +147,14 @@ void ResNetImpl::reset_classifier(int64_t n, uint64_t seed) {
 
 std::shared_ptr<ResNetImpl> ResNetImpl::from_pretrained(const std::string& dir, int64_t num_labels, uint64_t seed) {
   const std::string cpath = (std::filesystem::path(dir) / "config.json").string();
-  const json j = read_json_file(cpath);
-  json jj = j;
-  // a backbone without a classifier (num_classes 0): built with the labels asked for
-  const bool headless = j.value("num_classes", 1000) == 0;
-  if (headless) {
-    if (num_labels <= 0) throw Error(cat(cpath, ": the checkpoint has no classifier (num_classes 0); give the labels"));
-    jj["num_classes"] = num_labels;
-  }
-  ResNetConfig cfg = ResNetConfig::from_json(jj, cpath);
+  ResNetConfig cfg = ResNetConfig::from_json(read_timm_config_json(dir, num_labels), cpath);
   auto m = std::make_shared<ResNetImpl>(cfg);
-  Checkpoint ck(dir);
-  LoadOptions opt;
-  opt.dtype = torch::kFloat32;
-  const bool has_fc = ck.contains("fc.weight");
-  // checkpoints converted from before PyTorch 0.4.1 carry no num_batches_tracked
-  opt.optional = [has_fc](const std::string& n) {
-    return (!has_fc && n.rfind("fc.", 0) == 0) || n.find("num_batches_tracked") != std::string::npos;
-  };
-  load_weights(*m, ck, opt);
-  {
-    // weights and running statistics are trained: own them (no aliasing of the read-only mapping)
-    torch::NoGradGuard ng;
-    for (auto& p : m->parameters()) p.set_data(p.detach().clone());
-    for (auto& b : m->buffers()) b.set_data(b.detach().clone());
-  }
+  const bool has_fc = load_timm_weights(*m, dir, "fc.");
   if (!has_fc || (num_labels > 0 && num_labels != cfg.timm.num_classes))
     m->reset_classifier(num_labels > 0 ? num_labels : cfg.timm.num_classes, seed);
   return m;
 }
 
-void ResNetImpl::save_pretrained(const std::string& dir) const {
-  make_dirs(dir);
-  NamedTensors ts;
-  for (const auto& p : named_parameters()) ts.emplace_back(p.key(), p.value());
-  for (const auto& b : named_buffers()) ts.emplace_back(b.key(), b.value());
-  save_tensors((std::filesystem::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
-  write_file_atomic((std::filesystem::path(dir) / "config.json").string(), cfg_.to_json().dump(1) + "\n");
-}
+void ResNetImpl::save_pretrained(const std::string& dir) const { save_timm_checkpoint(*this, dir, cfg_.to_json()); }
 
 }  // namespace emovlm

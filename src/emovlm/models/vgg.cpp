@@ -171,40 +171,14 @@ void VggImpl::reset_classifier(int64_t n, uint64_t seed) {
 
 std::shared_ptr<VggImpl> VggImpl::from_pretrained(const std::string& dir, int64_t num_labels, uint64_t seed) {
   const std::string cpath = (std::filesystem::path(dir) / "config.json").string();
-  json j = read_json_file(cpath);
-  const bool headless = j.value("num_classes", 1000) == 0;
-  if (headless) {
-    if (num_labels <= 0) throw Error(cat(cpath, ": the checkpoint has no classifier (num_classes 0); give the labels"));
-    j["num_classes"] = num_labels;
-  }
-  VggConfig cfg = VggConfig::from_json(j, cpath);
+  VggConfig cfg = VggConfig::from_json(read_timm_config_json(dir, num_labels), cpath);
   auto m = std::make_shared<VggImpl>(cfg);
-  Checkpoint ck(dir);
-  LoadOptions opt;
-  opt.dtype = torch::kFloat32;
-  const bool has_head = ck.contains("head.fc.weight");
-  opt.optional = [has_head](const std::string& n) {
-    return (!has_head && n.rfind("head.fc.", 0) == 0) || n.find("num_batches_tracked") != std::string::npos;
-  };
-  load_weights(*m, ck, opt);
-  {
-    // weights and running statistics are trained: own them (no aliasing of the read-only mapping)
-    torch::NoGradGuard ng;
-    for (auto& p : m->parameters()) p.set_data(p.detach().clone());
-    for (auto& b : m->buffers()) b.set_data(b.detach().clone());
-  }
+  const bool has_head = load_timm_weights(*m, dir, "head.fc.");
   if (!has_head || (num_labels > 0 && num_labels != cfg.timm.num_classes))
     m->reset_classifier(num_labels > 0 ? num_labels : cfg.timm.num_classes, seed);
   return m;
 }
 
-void VggImpl::save_pretrained(const std::string& dir) const {
-  make_dirs(dir);
-  NamedTensors ts;
-  for (const auto& p : named_parameters()) ts.emplace_back(p.key(), p.value());
-  for (const auto& b : named_buffers()) ts.emplace_back(b.key(), b.value());
-  save_tensors((std::filesystem::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
-  write_file_atomic((std::filesystem::path(dir) / "config.json").string(), cfg_.to_json().dump(1) + "\n");
-}
+void VggImpl::save_pretrained(const std::string& dir) const { save_timm_checkpoint(*this, dir, cfg_.to_json()); }
 
 }  // namespace emovlm
