@@ -50,6 +50,36 @@ TEST(Gate, ParameterCountsAndShapes) {
   EXPECT_THROW(Gate("nope", 8), Error);
 }
 
+// init_average: every gate starts as the weighted sum a * h + b * v of its inputs (bilinear,
+// which has no term in v alone: a * h * sum(v)), for one-hot, all-zero (unparsable) and
+// distribution VLM inputs.
+TEST(Gate, InitAverageStartsAsTheWeightedSumOfTheInputs) {
+  torch::manual_seed(0);
+  const int64_t C = 6;
+  torch::Tensor v = torch::cat({torch::nn::functional::one_hot(torch::tensor({1, 4, 0}), C).to(torch::kFloat32),
+                                torch::zeros({1, C}), torch::softmax(torch::randn({2, C}), -1)});
+  torch::Tensor h = torch::randn({6, C}) * 3;
+  for (auto [a, b] : {std::pair<double, double>{0.5, 0.0}, {1.0, 0.7}, {0.3, 2.5}}) {
+    for (const auto& k : gate_kinds()) {
+      Gate g(k, C);
+      g->init_average(a, b, /*noise=*/0.0);
+      torch::NoGradGuard ng;
+      // dynamic and cross hold each weight at least 1e-3
+      const double bb = k == "dynamic" || k == "cross" ? std::max(b, 1e-3) : b;
+      torch::Tensor want = k == "bilinear" ? a * h * v.sum(-1, true) : a * h + bb * v;
+      EXPECT_TRUE(torch::allclose(g->forward(v, h), want, 1e-5, 1e-5)) << k << " a=" << a << " b=" << b;
+    }
+  }
+  // with noise the gate is near the average, not equal to it
+  Gate g("moe", C);
+  g->init_average(0.5, 0.5, 0.05);
+  torch::NoGradGuard ng;
+  torch::Tensor d = (g->forward(v, h) - 0.5 * (h + v)).abs();
+  EXPECT_GT(d.max().item<double>(), 0);
+  EXPECT_LT(d.max().item<double>(), 0.5);
+  EXPECT_THROW(Gate("concat", C)->init_average(1, -1), Error);
+}
+
 TEST(Gate, LearnsToTrustTheRightInput) {
   // the label is the VLM's answer: a concat gate trained briefly follows it
   torch::manual_seed(0);

@@ -80,3 +80,64 @@ TEST(Metrics, ComplementarityCounts) {
   EXPECT_DOUBLE_EQ(j["percent"]["both_wrong"].get<double>(), 100.0 / 6);
   EXPECT_THROW(complementarity({0, 1}, {0}, {0, 1}), Error);
 }
+
+// McNemar's exact test: hand-computed binomial tails, and (for the larger counts) exact rational
+// sums 2 * sum_{i<=min(b,c)} C(b+c, i) / 2^(b+c) evaluated with Python's fractions.
+TEST(Metrics, McNemarExactP) {
+  EXPECT_DOUBLE_EQ(mcnemar_exact_p(0, 0), 1.0);
+  EXPECT_DOUBLE_EQ(mcnemar_exact_p(0, 5), 2.0 / 32);
+  EXPECT_DOUBLE_EQ(mcnemar_exact_p(5, 0), 2.0 / 32);
+  EXPECT_NEAR(mcnemar_exact_p(1, 9), 2.0 * 11 / 1024, 1e-15);
+  EXPECT_NEAR(mcnemar_exact_p(7, 2), 0.1796875, 1e-15);
+  EXPECT_DOUBLE_EQ(mcnemar_exact_p(3, 3), 1.0);  // 2 * 42/64 capped at 1
+  EXPECT_NEAR(mcnemar_exact_p(40, 60), 0.056887933640980791, 1e-12);
+  EXPECT_NEAR(mcnemar_exact_p(120, 80), 0.0056851559967503055, 1e-12);
+  EXPECT_THROW(mcnemar_exact_p(-1, 2), Error);
+}
+
+// Bootstrap intervals: seeded (the same seed, the same interval), with replacement (an accuracy
+// of 0.7 on 400 images has a 95% interval about 2 * 1.96 * sqrt(0.21 / 400) = 0.090 wide), around
+// the estimate, degenerate where every resample agrees, and paired for differences.
+TEST(Metrics, BootstrapIntervals) {
+  std::vector<int> truth, pred;
+  for (int i = 0; i < 400; ++i) {
+    truth.push_back(i % 4);
+    pred.push_back(i % 10 < 7 ? i % 4 : (i + 1) % 4);  // 70% right
+  }
+  const BootstrapIntervals a = bootstrap_intervals(pred, truth, 4, 1000, 7);
+  const BootstrapIntervals b = bootstrap_intervals(pred, truth, 4, 1000, 7);
+  const BootstrapIntervals other = bootstrap_intervals(pred, truth, 4, 1000, 8);
+  EXPECT_EQ(a.accuracy.lo, b.accuracy.lo);
+  EXPECT_EQ(a.accuracy.hi, b.accuracy.hi);
+  EXPECT_NE(std::make_pair(a.accuracy.lo, a.accuracy.hi), std::make_pair(other.accuracy.lo, other.accuracy.hi));
+  EXPECT_LT(a.accuracy.lo, 0.7);
+  EXPECT_GT(a.accuracy.hi, 0.7);
+  EXPECT_NEAR(a.accuracy.hi - a.accuracy.lo, 0.0898, 0.015);
+  const ClassificationReport r = classification_report(pred, truth, 4);
+  EXPECT_LT(a.macro_f1.lo, r.macro_f1);
+  EXPECT_GT(a.macro_f1.hi, r.macro_f1);
+  ASSERT_EQ(a.f1.size(), 4u);
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_LE(a.f1[c].lo, r.f1[c]) << c;
+    EXPECT_GE(a.f1[c].hi, r.f1[c]) << c;
+    EXPECT_GT(a.f1[c].hi - a.f1[c].lo, 0.05) << c;
+  }
+  // all right: every resample has accuracy 1
+  const BootstrapIntervals perfect = bootstrap_intervals(truth, truth, 4, 200, 0);
+  EXPECT_EQ(perfect.accuracy.lo, 1.0);
+  EXPECT_EQ(perfect.accuracy.hi, 1.0);
+  const Interval ones = bootstrap_mean(std::vector<int>(50, 1), 200, 0);
+  EXPECT_EQ(ones.lo, 1.0);
+  EXPECT_EQ(ones.hi, 1.0);
+  // paired: a model against itself differs by exactly 0; the truth against a 70% model by +0.3
+  // within about the same width as the accuracy's interval
+  const Interval same = bootstrap_accuracy_difference(pred, pred, truth, 500, 1);
+  EXPECT_EQ(same.lo, 0.0);
+  EXPECT_EQ(same.hi, 0.0);
+  const Interval gain = bootstrap_accuracy_difference(truth, pred, truth, 1000, 1);
+  EXPECT_LT(gain.lo, 0.3);
+  EXPECT_GT(gain.hi, 0.3);
+  EXPECT_NEAR(gain.hi - gain.lo, 0.0898, 0.015);
+  EXPECT_THROW(bootstrap_intervals(pred, truth, 4, 0, 0), Error);
+  EXPECT_THROW(bootstrap_intervals({0}, truth, 4, 10, 0), Error);
+}

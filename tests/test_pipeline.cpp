@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
@@ -24,6 +26,7 @@
 #include "emovlm/pipeline/classify.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/metrics.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/serve/prediction_server.h"
 #include "emovlm/train/distill.h"
@@ -586,7 +589,18 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   const int64_t hidden = Qwen2VLConfig::from_dir(w.qwen).text.hidden_size;
   EXPECT_EQ(dr["config"]["parameters"].get<int64_t>(), hidden * 32 + 32 + 32 * 8 + 8);
   const int64_t n_train = FeatureCache::load(d.cache).size();
-  EXPECT_EQ(dr["optimizer_steps"].get<int64_t>(), 3 * ((n_train + 3) / 4));  // (and a warning: so few)
+  // --epochs 3 is raised to the step budget's epochs (at least 2,000 optimizer steps); early
+  // stopping on the validation cache may end the run before them
+  // (at most 100 epochs, each then several passes over the cache)
+  const int64_t per_pass = (n_train + 3) / 4;
+  const int64_t passes_needed = std::max<int64_t>(3, (d.min_steps + per_pass - 1) / per_pass);
+  const int64_t epochs = dr["epochs"].get<int64_t>(), passes = dr["passes_per_epoch"].get<int64_t>();
+  EXPECT_LE(epochs, 100);
+  EXPECT_GE(epochs * passes, passes_needed);
+  EXPECT_LT((epochs - 1) * passes, passes_needed);
+  EXPECT_EQ(dr["planned_optimizer_steps"].get<int64_t>(), epochs * passes * per_pass);
+  EXPECT_EQ(dr["optimizer_steps"].get<int64_t>(), dr["epochs_run"].get<int64_t>() * passes * per_pass);
+  EXPECT_EQ(dr["stopped_early"].get<bool>(), dr["epochs_run"].get<int64_t>() < epochs);
   GateOptions g;
   g.cache = d.cache;
   g.val_cache = d.val_cache;
@@ -595,6 +609,35 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   g.epochs = 3;
   json gr = train_gate(g);
   EXPECT_EQ(gr["config"]["parameters"].get<int64_t>(), 136);
+  // the default fit: out-of-fold head outputs from 5 heads trained like the given one
+  EXPECT_EQ(gr["config"]["fit_on"], "crossfit");
+  for (int k = 1; k <= 5; ++k) {
+    const json fold = read_json_file(g.out + cat("/crossfit/fold-", k, "/report.json"));
+    EXPECT_EQ(fold["config"]["hidden"], dr["config"]["hidden"]) << k;
+    EXPECT_EQ(fold["config"]["training"]["batch_size"].get<int64_t>(), 4) << k;
+  }
+  EXPECT_EQ(gr["fit_images"].get<int64_t>(), n_train);
+  {
+    // the start is validated: metrics.jsonl's first line is epoch 0, and the kept epoch is never
+    // worse on the validation cache than the start
+    const std::string m = read_file(g.out + "/metrics.jsonl");
+    const json first = json::parse(m.substr(0, m.find('\n')));
+    EXPECT_EQ(first["epoch"].get<int64_t>(), 0);
+    EXPECT_GE(gr["best_val_accuracy"].get<double>(), first["val_accuracy"].get<double>());
+  }
+  // fit on the paper's training cache, or the validation cache (which it then cannot select on)
+  GateOptions g_train = g, g_val = g;
+  g_train.fit_on = "train";
+  g_train.out = w.tmp / "gate-train";
+  EXPECT_DOUBLE_EQ(train_gate(g_train)["head_fit_accuracy"].get<double>(), dr["train_accuracy"].get<double>());
+  g_val.fit_on = "val";
+  g_val.out = w.tmp / "gate-val";
+  const json gv = train_gate(g_val);
+  EXPECT_EQ(gv["fit_images"].get<int64_t>(), FeatureCache::load(d.val_cache).size());
+  EXPECT_TRUE(gv["best_val_accuracy"].is_null());
+  g_val.val_cache.clear();
+  g_val.overwrite = true;
+  EXPECT_THROW(train_gate(g_val), Error);
   EvaluateOptions e;
   e.cache = w.extract("test").out;
   e.distill = d.out;
@@ -617,6 +660,48 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     for (const auto& [k, n] : want) EXPECT_EQ(rep["complementarity"]["vlm_vs_teacher"][k].get<int64_t>(), n) << k;
   }
   EXPECT_TRUE(file_exists(e.out + "/report.md"));
+  {
+    // intervals around each figure, the gain over each input with its McNemar counts, the oracle,
+    // and the curves of both stages
+    for (const char* m : {"vlm", "teacher", "distill_head", "emovlm_kd"}) {
+      const json& mm = rep["models"][m];
+      EXPECT_LE(mm["interval"]["accuracy"][0].get<double>(), mm["accuracy"].get<double>()) << m;
+      EXPECT_GE(mm["interval"]["accuracy"][1].get<double>(), mm["accuracy"].get<double>()) << m;
+      EXPECT_EQ(mm["interval"]["f1"].size(), 8u) << m;
+    }
+    FeatureCache tc = FeatureCache::load(e.cache);
+    std::vector<int64_t> fused;
+    {
+      DistillHead hd = load_distill_head(d.out);
+      Gate gt = load_gate(g.out);
+      torch::NoGradGuard ng;
+      torch::Tensor f = gt->forward(tc.vlm_input("onehot"), head_logits(*hd, tc.features)).argmax(-1);
+      for (int64_t i = 0; i < tc.size(); ++i) fused.push_back(f[i].item<int64_t>());
+    }
+    int64_t only_kd = 0, only_vlm = 0, oracle = 0;
+    for (int64_t i = 0; i < tc.size(); ++i) {
+      const int64_t t = tc.targets[i].item<int64_t>();
+      const bool v = tc.vlm_answer[i].item<int64_t>() == t, k = fused[i] == t;
+      only_kd += k && !v, only_vlm += v && !k;
+    }
+    const json& gv2 = rep["gain"]["vlm"];
+    EXPECT_EQ(gv2["only_emovlm_kd_right"].get<int64_t>(), only_kd);
+    EXPECT_EQ(gv2["only_vlm_right"].get<int64_t>(), only_vlm);
+    EXPECT_DOUBLE_EQ(gv2["mcnemar_p"].get<double>(), mcnemar_exact_p(only_kd, only_vlm));
+    EXPECT_DOUBLE_EQ(gv2["difference"].get<double>(),
+                     rep["models"]["emovlm_kd"]["accuracy"].get<double>() - rep["models"]["vlm"]["accuracy"].get<double>());
+    torch::Tensor hl_all = head_logits(*load_distill_head(d.out), tc.features).argmax(-1);
+    for (int64_t i = 0; i < tc.size(); ++i) {
+      const int64_t t = tc.targets[i].item<int64_t>();
+      oracle += tc.vlm_answer[i].item<int64_t>() == t || hl_all[i].item<int64_t>() == t;
+    }
+    EXPECT_DOUBLE_EQ(rep["oracle"]["accuracy"].get<double>(), oracle / double(tc.size()));
+    EXPECT_EQ(rep["curves"]["gate"][0]["epoch"].get<int64_t>(), 0);
+    EXPECT_GT(rep["curves"]["distill"].size(), 1u);
+    const std::string md = read_file(e.out + "/report.md");
+    EXPECT_NE(md.find("McNemar"), std::string::npos) << md;
+    EXPECT_NE(md.find("Oracle"), std::string::npos) << md;
+  }
   // splits that share images are reported: none here; all of them when the "test" cache is the training one
   EXPECT_EQ(dr["val_images_in_training"].get<int64_t>(), 0);
   EXPECT_EQ(gr["val_images_in_training"].get<int64_t>(), 0);
@@ -642,6 +727,22 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   int64_t want = gate->forward(test.vlm_input("onehot").narrow(0, 3, 1), hl).argmax(-1).item<int64_t>();
   EXPECT_EQ(r["emotion"].get<std::string>(), test.labels[want]);
   EXPECT_EQ(r["head_top3"].size(), 3u);
+  {
+    // how much each input moved this answer: its probability with the input made neutral
+    const torch::Tensor v = test.vlm_input("onehot").narrow(0, 3, 1);
+    const double p_full = torch::softmax(gate->forward(v, hl), -1)[0][want].item<double>();
+    const double p_no_vlm = torch::softmax(gate->forward(torch::full_like(v, 1.0 / 8), hl), -1)[0][want].item<double>();
+    const double p_no_head = torch::softmax(gate->forward(v, torch::zeros_like(hl)), -1)[0][want].item<double>();
+    const json& in = r["gate"]["influence"];
+    EXPECT_NEAR(in["vlm"].get<double>(), p_full - p_no_vlm, 1e-5);
+    EXPECT_NEAR(in["head"].get<double>(), p_full - p_no_head, 1e-5);
+    EXPECT_NEAR(in["without_head"]["probability"].get<double>(), p_no_head, 1e-5);
+    EXPECT_FALSE(r["gate"].contains("weights"));  // concat computes no per-image weights
+    // and it is the image's own: not the same for every image
+    std::set<double> seen;
+    for (int i = 0; i < 6; ++i) seen.insert(p.predict(test.paths[i])["gate"]["influence"]["head"].get<double>());
+    EXPECT_GT(seen.size(), 1u);
+  }
   // several images (different sizes) in one padded VLM forward: each as predict() gives it, to
   // float rounding; each alone (deterministic): exactly; a missing file: an error in its place
   std::vector<std::string> paths = {test.paths[0], test.paths[5], w.tmp / "missing.png", test.paths[9]};
@@ -933,6 +1034,7 @@ TEST(Pipeline, TrainingRefusesToStartOverWithoutOverwrite) {
   d.out = dir / "runs/distill";  // (its folder created)
   d.hidden = {8};
   d.epochs = 2;
+  d.min_steps = 0;  // exactly --epochs: one metrics line each
   d.quiet = true;
   train_distill_head(d);
   const std::string metrics = read_file(d.out + "/metrics.jsonl");
@@ -973,8 +1075,9 @@ TEST(Pipeline, AblationWritesTableJsonAndPlot) {
   a.train_cache = w.extract("train").out;
   a.test_cache = w.extract("test").out;
   a.out = w.tmp / "ablate-gate";
-  a.distill_epochs = 2;
-  a.gate_epochs = 2;
+  a.distill.epochs = 2;
+  a.gate.epochs = 2;
+  a.distill.min_steps = a.gate.min_steps = 100;  // the sweep's mechanics, not convergence
   json r = run_ablation(a);
   ASSERT_EQ(r["rows"].size(), 2u);
   EXPECT_EQ(r["rows"][1]["gate"], "dynamic");

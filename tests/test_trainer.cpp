@@ -293,3 +293,77 @@ TEST(Trainer, ResumeRestoresBatchNormStatistics) {
   EXPECT_TRUE(torch::equal(loaded.bn->running_var, straight.bn->running_var));
   EXPECT_EQ(loaded.bn->num_batches_tracked.item<int64_t>(), 8);
 }
+
+// Early stopping: with patience 2 and validation accuracies that stop improving after epoch 2,
+// the run ends after epoch 4 and keeps epoch 2's weights; resuming the stopped run trains no more.
+TEST(Trainer, EarlyStoppingEndsAfterPatienceAndStaysStopped) {
+  torch::manual_seed(0);
+  Regression r;
+  test::TempDir dir;
+  Linear m(3, 1, true);
+  init_random(*m, 4, 0.5);
+  StageHooks h = r.hooks(m, 4);
+  const std::vector<double> accuracy = {0.2, 0.7, 0.5, 0.6, 0.9, 0.9, 0.9, 0.9};
+  int validations = 0;
+  h.validate = [&](int64_t epoch) {
+    ++validations;
+    return accuracy.at(static_cast<size_t>(epoch));
+  };
+  TrainConfig c;
+  c.out_dir = dir.path();
+  c.epochs = 8;
+  c.patience = 2;
+  c.optim.lr = 0.05;
+  FitResult f = fit(*m, c, h);
+  EXPECT_TRUE(f.stopped_early);
+  EXPECT_EQ(f.epochs_run, 4);
+  EXPECT_EQ(validations, 4);
+  EXPECT_EQ(f.best_epoch, 1);
+  c.resume = true;
+  FitResult again = fit(*m, c, h);
+  EXPECT_TRUE(again.stopped_early);
+  EXPECT_EQ(again.epochs_run, 0);
+  EXPECT_EQ(validations, 4);
+  // without patience the same run goes on to epoch 5's better accuracy
+  test::TempDir dir2;
+  c.out_dir = dir2.path();
+  c.resume = false;
+  c.patience = 0;
+  validations = 0;
+  FitResult all = fit(*m, c, h);
+  EXPECT_FALSE(all.stopped_early);
+  EXPECT_EQ(all.epochs_run, 8);
+  EXPECT_EQ(all.best_epoch, 4);
+}
+
+// validate_start: the starting weights are validated too; when no epoch beats them, the best file
+// holds them (best_epoch -1) and metrics.jsonl starts with their line (epoch 0).
+TEST(Trainer, StartingWeightsCanBeTheBest) {
+  torch::manual_seed(0);
+  Regression r;
+  test::TempDir dir;
+  Linear m(3, 1, true);
+  init_random(*m, 4, 0.5);
+  const torch::Tensor start = m->weight.detach().clone();
+  StageHooks h = r.hooks(m, 4);
+  std::vector<int64_t> seen;
+  h.validate = [&](int64_t epoch) {
+    seen.push_back(epoch);
+    return epoch < 0 ? 0.9 : 0.5;
+  };
+  TrainConfig c;
+  c.out_dir = dir.path();
+  c.epochs = 3;
+  c.optim.lr = 0.05;
+  c.validate_start = true;
+  FitResult f = fit(*m, c, h);
+  EXPECT_EQ(seen, (std::vector<int64_t>{-1, 0, 1, 2}));
+  EXPECT_EQ(f.best_epoch, -1);
+  EXPECT_DOUBLE_EQ(f.best_val, 0.9);
+  EXPECT_FALSE(torch::equal(m->weight, start));  // it trained
+  Linear best(3, 1, true);
+  load_trained_weights(*best, f.best_path);
+  EXPECT_TRUE(torch::equal(best->weight, start));
+  const std::string metrics = read_file(f.metrics_path);
+  EXPECT_EQ(metrics.rfind("{\"best\":true,\"epoch\":0,", 0), 0u) << metrics;
+}

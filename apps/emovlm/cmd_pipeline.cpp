@@ -195,7 +195,14 @@ void add_pipeline_commands(CLI::App& app) {
   di->add_option("--alpha", d->alpha, "weight of the KL term")->capture_default_str();
   di->add_option("--temperature", d->temperature, "distillation temperature")->capture_default_str();
   di->add_option("--dropout", d->dropout, "")->capture_default_str();
-  di->add_option("--epochs", d->epochs, "")->capture_default_str();
+  di->add_option("--epochs", d->epochs, "passes over the cache (at least; see --min-steps)")->capture_default_str();
+  di->add_option("--min-steps", d->min_steps,
+                 "train at least this many optimizer steps (more epochs on a small cache; 0: exactly --epochs)")
+      ->capture_default_str();
+  di->add_option("--patience", d->patience,
+                 "with --val-cache: stop after this many epochs without a better validation accuracy (-1: a quarter "
+                 "of the epochs, at least 5; 0: never)")
+      ->capture_default_str();
   di->add_option("--batch-size", d->batch_size, "(the reference code uses 1)")->capture_default_str();
   di->add_option("--compute-dtype", d->compute_dtype, "bf16 or f32 matmuls (the weights stay float32)")->capture_default_str();
   di->add_option("--seed", d->seed, "")->capture_default_str();
@@ -216,8 +223,24 @@ void add_pipeline_commands(CLI::App& app) {
   ga->add_option("--distill", g->distill, "the distillation head's directory")->required();
   ga->add_option("--gate", g->kind, "concat, moe, bilinear, dynamic or cross")->capture_default_str();
   ga->add_option("--vlm-input", g->vlm_input, "onehot (the paper) or scores")->capture_default_str();
+  ga->add_option("--fit-on", g->fit_on,
+                 "what the gate learns from: train (the paper: the training cache, which the head and the VLM have "
+                 "seen), val (the validation cache) or crossfit (the training cache with out-of-fold head outputs)")
+      ->capture_default_str();
+  ga->add_option("--folds", g->folds, "crossfit: heads trained, each on all folds but one")->capture_default_str();
+  ga->add_option("--init", g->init,
+                 "average (start as the average of the inputs' log-probabilities) or random (PyTorch's default, as "
+                 "the reference)")
+      ->capture_default_str();
   ga->add_option("--out", g->out, "output directory")->required();
-  ga->add_option("--epochs", g->epochs, "")->capture_default_str();
+  ga->add_option("--epochs", g->epochs, "passes over the fit data (at least; see --min-steps)")->capture_default_str();
+  ga->add_option("--min-steps", g->min_steps,
+                 "train at least this many optimizer steps (more epochs on a small cache; 0: exactly --epochs)")
+      ->capture_default_str();
+  ga->add_option("--patience", g->patience,
+                 "stop after this many epochs without a better validation accuracy (-1: a quarter of the epochs, at "
+                 "least 5; 0: never)")
+      ->capture_default_str();
   ga->add_option("--batch-size", g->batch_size, "")->capture_default_str();
   ga->add_option("--seed", g->seed, "")->capture_default_str();
   ga->add_flag("--resume", g->resume, "continue the run in --out");
@@ -233,21 +256,35 @@ void add_pipeline_commands(CLI::App& app) {
   ev->add_option("--distill", e->distill, "distillation head directory")->required();
   ev->add_option("--gate", e->gate, "gate directory");
   ev->add_option("--out", e->out, "write report.json and report.md here");
+  ev->add_option("--bootstrap", e->bootstrap, "resamples for the 95% intervals (0: none)")->capture_default_str();
+  ev->add_option("--seed", e->seed, "of the bootstrap's resampling")->capture_default_str();
   ev->callback([e] { std::cout << evaluation_markdown(evaluate_cache(*e)); });
 
   // ---- ablations
   auto ab = std::make_shared<AblationOptions>();
-  CLI::App* abl = app.add_subcommand("ablate", "Sweep the head depth, alpha or the gate from one set of caches");
-  abl->add_option("kind", ab->kind, "depth, alpha or gate")->required();
+  CLI::App* abl = app.add_subcommand("ablate", "Sweep the head depth, alpha, the gate or what it is fit on, from one set of caches");
+  abl->add_option("kind", ab->kind, "depth, alpha, gate or gate-data")->required();
   abl->add_option("--cache", ab->train_cache, "training cache")->required();
   abl->add_option("--val-cache", ab->val_cache, "validation cache");
   abl->add_option("--test-cache", ab->test_cache, "test cache")->required();
   abl->add_option("--out", ab->out, "output directory")->required();
-  abl->add_option("--values", ab->values, "settings to try (default: the paper's sweep)");
-  abl->add_option("--distill-epochs", ab->distill_epochs, "")->capture_default_str();
-  abl->add_option("--gate-epochs", ab->gate_epochs, "")->capture_default_str();
-  abl->add_option("--batch-size", ab->batch_size, "")->capture_default_str();
-  abl->add_option("--seed", ab->seed, "")->capture_default_str();
+  abl->add_option("--values", ab->values,
+                  "settings to try, space-separated (default: the paper's sweep; gate-data: train val crossfit)");
+  abl->add_option("--distill-epochs", ab->distill.epochs, "the head's --epochs")->capture_default_str();
+  abl->add_option("--gate-epochs", ab->gate.epochs, "the gate's --epochs")->capture_default_str();
+  abl->add_option("--distill-batch-size", ab->distill.batch_size, "the head's --batch-size")->capture_default_str();
+  abl->add_option("--gate-batch-size", ab->gate.batch_size, "the gate's --batch-size")->capture_default_str();
+  abl->add_option_function<int64_t>(
+      "--batch-size", [ab](int64_t b) { ab->distill.batch_size = ab->gate.batch_size = b; },
+      "both --distill-batch-size and --gate-batch-size");
+  abl->add_option_function<int64_t>(
+      "--min-steps", [ab](int64_t n) { ab->distill.min_steps = ab->gate.min_steps = n; },
+      cat("the head's and the gate's --min-steps (default ", ab->distill.min_steps, ")"));
+  abl->add_option("--gate", ab->gate.kind, "the gate of the depth and alpha sweeps")->capture_default_str();
+  abl->add_option("--fit-on", ab->gate.fit_on, "the gate's --fit-on in the depth, alpha and gate sweeps")
+      ->capture_default_str();
+  abl->add_option_function<uint64_t>(
+      "--seed", [ab](uint64_t s) { ab->distill.seed = ab->gate.seed = s; }, "the head's and the gate's --seed (default 0)");
   abl->callback([ab] { std::cout << run_ablation(*ab)["markdown"].get<std::string>(); });
 
   // ---- bundle, predict
@@ -327,6 +364,18 @@ void add_pipeline_commands(CLI::App& app) {
       std::printf("  VLM answer: %s (label scores: %s)\n", r["vlm"]["answer"].get<std::string>().c_str(),
                   listing(vlm).c_str());
       std::printf("  head top-3: %s\n", listing(head).c_str());
+      if (r["gate"].contains("influence")) {
+        // how much each input moved the answer: its probability minus that with the input made neutral
+        const json& in = r["gate"]["influence"];
+        auto part = [&](const char* name, const char* key, const json& alt) {
+          char buf[160];
+          std::snprintf(buf, sizeof buf, "%s %+.3f (without it: %s %.3f)", name, in[key].get<double>(),
+                        alt["emotion"].get<std::string>().c_str(), alt["emotion_probability"].get<double>());
+          return std::string(buf);
+        };
+        std::printf("  moved by: %s, %s\n", part("VLM", "vlm", in["without_vlm"]).c_str(),
+                    part("head", "head", in["without_head"]).c_str());
+      }
       if (r["gate"].contains("weights"))
         std::printf("  gate (%s) weighed VLM %.2f, head %.2f\n", r["gate"]["kind"].get<std::string>().c_str(),
                     r["gate"]["weights"]["vlm"].get<double>(), r["gate"]["weights"]["head"].get<double>());

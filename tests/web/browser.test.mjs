@@ -131,6 +131,9 @@ test('the page shows what predict --json gives, for every format and every way i
         vlm: rows('.bars[data-source="vlm"]'),
         top3: [...card.querySelectorAll('.top3 li')].map((li) => ({ label: li.dataset.label, prob: Number(li.dataset.prob) })),
         weights: legend ? { vlm: Number(legend.dataset.vlm), head: Number(legend.dataset.head) } : null,
+        influence: [...card.querySelectorAll('.influence li')].map((li) => ({
+          input: li.dataset.input, delta: Number(li.dataset.delta), text: li.textContent,
+        })),
         time: card.querySelector('.time').textContent,
         shown: card.querySelector('.details').checkVisibility(),
       };
@@ -151,6 +154,10 @@ test('the page shows what predict --json gives, for every format and every way i
     for (const row of got.vlm) assert.equal(row.prob, want.vlm.probabilities[row.label], `${name} vlm ${row.label}`);
     assert.deepEqual(got.top3, want.head_top3.map((t) => ({ label: t.label, prob: t.probability })), name);
     if (want.gate.weights) assert.deepEqual(got.weights, want.gate.weights, name);
+    // how much each input moved this image's answer, as /predict says
+    assert.deepEqual(got.influence.map((i) => [i.input, i.delta]),
+      [['vlm', want.gate.influence.vlm], ['head', want.gate.influence.head]], name);
+    assert.match(got.influence[0].text, new RegExp(`without it: ${want.gate.influence.without_vlm.emotion}`), name);
     assert.match(got.time, /\d+ ms/, name);
   }
 

@@ -92,14 +92,7 @@ GateImpl::GateImpl(std::string kind, int64_t C) : kind_(std::move(kind)), c_(C) 
 torch::Tensor GateImpl::forward(const torch::Tensor& vlm, const torch::Tensor& head, torch::Tensor* weights) {
   torch::Tensor v = vlm.to(head.scalar_type());
   torch::Tensor both = torch::cat({v, head}, -1);  // [B, 2C]
-  if (kind_ == "concat") {
-    if (weights) {
-      torch::Tensor w = l1->weight.abs();
-      torch::Tensor share = torch::stack({w.narrow(1, 0, c_).sum(), w.narrow(1, c_, c_).sum()});
-      *weights = (share / share.sum()).unsqueeze(0).expand({head.size(0), 2});
-    }
-    return l1(both);
-  }
+  if (kind_ == "concat") return l1(both);
   if (kind_ == "moe") {
     torch::Tensor g = torch::softmax(gate(both), -1);                            // [B, 3]
     std::vector<torch::Tensor> outs;
@@ -122,6 +115,40 @@ torch::Tensor GateImpl::forward(const torch::Tensor& vlm, const torch::Tensor& h
   torch::Tensor g1 = torch::sigmoid(l1(head)), g2 = torch::sigmoid(l2(v));
   if (weights) *weights = torch::stack({g1.mean(-1), g2.mean(-1)}, 1);
   return out(g1 * v + g2 * head);
+}
+
+void GateImpl::init_average(double head_weight, double vlm_weight, double noise) {
+  check(std::isfinite(head_weight) && head_weight >= 0 && std::isfinite(vlm_weight) && vlm_weight >= 0,
+        cat("gate: the inputs' starting weights must be finite and >= 0, not ", head_weight, " and ", vlm_weight));
+  torch::NoGradGuard ng;
+  for (auto& p : parameters()) p.mul_(noise);  // the default init, scaled down
+  const torch::Tensor eye = torch::eye(c_);
+  // [C, 2C] weight of a Linear over cat(v, h) giving vlm_weight * v + head_weight * h
+  auto add_average = [&](LinearImpl& l) {
+    l.weight.narrow(1, 0, c_).add_(eye * vlm_weight);
+    l.weight.narrow(1, c_, c_).add_(eye * head_weight);
+  };
+  // dynamic and cross weigh v and h by shares s and 1 - s before a Linear(C, C) that scales back
+  // by the weights' sum; a share of 0 would need a logit of -inf, so each weight is at least 1e-3
+  const double wv = std::max(vlm_weight, 1e-3), wh = std::max(head_weight, 1e-3), share_v = wv / (wv + wh);
+  auto logit = [](double p) { return std::log(p / (1 - p)); };
+  if (kind_ == "concat") {
+    add_average(*l1);
+  } else if (kind_ == "moe") {
+    for (auto& e : *experts) add_average(*e->as<LinearImpl>());
+  } else if (kind_ == "bilinear") {
+    // y_k = sum_ij v_i W_kij h_j with W_kij = head_weight [k == j]: y = head_weight * h * sum(v); fc = I
+    for (int64_t k = 0; k < c_; ++k) bil_w[k].select(1, k).add_(head_weight);
+    out->weight.add_(eye);
+  } else if (kind_ == "dynamic") {
+    gate->bias[0].add_(std::log(share_v));  // softmax over (log s, log(1 - s)) = (s, 1 - s)
+    gate->bias[1].add_(std::log(1 - share_v));
+    out->weight.add_(eye * (wv + wh));
+  } else {  // cross: constant gates sigmoid(b) at the start
+    l1->bias.add_(logit(share_v));
+    l2->bias.add_(logit(1 - share_v));
+    out->weight.add_(eye * (wv + wh));
+  }
 }
 
 int64_t GateImpl::num_parameters() const {

@@ -49,11 +49,18 @@ class GateImpl : public torch::nn::Module {
  public:
   GateImpl(std::string kind, int64_t num_classes);
   // vlm [B, C] (one-hot or distribution), head [B, C] (logits) -> fused logits [B, C].
-  // weights (optional) receives how the gate weighed the two inputs [B, 2] where it is defined
-  // (dynamic, moe: the experts' mixture; concat: the share of |W| on each half).
+  // weights (optional) receives the weights the gate computes for this input where it has them:
+  // dynamic and cross, one for each input [B, 2]; moe, its experts' mixture [B, 3].
   torch::Tensor forward(const torch::Tensor& vlm, const torch::Tensor& head, torch::Tensor* weights = nullptr);
   const std::string& kind() const { return kind_; }
   int64_t num_parameters() const;
+  // Sets the weights so that the gate starts as a weighted average of its inputs'
+  // log-probabilities: forward(v, h) = head_weight * h + vlm_weight * v. With h the head's logits
+  // and v the VLM's one-hot answer, softmax of it is the normalised product of softmax(h)^a and a
+  // VLM distribution that puts log-odds b on its answer (a log-linear pool). Bilinear, which has
+  // no term linear in v alone, starts as head_weight * h * sum(v). `noise` times the default
+  // random initialisation is added, so that units that start equal (moe's experts) can diverge.
+  void init_average(double head_weight, double vlm_weight, double noise = 0.05);
 
  private:
   std::string kind_;

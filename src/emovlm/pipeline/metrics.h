@@ -37,6 +37,28 @@ struct Complementarity {
 };
 Complementarity complementarity(const std::vector<int>& a, const std::vector<int>& b, const std::vector<int>& truth);
 
+// Percentile bootstrap intervals (resampling the images with replacement, `resamples` times, from
+// SplitMix64(seed)) at confidence `level`: of accuracy, macro-F1 and each class's F1.
+struct Interval {
+  double lo = 0, hi = 0;
+};
+struct BootstrapIntervals {
+  Interval accuracy, macro_f1;
+  std::vector<Interval> f1;  // per class
+};
+BootstrapIntervals bootstrap_intervals(const std::vector<int>& pred, const std::vector<int>& truth, int num_classes,
+                                       int64_t resamples, uint64_t seed, double level = 0.95);
+// The interval of the mean of 0/1 outcomes (e.g. "either model right"), and of the paired
+// difference of two models' accuracies (accuracy(a) - accuracy(b), the same resampled images).
+Interval bootstrap_mean(const std::vector<int>& right, int64_t resamples, uint64_t seed, double level = 0.95);
+Interval bootstrap_accuracy_difference(const std::vector<int>& a, const std::vector<int>& b,
+                                       const std::vector<int>& truth, int64_t resamples, uint64_t seed,
+                                       double level = 0.95);
+// McNemar's exact test of two paired classifiers: b images only the first gets right, c only the
+// second; the two-sided binomial p-value of min(b, c) among b + c discordant images at 1/2
+// (1 when b + c = 0).
+double mcnemar_exact_p(int64_t b, int64_t c);
+
 // A Markdown table: header row and rows of cells.
 std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
 

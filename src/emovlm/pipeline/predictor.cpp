@@ -198,25 +198,36 @@ std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images, const 
   const std::string kind = s_->bundle.value("vlm_input", "onehot");
   torch::Tensor v = kind == "scores" ? vlm_prob : torch::nn::functional::one_hot(vlm_idx, C).to(torch::kFloat32);
   // the head and the gate over all rows at once, or (deterministic) row by row: a matrix product's
-  // rounding may depend on how many rows it has (MKL's does)
-  torch::Tensor hl, w, fused;  // [n, C], [n, 2 or experts], [n, C]
-  auto head_and_gate = [&](const torch::Tensor& feats, const torch::Tensor& vlm_in) {
-    torch::Tensor h = s_->head->forward(feats.to(torch::kFloat32)), wr;
-    torch::Tensor f = torch::softmax(s_->gate->forward(vlm_in, h, &wr), 1);
-    return std::make_tuple(h, wr, f);
+  // rounding may depend on how many rows it has (MKL's does). Each row also goes through the gate
+  // with one input made neutral (the VLM: a uniform vector; the head: zero logits, a uniform
+  // distribution), to say how much each input moved this image's decision.
+  struct Out {
+    torch::Tensor head, weights, fused, no_vlm, no_head;  // [n, C], [n, 2 or experts], [n, C] x 3
   };
+  auto head_and_gate = [&](const torch::Tensor& feats, const torch::Tensor& vlm_in) {
+    Out o;
+    o.head = s_->head->forward(feats.to(torch::kFloat32));
+    o.fused = torch::softmax(s_->gate->forward(vlm_in, o.head, &o.weights), 1);
+    o.no_vlm = torch::softmax(s_->gate->forward(torch::full_like(vlm_in, 1.0 / C), o.head), 1);
+    o.no_head = torch::softmax(s_->gate->forward(vlm_in, torch::zeros_like(o.head)), 1);
+    return o;
+  };
+  Out all;
   if (deterministic) {
-    std::vector<torch::Tensor> hs, ws, fs;
-    for (int64_t n = 0; n < pooled.size(0); ++n) {
-      auto [h, wr, f] = head_and_gate(pooled.narrow(0, n, 1), v.narrow(0, n, 1));
-      hs.push_back(h), fs.push_back(f);
-      if (wr.defined()) ws.push_back(wr);
-    }
-    hl = torch::cat(hs, 0), fused = torch::cat(fs, 0);
-    if (!ws.empty()) w = torch::cat(ws, 0);
+    std::vector<Out> rows;
+    for (int64_t n = 0; n < pooled.size(0); ++n) rows.push_back(head_and_gate(pooled.narrow(0, n, 1), v.narrow(0, n, 1)));
+    auto cat_rows = [&](torch::Tensor Out::*field) {
+      std::vector<torch::Tensor> ts;
+      for (const Out& r : rows)
+        if ((r.*field).defined()) ts.push_back(r.*field);
+      return ts.empty() ? torch::Tensor() : torch::cat(ts, 0);
+    };
+    all = {cat_rows(&Out::head), cat_rows(&Out::weights), cat_rows(&Out::fused), cat_rows(&Out::no_vlm),
+           cat_rows(&Out::no_head)};
   } else {
-    std::tie(hl, w, fused) = head_and_gate(pooled, v);
+    all = head_and_gate(pooled, v);
   }
+  const torch::Tensor hl = all.head, w = all.weights, fused = all.fused;
   torch::Tensor hp = torch::softmax(hl, 1);
   std::vector<json> out(prompts.size());
   for (size_t k = 0; k < prompts.size(); ++k) {
@@ -230,6 +241,18 @@ std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images, const 
       r["head_top3"].push_back({{"label", L[std::get<1>(top)[t].item<int64_t>()]}, {"probability", std::get<0>(top)[t].item<double>()}});
     r["gate"] = {{"kind", s_->bundle.value("gate_kind", "")}, {"probabilities", json::object()}};
     for (int64_t i = 0; i < C; ++i) r["gate"]["probabilities"][L[i]] = fused[n][i].item<double>();
+    // the final probability of this answer with each input made neutral, and what the gate would
+    // answer then: how much the VLM and the head each moved this image's decision
+    auto without = [&](const torch::Tensor& f) {
+      const int64_t alt = f[n].argmax().item<int64_t>();
+      return json{{"probability", f[n][final_idx].item<double>()}, {"emotion", L[alt]},
+                  {"emotion_probability", f[n][alt].item<double>()}};
+    };
+    const json no_vlm = without(all.no_vlm), no_head = without(all.no_head);
+    r["gate"]["influence"] = {
+        {"vlm", r["confidence"].get<double>() - no_vlm["probability"].get<double>()},
+        {"head", r["confidence"].get<double>() - no_head["probability"].get<double>()},
+        {"without_vlm", no_vlm}, {"without_head", no_head}};
     if (w.defined() && w.size(1) == 2) {
       r["gate"]["weights"] = {{"vlm", w[n][0].item<double>()}, {"head", w[n][1].item<double>()}};
     } else if (w.defined()) {  // moe: the mixture over its experts

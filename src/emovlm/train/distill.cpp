@@ -1,6 +1,7 @@
 // Stage 2 (distillation head) and stage 3 (gate) training from the cache.
 #include "emovlm/train/distill.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "emovlm/core/error.h"
@@ -17,25 +18,34 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Shuffled minibatches over n cached rows: a seeded permutation per epoch (the same on every
-// machine), sliced into batches, so that batch b of an epoch is known without replaying the rest.
+// Shuffled minibatches over n cached rows: an epoch is `passes` passes over the rows, each a
+// seeded permutation (the same on every machine) sliced into batches, so that batch b of an epoch
+// is known without replaying the rest. A batch never spans two passes.
 struct CachedBatches {
   int64_t n, batch;
   uint64_t seed;
-  torch::Tensor order;
+  int64_t passes = 1;
+  torch::Tensor order;  // [passes * n]: the permutations one after the other
 
+  int64_t per_pass() const { return (n + batch - 1) / batch; }
   size_t begin(int64_t epoch) {
     if (batch <= 0) throw Error("--batch-size must be positive");
-    std::vector<int64_t> o(n);
-    for (int64_t i = 0; i < n; ++i) o[i] = i;
-    SplitMix64 rng(mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157));
-    for (int64_t i = n; i > 1; --i) std::swap(o[i - 1], o[rng.below(static_cast<uint64_t>(i))]);
+    std::vector<int64_t> o;
+    o.reserve(static_cast<size_t>(passes * n));
+    for (int64_t p = 0; p < passes; ++p) {
+      std::vector<int64_t> perm(n);
+      for (int64_t i = 0; i < n; ++i) perm[i] = i;
+      SplitMix64 rng(mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157 + static_cast<uint64_t>(p)));
+      for (int64_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[rng.below(static_cast<uint64_t>(i))]);
+      o.insert(o.end(), perm.begin(), perm.end());
+    }
     order = torch::tensor(o, torch::kInt64);
-    return static_cast<size_t>((n + batch - 1) / batch);
+    return static_cast<size_t>(passes * per_pass());
   }
   torch::Tensor indices(size_t b) const {
-    const int64_t start = static_cast<int64_t>(b) * batch;
-    return order.narrow(0, start, std::min(batch, n - start));
+    const int64_t pass = static_cast<int64_t>(b) / per_pass(), within = static_cast<int64_t>(b) % per_pass();
+    const int64_t start = within * batch;
+    return order.narrow(0, pass * n + start, std::min(batch, n - start));
   }
 };
 
@@ -98,33 +108,85 @@ torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features) 
 
 namespace {
 
-// Optimizer steps a run takes; warns (stderr) when they are few: with the batch defaults a small
-// dataset gets a handful per epoch (Emotion6's ~1,600 training images: 7 at batch 256).
-int64_t optimizer_steps(const std::string& stage, int64_t images, int64_t batch, int64_t epochs, int64_t accum,
-                        bool quiet) {
-  const int64_t per_epoch = batch > 0 ? (images + batch - 1) / batch : 0;
-  const int64_t steps = epochs * ((per_epoch + std::max<int64_t>(accum, 1) - 1) / std::max<int64_t>(accum, 1));
-  if (steps < 300 && !quiet)
+// How long a run trains: at least `epochs` passes over the cache, and as many more as make
+// `min_steps` optimizer steps (a small cache at a large batch gets a handful of steps a pass:
+// Emotion6's ~1,600 training images, 7 at batch 256). An epoch (validation, checkpoint, early
+// stopping) is one pass, or several when the budget needs more than kMaxEpochs passes, so that a
+// tiny cache is not validated and checkpointed after every step. Warns (stderr) when the run is
+// short anyway.
+struct StepBudget {
+  int64_t epochs = 0, passes = 1, steps = 0, patience = 0;
+};
+
+constexpr int64_t kMaxEpochs = 100;
+
+StepBudget step_budget(const std::string& stage, int64_t images, int64_t batch, int64_t epochs, int64_t accum,
+                       int64_t min_steps, int64_t patience, bool validated, bool quiet) {
+  if (batch <= 0) throw Error(cat(stage, ": --batch-size must be positive, not ", batch));
+  if (epochs <= 0) throw Error(cat(stage, ": --epochs must be positive, not ", epochs));
+  if (min_steps < 0) throw Error(cat(stage, ": --min-steps must be >= 0, not ", min_steps));
+  if (patience < -1) throw Error(cat(stage, ": --patience must be >= 0 (or -1: automatic), not ", patience));
+  accum = std::max<int64_t>(accum, 1);
+  const int64_t per_pass = (images + batch - 1) / batch;  // batches
+  const int64_t steps_per_pass = (per_pass + accum - 1) / accum;
+  const int64_t passes = std::max(epochs, steps_per_pass > 0 ? (min_steps + steps_per_pass - 1) / steps_per_pass : 0);
+  StepBudget b;
+  b.passes = passes > std::max(epochs, kMaxEpochs) ? (passes + std::max(epochs, kMaxEpochs) - 1) / std::max(epochs, kMaxEpochs) : 1;
+  b.epochs = (passes + b.passes - 1) / b.passes;
+  b.steps = b.epochs * ((b.passes * per_pass + accum - 1) / accum);
+  b.patience = !validated ? 0 : patience >= 0 ? patience : std::max<int64_t>(5, b.epochs / 4);
+  if (b.steps < 300 && !quiet)
     std::fprintf(stderr,
                  "warning: %s: only %lld optimizer steps (%lld epochs of %lld images in batches of %lld); the model may "
-                 "be undertrained: raise --epochs or lower --batch-size\n",
-                 stage.c_str(), static_cast<long long>(steps), static_cast<long long>(epochs),
+                 "be undertrained: raise --min-steps or --epochs, or lower --batch-size\n",
+                 stage.c_str(), static_cast<long long>(b.steps), static_cast<long long>(b.epochs),
                  static_cast<long long>(images), static_cast<long long>(batch));
-  return steps;
+  return b;
 }
 
-}  // namespace
+// The weights a, b >= 0 for which softmax(a * h + b * v) fits the labels best (least cross-entropy):
+// the log-linear pool of the head's logits h and the VLM's answer v, a two-parameter model that
+// cannot overfit, found by L-BFGS in float64.
+std::pair<double, double> pool_weights(const torch::Tensor& h, const torch::Tensor& v, const torch::Tensor& y) {
+  const torch::Tensor hd = h.to(torch::kFloat64), vd = v.to(torch::kFloat64);
+  torch::Tensor w = torch::ones({2}, torch::kFloat64).requires_grad_(true);
+  torch::optim::LBFGS opt({w}, torch::optim::LBFGSOptions(1.0).max_iter(100).line_search_fn("strong_wolfe"));
+  auto closure = [&] {
+    opt.zero_grad();
+    torch::Tensor loss = torch::cross_entropy_loss(w[0] * hd + w[1] * vd, y);
+    loss.backward();
+    return loss;
+  };
+  opt.step(closure);
+  const double a = w[0].item<double>(), b = w[1].item<double>();
+  if (!std::isfinite(a) || !std::isfinite(b)) return {1.0, 0.0};  // degenerate data: follow the head
+  return {std::max(a, 0.0), std::max(b, 0.0)};
+}
 
-json train_distill_head(const DistillOptions& o) {
-  RunOutput run(o.out, o.out, o.resume, o.overwrite);
-  FeatureCache train = FeatureCache::load(o.cache);
-  std::unique_ptr<FeatureCache> val;
-  int64_t val_shared = 0;  // validation images that are also training images, said before training
-  if (!o.val_cache.empty()) {
-    val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
-    check_same_parts(train, *val);
-    val_shared = warn_shared_images("validation", o.val_cache, o.cache, o.quiet);
-  }
+// The rows `idx` of a cache (for the folds of a cross-fit).
+FeatureCache cache_rows(const FeatureCache& c, const torch::Tensor& idx) {
+  FeatureCache s;
+  s.dir = c.dir;
+  s.manifest = c.manifest;
+  s.labels = c.labels;
+  s.features = c.features.index_select(0, idx);
+  s.teacher_logits = c.teacher_logits.index_select(0, idx);
+  s.vlm_scores = c.vlm_scores.index_select(0, idx);
+  s.vlm_answer = c.vlm_answer.index_select(0, idx);
+  s.targets = c.targets.index_select(0, idx);
+  for (int64_t i : std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel()))
+    s.paths.push_back(c.paths.at(static_cast<size_t>(i)));
+  return s;
+}
+
+struct HeadRun {
+  DistillHead head{nullptr};
+  json config, report;
+};
+
+// Stage 2 on loaded caches: trains, writes OUT (head.safetensors, classes.json, report.json,
+// the trainer's files) and returns the head with the best validation epoch's weights.
+HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const DistillOptions& o, int64_t val_shared) {
   torch::manual_seed(o.seed);
   DistillHead head(train.features.size(1), o.hidden, train.num_classes(), o.dropout);
   if (o.compute_dtype != "bf16" && o.compute_dtype != "f32")
@@ -134,11 +196,13 @@ json train_distill_head(const DistillOptions& o) {
     std::fprintf(stderr, "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
                  static_cast<long long>(head->num_parameters()), static_cast<long long>(train.features.size(1)),
                  json(o.hidden).dump().c_str(), static_cast<long long>(train.num_classes()));
-  CachedBatches batches{train.size(), o.batch_size, o.seed, {}};
-  const int64_t steps = optimizer_steps("distill", train.size(), o.batch_size, o.epochs, o.optim.grad_accum, o.quiet);
-  TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "distill");
+  const StepBudget budget = step_budget("distill", train.size(), o.batch_size, o.epochs, o.optim.grad_accum,
+                                        o.min_steps, o.patience, val != nullptr, o.quiet);
+  CachedBatches batches{train.size(), o.batch_size, o.seed, budget.passes, {}};
+  TrainConfig tc = train_config(o.out, budget.epochs, o.seed, o.resume, o.optim, "distill");
   tc.classes = train.labels;
   tc.save_every_steps = o.save_every_steps;
+  tc.patience = budget.patience;
   tc.stage_config = {{"stage", "distill"}, {"cache", o.cache}, {"hidden", o.hidden}, {"alpha", o.alpha},
                      {"temperature", o.temperature}, {"dropout", o.dropout}, {"batch_size", o.batch_size}};
   StageHooks h;
@@ -155,10 +219,13 @@ json train_distill_head(const DistillOptions& o) {
   };
   FitResult r = fit(*head, tc, h);
   load_trained_weights(*head, r.best_path);
+  // how it was trained, so that a cross-fit can train its fold heads alike
+  const json training = {{"epochs", o.epochs}, {"min_steps", o.min_steps}, {"patience", o.patience},
+                         {"batch_size", o.batch_size}, {"seed", o.seed}, {"optim", o.optim.to_json()}};
   json cfg = {{"in_dim", train.features.size(1)}, {"hidden", o.hidden}, {"num_classes", train.num_classes()},
               {"dropout", o.dropout}, {"alpha", o.alpha}, {"temperature", o.temperature}, {"labels", train.labels},
-              {"compute_dtype", o.compute_dtype},
-              {"parameters", head->num_parameters()}, {"vlm_identity", vlm_identity_of_cache(train.manifest)}};
+              {"compute_dtype", o.compute_dtype}, {"parameters", head->num_parameters()},
+              {"vlm_identity", vlm_identity_of_cache(train.manifest)}, {"training", training}};
   save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
   LabelSet ls;
   ls.name = "cache";
@@ -168,10 +235,90 @@ json train_distill_head(const DistillOptions& o) {
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
                  {"final_train_loss", r.last_train_loss}, {"cache", store_path(o.cache, report_path(o.out))},
-                 {"optimizer_steps", steps}};
+                 {"epochs", budget.epochs}, {"passes_per_epoch", budget.passes}, {"epochs_run", r.epochs_run}, {"stopped_early", r.stopped_early},
+                 {"optimizer_steps", r.steps}, {"planned_optimizer_steps", budget.steps}};
   if (val) report["val_images_in_training"] = val_shared;
   write_file_atomic(report_path(o.out), report.dump(1) + "\n");
-  return report;
+  return {head, cfg, report};
+}
+
+// DistillOptions as a head's config records them ("training": absent in heads of older builds,
+// whose defaults are then used).
+DistillOptions head_options(const json& cfg, const std::string& where) {
+  DistillOptions d;
+  d.hidden = json_required<std::vector<int64_t>>(cfg, "hidden", where);
+  d.alpha = json_optional<double>(cfg, "alpha", d.alpha, where);
+  d.temperature = json_optional<double>(cfg, "temperature", d.temperature, where);
+  d.dropout = json_optional<double>(cfg, "dropout", d.dropout, where);
+  d.compute_dtype = json_optional<std::string>(cfg, "compute_dtype", d.compute_dtype, where);
+  const json t = cfg.value("training", json::object());
+  const std::string tw = where + " training";
+  d.epochs = json_optional<int64_t>(t, "epochs", d.epochs, tw);
+  d.min_steps = json_optional<int64_t>(t, "min_steps", d.min_steps, tw);
+  d.patience = json_optional<int64_t>(t, "patience", d.patience, tw);
+  d.batch_size = json_optional<int64_t>(t, "batch_size", d.batch_size, tw);
+  d.seed = json_optional<uint64_t>(t, "seed", d.seed, tw);
+  if (t.contains("optim")) d.optim = OptimConfig::from_json(t["optim"], tw + " optim");
+  return d;
+}
+
+// The head's logits for every training row, each from a head that did not see it: the rows are
+// split into `folds` folds (seeded, class by class so that each fold holds every class alike),
+// and fold k's rows get the output of a head trained on the others with the given head's
+// settings, in DIR/fold-K (resumed: a finished fold is reused).
+torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache* val, const json& head_cfg,
+                                   const std::string& head_where, int64_t folds, uint64_t seed, const std::string& dir,
+                                   bool overwrite) {
+  const int64_t n = train.size();
+  if (folds < 2 || folds > n)
+    throw Error(cat("--folds must be between 2 and the training cache's ", n, " images, not ", folds));
+  // fold of each row: a seeded permutation, then rows dealt to the folds in turn, class by class
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  SplitMix64 rng(mix_seed(seed, 0xC0F1D, 0));
+  for (int64_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(static_cast<uint64_t>(i))]);
+  const torch::Tensor y = train.targets.contiguous();
+  const auto ya = y.accessor<int64_t, 1>();
+  std::vector<int64_t> fold(n);
+  int64_t next = 0;
+  for (int64_t c = 0; c < train.num_classes(); ++c)
+    for (int64_t i : order)
+      if (ya[i] == c) fold[i] = next++ % folds;
+  torch::Tensor logits = torch::zeros({n, train.num_classes()});
+  DistillOptions d = head_options(head_cfg, head_where);
+  d.cache = train.dir;
+  d.quiet = true;
+  for (int64_t k = 0; k < folds; ++k) {
+    std::vector<int64_t> in, out;
+    for (int64_t i = 0; i < n; ++i) (fold[i] == k ? out : in).push_back(i);
+    if (in.empty() || out.empty()) throw Error(cat("cross-fit: fold ", k + 1, " of ", folds, " is empty"));
+    const torch::Tensor in_idx = torch::tensor(in, torch::kInt64), out_idx = torch::tensor(out, torch::kInt64);
+    d.out = (fs::path(dir) / cat("fold-", k + 1)).string();
+    d.overwrite = overwrite;
+    d.resume = !overwrite;
+    d.seed = mix_seed(seed, static_cast<uint64_t>(k), 0xF01D);
+    std::fprintf(stderr, "cross-fit: head %lld of %lld (%zu training images, %zu held out)\n",
+                 static_cast<long long>(k + 1), static_cast<long long>(folds), in.size(), out.size());
+    RunOutput run(d.out, d.out, d.resume, d.overwrite);
+    HeadRun h = fit_head(cache_rows(train, in_idx), val, d, 0);
+    logits.index_copy_(0, out_idx, head_logits(*h.head, train.features.index_select(0, out_idx)));
+  }
+  return logits;
+}
+
+}  // namespace
+
+json train_distill_head(const DistillOptions& o) {
+  RunOutput run(o.out, o.out, o.resume, o.overwrite);
+  FeatureCache train = FeatureCache::load(o.cache);
+  std::unique_ptr<FeatureCache> val;
+  int64_t val_shared = 0;  // validation images that are also training images, said before training
+  if (!o.val_cache.empty()) {
+    val = std::make_unique<FeatureCache>(FeatureCache::load(o.val_cache));
+    check_same_parts(train, *val);
+    val_shared = warn_shared_images("validation", o.val_cache, o.cache, o.quiet);
+  }
+  return fit_head(train, val.get(), o, val_shared).report;
 }
 
 DistillHead load_distill_head(const std::string& dir, json* config) {
@@ -200,7 +347,17 @@ DistillHead load_distill_head(const std::string& dir, json* config) {
   return head;
 }
 
+const std::vector<std::string>& gate_fit_ons() {
+  static const std::vector<std::string> v{"train", "val", "crossfit"};
+  return v;
+}
+
 json train_gate(const GateOptions& o) {
+  if (std::find(gate_fit_ons().begin(), gate_fit_ons().end(), o.fit_on) == gate_fit_ons().end())
+    throw Error(cat("--fit-on must be train, val or crossfit, not '", o.fit_on, "'"));
+  if (o.init != "average" && o.init != "random")
+    throw Error(cat("--init must be average or random, not '", o.init, "'"));
+  if (o.fit_on == "val" && o.val_cache.empty()) throw Error("--fit-on val needs --val-cache");
   RunOutput run(o.out, o.out, o.resume, o.overwrite);
   FeatureCache train = FeatureCache::load(o.cache);
   json hcfg;
@@ -218,40 +375,69 @@ json train_gate(const GateOptions& o) {
     check_same_parts(train, *val);
     val_shared = warn_shared_images("validation", o.val_cache, o.cache, false);
   }
-  // Frozen inputs, computed once: the head's logits and the VLM's answer vector.
-  torch::Tensor h_train = head_logits(*head, train.features), v_train = train.vlm_input(o.vlm_input);
+  // What the gate learns from (frozen inputs, computed once): the VLM's answer vector, the head's
+  // logits and the truth of each row, and the cache it validates on (none when fit on val).
+  const FeatureCache& fit_cache = o.fit_on == "val" ? *val : train;
+  const FeatureCache* check_cache = o.fit_on == "val" ? nullptr : val.get();
+  torch::Tensor v_fit = fit_cache.vlm_input(o.vlm_input), y_fit = fit_cache.targets, h_fit;
+  if (o.fit_on == "crossfit") {
+    const std::string dir = o.crossfit_dir.empty() ? (fs::path(o.out) / "crossfit").string() : o.crossfit_dir;
+    h_fit = crossfit_head_logits(train, val.get(), hcfg, o.distill, o.folds, o.seed, dir,
+                                 o.overwrite && o.crossfit_dir.empty());
+  } else {
+    h_fit = head_logits(*head, fit_cache.features);
+  }
   torch::Tensor h_val, v_val;
-  if (val) h_val = head_logits(*head, val->features), v_val = val->vlm_input(o.vlm_input);
+  if (check_cache) h_val = head_logits(*head, check_cache->features), v_val = check_cache->vlm_input(o.vlm_input);
   torch::manual_seed(o.seed);
   Gate gate(o.kind, train.num_classes());
-  CachedBatches batches{train.size(), o.batch_size, o.seed, {}};
-  const int64_t steps = optimizer_steps("gate", train.size(), o.batch_size, o.epochs, o.optim.grad_accum, false);
-  TrainConfig tc = train_config(o.out, o.epochs, o.seed, o.resume, o.optim, "gate");
+  // the start: the weights of the head's logits and the VLM's answer that fit the fit rows best
+  const auto [head_weight, vlm_weight] = pool_weights(h_fit, v_fit, y_fit);
+  if (o.init == "average") gate->init_average(head_weight, vlm_weight);
+  const double vlm_right = (fit_cache.vlm_answer == y_fit).to(torch::kFloat64).mean().item<double>();
+  const StepBudget budget = step_budget("gate", fit_cache.size(), o.batch_size, o.epochs, o.optim.grad_accum,
+                                        o.min_steps, o.patience, check_cache != nullptr, false);
+  CachedBatches batches{fit_cache.size(), o.batch_size, o.seed, budget.passes, {}};
+  TrainConfig tc = train_config(o.out, budget.epochs, o.seed, o.resume, o.optim, "gate");
   tc.classes = train.labels;
   tc.save_every_steps = o.save_every_steps;
-  tc.stage_config = {{"stage", "gate"}, {"kind", o.kind}, {"vlm_input", o.vlm_input}, {"cache", o.cache}, {"distill", o.distill}};
+  tc.patience = budget.patience;
+  tc.validate_start = true;  // the starting combination may beat every trained epoch
+  tc.stage_config = {{"stage", "gate"}, {"kind", o.kind}, {"vlm_input", o.vlm_input}, {"cache", o.cache},
+                     {"distill", o.distill}, {"fit_on", o.fit_on}, {"init", o.init}};
   StageHooks h;
   h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
     torch::Tensor idx = batches.indices(b);
-    torch::Tensor out = gate->forward(v_train.index_select(0, idx), h_train.index_select(0, idx));
-    return {torch::cross_entropy_loss(out, train.targets.index_select(0, idx)), idx.size(0)};
+    torch::Tensor out = gate->forward(v_fit.index_select(0, idx), h_fit.index_select(0, idx));
+    return {torch::cross_entropy_loss(out, y_fit.index_select(0, idx)), idx.size(0)};
   };
   h.validate = [&](int64_t) {
-    if (!val) return std::numeric_limits<double>::quiet_NaN();
-    return accuracy(gate->forward(v_val, h_val), val->targets);
+    if (!check_cache) return std::numeric_limits<double>::quiet_NaN();
+    return accuracy(gate->forward(v_val, h_val), check_cache->targets);
   };
   FitResult r = fit(*gate, tc, h);
   load_trained_weights(*gate, r.best_path);
   json cfg = {{"kind", o.kind}, {"vlm_input", o.vlm_input}, {"num_classes", train.num_classes()},
               {"labels", train.labels}, {"parameters", gate->num_parameters()},
-              {"vlm_identity", vlm_identity_of_cache(train.manifest)}};
+              {"vlm_identity", vlm_identity_of_cache(train.manifest)}, {"fit_on", o.fit_on}, {"init", o.init}};
+  if (o.fit_on == "crossfit") cfg["folds"] = o.folds;
   save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
   gate->eval();
+  torch::NoGradGuard ng;
   json report = {{"stage", "gate"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
-                 {"train_accuracy", accuracy(gate->forward(v_train, h_train), train.targets)},
-                 {"cache", store_path(o.cache, report_path(o.out))}, {"optimizer_steps", steps}};
+                 {"fit_accuracy", accuracy(gate->forward(v_fit, h_fit), y_fit)},
+                 {"fit_images", fit_cache.size()}, {"vlm_fit_accuracy", vlm_right},
+                 {"head_fit_accuracy", accuracy(h_fit, y_fit)},
+                 {"init", {{"kind", o.init}, {"head_weight", head_weight}, {"vlm_weight", vlm_weight}}},
+                 {"cache", store_path(o.cache, report_path(o.out))}, {"epochs", budget.epochs},
+                 {"passes_per_epoch", budget.passes}, {"epochs_run", r.epochs_run}, {"stopped_early", r.stopped_early}, {"optimizer_steps", r.steps},
+                 {"planned_optimizer_steps", budget.steps}};
+  if (check_cache)
+    report["val"] = {
+        {"vlm_accuracy", (check_cache->vlm_answer == check_cache->targets).to(torch::kFloat64).mean().item<double>()},
+        {"head_accuracy", accuracy(h_val, check_cache->targets)}};
   if (val) report["val_images_in_training"] = val_shared;
   write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return report;

@@ -26,6 +26,26 @@ json OptimConfig::to_json() const {
           {"grad_accum", grad_accum}};
 }
 
+OptimConfig OptimConfig::from_json(const json& j, const std::string& where) {
+  OptimConfig o;
+  o.optimizer = json_optional<std::string>(j, "optimizer", o.optimizer, where);
+  o.lr = json_optional<double>(j, "lr", o.lr, where);
+  o.weight_decay = json_optional<double>(j, "weight_decay", o.weight_decay, where);
+  o.beta1 = json_optional<double>(j, "beta1", o.beta1, where);
+  o.beta2 = json_optional<double>(j, "beta2", o.beta2, where);
+  o.eps = json_optional<double>(j, "eps", o.eps, where);
+  o.schedule = json_optional<std::string>(j, "schedule", o.schedule, where);
+  o.warmup_ratio = json_optional<double>(j, "warmup_ratio", o.warmup_ratio, where);
+  o.max_grad_norm = json_optional<double>(j, "max_grad_norm", o.max_grad_norm, where);
+  o.grad_accum = json_optional<int>(j, "grad_accum", o.grad_accum, where);
+  try {
+    o.validate();
+  } catch (const Error& e) {
+    throw Error(cat(where, ": ", e.what()));
+  }
+  return o;
+}
+
 void OptimConfig::validate() const {
   check(optimizer == "adam" || optimizer == "adamw", cat("optimizer must be adam or adamw, not '", optimizer, "'"));
   check(schedule == "constant" || schedule == "warmup" || schedule == "linear" || schedule == "cosine",
@@ -347,8 +367,35 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     }
   }
 
+  if (cfg.validate_start && hooks.validate && !(cfg.resume && file_exists(res.checkpoint_path))) {
+    model.eval();
+    double val;
+    {
+      torch::NoGradGuard ng;
+      val = hooks.validate(-1);
+    }
+    if (!std::isnan(val)) {
+      pos.best_val = val;
+      pos.best_epoch = -1;
+      write_weights(res.best_path, t, cfg, {{"epoch", 0}, {"val_accuracy", val}});
+      metric_lines += json{{"epoch", 0}, {"step", 0}, {"train_loss", nullptr}, {"val_accuracy", val}, {"best", true}}.dump() + "\n";
+      write_file_atomic(res.metrics_path, metric_lines);
+      std::fprintf(stderr, "%s: the starting weights: val acc %g\n", cfg.progress_label.c_str(), val);
+    }
+  }
   const int accum = cfg.optim.grad_accum;
+  // one line per epoch on stderr; a long run of short epochs (the step budget of a small dataset)
+  // says about 20 of them, and every improvement is in metrics.jsonl
+  const int64_t log_every = std::max<int64_t>(1, cfg.epochs / 20);
   for (; pos.epoch < cfg.epochs; ++pos.epoch, pos.batch = 0) {
+    if (cfg.patience > 0 && !std::isnan(pos.best_val) && pos.batch == 0 &&
+        pos.epoch - 1 - pos.best_epoch >= cfg.patience) {
+      std::fprintf(stderr, "%s: stopping after epoch %lld: no better validation accuracy in %lld epochs (best %.4f at epoch %lld)\n",
+                   cfg.progress_label.c_str(), static_cast<long long>(pos.epoch), static_cast<long long>(cfg.patience),
+                   pos.best_val, static_cast<long long>(pos.best_epoch + 1));
+      res.stopped_early = true;
+      break;
+    }
     model.train();
     const size_t nb = hooks.begin_epoch(pos.epoch, pos.batch);
     const int64_t steps_per_epoch = static_cast<int64_t>((nb + accum - 1) / accum);
@@ -427,9 +474,10 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
                  {"examples_per_s", secs > 0 ? examples / secs : 0.0}, {"seconds", secs}, {"best", improved}};
     metric_lines += line.dump() + "\n";
     write_file_atomic(res.metrics_path, metric_lines);
-    std::fprintf(stderr, "%s epoch %lld: loss %.4f%s, %.1f %s/s\n", cfg.progress_label.c_str(),
-                 static_cast<long long>(pos.epoch + 1), train_loss,
-                 std::isnan(val) ? "" : cat(", val acc ", val).c_str(), secs > 0 ? examples / secs : 0.0, cfg.unit.c_str());
+    if ((pos.epoch + 1) % log_every == 0 || pos.epoch + 1 == cfg.epochs)
+      std::fprintf(stderr, "%s epoch %lld: loss %.4f%s, %.1f %s/s\n", cfg.progress_label.c_str(),
+                   static_cast<long long>(pos.epoch + 1), train_loss,
+                   std::isnan(val) ? "" : cat(", val acc ", val).c_str(), secs > 0 ? examples / secs : 0.0, cfg.unit.c_str());
     Position next = pos;
     next.epoch += 1;
     next.batch = 0;

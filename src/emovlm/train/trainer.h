@@ -28,6 +28,9 @@ struct OptimConfig {
   int grad_accum = 1;                 // batches per optimizer step
 
   nlohmann::json to_json() const;
+  // The fields to_json writes (each optional: absent ones keep their defaults); `where` names the
+  // file in errors.
+  static OptimConfig from_json(const nlohmann::json& j, const std::string& where);
   void validate() const;
   // The learning rate at optimizer step `step` (0-based) of `total`.
   double lr_at(int64_t step, int64_t total) const;
@@ -39,6 +42,12 @@ struct TrainConfig {
   uint64_t seed = 0;
   bool resume = false;
   int64_t save_every_steps = 0;  // also checkpoint every N optimizer steps (0: each epoch only)
+  // Early stopping: stop after this many epochs without a better validation accuracy (0: never;
+  // only with validation). A resumed run that had stopped stays stopped.
+  int64_t patience = 0;
+  // Validate the starting weights too (a fresh run, before epoch 1): when no epoch beats them,
+  // the best file holds them (best_epoch -1). For a model that starts as a sensible combination.
+  bool validate_start = false;
   OptimConfig optim;
   nlohmann::json stage_config;         // stored in every checkpoint
   std::vector<std::string> classes;    // stored, and checked on resume
@@ -81,6 +90,7 @@ class RunOutput {
 
 struct FitResult {
   int64_t epochs_run = 0;
+  bool stopped_early = false;  // by `patience`
   int64_t steps = 0;
   double best_val = std::numeric_limits<double>::quiet_NaN();
   int64_t best_epoch = -1;

@@ -146,12 +146,30 @@ function bars(container, probabilities) {
   }
 }
 
-// How much each input moved the decision: the gate's weights on the VLM and the head, a mixture's
-// expert weights, and any other explanation the answer carries.
+// How much each input moved the decision: the answer's probability with each input and with that
+// input made neutral (and what the gate would answer then), the gate's own weights on the VLM
+// and the head where it computes them, a mixture's expert weights, and any other explanation the
+// answer carries.
 function moved(container, r) {
   container.replaceChildren();
   const gate = r.gate || {};
   const add = (el) => container.append(el);
+  if (gate.influence && typeof gate.influence.vlm === 'number') {
+    const list = document.createElement('ul');
+    list.className = 'influence';
+    for (const [key, name] of [['vlm', 'VLM'], ['head', 'head']]) {
+      const delta = gate.influence[key];
+      const without = gate.influence[`without_${key}`] || {};
+      const li = document.createElement('li');
+      li.dataset.input = key;
+      li.dataset.delta = String(delta);
+      const sign = delta >= 0 ? '+' : '\u2212';
+      li.textContent = `${name}: ${sign}${pct(Math.abs(delta))} to "${r.emotion}"` +
+        (without.emotion ? `; without it: ${without.emotion} (${pct(without.emotion_probability)})` : '');
+      list.append(li);
+    }
+    add(list);
+  }
   if (gate.weights && typeof gate.weights.vlm === 'number') {
     const split = document.createElement('div');
     split.className = 'split';
