@@ -111,7 +111,19 @@ json run_ablation(const AblationOptions& o) {
   json out = {{"kind", o.kind}, {"rows", rows}, {"test_cache", o.test_cache}, {"train_cache", o.train_cache}};
   write_file_atomic((fs::path(o.out) / "ablation.json").string(), out.dump(1) + "\n");
   write_file_atomic((fs::path(o.out) / "ablation.md").string(), md);
-  write_bar_chart((fs::path(o.out) / "ablation.png").string(), {head, full}, rows.size());
+  {
+    BarChart chart;
+    chart.title = "Ablation: " + o.kind;
+    chart.x_label = o.kind == "depth" ? "head hidden sizes" : o.kind == "alpha" ? "distillation weight alpha" : "gate kind";
+    chart.y_label = "test accuracy (%)";
+    for (const json& r : rows) chart.groups.push_back(r[o.kind].get<std::string>());
+    head.name = "distillation head";
+    full.name = "EmoVLM-KD";
+    chart.series = {head, full};
+    const double vlm = rows[0]["vlm_accuracy"], teacher = rows[0]["teacher_accuracy"];
+    chart.lines = {{"VLM " + pct(vlm) + "%", vlm, {40, 150, 80}}, {"teacher " + pct(teacher) + "%", teacher, {150, 80, 170}}};
+    write_bar_chart((fs::path(o.out) / "ablation.png").string(), chart);
+  }
   out["markdown"] = md;
   return out;
 }
