@@ -20,6 +20,7 @@ void add_pipeline_commands(CLI::App& app);  // data, teacher, extract, distill, 
 void add_demo_commands(CLI::App& app);  // demo, tune, lora merge
 void add_instruct_commands(CLI::App& app);  // instruct make, instruct import
 void add_serve_command(CLI::App& app);      // serve (HTTP)
+void add_report_command(CLI::App& app);     // report-html
 
 // classify and predict: each argument is an image file, or a directory whose image files (any
 // depth, sorted) are taken; an image that cannot be read is reported (stderr, or an

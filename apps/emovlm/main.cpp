@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     emovlm::cli::add_demo_commands(app);
     emovlm::cli::add_instruct_commands(app);
     emovlm::cli::add_serve_command(app);
+    emovlm::cli::add_report_command(app);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

@@ -266,6 +266,8 @@ json run_demo(const DemoOptions& o) {
   }
   md += markdown_table({"pair", "", "", "", ""}, crow);
   md += "\n## The gate\n" + gain_markdown(report);
+  md += "\nThe confusion matrices, per-class F1 with intervals, the complementarity chart and the training curves: "
+        "[eval/report.html](eval/report.html).\n";
   md += "\n## Predictions\n\n";
   std::vector<std::vector<std::string>> prow;
   for (const auto& p : predictions)

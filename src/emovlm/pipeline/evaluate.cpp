@@ -14,6 +14,7 @@
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/pipeline/feature_cache.h"
 #include "emovlm/pipeline/metrics.h"
+#include "emovlm/pipeline/report_html.h"
 #include "emovlm/train/distill.h"
 
 namespace emovlm {
@@ -65,6 +66,7 @@ json evaluate_cache(const EvaluateOptions& o) {
   add("vlm", vlm, counts.value("vlm", json(nullptr)));
   add("teacher", teacher, counts.value("teacher", json(nullptr)));
   models["teacher"]["arch"] = counts.value("teacher_arch", "vit");
+  models["teacher"]["display_name"] = classifier_display_name(models["teacher"]["arch"]);
   add("distill_head", hd, head->num_parameters());
   json report = {{"cache", o.out.empty() ? o.cache : store_path(o.cache, (fs::path(o.out) / "report.json").string())},
                  {"labels", c.labels}, {"images", c.size()}, {"vlm_mode", in["vlm_mode"]}};
@@ -147,6 +149,7 @@ json evaluate_cache(const EvaluateOptions& o) {
     OutputLock lock(o.out, OutputLock::Kind::Directory);
     write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
     write_file_atomic((fs::path(o.out) / "report.md").string(), evaluation_markdown(report));
+    write_file_atomic((fs::path(o.out) / "report.html").string(), evaluation_html(report));
   }
   return report;
 }
@@ -216,7 +219,8 @@ std::string gain_markdown(const json& r) {
 }
 
 std::string evaluation_markdown(const json& r) {
-  std::string md = cat("# Evaluation on ", r["cache"].get<std::string>(), " (", r["images"].get<int64_t>(), " images)\n\n");
+  std::string md = cat("# Evaluation on ", r["cache"].get<std::string>(), " (", r["images"].get<int64_t>(), " images)\n\n",
+                       "The figures as charts: `report.html` beside this file.\n\n");
   std::vector<std::pair<std::string, json>> rows;
   const json& models = r["models"];
   const std::string teacher =
