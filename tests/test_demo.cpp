@@ -34,11 +34,11 @@ TEST(Demo, QuickRunWritesEveryArtifact) {
   chk.data = log["written"]["dataset"].get<std::string>();
   json dup = check_dataset(chk);
   EXPECT_EQ(dup["duplicate_groups"].get<int64_t>(), 0) << dup["duplicates"].dump(1).substr(0, 500);
-  // a trained gate is at least as good as the weaker of its inputs (an untrained one, near
-  // uniform, fell below both: 25% against the VLM's 34% and the head's 81%)
+  // the gate is at least as good as the better of its inputs (a gate trained from a random start,
+  // without the validated pooled start, fell to 71.9% against the head's 81.3% on this data)
   const json& acc = log["report"]["models"];
   EXPECT_GE(acc["emovlm_kd"]["accuracy"].get<double>(),
-            std::min(acc["vlm"]["accuracy"].get<double>(), acc["distill_head"]["accuracy"].get<double>()));
+            std::max(acc["vlm"]["accuracy"].get<double>(), acc["distill_head"]["accuracy"].get<double>()));
   // the data is built to be learnable: each trained part (the tuned VLM, the teacher, the head)
   // beats guessing by more than 2.5 standard deviations of a guesser's accuracy on the test split
   const double n = acc["vlm"]["n"].get<double>(), chance = 1.0 / 8, sd = std::sqrt(chance * (1 - chance) / n);
@@ -74,4 +74,7 @@ TEST(Demo, QuickRunWritesEveryArtifact) {
   // the report names every model of Table 1/2
   const std::string md = read_file(w["report"]);
   for (const char* m : {"VLM", "Teacher", "Distillation head", "EmoVLM-KD"}) EXPECT_NE(md.find(m), std::string::npos) << m;
+  // with its intervals, the gate's gain over each input and McNemar's test, and a link to the charts
+  for (const char* s : {"95% CI", "McNemar", "Oracle", "eval/report.html"}) EXPECT_NE(md.find(s), std::string::npos) << s;
+  EXPECT_TRUE(file_exists(w["evaluation"].get<std::string>() + "/report.html"));
 }

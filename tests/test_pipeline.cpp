@@ -608,9 +608,10 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   g.distill = d.out;
   g.out = w.tmp / "gate";
   g.epochs = 3;
+  g.fit_on = "crossfit";
   json gr = train_gate(g);
   EXPECT_EQ(gr["config"]["parameters"].get<int64_t>(), 136);
-  // the default fit: out-of-fold head outputs from 5 heads trained like the given one
+  // the cross-fit: out-of-fold head outputs from 5 heads trained like the given one
   EXPECT_EQ(gr["config"]["fit_on"], "crossfit");
   for (int k = 1; k <= 5; ++k) {
     const json fold = read_json_file(g.out + cat("/crossfit/fold-", k, "/report.json"));

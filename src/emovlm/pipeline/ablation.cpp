@@ -182,6 +182,10 @@ json run_ablation(const AblationOptions& o) {
     chart.series = series;
     const double vlm = rows[0]["vlm_accuracy"], teacher = rows[0]["teacher_accuracy"];
     chart.lines = {{"VLM " + pct(vlm) + "%", vlm, {40, 150, 80}}, {"teacher " + pct(teacher) + "%", teacher, {150, 80, 170}}};
+    if (o.kind == "gate" || gate_data) {  // one head under every gate
+      const double head = rows[0]["head_accuracy"];
+      chart.lines.push_back({"head " + pct(head) + "%", head, {90, 90, 90}});
+    }
     write_bar_chart((fs::path(o.out) / "ablation.png").string(), chart);
   }
   out["markdown"] = md;
