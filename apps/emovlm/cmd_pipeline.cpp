@@ -32,6 +32,18 @@ void add_optim_flags(CLI::App* c, OptimConfig& o) {
   c->add_option("--grad-accum", o.grad_accum, "batches per optimizer step")->capture_default_str();
 }
 
+// The step budget and early stopping of stages 2 and 3 (DistillOptions, GateOptions).
+void add_budget_flags(CLI::App* c, int64_t& epochs, int64_t& min_steps, int64_t& patience) {
+  c->add_option("--epochs", epochs, "passes over the training data (at least; see --min-steps)")->capture_default_str();
+  c->add_option("--min-steps", min_steps,
+                "train at least this many optimizer steps (more epochs on a small cache; 0: exactly --epochs)")
+      ->capture_default_str();
+  c->add_option("--patience", patience,
+                "with --val-cache: stop after this many epochs without a better validation accuracy (-1: a quarter "
+                "of the epochs, at least 5; 0: never)")
+      ->capture_default_str();
+}
+
 void add_dataset_flags(CLI::App* c, DatasetOptions& d) {
   c->add_option("--labels", d.labels, "mikels8, ekman6, binary or a,b,c (default: the folder names)");
   c->add_option("--val-fraction", d.val_fraction, "validation share of train/ when there is no val/")->capture_default_str();
@@ -195,14 +207,7 @@ void add_pipeline_commands(CLI::App& app) {
   di->add_option("--alpha", d->alpha, "weight of the KL term")->capture_default_str();
   di->add_option("--temperature", d->temperature, "distillation temperature")->capture_default_str();
   di->add_option("--dropout", d->dropout, "")->capture_default_str();
-  di->add_option("--epochs", d->epochs, "passes over the cache (at least; see --min-steps)")->capture_default_str();
-  di->add_option("--min-steps", d->min_steps,
-                 "train at least this many optimizer steps (more epochs on a small cache; 0: exactly --epochs)")
-      ->capture_default_str();
-  di->add_option("--patience", d->patience,
-                 "with --val-cache: stop after this many epochs without a better validation accuracy (-1: a quarter "
-                 "of the epochs, at least 5; 0: never)")
-      ->capture_default_str();
+  add_budget_flags(di, d->epochs, d->min_steps, d->patience);
   di->add_option("--batch-size", d->batch_size, "(the reference code uses 1)")->capture_default_str();
   di->add_option("--compute-dtype", d->compute_dtype, "bf16 or f32 matmuls (the weights stay float32)")->capture_default_str();
   di->add_option("--seed", d->seed, "")->capture_default_str();
@@ -229,18 +234,11 @@ void add_pipeline_commands(CLI::App& app) {
       ->capture_default_str();
   ga->add_option("--folds", g->folds, "crossfit: heads trained, each on all folds but one")->capture_default_str();
   ga->add_option("--init", g->init,
-                 "average (start as the average of the inputs' log-probabilities) or random (PyTorch's default, as "
-                 "the reference)")
+                 "average (start as a weighted average of the inputs' log-probabilities, weights fit on the fit "
+                 "data) or random (PyTorch's default, as the reference)")
       ->capture_default_str();
   ga->add_option("--out", g->out, "output directory")->required();
-  ga->add_option("--epochs", g->epochs, "passes over the fit data (at least; see --min-steps)")->capture_default_str();
-  ga->add_option("--min-steps", g->min_steps,
-                 "train at least this many optimizer steps (more epochs on a small cache; 0: exactly --epochs)")
-      ->capture_default_str();
-  ga->add_option("--patience", g->patience,
-                 "stop after this many epochs without a better validation accuracy (-1: a quarter of the epochs, at "
-                 "least 5; 0: never)")
-      ->capture_default_str();
+  add_budget_flags(ga, g->epochs, g->min_steps, g->patience);
   ga->add_option("--batch-size", g->batch_size, "")->capture_default_str();
   ga->add_option("--seed", g->seed, "")->capture_default_str();
   ga->add_flag("--resume", g->resume, "continue the run in --out");
