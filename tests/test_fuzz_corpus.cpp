@@ -6,6 +6,7 @@
 
 #include "emovlm/core/files.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/data/instruction_format.h"
 #include "emovlm/text/tokenizer.h"
 #include "test_util.h"
 
@@ -31,4 +32,7 @@ TEST(FuzzCorpus, LoaderSeedsAreAccepted) {
   EXPECT_TRUE(SafeTensorsFile::open(seed_file(dir, "safetensors_empty", 0))->tensors().empty());
   const Tokenizer tok = Tokenizer::from_file(seed_file(dir, "tokenizer_small", 1));
   EXPECT_FALSE(tok.encode("Hello, world!").empty());
+  const std::vector<InstructionExample> inst = read_instructions(seed_file(dir, "instructions_small", 5));
+  ASSERT_EQ(inst.size(), 3u);
+  EXPECT_EQ(inst[1].kind, "observation");
 }

@@ -1,6 +1,6 @@
 // libFuzzer harness for the loaders that read files users download or copy around: a safetensors
-// file, a tokenizer.json, a Qwen2-VL config.json, an image (JPEG, PNG, GIF, BMP, WebP) and a
-// dataset manifest (JSONL). The first byte picks the loader, the rest is the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
+// file, a tokenizer.json, a Qwen2-VL config.json, an image (JPEG, PNG, GIF, BMP, WebP), a
+// dataset manifest (JSONL) and a stage-1 instruction file (JSONL). The first byte picks the loader, the rest is the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
 // any other exception escapes and libFuzzer reports it, as it does crashes, leaks and UB.
 #include <unistd.h>
 
@@ -14,6 +14,7 @@
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/data/dataset.h"
+#include "emovlm/data/instruction_format.h"
 #include "emovlm/image/image.h"
 #include "emovlm/models/qwen2vl_config.h"
 #include "emovlm/text/tokenizer.h"
@@ -40,7 +41,7 @@ void write_scratch(const uint8_t* data, size_t size) {
 
 void load(uint8_t which, const uint8_t* data, size_t size) {
   const std::string& path = scratch_path();
-  switch (which % 5) {
+  switch (which % 6) {
     case 0: {
       auto file = emovlm::SafeTensorsFile::open(path);
       for (const auto& t : file->tensors()) (void)t.nbytes;
@@ -62,6 +63,9 @@ void load(uint8_t which, const uint8_t* data, size_t size) {
     }
     case 4:
       (void)emovlm::load_dataset(path);
+      break;
+    case 5:
+      (void)emovlm::read_instructions(path);
       break;
   }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Seeds for tests/fuzz/fuzz_loaders.cpp: the first byte picks the loader (0 safetensors,
-1 tokenizer.json, 2 Qwen2-VL config.json, 3 an image, 4 a dataset manifest), the rest is a small
+1 tokenizer.json, 2 Qwen2-VL config.json, 3 an image, 4 a dataset manifest, 5 an instruction
+file), the rest is a small
 valid file of that kind: made from the tiny reference model in tests/data/reference/qwen2vl_tiny,
 the small format fixtures in tests/data/formats, or written here. Run from the repository root:
     python3 tests/fuzz/make_loader_corpus.py
@@ -56,6 +57,18 @@ def manifest():
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
+def instructions():
+    """A stage-1 instruction file: one example of each kind, an image path relative to the file."""
+    prompt = "What emotion does this image convey?"
+    rows = [{"image": "images/a.jpg", "label": "awe", "kind": "categorical", "prompt": prompt,
+             "answer": "{'emotion': 'awe'}"},
+            {"image": "images/b.png", "label": "fear", "kind": "observation",
+             "prompt": "Observe the image and describe key elements of the image.", "answer": "A dark \u2728 corridor."},
+            {"image": "images/c.gif", "label": "sadness", "kind": "reasoning",
+             "prompt": "Observe the image and describe the process.", "answer": "Grey tones; a lone figure."}]
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     seeds = {
@@ -65,10 +78,12 @@ def main():
         "tokenizer_small": b"\1" + small_tokenizer(),
         "config_tiny": b"\2" + open(os.path.join(REF, "config.json"), "rb").read(),
         "manifest_small": b"\4" + manifest(),
+        "instructions_small": b"\5" + instructions(),
         # regressions: numbers out of the JSON library's range once escaped as its own exception
         "config_number_overflow": b"\2" + b'{"vocab_size": 1e999, "vision_config": {}}',
         "tokenizer_number_overflow": b"\1" + b'{"model": {"type": "BPE", "vocab": {"a": 1e999}, "merges": []}}',
         "manifest_number_overflow": b"\4" + b'{"path": "a.jpg", "label": "awe", "split": "train", "x": 1e999}\n',
+        "instructions_number_overflow": b"\5" + b'{"image": "a.jpg", "label": "awe", "kind": "categorical", "prompt": "p", "answer": 1e999}\n',
         "safetensors_number_overflow": b"\0" + safetensors_raw(b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,1e999]}}'),
     }
     for name in ("two_frames.gif", "interlaced_short_palette.gif", "p8_short_palette.bmp", "bgrx32.bmp",
