@@ -85,3 +85,32 @@ TEST(Configs, LoraRefusesOutOfRangeFields) {
   expect_names(error_with(base, "/lora_alpha", -1.0, parse), "adapter_config.json", "lora_alpha");
   expect_names(error_with(base, "/target_modules", json::array({1, 2}), parse), "adapter_config.json", "target_modules");
 }
+
+// Integer fields take integral numbers in their type's range only: 19e99 (a double, far beyond
+// int64) was converted by the JSON library with undefined behaviour (UBSan, found by fuzz_loaders).
+TEST(Configs, IntegerFieldsRefuseNumbersOutOfTheirRange) {
+  const json j = json::parse(R"({"big": 19e99, "half": 2.5, "two": 2.0, "neg": -3, "huge_int": 18446744073709551615,
+                                  "int32_over": 3000000000, "list": [1, 2.0, 1e300], "edge": 9223372036854775808.0})");
+  auto refused = [&](auto get, const std::string& key) {
+    try {
+      get();
+      ADD_FAILURE() << key << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + key + "'"), std::string::npos) << e.what();
+    }
+  };
+  refused([&] { return json_required<int64_t>(j, "big", "t.json"); }, "big");
+  refused([&] { return json_required<int64_t>(j, "half", "t.json"); }, "half");
+  refused([&] { return json_required<int64_t>(j, "huge_int", "t.json"); }, "huge_int");
+  refused([&] { return json_required<int64_t>(j, "edge", "t.json"); }, "edge");  // 2^63
+  refused([&] { return json_required<int>(j, "int32_over", "t.json"); }, "int32_over");
+  refused([&] { return json_required<uint64_t>(j, "neg", "t.json"); }, "neg");
+  refused([&] { return json_optional<std::vector<int64_t>>(j, "list", {}, "t.json"); }, "list");
+  EXPECT_EQ(json_required<int64_t>(j, "two", "t.json"), 2);
+  EXPECT_EQ(json_required<int64_t>(j, "neg", "t.json"), -3);
+  EXPECT_EQ(json_required<int64_t>(j, "int32_over", "t.json"), 3000000000);
+  EXPECT_EQ(json_required<uint64_t>(j, "huge_int", "t.json"), 18446744073709551615ull);
+  EXPECT_DOUBLE_EQ(json_required<double>(j, "half", "t.json"), 2.5);
+  json cfg = json::parse(R"({"vocab_size": 19e99, "vision_config": {}})");
+  refused([&] { return Qwen2VLConfig::from_json(cfg, "config.json"); }, "vocab_size");
+}

@@ -81,6 +81,8 @@ def main():
         "instructions_small": b"\5" + instructions(),
         # regressions: numbers out of the JSON library's range once escaped as its own exception
         "config_number_overflow": b"\2" + b'{"vocab_size": 1e999, "vision_config": {}}',
+        # a double beyond int64 read as an integer (UBSan: undefined conversion in the JSON library)
+        "config_integer_overflow": b"\2" + b'{"vocab_size": 19e99, "vision_config": {}}',
         "tokenizer_number_overflow": b"\1" + b'{"model": {"type": "BPE", "vocab": {"a": 1e999}, "merges": []}}',
         "manifest_number_overflow": b"\4" + b'{"path": "a.jpg", "label": "awe", "split": "train", "x": 1e999}\n',
         "instructions_number_overflow": b"\5" + b'{"image": "a.jpg", "label": "awe", "kind": "categorical", "prompt": "p", "answer": 1e999}\n',
