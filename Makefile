@@ -5,15 +5,16 @@ JOBS ?= $(shell nproc)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
 # Debian packages the build needs (installed by `make deps` when missing).
-DEB_PACKAGES := build-essential cmake ninja-build ccache pkg-config \
+DEB_PACKAGES := build-essential cmake ninja-build ccache pkg-config libgloo-dev \
   libtorch-dev libopenblas0-pthread \
   libjpeg62-turbo-dev libpng-dev libwebp-dev libutf8proc-dev \
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
   clang-14 libclang-rt-14-dev
 # What `make test` needs beyond the build: Chromium for the web page's browser test (the node
-# packages of tests/web come from npm, by its lock file).
-TEST_DEB_PACKAGES := chromium
+# packages of tests/web come from npm, by its lock file), and torchrun (python3-torch) for the
+# tests that launch data-parallel runs as users do.
+TEST_DEB_PACKAGES := chromium python3-torch
 
 # ccache across fresh clones: paths relative to the clone, PCH-friendly sloppiness.
 export CCACHE_BASEDIR := $(CURDIR)

@@ -180,6 +180,23 @@ TEST(Loader, OrderedDeterministicAndSkipsBadImages) {
   c.next(y);
   EXPECT_EQ(x.indices, y.indices);
   EXPECT_EQ(x.pixels, y.pixels);
+  // data parallel: 2 shards of each batch, put together, are the batch (same images, same crops)
+  LoaderOptions o0 = o, o1 = o;
+  o0.shards = o1.shards = 2;
+  o1.shard = 1;
+  ImageBatchLoader s0(samples, img, o0), s1(samples, img, o1);
+  a.start_epoch(4), s0.start_epoch(4), s1.start_epoch(4);
+  ImageBatch p0, p1;
+  for (size_t k = 0; k < a.batches_per_epoch(); ++k) {
+    ASSERT_TRUE(a.next(x) && s0.next(p0) && s1.next(p1));
+    std::vector<size_t> joined = p0.indices;
+    joined.insert(joined.end(), p1.indices.begin(), p1.indices.end());
+    EXPECT_EQ(joined, x.indices);
+    std::vector<float> pixels = p0.pixels;
+    pixels.insert(pixels.end(), p1.pixels.begin(), p1.pixels.end());
+    EXPECT_EQ(pixels, x.pixels);
+    EXPECT_GE(p0.indices.size() + p0.failed.size(), p1.indices.size() + p1.failed.size());  // the first share is the larger
+  }
 }
 
 // Directories with a symlink loop, a dangling link and a FIFO: listed once, never followed

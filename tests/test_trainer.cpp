@@ -360,7 +360,10 @@ TEST(Trainer, StartingWeightsCanBeTheBest) {
   EXPECT_EQ(seen, (std::vector<int64_t>{-1, 0, 1, 2}));
   EXPECT_EQ(f.best_epoch, -1);
   EXPECT_DOUBLE_EQ(f.best_val, 0.9);
-  EXPECT_FALSE(torch::equal(m->weight, start));  // it trained
+  EXPECT_TRUE(torch::equal(m->weight, start));  // fit returns with the best weights
+  Linear last(3, 1, true);
+  load_trained_weights(*last, f.checkpoint_path);
+  EXPECT_FALSE(torch::equal(last->weight, start));  // it trained
   Linear best(3, 1, true);
   load_trained_weights(*best, f.best_path);
   EXPECT_TRUE(torch::equal(best->weight, start));

@@ -1,11 +1,17 @@
 // emovlm: one binary, one subcommand per stage. Errors print one line and exit non-zero.
+#include <cstdio>
 #include <exception>
-#include <iostream>
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+#include <thread>
 
 #include "commands.h"
+#include "emovlm/core/error.h"
 #include "emovlm/core/output_lock.h"
 #include "emovlm/core/progress.h"
 #include "emovlm/core/torch_compat.h"
+#include "emovlm/dist/process_group.h"
 
 int main(int argc, char** argv) {
   {
@@ -20,10 +26,45 @@ int main(int argc, char** argv) {
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "no progress bars");
   int threads = 0;
-  app.add_option("--threads", threads, "CPU threads (default: every core)");
+  app.add_option("--threads", threads,
+                 "CPU threads (default: OMP_NUM_THREADS, else every core, shared among the processes that a "
+                 "launcher started on this machine)");
+  emovlm::dist::Options dist_options;
+  app.add_option("--dist-backend", dist_options.backend,
+                 "under torchrun or Slurm: the collectives' backend, auto (NCCL on CUDA when built with it, "
+                 "else Gloo), gloo or nccl")
+      ->capture_default_str();
+  app.add_option_function<double>(
+         "--dist-timeout",
+         [&](double s) {
+           if (!(s > 0)) throw CLI::ValidationError("--dist-timeout", "must be a positive number of seconds");
+           dist_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
+         },
+         "under torchrun or Slurm: seconds a rank waits for the others before failing (default 1800)");
   app.parse_complete_callback([&] {
     if (quiet) emovlm::Progress::set_enabled_globally(false);
+    const emovlm::dist::LaunchEnv env = emovlm::dist::LaunchEnv::from_environment();
+    if (threads <= 0) {
+      const char* omp = std::getenv("OMP_NUM_THREADS");
+      threads = omp ? std::atoi(omp) : 0;
+      if (threads <= 0)
+        threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_world_size);
+    }
     emovlm::compat::set_num_threads(threads);
+    // Launched as several processes (torchrun, srun): the commands that run data parallel join
+    // the process group; the others refuse rather than run N times into one output.
+    if (!env.distributed()) return;
+    std::string command;
+    for (const CLI::App* a = &app; !a->get_subcommands().empty();) {
+      a = a->get_subcommands().front();
+      command += (command.empty() ? "" : " ") + a->get_name();
+    }
+    static const std::set<std::string> parallel{"tune", "teacher train", "distill", "gate"};
+    if (!parallel.count(command))
+      throw emovlm::Error(emovlm::cat("emovlm ", command, " runs as one process; it was started as rank ", env.rank,
+                                      " of ", env.world_size, " (", env.launcher, "). Data parallel: tune, teacher "
+                                      "train, distill, gate"));
+    emovlm::dist::init(env, dist_options);
   });
   try {
     emovlm::cli::add_inspect_command(app);
@@ -43,10 +84,16 @@ int main(int argc, char** argv) {
     std::string what = e.what();
     const size_t trace = what.find("\nException raised from ");
     if (trace != std::string::npos) what.resize(trace);
-    std::cerr << "emovlm: error: " << what << std::endl;
+    std::fprintf(stderr, "emovlm: error: %s\n", what.c_str());
     return 1;
   } catch (...) {
-    std::cerr << "emovlm: error: an unknown exception" << std::endl;
+    std::fprintf(stderr, "emovlm: error: an unknown exception\n");
+    return 1;
+  }
+  try {
+    emovlm::dist::shutdown();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "emovlm: error: %s\n", e.what());
     return 1;
   }
   return 0;

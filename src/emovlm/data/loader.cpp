@@ -75,8 +75,13 @@ void ImageBatchLoader::start_epoch(int64_t epoch, size_t skip) {
 ImageBatch ImageBatchLoader::build(size_t b) const {
   ImageBatch batch;
   const size_t S = static_cast<size_t>(image_.image_size), plane = 3 * S * S;
-  const size_t begin = b * static_cast<size_t>(opt_.batch_size);
-  const size_t end = std::min(order_.size(), begin + static_cast<size_t>(opt_.batch_size));
+  size_t begin = b * static_cast<size_t>(opt_.batch_size);
+  size_t end = std::min(order_.size(), begin + static_cast<size_t>(opt_.batch_size));
+  if (opt_.shards > 1) {  // this process's part of the batch
+    const size_t n = end - begin, k = static_cast<size_t>(opt_.shards), r = static_cast<size_t>(opt_.shard);
+    begin += r * (n / k) + std::min(r, n % k);
+    end = begin + n / k + (r < n % k ? 1 : 0);
+  }
   batch.pixels.reserve((end - begin) * plane);
   for (size_t k = begin; k < end; ++k) {
     const size_t idx = order_[k];

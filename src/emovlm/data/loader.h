@@ -92,6 +92,9 @@ struct LoaderOptions {
   bool shuffle = false;
   bool augment = false;  // RandomResizedCrop + flip (training); else Resize + CenterCrop
   uint64_t seed = 0;
+  // Data parallelism: this process reads part `shard` of `shards` of every batch (contiguous
+  // parts, the first batch_size % shards one image larger), the others the rest.
+  int shard = 0, shards = 1;
 };
 
 struct ImageBatch {

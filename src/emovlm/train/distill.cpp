@@ -10,6 +10,7 @@
 #include "emovlm/core/paths.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/dataset.h"
+#include "emovlm/dist/process_group.h"
 #include "emovlm/train/teacher.h"
 
 namespace emovlm {
@@ -208,7 +209,8 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
   StageHooks h;
   h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
-    torch::Tensor idx = batches.indices(b);
+    torch::Tensor idx = dist::shard_rows(batches.indices(b));  // this process's rows of the batch
+    if (idx.size(0) == 0) return {torch::Tensor(), 0};
     KDLoss l = kd_loss(head->forward(train.features.index_select(0, idx)), train.teacher_logits.index_select(0, idx),
                        train.targets.index_select(0, idx), o.temperature, o.alpha);
     return {l.loss, idx.size(0)};
@@ -218,7 +220,6 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
     return accuracy(head_logits(*head, val->features), val->targets);
   };
   FitResult r = fit(*head, tc, h);
-  load_trained_weights(*head, r.best_path);
   // how it was trained, so that a cross-fit can train its fold heads alike
   const json training = {{"epochs", o.epochs}, {"min_steps", o.min_steps}, {"patience", o.patience},
                          {"batch_size", o.batch_size}, {"seed", o.seed}, {"optim", o.optim.to_json()}};
@@ -226,11 +227,13 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
               {"dropout", o.dropout}, {"alpha", o.alpha}, {"temperature", o.temperature}, {"labels", train.labels},
               {"compute_dtype", o.compute_dtype}, {"parameters", head->num_parameters()},
               {"vlm_identity", vlm_identity_of_cache(train.manifest)}, {"training", training}};
-  save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
-  LabelSet ls;
-  ls.name = "cache";
-  ls.labels = train.labels;
-  write_classes(o.out, ls);
+  if (dist::is_main()) {
+    save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
+    LabelSet ls;
+    ls.name = "cache";
+    ls.labels = train.labels;
+    write_classes(o.out, ls);
+  }
   json report = {{"stage", "distill"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
@@ -238,7 +241,7 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
                  {"epochs", budget.epochs}, {"passes_per_epoch", budget.passes}, {"epochs_run", r.epochs_run}, {"stopped_early", r.stopped_early},
                  {"optimizer_steps", r.steps}, {"planned_optimizer_steps", budget.steps}};
   if (val) report["val_images_in_training"] = val_shared;
-  write_file_atomic(report_path(o.out), report.dump(1) + "\n");
+  if (dist::is_main()) write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return {head, cfg, report};
 }
 
@@ -408,7 +411,8 @@ json train_gate(const GateOptions& o) {
   StageHooks h;
   h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
-    torch::Tensor idx = batches.indices(b);
+    torch::Tensor idx = dist::shard_rows(batches.indices(b));  // this process's rows of the batch
+    if (idx.size(0) == 0) return {torch::Tensor(), 0};
     torch::Tensor out = gate->forward(v_fit.index_select(0, idx), h_fit.index_select(0, idx));
     return {torch::cross_entropy_loss(out, y_fit.index_select(0, idx)), idx.size(0)};
   };
@@ -417,12 +421,11 @@ json train_gate(const GateOptions& o) {
     return accuracy(gate->forward(v_val, h_val), check_cache->targets);
   };
   FitResult r = fit(*gate, tc, h);
-  load_trained_weights(*gate, r.best_path);
   json cfg = {{"kind", o.kind}, {"vlm_input", o.vlm_input}, {"num_classes", train.num_classes()},
               {"labels", train.labels}, {"parameters", gate->num_parameters()},
               {"vlm_identity", vlm_identity_of_cache(train.manifest)}, {"fit_on", o.fit_on}, {"init", o.init}};
   if (o.fit_on == "crossfit") cfg["folds"] = o.folds;
-  save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
+  if (dist::is_main()) save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
   gate->eval();
   torch::NoGradGuard ng;
   json report = {{"stage", "gate"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
@@ -439,7 +442,7 @@ json train_gate(const GateOptions& o) {
         {"vlm_accuracy", (check_cache->vlm_answer == check_cache->targets).to(torch::kFloat64).mean().item<double>()},
         {"head_accuracy", accuracy(h_val, check_cache->targets)}};
   if (val) report["val_images_in_training"] = val_shared;
-  write_file_atomic(report_path(o.out), report.dump(1) + "\n");
+  if (dist::is_main()) write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return report;
 }
 

@@ -12,6 +12,7 @@
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/loader.h"
+#include "emovlm/dist/process_group.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/nf4.h"
 #include "emovlm/text/chat.h"
@@ -157,17 +158,23 @@ json train_sft(const SftOptions& o) {
   tc.stage_config = {{"stage", "sft"}, {"full", o.full}, {"qlora", o.qlora}, {"mask_prompt", o.mask_prompt},
                      {"dtype", o.dtype}, {"autocast", o.autocast}, {"gradient_checkpointing", o.gradient_checkpointing}};
   size_t current = 0;
+  std::vector<size_t> mine;
   StageHooks h;
+  h.one_example_per_batch = true;
   h.begin_epoch = [&](int64_t epoch, size_t skip) {
     order.resize(usable.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     SplitMix64 rng(mix_seed(o.seed, static_cast<uint64_t>(epoch), 0x5F7));
     for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+    // the batches (one example each) this process computes, from `skip` on
+    mine.clear();
+    for (size_t b = skip; b < usable.size(); ++b)
+      if (owns_batch(b, o.optim.grad_accum)) mine.push_back(b);
     ahead.reset();
     ahead = std::make_unique<OrderedPrefetcher<Prepared>>(
-        usable.size() - std::min(skip, usable.size()),
-        [&, skip](size_t i) {
-          const InstructionExample& e = usable[order[skip + i]];
+        mine.size(),
+        [&](size_t i) {
+          const InstructionExample& e = usable[order[mine[i]]];
           Prepared p;
           try {
             p.image = cap_long_side(decode_image_file(e.image), o.cap_long_side);
@@ -196,11 +203,12 @@ json train_sft(const SftOptions& o) {
                                    : cat(decode_failures.size(), " images could not be decoded, e.g. ", *decode_failures.begin());
   };
   FitResult r = fit(*model, tc, h);
-  load_trained_weights(*model, r.best_path);
-  if (o.full)
-    save_qwen2vl(o.out, *model, o.vlm);
-  else
-    save_peft_adapter(*model, o.lora, o.out, o.vlm);
+  if (dist::is_main()) {
+    if (o.full)
+      save_qwen2vl(o.out, *model, o.vlm);
+    else
+      save_peft_adapter(*model, o.lora, o.out, o.vlm);
+  }
   ahead.reset();
   for (const auto& f : decode_failures) unreadable.push_back(f);
   if (!decode_failures.empty())
@@ -209,7 +217,7 @@ json train_sft(const SftOptions& o) {
   json report = {{"stage", "sft"}, {"examples", usable.size()}, {"instructions", ex.size()},
                  {"dropped_instructions", ex.size() - usable.size()}, {"skipped_images", unreadable},
                  {"final_train_loss", r.last_train_loss}, {"epochs_run", r.epochs_run}, {"nf4_layers", quantized}};
-  write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");
+  if (dist::is_main()) write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");
   return report;
 }
 

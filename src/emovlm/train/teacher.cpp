@@ -11,6 +11,7 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
+#include "emovlm/dist/process_group.h"
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/models/vit.h"
 #include "emovlm/pipeline/metrics.h"
@@ -123,6 +124,8 @@ json train_teacher(const TeacherOptions& o) {
   lo.shuffle = true;
   lo.augment = true;
   lo.seed = o.seed;
+  lo.shard = dist::rank();  // data parallel: each process reads its share of every batch
+  lo.shards = dist::world_size();
   ImageBatchLoader train(d.train, img, lo);
   ImageBatch current;
 
@@ -163,15 +166,16 @@ json train_teacher(const TeacherOptions& o) {
   };
   FitResult r = fit(*model, tc, hooks);
   check_readable("the train split", o.data, d.train.size(), unique_failures(train.failures()));
-  load_trained_weights(*model, r.best_path);
-  model->save_pretrained(o.out);  // (save_tensors copies to the CPU)
-  write_classifier_image_config(o.out, img);
-  write_classes(o.out, labels);
+  if (dist::is_main()) {
+    model->save_pretrained(o.out);  // (save_tensors copies to the CPU)
+    write_classifier_image_config(o.out, img);
+    write_classes(o.out, labels);
+  }
   json report = {{"stage", "teacher"}, {"arch", arch}, {"parameters", model->num_parameters()},
                  {"image", img.to_timm()}, {"epochs_run", r.epochs_run}, {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_failures", unique_failures(train.failures())}, {"dataset", d.summary()}};
-  write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+  if (dist::is_main()) write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -15,6 +16,7 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/core/torch_compat.h"
+#include "emovlm/dist/process_group.h"
 
 namespace emovlm {
 
@@ -228,7 +230,60 @@ void write_weights(const std::string& path, const Trainable& t, const TrainConfi
                 {"emovlm.classes", json(cfg.classes).dump()}});
 }
 
+// The checkpoint to resume from, read by rank 0 and sent to the others (a machine of its own need
+// not see rank 0's files): its metadata and tensors. None when there is nothing to resume.
+struct ResumeState {
+  json info;
+  std::map<std::string, torch::Tensor> tensors;
+};
+
+std::optional<ResumeState> read_resume_state(const TrainConfig& cfg, const std::string& path) {
+  std::optional<ResumeState> st;
+  if (dist::is_main() && cfg.resume && file_exists(path)) st = ResumeState{checkpoint_info(path), load_tensors(path)};
+  if (!dist::active()) return st;
+  std::string header;  // what rank 0 read: the metadata, and each tensor's name, dtype and shape
+  if (dist::is_main()) {
+    json h = {{"resume", st.has_value()}};
+    if (st) {
+      h["info"] = st->info;
+      h["tensors"] = json::array();
+      for (const auto& [name, t] : st->tensors)
+        h["tensors"].push_back({name, static_cast<int>(t.scalar_type()), t.sizes().vec()});
+    }
+    header = h.dump();
+  }
+  dist::broadcast_bytes(header);
+  const json h = json::parse(header);
+  if (!h["resume"].get<bool>()) return std::nullopt;
+  if (!st) st = ResumeState{h["info"], {}};
+  std::vector<torch::Tensor> ts;
+  for (const auto& e : h["tensors"]) {
+    const std::string name = e[0];
+    torch::Tensor& t = st->tensors[name];
+    if (dist::is_main())
+      t = t.contiguous();
+    else
+      t = torch::empty(e[2].get<std::vector<int64_t>>(), static_cast<torch::ScalarType>(e[1].get<int>()));
+    ts.push_back(t);
+  }
+  dist::broadcast(ts);
+  return st;
+}
+
+// The parameters and buffers, as tensors the collectives write into.
+std::vector<torch::Tensor> state_tensors(const Trainable& t, bool with_params) {
+  std::vector<torch::Tensor> v;
+  if (with_params)
+    for (const auto& p : t.params) v.push_back(p.detach());
+  for (const auto& b : t.buffers) v.push_back(b.detach());
+  return v;
+}
+
 }  // namespace
+
+bool owns_batch(size_t batch, int grad_accum) {
+  return dist::owns_micro_batch(static_cast<int64_t>(batch % static_cast<size_t>(std::max(grad_accum, 1))));
+}
 
 void multi_tensor_adam_step(torch::optim::Optimizer& opt, bool adamw) {
   if (adamw)
@@ -249,9 +304,10 @@ TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t se
   return tc;
 }
 
-RunOutput::RunOutput(const std::string& out, const std::string& state_dir, bool resume, bool overwrite)
-    : lock_(out, OutputLock::Kind::Directory) {
+RunOutput::RunOutput(const std::string& out, const std::string& state_dir, bool resume, bool overwrite) {
   if (resume && overwrite) throw Error("--resume continues a run and --overwrite starts over: give one of them");
+  if (!dist::is_main()) return;
+  lock_ = std::make_unique<OutputLock>(out, OutputLock::Kind::Directory);
   const std::string ck = (fs::path(state_dir) / "checkpoint.safetensors").string();
   const std::string metrics = (fs::path(state_dir) / "metrics.jsonl").string();
   if (!resume && !overwrite && (file_exists(ck) || file_exists(metrics)))
@@ -305,7 +361,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
   cfg.optim.validate();
   if (cfg.autocast != "none" && cfg.autocast != "bf16")
     throw Error(cat("--autocast must be none or bf16, not '", cfg.autocast, "'"));
-  make_dirs(cfg.out_dir);
+  const bool main = dist::is_main(), parallel = dist::active();
+  if (main) make_dirs(cfg.out_dir);
   FitResult res;
   res.checkpoint_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
   res.best_path = (fs::path(cfg.out_dir) / "best.safetensors").string();
@@ -316,11 +373,12 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
   Position pos;
   torch::manual_seed(cfg.seed);
 
-  if (cfg.resume && file_exists(res.checkpoint_path)) {
-    json info = checkpoint_info(res.checkpoint_path);
+  const std::optional<ResumeState> resumed = read_resume_state(cfg, res.checkpoint_path);
+  if (resumed) {
+    const json& info = resumed->info;
+    const auto& w = resumed->tensors;
     if (info["classes"].is_array() && info["classes"].get<std::vector<std::string>>() != cfg.classes)
       throw Error(cat(res.checkpoint_path, ": the checkpoint's classes differ from this run's; refusing to resume"));
-    auto w = load_tensors(res.checkpoint_path);
     {
       torch::NoGradGuard ng;
       for (size_t i = 0; i < t.params.size(); ++i) {
@@ -354,11 +412,15 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     pos.best_val = tr["best_val"].is_null() ? std::numeric_limits<double>::quiet_NaN() : tr["best_val"].get<double>();
     std::fprintf(stderr, "resuming %s at epoch %lld, batch %zu (step %lld)\n", cfg.out_dir.c_str(),
                  static_cast<long long>(pos.epoch + 1), pos.batch, static_cast<long long>(pos.step));
+  } else if (parallel) {
+    // one start for all: rank 0's initial weights
+    std::vector<torch::Tensor> st = state_tensors(t, true);
+    dist::broadcast(st);
   }
   // the metrics of the epochs the checkpoint holds (a run killed after writing an epoch's line but
   // before its checkpoint repeats that epoch: its line is written once)
   std::string metric_lines;
-  if (cfg.resume && pos.epoch > 0 && file_exists(res.metrics_path)) {
+  if (main && resumed && pos.epoch > 0 && file_exists(res.metrics_path)) {
     std::istringstream in(read_file(res.metrics_path));
     std::string line;
     while (std::getline(in, line)) {
@@ -367,7 +429,7 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     }
   }
 
-  if (cfg.validate_start && hooks.validate && !(cfg.resume && file_exists(res.checkpoint_path))) {
+  if (cfg.validate_start && hooks.validate && !resumed) {
     model.eval();
     double val;
     {
@@ -377,13 +439,16 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     if (!std::isnan(val)) {
       pos.best_val = val;
       pos.best_epoch = -1;
-      write_weights(res.best_path, t, cfg, {{"epoch", 0}, {"val_accuracy", val}});
-      metric_lines += json{{"epoch", 0}, {"step", 0}, {"train_loss", nullptr}, {"val_accuracy", val}, {"best", true}}.dump() + "\n";
-      write_file_atomic(res.metrics_path, metric_lines);
+      if (main) {
+        write_weights(res.best_path, t, cfg, {{"epoch", 0}, {"val_accuracy", val}});
+        metric_lines += json{{"epoch", 0}, {"step", 0}, {"train_loss", nullptr}, {"val_accuracy", val}, {"best", true}}.dump() + "\n";
+        write_file_atomic(res.metrics_path, metric_lines);
+      }
       std::fprintf(stderr, "%s: the starting weights: val acc %g\n", cfg.progress_label.c_str(), val);
     }
   }
   const int accum = cfg.optim.grad_accum;
+  const bool dealt = parallel && hooks.one_example_per_batch;  // batches dealt to the processes
   // one line per epoch on stderr; a long run of short epochs (the step budget of a small dataset)
   // says about 20 of them, and every improvement is in metrics.jsonl
   const int64_t log_every = std::max<int64_t>(1, cfg.epochs / 20);
@@ -402,58 +467,102 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     const int64_t total_steps = steps_per_epoch * cfg.epochs;
     Progress bar(cat(cfg.progress_label, " epoch ", pos.epoch + 1, "/", cfg.epochs), static_cast<int64_t>(nb - pos.batch),
                  cfg.unit);
-    double loss_sum = 0;
+    double loss_sum = 0;  // over every process's examples
     int64_t examples = 0;
+    double comm_seconds = 0;  // in the collectives (waiting for the others included)
+    auto timed = [&](std::vector<torch::Tensor>& v) {
+      const auto c0 = std::chrono::steady_clock::now();
+      dist::all_reduce_sum(v);
+      comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+    };
     auto t0 = std::chrono::steady_clock::now();
     opt->zero_grad();
-    int pending = 0;
+    // the examples of the current step: all processes' (dealt: this process's, summed at the step)
+    double step_loss = 0;
+    int64_t step_examples = 0;
+    // A step is `accum` batches counted from the epoch's first (the last one may be shorter); a
+    // batch without a usable example adds nothing, and a step without any is not taken.
     for (size_t b = pos.batch; b < nb; ++b) {
       torch::Tensor loss;
       int64_t n = 0;
-      {
+      if (!dealt || owns_batch(b, accum)) {
         compat::AutocastGuard autocast(t.device.type(), torch::kBFloat16, cfg.autocast == "bf16");
         std::tie(loss, n) = hooks.loss(pos.epoch, b);
       }
-      if (n > 0) {
-        const double loss_value = loss.item<double>();  // one device sync per batch
-        if (!std::isfinite(loss_value)) {
+      const double loss_value = n > 0 ? loss.item<double>() : 0.0;  // one device sync per batch
+      // this batch over all processes: examples and summed loss (each process computed a share)
+      int64_t batch_n = n;
+      double batch_loss = loss_value * static_cast<double>(n);
+      if (parallel && !dealt) {
+        std::vector<torch::Tensor> sums{torch::tensor({static_cast<double>(n), batch_loss}, torch::kFloat64)};
+        timed(sums);
+        batch_n = static_cast<int64_t>(std::llround(sums[0][0].item<double>()));
+        batch_loss = sums[0][1].item<double>();
+      }
+      if (n > 0 || batch_n > 0) {
+        const double mean = batch_n > 0 ? batch_loss / static_cast<double>(batch_n) : loss_value;
+        if (!std::isfinite(mean) || !std::isfinite(loss_value)) {
           std::string where;
-          if (hooks.describe_batch)
+          if (hooks.describe_batch && n > 0)
             for (const auto& p : hooks.describe_batch()) where += (where.empty() ? "" : ", ") + p;
-          throw Error(cat("the loss is ", loss_value, " at epoch ", pos.epoch + 1, ", batch ", b + 1, ", step ",
-                          pos.step, (where.empty() ? "" : " (images: " + where + ")"), "; the last good checkpoint is ",
+          throw Error(cat("the loss is ", std::isfinite(loss_value) ? mean : loss_value, " at epoch ", pos.epoch + 1,
+                          ", batch ", b + 1, ", step ", pos.step, (where.empty() ? "" : " (images: " + where + ")"),
+                          "; the last good checkpoint is ",
                           file_exists(res.checkpoint_path) ? res.checkpoint_path : "(none yet)"));
         }
-        (loss / accum).backward();
-        loss_sum += loss_value * n;
-        examples += n;
-        ++pending;
-        if (bar.enabled()) {
+        // this process's share of the batch's mean: its rows' mean weighted by its part of the rows
+        if (n > 0) (loss * (static_cast<double>(n) / static_cast<double>(dealt ? n : batch_n) / accum)).backward();
+        step_loss += batch_loss;
+        step_examples += batch_n;
+        if (bar.enabled() && !dealt) {
           char buf[48];
-          std::snprintf(buf, sizeof buf, "loss %.4f", loss_sum / static_cast<double>(examples));
+          std::snprintf(buf, sizeof buf, "loss %.4f", (loss_sum + step_loss) / static_cast<double>(examples + step_examples));
           bar.set_postfix(buf);
         }
       }
-      bar.advance(n);
-      const bool boundary = pending == accum || b + 1 == nb;
-      if (boundary && pending > 0) {
+      bar.advance(dealt ? 1 : batch_n);
+      const bool boundary = (b + 1) % static_cast<size_t>(accum) == 0 || b + 1 == nb;
+      if (!boundary) continue;
+      if (parallel) {
+        // the step's gradients (and, dealt, its examples and loss) summed over the processes;
+        // a parameter this process's batches did not reach adds zeros
+        std::vector<torch::Tensor> sums;
+        for (auto& p : t.params) {
+          if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+          sums.push_back(p.grad());
+        }
+        if (dealt) sums.push_back(torch::tensor({static_cast<double>(step_examples), step_loss}, torch::kFloat64));
+        timed(sums);
+        if (dealt) {
+          step_examples = static_cast<int64_t>(std::llround(sums.back()[0].item<double>()));
+          step_loss = sums.back()[1].item<double>();
+        }
+      }
+      loss_sum += step_loss;
+      examples += step_examples;
+      if (step_examples > 0) {
         if (cfg.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(t.params, cfg.optim.max_grad_norm);
         set_lr(*opt, cfg.optim.lr_at(pos.step, total_steps));
         multi_tensor_adam_step(*opt, cfg.optim.optimizer == "adamw");
-        opt->zero_grad();
-        pending = 0;
         ++pos.step;
-        if (cfg.save_every_steps > 0 && pos.step % cfg.save_every_steps == 0 && b + 1 < nb) {
+        if (main && cfg.save_every_steps > 0 && pos.step % cfg.save_every_steps == 0 && b + 1 < nb) {
           Position at = pos;
           at.batch = b + 1;
           write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, at, cfg);
         }
       }
+      opt->zero_grad();
+      step_loss = 0;
+      step_examples = 0;
     }
     bar.finish();
     if (examples == 0)
       throw Error(cat(cfg.progress_label, ": no usable example in epoch ", pos.epoch + 1,
                       hooks.describe_empty_epoch ? cat(" (", hooks.describe_empty_epoch(), ")") : std::string()));
+    if (parallel && !t.buffers.empty()) {
+      std::vector<torch::Tensor> bufs = state_tensors(t, false);  // rank 0's running statistics
+      dist::broadcast(bufs);
+    }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double train_loss = examples ? loss_sum / examples : 0.0;
     model.eval();
@@ -466,14 +575,16 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     if (improved) {
       pos.best_val = val;
       pos.best_epoch = pos.epoch;
-      write_weights(res.best_path, t, cfg,
-                    {{"epoch", pos.epoch + 1}, {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}});
+      if (main)
+        write_weights(res.best_path, t, cfg,
+                      {{"epoch", pos.epoch + 1}, {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}});
     }
     json line = {{"epoch", pos.epoch + 1}, {"step", pos.step}, {"train_loss", train_loss},
                  {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}, {"lr", cfg.optim.lr_at(std::max<int64_t>(0, pos.step - 1), total_steps)},
                  {"examples_per_s", secs > 0 ? examples / secs : 0.0}, {"seconds", secs}, {"best", improved}};
+    if (parallel) line["processes"] = dist::world_size(), line["all_reduce_seconds"] = comm_seconds;
     metric_lines += line.dump() + "\n";
-    write_file_atomic(res.metrics_path, metric_lines);
+    if (main) write_file_atomic(res.metrics_path, metric_lines);
     if ((pos.epoch + 1) % log_every == 0 || pos.epoch + 1 == cfg.epochs)
       std::fprintf(stderr, "%s epoch %lld: loss %.4f%s, %.1f %s/s\n", cfg.progress_label.c_str(),
                    static_cast<long long>(pos.epoch + 1), train_loss,
@@ -481,13 +592,19 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     Position next = pos;
     next.epoch += 1;
     next.batch = 0;
-    write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, next, cfg);
+    if (main) write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, next, cfg);
     res.last_train_loss = train_loss;
     ++res.epochs_run;
   }
   res.steps = pos.step;
   res.best_val = pos.best_val;
   res.best_epoch = pos.best_epoch;
+  // the best weights in the module, on every process
+  if (main) load_trained_weights(model, res.best_path);
+  if (parallel) {
+    std::vector<torch::Tensor> st = state_tensors(t, true);
+    dist::broadcast(st);
+  }
   return res;
 }
 

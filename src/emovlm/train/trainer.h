@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -74,18 +75,30 @@ struct StageHooks {
   std::function<std::vector<std::string>()> describe_batch;
   // Why an epoch had no usable example (the unreadable images, say), for the error that stops it.
   std::function<std::string()> describe_empty_epoch;
+  // How several processes share the work (dist/process_group.h):
+  // false: every process is asked for every batch and computes its share of the batch's rows
+  //   (dist::shard_rows), a mean over its rows and their count;
+  // true: a batch is one example, and the batches of an optimizer step are dealt to the
+  //   processes in turn: loss() is called only for the batches owns_batch() gives this process.
+  bool one_example_per_batch = false;
 };
+
+// With one example per batch: whether this process computes batch `batch` of an epoch (all of
+// them in a single process). The batches of a step (grad_accum of them, counted from the epoch's
+// first) go to the processes in turn.
+bool owns_batch(size_t batch, int grad_accum);
 
 // The output folder of a training command, held for the whole run: locked against a second
 // writer (core/output_lock.h), and refused when it holds an earlier run (a checkpoint or metrics
 // in `state_dir`) unless resuming (continue it) or overwriting (start over; the earlier run's
-// files are replaced one by one as the new run writes its own, never emptied first).
+// files are replaced one by one as the new run writes its own, never emptied first). Data
+// parallel, only rank 0 locks and checks.
 class RunOutput {
  public:
   RunOutput(const std::string& out, const std::string& state_dir, bool resume, bool overwrite);
 
  private:
-  OutputLock lock_;
+  std::unique_ptr<OutputLock> lock_;  // rank 0's (the other processes write nothing)
 };
 
 struct FitResult {
@@ -102,6 +115,16 @@ struct FitResult {
 // OUT/best.safetensors (the weights of the best validation epoch, or the last when there is no
 // validation) and OUT/metrics.jsonl (one line per epoch, rewritten atomically; a resumed run keeps
 // the lines of the epochs its checkpoint holds). An epoch without a usable example is an error.
+// Returns with the best file's weights in the module.
+//
+// Data parallel when the process group is active (dist/process_group.h): every process holds the
+// whole module and optimizer; the gradients of each step are summed over the processes, scaled
+// so that the step equals one process's step over the same global batch (the batch size and the
+// schedule do not depend on the number of processes, nor does a checkpoint: a run resumes on
+// another number of processes). Rank 0 writes every file and reads the checkpoint to resume;
+// the others receive its tensors. Every process validates the whole validation set (the same
+// result everywhere). BatchNorm's running statistics are rank 0's, sent to the others after each
+// epoch; dropout draws its masks on each process.
 FitResult fit(torch::nn::Module& model, const TrainConfig& config, StageHooks& hooks);
 
 // One step of an optimizer made as torch::optim::Adam (adamw = false) or AdamW (true), computed as
