@@ -9,7 +9,7 @@
 #include "emovlm/models/vit.h"
 #include "emovlm/data/check.h"
 #include "emovlm/pipeline/demo.h"
-#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/text/tokenizer.h"
 #include "emovlm/train/distill.h"

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "emovlm/core/error.h"
-#include "emovlm/pipeline/metrics.h"
+#include "emovlm/data/metrics.h"
 
 using namespace emovlm;
 

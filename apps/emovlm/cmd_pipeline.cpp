@@ -13,7 +13,7 @@
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/pipeline/ablation.h"
 #include "emovlm/pipeline/evaluate.h"
-#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/train/distill.h"
 #include "emovlm/train/teacher.h"

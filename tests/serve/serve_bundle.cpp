@@ -12,7 +12,7 @@
 #include "emovlm/core/files.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/image/image.h"
-#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/train/distill.h"
 #include "emovlm/train/teacher.h"

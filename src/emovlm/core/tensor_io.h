@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "emovlm/core/float_array.h"
 #include "emovlm/core/safetensors.h"
-#include "emovlm/image/preprocess.h"
 
 namespace emovlm {
 

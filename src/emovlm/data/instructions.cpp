@@ -25,7 +25,7 @@
 #include "emovlm/data/instruction_format.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/image/image.h"
-#include "emovlm/serve/http_client.h"
+#include "emovlm/core/http_client.h"
 
 namespace emovlm {
 

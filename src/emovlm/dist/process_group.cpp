@@ -267,9 +267,7 @@ void shutdown() {
 bool active() { return state().env.world_size > 1 && state().group; }
 int rank() { return state().env.rank; }
 int world_size() { return state().env.world_size; }
-int local_rank() { return state().env.local_rank; }
 bool is_main() { return state().env.rank == 0; }
-std::string backend_name() { return state().backend; }
 
 void all_reduce_sum(std::vector<at::Tensor>& tensors) {
   if (!active() || tensors.empty()) return;
@@ -350,30 +348,6 @@ void broadcast_bytes(std::string& bytes, int root) {
   broadcast(data, root);
   data[0] = data[0].cpu();
   bytes.assign(reinterpret_cast<const char*>(data[0].data_ptr<uint8_t>()), static_cast<size_t>(n));
-}
-
-std::vector<std::string> all_gather_bytes(const std::string& bytes) {
-  if (!active()) return {bytes};
-  const int w = world_size();
-  // lengths first, then every rank's bytes padded to the longest
-  at::Tensor lengths = torch::zeros({w}, torch::kInt64);
-  lengths[rank()] = static_cast<int64_t>(bytes.size());
-  std::vector<at::Tensor> l{lengths};
-  all_reduce_sum(l);
-  const int64_t longest = std::max<int64_t>(1, lengths.max().item<int64_t>());
-  at::Tensor mine = torch::zeros({longest}, torch::kUInt8);
-  if (!bytes.empty()) std::memcpy(mine.data_ptr<uint8_t>(), bytes.data(), bytes.size());
-  std::vector<std::vector<at::Tensor>> out(1);
-  mine = to_backend_device(mine);
-  for (int r = 0; r < w; ++r) out[0].push_back(torch::empty({longest}, mine.options()));
-  std::vector<at::Tensor> in{mine};
-  collective("all-gather", [&] { state().group->allgather(out, in)->wait(); });
-  for (auto& t : out[0]) t = t.cpu();
-  std::vector<std::string> all;
-  for (int r = 0; r < w; ++r)
-    all.emplace_back(reinterpret_cast<const char*>(out[0][r].data_ptr<uint8_t>()),
-                     static_cast<size_t>(lengths[r].item<int64_t>()));
-  return all;
 }
 
 void barrier() {

@@ -60,9 +60,7 @@ void shutdown();
 bool active();  // more than one process
 int rank();
 int world_size();
-int local_rank();
 bool is_main();  // rank 0: the one that writes checkpoints, reports and outputs
-std::string backend_name();
 
 // Sums the tensors over the ranks in place. Tensors of one dtype and device travel in flat
 // buckets of at most 25 MiB, all sent before the first is waited for.
@@ -71,8 +69,6 @@ void all_reduce_sum(std::vector<at::Tensor>& tensors);
 void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
 // Root's bytes to every rank (any length).
 void broadcast_bytes(std::string& bytes, int root = 0);
-// Every rank's bytes, in rank order.
-std::vector<std::string> all_gather_bytes(const std::string& bytes);
 void barrier();
 
 // The rows [begin, end) of a global batch of n rows that this rank computes: contiguous

@@ -12,16 +12,11 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "emovlm/core/float_array.h"
 #include "emovlm/image/image.h"
 #include "emovlm/image/resample.h"
 
 namespace emovlm {
-
-// A dense float32 array with its shape (what the preprocessors produce; tensor_io converts).
-struct FloatArray {
-  std::vector<int64_t> shape;
-  std::vector<float> data;
-};
 
 // ------------------------------------------------------------------------------- Qwen2-VL
 

@@ -12,7 +12,7 @@
 
 #include "emovlm/core/progress.h"
 #include "emovlm/pipeline/evaluate.h"
-#include "emovlm/pipeline/metrics.h"
+#include "emovlm/data/metrics.h"
 #include "emovlm/pipeline/plot.h"
 #include "emovlm/train/distill.h"
 

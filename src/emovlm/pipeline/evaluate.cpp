@@ -12,8 +12,8 @@
 #include "emovlm/core/paths.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/models/image_classifier.h"
-#include "emovlm/pipeline/feature_cache.h"
-#include "emovlm/pipeline/metrics.h"
+#include "emovlm/pipeline/extract.h"
+#include "emovlm/data/metrics.h"
 #include "emovlm/pipeline/report_html.h"
 #include "emovlm/train/distill.h"
 

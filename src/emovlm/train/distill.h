@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "emovlm/models/heads.h"
-#include "emovlm/pipeline/feature_cache.h"
+#include "emovlm/data/feature_cache.h"
 #include "emovlm/train/trainer.h"
 
 namespace emovlm {

@@ -14,7 +14,7 @@
 #include "emovlm/dist/process_group.h"
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/models/vit.h"
-#include "emovlm/pipeline/metrics.h"
+#include "emovlm/data/metrics.h"
 
 namespace emovlm {
 

@@ -1,5 +1,5 @@
 // Classification metrics.
-#include "emovlm/pipeline/metrics.h"
+#include "emovlm/data/metrics.h"
 
 #include <algorithm>
 #include <cmath>

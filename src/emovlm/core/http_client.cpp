@@ -1,5 +1,5 @@
 // JSON-over-HTTP client.
-#include "emovlm/serve/http_client.h"
+#include "emovlm/core/http_client.h"
 
 #include <httplib.h>
 
