@@ -2,7 +2,9 @@
 # Data-parallel scaling on this machine's CPU: each stage with 1 process (all cores) and with 2
 # processes (half the cores each), Gloo over loopback, tiny models (tests/data/reference). Prints
 # the median examples/s over REPEATS runs of each, and with 2 processes the time a step spends
-# in the all-reduce (metrics.jsonl: all_reduce_seconds / optimizer steps).
+# in the all-reduce (metrics.jsonl: all_reduce_seconds / optimizer steps); for extract, the images/s
+# of the whole command (models loaded, every image through the VLM and the teacher, the cache
+# written).
 #
 # Usage: bench/dist_scaling.sh BUILD_DIR [REPEATS]   (torchrun from python3-torch on PATH)
 set -euo pipefail
@@ -67,3 +69,32 @@ echo "$(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cu
 bench "tune (tiny Qwen2-VL, LoRA, grad-accum 8)" train-state tune --vlm vlm --instructions inst.jsonl --lora --dtype f32 --grad-accum 8 --epochs 1
 bench "teacher train (tiny ViT, batch 32)" . teacher train --data fi.jsonl --init vit --labels mikels8 --epochs 2 --batch-size 32
 bench "distill (hidden 1024, batch 32, 40 epochs)" . distill --cache cache --hidden 1024 --min-steps 0 --epochs 40 --batch-size 32
+# images/s of a whole inference command (wall clock, loading included), 1 process vs 2; the two
+# ranks are started directly with torchrun's variables (torchrun's own start, a Python process
+# importing torch, would be most of a short run)
+bench_images() {  # NAME IMAGES ARGS...
+  local name=$1 images=$2; shift 2
+  local one=() two=() t0 port half=$((cores / 2 > 0 ? cores / 2 : 1))
+  for i in $(seq "$repeats"); do
+    rm -rf o1 o2
+    t0=$(date +%s.%N)
+    OMP_NUM_THREADS=$cores emovlm -q "$@" --out o1 >/dev/null 2>&1
+    one+=("$(echo "$images / ($(date +%s.%N) - $t0)" | bc -l)")
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    t0=$(date +%s.%N)
+    for r in 0 1; do
+      RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port OMP_NUM_THREADS=$half \
+        emovlm -q "$@" --out o2 >/dev/null 2>&1 &
+    done
+    wait
+    two+=("$(echo "$images / ($(date +%s.%N) - $t0)" | bc -l)")
+  done
+  local m1 m2
+  m1=$(printf '%s\n' "${one[@]}" | median); m2=$(printf '%s\n' "${two[@]}" | median)
+  printf '%-44s 1 process %9.1f img/s  2 processes %9.1f img/s  x%.2f\n' "$name" "$m1" "$m2" "$(echo "$m2 / $m1" | bc -l)"
+}
+# a larger split for inference: 64 images a class
+python3 "$root/tests/cli/make_images.py" FI-large 64 64 >/dev/null
+emovlm -q data convert --format folders --src FI-large --val-fraction 0.1 --test-fraction 0.1 --out large.jsonl >/dev/null
+large=$(python3 -c 'import json; print(sum(json.loads(l).get("split") == "train" for l in open("large.jsonl")))')
+bench_images "extract (tiny Qwen2-VL + ViT, $large images)" "$large" extract --vlm vlm --teacher teacher --data large.jsonl --labels mikels8 --split train

@@ -99,4 +99,8 @@ TEST(Dist, OneProcessCollectivesLeaveTensorsAlone) {
   EXPECT_EQ(dist::shard_range(7), std::make_pair(int64_t{0}, int64_t{7}));
   EXPECT_EQ(dist::shard_rows(torch::arange(7)).size(0), 7);
   for (int64_t j = 0; j < 5; ++j) EXPECT_TRUE(dist::owns_micro_batch(j));
+  EXPECT_EQ(dist::all_gather_bytes(std::string("a\0b", 3)), std::vector<std::string>{std::string("a\0b", 3)});
+  EXPECT_EQ(dist::all_gather_bytes(""), std::vector<std::string>{""});
+  EXPECT_EQ(dist::from_main([] { return std::string("manifest"); }), "manifest");
+  EXPECT_THROW(dist::from_main([]() -> std::string { throw Error("refused"); }), Error);
 }

@@ -5,7 +5,9 @@
 #include <string>
 
 #include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/data/cache_manifest.h"
 #include "emovlm/data/instruction_format.h"
 #include "emovlm/text/tokenizer.h"
 #include "test_util.h"
@@ -35,4 +37,8 @@ TEST(FuzzCorpus, LoaderSeedsAreAccepted) {
   const std::vector<InstructionExample> inst = read_instructions(seed_file(dir, "instructions_small", 5));
   ASSERT_EQ(inst.size(), 3u);
   EXPECT_EQ(inst[1].kind, "observation");
+  const std::string cache = seed_file(dir, "cache_manifest_small", 6);
+  const CacheManifest m = CacheManifest::parse(read_json_file(cache), cache);
+  EXPECT_EQ(m.entries.size(), 3u);
+  EXPECT_EQ(m.shards.size(), 2u);
 }

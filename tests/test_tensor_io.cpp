@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
 #include "emovlm/core/tensor_io.h"
 #include "test_util.h"
 
@@ -30,6 +31,20 @@ TEST(TensorIO, RoundTripDtypes) {
   }
   Checkpoint ck(dir / "t.safetensors");
   EXPECT_EQ(ck.metadata().at("stage"), "test");
+}
+
+TEST(TensorIO, InMemoryBytesAreTheFile) {
+  test::TempDir dir;
+  const NamedTensors ts = {{"b", torch::randn({3, 5})}, {"a", torch::arange(7, torch::kInt64)}, {"empty", torch::zeros({0, 4})}};
+  const std::map<std::string, std::string> meta = {{"format", "x"}, {"split", "train"}};
+  save_tensors(dir / "t.safetensors", ts, meta);
+  const std::string bytes = tensors_to_safetensors(ts, meta);
+  EXPECT_EQ(bytes, read_file(dir / "t.safetensors"));
+  EXPECT_NE(bytes, tensors_to_safetensors(ts, {{"format", "y"}, {"split", "train"}}));
+  EXPECT_EQ(tensors_to_safetensors({}, {}), read_file([&] {
+              save_tensors(dir / "none.safetensors", NamedTensors{});
+              return dir / "none.safetensors";
+            }()));
 }
 
 TEST(TensorIO, ZeroCopyFromMapping) {

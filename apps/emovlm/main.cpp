@@ -55,15 +55,18 @@ int main(int argc, char** argv) {
     // the process group; the others refuse rather than run N times into one output.
     if (!env.distributed()) return;
     std::string command;
-    for (const CLI::App* a = &app; !a->get_subcommands().empty();) {
-      a = a->get_subcommands().front();
-      command += (command.empty() ? "" : " ") + a->get_name();
+    const CLI::App* leaf = &app;
+    while (!leaf->get_subcommands().empty()) {
+      leaf = leaf->get_subcommands().front();
+      command += (command.empty() ? "" : " ") + leaf->get_name();
     }
-    static const std::set<std::string> parallel{"tune", "teacher train", "distill", "gate"};
-    if (!parallel.count(command))
+    static const std::set<std::string> parallel{"tune", "teacher train", "distill", "gate", "extract"};
+    static const std::set<std::string> parallel_on_data{"classify", "predict"};  // with --data
+    const bool on_data = parallel_on_data.count(command) && leaf->count("--data") > 0;
+    if (!parallel.count(command) && !on_data)
       throw emovlm::Error(emovlm::cat("emovlm ", command, " runs as one process; it was started as rank ", env.rank,
                                       " of ", env.world_size, " (", env.launcher, "). Data parallel: tune, teacher "
-                                      "train, distill, gate"));
+                                      "train, distill, gate, extract, classify --data, predict --data"));
     emovlm::dist::init(env, dist_options);
   });
   try {

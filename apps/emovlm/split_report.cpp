@@ -9,6 +9,7 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/progress.h"
+#include "emovlm/dist/process_group.h"
 #include "emovlm/pipeline/split_eval.h"
 
 namespace emovlm::cli {
@@ -63,7 +64,7 @@ void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& e
   Progress bar(cat("evaluate ", a.split), -1, "img");
   json report = evaluate([&](const json&) { bar.advance(); }, journal);
   bar.finish();
-  if (!a.out.empty()) {
+  if (!a.out.empty() && dist::is_main()) {  // data parallel: every rank has the report; rank 0 writes it
     write_file_atomic(a.out, split_report_for_file(report, a.out).dump(1) + "\n");
     std::remove(journal.c_str());
   }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Data-parallel training as users launch it, on the CPU with Gloo over loopback and tiny models:
+# Data parallelism as users launch it, on the CPU with Gloo over loopback and tiny models:
 #  - the README's "Many GPUs, many machines" block, line by line from a scratch folder with
 #    relative paths (its process count 8 becomes 2: two cores here);
 #  - 2 processes equal 1 process at the same global batch, for tune (LoRA), teacher train,
 #    distill and gate, within float rounding (the gradients are summed in another order);
 #  - torchrun's multi-machine (static) rendezvous and Slurm's variables give the same weights;
 #  - a run of 2 processes resumes on 1 and ends where an uninterrupted run of 1 ends;
+#  - extract, classify --data and predict --data on 2 processes write the files 1 process
+#    writes, byte for byte, and resume what 1 process left;
 #  - a rank that dies or hangs makes the other exit with a clear error, not wait forever;
 #  - a command that does not run data parallel refuses to run as one of several ranks.
 #
@@ -21,6 +23,7 @@ export EMOVLM_PROGRESS_SECONDS=600 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 command -v torchrun >/dev/null || { echo "FAIL: torchrun is missing (Debian: python3-torch; make test-deps)" >&2; exit 1; }
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/emovlm-dist-XXXXXX")
+export TMPDIR="$scratch"  # torchrun's log folders go with the scratch folder
 # Debian 12's torchrun (torch 1.13 under Python 3.11) fails before starting a worker; the same
 # torchrun with that bug worked around (README.md says so) stands in for it
 if ! torchrun --standalone --nproc_per_node 1 --no_python true >/dev/null 2>&1; then
@@ -107,11 +110,8 @@ with open("runs/inst.jsonl", "w") as f:
                                 "answer": "{'emotion': '%s'}" % r["label"]}) + "\n")
 EOF
 [ -s runs/inst.jsonl ] || fail "no instructions written"
-# the caches of stages 2 and 3, by one process
+# a teacher of one process for the comparisons below
 emovlm -q teacher train --data fi.jsonl --init vit-base-patch16-384 --out runs/teacher-1 --labels mikels8 --epochs 1 >/dev/null
-for s in train val; do
-  emovlm -q extract --vlm Qwen2-VL-7B-Instruct --teacher runs/teacher-1 --data fi.jsonl --labels mikels8 --split $s --out runs/cache/$s >/dev/null
-done
 
 # ---- the README's block, line by line (8 processes a machine become 2)
 mapfile -t lines < <(awk '/^## Many GPUs, many machines/{on=1} on && /^```sh/{inside=1; next} inside && /^```/{exit} inside{print}' "$readme")
@@ -119,15 +119,16 @@ mapfile -t lines < <(awk '/^## Many GPUs, many machines/{on=1} on && /^```sh/{in
 ran=0
 for line in "${lines[@]}"; do
   case "$line" in
-    torchrun\ --standalone*)
+    torchrun\ --standalone* | emovlm\ *)
       cmd=${line//--nproc_per_node 8/--nproc_per_node 2}
       echo "+ $cmd"
       bash -c "$cmd" > "$scratch/block.log" 2>&1 || { cat "$scratch/block.log" >&2; fail "the README's line failed: $line"; }
       ran=$((ran + 1)) ;;
   esac
 done
-[ "$ran" -ge 4 ] || fail "the README's block has $ran torchrun lines for one machine, expected tune, teacher train, distill and gate"
-for f in runs/adapter/adapter_model.safetensors runs/teacher/model.safetensors runs/distill/head.safetensors runs/gate/gate.safetensors; do
+[ "$ran" -ge 8 ] || fail "the README's block has $ran lines for one machine, expected tune, teacher train, extract (2), distill, gate, bundle, predict"
+for f in runs/adapter/adapter_model.safetensors runs/teacher/model.safetensors runs/cache/train/manifest.json runs/cache/val/manifest.json \
+  runs/distill/head.safetensors runs/gate/gate.safetensors runs/bundle-test.json; do
   [ -s "$f" ] || fail "the README's block did not write $f"
 done
 grep -q '^\[rank 1\] ' "$scratch/block.log" || fail "rank 1 does not prefix its log lines"
@@ -183,6 +184,68 @@ run2 distill "${long[@]}" --epochs 2 --out eq/long-resumed
 differ eq/long-1/head.safetensors eq/long-resumed/head.safetensors || fail "2 epochs already equal 5"
 run1 distill "${long[@]}" --epochs 5 --resume --out eq/long-resumed
 same_weights eq/long-1/head.safetensors eq/long-resumed/head.safetensors 1e-5 1e-4 || fail "2 processes then 1 differ from 1 throughout"
+
+# ---- inference: 2 processes write what 1 process writes
+same_files() {  # DIR-A DIR-B: the same file names with the same bytes
+  [ "$(cd "$1" && ls)" = "$(cd "$2" && ls)" ] || fail "$1 and $2 hold other files: $(ls "$1") / $(ls "$2")"
+  for f in "$1"/*; do cmp "$f" "$2/$(basename "$f")" || fail "$f differs from $2/$(basename "$f")"; done
+}
+# 7 shards of 5 images (the last one short): the ranks take turns, rank 0 writes them in order
+extract_flags=(--vlm Qwen2-VL-7B-Instruct --teacher runs/teacher-1 --data fi.jsonl --labels mikels8 --split train --shard-size 5 --dtype f32)
+run1 extract "${extract_flags[@]}" --out inf/one/cache
+run2 extract "${extract_flags[@]}" --out inf/two/cache
+[ "$(ls inf/one/cache | grep -c '^shard-')" -ge 5 ] || fail "extract wrote $(ls inf/one/cache) (expected several shards)"
+same_files inf/one/cache inf/two/cache
+# rank 0 refusing the folder (a cache of another shard size) stops rank 1 too, with rank 0's reason
+refuse=(--vlm Qwen2-VL-7B-Instruct --teacher runs/teacher-1 --data fi.jsonl --labels mikels8 --split train --shard-size 4 --dtype f32)
+! torchrun --standalone --nproc_per_node 2 --no_python emovlm -q extract "${refuse[@]}" --out inf/one/cache > "$scratch/refused.log" 2>&1 ||
+  fail "extract into a cache of other settings succeeded"
+grep -q "^\[rank 1\] emovlm: error: rank 0 stopped: .*shard size 5, now 4" "$scratch/refused.log" ||
+  { cat "$scratch/refused.log" >&2; fail "rank 1 does not stop with rank 0's reason"; }
+# a cache begun by 1 process (its first 2 shards) is finished by 2
+mkdir -p inf/resumed
+cp -r inf/one/cache inf/resumed/cache
+python3 - inf/resumed/cache <<'EOF'
+import json, os, sys
+path = os.path.join(sys.argv[1], "manifest.json")
+m = json.load(open(path))
+for s in m["shards"][2:]:
+    os.remove(os.path.join(sys.argv[1], s["file"]))
+m["shards"], m["complete"] = m["shards"][:2], False
+open(path, "w").write(json.dumps(m, indent=1) + "\n")
+EOF
+run2 extract "${extract_flags[@]}" --out inf/resumed/cache
+same_files inf/one/cache inf/resumed/cache
+emovlm -q bundle --vlm Qwen2-VL-7B-Instruct --adapter runs/adapter --distill eq/distill-1 --gate eq/gate-1 --out inf/bundle >/dev/null
+for n in one two; do
+  run=run1; [ $n = two ] && run=run2
+  $run classify --model Qwen2-VL-7B-Instruct --data fi.jsonl --labels mikels8 --split train --out inf/$n/classify.json
+  $run predict --bundle inf/bundle --data fi.jsonl --split train --out inf/$n/predict.json
+done
+cmp inf/one/classify.json inf/two/classify.json || fail "classify --data: 2 processes differ from 1"
+cmp inf/one/predict.json inf/two/predict.json || fail "predict --data: 2 processes differ from 1"
+[ ! -e inf/two/predict.json.partial.jsonl ] || fail "predict --data left its journal"
+# a journal that 1 process was writing (a copy taken after 3 results) is finished by 2
+emovlm -q predict --bundle inf/bundle --data fi.jsonl --split train --out inf/partial/predict.json > /dev/null &
+pids+=($!)
+journal=inf/partial/predict.json.partial.jsonl
+for _ in $(seq 3000); do
+  [ -f $journal ] && [ "$(wc -l < $journal 2>/dev/null || echo 0)" -ge 4 ] && { cp $journal "$scratch/snapshot" && break; }
+  sleep 0.01
+done
+wait "${pids[@]}" || fail "predict --data (1 process) failed"
+pids=()
+[ -s "$scratch/snapshot" ] || fail "predict --data never had 3 results in its journal"
+cp "$scratch/snapshot" inf/resumed/predict.json.partial.jsonl
+run2 predict --bundle inf/bundle --data fi.jsonl --split train --out inf/resumed/predict.json
+python3 - inf/one/predict.json inf/resumed/predict.json <<'EOF' || fail "predict --data resumed by 2 processes differs from 1 process"
+import json, sys
+one, resumed = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+if resumed["resumed"] < 3:
+    sys.exit(f"resumed {resumed['resumed']} results, expected at least 3")
+one["resumed"] = resumed["resumed"] = 0
+sys.exit(0 if one == resumed else "the reports differ")
+EOF
 
 # ---- faults: a rank that dies, a rank that hangs
 endless=(--cache runs/cache/train --min-steps 1000000 --batch-size 2 --hidden 32)

@@ -1,6 +1,6 @@
 // libFuzzer harness for the loaders that read files users download or copy around: a safetensors
 // file, a tokenizer.json, a Qwen2-VL config.json, an image (JPEG, PNG, GIF, BMP, WebP), a
-// dataset manifest (JSONL) and a stage-1 instruction file (JSONL). The first byte picks the loader, the rest is the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
+// dataset manifest (JSONL), a stage-1 instruction file (JSONL) and a feature cache's manifest.json. The first byte picks the loader, the rest is the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
 // any other exception escapes and libFuzzer reports it, as it does crashes, leaks and UB.
 #include <unistd.h>
 
@@ -13,6 +13,7 @@
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/data/cache_manifest.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/instruction_format.h"
 #include "emovlm/image/image.h"
@@ -41,7 +42,7 @@ void write_scratch(const uint8_t* data, size_t size) {
 
 void load(uint8_t which, const uint8_t* data, size_t size) {
   const std::string& path = scratch_path();
-  switch (which % 6) {
+  switch (which % 7) {
     case 0: {
       auto file = emovlm::SafeTensorsFile::open(path);
       for (const auto& t : file->tensors()) (void)t.nbytes;
@@ -67,6 +68,11 @@ void load(uint8_t which, const uint8_t* data, size_t size) {
     case 5:
       (void)emovlm::read_instructions(path);
       break;
+    case 6: {
+      const emovlm::CacheManifest m = emovlm::CacheManifest::parse(emovlm::read_json_file(path), path);
+      for (size_t k = 0; k < m.entries.size(); ++k) (void)m.entry_path(k, path);
+      break;
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seeds for tests/fuzz/fuzz_loaders.cpp: the first byte picks the loader (0 safetensors,
 1 tokenizer.json, 2 Qwen2-VL config.json, 3 an image, 4 a dataset manifest, 5 an instruction
-file), the rest is a small
+file, 6 a feature cache's manifest.json), the rest is a small
 valid file of that kind: made from the tiny reference model in tests/data/reference/qwen2vl_tiny,
 the small format fixtures in tests/data/formats, or written here. Run from the repository root:
     python3 tests/fuzz/make_loader_corpus.py
@@ -69,6 +69,23 @@ def instructions():
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
+def cache_manifest(**changes):
+    """A feature cache's manifest.json as extract writes it: three images, two shards (the second
+    generated answers), one unreadable image."""
+    m = {"format": "emovlm-feature-cache", "version": 2, "complete": True, "shard_size": 2,
+         "inputs": {"labels": ["awe", "fear"], "split": "train", "vlm": {"files": []}, "teacher": {"files": []},
+                    "adapter": None, "vlm_mode": "score"},
+         "entries": [{"path": "../data/train/awe/a.jpg", "label": 0, "bytes": 4004, "hash": "3434272afa6e5990"},
+                     {"path": "../data/train/fear/b.jpg", "label": 1, "bytes": 3785, "hash": "1e043dc5be7ae2dd"},
+                     {"path": "/abs/fear/c.jpg", "label": 1, "bytes": -1, "hash": ""}],
+         "shards": [{"file": "shard-00000.safetensors", "first": 0, "count": 2, "cached": 2, "failures": []},
+                    {"file": "shard-00001.safetensors", "first": 2, "count": 1, "cached": 0, "answers": [],
+                     "failures": [{"path": "/abs/fear/c.jpg", "error": "unreadable"}]}],
+         "parameters": {"vlm": 100, "teacher": 10, "teacher_arch": "vit"}}
+    m.update(changes)
+    return json.dumps(m).encode()
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     seeds = {
@@ -79,6 +96,10 @@ def main():
         "config_tiny": b"\2" + open(os.path.join(REF, "config.json"), "rb").read(),
         "manifest_small": b"\4" + manifest(),
         "instructions_small": b"\5" + instructions(),
+        "cache_manifest_small": b"\6" + cache_manifest(),
+        # numbers beyond int64 where the reader wants integers, and a shard file outside the folder
+        "cache_manifest_number_overflow": b"\6" + cache_manifest(version=19e99),
+        "cache_manifest_shard_outside": b"\6" + cache_manifest(shards=[{"file": "../x.safetensors", "cached": 1}]),
         # regressions: numbers out of the JSON library's range once escaped as its own exception
         "config_number_overflow": b"\2" + b'{"vocab_size": 1e999, "vision_config": {}}',
         # a double beyond int64 read as an integer (UBSan: undefined conversion in the JSON library)

@@ -264,8 +264,13 @@ uint64_t Checkpoint::total_bytes() const {
 
 // ------------------------------------------------------------------------------------ writing
 
-void save_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// The tensors in file order (by name) and the file's first bytes: the header's length (8 bytes,
+// little-endian) and the JSON header, padded so that the data section starts 8-byte aligned.
+std::pair<std::vector<const TensorView*>, std::string> safetensors_layout(const std::string& what,
+                                                                         const std::vector<TensorView>& tensors,
+                                                                         const std::map<std::string, std::string>& metadata) {
   std::vector<const TensorView*> order;
   for (const auto& t : tensors) order.push_back(&t);
   std::sort(order.begin(), order.end(), [](const TensorView* a, const TensorView* b) { return a->name < b->name; });
@@ -279,29 +284,41 @@ void save_safetensors(const std::string& path, const std::vector<TensorView>& te
   uint64_t offset = 0;
   for (size_t i = 0; i < order.size(); ++i) {
     const TensorView& t = *order[i];
-    if (t.name.empty() || t.name == "__metadata__") throw Error(cat(path, ": invalid tensor name '", t.name, "'"));
-    if (i > 0 && order[i - 1]->name == t.name) throw Error(cat(path, ": duplicate tensor name '", t.name, "'"));
+    if (t.name.empty() || t.name == "__metadata__") throw Error(cat(what, ": invalid tensor name '", t.name, "'"));
+    if (i > 0 && order[i - 1]->name == t.name) throw Error(cat(what, ": duplicate tensor name '", t.name, "'"));
     for (int64_t d : t.shape)
-      if (d < 0) throw Error(cat(path, ": tensor '", t.name, "' has a negative dimension ", shape_str(t.shape)));
+      if (d < 0) throw Error(cat(what, ": tensor '", t.name, "' has a negative dimension ", shape_str(t.shape)));
     size_t expected = static_cast<size_t>(t.numel()) * dtype_size(t.dtype);
     if (expected != t.nbytes)
-      throw Error(cat(path, ": tensor '", t.name, "' has shape ", shape_str(t.shape), " and dtype ",
+      throw Error(cat(what, ": tensor '", t.name, "' has shape ", shape_str(t.shape), " and dtype ",
                       dtype_name(t.dtype), " (", expected, " bytes) but ", t.nbytes, " bytes of data"));
     header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.nbytes}}};
     offset += t.nbytes;
   }
   std::string h = header.dump();
   while ((8 + h.size()) % 8 != 0) h.push_back(' ');  // align the data section to 8 bytes
-  uint8_t len[8];
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+  std::string head(8, '\0');
+  const uint64_t n = h.size();
+  for (int i = 0; i < 8; ++i) head[i] = static_cast<char>(static_cast<uint8_t>(n >> (8 * i)));
+  return {std::move(order), head + h};
+}
 
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const auto [order, head] = safetensors_layout(path, tensors, metadata);
   AtomicFile out(path);
-  out.write(len, 8);
-  out.write(h);
+  out.write(head);
   for (const TensorView* t : order)
     if (t->nbytes) out.write(t->data, t->nbytes);
   out.commit();
+}
+
+std::string safetensors_bytes(const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata) {
+  auto [order, bytes] = safetensors_layout("safetensors_bytes", tensors, metadata);
+  for (const TensorView* t : order) bytes.append(reinterpret_cast<const char*>(t->data), t->nbytes);
+  return bytes;
 }
 
 json checkpoint_identity(const std::string& path) {

@@ -97,5 +97,7 @@ nlohmann::json checkpoint_identity(const std::string& path);
 // Names must be unique; nbytes must equal numel * dtype size.
 void save_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+// The bytes save_safetensors would write, in memory (for small files sent between processes).
+std::string safetensors_bytes(const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace emovlm

@@ -62,12 +62,14 @@ std::map<std::string, torch::Tensor> load_tensors(const std::string& path) {
   return out;
 }
 
-void save_tensors(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
-  std::vector<torch::Tensor> keep;
+namespace {
+
+// Views onto CPU contiguous copies of the tensors (kept alive in `keep`).
+std::vector<TensorView> cpu_views(const std::string& what, const NamedTensors& tensors, std::vector<torch::Tensor>& keep) {
   std::vector<TensorView> views;
   keep.reserve(tensors.size());
   for (const auto& [name, t] : tensors) {
-    if (!t.defined()) throw Error(cat(path, ": tensor '", name, "' is undefined"));
+    if (!t.defined()) throw Error(cat(what, ": tensor '", name, "' is undefined"));
     torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
     keep.push_back(c);
     TensorView v;
@@ -78,7 +80,19 @@ void save_tensors(const std::string& path, const NamedTensors& tensors, const st
     v.nbytes = c.numel() * c.element_size();
     views.push_back(std::move(v));
   }
-  save_safetensors(path, views, metadata);
+  return views;
+}
+
+}  // namespace
+
+void save_tensors(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+  std::vector<torch::Tensor> keep;
+  save_safetensors(path, cpu_views(path, tensors, keep), metadata);
+}
+
+std::string tensors_to_safetensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+  std::vector<torch::Tensor> keep;
+  return safetensors_bytes(cpu_views("tensors_to_safetensors", tensors, keep), metadata);
 }
 
 void save_tensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors,

@@ -86,68 +86,50 @@ void check_shard(const std::string& shard, const std::map<std::string, torch::Te
   in_range("vlm_answer", -1);
 }
 
-FeatureCache read_cache(const std::string& dir, const std::string& mpath);
-
 }  // namespace
 
 FeatureCache FeatureCache::load(const std::string& dir) {
   const std::string mpath = (fs::path(dir) / "manifest.json").string();
-  try {
-    return read_cache(dir, mpath);
-  } catch (const json::exception& e) {  // a field of the wrong type or missing in the manifest
-    throw Error(cat(mpath, ": not a valid feature cache manifest (", e.what(), ")"));
-  }
-}
-
-namespace {
-
-// FeatureCache::load without the boundary that names the manifest in JSON errors.
-FeatureCache read_cache(const std::string& dir, const std::string& mpath) {
-  if (!file_exists(mpath)) throw Error(cat(dir, ": not a feature cache (no manifest.json)"));
+  const CacheManifest m = CacheManifest::read_dir(dir);
+  if (!m.complete)
+    throw Error(cat(dir, ": the extraction did not finish; run `emovlm extract` again with the same arguments to resume"));
   FeatureCache c;
   c.dir = dir;
-  c.manifest = read_json_file(mpath);
-  if (c.manifest.value("format", "") != "emovlm-feature-cache") throw Error(cat(mpath, ": not a feature cache manifest"));
-  const int version = c.manifest.value("version", 0);
-  if (version < 1 || version > kFeatureCacheVersion)
-    throw Error(cat(mpath, ": a feature cache of format version ", version, "; this build reads 1 to ", kFeatureCacheVersion));
-  if (!c.manifest.value("complete", false))
-    throw Error(cat(dir, ": the extraction did not finish; run `emovlm extract` again with the same arguments to resume"));
-  c.labels = c.manifest["inputs"]["labels"].get<std::vector<std::string>>();
+  c.manifest = m.raw;
+  c.labels = m.labels;
+  const std::string want = hex64(feature_cache_inputs_hash(m.inputs));
   std::vector<torch::Tensor> f, t, s, a, y;
-  for (const auto& sh : c.manifest["shards"]) {
-    if (sh["cached"].get<int64_t>() == 0) continue;
-    const std::string shard = (fs::path(dir) / sh["file"].get<std::string>()).string();
-    if (version >= 2) {  // a shard of another split or extraction (two writers, a copy gone wrong) is refused
+  for (const CacheManifest::Shard& sh : m.shards) {
+    if (sh.cached == 0) continue;
+    const std::string shard = (fs::path(dir) / sh.file).string();
+    if (m.version >= 2) {  // a shard of another split or extraction (two writers, a copy gone wrong) is refused
       const auto meta = Checkpoint(shard).metadata();
-      const std::string want = hex64(feature_cache_inputs_hash(c.manifest["inputs"]));
-      const std::string split = c.manifest["inputs"].value("split", "");
       auto field = [&](const char* k) { auto it = meta.find(k); return it == meta.end() ? std::string("(none)") : it->second; };
-      if (field("inputs") != want || field("split") != split)
+      if (field("inputs") != want || field("split") != m.split)
         throw Error(cat(shard, ": this shard belongs to another extraction (split ", field("split"), ", inputs ",
-                        field("inputs"), ") than the manifest's (split ", split, ", inputs ", want, ")"));
+                        field("inputs"), ") than the manifest's (split ", m.split, ", inputs ", want, ")"));
     }
     auto ts = load_tensors(shard);
     check_shard(shard, ts, static_cast<int64_t>(c.labels.size()));
+    const torch::Tensor idx = ts["index"];
+    if (idx.size(0) != sh.cached)
+      throw Error(cat(shard, ": holds ", idx.size(0), " images where ", mpath, " says ", sh.cached));
     f.push_back(ts["features"].to(torch::kFloat32));
     t.push_back(ts["teacher_logits"].to(torch::kFloat32));
     s.push_back(ts["vlm_scores"].to(torch::kFloat32));
     a.push_back(ts["vlm_answer"].clone());
-    if (sh.contains("answers")) {
-      if (!sh["answers"].is_array() || static_cast<int64_t>(sh["answers"].size()) != ts["index"].size(0))
-        throw Error(cat(mpath, ": shard ", sh["file"].get<std::string>(), " lists ", sh["answers"].size(),
-                        " answers for ", ts["index"].size(0), " cached images"));
-      for (const auto& text : sh["answers"]) c.vlm_text.push_back(text.get<std::string>());
+    if (sh.has_answers) {
+      if (static_cast<int64_t>(sh.answers.size()) != idx.size(0))
+        throw Error(cat(mpath, ": shard ", sh.file, " lists ", sh.answers.size(), " answers for ", idx.size(0),
+                        " cached images"));
+      c.vlm_text.insert(c.vlm_text.end(), sh.answers.begin(), sh.answers.end());
     }
     y.push_back(ts["labels"].clone());
-    auto idx = ts["index"];
-    const json& entries = c.manifest["entries"];
     for (int64_t i = 0; i < idx.size(0); ++i) {
       const int64_t k = idx[i].item<int64_t>();
-      if (k < 0 || k >= static_cast<int64_t>(entries.size()))
-        throw Error(cat(shard, ": index ", k, " outside the manifest's ", entries.size(), " entries"));
-      const std::string stored = entries[k]["path"].get<std::string>();
-      c.paths.push_back(version >= 2 ? resolve_stored_path(stored, mpath) : stored);
+      if (k < 0 || k >= static_cast<int64_t>(m.entries.size()))
+        throw Error(cat(shard, ": index ", k, " outside the manifest's ", m.entries.size(), " entries"));
+      c.paths.push_back(m.entry_path(static_cast<size_t>(k), mpath));
     }
   }
   if (f.empty()) throw Error(cat(dir, ": the cache holds no images"));
@@ -158,8 +140,6 @@ FeatureCache read_cache(const std::string& dir, const std::string& mpath) {
   c.targets = torch::cat(y);
   return c;
 }
-
-}  // namespace
 
 torch::Tensor FeatureCache::vlm_input(const std::string& kind) const {
   if (kind == "scores") return torch::softmax(vlm_scores, -1);
@@ -173,23 +153,14 @@ torch::Tensor FeatureCache::vlm_input(const std::string& kind) const {
 }
 
 std::vector<std::string> images_also_in(const std::string& dir, const std::string& other_dir) {
-  auto manifest = [](const std::string& d) {
-    const std::string m = (fs::path(d) / "manifest.json").string();
-    if (!file_exists(m)) throw Error(cat(d, ": not a feature cache (no manifest.json)"));
-    return read_json_file(m);
-  };
   std::set<std::string> other;
-  const json other_manifest = manifest(other_dir);  // (held: a range over a temporary's member would dangle)
-  for (const auto& e : other_manifest["entries"])
-    if (!e.value("hash", "").empty()) other.insert(e["hash"].get<std::string>());
-  std::vector<std::string> out;
-  const json m = manifest(dir);
+  for (const auto& e : CacheManifest::read_dir(other_dir).entries)
+    if (!e.hash.empty()) other.insert(e.hash);
+  const CacheManifest m = CacheManifest::read_dir(dir);
   const std::string mpath = (fs::path(dir) / "manifest.json").string();
-  for (const auto& e : m["entries"])
-    if (!e.value("hash", "").empty() && other.count(e["hash"].get<std::string>())) {
-      const std::string p = e["path"].get<std::string>();
-      out.push_back(m.value("version", 1) >= 2 ? resolve_stored_path(p, mpath) : p);
-    }
+  std::vector<std::string> out;
+  for (size_t k = 0; k < m.entries.size(); ++k)
+    if (!m.entries[k].hash.empty() && other.count(m.entries[k].hash)) out.push_back(m.entry_path(k, mpath));
   return out;
 }
 

@@ -12,11 +12,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/data/cache_manifest.h"
+
 namespace emovlm {
 
-// Format version 2: image paths stored relative to the cache folder, the models' parameter counts,
-// and each shard's split and inputs in its metadata. Version 1 caches are read, not resumed.
-constexpr int kFeatureCacheVersion = 2;
 
 // The manifest's "inputs" digest stored in every shard, and shard k's file name.
 uint64_t feature_cache_inputs_hash(const nlohmann::json& inputs);

@@ -350,6 +350,48 @@ void broadcast_bytes(std::string& bytes, int root) {
   bytes.assign(reinterpret_cast<const char*>(data[0].data_ptr<uint8_t>()), static_cast<size_t>(n));
 }
 
+std::vector<std::string> all_gather_bytes(const std::string& mine) {
+  if (!active()) return {mine};
+  const int w = world_size();
+  std::vector<at::Tensor> sizes{torch::zeros({w}, torch::kInt64)};  // [world]
+  sizes[0][rank()] = static_cast<int64_t>(mine.size());
+  all_reduce_sum(sizes);
+  const at::Tensor counts = sizes[0].cpu();
+  const int64_t longest = counts.max().item<int64_t>();
+  // every rank sends `longest` bytes (its own, zero-padded); each keeps the true lengths
+  at::Tensor padded = torch::zeros({std::max<int64_t>(longest, 1)}, torch::kUInt8);
+  if (!mine.empty()) std::memcpy(padded.data_ptr<uint8_t>(), mine.data(), mine.size());
+  std::vector<at::Tensor> gathered;
+  collective("all-gather", [&] {
+    std::vector<at::Tensor> in{to_backend_device(padded)};
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (int r = 0; r < w; ++r) out[0].push_back(torch::empty_like(in[0]));
+    state().group->allgather(out, in)->wait();
+    for (auto& t : out[0]) gathered.push_back(t.cpu());
+  });
+  std::vector<std::string> all;
+  for (int r = 0; r < w; ++r)
+    all.emplace_back(reinterpret_cast<const char*>(gathered[r].data_ptr<uint8_t>()), static_cast<size_t>(counts[r].item<int64_t>()));
+  return all;
+}
+
+std::string from_main(const std::function<std::string()>& fn) {
+  if (!active()) return fn();
+  std::string message;
+  if (is_main()) {
+    try {
+      message = "1" + fn();
+    } catch (const std::exception& e) {
+      message = std::string("0") + e.what();
+      broadcast_bytes(message);
+      throw;
+    }
+  }
+  broadcast_bytes(message);
+  if (message.empty() || message[0] != '1') throw Error(cat("rank 0 stopped: ", message.empty() ? "" : message.substr(1)));
+  return message.substr(1);
+}
+
 void barrier() {
   if (!active()) return;
   collective("barrier", [&] { state().group->barrier()->wait(); });

@@ -69,6 +69,12 @@ void all_reduce_sum(std::vector<at::Tensor>& tensors);
 void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
 // Root's bytes to every rank (any length).
 void broadcast_bytes(std::string& bytes, int root = 0);
+// Every rank's bytes (any length, one string a rank) to every rank, in rank order.
+std::vector<std::string> all_gather_bytes(const std::string& mine);
+// Runs `fn` on rank 0 and gives its result to every rank. An exception on rank 0 is rethrown
+// there and stops the others with an Error quoting it (they do not wait for a result that will
+// never come). One process: fn().
+std::string from_main(const std::function<std::string()>& fn);
 void barrier();
 
 // The rows [begin, end) of a global batch of n rows that this rank computes: contiguous

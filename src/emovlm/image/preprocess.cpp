@@ -62,7 +62,7 @@ Qwen2VLImageConfig Qwen2VLImageConfig::from_json(const json& j, const std::strin
   c.image_mean = read_triple(j, "image_mean", c.image_mean, where);
   c.image_std = read_triple(j, "image_std", c.image_std, where);
   c.rescale_factor = json_optional<double>(j, "rescale_factor", c.rescale_factor, where);
-  if (j.contains("resample") && !j["resample"].is_null()) c.resample = filter_from_pil(j["resample"].get<int>());
+  if (j.contains("resample") && !j["resample"].is_null()) c.resample = filter_from_pil(json_required<int>(j, "resample", where));
   c.validate();
   return c;
 }
@@ -143,8 +143,8 @@ VitImageConfig VitImageConfig::from_json(const json& j, const std::string& where
   VitImageConfig c;
   if (j.contains("size")) {
     const json& s = j["size"];
-    if (s.is_number_integer()) {
-      c.image_size = s.get<int>();
+    if (s.is_number()) {
+      c.image_size = json_required<int>(j, "size", where);
     } else if (s.is_object()) {
       int h = json_optional<int>(s, "height", json_optional<int>(s, "shortest_edge", c.image_size, where), where);
       int w = json_optional<int>(s, "width", h, where);
@@ -154,7 +154,7 @@ VitImageConfig VitImageConfig::from_json(const json& j, const std::string& where
   }
   c.image_mean = read_triple(j, "image_mean", c.image_mean, where);
   c.image_std = read_triple(j, "image_std", c.image_std, where);
-  if (j.contains("resample") && !j["resample"].is_null()) c.resample = filter_from_pil(j["resample"].get<int>());
+  if (j.contains("resample") && !j["resample"].is_null()) c.resample = filter_from_pil(json_required<int>(j, "resample", where));
   c.validate();
   return c;
 }

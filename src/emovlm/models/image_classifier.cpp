@@ -145,7 +145,7 @@ json TimmConfig::to_json(int64_t num_features) const {
 json read_timm_config_json(const std::string& dir, int64_t num_labels) {
   const std::string cpath = (fs::path(dir) / "config.json").string();
   json j = read_json_file(cpath);
-  if (j.value("num_classes", 1000) == 0) {  // a backbone without a classifier: built with the labels asked for
+  if (json_optional<int64_t>(j, "num_classes", 1000, cpath) == 0) {  // a backbone without a classifier: built with the labels asked for
     if (num_labels <= 0) throw Error(cat(cpath, ": the checkpoint has no classifier (num_classes 0); give the labels"));
     j["num_classes"] = num_labels;
   }

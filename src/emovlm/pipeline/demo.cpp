@@ -115,7 +115,7 @@ json run_demo(const DemoOptions& o) {
   Tokenizer tok = Tokenizer::from_dir(vlm_init);
   write_file_atomic(vlm_init + "/tokenizer_config.json",
                     json({{"tokenizer_class", "Qwen2Tokenizer"}, {"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}}).dump(1));
-  // the VLM sees 56x56 pixels (4 visual tokens): colour survives, fine shapes do not
+  // the VLM sees the 128x96 images at 56x28 pixels (2 visual tokens): colour survives, fine shapes do not
   write_file_atomic(vlm_init + "/preprocessor_config.json",
                     json({{"min_pixels", 3136}, {"max_pixels", 3136}, {"patch_size", 14}, {"temporal_patch_size", 2},
                           {"merge_size", 2}, {"resample", 3}, {"image_processor_type", "Qwen2VLImageProcessor"}})
@@ -266,6 +266,14 @@ json run_demo(const DemoOptions& o) {
   }
   md += markdown_table({"pair", "", "", "", ""}, crow);
   md += "\n## The gate\n" + gain_markdown(report);
+  {
+    const json& c = report["complementarity"]["vlm_vs_head"];
+    md += cat("\nA gate can only gain where its inputs disagree: here the VLM is right where the head is wrong on ",
+              c["only_vlm"].get<int64_t>(), " of ", m["emovlm_kd"]["n"].get<int64_t>(),
+              " test images. The tiny VLM, trained from scratch, learns what a visual token holds (colours, the "
+              "frame's shade) but not to compare its visual tokens, which is all it reads that the head does not; "
+              "README.md (\"The demo\") gives the figures of a dataset built for that and why it does not help.\n");
+  }
   md += "\nThe confusion matrices, per-class F1 with intervals, the complementarity chart and the training curves: "
         "[eval/report.html](eval/report.html).\n";
   md += "\n## Predictions\n\n";

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <set>
 
 #include "emovlm/core/error.h"
@@ -16,6 +17,7 @@
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/loader.h"
+#include "emovlm/dist/process_group.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/models/image_classifier.h"
@@ -38,46 +40,9 @@ struct Decoded {
   std::string error;
 };
 
-}  // namespace
 
-json extract_features(const ExtractOptions& o) {
-  if (o.vlm_mode != "score" && o.vlm_mode != "generate")
-    throw Error(cat("--vlm-mode must be score or generate, not '", o.vlm_mode, "'"));
-  if (o.teacher_dtype != "f32" && o.teacher_dtype != "bf16")
-    throw Error(cat("--teacher-dtype must be f32 or bf16, not '", o.teacher_dtype, "'"));
-  if (o.vlm_batch < 1 || o.teacher_batch < 1 || o.shard_size < 1)
-    throw Error(cat("--vlm-batch, --teacher-batch and --shard-size must be at least 1 (", o.vlm_batch, ", ",
-                    o.teacher_batch, ", ", o.shard_size, ")"));
-  Dataset d = load_dataset(o.data, o.dataset);
-  const std::vector<Sample>& samples = d.split(o.split);
-  const std::vector<std::string> teacher_classes = read_classes(o.teacher);
-  if (teacher_classes != d.labels.labels)
-    throw Error(cat(o.teacher, ": the teacher's classes differ from the dataset's (", d.labels.labels.size(), " labels)"));
-  OutputLock lock(o.out, OutputLock::Kind::Directory);
-  const std::string mpath = (fs::path(o.out) / "manifest.json").string();
-
-  // Everything the cached values depend on; a resumed or reused cache must match it exactly.
-  Qwen2VLImageConfig qcfg = Qwen2VLImageConfig::from_dir(o.vlm);
-  const VitImageConfig vcfg = classifier_image_config(o.teacher);
-  json entries = json::array();
-  std::vector<std::string> missing;
-  {
-    Progress bar("hashing images", static_cast<int64_t>(samples.size()), "img");
-    for (const auto& s : samples) {
-      std::string hash;
-      int64_t bytes = -1;
-      try {
-        MappedFile m(s.path);  // refuses FIFOs and devices without waiting on them
-        bytes = static_cast<int64_t>(m.size());
-        hash = hex64(fnv1a64(m.data(), m.size()));
-      } catch (const Error& e) {
-        missing.push_back(e.what());
-      }
-      entries.push_back({{"path", store_path(s.path, mpath)}, {"label", s.label}, {"bytes", bytes}, {"hash", hash}});
-      bar.advance();
-    }
-  }
-  check_readable(cat("the ", o.split, " split"), o.data, samples.size(), missing);
+// Everything the cached values depend on; a resumed or reused cache must match it exactly.
+json cache_inputs(const ExtractOptions& o, const Dataset& d, const Qwen2VLImageConfig& qcfg, const VitImageConfig& vcfg) {
   json inputs = {{"vlm", checkpoint_identity(o.vlm)},
                  {"teacher", checkpoint_identity(o.teacher)},
                  {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
@@ -97,46 +62,100 @@ json extract_features(const ExtractOptions& o) {
                             {"seeding", "per image"}};
     if (o.cuda_graph) inputs["generation"]["cuda_graph"] = true;  // graphs sum in another order
   }
+  return inputs;
+}
 
-  json manifest = {{"format", "emovlm-feature-cache"}, {"version", kFeatureCacheVersion}, {"inputs", inputs},
-                   {"entries", entries}, {"shard_size", o.shard_size}, {"shards", json::array()}, {"complete", false}};
-  if (file_exists(mpath)) {
-    json old = read_json_file(mpath);
-    if (old.value("version", 0) != kFeatureCacheVersion)
-      throw Error(cat(o.out, ": a cache of format version ", old.value("version", 0), " (this build writes ",
-                      kFeatureCacheVersion, "); remove it or choose another --out"));
-    const std::string d_in = json_first_difference(old.value("inputs", json()), inputs);
-    if (!d_in.empty())
-      throw Error(cat(o.out, ": this cache was made from other models, data or settings (inputs", d_in,
-                      "); refusing to reuse it (remove the directory or choose another --out)"));
-    // the same images (by content and label, in order) wherever they are now: their paths are updated
-    json old_content = json::array(), content = json::array();
-    for (const auto& e : old.value("entries", json::array())) old_content.push_back({e.value("label", -1), e.value("hash", "")});
-    for (const auto& e : entries) content.push_back({e["label"], e["hash"]});
-    const std::string d_img = json_first_difference(old_content, content);
-    if (!d_img.empty() || old.value("shard_size", 0) != o.shard_size)
-      throw Error(cat(o.out, ": the images of the split changed since this cache was made (",
-                      d_img.empty() ? cat("shard size ", old.value("shard_size", 0), ", now ", o.shard_size)
-                                    : cat("[label, content hash] at ", d_img),
-                      "); refusing to reuse it"));
-    manifest = old;
-    if (manifest["entries"] != entries) {
-      manifest["entries"] = entries;
-      write_file_atomic(mpath, manifest.dump(1) + "\n");
+// The manifest to continue from: a new one over the split's images (hashed now), or the one in
+// OUT when it was made from the same inputs and images (their paths updated); otherwise an Error.
+json open_manifest(const ExtractOptions& o, const std::vector<Sample>& samples, const std::string& mpath, const json& inputs) {
+  json entries = json::array();
+  std::vector<std::string> missing;
+  {
+    Progress bar("hashing images", static_cast<int64_t>(samples.size()), "img");
+    for (const auto& s : samples) {
+      std::string hash;
+      int64_t bytes = -1;
+      try {
+        MappedFile m(s.path);  // refuses FIFOs and devices without waiting on them
+        bytes = static_cast<int64_t>(m.size());
+        hash = hex64(fnv1a64(m.data(), m.size()));
+      } catch (const Error& e) {
+        missing.push_back(e.what());
+      }
+      entries.push_back({{"path", store_path(s.path, mpath)}, {"label", s.label}, {"bytes", bytes}, {"hash", hash}});
+      bar.advance();
     }
   }
+  check_readable(cat("the ", o.split, " split"), o.data, samples.size(), missing);
+  json manifest = {{"format", "emovlm-feature-cache"}, {"version", kFeatureCacheVersion}, {"inputs", inputs},
+                   {"entries", entries}, {"shard_size", o.shard_size}, {"shards", json::array()}, {"complete", false}};
+  if (!file_exists(mpath)) return manifest;
+  const CacheManifest old = CacheManifest::parse(read_json_file(mpath), mpath);
+  if (old.version != kFeatureCacheVersion)
+    throw Error(cat(o.out, ": a cache of format version ", old.version, " (this build writes ", kFeatureCacheVersion,
+                    "); remove it or choose another --out"));
+  const std::string d_in = json_first_difference(old.inputs, inputs);
+  if (!d_in.empty())
+    throw Error(cat(o.out, ": this cache was made from other models, data or settings (inputs", d_in,
+                    "); refusing to reuse it (remove the directory or choose another --out)"));
+  // the same images (by content and label, in order) wherever they are now: their paths are updated
+  json old_content = json::array(), content = json::array();
+  for (const auto& e : old.entries) old_content.push_back({e.label, e.hash});
+  for (const auto& e : entries) content.push_back({e["label"], e["hash"]});
+  const std::string d_img = json_first_difference(old_content, content);
+  const int64_t old_shard_size = json_optional<int64_t>(old.raw, "shard_size", 0, mpath);
+  if (!d_img.empty() || old_shard_size != o.shard_size)
+    throw Error(cat(o.out, ": the images of the split changed since this cache was made (",
+                    d_img.empty() ? cat("shard size ", old_shard_size, ", now ", o.shard_size)
+                                  : cat("[label, content hash] at ", d_img),
+                    "); refusing to reuse it"));
+  json resumed = old.raw;
+  if (resumed["entries"] != entries) {
+    resumed["entries"] = entries;
+    write_file_atomic(mpath, resumed.dump(1) + "\n");
+  }
+  return resumed;
+}
+
+}  // namespace
+
+json extract_features(const ExtractOptions& o) {
+  if (o.vlm_mode != "score" && o.vlm_mode != "generate")
+    throw Error(cat("--vlm-mode must be score or generate, not '", o.vlm_mode, "'"));
+  if (o.teacher_dtype != "f32" && o.teacher_dtype != "bf16")
+    throw Error(cat("--teacher-dtype must be f32 or bf16, not '", o.teacher_dtype, "'"));
+  if (o.vlm_batch < 1 || o.teacher_batch < 1 || o.shard_size < 1)
+    throw Error(cat("--vlm-batch, --teacher-batch and --shard-size must be at least 1 (", o.vlm_batch, ", ",
+                    o.teacher_batch, ", ", o.shard_size, ")"));
+  Dataset d = load_dataset(o.data, o.dataset);
+  const std::vector<Sample>& samples = d.split(o.split);
+  const std::vector<std::string> teacher_classes = read_classes(o.teacher);
+  if (teacher_classes != d.labels.labels)
+    throw Error(cat(o.teacher, ": the teacher's classes differ from the dataset's (", d.labels.labels.size(), " labels)"));
+  const std::string mpath = (fs::path(o.out) / "manifest.json").string();
+  Qwen2VLImageConfig qcfg = Qwen2VLImageConfig::from_dir(o.vlm);
+  const VitImageConfig vcfg = classifier_image_config(o.teacher);
+  const json inputs = cache_inputs(o, d, qcfg, vcfg);
+
+  // Data parallel (torchrun, Slurm): rank 0 owns the cache folder (lock, manifest, shard files);
+  // the ranks compute shards k, k+1, ... in turn and send them to rank 0, which writes them in
+  // order, so the cache is the one a single process writes, byte for byte.
+  std::unique_ptr<OutputLock> lock;
   const size_t n_shards = (samples.size() + o.shard_size - 1) / o.shard_size;
   // the policy for unreadable images over the whole split (shards of an earlier run included)
-  auto check_cached = [&] {
+  auto check_cached = [&](const json& manifest) {
     std::vector<std::string> errors;
     for (const auto& sh : manifest["shards"])
       for (const auto& f : sh["failures"]) errors.push_back(f.value("error", f.value("path", "")));
     if (manifest["shards"].size() == n_shards) check_readable(cat("the ", o.split, " split"), o.data, samples.size(), errors);
   };
-  if (manifest["shards"].size() >= n_shards) {
-    check_cached();
-    return manifest;
-  }
+  json manifest = json::parse(dist::from_main([&] {
+    lock = std::make_unique<OutputLock>(o.out, OutputLock::Kind::Directory);
+    json m = open_manifest(o, samples, mpath, inputs);
+    if (m["shards"].size() >= n_shards) check_cached(m);
+    return m.dump();
+  }));
+  if (manifest["shards"].size() >= n_shards) return manifest;
 
   const torch::Device device = parse_device(o.device);
   const torch::ScalarType dtype = parse_dtype(o.dtype);
@@ -157,7 +176,9 @@ json extract_features(const ExtractOptions& o) {
   torch::NoGradGuard ng;
   Progress bar(cat("extract ", o.split), static_cast<int64_t>(samples.size()), "img");
   bar.advance(static_cast<int64_t>(manifest["shards"].size() * o.shard_size));
-  for (size_t k = manifest["shards"].size(); k < n_shards; ++k) {
+  const bool per_image_progress = !dist::active();  // else rank 0 counts the shards it receives
+  // Shard k's manifest entry (one JSON line) followed by the bytes of its file.
+  auto compute_shard = [&](size_t k) -> std::string {
     const size_t begin = k * o.shard_size, end = std::min(samples.size(), begin + o.shard_size);
     OrderedPrefetcher<Decoded> decoded(
         end - begin,
@@ -216,7 +237,7 @@ json extract_features(const ExtractOptions& o) {
         targets.push_back(samples[i].label);
         index.push_back(static_cast<int64_t>(i));
       }
-      bar.advance(static_cast<int64_t>(group.size()));
+      if (per_image_progress) bar.advance(static_cast<int64_t>(group.size()));
       group.clear();
       group_index.clear();
       group_seed.clear();
@@ -226,7 +247,7 @@ json extract_features(const ExtractOptions& o) {
       decoded.next(dec);
       if (!dec.error.empty()) {
         failures.push_back({{"path", store_path(samples[i].path, mpath)}, {"error", dec.error}});
-        bar.advance();
+        if (per_image_progress) bar.advance();
         continue;
       }
       group.push_back(std::move(dec.vlm));
@@ -238,7 +259,6 @@ json extract_features(const ExtractOptions& o) {
     }
     flush_vlm();
     flush_teacher();
-    const std::string file = feature_cache_shard_name(k);
     NamedTensors ts;
     if (!feats.empty()) {
       ts = {{"features", torch::stack(feats)},
@@ -248,16 +268,32 @@ json extract_features(const ExtractOptions& o) {
             {"labels", torch::tensor(targets, torch::kInt64)},
             {"index", torch::tensor(index, torch::kInt64)}};
     }
-    // each shard names the split and inputs it belongs to: the reader checks them against the manifest
-    save_tensors((fs::path(o.out) / file).string(), ts,
-                 {{"format", "emovlm-feature-cache"}, {"split", o.split}, {"inputs", hex64(feature_cache_inputs_hash(inputs))}});
+    const std::string file = feature_cache_shard_name(k);
     json shard = {{"file", file}, {"first", begin}, {"count", end - begin}, {"cached", feats.size()}, {"failures", failures}};
     if (o.vlm_mode == "generate") shard["answers"] = std::move(texts);
-    manifest["shards"].push_back(std::move(shard));
-    manifest["complete"] = manifest["shards"].size() == n_shards;
-    write_file_atomic(mpath, manifest.dump(1) + "\n");
+    // each shard names the split and inputs it belongs to: the reader checks them against the manifest
+    return shard.dump() + "\n" +
+           tensors_to_safetensors(ts, {{"format", "emovlm-feature-cache"}, {"split", o.split},
+                                       {"inputs", hex64(feature_cache_inputs_hash(inputs))}});
+  };
+  for (size_t next = manifest["shards"].size(); next < n_shards; next += static_cast<size_t>(dist::world_size())) {
+    const size_t k = next + static_cast<size_t>(dist::rank());
+    const std::vector<std::string> computed = dist::all_gather_bytes(k < n_shards ? compute_shard(k) : std::string());
+    if (!dist::is_main()) continue;
+    for (size_t r = 0; r < computed.size() && next + r < n_shards; ++r) {
+      const size_t nl = computed[r].find('\n');
+      json shard = json::parse(computed[r].substr(0, nl));
+      write_file_atomic((fs::path(o.out) / shard["file"].get<std::string>()).string(), computed[r].substr(nl + 1));
+      if (!per_image_progress) bar.advance(shard["count"].get<int64_t>());
+      manifest["shards"].push_back(std::move(shard));
+      manifest["complete"] = manifest["shards"].size() == n_shards;
+      write_file_atomic(mpath, manifest.dump(1) + "\n");
+    }
   }
-  check_cached();
+  dist::from_main([&] {
+    check_cached(manifest);
+    return std::string();
+  });
   return manifest;
 }
 

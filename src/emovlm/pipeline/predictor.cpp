@@ -110,14 +110,14 @@ Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std
   if (s_->bundle.contains("vlm_identity"))
     check_same_vlm(s_->bundle["vlm_identity"], cat("the bundle ", dir), vlm_identity(vdir, adapter),
                    cat("the VLM ", vdir, adapter.empty() ? "" : cat(" with the adapter ", adapter)));
-  const std::string dt = s_->bundle.value("dtype", "bf16");
+  const std::string dt = json_optional<std::string>(s_->bundle, "dtype", "bf16", bpath);
   torch::ScalarType dtype = parse_dtype(dt, bpath + ": dtype");
   torch::Device dev = parse_device(device);
   s_->vlm = load_vlm(vdir, adapter, dtype, dev);
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));
-  s_->head = load_distill_head((fs::path(dir) / s_->bundle.value("head", "head.safetensors")).string());
-  s_->gate = load_gate((fs::path(dir) / s_->bundle.value("gate", "gate.safetensors")).string());
-  s_->cap = s_->bundle.value("cap_long_side", 1024);
+  s_->head = load_distill_head((fs::path(dir) / json_optional<std::string>(s_->bundle, "head", "head.safetensors", bpath)).string());
+  s_->gate = load_gate((fs::path(dir) / json_optional<std::string>(s_->bundle, "gate", "gate.safetensors", bpath)).string());
+  s_->cap = json_optional<int>(s_->bundle, "cap_long_side", 1024, bpath);
   s_->query = categorical_query(s_->proc->tokenizer(), s_->labels);
 }
 

@@ -12,6 +12,7 @@
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/output_lock.h"
 #include "emovlm/core/paths.h"
+#include "emovlm/dist/process_group.h"
 
 namespace emovlm {
 
@@ -63,38 +64,75 @@ SplitRun run_split(const std::string& data, const std::string& split, DatasetOpt
   r.labels = ds.labels;
   r.samples = ds.split(split);
   const std::vector<std::string>& L = r.labels.labels;
+  // Data parallel (torchrun, Slurm): rank 0 owns the journal and decides what remains; the ranks
+  // label consecutive chunks of it in turn and every rank receives every result, in order.
   std::unique_ptr<OutputLock> lock;
-  if (!journal.empty()) lock = std::make_unique<OutputLock>(journal, OutputLock::Kind::File);
-
-  std::map<std::string, json> done = journal.empty() ? std::map<std::string, json>() : read_journal(journal, settings);
+  std::map<std::string, json> done;
   std::ofstream log;
-  if (!journal.empty()) {
-    const bool fresh = !file_exists(journal) || fs::file_size(journal) == 0;
-    log.open(journal, std::ios::app);
-    if (!log) throw Error(cat(journal, ": cannot open for appending"));
-    if (fresh) log << settings.dump() << '\n' << std::flush;
-  }
-  std::vector<std::string> keys, todo;
-  std::vector<int> todo_label;
-  for (const Sample& s : r.samples) {
-    keys.push_back(path_identity(s.path));
-    if (!done.count(keys.back())) todo.push_back(s.path), todo_label.push_back(s.label);
+  std::vector<std::string> keys;
+  for (const Sample& s : r.samples) keys.push_back(path_identity(s.path));
+  const json todo_index = json::parse(dist::from_main([&] {
+    if (!journal.empty()) {
+      lock = std::make_unique<OutputLock>(journal, OutputLock::Kind::File);
+      done = read_journal(journal, settings);
+      const bool fresh = !file_exists(journal) || fs::file_size(journal) == 0;
+      log.open(journal, std::ios::app);
+      if (!log) throw Error(cat(journal, ": cannot open for appending"));
+      if (fresh) log << settings.dump() << '\n' << std::flush;
+    }
+    // what remains (sample indices), and the journal's rows for the ranks that have no journal
+    json todo = json::array(), resumed = json::array();
+    for (size_t i = 0; i < r.samples.size(); ++i) {
+      auto it = done.find(keys[i]);
+      if (it == done.end())
+        todo.push_back(i);
+      else if (dist::active())
+        resumed.push_back({i, it->second});
+    }
+    return json({{"todo", todo}, {"resumed", resumed}}).dump();
+  }));
+  if (!dist::is_main())
+    for (const auto& e : todo_index["resumed"]) done[keys[e[0].get<size_t>()]] = e[1];
+  std::vector<size_t> todo_sample;
+  std::vector<std::string> todo;
+  for (const auto& i : todo_index["todo"]) {
+    todo_sample.push_back(i.get<size_t>());
+    todo.push_back(r.samples[todo_sample.back()].path);
   }
   r.resumed = static_cast<int64_t>(r.samples.size() - todo.size());
   size_t k = 0;
-  run(todo, [&](const json& result) {
+  auto record = [&](const json& result) {
     if (k >= todo.size()) throw Error("run_split: the model gave more results than there were images");
+    const Sample& sample = r.samples[todo_sample[k++]];
     json row = result;
-    row["truth"] = L[todo_label[k++]];
+    row["image"] = sample.path;  // this process's spelling (a result may come from another machine)
+    row["truth"] = L[sample.label];
     if (log.is_open()) {
       json stored = row;
-      stored["image"] = store_path(row.at("image").get<std::string>(), journal);
+      stored["image"] = store_path(sample.path, journal);
       log << stored.dump() << '\n' << std::flush;
       if (!log) throw Error(cat(journal, ": write failed"));
     }
-    done[path_identity(row.at("image").get<std::string>())] = row;
+    done[path_identity(sample.path)] = row;
     if (on_result) on_result(row);
-  });
+  };
+  if (!dist::active()) {
+    run(todo, record);
+  } else {
+    constexpr size_t kChunk = 16;  // images a rank labels between two exchanges
+    const size_t world = static_cast<size_t>(dist::world_size()), me = static_cast<size_t>(dist::rank());
+    for (size_t round = 0; round < todo.size(); round += kChunk * world) {
+      const size_t begin = std::min(todo.size(), round + me * kChunk), end = std::min(todo.size(), begin + kChunk);
+      json mine = json::array();
+      if (begin < end)
+        run(std::vector<std::string>(todo.begin() + static_cast<std::ptrdiff_t>(begin), todo.begin() + static_cast<std::ptrdiff_t>(end)),
+            [&](const json& result) { mine.push_back(result); });
+      if (mine.size() != end - begin)
+        throw Error(cat("run_split: the model gave ", mine.size(), " results for ", end - begin, " images"));
+      for (const std::string& part : dist::all_gather_bytes(mine.dump()))
+        for (const auto& result : json::parse(part)) record(result);
+    }
+  }
   std::vector<std::string> unreadable;
   for (size_t i = 0; i < r.samples.size(); ++i) {
     auto it = done.find(keys[i]);

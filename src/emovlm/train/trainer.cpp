@@ -425,7 +425,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     std::string line;
     while (std::getline(in, line)) {
       json j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.is_object() && j.value("epoch", int64_t{0}) <= pos.epoch) metric_lines += line + "\n";
+      if (!j.is_discarded() && j.is_object() && json_optional<int64_t>(j, "epoch", 0, res.metrics_path) <= pos.epoch)
+        metric_lines += line + "\n";
     }
   }
 
