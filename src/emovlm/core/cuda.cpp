@@ -10,6 +10,7 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -87,6 +88,8 @@ double cuda_peak_allocated_gib(int index) {
   return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0 * 1024.0);  // [0]: all pools
 }
 
+void use_cuda_device(int index) { c10::cuda::set_device(static_cast<c10::DeviceIndex>(index)); }
+
 void reset_cuda_peak(int index) {
   if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(index));
 }
@@ -109,6 +112,7 @@ void CudaGraph::replay() { throw Error("CUDA graphs: not available in this build
 
 double cuda_peak_allocated_gib(int) { return -1; }
 void reset_cuda_peak(int) {}
+void use_cuda_device(int) {}
 
 #endif
 

@@ -49,4 +49,8 @@ class CudaGraph {
 double cuda_peak_allocated_gib(int index = 0);
 void reset_cuda_peak(int index = 0);
 
+// Makes CUDA device `index` the current one: what "cuda" without an index (and --device auto)
+// then means in this process. Nothing without CUDA.
+void use_cuda_device(int index);
+
 }  // namespace emovlm

@@ -22,6 +22,7 @@
 #include <memory>
 #include <unistd.h>
 
+#include "emovlm/core/cuda.h"
 #include "emovlm/core/error.h"
 #include "emovlm/core/progress.h"
 #include "emovlm/core/torch_compat.h"
@@ -201,6 +202,10 @@ void init(const LaunchEnv& env, const Options& options) {
     if (!std::freopen("/dev/null", "w", stdout)) throw Error(cat("rank ", env.rank, ": cannot silence stdout"));
   }
 
+  // one process per GPU: "cuda" and --device auto mean this process's GPU (its local rank, modulo
+  // the machine's GPUs), whichever backend carries the collectives
+  if (torch::cuda::is_available()) use_cuda_device(env.local_rank % static_cast<int>(torch::cuda::device_count()));
+
   bool use_nccl = options.backend == "nccl";
 #ifdef EMOVLM_WITH_NCCL
   if (options.backend == "auto") use_nccl = torch::cuda::is_available();
@@ -228,7 +233,8 @@ void init(const LaunchEnv& env, const Options& options) {
   try {
 #ifdef EMOVLM_WITH_NCCL
     if (use_nccl) {
-      c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank));
+      // (also here: a build with -DEMOVLM_CUDA_GRAPHS=OFF compiles use_cuda_device without CUDA)
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank % static_cast<int>(torch::cuda::device_count())));
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = options.timeout;
       s.group = c10::make_intrusive<c10d::ProcessGroupNCCL>(s.store, env.rank, env.world_size, o);
