@@ -3,14 +3,17 @@
 // its share of the B sequences (forward + backward), the LoRA gradients are summed over the
 // processes (dist::all_reduce_sum, as `tune` does), then AdamW. Run it as one process and under
 // torchrun with N at the same B:
-//   bench_dist_step [2b|7b] [tokens] [global batch] [steps]
+//   bench_dist_step [2b|7b] [tokens] [global batch] [steps] [auto|gloo|nccl]
 //   torchrun --standalone --nproc_per_node 2 --no_python ./build/bench/bench_dist_step 2b 128 4 3
-// Rank 0 prints the median step, the group's tokens/s and the all-reduce's time and bytes.
+// On a GPU machine each process uses the GPU of its local rank (two processes on one GPU need
+// gloo: NCCL refuses two ranks on one device). Rank 0 prints the median step, the group's
+// tokens/s and the all-reduce's time and bytes.
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
 
 #include "bench_util.h"
+#include "emovlm/core/tensor_io.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/dist/process_group.h"
 #include "emovlm/models/lora.h"
@@ -24,6 +27,8 @@ int main(int argc, char** argv) {
   const int64_t T = argc > 2 ? std::stoll(argv[2]) : 128;
   const int64_t B = argc > 3 ? std::stoll(argv[3]) : 4;
   const int steps = argc > 4 ? std::stoi(argv[4]) : 3;
+  dist::Options options;
+  if (argc > 5) options.backend = argv[5];
   const dist::LaunchEnv env = dist::LaunchEnv::from_environment();
   // the CLI's rule: OMP_NUM_THREADS, else the cores shared among the machine's processes
   const char* omp = std::getenv("OMP_NUM_THREADS");
@@ -32,11 +37,12 @@ int main(int argc, char** argv) {
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_world_size);
   compat::set_num_threads(threads);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  dist::init(env, dist::Options{});
+  dist::init(env, options);
+  const torch::Device device = parse_device("auto");
 
   Qwen2VLConfig cfg = shape == "7b" ? Qwen2VLConfig::qwen2vl_7b() : Qwen2VLConfig::qwen2vl_2b();
   Qwen2VL m(cfg);
-  m->to(torch::kBFloat16);
+  m->to(device, torch::kBFloat16);
   bench::fast_random_fill(*m);
   for (auto& p : m->parameters()) p.set_requires_grad(false);
   apply_lora(*m, LoraConfig{}, 0);
@@ -48,8 +54,11 @@ int main(int argc, char** argv) {
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
   const auto [first, last] = dist::shard_range(B);  // this process's sequences of the global batch
   torch::manual_seed(1234);
-  const torch::Tensor ids = torch::randint(0, 150000, {B, T}, torch::kInt64);  // [B, T], the same on every rank
+  const torch::Tensor ids = torch::randint(0, 150000, {B, T}, torch::kInt64).to(device);  // [B, T], the same on every rank
 
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
   std::vector<double> step_s, reduce_s;
   for (int s = 0; s <= steps; ++s) {  // step 0 warms up
     double reduce = 0;
@@ -65,8 +74,13 @@ int main(int argc, char** argv) {
       }
       std::vector<torch::Tensor> grads;
       for (auto& p : params) grads.push_back(p.grad());
-      reduce = bench::seconds_of([&] { dist::all_reduce_sum(grads); });
+      sync();
+      reduce = bench::seconds_of([&] {
+        dist::all_reduce_sum(grads);
+        sync();
+      });
       multi_tensor_adam_step(opt, /*adamw=*/true);
+      sync();
     });
     if (s > 0) step_s.push_back(t), reduce_s.push_back(reduce);
   }
@@ -75,9 +89,9 @@ int main(int argc, char** argv) {
     return v[v.size() / 2];
   };
   if (dist::is_main())
-    std::printf("%s, %d process(es) x %d thread(s), global batch %lld x %lld tokens: step %.2f s (median of %d), "
+    std::printf("%s on %s, %d process(es) x %d thread(s), global batch %lld x %lld tokens: step %.2f s (median of %d), "
                 "%.1f tokens/s, all-reduce %.1f ms for %.1f MB of LoRA gradients\n",
-                shape.c_str(), dist::world_size(), threads, static_cast<long long>(B), static_cast<long long>(T),
+                shape.c_str(), device.str().c_str(), dist::world_size(), threads, static_cast<long long>(B), static_cast<long long>(T),
                 median(step_s), B * T / median(step_s), 1000 * median(reduce_s), 4.0 * lora_numel / 1e6, steps);
   dist::shutdown();
   return 0;

@@ -35,9 +35,15 @@ TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 python3 -c 'import torch;print("torch", torch.__version__, "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI)' | tee -a "$OUT/summary.txt"
 export LD_LIBRARY_PATH=$DEPS/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 B=build-gpu
-run build.log 300 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$DEPS/usr" -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" || { tail -40 "$OUT/build.log"; exit 1; }
-TARGETS="emovlm_cli test_gpu bench_teacher bench_qwen2vl bench_train"
+# data parallelism needs Gloo's headers in the pip torch (CMake stops without them) and NCCL: try
+# with NCCL, and without it when that configuration fails
+note "gloo headers in the pip torch: $(ls -d "$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/include/gloo" 2>/dev/null || echo missing)"
+CONFIGURE=(cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$DEPS/usr" -DCMAKE_CUDA_COMPILER="$(command -v nvcc)")
+run build.log 300 "${CONFIGURE[@]}" -DEMOVLM_NCCL=ON || { rm -rf $B; run build.log 300 "${CONFIGURE[@]}" -DEMOVLM_NCCL=OFF; } ||
+  { tail -40 "$OUT/build.log"; exit 1; }
+grep -E "^-- emovlm: .*(NCCL|Gloo|gloo)" "$OUT/build.log" | head -3 | tee -a "$OUT/summary.txt"
+TARGETS="emovlm_cli test_gpu bench_teacher bench_qwen2vl bench_train bench_dist_step"
 if ! run build.log 400 cmake --build $B -j 16 --target $TARGETS -- -k 0; then
   # the CUDA-graph code is the part never compiled before against this libtorch: without it the
   # rest still gets measured (its errors are in build.log and the summary)
@@ -73,6 +79,12 @@ peak_mem $B/bench/bench_train 2b 512 3 cuda ckpt
 grep -E "LoRA step|GPU memory allocated|NF4 on|GB;" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 run bench.log 100 $B/bench/bench_qwen2vl 2b bf16 cuda 5 16
 grep -E "^(shape|vision|prefill|extract)" "$OUT/bench.log" | tail -4 | tee -a "$OUT/summary.txt"
+
+# Data parallelism on one GPU: a 7B LoRA step of 4 x 512 tokens by one process, then by two
+# processes sharing the GPU (Gloo: NCCL refuses two ranks on one device), for the all-reduce's cost
+run bench.log 120 $B/bench/bench_dist_step 7b 512 4 3
+run bench.log 150 python3 -m torch.distributed.run --standalone --nproc_per_node 2 --no_python $B/bench/bench_dist_step 7b 512 4 3 gloo
+grep -E "process\(es\)" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 
 # PEFT: tune a LoRA adapter on the tiny fixture on the GPU, merge it, load both in Python.
 P=/tmp/peft; mkdir -p $P
