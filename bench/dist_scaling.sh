@@ -16,6 +16,7 @@ export PATH="$build:$PATH" EMOVLM_PROGRESS_SECONDS=600
 cores=$(nproc)
 work=$(mktemp -d "${TMPDIR:-/tmp}/emovlm-dist-bench-XXXXXX")
 trap 'rm -rf "$work"' EXIT
+export TMPDIR="$work"  # torchrun's log folders go with the work folder
 cd "$work"
 torchrun=(torchrun)
 torchrun --standalone --nproc_per_node 1 --no_python true >/dev/null 2>&1 ||
