@@ -12,9 +12,9 @@ DEB_PACKAGES := build-essential cmake ninja-build ccache pkg-config libgloo-dev 
   libgtest-dev libgmock-dev libbenchmark-dev \
   clang-14 libclang-rt-14-dev
 # What `make test` needs beyond the build: Chromium for the web page's browser test (the node
-# packages of tests/web come from npm, by its lock file), and torchrun (python3-torch) for the
-# tests that launch data-parallel runs as users do.
-TEST_DEB_PACKAGES := chromium python3-torch
+# packages of tests/web come from npm, by its lock file), torchrun (python3-torch) for the
+# tests that launch data-parallel runs as users do, and clang-format 14 for the format check.
+TEST_DEB_PACKAGES := chromium python3-torch clang-format-14
 
 # ccache across fresh clones: paths relative to the clone, PCH-friendly sloppiness.
 export CCACHE_BASEDIR := $(CURDIR)

@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
   const char* omp = std::getenv("OMP_NUM_THREADS");
   const int threads = omp && std::atoi(omp) > 0
                           ? std::atoi(omp)
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_world_size);
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                                            env.local_world_size);
   compat::set_num_threads(threads);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   dist::init(env, options);
@@ -54,7 +55,8 @@ int main(int argc, char** argv) {
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
   const auto [first, last] = dist::shard_range(B);  // this process's sequences of the global batch
   torch::manual_seed(1234);
-  const torch::Tensor ids = torch::randint(0, 150000, {B, T}, torch::kInt64).to(device);  // [B, T], the same on every rank
+  const torch::Tensor ids = torch::randint(0, 150000, {B, T}, torch::kInt64)
+                                .to(device);  // [B, T], the same on every rank
 
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
@@ -68,7 +70,8 @@ int main(int argc, char** argv) {
         const torch::Tensor row = ids.narrow(0, b, 1);  // [1, T]
         Qwen2VLInputs in{row, torch::ones_like(row), {}, {}};
         torch::Tensor logits = m->forward(in).logits;  // [1, T, vocab]
-        (torch::nn::functional::cross_entropy(logits[0].narrow(0, 0, T - 1).to(torch::kFloat32), row[0].narrow(0, 1, T - 1)) /
+        (torch::nn::functional::cross_entropy(logits[0].narrow(0, 0, T - 1).to(torch::kFloat32),
+                                              row[0].narrow(0, 1, T - 1)) /
          static_cast<double>(B))
             .backward();
       }
@@ -89,10 +92,13 @@ int main(int argc, char** argv) {
     return v[v.size() / 2];
   };
   if (dist::is_main())
-    std::printf("%s on %s, %d process(es) x %d thread(s), global batch %lld x %lld tokens: step %.2f s (median of %d), "
-                "%.1f tokens/s, all-reduce %.1f ms for %.1f MB of LoRA gradients\n",
-                shape.c_str(), device.str().c_str(), dist::world_size(), threads, static_cast<long long>(B), static_cast<long long>(T),
-                median(step_s), B * T / median(step_s), 1000 * median(reduce_s), 4.0 * lora_numel / 1e6, steps);
+    std::printf(
+        "%s on %s, %d process(es) x %d thread(s), global batch %lld x %lld tokens: step %.2f s "
+        "(median of %d), "
+        "%.1f tokens/s, all-reduce %.1f ms for %.1f MB of LoRA gradients\n",
+        shape.c_str(), device.str().c_str(), dist::world_size(), threads, static_cast<long long>(B),
+        static_cast<long long>(T), median(step_s), B * T / median(step_s), 1000 * median(reduce_s),
+        4.0 * lora_numel / 1e6, steps);
   dist::shutdown();
   return 0;
 }

@@ -25,7 +25,8 @@ const std::string& jpeg_1024x768() {
 void BM_DecodeJpeg1024x768(benchmark::State& state) {
   const std::string& b = jpeg_1024x768();
   for (auto _ : state) {
-    RgbImage img = decode_image_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "bench.jpg");
+    RgbImage img =
+        decode_image_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "bench.jpg");
     benchmark::DoNotOptimize(img.pixels.data());
   }
   state.SetItemsProcessed(state.iterations());

@@ -27,8 +27,10 @@ double vision_flops(const Qwen2VLVisionConfig& c, int64_t n) {
 }
 
 double lm_flops(const Qwen2VLTextConfig& c, int64_t tokens, int64_t context) {
-  const double D = c.hidden_size, I = c.intermediate_size, kv = c.num_key_value_heads * c.head_dim();
-  double per_layer = 2 * tokens * (D * D * 2 + 2 * D * kv + 3 * D * I) + 2 * 2 * double(tokens) * context * D;
+  const double D = c.hidden_size, I = c.intermediate_size,
+               kv = c.num_key_value_heads * c.head_dim();
+  double per_layer =
+      2 * tokens * (D * D * 2 + 2 * D * kv + 3 * D * I) + 2 * 2 * double(tokens) * context * D;
   return c.num_hidden_layers * per_layer + 2 * tokens * D * c.vocab_size;
 }
 
@@ -46,10 +48,11 @@ int main(int argc, char** argv) {
   compat::set_num_threads(0);
 
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  // the extract section tokenizes with the real Qwen2-VL tokenizer, whose special-token ids are the config's
+  // the extract section tokenizes with the real Qwen2-VL tokenizer, whose special-token ids are the
+  // config's
   Qwen2VLConfig cfg = shape == "7b" ? Qwen2VLConfig::qwen2vl_7b() : Qwen2VLConfig::qwen2vl_2b();
-  std::printf("shape %s dtype %s device %s threads %d batch %lld\n", shape.c_str(), dts.c_str(), dev.c_str(),
-              torch::get_num_threads(), static_cast<long long>(batch));
+  std::printf("shape %s dtype %s device %s threads %d batch %lld\n", shape.c_str(), dts.c_str(),
+              dev.c_str(), torch::get_num_threads(), static_cast<long long>(batch));
   // The machine is shared: the matmul rate is measured right before each section it divides.
   auto matmul_now = [&] {
     double r = bench::matmul_rate(dtype, device);
@@ -58,13 +61,17 @@ int main(int argc, char** argv) {
   };
 
   // choosing the next token on the host with the published Instruct settings (repetition penalty
-  // 1.05, temperature 0.01, top_k 1, top_p 0.001) over the whole vocabulary, a prompt of 328 tokens seen
+  // 1.05, temperature 0.01, top_k 1, top_p 0.001) over the whole vocabulary, a prompt of 328 tokens
+  // seen
   {
     GenerationConfig g;
-    g.do_sample = true, g.temperature = 0.01, g.top_k = 1, g.top_p = 0.001, g.repetition_penalty = 1.05;
-    torch::Tensor logits = torch::randn({cfg.text.vocab_size}, torch::TensorOptions().device(device)).to(dtype);
+    g.do_sample = true, g.temperature = 0.01, g.top_k = 1, g.top_p = 0.001,
+    g.repetition_penalty = 1.05;
+    torch::Tensor logits =
+        torch::randn({cfg.text.vocab_size}, torch::TensorOptions().device(device)).to(dtype);
     std::vector<int64_t> seen(328);
-    for (size_t i = 0; i < seen.size(); ++i) seen[i] = static_cast<int64_t>(i * 389 % cfg.text.vocab_size);
+    for (size_t i = 0; i < seen.size(); ++i)
+      seen[i] = static_cast<int64_t>(i * 389 % cfg.text.vocab_size);
     at::Generator gen = at::detail::createCPUGenerator(0);
     const double t = bench::median_seconds([&] { next_token(logits, seen, g, gen); }, 9);
     std::printf("next token (Instruct sampling settings, %lld-token vocabulary): %.2f ms\n",
@@ -77,16 +84,21 @@ int main(int argc, char** argv) {
   bench::fast_random_fill(*model);
   model->eval();
   std::printf("model ready: %.2f GiB peak RSS\n", peak_resident_gib());
-  if (device.is_cuda()) std::printf("GPU memory allocated with the weights: %.2f GiB\n", cuda_peak_allocated_gib());
+  if (device.is_cuda())
+    std::printf("GPU memory allocated with the weights: %.2f GiB\n", cuda_peak_allocated_gib());
 
   // one 448x448 image: grid (1, 32, 32) = 1024 patches -> 256 visual tokens
   const std::vector<GridTHW> grid(batch, GridTHW{1, 32, 32});
-  torch::Tensor px = torch::randn({1024 * batch, cfg.vision.patch_dim()}, torch::TensorOptions().device(device)).to(dtype);
+  torch::Tensor px =
+      torch::randn({1024 * batch, cfg.vision.patch_dim()}, torch::TensorOptions().device(device))
+          .to(dtype);
   double mm = matmul_now();
   double tv = bench::median_seconds([&] { model->visual->forward(px, grid); }, reps);
   double fv = vision_flops(cfg.vision, 1024) * batch;
-  std::printf("vision 448x448 x%lld: %.3f s median, %.2f images/s, %.1f GFLOP/s = %.0f%% of the matmul rate\n",
-              static_cast<long long>(batch), tv, batch / tv, fv / tv / 1e9, 100 * fv / tv / mm);
+  std::printf(
+      "vision 448x448 x%lld: %.3f s median, %.2f images/s, %.1f GFLOP/s = %.0f%% of the matmul "
+      "rate\n",
+      static_cast<long long>(batch), tv, batch / tv, fv / tv / 1e9, 100 * fv / tv / mm);
 
   // the categorical prompt as the reference's benchmark lays it out: 40 text tokens, the image
   // (vision start, 256 image tokens, vision end), 70 text tokens (ids drawn in the vocabulary)
@@ -99,8 +111,11 @@ int main(int argc, char** argv) {
   mm = matmul_now();
   double tp = bench::median_seconds([&] { model->forward(in, nullptr, true); }, reps);
   double fp = (lm_flops(cfg.text, T, T / 2) + vision_flops(cfg.vision, 1024)) * batch;
-  std::printf("prefill (vision + %lld tokens) x%lld: %.3f s median, %.2f images/s, %.1f GFLOP/s = %.0f%% of the matmul rate\n",
-              static_cast<long long>(T), static_cast<long long>(batch), tp, batch / tp, fp / tp / 1e9, 100 * fp / tp / mm);
+  std::printf(
+      "prefill (vision + %lld tokens) x%lld: %.3f s median, %.2f images/s, %.1f GFLOP/s = %.0f%% "
+      "of the matmul rate\n",
+      static_cast<long long>(T), static_cast<long long>(batch), tp, batch / tp, fp / tp / 1e9,
+      100 * fp / tp / mm);
 
   // the extract pass: vision, prefill of the categorical prompt and the label scores of the 8
   // Mikels answers (the preparation of image and prompt timed apart) (the real Qwen2-VL tokenizer;
@@ -113,12 +128,14 @@ int main(int argc, char** argv) {
     const CategoricalQuery query = categorical_query(proc.tokenizer(), labels);
     const std::vector<std::vector<int32_t>>& cands = query.candidates;
     RgbImage img(448, 448);
-    for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
+    for (size_t i = 0; i < img.pixels.size(); ++i)
+      img.pixels[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
     // `emovlm extract` prepares each image and its prompt tokens on worker threads, off the
     // model's path: timed apart, the extract line times what the model's thread does
     const VlmPrompt prompt{query.prompt, {img}};
     std::vector<PreparedPrompt> prepared;
-    const double tprep = bench::median_seconds([&] { prepared.assign(1, proc.prepare(prompt)); }, reps);
+    const double tprep =
+        bench::median_seconds([&] { prepared.assign(1, proc.prepare(prompt)); }, reps);
     prepared.assign(batch, prepared[0]);
     mm = matmul_now();
     double te = bench::median_seconds(
@@ -132,28 +149,36 @@ int main(int argc, char** argv) {
     std::vector<double> tpf, tsc;
     for (int r = 0; r < reps; ++r) {
       Prefill pf;
-      tpf.push_back(bench::seconds_of([&] { pf = prefill(*model, proc.collate(prepared, device)); }));
+      tpf.push_back(
+          bench::seconds_of([&] { pf = prefill(*model, proc.collate(prepared, device)); }));
       tsc.push_back(bench::seconds_of([&] { label_scores(*model, std::move(pf), cands); }));
     }
     std::sort(tpf.begin(), tpf.end());
     std::sort(tsc.begin(), tsc.end());
-    std::printf("  of which the prefill with its KV cache %.3f s, the label scores after it %.3f s (medians)\n",
-                tpf[tpf.size() / 2], tsc[tsc.size() / 2]);
+    std::printf(
+        "  of which the prefill with its KV cache %.3f s, the label scores after it %.3f s "
+        "(medians)\n",
+        tpf[tpf.size() / 2], tsc[tsc.size() / 2]);
     {  // the batch's pixel values to the model's device: joined on the host first, or on the device
       auto to_device = [&](bool join_on_host) {
         std::vector<torch::Tensor> parts;
-        for (const PreparedPrompt& p : prepared) parts.push_back(join_on_host ? p.pixels[0] : p.pixels[0].to(device));
+        for (const PreparedPrompt& p : prepared)
+          parts.push_back(join_on_host ? p.pixels[0] : p.pixels[0].to(device));
         torch::Tensor px = torch::cat(parts, 0).to(device);
         if (device.is_cuda()) torch::cuda::synchronize();
       };
       const double th = bench::median_seconds([&] { to_device(true); }, reps);
       const double td = bench::median_seconds([&] { to_device(false); }, reps);
-      std::printf("  pixel values of the batch to the device: joined on the host %.1f ms, image by image %.1f ms\n", 1e3 * th,
-                  1e3 * td);
+      std::printf(
+          "  pixel values of the batch to the device: joined on the host %.1f ms, image by image "
+          "%.1f ms\n",
+          1e3 * th, 1e3 * td);
     }
-    std::printf("  preparing one image and prompt (worker threads in extract: decode excluded): %.3f s; %zu prompt tokens "
-                "(the real Qwen2-VL tokenizer)\n",
-                tprep, prepared[0].ids.size());
+    std::printf(
+        "  preparing one image and prompt (worker threads in extract: decode excluded): %.3f s; "
+        "%zu prompt tokens "
+        "(the real Qwen2-VL tokenizer)\n",
+        tprep, prepared[0].ids.size());
   }
 
   // decode: 32 (2B) or 8 (7B) tokens after the prompt, with the growing KV cache (decode()) and
@@ -167,7 +192,9 @@ int main(int argc, char** argv) {
       torch::Tensor km = pf.key_mask;
       torch::Tensor next = pf.last_logits.argmax(-1, true).to(torch::kCPU);
       std::unique_ptr<FixedDecoder> fixed;
-      if (fixed_shapes) fixed = std::make_unique<FixedDecoder>(*model, pf.cache, km, pf.rope_deltas, steps + 2, graph);
+      if (fixed_shapes)
+        fixed =
+            std::make_unique<FixedDecoder>(*model, pf.cache, km, pf.rope_deltas, steps + 2, graph);
       auto one_step = [&] {
         if (fixed) {
           next = fixed->step(next).argmax(-1, true).to(torch::kCPU);
@@ -179,10 +206,12 @@ int main(int argc, char** argv) {
       one_step();  // the fixed decoder's warm-up step; a graph records at the next one
       if (rep == 0) {
         bench::OpCount ops = bench::count_ops(one_step);
-        std::printf("  decode, %s: %lld operators per token (%lld leaves, %lld called here)\n", name,
-                    static_cast<long long>(ops.all), static_cast<long long>(ops.leaf), static_cast<long long>(ops.top));
+        std::printf("  decode, %s: %lld operators per token (%lld leaves, %lld called here)\n",
+                    name, static_cast<long long>(ops.all), static_cast<long long>(ops.leaf),
+                    static_cast<long long>(ops.top));
         if (std::getenv("EMOVLM_BENCH_OPS"))  // which operators: EMOVLM_BENCH_OPS=1
-          for (const auto& [op, n] : ops.top_names) std::printf("    %6lld %s\n", static_cast<long long>(n), op.c_str());
+          for (const auto& [op, n] : ops.top_names)
+            std::printf("    %6lld %s\n", static_cast<long long>(n), op.c_str());
       } else {
         one_step();
       }
@@ -195,7 +224,9 @@ int main(int argc, char** argv) {
   };
   for (bool fixed_shapes : {false, true}) {
     const bool graph = fixed_shapes && CudaGraph::available() && device.is_cuda();
-    const char* name = !fixed_shapes ? "growing cache" : graph ? "fixed shapes, CUDA graph" : "fixed shapes, eager";
+    const char* name = !fixed_shapes ? "growing cache"
+                       : graph       ? "fixed shapes, CUDA graph"
+                                     : "fixed shapes, eager";
     try {  // a graph that fails to record is reported; the rest of the benchmark still runs
       decode_runs(fixed_shapes, graph, name);
     } catch (const std::exception& e) {

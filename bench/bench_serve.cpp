@@ -1,9 +1,11 @@
 // Load on a running `emovlm serve` (bench/serve.sh starts it): keep-alive clients, slow clients,
 // and the decompression-bomb mix. Plain blocking sockets, one thread per connection, loopback only.
-//   bench_serve load  PORT IMAGE CONCURRENCY REQUESTS   requests/s and latency percentiles (IMAGE "-":
+//   bench_serve load  PORT IMAGE CONCURRENCY REQUESTS   requests/s and latency percentiles (IMAGE
+//   "-":
 //                                                       GET /health instead of predictions)
-//   bench_serve slow  PORT IMAGE SLOW NORMAL            NORMAL requests while SLOW clients trickle headers
-//   bench_serve bomb  PORT FILE COPIES                  COPIES uploads of FILE at once: their statuses
+//   bench_serve slow  PORT IMAGE SLOW NORMAL            NORMAL requests while SLOW clients trickle
+//   headers bench_serve bomb  PORT FILE COPIES                  COPIES uploads of FILE at once:
+//   their statuses
 // Each prints one JSON line.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -69,7 +71,8 @@ int read_response(int fd, std::string& buf, double timeout_s) {
         return status;
       }
     }
-    const int left = static_cast<int>(std::chrono::duration<double, std::milli>(deadline - Clock::now()).count());
+    const int left = static_cast<int>(
+        std::chrono::duration<double, std::milli>(deadline - Clock::now()).count());
     if (left <= 0) return -1;
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, left) <= 0) return -1;
@@ -81,7 +84,9 @@ int read_response(int fd, std::string& buf, double timeout_s) {
 }
 
 std::string post(const std::string& body, const std::string& path = "/predict") {
-  return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+  return "POST " + path +
+         " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+         "application/octet-stream\r\nContent-Length: " +
          std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
@@ -99,12 +104,14 @@ std::string read_file(const std::string& path) {
 double percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
+  return v[std::min(v.size() - 1,
+                    static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
 }
 
 // CONCURRENCY kept-alive connections share REQUESTS predictions of IMAGE.
 void load(int port, const std::string& image, int concurrency, int requests) {
-  const std::string req = image == "-" ? "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" : post(image);
+  const std::string req =
+      image == "-" ? "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" : post(image);
   std::atomic<int> next{0}, errors{0};
   std::mutex mu;
   std::vector<double> latencies;
@@ -134,13 +141,17 @@ void load(int port, const std::string& image, int concurrency, int requests) {
     });
   for (auto& t : threads) t.join();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("{\"mode\": \"load\", \"concurrency\": %d, \"requests\": %d, \"ok\": %zu, \"errors\": %d, \"seconds\": %.2f, "
-              "\"rps\": %.2f, \"p50_ms\": %.1f, \"p99_ms\": %.1f}\n",
-              concurrency, requests, latencies.size(), errors.load(), secs, static_cast<double>(latencies.size()) / secs,
-              percentile(latencies, 0.5), percentile(latencies, 0.99));
+  std::printf(
+      "{\"mode\": \"load\", \"concurrency\": %d, \"requests\": %d, \"ok\": %zu, \"errors\": %d, "
+      "\"seconds\": %.2f, "
+      "\"rps\": %.2f, \"p50_ms\": %.1f, \"p99_ms\": %.1f}\n",
+      concurrency, requests, latencies.size(), errors.load(), secs,
+      static_cast<double>(latencies.size()) / secs, percentile(latencies, 0.5),
+      percentile(latencies, 0.99));
 }
 
-// SLOW connections send a header a byte every 3 s; meanwhile NORMAL predictions, one after the other.
+// SLOW connections send a header a byte every 3 s; meanwhile NORMAL predictions, one after the
+// other.
 void slow(int port, const std::string& image, int slow_clients, int normal) {
   std::atomic<bool> done{false};
   std::atomic<int> cut{0};
@@ -148,13 +159,15 @@ void slow(int port, const std::string& image, int slow_clients, int normal) {
   for (int i = 0; i < slow_clients; ++i)
     slow.emplace_back([&] {
       const int fd = connect_to(port);
-      const std::string h = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 'a') + "\r\n\r\n";
+      const std::string h =
+          "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 'a') + "\r\n\r\n";
       for (size_t k = 0; k < h.size() && !done; ++k) {
         if (!send_all(fd, h.substr(k, 1))) {
           ++cut;
           break;
         }
-        for (int t = 0; t < 30 && !done; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        for (int t = 0; t < 30 && !done; ++t)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       ::close(fd);
     });
@@ -175,9 +188,12 @@ void slow(int port, const std::string& image, int slow_clients, int normal) {
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   done = true;
   for (auto& t : slow) t.join();
-  std::printf("{\"mode\": \"slow\", \"slow_clients\": %d, \"normal\": %d, \"served\": %d, \"seconds\": %.2f, "
-              "\"p50_ms\": %.1f, \"max_ms\": %.1f}\n",
-              slow_clients, normal, ok, secs, percentile(lat, 0.5), lat.empty() ? 0.0 : *std::max_element(lat.begin(), lat.end()));
+  std::printf(
+      "{\"mode\": \"slow\", \"slow_clients\": %d, \"normal\": %d, \"served\": %d, \"seconds\": "
+      "%.2f, "
+      "\"p50_ms\": %.1f, \"max_ms\": %.1f}\n",
+      slow_clients, normal, ok, secs, percentile(lat, 0.5),
+      lat.empty() ? 0.0 : *std::max_element(lat.begin(), lat.end()));
 }
 
 // COPIES uploads of FILE at the same moment; their statuses counted.
@@ -198,9 +214,12 @@ void bomb(int port, const std::string& file, int copies) {
     });
   for (auto& t : threads) t.join();
   std::string s;
-  for (const auto& [k, v] : statuses) s += (s.empty() ? "" : ", ") + ("\"" + std::to_string(k) + "\": " + std::to_string(v));
-  std::printf("{\"mode\": \"bomb\", \"bytes\": %zu, \"copies\": %d, \"seconds\": %.2f, \"statuses\": {%s}}\n", file.size(),
-              copies, std::chrono::duration<double>(Clock::now() - t0).count(), s.c_str());
+  for (const auto& [k, v] : statuses)
+    s += (s.empty() ? "" : ", ") + ("\"" + std::to_string(k) + "\": " + std::to_string(v));
+  std::printf(
+      "{\"mode\": \"bomb\", \"bytes\": %zu, \"copies\": %d, \"seconds\": %.2f, \"statuses\": "
+      "{%s}}\n",
+      file.size(), copies, std::chrono::duration<double>(Clock::now() - t0).count(), s.c_str());
 }
 
 }  // namespace
@@ -208,14 +227,17 @@ void bomb(int port, const std::string& file, int copies) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "load" && argc == 6) {
-    load(std::atoi(argv[2]), std::string(argv[3]) == "-" ? "-" : read_file(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]));
+    load(std::atoi(argv[2]), std::string(argv[3]) == "-" ? "-" : read_file(argv[3]),
+         std::atoi(argv[4]), std::atoi(argv[5]));
   } else if (mode == "slow" && argc == 6) {
     slow(std::atoi(argv[2]), read_file(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]));
   } else if (mode == "bomb" && argc == 5) {
     bomb(std::atoi(argv[2]), read_file(argv[3]), std::atoi(argv[4]));
   } else {
-    std::printf("bench_serve: a load client for a running `emovlm serve`; bench/serve.sh runs it.\n"
-                "usage: bench_serve load PORT IMAGE|- CONCURRENCY REQUESTS | slow PORT IMAGE SLOW NORMAL | bomb PORT FILE COPIES\n");
+    std::printf(
+        "bench_serve: a load client for a running `emovlm serve`; bench/serve.sh runs it.\n"
+        "usage: bench_serve load PORT IMAGE|- CONCURRENCY REQUESTS | slow PORT IMAGE SLOW NORMAL | "
+        "bomb PORT FILE COPIES\n");
     return mode.empty() ? 0 : 2;
   }
   return 0;

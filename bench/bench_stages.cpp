@@ -11,38 +11,45 @@
 using namespace emovlm;
 
 int main(int argc, char** argv) {
-  const int64_t N = argc > 1 ? std::stoll(argv[1]) : 100000, B = argc > 2 ? std::stoll(argv[2]) : 64;
+  const int64_t N = argc > 1 ? std::stoll(argv[1]) : 100000,
+                B = argc > 2 ? std::stoll(argv[2]) : 64;
   const bool bf16 = argc > 3 ? std::string(argv[3]) == "bf16" : true;
   const int64_t D = 3584, C = 8;
   compat::set_num_threads(0);
   torch::manual_seed(0);
-  torch::Tensor feats = torch::randn({N, D}), teacher = torch::randn({N, C}), y = torch::randint(0, C, {N}, torch::kInt64);
+  torch::Tensor feats = torch::randn({N, D}), teacher = torch::randn({N, C}),
+                y = torch::randint(0, C, {N}, torch::kInt64);
   const double mm = bench::matmul_rate(torch::kFloat32, torch::kCPU, 1024, 3);
-  std::printf("images %lld, batch %lld, threads %d; fp32 matmul 1024^3: %.1f GFLOP/s\n", static_cast<long long>(N),
-              static_cast<long long>(B), torch::get_num_threads(), mm / 1e9);
+  std::printf("images %lld, batch %lld, threads %d; fp32 matmul 1024^3: %.1f GFLOP/s\n",
+              static_cast<long long>(N), static_cast<long long>(B), torch::get_num_threads(),
+              mm / 1e9);
 
   DistillHead head(D, std::vector<int64_t>{1024}, C);
   if (bf16) head->set_compute_dtype(torch::kBFloat16);
   const double mm16 = bench::matmul_rate(torch::kBFloat16, torch::kCPU, 1024, 3);
-  std::printf("head compute %s; bf16 matmul 1024^3: %.1f GFLOP/s\n", bf16 ? "bf16" : "f32", mm16 / 1e9);
+  std::printf("head compute %s; bf16 matmul 1024^3: %.1f GFLOP/s\n", bf16 ? "bf16" : "f32",
+              mm16 / 1e9);
   torch::optim::Adam opt(head->parameters(), torch::optim::AdamOptions(1e-3).weight_decay(1e-4));
   torch::Tensor order = torch::randperm(N);
   double t = bench::seconds_of([&] {
     for (int64_t i = 0; i < N; i += B) {
       torch::Tensor idx = order.narrow(0, i, std::min(B, N - i));
       opt.zero_grad();
-      kd_loss(head->forward(feats.index_select(0, idx)), teacher.index_select(0, idx), y.index_select(0, idx)).loss.backward();
+      kd_loss(head->forward(feats.index_select(0, idx)), teacher.index_select(0, idx),
+              y.index_select(0, idx))
+          .loss.backward();
       opt.step();
     }
   });
   const double flops = 6.0 * N * head->num_parameters();  // forward + backward
   const double rate = bf16 ? mm16 : mm;
-  std::printf("stage 2 epoch: %.2f s, %.0f images/s, %.1f GFLOP/s = %.0f%% of the %s matmul rate\n", t, N / t,
-              flops / t / 1e9, 100 * flops / t / rate, bf16 ? "bf16" : "f32");
+  std::printf("stage 2 epoch: %.2f s, %.0f images/s, %.1f GFLOP/s = %.0f%% of the %s matmul rate\n",
+              t, N / t, flops / t / 1e9, 100 * flops / t / rate, bf16 ? "bf16" : "f32");
 
   Gate gate("concat", C);
   torch::optim::Adam gopt(gate->parameters(), torch::optim::AdamOptions(1e-3).weight_decay(1e-4));
-  torch::Tensor vlm = torch::nn::functional::one_hot(torch::randint(0, C, {N}), C).to(torch::kFloat32);
+  torch::Tensor vlm =
+      torch::nn::functional::one_hot(torch::randint(0, C, {N}), C).to(torch::kFloat32);
   torch::Tensor hl;
   double th = bench::seconds_of([&] {
     torch::NoGradGuard ng;
@@ -53,11 +60,13 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < N; i += B) {
       torch::Tensor idx = order.narrow(0, i, std::min(B, N - i));
       gopt.zero_grad();
-      torch::cross_entropy_loss(gate->forward(vlm.index_select(0, idx), hl.index_select(0, idx)), y.index_select(0, idx))
+      torch::cross_entropy_loss(gate->forward(vlm.index_select(0, idx), hl.index_select(0, idx)),
+                                y.index_select(0, idx))
           .backward();
       gopt.step();
     }
   });
-  std::printf("stage 3: head logits for all images %.2f s; gate epoch %.2f s, %.0f images/s\n", th, tg, N / tg);
+  std::printf("stage 3: head logits for all images %.2f s; gate epoch %.2f s, %.0f images/s\n", th,
+              tg, N / tg);
   return 0;
 }

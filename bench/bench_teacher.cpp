@@ -37,10 +37,12 @@ Subject make(const std::string& name) {
     s.model = m;
   } else if (name == "resnet50") {
     s.title = "ResNet50-224";
-    s.model = std::make_shared<ResNetImpl>(ResNetConfig::from_json({{"architecture", "resnet50"}, {"num_classes", 8}}, name));
+    s.model = std::make_shared<ResNetImpl>(
+        ResNetConfig::from_json({{"architecture", "resnet50"}, {"num_classes", 8}}, name));
   } else if (name == "vgg16" || name == "vgg16_bn") {
     s.title = classifier_display_name(name) + "-224";
-    s.model = std::make_shared<VggImpl>(VggConfig::from_json({{"architecture", name}, {"num_classes", 8}}, name));
+    s.model = std::make_shared<VggImpl>(
+        VggConfig::from_json({{"architecture", name}, {"num_classes", 8}}, name));
   } else {
     std::fprintf(stderr, "unknown model '%s' (vit, resnet50, vgg16, vgg16_bn)\n", name.c_str());
     std::exit(2);
@@ -58,11 +60,13 @@ void run(Subject& s, int64_t B, int64_t Bi, int reps, torch::Device device) {
     for (auto& b : m.named_buffers())
       if (b.key().find("running_var") != std::string::npos) b.value().fill_(1.0);
   }
-  torch::Tensor x = torch::randn({std::max(B, Bi), 3, s.size, s.size}, torch::TensorOptions().device(device));
-  torch::Tensor y = torch::randint(0, 8, {B}, torch::TensorOptions().dtype(torch::kInt64).device(device));
-  std::printf("%s, %s, %.1fM parameters, train batch %lld, inference batch %lld, threads %d\n", s.title.c_str(),
-              device.str().c_str(), m.num_parameters() / 1e6, static_cast<long long>(B), static_cast<long long>(Bi),
-              torch::get_num_threads());
+  torch::Tensor x =
+      torch::randn({std::max(B, Bi), 3, s.size, s.size}, torch::TensorOptions().device(device));
+  torch::Tensor y =
+      torch::randint(0, 8, {B}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  std::printf("%s, %s, %.1fM parameters, train batch %lld, inference batch %lld, threads %d\n",
+              s.title.c_str(), device.str().c_str(), m.num_parameters() / 1e6,
+              static_cast<long long>(B), static_cast<long long>(Bi), torch::get_num_threads());
   torch::optim::Adam opt(m.parameters(), torch::optim::AdamOptions(3e-5).weight_decay(1e-5));
   for (bool autocast : {false, true}) {
     const char* name = autocast ? "bf16 autocast" : "f32";
@@ -98,14 +102,19 @@ void run(Subject& s, int64_t B, int64_t Bi, int reps, torch::Device device) {
     const double tt = bench::median_seconds([&] { train_step(true); }, reps);
     const double tt_torch = bench::median_seconds([&] { train_step(false); }, reps);
     if (s.flops_fwd > 0) {
-      const double mm = bench::matmul_rate(autocast ? torch::kBFloat16 : torch::kFloat32, device, 2048, 3);
-      std::printf("%s (matmul 2048^3 %.0f GFLOP/s): inference %.2f images/s (%.0f%% of the rate), training %.2f images/s "
-                  "(%.0f%%); training with torch's Adam step %.2f images/s\n",
-                  name, mm / 1e9, Bi / ti, 100 * s.flops_fwd * Bi / ti / mm, B / tt, 100 * 3 * s.flops_fwd * B / tt / mm,
-                  B / tt_torch);
+      const double mm =
+          bench::matmul_rate(autocast ? torch::kBFloat16 : torch::kFloat32, device, 2048, 3);
+      std::printf(
+          "%s (matmul 2048^3 %.0f GFLOP/s): inference %.2f images/s (%.0f%% of the rate), training "
+          "%.2f images/s "
+          "(%.0f%%); training with torch's Adam step %.2f images/s\n",
+          name, mm / 1e9, Bi / ti, 100 * s.flops_fwd * Bi / ti / mm, B / tt,
+          100 * 3 * s.flops_fwd * B / tt / mm, B / tt_torch);
     } else {
-      std::printf("%s: inference %.2f images/s, training %.2f images/s; training with torch's Adam step %.2f images/s\n",
-                  name, Bi / ti, B / tt, B / tt_torch);
+      std::printf(
+          "%s: inference %.2f images/s, training %.2f images/s; training with torch's Adam step "
+          "%.2f images/s\n",
+          name, Bi / ti, B / tt, B / tt_torch);
     }
   }
   {

@@ -4,10 +4,10 @@
 // (bench/tokenizer_reference.js; both in one run: bench/tokenizer_vs_reference.sh).
 //   bench_text [--tokenizer FILE] [--mb N] [--reps N] [--write DIR]
 #include <algorithm>
-#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -77,7 +77,8 @@ std::vector<uint32_t> code_points(const std::string& s) {
 
 // Words of one kind: the vocabulary's tokens (decoded) whose characters all pass `keep`, in id
 // order, which is roughly the order of frequency in the text the merges were learnt from.
-std::vector<std::string> vocab_words(const Tokenizer& tok, const std::function<bool(uint32_t)>& keep, size_t min_chars,
+std::vector<std::string> vocab_words(const Tokenizer& tok,
+                                     const std::function<bool(uint32_t)>& keep, size_t min_chars,
                                      bool leading_space) {
   std::vector<std::string> out;
   for (int32_t id = 0; id < tok.vocab_size(); ++id) {
@@ -107,9 +108,15 @@ struct Zipf {
   }
 };
 
-bool in(uint32_t c, uint32_t lo, uint32_t hi) { return c >= lo && c <= hi; }
-bool han(uint32_t c) { return in(c, 0x4E00, 0x9FFF) || in(c, 0x3400, 0x4DBF); }
-bool kana(uint32_t c) { return in(c, 0x3041, 0x30FF); }
+bool in(uint32_t c, uint32_t lo, uint32_t hi) {
+  return c >= lo && c <= hi;
+}
+bool han(uint32_t c) {
+  return in(c, 0x4E00, 0x9FFF) || in(c, 0x3400, 0x4DBF);
+}
+bool kana(uint32_t c) {
+  return in(c, 0x3041, 0x30FF);
+}
 
 struct Text {
   std::string name;
@@ -159,20 +166,28 @@ std::vector<Text> texts(const Tokenizer& tok, size_t bytes) {
   auto none = [] { return std::string(); };
   auto space = [] { return std::string(" "); };
   {
-    auto words = vocab_words(tok, [](uint32_t c) { return in(c, 'a', 'z') || in(c, 'A', 'Z'); }, 1, true);
+    auto words = vocab_words(
+        tok, [](uint32_t c) { return in(c, 'a', 'z') || in(c, 'A', 'Z'); }, 1, true);
     Zipf z{words, rng};
-    out.push_back({"english", documents(prose(bytes, rng, z, space, {",", ".", ";", ":", "!", "?", "'s", " -", "'t"}), doc)});
+    out.push_back({"english", documents(prose(bytes, rng, z, space,
+                                              {",", ".", ";", ":", "!", "?", "'s", " -", "'t"}),
+                                        doc)});
   }
   {
-    auto words = vocab_words(tok, [](uint32_t c) { return in(c, 'a', 'z'); }, 2, true);
+    auto words = vocab_words(
+        tok, [](uint32_t c) { return in(c, 'a', 'z'); }, 2, true);
     Zipf z{words, rng};
-    const char* kw[] = {"int", "const", "auto", "return", "for", "if", "else", "std::vector<float>", "size_t", "def", "self"};
-    const char* ops[] = {" = ", " + ", " * ", " == ", " < ", "->", ".", "(", ")", ", ", "[i]", " && ", " += "};
+    const char* kw[] = {"int",    "const", "auto", "return",
+                        "for",    "if",    "else", "std::vector<float>",
+                        "size_t", "def",   "self"};
+    const char* ops[] = {" = ", " + ", " * ", " == ", " < ",  "->",  ".",
+                         "(",   ")",   ", ",  "[i]",  " && ", " += "};
     std::string s;
     int depth = 1;
     while (s.size() < bytes) {
       s += std::string(2 * depth, ' ') + kw[rng() % 11] + " " + z() + "_" + z();
-      for (int k = rng() % 5; k > 0; --k) s += std::string(ops[rng() % 13]) + (rng() % 3 ? z() : std::to_string(rng() % 1000));
+      for (int k = rng() % 5; k > 0; --k)
+        s += std::string(ops[rng() % 13]) + (rng() % 3 ? z() : std::to_string(rng() % 1000));
       const auto r = rng() % 10;
       s += r < 2 ? " {\n" : r < 4 ? ";  // " + z() + " " + z() + "\n" : ";\n";
       depth = std::clamp(depth + (r < 2 ? 1 : r == 9 ? -1 : 0), 1, 6);
@@ -183,34 +198,42 @@ std::vector<Text> texts(const Tokenizer& tok, size_t bytes) {
   {
     auto words = vocab_words(tok, han, 1, false);
     Zipf z{words, rng};
-    out.push_back({"chinese", documents(prose(bytes, rng, z, none, {"，", "。", "、", "；", "：", "？", "“", "”"}), doc)});
+    out.push_back({"chinese", documents(prose(bytes, rng, z, none,
+                                              {"，", "。", "、", "；", "：", "？", "“", "”"}),
+                                        doc)});
   }
   {
-    auto words = vocab_words(tok, [](uint32_t c) { return han(c) || kana(c); }, 1, false);
+    auto words = vocab_words(
+        tok, [](uint32_t c) { return han(c) || kana(c); }, 1, false);
     Zipf z{words, rng};
-    out.push_back({"japanese", documents(prose(bytes, rng, z, none, {"、", "。", "「", "」", "・"}), doc)});
+    out.push_back(
+        {"japanese", documents(prose(bytes, rng, z, none, {"、", "。", "「", "」", "・"}), doc)});
   }
   {
-    auto words = vocab_words(tok, [](uint32_t c) { return in(c, 0xAC00, 0xD7A3); }, 1, false);
+    auto words = vocab_words(
+        tok, [](uint32_t c) { return in(c, 0xAC00, 0xD7A3); }, 1, false);
     Zipf z{words, rng};
     auto word = [&] { return z() + (rng() % 2 ? z() : std::string()); };
     out.push_back({"korean", documents(prose(bytes, rng, word, space, {".", ",", "?"}), doc)});
   }
   {
-    auto words = vocab_words(tok, [](uint32_t c) { return in(c, 0x0E01, 0x0E5B); }, 1, false);
+    auto words = vocab_words(
+        tok, [](uint32_t c) { return in(c, 0x0E01, 0x0E5B); }, 1, false);
     Zipf z{words, rng};
     auto sep = [&] { return rng() % 6 ? std::string() : std::string(" "); };
     out.push_back({"thai", documents(prose(bytes, rng, z, sep, {"ๆ", " "}), doc)});
   }
   {
-    auto words = vocab_words(tok, [](uint32_t c) { return in(c, 0x0621, 0x064A); }, 2, true);
+    auto words = vocab_words(
+        tok, [](uint32_t c) { return in(c, 0x0621, 0x064A); }, 2, true);
     Zipf z{words, rng};
     out.push_back({"arabic", documents(prose(bytes, rng, z, space, {"،", ".", "؟", ":"}), doc)});
   }
   {
     std::string s;
     const char* seps[] = {" ", ", ", ".", "\n", " - ", "/", ":"};
-    while (s.size() < bytes) s += std::to_string(rng() % 100000000 / (1 + rng() % 10000)) + seps[rng() % 7];
+    while (s.size() < bytes)
+      s += std::to_string(rng() % 100000000 / (1 + rng() % 10000)) + seps[rng() % 7];
     out.push_back({"digits", documents(s, doc)});
   }
   {
@@ -224,12 +247,15 @@ std::vector<Text> texts(const Tokenizer& tok, size_t bytes) {
   return out;
 }
 
-// One piece of n characters: Latin letters (one word) or Chinese characters (no space, no punctuation).
+// One piece of n characters: Latin letters (one word) or Chinese characters (no space, no
+// punctuation).
 std::string single_piece(size_t n, bool chinese, std::mt19937_64& rng) {
   std::string s;
   for (size_t i = 0; i < n; ++i) {
-    if (chinese) append_utf8(0x4E00 + static_cast<uint32_t>(rng() % 0x5000), s);
-    else s.push_back(static_cast<char>('a' + rng() % 26));
+    if (chinese)
+      append_utf8(0x4E00 + static_cast<uint32_t>(rng() % 0x5000), s);
+    else
+      s.push_back(static_cast<char>('a' + rng() % 26));
   }
   return s;
 }
@@ -250,19 +276,25 @@ int main(int argc, char** argv) {
   int reps = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--tokenizer") path = argv[i + 1];
-    else if (a == "--mb") mb = std::stod(argv[i + 1]);
-    else if (a == "--reps") reps = std::stoi(argv[i + 1]);
-    else if (a == "--write") write_dir = argv[i + 1];
+    if (a == "--tokenizer")
+      path = argv[i + 1];
+    else if (a == "--mb")
+      mb = std::stod(argv[i + 1]);
+    else if (a == "--reps")
+      reps = std::stoi(argv[i + 1]);
+    else if (a == "--write")
+      write_dir = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: bench_text [--tokenizer FILE] [--mb N] [--reps N] [--write DIR]\n");
+      std::fprintf(stderr,
+                   "usage: bench_text [--tokenizer FILE] [--mb N] [--reps N] [--write DIR]\n");
       return 2;
     }
   }
   try {
     std::vector<double> loads;
     Tokenizer tok = Tokenizer::from_file(path);
-    for (int i = 0; i < 3; ++i) loads.push_back(seconds_of([&] { tok = Tokenizer::from_file(path); }));
+    for (int i = 0; i < 3; ++i)
+      loads.push_back(seconds_of([&] { tok = Tokenizer::from_file(path); }));
     std::sort(loads.begin(), loads.end());
 
     std::vector<Text> all = texts(tok, static_cast<size_t>(mb * 1e6));
@@ -270,7 +302,9 @@ int main(int argc, char** argv) {
     std::mt19937_64 rng(7);
     for (bool chinese : {false, true}) {
       for (size_t n = 1000; n <= 64000; n *= 2) {
-        Text t{std::string("one piece: ") + std::to_string(n) + (chinese ? " Chinese characters" : " letters"), {}};
+        Text t{std::string("one piece: ") + std::to_string(n) +
+                   (chinese ? " Chinese characters" : " letters"),
+               {}};
         for (size_t k = 0; k < 64000 / n; ++k) t.docs.push_back(single_piece(n, chinese, rng));
         all.push_back(t);
       }
@@ -289,9 +323,11 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    std::printf("emovlm tokenizer, one thread, CPU time, median of %d after a warm-up: %s\n", reps, path.c_str());
+    std::printf("emovlm tokenizer, one thread, CPU time, median of %d after a warm-up: %s\n", reps,
+                path.c_str());
     std::printf("load tokenizer.json: %.3f s (median of 3)\n", loads[1]);
-    std::printf("%-42s %5s %10s %11s %8s  %s\n", "text", "docs", "bytes", "s per doc", "MB/s", "ids (count, hash)");
+    std::printf("%-42s %5s %10s %11s %8s  %s\n", "text", "docs", "bytes", "s per doc", "MB/s",
+                "ids (count, hash)");
     for (const Text& t : all) {
       std::vector<int32_t> ids;
       const double s = median_seconds(
@@ -303,8 +339,9 @@ int main(int argc, char** argv) {
             }
           },
           reps);
-      std::printf("%-42s %5zu %10zu %11.7f %8.2f  %zu %s\n", t.name.c_str(), t.docs.size(), t.bytes(), s / t.docs.size(),
-                  t.bytes() / s / 1e6, ids.size(), fnv1a64(ids).c_str());
+      std::printf("%-42s %5zu %10zu %11.7f %8.2f  %zu %s\n", t.name.c_str(), t.docs.size(),
+                  t.bytes(), s / t.docs.size(), t.bytes() / s / 1e6, ids.size(),
+                  fnv1a64(ids).c_str());
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_text: %s\n", e.what());

@@ -31,10 +31,12 @@ void memory_report(const char* name, const Qwen2VLConfig& cfg) {
     nf4_dq += n / 2 + n / 64 + 4 * n / (64 * 256);
   }
   for (const auto& p : m->parameters()) total += static_cast<double>(p.numel());
-  if (cfg.text.tie_word_embeddings) total -= static_cast<double>(m->lm_head->weight.numel());  // shares the embeddings
+  if (cfg.text.tie_word_embeddings)
+    total -= static_cast<double>(m->lm_head->weight.numel());  // shares the embeddings
   const double rest = total - dense;  // embeddings, lm_head, norms, biases: bf16
-  std::printf("%s: %.2fB parameters; bf16 %.2f GB; NF4 base %.2f GB; NF4 + double quantization %.2f GB\n", name, total / 1e9,
-              2 * total / 1e9, (nf4 + 2 * rest) / 1e9, (nf4_dq + 2 * rest) / 1e9);
+  std::printf(
+      "%s: %.2fB parameters; bf16 %.2f GB; NF4 base %.2f GB; NF4 + double quantization %.2f GB\n",
+      name, total / 1e9, 2 * total / 1e9, (nf4 + 2 * rest) / 1e9, (nf4_dq + 2 * rest) / 1e9);
 }
 
 }  // namespace
@@ -54,22 +56,27 @@ int main(int argc, char** argv) {
   NF4Tensor q;
   double tq = bench::seconds_of([&] { q = nf4_quantize(w, 64, true); });
   double td = bench::median_seconds([&] { q.dequantize(torch::kBFloat16); }, 3);
-  std::printf("NF4 on one 18944x3584 matrix: quantize %.2f s, dequantize to bf16 %.3f s (%.1f M values/s)\n", tq, td,
-              w.numel() / td / 1e6);
+  std::printf(
+      "NF4 on one 18944x3584 matrix: quantize %.2f s, dequantize to bf16 %.3f s (%.1f M "
+      "values/s)\n",
+      tq, td, w.numel() / td / 1e6);
 
   Qwen2VLConfig cfg = shape == "7b" ? Qwen2VLConfig::qwen2vl_7b() : Qwen2VLConfig::qwen2vl_2b();
-  std::vector<std::pair<bool, bool>> variants = {{false, false}, {true, false}};  // (NF4, checkpointing)
+  std::vector<std::pair<bool, bool>> variants = {{false, false},
+                                                 {true, false}};  // (NF4, checkpointing)
   if (with_ckpt) variants.push_back({true, true});
   for (auto [use_nf4, ckpt] : variants) {
     reset_peak_resident();  // each variant's own peak
     reset_cuda_peak();
     Qwen2VL m(cfg);
-    // the NF4 base as `tune --qlora` loads it: bf16 on the host, quantized layer by layer onto the device
+    // the NF4 base as `tune --qlora` loads it: bf16 on the host, quantized layer by layer onto the
+    // device
     m->to(use_nf4 ? torch::Device(torch::kCPU) : device, torch::kBFloat16);
     bench::fast_random_fill(*m);
     for (auto& p : m->parameters()) p.set_requires_grad(false);
     if (use_nf4) {
-      quantize_linears_nf4(*m, true, [](const std::string& n) { return n != "lm_head"; }, device);
+      quantize_linears_nf4(
+          *m, true, [](const std::string& n) { return n != "lm_head"; }, device);
       m->to(device);
     }
     LoraConfig lc;
@@ -85,23 +92,27 @@ int main(int argc, char** argv) {
     for (auto& p : m->parameters())
       if (p.requires_grad()) params.push_back(p);
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
-    torch::Tensor ids = torch::randint(0, 150000, {1, T}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    torch::Tensor ids = torch::randint(0, 150000, {1, T},
+                                       torch::TensorOptions().dtype(torch::kInt64).device(device));
     Qwen2VLInputs in{ids, torch::ones_like(ids), {}, {}};
     auto step = [&] {
       opt.zero_grad();
       torch::Tensor logits = m->forward(in).logits;
-      torch::nn::functional::cross_entropy(logits[0].narrow(0, 0, T - 1).to(torch::kFloat32), ids[0].narrow(0, 1, T - 1))
+      torch::nn::functional::cross_entropy(logits[0].narrow(0, 0, T - 1).to(torch::kFloat32),
+                                           ids[0].narrow(0, 1, T - 1))
           .backward();
       multi_tensor_adam_step(opt, /*adamw=*/true);  // the training loop's step
     };
     double t = bench::median_seconds(step, steps, 1);
-    std::printf("%s %s LoRA step, %lld tokens, %s base%s: %.3f s median, %.1f tokens/s, peak RSS %.2f GiB in training "
-                "(%.2f GiB while loading, %.2f GiB resident after)\n",
-                shape.c_str(), device.str().c_str(), static_cast<long long>(T), use_nf4 ? "NF4" : "bf16",
-                ckpt ? ", gradient checkpointing" : "", t, T / t, peak_resident_gib(), load_peak, loaded);
+    std::printf(
+        "%s %s LoRA step, %lld tokens, %s base%s: %.3f s median, %.1f tokens/s, peak RSS %.2f GiB "
+        "in training "
+        "(%.2f GiB while loading, %.2f GiB resident after)\n",
+        shape.c_str(), device.str().c_str(), static_cast<long long>(T), use_nf4 ? "NF4" : "bf16",
+        ckpt ? ", gradient checkpointing" : "", t, T / t, peak_resident_gib(), load_peak, loaded);
     if (device.is_cuda())
-      std::printf("  GPU memory allocated: peak %.2f GiB in training, %.2f GiB while loading\n", cuda_peak_allocated_gib(),
-                  gpu_load_peak);
+      std::printf("  GPU memory allocated: peak %.2f GiB in training, %.2f GiB while loading\n",
+                  cuda_peak_allocated_gib(), gpu_load_peak);
   }
   return 0;
 }

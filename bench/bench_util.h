@@ -3,8 +3,8 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <string>
@@ -32,7 +32,8 @@ inline double median_seconds(const std::function<void()>& fn, int reps = 5, int 
 }
 
 // FLOP/s of an n x n x n matmul in dtype on device.
-inline double matmul_rate(torch::ScalarType dtype, torch::Device device, int64_t n = 2048, int reps = 5) {
+inline double matmul_rate(torch::ScalarType dtype, torch::Device device, int64_t n = 2048,
+                          int reps = 5) {
   torch::NoGradGuard ng;
   auto a = torch::randn({n, n}, torch::TensorOptions().device(device)).to(dtype);
   auto b = torch::randn({n, n}, torch::TensorOptions().device(device)).to(dtype);
@@ -92,7 +93,8 @@ inline OpCount count_ops(const std::function<void()>& fn) {
   detail::op_count = {};
   detail::op_stack.clear();
   at::CallbackHandle h =
-      at::addThreadLocalCallback(at::RecordFunctionCallback(detail::op_start, detail::op_end).scopes({at::RecordScope::FUNCTION}));
+      at::addThreadLocalCallback(at::RecordFunctionCallback(detail::op_start, detail::op_end)
+                                     .scopes({at::RecordScope::FUNCTION}));
   fn();
   at::removeCallback(h);
   return detail::op_count;

@@ -44,12 +44,14 @@ TEST(Chat, RendersEveryFixturePrompt) {
     const std::string text = p["text"];
     std::vector<ChatMessage> msgs = messages_of(text);
     // drop a default system message: the template adds it by itself
-    if (!msgs.empty() && msgs[0].role == "system" && msgs[0].parts[0].text == kQwenDefaultSystem) msgs.erase(msgs.begin());
+    if (!msgs.empty() && msgs[0].role == "system" && msgs[0].parts[0].text == kQwenDefaultSystem)
+      msgs.erase(msgs.begin());
     EXPECT_EQ(render_chat(msgs, true), text) << p["name"];
     if (!p["image"].is_null()) {
       // the categorical prompt the pipeline builds is the fixture's
-      std::vector<ChatMessage> built = {ChatMessage::text("system", kEmotionSystemMessage),
-                                        ChatMessage::text_then_image("user", categorical_prompt(mikels))};
+      std::vector<ChatMessage> built = {
+          ChatMessage::text("system", kEmotionSystemMessage),
+          ChatMessage::text_then_image("user", categorical_prompt(mikels))};
       EXPECT_EQ(render_chat(built, true), text) << p["name"];
     }
   }
@@ -57,11 +59,13 @@ TEST(Chat, RendersEveryFixturePrompt) {
 
 TEST(Chat, ExpandImagePads) {
   std::string t = std::string("a") + kImagePad + "b" + kImagePad;
-  EXPECT_EQ(expand_image_pads(t, {2, 1}), std::string("a") + kImagePad + kImagePad + "b" + kImagePad);
+  EXPECT_EQ(expand_image_pads(t, {2, 1}),
+            std::string("a") + kImagePad + kImagePad + "b" + kImagePad);
   EXPECT_THROW(expand_image_pads(t, {2}), Error);
   EXPECT_THROW(expand_image_pads(t, {1, 1, 1}), Error);
-  std::string two = render_chat({ChatMessage::text_then_image("user", "x"), ChatMessage::text_then_image("user", "y")},
-                                false, /*add_vision_id=*/true);
+  std::string two = render_chat(
+      {ChatMessage::text_then_image("user", "x"), ChatMessage::text_then_image("user", "y")}, false,
+      /*add_vision_id=*/true);
   EXPECT_NE(two.find("xPicture 1: <|vision_start|>"), std::string::npos) << two;
   EXPECT_NE(two.find("yPicture 2: <|vision_start|>"), std::string::npos) << two;
 }
@@ -78,7 +82,9 @@ TEST(Labels, BuiltInSetsAreSorted) {
   EXPECT_THROW(LabelSet::from_spec("only"), Error);
   EXPECT_THROW(LabelSet::from_spec("a,a"), Error);
   EXPECT_THROW(LabelSet::from_spec("mikels8").require_index("joy"), Error);
-  EXPECT_NE(categorical_prompt(LabelSet::from_spec("binary")).find("2 categories: negative and positive. Answer"), std::string::npos);
+  EXPECT_NE(categorical_prompt(LabelSet::from_spec("binary"))
+                .find("2 categories: negative and positive. Answer"),
+            std::string::npos);
 }
 
 TEST(Labels, ParseAnswers) {

@@ -39,11 +39,14 @@ std::vector<std::string> fixture_images(size_t n) {
   std::vector<std::string> out;
   const std::vector<test::RefImage> ims = test::reference_images();
   if (ims.empty()) throw Error("cases.json lists no image");
-  for (size_t i = 0; out.size() < std::max(n, ims.size()); ++i) out.push_back(ims[i % ims.size()].path);
+  for (size_t i = 0; out.size() < std::max(n, ims.size()); ++i)
+    out.push_back(ims[i % ims.size()].path);
   return out;
 }
 
-std::string extension(const std::string& path) { return fs::path(path).extension().string(); }
+std::string extension(const std::string& path) {
+  return fs::path(path).extension().string();
+}
 
 }  // namespace
 
@@ -120,7 +123,8 @@ TEST(Classify, GenerateModeSeedsEachImageByItsContent) {
   o.seed = 5;
   VlmClassifier c(o);
   const std::vector<std::string> ims = fixture_images(3);
-  const std::vector<std::string> paths = {ims[0], ims[1], ims[2]}, reversed = {ims[2], ims[1], ims[0]};
+  const std::vector<std::string> paths = {ims[0], ims[1], ims[2]},
+                                 reversed = {ims[2], ims[1], ims[0]};
   const std::vector<json> a = run(c, paths), b = run(c, reversed);
   ASSERT_EQ(a.size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
@@ -135,10 +139,11 @@ TEST(Classify, GenerateModeSeedsEachImageByItsContent) {
   EXPECT_GT(differ, 0) << "another seed drew the same answers";
   // chat with the categorical prompt and the same seed answers as classify
   const std::string prompt = categorical_prompt(LabelSet::from_spec(o.labels));
-  const std::string cmd = std::string(EMOVLM_CLI_PATH) + " -q chat --model " + shell_quote(o.vlm) +
-                          " --dtype f32 --device cpu --temperature 0.8 --seed 5 --max-new-tokens 6 --image " +
-                          shell_quote(paths[0]) + " --system " + shell_quote(kEmotionSystemMessage) + " --prompt " +
-                          shell_quote(prompt) + " 2>/dev/null";
+  const std::string cmd =
+      std::string(EMOVLM_CLI_PATH) + " -q chat --model " + shell_quote(o.vlm) +
+      " --dtype f32 --device cpu --temperature 0.8 --seed 5 --max-new-tokens 6 --image " +
+      shell_quote(paths[0]) + " --system " + shell_quote(kEmotionSystemMessage) + " --prompt " +
+      shell_quote(prompt) + " 2>/dev/null";
   FILE* pipe = popen(cmd.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string out;
@@ -174,20 +179,23 @@ TEST(Classify, EvaluatesALabelledSplit) {
   EXPECT_EQ(seen, 5);
   EXPECT_EQ(r["images"].get<int64_t>(), 5);
   EXPECT_EQ(r["unreadable"].get<int64_t>(), 1);
-  EXPECT_NE(r["unreadable_images"][0]["image"].get<std::string>().find("broken.png"), std::string::npos);
+  EXPECT_NE(r["unreadable_images"][0]["image"].get<std::string>().find("broken.png"),
+            std::string::npos);
   const json& m = r["metrics"];
   ASSERT_EQ(m["n"].get<int64_t>(), 4);
   ASSERT_EQ(r["predictions"].size(), 4u);
   int64_t right = 0, in_confusion = 0;
   for (const json& p : r["predictions"]) {
     right += p["label"] == p["truth"];
-    EXPECT_NE(p["image"].get<std::string>().find("/test/" + p["truth"].get<std::string>() + "/"), std::string::npos);
+    EXPECT_NE(p["image"].get<std::string>().find("/test/" + p["truth"].get<std::string>() + "/"),
+              std::string::npos);
   }
   for (const auto& row : m["confusion"])
     for (const auto& v : row) in_confusion += v.get<int64_t>();
   EXPECT_EQ(in_confusion, 4);
   EXPECT_DOUBLE_EQ(m["accuracy"].get<double>(), right / 4.0);
-  EXPECT_EQ(r["labels"], (json{"amusement", "fear", "sadness"}));  // sorted, as every artifact stores them
+  EXPECT_EQ(r["labels"],
+            (json{"amusement", "fear", "sadness"}));  // sorted, as every artifact stores them
   // a folder outside the label set is an error before any image is classified
   fs::create_directories(root + "/test/joy");
   test::write_test_image(root + "/test/joy/e.png", 40, 30, 10);
@@ -202,10 +210,12 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
   const std::string root = "data";
   const char* labels[] = {"amusement", "sadness", "fear"};
   const std::vector<std::string> images = fixture_images(4);
-  for (const char* label : labels) test::write_test_image(root + "/train/" + label + "/x.png", 40, 90, 30);
+  for (const char* label : labels)
+    test::write_test_image(root + "/train/" + label + "/x.png", 40, 90, 30);
   for (int i = 0; i < 4; ++i) {
     fs::create_directories(root + "/test/" + labels[i % 3]);
-    fs::copy_file(images[i], root + "/test/" + labels[i % 3] + "/" + std::to_string(i) + extension(images[i]));
+    fs::copy_file(images[i],
+                  root + "/test/" + labels[i % 3] + "/" + std::to_string(i) + extension(images[i]));
   }
   fs::create_directories("runs");
   const std::string journal = "runs/report.json.partial.jsonl";
@@ -228,20 +238,24 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
     out << lines[0] << '\n' << lines[1] << '\n' << second.dump() << '\n' << lines[3].substr(0, 20);
   }
   int computed = 0;
-  const json resumed = evaluate_vlm(c, root, "test", {}, [&](const json&) { ++computed; }, journal);
+  const json resumed = evaluate_vlm(
+      c, root, "test", {}, [&](const json&) { ++computed; }, journal);
   EXPECT_EQ(computed, 2);
   EXPECT_EQ(resumed["resumed"].get<int64_t>(), 2);
   ASSERT_EQ(resumed["predictions"].size(), 4u);
   for (size_t i = 0; i < 4; ++i) {
     const json& p = resumed["predictions"][i];
     EXPECT_EQ(p["image"], full["predictions"][i]["image"]);
-    const bool is_second = p["image"] == resolve_stored_path(second["image"].get<std::string>(), journal);
-    EXPECT_EQ(p["label"], is_second ? json(changed) : full["predictions"][i]["label"]) << p["image"];
+    const bool is_second =
+        p["image"] == resolve_stored_path(second["image"].get<std::string>(), journal);
+    EXPECT_EQ(p["label"], is_second ? json(changed) : full["predictions"][i]["label"])
+        << p["image"];
   }
   {
     std::ifstream in(journal);
     int n = 0;
-    for (std::string l; std::getline(in, l); ++n) EXPECT_FALSE(json::parse(l, nullptr, false).is_discarded()) << l;
+    for (std::string l; std::getline(in, l); ++n)
+      EXPECT_FALSE(json::parse(l, nullptr, false).is_discarded()) << l;
     EXPECT_EQ(n, 5);  // the cut line was dropped before appending
   }
   // the journal's images are stored relative to it, and matched by identity: the journal moved to
@@ -249,8 +263,9 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
   EXPECT_EQ(second["image"].get<std::string>().rfind("../data/test/", 0), 0u) << second["image"];
   fs::rename("runs", "runs2");
   computed = 0;
-  const json moved = evaluate_vlm(c, tmp / "data/./../data/", "test", {}, [&](const json&) { ++computed; },
-                                  "runs2/report.json.partial.jsonl");
+  const json moved = evaluate_vlm(
+      c, tmp / "data/./../data/", "test", {}, [&](const json&) { ++computed; },
+      "runs2/report.json.partial.jsonl");
   EXPECT_EQ(computed, 0);
   EXPECT_EQ(moved["resumed"].get<int64_t>(), 4);
   fs::rename("runs2", "runs");
@@ -262,7 +277,8 @@ TEST(Classify, EvaluationResumesFromItsJournal) {
     evaluate_vlm(c2, root, "test", {}, {}, journal);
     ADD_FAILURE() << "a journal of other settings was reused";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("/cap_long_side: 1024 (now 512)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/cap_long_side: 1024 (now 512)"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -272,14 +288,20 @@ TEST(Classify, AnUnreadableSplitIsAnError) {
   std::string lines;
   for (const char* label : {"amusement", "sadness", "fear"})
     for (const char* split : {"train", "test"})
-      lines += json({{"path", cat("missing-", split, "-", label, ".png")}, {"label", label}, {"split", split}}).dump() + "\n";
+      lines += json({{"path", cat("missing-", split, "-", label, ".png")},
+                     {"label", label},
+                     {"split", split}})
+                   .dump() +
+               "\n";
   write_file_atomic(tmp / "m.jsonl", lines);
   VlmClassifier c(tiny());
   try {
     evaluate_vlm(c, tmp / "m.jsonl", "test", {});
     ADD_FAILURE() << "a split of nothing was evaluated";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("m.jsonl: none of the 3 images of the test split could be read"), std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("m.jsonl: none of the 3 images of the test split could be read"),
+        std::string::npos)
         << e.what();
   }
 }

@@ -69,27 +69,33 @@ TEST(Configs, VitRefusesOutOfRangeFields) {
   const json base = read_json_file(test::ref_path("vit_tiny") + "/config.json");
   auto parse = [](const json& j) { VitConfig::from_json(j, "vit/config.json"); };
   ASSERT_NO_THROW(parse(base));
-  for (const char* field : {"num_channels", "hidden_size", "num_hidden_layers", "image_size", "patch_size"}) {
+  for (const char* field :
+       {"num_channels", "hidden_size", "num_hidden_layers", "image_size", "patch_size"}) {
     expect_names(error_with(base, std::string("/") + field, -1, parse), "vit/config.json", field);
-    expect_names(error_with(base, std::string("/") + field, int64_t{1} << 40, parse), "vit/config.json", field);
+    expect_names(error_with(base, std::string("/") + field, int64_t{1} << 40, parse),
+                 "vit/config.json", field);
   }
-  expect_names(error_with(base, "/layer_norm_eps", 0.0, parse), "vit/config.json", "layer_norm_eps");
+  expect_names(error_with(base, "/layer_norm_eps", 0.0, parse), "vit/config.json",
+               "layer_norm_eps");
 }
 
 TEST(Configs, LoraRefusesOutOfRangeFields) {
-  const json base = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"target_modules", {"q_proj"}}};
+  const json base = {
+      {"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"target_modules", {"q_proj"}}};
   auto parse = [](const json& j) { LoraConfig::from_json(j, "adapter/adapter_config.json"); };
   ASSERT_NO_THROW(parse(base));
   expect_names(error_with(base, "/r", 0, parse), "adapter_config.json", "rank");
   expect_names(error_with(base, "/r", int64_t{1} << 40, parse), "adapter_config.json", "rank");
   expect_names(error_with(base, "/lora_alpha", -1.0, parse), "adapter_config.json", "lora_alpha");
-  expect_names(error_with(base, "/target_modules", json::array({1, 2}), parse), "adapter_config.json", "target_modules");
+  expect_names(error_with(base, "/target_modules", json::array({1, 2}), parse),
+               "adapter_config.json", "target_modules");
 }
 
 // Integer fields take integral numbers in their type's range only: 19e99 (a double, far beyond
 // int64) was converted by the JSON library with undefined behaviour (UBSan, found by fuzz_loaders).
 TEST(Configs, IntegerFieldsRefuseNumbersOutOfTheirRange) {
-  const json j = json::parse(R"({"big": 19e99, "half": 2.5, "two": 2.0, "neg": -3, "huge_int": 18446744073709551615,
+  const json j = json::parse(
+      R"({"big": 19e99, "half": 2.5, "two": 2.0, "neg": -3, "huge_int": 18446744073709551615,
                                   "int32_over": 3000000000, "list": [1, 2.0, 1e300], "edge": 9223372036854775808.0})");
   auto refused = [&](auto get, const std::string& key) {
     try {

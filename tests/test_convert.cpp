@@ -27,11 +27,15 @@ TEST(Convert, EmoSet) {
   touch_image(d / "image/fear/fear_00002.jpg");
   touch_image(d / "image/awe/awe_00003.jpg");
   touch_image(d / "image/awe/awe_00004.jpg");
-  write_file_atomic(d / "train.json", R"([["amusement", "amusement_00001", "image/amusement/amusement_00001.jpg", "annotation/amusement/amusement_00001.json"],
+  write_file_atomic(
+      d / "train.json",
+      R"([["amusement", "amusement_00001", "image/amusement/amusement_00001.jpg", "annotation/amusement/amusement_00001.json"],
                                           ["fear", "fear_00002", "image/fear/fear_00002.jpg", "annotation/fear/fear_00002.json"],
                                           ["awe", "awe_00004", "image/awe/awe_00004.jpg", "annotation/awe/awe_00004.json"],
                                           ["fear", "fear_09999", "image/fear/fear_09999.jpg", "annotation/fear/fear_09999.json"]])");
-  write_file_atomic(d / "test.json", R"([["awe", "awe_00003", "image/awe/awe_00003.jpg", "annotation/awe/awe_00003.json"]])");
+  write_file_atomic(
+      d / "test.json",
+      R"([["awe", "awe_00003", "image/awe/awe_00003.jpg", "annotation/awe/awe_00003.json"]])");
   json r = convert_dataset({"emoset", d.path(), "", d / "emoset.jsonl"});
   EXPECT_EQ(r["images"].get<int>(), 4);
   EXPECT_EQ(r["missing"].size(), 1u);
@@ -47,18 +51,22 @@ TEST(Convert, Emotion6) {
   touch_image(d / "images/anger/1.jpg");
   touch_image(d / "images/joy/2.jpg");
   touch_image(d / "images/fear/3.jpg");
-  write_file_atomic(d / "ground_truth.txt",
-                    "[image_filename]\t[valence]\t[arousal]\t[prob. anger]\t[prob. disgust]\t[prob. fear]\t[prob. joy]\t[prob. sadness]\t[prob. surprise]\t[prob. neutral]\n"
-                    "anger/1.jpg\t3.1\t5.2\t0.5\t0.2\t0.1\t0\t0.1\t0\t0.1\n"
-                    "joy/2.jpg\t6.9\t4.0\t0\t0\t0\t0.3\t0\t0.2\t0.5\n"
-                    "fear/3.jpg\t2.0\t6.0\t0\t0\t0.4\t0\t0.4\t0\t0.2\n");
+  write_file_atomic(
+      d / "ground_truth.txt",
+      "[image_filename]\t[valence]\t[arousal]\t[prob. anger]\t[prob. disgust]\t[prob. "
+      "fear]\t[prob. joy]\t[prob. sadness]\t[prob. surprise]\t[prob. neutral]\n"
+      "anger/1.jpg\t3.1\t5.2\t0.5\t0.2\t0.1\t0\t0.1\t0\t0.1\n"
+      "joy/2.jpg\t6.9\t4.0\t0\t0\t0\t0.3\t0\t0.2\t0.5\n"
+      "fear/3.jpg\t2.0\t6.0\t0\t0\t0.4\t0\t0.4\t0\t0.2\n");
   json r = convert_dataset({"emotion6", d.path(), "", d / "e6.jsonl"});
   EXPECT_EQ(r["images"].get<int>(), 3);
   EXPECT_EQ(r["ties"].size(), 1u);  // fear/sadness at 0.4
   Dataset ds = load_dataset(d / "e6.jsonl", DatasetOptions{"", 0.0, 0.0, 42});
   std::map<std::string, std::string> label_of;
-  for (const auto& s : ds.train) label_of[fs::path(s.path).filename().string()] = ds.labels.labels[s.label];
-  EXPECT_EQ(label_of["2.jpg"], "joy");  // neutral (0.5) is not a class: the dominant of the six is joy
+  for (const auto& s : ds.train)
+    label_of[fs::path(s.path).filename().string()] = ds.labels.labels[s.label];
+  EXPECT_EQ(label_of["2.jpg"],
+            "joy");  // neutral (0.5) is not a class: the dominant of the six is joy
   EXPECT_EQ(label_of["3.jpg"], "fear");
   for (const auto& s : ds.train)
     if (fs::path(s.path).filename() == "2.jpg") EXPECT_FLOAT_EQ(s.soft.at("neutral"), 0.5f);

@@ -23,12 +23,15 @@ TEST(DataCheck, DuplicatesConflictsAndUnreadableFiles) {
   test::TempDir d;
   const std::string root = d / "ds";
   for (int k = 0; k < 4; ++k) {
-    test::write_test_image(root + "/train/awe/" + std::to_string(k) + ".png", 20 + k, 10, static_cast<uint8_t>(k));
-    test::write_test_image(root + "/train/fear/" + std::to_string(k) + ".png", 10, 30 + k, static_cast<uint8_t>(100 + k));
+    test::write_test_image(root + "/train/awe/" + std::to_string(k) + ".png", 20 + k, 10,
+                           static_cast<uint8_t>(k));
+    test::write_test_image(root + "/train/fear/" + std::to_string(k) + ".png", 10, 30 + k,
+                           static_cast<uint8_t>(100 + k));
   }
   test::write_test_image(root + "/test/awe/t0.png", 16, 16, 200);
   test::write_test_image(root + "/test/fear/t1.png", 16, 16, 201);
-  // a training image copied into the test split, a copy within train, the same image as awe and fear
+  // a training image copied into the test split, a copy within train, the same image as awe and
+  // fear
   fs::copy_file(root + "/train/awe/1.png", root + "/test/awe/leak.png");
   fs::copy_file(root + "/train/awe/2.png", root + "/train/awe/2b.png");
   fs::copy_file(root + "/train/fear/3.png", root + "/train/awe/also_fear.png");
@@ -45,9 +48,12 @@ TEST(DataCheck, DuplicatesConflictsAndUnreadableFiles) {
   EXPECT_EQ(r["conflicting_labels"].get<int>(), 1);
   for (const auto& g : r["duplicates"]) {
     std::set<std::string> names;
-    for (const auto& c : g["copies"]) names.insert(fs::path(c["path"].get<std::string>()).filename().string());
-    if (g["across_splits"].get<bool>()) EXPECT_EQ(names, (std::set<std::string>{"1.png", "leak.png"}));
-    if (g["conflicting_labels"].get<bool>()) EXPECT_EQ(names, (std::set<std::string>{"3.png", "also_fear.png"}));
+    for (const auto& c : g["copies"])
+      names.insert(fs::path(c["path"].get<std::string>()).filename().string());
+    if (g["across_splits"].get<bool>())
+      EXPECT_EQ(names, (std::set<std::string>{"1.png", "leak.png"}));
+    if (g["conflicting_labels"].get<bool>())
+      EXPECT_EQ(names, (std::set<std::string>{"3.png", "also_fear.png"}));
   }
   EXPECT_TRUE(r["unreadable"].empty());  // hashing reads files; only decoding finds the broken one
   EXPECT_FALSE(r.contains("sizes"));
@@ -82,7 +88,8 @@ TEST(DataCheck, SpecialFilesAndNothingReadable) {
   o.out = "reports/check.json";  // (a folder that does not exist yet)
   json r = check_dataset(o);
   ASSERT_EQ(r["unreadable"].size(), 1u);
-  EXPECT_NE(r["unreadable"][0]["error"].get<std::string>().find("pipe.png: not a regular file"), std::string::npos);
+  EXPECT_NE(r["unreadable"][0]["error"].get<std::string>().find("pipe.png: not a regular file"),
+            std::string::npos);
   const json stored = read_json_file(o.out);
   EXPECT_EQ(stored["unreadable"][0]["path"], "../img/pipe.png");
   EXPECT_EQ(stored["data"], "../m.jsonl");
@@ -95,7 +102,9 @@ TEST(DataCheck, SpecialFilesAndNothingReadable) {
     check_dataset(o);
     ADD_FAILURE() << "a dataset of nothing readable passed";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("none.jsonl: none of the 2 images of the dataset could be read"), std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("none.jsonl: none of the 2 images of the dataset could be read"),
+        std::string::npos)
         << e.what();
   }
   EXPECT_EQ(read_json_file(o.out)["unreadable"].size(), 2u);  // the report was written first

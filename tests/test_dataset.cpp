@@ -17,12 +17,18 @@ namespace fs = std::filesystem;
 namespace {
 
 // ROOT/{train,test}/<class>/k.png with n images per class
-void make_tree(const std::string& root, const std::vector<std::string>& classes, int n, bool with_val = false) {
+void make_tree(const std::string& root, const std::vector<std::string>& classes, int n,
+               bool with_val = false) {
   for (size_t c = 0; c < classes.size(); ++c)
     for (int k = 0; k < n; ++k) {
-      test::write_test_image(root + "/train/" + classes[c] + "/" + std::to_string(k) + ".png", 20 + k, 16, static_cast<uint8_t>(c * 30));
-      if (k < 2) test::write_test_image(root + "/test/" + classes[c] + "/t" + std::to_string(k) + ".png", 16, 16, 5);
-      if (with_val && k < 2) test::write_test_image(root + "/val/" + classes[c] + "/v" + std::to_string(k) + ".png", 16, 16, 9);
+      test::write_test_image(root + "/train/" + classes[c] + "/" + std::to_string(k) + ".png",
+                             20 + k, 16, static_cast<uint8_t>(c * 30));
+      if (k < 2)
+        test::write_test_image(root + "/test/" + classes[c] + "/t" + std::to_string(k) + ".png", 16,
+                               16, 5);
+      if (with_val && k < 2)
+        test::write_test_image(root + "/val/" + classes[c] + "/v" + std::to_string(k) + ".png", 16,
+                               16, 9);
     }
 }
 
@@ -56,7 +62,8 @@ TEST(Dataset, FoldersSortedClassesAndSeededSplit) {
     load_dataset(dir.path(), o);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("class 'amusement' has no images"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("class 'amusement' has no images"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -87,7 +94,8 @@ TEST(Dataset, OtherImageFormatsAreListedAndReported) {
   EXPECT_EQ(seen, 8u);
   ASSERT_EQ(loader.failures().size(), 1u);
   EXPECT_NE(loader.failures()[0].find("z.tif"), std::string::npos) << loader.failures()[0];
-  EXPECT_NE(loader.failures()[0].find("unsupported image format TIFF"), std::string::npos) << loader.failures()[0];
+  EXPECT_NE(loader.failures()[0].find("unsupported image format TIFF"), std::string::npos)
+      << loader.failures()[0];
 }
 
 TEST(Dataset, ValFolderAndErrors) {
@@ -119,19 +127,25 @@ TEST(Dataset, Manifests) {
   test::write_test_image(dir / "img/1.png", 8, 8, 1);
   test::write_test_image(dir / "img/2.png", 8, 8, 2);
   test::write_test_image(dir / "img/3.png", 8, 8, 3);
-  write_file_atomic(dir / "m.csv", "path,label,split,soft_joy\nimg/1.png,joy,train,0.9\nimg/2.png,fear,train,0.1\n"
-                                   "img/3.png,joy,test,1\nimg/1.png,fear,val,\n");
+  write_file_atomic(dir / "m.csv",
+                    "path,label,split,soft_joy\nimg/1.png,joy,train,0.9\nimg/2.png,fear,train,0.1\n"
+                    "img/3.png,joy,test,1\nimg/1.png,fear,val,\n");
   Dataset d = load_dataset(dir / "m.csv");
   EXPECT_EQ(d.labels.labels, (std::vector<std::string>{"fear", "joy"}));
   EXPECT_EQ(d.train.size(), 2u);
   EXPECT_EQ(d.test.size(), 1u);
   EXPECT_FLOAT_EQ(d.train[0].soft.at("joy"), 0.9f);
   EXPECT_EQ(d.test[0].path, dir / "img/3.png");
-  write_file_atomic(dir / "m.jsonl", R"({"path": "img/1.png", "label": "joy"})" "\n" R"({"path": "img/2.png", "label": "fear"})" "\n"
-                                     R"({"path": "img/3.png", "label": "joy", "split": "test"})" "\n");
+  write_file_atomic(dir / "m.jsonl", R"({"path": "img/1.png", "label": "joy"})"
+                                     "\n"
+                                     R"({"path": "img/2.png", "label": "fear"})"
+                                     "\n"
+                                     R"({"path": "img/3.png", "label": "joy", "split": "test"})"
+                                     "\n");
   Dataset j = load_dataset(dir / "m.jsonl");
   EXPECT_EQ(j.test.size(), 1u);
-  write_file_atomic(dir / "bad.jsonl", R"({"path": "img/1.png", "label": "joy", "split": "dev"})" "\n");
+  write_file_atomic(dir / "bad.jsonl", R"({"path": "img/1.png", "label": "joy", "split": "dev"})"
+                                       "\n");
   EXPECT_THROW(load_dataset(dir / "bad.jsonl"), Error);
   DatasetOptions o;
   o.labels = "binary";
@@ -195,7 +209,8 @@ TEST(Loader, OrderedDeterministicAndSkipsBadImages) {
     std::vector<float> pixels = p0.pixels;
     pixels.insert(pixels.end(), p1.pixels.begin(), p1.pixels.end());
     EXPECT_EQ(pixels, x.pixels);
-    EXPECT_GE(p0.indices.size() + p0.failed.size(), p1.indices.size() + p1.failed.size());  // the first share is the larger
+    EXPECT_GE(p0.indices.size() + p0.failed.size(),
+              p1.indices.size() + p1.failed.size());  // the first share is the larger
   }
 }
 
@@ -205,12 +220,12 @@ TEST(Dataset, LinkLoopsAndSpecialFilesAreListedNotFollowed) {
   test::TempDir dir;
   test::write_test_image(dir / "imgs/a/1.png", 8, 8, 1);
   test::write_test_image(dir / "imgs/b/2.png", 8, 8, 2);
-  fs::create_directory_symlink(dir / "imgs", dir / "imgs/a/loop");  // a directory loop
+  fs::create_directory_symlink(dir / "imgs", dir / "imgs/a/loop");   // a directory loop
   fs::create_symlink(dir / "imgs/self.jpg", dir / "imgs/self.jpg");  // a link to itself
   ASSERT_EQ(mkfifo((dir / "imgs/b/pipe.png").c_str(), 0644), 0);
   const std::vector<std::string> found = list_image_files(dir / "imgs");
-  EXPECT_EQ(found, (std::vector<std::string>{dir / "imgs/a/1.png", dir / "imgs/b/2.png", dir / "imgs/b/pipe.png",
-                                             dir / "imgs/self.jpg"}));
+  EXPECT_EQ(found, (std::vector<std::string>{dir / "imgs/a/1.png", dir / "imgs/b/2.png",
+                                             dir / "imgs/b/pipe.png", dir / "imgs/self.jpg"}));
   std::vector<Sample> samples;
   for (const auto& f : found) samples.push_back({f, 0, {}});
   const std::vector<std::string> bad = unreadable_by_stat(samples);
@@ -230,13 +245,16 @@ TEST(Dataset, ReadablePolicy) {
     check_readable("the test split", "fi.jsonl", 2, {"a.jpg: gone", "b.jpg: gone"});
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "fi.jsonl: none of the 2 images of the test split could be read (a.jpg: gone; b.jpg: gone)");
+    EXPECT_EQ(std::string(e.what()),
+              "fi.jsonl: none of the 2 images of the test split could be read (a.jpg: gone; b.jpg: "
+              "gone)");
   }
   testing::internal::CaptureStderr();
   check_readable("the test split", "fi.jsonl", 50, {"a.jpg: gone"});
   check_readable("the test split", "fi.jsonl", 200, {"a.jpg: gone"});
   const std::string err = testing::internal::GetCapturedStderr();
-  EXPECT_NE(err.find("warning: fi.jsonl: 1 of 50 images of the test split could not be read (2.0%), e.g. a.jpg: gone"),
+  EXPECT_NE(err.find("warning: fi.jsonl: 1 of 50 images of the test split could not be read "
+                     "(2.0%), e.g. a.jpg: gone"),
             std::string::npos)
       << err;
   EXPECT_EQ(err.find("of 200"), std::string::npos) << err;

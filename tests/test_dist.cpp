@@ -43,9 +43,14 @@ TEST(Dist, NoLauncherIsOneProcess) {
 }
 
 TEST(Dist, ReadsTorchrun) {
-  const dist::LaunchEnv e = env_of({{"RANK", "5"}, {"WORLD_SIZE", "16"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "4"},
-                                    {"MASTER_ADDR", "node0"}, {"MASTER_PORT", "29400"},
-                                    {"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"TORCHELASTIC_RESTART_COUNT", "2"}});
+  const dist::LaunchEnv e = env_of({{"RANK", "5"},
+                                    {"WORLD_SIZE", "16"},
+                                    {"LOCAL_RANK", "1"},
+                                    {"LOCAL_WORLD_SIZE", "4"},
+                                    {"MASTER_ADDR", "node0"},
+                                    {"MASTER_PORT", "29400"},
+                                    {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                    {"TORCHELASTIC_RESTART_COUNT", "2"}});
   EXPECT_TRUE(e.distributed());
   EXPECT_EQ(e.launcher, "torchrun");
   EXPECT_EQ(e.rank, 5);
@@ -57,14 +62,20 @@ TEST(Dist, ReadsTorchrun) {
   EXPECT_TRUE(e.agent_store);
   EXPECT_EQ(e.restart_count, 2);
   // torchrun --standalone: rank 0 hosts the store itself
-  EXPECT_FALSE(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
-                       {"TORCHELASTIC_USE_AGENT_STORE", "False"}}).agent_store);
+  EXPECT_FALSE(env_of({{"RANK", "0"},
+                       {"WORLD_SIZE", "2"},
+                       {"MASTER_ADDR", "127.0.0.1"},
+                       {"TORCHELASTIC_USE_AGENT_STORE", "False"}})
+                   .agent_store);
   EXPECT_EQ(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).master_port, 29500);
 }
 
 TEST(Dist, ReadsSlurmAndTorchrunWins) {
-  const dist::LaunchEnv e = env_of({{"SLURM_PROCID", "9"}, {"SLURM_NTASKS", "16"}, {"SLURM_LOCALID", "1"},
-                                    {"SLURM_NTASKS_PER_NODE", "8"}, {"MASTER_ADDR", "gpu001"}});
+  const dist::LaunchEnv e = env_of({{"SLURM_PROCID", "9"},
+                                    {"SLURM_NTASKS", "16"},
+                                    {"SLURM_LOCALID", "1"},
+                                    {"SLURM_NTASKS_PER_NODE", "8"},
+                                    {"MASTER_ADDR", "gpu001"}});
   EXPECT_EQ(e.launcher, "slurm");
   EXPECT_EQ(e.rank, 9);
   EXPECT_EQ(e.world_size, 16);
@@ -72,17 +83,24 @@ TEST(Dist, ReadsSlurmAndTorchrunWins) {
   EXPECT_EQ(e.local_world_size, 8);
   EXPECT_EQ(e.master_port, 29500);
   // torchrun started inside a Slurm job: its variables describe this process
-  const dist::LaunchEnv t = env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"RANK", "3"}, {"WORLD_SIZE", "8"},
+  const dist::LaunchEnv t = env_of({{"SLURM_PROCID", "0"},
+                                    {"SLURM_NTASKS", "1"},
+                                    {"RANK", "3"},
+                                    {"WORLD_SIZE", "8"},
                                     {"MASTER_ADDR", "h"}});
   EXPECT_EQ(t.launcher, "torchrun");
   EXPECT_EQ(t.rank, 3);
 }
 
 TEST(Dist, NamesTheBadVariable) {
-  EXPECT_NE(error_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).find("RANK=2"), std::string::npos);
-  EXPECT_NE(error_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).find("RANK=x"), std::string::npos);
-  EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}).find("MASTER_PORT"),
+  EXPECT_NE(error_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).find("RANK=2"),
             std::string::npos);
+  EXPECT_NE(error_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).find("RANK=x"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}})
+          .find("MASTER_PORT"),
+      std::string::npos);
   EXPECT_NE(error_of({{"WORLD_SIZE", "2"}}).find("RANK is not"), std::string::npos);
   const std::string no_addr = error_of({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "4"}});
   EXPECT_NE(no_addr.find("MASTER_ADDR"), std::string::npos) << no_addr;
@@ -99,7 +117,8 @@ TEST(Dist, OneProcessCollectivesLeaveTensorsAlone) {
   EXPECT_EQ(dist::shard_range(7), std::make_pair(int64_t{0}, int64_t{7}));
   EXPECT_EQ(dist::shard_rows(torch::arange(7)).size(0), 7);
   for (int64_t j = 0; j < 5; ++j) EXPECT_TRUE(dist::owns_micro_batch(j));
-  EXPECT_EQ(dist::all_gather_bytes(std::string("a\0b", 3)), std::vector<std::string>{std::string("a\0b", 3)});
+  EXPECT_EQ(dist::all_gather_bytes(std::string("a\0b", 3)),
+            std::vector<std::string>{std::string("a\0b", 3)});
   EXPECT_EQ(dist::all_gather_bytes(""), std::vector<std::string>{""});
   EXPECT_EQ(dist::from_main([] { return std::string("manifest"); }), "manifest");
   EXPECT_THROW(dist::from_main([]() -> std::string { throw Error("refused"); }), Error);

@@ -70,7 +70,8 @@ TEST(Files, SpecialFilesAreRefusedNotWaitedOn) {
   try {
     read_file(dir / "fifo.jpg");
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("fifo.jpg: not a regular file"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("fifo.jpg: not a regular file"), std::string::npos)
+        << e.what();
   }
   std::filesystem::create_symlink(dir / "loop.jpg", dir / "loop.jpg");
   EXPECT_THROW(read_file(dir / "loop.jpg"), Error);
@@ -78,7 +79,8 @@ TEST(Files, SpecialFilesAreRefusedNotWaitedOn) {
 }
 
 TEST(Files, JsonFirstDifferenceNamesTheField) {
-  const json a = {{"vlm", {{"files", {{{"name", "m.safetensors"}, {"hash", "aa"}}}}}}, {"split", "val"}};
+  const json a = {{"vlm", {{"files", {{{"name", "m.safetensors"}, {"hash", "aa"}}}}}},
+                  {"split", "val"}};
   json b = a;
   EXPECT_EQ(json_first_difference(a, b), "");
   b["split"] = "test";

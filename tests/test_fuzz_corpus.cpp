@@ -18,7 +18,8 @@ namespace {
 
 // Seed NAME of the loaders corpus without its first (loader-selecting) byte, written to DIR.
 std::string seed_file(const test::TempDir& dir, const std::string& name, char loader) {
-  const std::string bytes = read_file(std::string(EMOVLM_TEST_DATA_DIR) + "/../fuzz/corpus/loaders/" + name);
+  const std::string bytes =
+      read_file(std::string(EMOVLM_TEST_DATA_DIR) + "/../fuzz/corpus/loaders/" + name);
   EXPECT_FALSE(bytes.empty()) << name;
   EXPECT_EQ(bytes.at(0), loader) << name << " is not a seed for loader " << int(loader);
   const std::string path = dir / name;
@@ -34,7 +35,8 @@ TEST(FuzzCorpus, LoaderSeedsAreAccepted) {
   EXPECT_TRUE(SafeTensorsFile::open(seed_file(dir, "safetensors_empty", 0))->tensors().empty());
   const Tokenizer tok = Tokenizer::from_file(seed_file(dir, "tokenizer_small", 1));
   EXPECT_FALSE(tok.encode("Hello, world!").empty());
-  const std::vector<InstructionExample> inst = read_instructions(seed_file(dir, "instructions_small", 5));
+  const std::vector<InstructionExample> inst =
+      read_instructions(seed_file(dir, "instructions_small", 5));
   ASSERT_EQ(inst.size(), 3u);
   EXPECT_EQ(inst[1].kind, "observation");
   const std::string cache = seed_file(dir, "cache_manifest_small", 6);

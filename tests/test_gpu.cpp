@@ -1,7 +1,7 @@
 // The Qwen2-VL golden checks on an NVIDIA GPU (CUDA libtorch): float32 with TF32 off at 1e-4,
 // bfloat16 at the reference's CUDA calibration, greedy tokens exact, label scores within 1e-3,
-// the ViT teacher at 1e-4, ResNet and VGG (cuDNN convolutions and BatchNorm) at 1e-4, CUDA graphs replaying decoding steps. Labelled `gpu`: `make test`
-// skips it; without CUDA every test skips.
+// the ViT teacher at 1e-4, ResNet and VGG (cuDNN convolutions and BatchNorm) at 1e-4, CUDA graphs
+// replaying decoding steps. Labelled `gpu`: `make test` skips it; without CUDA every test skips.
 #include <gtest/gtest.h>
 
 #include "emovlm/core/cuda.h"
@@ -9,11 +9,11 @@
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/models/grad_checkpoint.h"
+#include "emovlm/models/image_classifier.h"
 #include "emovlm/models/layers.h"
 #include "emovlm/models/nf4.h"
 #include "emovlm/models/qwen2vl.h"
 #include "emovlm/models/qwen2vl_generate.h"
-#include "emovlm/models/image_classifier.h"
 #include "emovlm/models/vit.h"
 #include "test_util.h"
 
@@ -21,10 +21,13 @@ using namespace emovlm;
 
 namespace {
 
-std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
+std::string qdir() {
+  return test::ref_path("qwen2vl_tiny");
+}
 
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  torch::Tensor x = a.to(torch::kCPU).to(torch::kFloat64), y = b.to(torch::kCPU).to(torch::kFloat64);
+  torch::Tensor x = a.to(torch::kCPU).to(torch::kFloat64),
+                y = b.to(torch::kCPU).to(torch::kFloat64);
   return ((x - y).abs().max() / y.abs().max()).item<double>();
 }
 
@@ -35,9 +38,11 @@ double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
     at::globalContext().setAllowTF32CuDNN(false);                \
   } while (0)
 
-Qwen2VLInputs prompt_inputs(const json& cases, const std::map<std::string, torch::Tensor>& exp, const json& p) {
+Qwen2VLInputs prompt_inputs(const json& cases, const std::map<std::string, torch::Tensor>& exp,
+                            const json& p) {
   Qwen2VLInputs in;
-  in.input_ids = torch::tensor(p["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+  in.input_ids =
+      torch::tensor(p["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
   in.attention_mask = torch::ones_like(in.input_ids);
   if (!p["image"].is_null()) {
     const std::string img = p["image"];
@@ -71,7 +76,8 @@ TEST(Gpu, Qwen2VLFloat32AndGreedy) {
       g.max_new_tokens = 12;
       g.eos_token_ids = {-1};
       g.cuda_graph = graph;
-      EXPECT_EQ(generate(*m, prompt_inputs(cases, exp, p), g).tokens[0], p["greedy_12"].get<std::vector<int64_t>>())
+      EXPECT_EQ(generate(*m, prompt_inputs(cases, exp, p), g).tokens[0],
+                p["greedy_12"].get<std::vector<int64_t>>())
           << name << (graph ? " (CUDA graph)" : "");
     }
     if (p["image"].is_null() || fixed_checked) continue;
@@ -83,8 +89,10 @@ TEST(Gpu, Qwen2VLFloat32AndGreedy) {
     const int64_t steps = 6;
     FixedDecoder fixed(*m, cache, in.attention_mask, pre.rope_deltas, steps, /*cuda_graph=*/true);
     EXPECT_TRUE(fixed.uses_graph());
-    torch::Tensor key_mask = in.attention_mask, next = pre.logits.select(1, 0).argmax(-1, true).cpu();
-    for (int64_t s = 0; s < steps; ++s) {  // step 0 eager, step 1 records, every step replays from 1 on
+    torch::Tensor key_mask = in.attention_mask,
+                  next = pre.logits.select(1, 0).argmax(-1, true).cpu();
+    for (int64_t s = 0; s < steps;
+         ++s) {  // step 0 eager, step 1 records, every step replays from 1 on
       key_mask = torch::cat({key_mask, torch::ones({1, 1}, torch::kInt64)}, 1);
       torch::Tensor want = m->decode(next, pre.rope_deltas, key_mask, cache);
       torch::Tensor got = fixed.step(next).clone();
@@ -121,7 +129,9 @@ TEST(Gpu, Qwen2VLBfloat16) {
     if (p["image"].is_null()) continue;
     const std::string name = p["name"];
     torch::Tensor logits = m->forward(prompt_inputs(cases, exp, p)).logits[0].to(torch::kFloat32);
-    EXPECT_LT(rel_err(logits, exp.at(name + ".logits")), 1.25 * cal["logits_maxabs_over_maxref"].get<double>()) << name;
+    EXPECT_LT(rel_err(logits, exp.at(name + ".logits")),
+              1.25 * cal["logits_maxabs_over_maxref"].get<double>())
+        << name;
   }
 }
 
@@ -133,7 +143,8 @@ TEST(Gpu, LabelScores) {
   auto exp = load_tensors(qdir() + "/expected.safetensors");
   Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32, torch::kCUDA));
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
-  for (auto it = extra["label_scores"]["scores"].begin(); it != extra["label_scores"]["scores"].end(); ++it) {
+  for (auto it = extra["label_scores"]["scores"].begin();
+       it != extra["label_scores"]["scores"].end(); ++it) {
     for (const auto& p : cases["prompts"]) {
       if (p["name"] != it.key()) continue;
       torch::Tensor rgb = exp.at(p["image"].get<std::string>() + ".rgb");
@@ -162,11 +173,12 @@ TEST(Gpu, VitTeacher) {
   torch::NoGradGuard ng;
   for (const auto& c : cases["images"])
     EXPECT_LT(rel_err(m->forward(exp.at(c["pixel_values"].get<std::string>()).to(torch::kCUDA))[0],
-                      exp.at(c["name"].get<std::string>() + ".logits")), 1e-4);
+                      exp.at(c["name"].get<std::string>() + ".logits")),
+              1e-4);
 }
 
-// ResNet and VGG on cuDNN against torchvision (tests/data/cnn): eval logits, and a train-mode step's
-// loss, gradients and running statistics (cuDNN's BatchNorm), float32 with TF32 off.
+// ResNet and VGG on cuDNN against torchvision (tests/data/cnn): eval logits, and a train-mode
+// step's loss, gradients and running statistics (cuDNN's BatchNorm), float32 with TF32 off.
 TEST(Gpu, CnnTeachers) {
   REQUIRE_CUDA();
   for (const char* name : {"resnet_tiny", "vgg_bn_tiny"}) {
@@ -179,24 +191,32 @@ TEST(Gpu, CnnTeachers) {
     {
       torch::NoGradGuard ng;
       for (const auto& in : cases["inputs"])
-        EXPECT_LT(rel_err(m->logits(exp.at(in.get<std::string>()).to(torch::kCUDA)), exp.at(in.get<std::string>() + ".logits")),
+        EXPECT_LT(rel_err(m->logits(exp.at(in.get<std::string>()).to(torch::kCUDA)),
+                          exp.at(in.get<std::string>() + ".logits")),
                   1e-4)
             << name << " " << in;
     }
     m->train();
-    torch::Tensor y = torch::tensor(cases["train_labels"].get<std::vector<int64_t>>(), torch::kInt64).to(torch::kCUDA);
-    torch::Tensor loss = torch::cross_entropy_loss(m->logits(exp.at(cases["train_input"].get<std::string>()).to(torch::kCUDA)), y);
+    torch::Tensor y =
+        torch::tensor(cases["train_labels"].get<std::vector<int64_t>>(), torch::kInt64)
+            .to(torch::kCUDA);
+    torch::Tensor loss = torch::cross_entropy_loss(
+        m->logits(exp.at(cases["train_input"].get<std::string>()).to(torch::kCUDA)), y);
     EXPECT_NEAR(loss.item<double>(), cases["train_loss"].get<double>(), 1e-4) << name;
     loss.backward();
     std::map<std::string, torch::Tensor> t;
     for (const auto& p : m->named_parameters()) t[p.key()] = p.value();
     for (const auto& b : m->named_buffers()) t[b.key()] = b.value();
     for (const auto& n : cases["grad_names"])
-      EXPECT_LT(rel_err(t.at(n.get<std::string>()).grad(), exp.at("train.grad." + n.get<std::string>())), 1e-4)
+      EXPECT_LT(
+          rel_err(t.at(n.get<std::string>()).grad(), exp.at("train.grad." + n.get<std::string>())),
+          1e-4)
           << name << " " << n;
     for (const auto& n : cases["bn_names"])
       for (const char* b : {"running_mean", "running_var"})
-        EXPECT_LT(rel_err(t.at(n.get<std::string>() + "." + b), exp.at("train." + n.get<std::string>() + "." + b)), 1e-4)
+        EXPECT_LT(rel_err(t.at(n.get<std::string>() + "." + b),
+                          exp.at("train." + n.get<std::string>() + "." + b)),
+                  1e-4)
             << name << " " << n << "." << b;
   }
 }
@@ -241,5 +261,6 @@ TEST(Gpu, AutocastAndGradientCheckpointing) {
     (recompute ? checkpointed(f, x) : f(x)).pow(2).sum().backward();
     return l->weight.grad().clone();
   };
-  EXPECT_TRUE(torch::allclose(grads(false), grads(true)));  // the CUDA RNG is restored for the recomputation
+  EXPECT_TRUE(torch::allclose(grads(false),
+                              grads(true)));  // the CUDA RNG is restored for the recomputation
 }

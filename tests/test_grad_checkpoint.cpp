@@ -34,7 +34,9 @@ int count_nodes(const torch::Tensor& t, const std::string& part) {
 TEST(GradCheckpoint, SameGradientsWithDropout) {
   torch::manual_seed(0);
   torch::nn::Linear a(16, 32), b(32, 16);
-  auto block = [&](const torch::Tensor& x) { return b(torch::dropout(torch::gelu(a(x)), 0.3, true)); };
+  auto block = [&](const torch::Tensor& x) {
+    return b(torch::dropout(torch::gelu(a(x)), 0.3, true));
+  };
   torch::Tensor x0 = torch::randn({4, 16});
 
   auto grads = [&](bool recompute) {
@@ -53,7 +55,8 @@ TEST(GradCheckpoint, SameGradientsWithDropout) {
   };
   std::vector<torch::Tensor> plain = grads(false), ck = grads(true);
   ASSERT_EQ(plain.size(), ck.size());
-  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::allclose(plain[i], ck[i], 1e-6, 1e-7)) << i;
+  for (size_t i = 0; i < plain.size(); ++i)
+    EXPECT_TRUE(torch::allclose(plain[i], ck[i], 1e-6, 1e-7)) << i;
 }
 
 TEST(GradCheckpoint, InputWithoutGradStillTrainsParameters) {
@@ -67,7 +70,8 @@ TEST(GradCheckpoint, InputWithoutGradStillTrainsParameters) {
 TEST(GradCheckpoint, NoGradModeIsAPlainCall) {
   torch::nn::Linear a(4, 4);
   torch::NoGradGuard ng;
-  EXPECT_FALSE(checkpointed([&](const torch::Tensor& h) { return a(h); }, torch::randn({1, 4})).requires_grad());
+  EXPECT_FALSE(checkpointed([&](const torch::Tensor& h) { return a(h); }, torch::randn({1, 4}))
+                   .requires_grad());
 }
 
 // The SFT loss of the tiny Qwen2-VL with LoRA (dropout on): layer gradients with and without
@@ -87,9 +91,13 @@ TEST(GradCheckpoint, Qwen2VLLoraGradientsAgree) {
       grid = im["grid_thw." + proc].get<std::vector<int64_t>>();
     }
   ASSERT_EQ(grid.size(), 3u) << "cases.json has no image " << sft["image"];
-  torch::Tensor ids = torch::tensor(sft["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
-  torch::Tensor labels = torch::tensor(sft["labels"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
-  Qwen2VLInputs in{ids, torch::ones_like(ids), expected.at(sft["image"].get<std::string>() + ".pixel_values." + proc),
+  torch::Tensor ids =
+      torch::tensor(sft["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+  torch::Tensor labels =
+      torch::tensor(sft["labels"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+  Qwen2VLInputs in{ids,
+                   torch::ones_like(ids),
+                   expected.at(sft["image"].get<std::string>() + ".pixel_values." + proc),
                    {{grid[0], grid[1], grid[2]}}};
 
   auto run = [&](bool recompute) {
@@ -106,7 +114,8 @@ TEST(GradCheckpoint, Qwen2VLLoraGradientsAgree) {
     torch::manual_seed(11);
     torch::Tensor loss = sft_loss(*m, in, labels);
     // one recomputed block per decoder layer, or none
-    EXPECT_EQ(count_nodes(loss, "CheckpointFunction"), recompute ? m->config().text.num_hidden_layers : 0);
+    EXPECT_EQ(count_nodes(loss, "CheckpointFunction"),
+              recompute ? m->config().text.num_hidden_layers : 0);
     loss.backward();
     std::map<std::string, torch::Tensor> g;
     for (auto& p : m->named_parameters())

@@ -22,13 +22,14 @@ TEST(KDLoss, MatchesReference) {
   json c = read_json_file(dir + "/cases.json")["kd"];
   auto t = load_tensors(dir + "/expected.safetensors");
   torch::Tensor s = t.at("kd.student_logits").to(torch::kFloat64).clone().requires_grad_(true);
-  KDLoss l = kd_loss(s, t.at("kd.teacher_logits").to(torch::kFloat64), t.at("kd.labels"), c["T"].get<double>(),
-                     c["alpha"].get<double>());
+  KDLoss l = kd_loss(s, t.at("kd.teacher_logits").to(torch::kFloat64), t.at("kd.labels"),
+                     c["T"].get<double>(), c["alpha"].get<double>());
   EXPECT_NEAR(l.kl.item<double>(), c["kl_term"].get<double>(), 1e-6);
   EXPECT_NEAR(l.ce.item<double>(), c["ce_term"].get<double>(), 1e-6);
   EXPECT_NEAR(l.loss.item<double>(), c["loss"].get<double>(), 1e-6);
   l.loss.backward();
-  EXPECT_LT((s.grad().to(torch::kFloat32) - t.at("kd.grad_student")).abs().max().item<double>(), 1e-6);
+  EXPECT_LT((s.grad().to(torch::kFloat32) - t.at("kd.grad_student")).abs().max().item<double>(),
+            1e-6);
 }
 
 TEST(Gate, ParameterCountsAndShapes) {
@@ -56,8 +57,9 @@ TEST(Gate, ParameterCountsAndShapes) {
 TEST(Gate, InitAverageStartsAsTheWeightedSumOfTheInputs) {
   torch::manual_seed(0);
   const int64_t C = 6;
-  torch::Tensor v = torch::cat({torch::nn::functional::one_hot(torch::tensor({1, 4, 0}), C).to(torch::kFloat32),
-                                torch::zeros({1, C}), torch::softmax(torch::randn({2, C}), -1)});
+  torch::Tensor v =
+      torch::cat({torch::nn::functional::one_hot(torch::tensor({1, 4, 0}), C).to(torch::kFloat32),
+                  torch::zeros({1, C}), torch::softmax(torch::randn({2, C}), -1)});
   torch::Tensor h = torch::randn({6, C}) * 3;
   for (auto [a, b] : {std::pair<double, double>{0.5, 0.0}, {1.0, 0.7}, {0.3, 2.5}}) {
     for (const auto& k : gate_kinds()) {
@@ -67,7 +69,8 @@ TEST(Gate, InitAverageStartsAsTheWeightedSumOfTheInputs) {
       // dynamic and cross hold each weight at least 1e-3
       const double bb = k == "dynamic" || k == "cross" ? std::max(b, 1e-3) : b;
       torch::Tensor want = k == "bilinear" ? a * h * v.sum(-1, true) : a * h + bb * v;
-      EXPECT_TRUE(torch::allclose(g->forward(v, h), want, 1e-5, 1e-5)) << k << " a=" << a << " b=" << b;
+      EXPECT_TRUE(torch::allclose(g->forward(v, h), want, 1e-5, 1e-5))
+          << k << " a=" << a << " b=" << b;
     }
   }
   // with noise the gate is near the average, not equal to it

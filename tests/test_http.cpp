@@ -15,8 +15,8 @@
 
 using namespace emovlm;
 using namespace emovlm::http;
-using emovlm::test::RawConn;
 using emovlm::test::raw_request;
+using emovlm::test::RawConn;
 
 namespace {
 
@@ -24,14 +24,17 @@ namespace {
 RequestParser parse(const std::string& bytes, size_t step = 1000000, Limits limits = {}) {
   RequestParser p(limits);
   size_t off = 0;
-  while (off < bytes.size() && !p.done() && !p.failed()) off += p.feed(bytes.data() + off, std::min(step, bytes.size() - off));
+  while (off < bytes.size() && !p.done() && !p.failed())
+    off += p.feed(bytes.data() + off, std::min(step, bytes.size() - off));
   return p;
 }
 
 }  // namespace
 
 TEST(HttpParser, ParsesInAnyPieces) {
-  const std::string req = "POST /predict?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: image/png\r\nContent-Length: 5\r\n\r\nhello";
+  const std::string req =
+      "POST /predict?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: image/png\r\nContent-Length: "
+      "5\r\n\r\nhello";
   for (size_t step : {1u, 2u, 7u, 1000u}) {
     RequestParser p = parse(req, step);
     ASSERT_TRUE(p.done()) << step;
@@ -61,11 +64,17 @@ TEST(HttpParser, StopsAtTheEndOfOneRequest) {
 }
 
 TEST(HttpParser, ChunkedBodies) {
-  RequestParser p = parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nabcd\r\n2\r\nef\r\n0\r\nT: 1\r\n\r\n", 3);
+  RequestParser p = parse(
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nabcd\r\n2\r\nef\r\n0\r\nT: "
+      "1\r\n\r\n",
+      3);
   ASSERT_TRUE(p.done()) << p.error_message();
   EXPECT_EQ(p.take().body, "abcdef");
-  EXPECT_EQ(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXY").error_status(), 400);
-  EXPECT_EQ(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").error_status(), 400);
+  EXPECT_EQ(
+      parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXY").error_status(),
+      400);
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").error_status(),
+            400);
 }
 
 TEST(HttpParser, EveryLimitHasItsStatus) {
@@ -73,13 +82,18 @@ TEST(HttpParser, EveryLimitHasItsStatus) {
   l.max_body = 10;
   l.max_target = 50;
   l.max_header_bytes = 200;
-  RequestParser chunked = parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n", 1000, l);
+  RequestParser chunked =
+      parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n", 1000, l);
   EXPECT_EQ(chunked.error_status(), 413);
   EXPECT_NE(chunked.error_message().find("10 bytes"), std::string::npos) << chunked.error_message();
   EXPECT_EQ(parse("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 1000, l).error_status(), 413);
-  EXPECT_EQ(parse("GET /" + std::string(60, 'a') + " HTTP/1.1\r\n\r\n", 1000, l).error_status(), 414);
-  EXPECT_EQ(parse("GET /" + std::string(5000, 'a'), 1000, l).error_status(), 414);  // before the line ends
-  EXPECT_EQ(parse("GET / HTTP/1.1\r\nX: " + std::string(300, 'a') + "\r\n\r\n", 1000, l).error_status(), 431);
+  EXPECT_EQ(parse("GET /" + std::string(60, 'a') + " HTTP/1.1\r\n\r\n", 1000, l).error_status(),
+            414);
+  EXPECT_EQ(parse("GET /" + std::string(5000, 'a'), 1000, l).error_status(),
+            414);  // before the line ends
+  EXPECT_EQ(
+      parse("GET / HTTP/1.1\r\nX: " + std::string(300, 'a') + "\r\n\r\n", 1000, l).error_status(),
+      431);
 }
 
 TEST(HttpParser, MalformedRequestsAre400WithAReason) {
@@ -91,11 +105,19 @@ TEST(HttpParser, MalformedRequestsAre400WithAReason) {
   EXPECT_EQ(msg("GARBAGE\r\n\r\n").rfind("400 malformed request line", 0), 0u);
   EXPECT_NE(msg("GET / HTTP/2.0\r\n\r\n").find("unsupported HTTP version"), std::string::npos);
   EXPECT_NE(msg("GET / HTTP/1.1\nHost: x\n\n").find("CRLF"), std::string::npos);
-  EXPECT_NE(msg("GET http://x/ HTTP/1.1\r\n\r\n").find("path starting with '/'"), std::string::npos);
-  EXPECT_NE(msg("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n").find("both"), std::string::npos);
-  EXPECT_NE(msg("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n").find("conflicting"), std::string::npos);
-  EXPECT_NE(msg("POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n").find("invalid Content-Length"), std::string::npos);
-  EXPECT_NE(msg("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").find("unsupported Transfer-Encoding"), std::string::npos);
+  EXPECT_NE(msg("GET http://x/ HTTP/1.1\r\n\r\n").find("path starting with '/'"),
+            std::string::npos);
+  EXPECT_NE(msg("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .find("both"),
+            std::string::npos);
+  EXPECT_NE(
+      msg("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n").find("conflicting"),
+      std::string::npos);
+  EXPECT_NE(msg("POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n").find("invalid Content-Length"),
+            std::string::npos);
+  EXPECT_NE(msg("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")
+                .find("unsupported Transfer-Encoding"),
+            std::string::npos);
   EXPECT_NE(msg("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n").find("folding"), std::string::npos);
   EXPECT_EQ(msg("GET / HTTP/1.1\r\nExpect: magic\r\n\r\n").substr(0, 3), "417");
 }
@@ -103,7 +125,8 @@ TEST(HttpParser, MalformedRequestsAre400WithAReason) {
 TEST(HttpParser, ResponsesAreOneBuffer) {
   Response r{200, "application/json", {{"Retry-After", "1"}}, "{}"};
   EXPECT_EQ(serialize(r, true),
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: keep-alive\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: "
+            "keep-alive\r\n"
             "Content-Length: 2\r\n\r\n{}");
   EXPECT_EQ(chunk("abc"), "3\r\nabc\r\n");
   EXPECT_EQ(chunk(""), "0\r\n\r\n");
@@ -120,7 +143,8 @@ TEST(HttpParser, InvalidUtf8BecomesReplacementCharacters) {
 TEST(Multipart, PartsAndFileNames) {
   const std::string body =
       "ignored preamble\r\n--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n"
-      "--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\\\"b.png\"; filename*=UTF-8''na%C3%AFve.png\r\n"
+      "--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\\\"b.png\"; "
+      "filename*=UTF-8''na%C3%AFve.png\r\n"
       "Content-Type: image/png\r\n\r\n\x89PNG\r\n--B--\r\n";
   auto parts = parse_multipart(body, "multipart/form-data; boundary=B");
   ASSERT_EQ(parts.size(), 2u);
@@ -133,8 +157,10 @@ TEST(Multipart, PartsAndFileNames) {
   EXPECT_TRUE(is_multipart("Multipart/Form-Data; boundary=x"));
   EXPECT_FALSE(is_multipart("image/png"));
   EXPECT_THROW(parse_multipart(body, "multipart/form-data"), HttpError);  // no boundary
-  EXPECT_THROW(parse_multipart("--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunfinished", "multipart/form-data; boundary=B"),
-               HttpError);
+  EXPECT_THROW(
+      parse_multipart("--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunfinished",
+                      "multipart/form-data; boundary=B"),
+      HttpError);
 }
 
 TEST(OpenAi, ParsesChatRequests) {
@@ -181,11 +207,16 @@ TEST(OpenAi, BadRequestsNameTheField) {
   EXPECT_EQ(param("{" + m + R"(, "stop": ["a", "b", "c", "d", "e"]})"), "stop");
   EXPECT_EQ(param("{" + m + R"(, "n": 2})"), "n");
   EXPECT_EQ(param("{" + m + R"(, "tools": [{"type": "function"}]})"), "tools");
-  EXPECT_EQ(param(R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]})"),
-            "messages[0].content[0].image_url");
-  EXPECT_EQ(param(R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]}]})"),
-            "messages[0].content[0].image_url");
-  EXPECT_EQ(param(R"({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]})"), "messages[0].content[0].type");
+  EXPECT_EQ(
+      param(
+          R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]})"),
+      "messages[0].content[0].image_url");
+  EXPECT_EQ(
+      param(
+          R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]}]})"),
+      "messages[0].content[0].image_url");
+  EXPECT_EQ(param(R"({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]})"),
+            "messages[0].content[0].type");
   EXPECT_EQ(param("{" + m + "}"), "accepted");
   const nlohmann::json e = openai::error_body(400, "bad", "temperature");
   EXPECT_EQ(e["error"]["type"], "invalid_request_error");
@@ -197,7 +228,9 @@ TEST(OpenAi, BadRequestsNameTheField) {
 TEST(OpenAi, StopScannerHoldsBackWhatMayBeginAStop) {
   openai::StopScanner s({"END", "\n\n"});
   std::string sent;
-  for (const char* t : {"Hello E", "Hello EN", "Hello ENx", "Hello ENx and\n", "Hello ENx and\n\nmore"}) sent += s.feed(t);
+  for (const char* t :
+       {"Hello E", "Hello EN", "Hello ENx", "Hello ENx and\n", "Hello ENx and\n\nmore"})
+    sent += s.feed(t);
   EXPECT_TRUE(s.stopped());
   EXPECT_EQ(sent, "Hello ENx and");
   EXPECT_EQ(s.text(), "Hello ENx and");
@@ -232,7 +265,8 @@ struct ToyServer {
   std::thread thread;
 
   explicit ToyServer(ServerOptions o)
-      : server(o, [this](std::shared_ptr<Exchange> ex) { handle(std::move(ex)); }), port(server.bind()),
+      : server(o, [this](std::shared_ptr<Exchange> ex) { handle(std::move(ex)); }),
+        port(server.bind()),
         thread([this] { server.run(); }) {}
   ~ToyServer() {
     server.stop();
@@ -262,7 +296,8 @@ struct ToyServer {
 
 // Waits (generously) until the server has handed `n` /slow requests to its helpers.
 void wait_for_slow(const ToyServer& s, int n) {
-  for (int i = 0; i < 6000 && s.slow_started.load() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 6000 && s.slow_started.load() < n; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(s.slow_started.load(), n);
 }
 
@@ -291,7 +326,8 @@ TEST(HttpServer, StreamsChunkedAndKeepsTheConnection) {
 TEST(HttpServer, AnswersContinueThenTheBody) {
   ToyServer s(toy_options());
   RawConn c(s.port);
-  ASSERT_TRUE(c.send_all("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(c.send_all(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"));
   const std::string first = c.recv_some(60);
   EXPECT_EQ(first, "HTTP/1.1 100 Continue\r\n\r\n");
   ASSERT_TRUE(c.send_all("ping"));
@@ -380,11 +416,13 @@ TEST(HttpServer, AccessLogLinePerRequest) {
   {
     ToyServer s(o);
     RawConn c(s.port);
-    ASSERT_TRUE(c.send_all(raw_request("GET", "/hello", "") + raw_request("GET", "/missing?a=\"b\"", "")));
+    ASSERT_TRUE(
+        c.send_all(raw_request("GET", "/hello", "") + raw_request("GET", "/missing?a=\"b\"", "")));
     ASSERT_TRUE(c.read_response(60));
     ASSERT_TRUE(c.read_response(60));
   }
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_NE(lines[0].find("\"GET /hello HTTP/1.1\" 200 "), std::string::npos) << lines[0];
-  EXPECT_NE(lines[1].find("\"GET /missing?a=\\x22b\\x22 HTTP/1.1\" 404 "), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find("\"GET /missing?a=\\x22b\\x22 HTTP/1.1\" 404 "), std::string::npos)
+      << lines[1];
 }

@@ -20,8 +20,9 @@ using emovlm::test::TempDir;
 namespace {
 
 // Writes a PNG of any color type / bit depth with libpng (samples given big-endian for 16 bit).
-void write_png(const std::string& path, int w, int h, int color, int depth, const std::vector<uint8_t>& raw,
-               const std::vector<png_color>& palette = {}, bool interlace = false) {
+void write_png(const std::string& path, int w, int h, int color, int depth,
+               const std::vector<uint8_t>& raw, const std::vector<png_color>& palette = {},
+               bool interlace = false) {
   FILE* fp = std::fopen(path.c_str(), "wb");
   ASSERT_NE(fp, nullptr);
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
@@ -40,7 +41,9 @@ void write_png(const std::string& path, int w, int h, int color, int depth, cons
   std::fclose(fp);
 }
 
-std::vector<uint8_t> rgb_of(const TensorView& t) { return std::vector<uint8_t>(t.data, t.data + t.nbytes); }
+std::vector<uint8_t> rgb_of(const TensorView& t) {
+  return std::vector<uint8_t>(t.data, t.data + t.nbytes);
+}
 
 std::string decode_error(const std::string& path, DecodeOptions opt = {}) {
   try {
@@ -67,8 +70,10 @@ TEST(ImageDecode, MatchesPillowOnReferenceImages) {
     EXPECT_EQ(img.width, c["width"].get<int>());
     std::vector<uint8_t> ref = rgb_of(rgb);
     int max_diff = 0;
-    for (size_t i = 0; i < ref.size(); ++i) max_diff = std::max(max_diff, std::abs(int(ref[i]) - int(img.pixels[i])));
-    const bool jpeg = file.size() > 4 && (file.substr(file.size() - 4) == ".jpg" || file.substr(file.size() - 5) == ".jpeg");
+    for (size_t i = 0; i < ref.size(); ++i)
+      max_diff = std::max(max_diff, std::abs(int(ref[i]) - int(img.pixels[i])));
+    const bool jpeg = file.size() > 4 && (file.substr(file.size() - 4) == ".jpg" ||
+                                          file.substr(file.size() - 5) == ".jpeg");
     EXPECT_LE(max_diff, jpeg ? 1 : 0) << name << " (" << file << ")";
   }
 }
@@ -148,14 +153,16 @@ TEST(ImageDecode, PngColorTypesConvertLikePillow) {
 TEST(ImageDecode, EncodeDecodeRoundTrip) {
   TempDir dir;
   RgbImage img(31, 17);
-  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>((i * 7) % 256);
+  for (size_t i = 0; i < img.pixels.size(); ++i)
+    img.pixels[i] = static_cast<uint8_t>((i * 7) % 256);
   write_image_file(dir / "x.png", img);
   EXPECT_EQ(decode_image_file(dir / "x.png").pixels, img.pixels);
   // JPEG is lossy: a smooth image survives at high quality within a few levels
   RgbImage smooth(64, 48);
   for (int y = 0; y < 48; ++y)
     for (int x = 0; x < 64; ++x)
-      for (int c = 0; c < 3; ++c) smooth.row(y)[3 * x + c] = static_cast<uint8_t>(x * 2 + y + c * 20);
+      for (int c = 0; c < 3; ++c)
+        smooth.row(y)[3 * x + c] = static_cast<uint8_t>(x * 2 + y + c * 20);
   write_image_file(dir / "x.jpg", smooth, 95);
   RgbImage back = decode_image_file(dir / "x.jpg");
   ASSERT_EQ(back.width, 64);
@@ -221,12 +228,14 @@ TEST(ImageDecode, GifBmpWebpAsPillowReadsThem) {
   std::set<std::string> checked;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     const std::string expected = e.path().string();
-    if (expected.size() <= suffix.size() || expected.compare(expected.size() - suffix.size(), suffix.size(), suffix))
+    if (expected.size() <= suffix.size() ||
+        expected.compare(expected.size() - suffix.size(), suffix.size(), suffix))
       continue;
     const std::string file = expected.substr(0, expected.size() - suffix.size());
     SCOPED_TRACE(file);
     if (file.size() > 5 && file.compare(file.size() - 5, 5, ".webp") == 0 && !webp_supported()) {
-      EXPECT_NE(decode_error(file).find("this build has no libwebp"), std::string::npos) << decode_error(file);
+      EXPECT_NE(decode_error(file).find("this build has no libwebp"), std::string::npos)
+          << decode_error(file);
       continue;
     }
     RgbImage want = decode_image_file(expected), got;
@@ -239,8 +248,9 @@ TEST(ImageDecode, GifBmpWebpAsPillowReadsThem) {
     checked.insert(std::filesystem::path(file).filename().string());
   }
   EXPECT_GE(checked.size(), webp_supported() ? 29u : 24u);
-  for (const char* f : {"pillow_interlaced.gif", "own_full_table_no_clear.gif", "offset_local_transparent.gif",
-                        "interlaced_short_palette.gif", "rgb565_bitfields.bmp", "core_header_p8.bmp", "top_down24.bmp"})
+  for (const char* f : {"pillow_interlaced.gif", "own_full_table_no_clear.gif",
+                        "offset_local_transparent.gif", "interlaced_short_palette.gif",
+                        "rgb565_bitfields.bmp", "core_header_p8.bmp", "top_down24.bmp"})
     EXPECT_EQ(checked.count(f), 1u) << f;
   if (webp_supported())
     for (const char* f : {"lossy.webp", "lossless_alpha.webp", "lossy_alpha.webp", "animated.webp"})
@@ -248,37 +258,42 @@ TEST(ImageDecode, GifBmpWebpAsPillowReadsThem) {
   // the format comes from the content, not the name
   TempDir tmp;
   write_file_atomic(tmp / "really_a_gif.jpg", read_file(dir + "/two_frames.gif"));
-  EXPECT_EQ(decode_image_file(tmp / "really_a_gif.jpg").pixels, decode_image_file(dir + "/two_frames.gif").pixels);
+  EXPECT_EQ(decode_image_file(tmp / "really_a_gif.jpg").pixels,
+            decode_image_file(dir + "/two_frames.gif").pixels);
 }
 
 TEST(ImageDecode, GifAndBmpErrorsNameTheFile) {
   const std::string dir = std::string(EMOVLM_TEST_DATA_DIR) + "/formats";
   TempDir tmp;
-  const std::string gif = read_file(dir + "/pillow_plain.gif"), bmp = read_file(dir + "/pillow_rgb24.bmp");
+  const std::string gif = read_file(dir + "/pillow_plain.gif"),
+                    bmp = read_file(dir + "/pillow_rgb24.bmp");
   write_file_atomic(tmp / "cut.gif", gif.substr(0, gif.size() * 2 / 3));
   write_file_atomic(tmp / "cut.bmp", bmp.substr(0, bmp.size() - 40));
   // a 2x2 GIF without palette whose first LZW code (3 bits, LSB first) is 7: not a string yet
   const std::string header = std::string("GIF89a") + std::string("\x02\x00\x02\x00\x00\x00\x00", 7);
-  const std::string image = std::string(",\0\0\0\0\x02\0\x02\0\0", 10) + std::string("\x02\x01\x07\x00;", 5);
+  const std::string image =
+      std::string(",\0\0\0\0\x02\0\x02\0\0", 10) + std::string("\x02\x01\x07\x00;", 5);
   write_file_atomic(tmp / "badcode.gif", header + image);
   write_file_atomic(tmp / "noimage.gif", header + ";");
   std::string huge = header + image;
   huge[6] = huge[7] = huge[8] = huge[9] = '\xff';  // a 65535 x 65535 screen
   write_file_atomic(tmp / "huge.gif", huge);
-  write_file_atomic(tmp / "x.webp", std::string("RIFF\0\0\0\0WEBPVP8 ", 16) + std::string(20, '\0'));
+  write_file_atomic(tmp / "x.webp",
+                    std::string("RIFF\0\0\0\0WEBPVP8 ", 16) + std::string(20, '\0'));
   const std::string lossy = read_file(dir + "/lossy.webp");
   write_file_atomic(tmp / "cut.webp", lossy.substr(0, lossy.size() / 2));
   struct Case {
     std::string file, expect;
   };
-  for (const Case& c : std::vector<Case>{{tmp / "cut.gif", "corrupt GIF: truncated"},
-                                         {tmp / "cut.bmp", "corrupt BMP: truncated pixel data"},
-                                         {tmp / "badcode.gif", "corrupt GIF: LZW code 7"},
-                                         {tmp / "noimage.gif", "no image"},
-                                         {tmp / "huge.gif", "exceeds the limit"},
-                                         {tmp / "x.webp", webp_supported() ? "corrupt WebP" : "unsupported image format WebP"},
-                                         {tmp / "cut.webp", webp_supported() ? "corrupt WebP" : "unsupported image format WebP"},
-                                         {dir + "/rle8.bmp", "unsupported BMP compression RLE8"}}) {
+  for (const Case& c : std::vector<Case>{
+           {tmp / "cut.gif", "corrupt GIF: truncated"},
+           {tmp / "cut.bmp", "corrupt BMP: truncated pixel data"},
+           {tmp / "badcode.gif", "corrupt GIF: LZW code 7"},
+           {tmp / "noimage.gif", "no image"},
+           {tmp / "huge.gif", "exceeds the limit"},
+           {tmp / "x.webp", webp_supported() ? "corrupt WebP" : "unsupported image format WebP"},
+           {tmp / "cut.webp", webp_supported() ? "corrupt WebP" : "unsupported image format WebP"},
+           {dir + "/rle8.bmp", "unsupported BMP compression RLE8"}}) {
     std::string err = decode_error(c.file);
     EXPECT_NE(err.find(c.expect), std::string::npos) << c.file << ": " << err;
     EXPECT_NE(err.find(c.file), std::string::npos) << c.file << ": " << err;
@@ -292,10 +307,12 @@ TEST(ImageDecode, DamagedFilesFailCleanly) {
   std::vector<std::string> files;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     const std::string f = e.path().string();
-    if (f.find(".expected.") == std::string::npos && f.find(".py") == std::string::npos) files.push_back(f);
+    if (f.find(".expected.") == std::string::npos && f.find(".py") == std::string::npos)
+      files.push_back(f);
   }
   std::sort(files.begin(), files.end());
-  if (file_exists(test::ref_path("qwen2vl_tiny/cases.json")))  // the fixture's PNG and JPEG files too
+  if (file_exists(
+          test::ref_path("qwen2vl_tiny/cases.json")))  // the fixture's PNG and JPEG files too
     for (const test::RefImage& im : test::reference_images()) files.push_back(im.path);
   uint64_t state = 0x9E3779B97F4A7C15ull;
   auto next = [&] {  // xorshift64
@@ -311,14 +328,16 @@ TEST(ImageDecode, DamagedFilesFailCleanly) {
       if (kind == 0) {  // a few random bytes anywhere
         for (int k = 0; k < 4; ++k) bytes[next() % bytes.size()] = static_cast<char>(next());
       } else if (kind == 1) {  // the header region scrambled (sizes, offsets, code sizes, palettes)
-        for (int k = 0; k < 3; ++k) bytes[next() % std::min<size_t>(bytes.size(), 64)] = static_cast<char>(next());
+        for (int k = 0; k < 3; ++k)
+          bytes[next() % std::min<size_t>(bytes.size(), 64)] = static_cast<char>(next());
       } else {  // cut short
         bytes.resize(next() % bytes.size());
       }
       DecodeOptions small;
       small.max_pixels = 1 << 22;  // a scrambled size stays affordable
       try {
-        RgbImage img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), f, small);
+        RgbImage img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                           bytes.size(), f, small);
         EXPECT_EQ(img.pixels.size(), static_cast<size_t>(img.width) * img.height * 3);
         ++decoded;
       } catch (const Error& e) {

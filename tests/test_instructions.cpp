@@ -21,10 +21,12 @@ using namespace emovlm;
 namespace fs = std::filesystem;
 
 TEST(Instructions, SplitsAnswersByHeadings) {
-  auto [o1, r1] = split_observation_reasoning("1. **Key Elements:** a dog on grass.\n2. **Reasoning:** it looks calm.");
+  auto [o1, r1] = split_observation_reasoning(
+      "1. **Key Elements:** a dog on grass.\n2. **Reasoning:** it looks calm.");
   EXPECT_EQ(o1, "a dog on grass.");
   EXPECT_EQ(r1, "it looks calm.");
-  auto [o2, r2] = split_observation_reasoning("## key elements\n- dark sky\n- storm\n\n## REASONING\nThreatening.");
+  auto [o2, r2] = split_observation_reasoning(
+      "## key elements\n- dark sky\n- storm\n\n## REASONING\nThreatening.");
   EXPECT_EQ(o2, "- dark sky\n- storm");
   EXPECT_EQ(r2, "Threatening.");
   auto [o3, r3] = split_observation_reasoning("No headings at all.");
@@ -43,31 +45,36 @@ struct FakeEndpoint {
       res.status = req.get_header_value("Authorization") == "Bearer good-key" ? 200 : 401;
       res.set_content("{}", "application/json");
     });
-    server.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      ++calls;
-      if (req.get_header_value("Authorization") != "Bearer good-key") {
-        res.status = 401;
-        return;
-      }
-      auto body = nlohmann::json::parse(req.body);
-      const std::string text = body["messages"][0]["content"][0]["text"];
-      const std::string url = body["messages"][0]["content"][1]["image_url"]["url"];
-      if (url.rfind("data:image/png;base64,", 0) != 0) {
-        res.status = 400;
-        return;
-      }
-      if (text.find("emotion this image conveys is fear") != std::string::npos) {
-        res.status = 500;  // always fails: reported, not fatal
-        return;
-      }
-      if (text.find("is awe") != std::string::npos && rate_limited++ == 0) {
-        res.status = 429;  // once: retried
-        return;
-      }
-      nlohmann::json out = {{"choices", {{{"message", {{"role", "assistant"},
-                                                        {"content", "1. **Key elements:** wide sky.\n2. **Reasoning:** it feels vast."}}}}}}};
-      res.set_content(out.dump(), "application/json");
-    });
+    server.Post(
+        "/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+          ++calls;
+          if (req.get_header_value("Authorization") != "Bearer good-key") {
+            res.status = 401;
+            return;
+          }
+          auto body = nlohmann::json::parse(req.body);
+          const std::string text = body["messages"][0]["content"][0]["text"];
+          const std::string url = body["messages"][0]["content"][1]["image_url"]["url"];
+          if (url.rfind("data:image/png;base64,", 0) != 0) {
+            res.status = 400;
+            return;
+          }
+          if (text.find("emotion this image conveys is fear") != std::string::npos) {
+            res.status = 500;  // always fails: reported, not fatal
+            return;
+          }
+          if (text.find("is awe") != std::string::npos && rate_limited++ == 0) {
+            res.status = 429;  // once: retried
+            return;
+          }
+          nlohmann::json out = {
+              {"choices",
+               {{{"message",
+                  {{"role", "assistant"},
+                   {"content",
+                    "1. **Key elements:** wide sky.\n2. **Reasoning:** it feels vast."}}}}}}};
+          res.set_content(out.dump(), "application/json");
+        });
     port = server.bind_to_any_port("127.0.0.1");
     thread = std::thread([this] { server.listen_after_bind(); });
     while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -123,7 +130,9 @@ TEST(Instructions, MakeAgainstLoopbackServer) {
     make_instructions(o);  // (the one image it asks about fails again: nothing written is an error)
     ADD_FAILURE() << "a run that got no answer passed";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("none of the 1 requests gave an answer"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("none of the 1 requests gave an answer"),
+              std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(ep.calls.load() - before, 3);  // fear: 1 + 2 retries
   // a wrong key stops at once
@@ -143,11 +152,15 @@ TEST(Instructions, MakeAgainstLoopbackServer) {
 
 TEST(Instructions, ImportReferenceAndLlava) {
   test::TempDir dir;
-  write_file_atomic(dir / "ref.json", R"([{"gpt_response": "1. Key elements: a smiling child.\n2. Reasoning: joy shows.", "img": "a.jpg", "img_path": "/x/a.jpg", "label": "amusement"}])");
+  write_file_atomic(
+      dir / "ref.json",
+      R"([{"gpt_response": "1. Key elements: a smiling child.\n2. Reasoning: joy shows.", "img": "a.jpg", "img_path": "/x/a.jpg", "label": "amusement"}])");
   json r = import_instructions("reference", dir / "ref.json", dir / "ref.jsonl");
   EXPECT_EQ(r["imported"].get<int>(), 3);
   EXPECT_NE(read_file(dir / "ref.jsonl").find("a smiling child."), std::string::npos);
-  write_file_atomic(dir / "llava.json", R"([{"image": "b.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat emotion?"}, {"from": "gpt", "value": "{'emotion': 'awe'}"}]}])");
+  write_file_atomic(
+      dir / "llava.json",
+      R"([{"image": "b.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat emotion?"}, {"from": "gpt", "value": "{'emotion': 'awe'}"}]}])");
   json l = import_instructions("llava", dir / "llava.json", dir / "llava.jsonl");
   EXPECT_EQ(l["imported"].get<int>(), 1);
   EXPECT_NE(read_file(dir / "llava.jsonl").find("\"label\":\"awe\""), std::string::npos);
@@ -158,7 +171,8 @@ TEST(Instructions, ImportReferenceAndLlava) {
   test::InDir in(dir.path());  // relative paths, as users give them
   import_instructions("llava", "src/llava.json", "runs/a.jsonl");
   EXPECT_EQ(read_instructions("runs/a.jsonl")[0].image, "src/b.jpg");
-  EXPECT_NE(read_file("runs/a.jsonl").find("\"image\":\"../src/b.jpg\""), std::string::npos) << read_file("runs/a.jsonl");
+  EXPECT_NE(read_file("runs/a.jsonl").find("\"image\":\"../src/b.jpg\""), std::string::npos)
+      << read_file("runs/a.jsonl");
   import_instructions("llava", "src/llava.json", "runs/b.jsonl", "mikels8", "images");
   EXPECT_EQ(read_instructions("runs/b.jsonl")[0].image, "images/b.jpg");
   // absolute paths outside the output's folder stay absolute

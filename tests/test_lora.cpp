@@ -17,9 +17,13 @@ using namespace emovlm;
 namespace fs = std::filesystem;
 
 namespace {
-std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
+std::string qdir() {
+  return test::ref_path("qwen2vl_tiny");
+}
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() / b.to(torch::kFloat64).abs().max()).item<double>();
+  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() /
+          b.to(torch::kFloat64).abs().max())
+      .item<double>();
 }
 struct Case {
   json cases = read_json_file(qdir() + "/cases.json");
@@ -36,7 +40,9 @@ struct Case {
     auto g = image(name)["grid_thw." + processor(name)].get<std::vector<int64_t>>();
     return {g[0], g[1], g[2]};
   }
-  torch::Tensor pixels(const std::string& name) const { return exp.at(name + ".pixel_values." + processor(name)); }
+  torch::Tensor pixels(const std::string& name) const {
+    return exp.at(name + ".pixel_values." + processor(name));
+  }
 };
 }  // namespace
 
@@ -69,7 +75,8 @@ TEST(Lora, AdapterLogitsLossAndGradientsMatchReference) {
   std::vector<std::string> params;  // ours for each reference gradient
   for (const auto& gk : sft["lora_grad_keys"]) {
     // grad.base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.default.weight
-    const std::string k = gk.get<std::string>(), pre = "grad.base_model.model.model.language_model.";
+    const std::string k = gk.get<std::string>(),
+                      pre = "grad.base_model.model.model.language_model.";
     ASSERT_EQ(k.rfind(pre, 0), 0u) << k;
     std::string ours = "model." + k.substr(pre.size());
     params.push_back(ours.substr(0, ours.find(".default.weight")));
@@ -77,15 +84,18 @@ TEST(Lora, AdapterLogitsLossAndGradientsMatchReference) {
     refs.push_back(c.exp.at(k));
   }
   ASSERT_GT(params.size(), 0u);
-  torch::Tensor ids = torch::tensor(sft["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
-  torch::Tensor labels = torch::tensor(sft["labels"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+  torch::Tensor ids =
+      torch::tensor(sft["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+  torch::Tensor labels =
+      torch::tensor(sft["labels"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
   for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
     const char* dt = dtype == torch::kFloat32 ? "float32" : "float64";
     const test::Sensitivity s = test::sensitivity([&](uint64_t seed) {
       Qwen2VL model(Qwen2VLImpl::from_pretrained(qdir(), dtype));
       if (seed) test::nudge_weights(*model, seed);
       LoraConfig cfg = load_peft_adapter(*model, qdir() + "/lora_adapter");
-      EXPECT_EQ(cfg.r, read_json_file(qdir() + "/lora_adapter/adapter_config.json")["r"].get<int64_t>());
+      EXPECT_EQ(cfg.r,
+                read_json_file(qdir() + "/lora_adapter/adapter_config.json")["r"].get<int64_t>());
       // only the adapters train
       for (const auto& p : model->named_parameters())
         EXPECT_EQ(p.value().requires_grad(), p.key().find("lora_") != std::string::npos) << p.key();
@@ -94,12 +104,14 @@ TEST(Lora, AdapterLogitsLossAndGradientsMatchReference) {
       for (const auto& p : prompts) {
         torch::NoGradGuard ng;
         Qwen2VLInputs in;
-        in.input_ids = torch::tensor(p["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+        in.input_ids =
+            torch::tensor(p["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
         in.grids = {c.grid(p["image"])};
         in.pixel_values = c.pixels(p["image"]).to(dtype);
         out.push_back(model->forward(in).logits[0]);
       }
-      Qwen2VLInputs in{ids, torch::ones_like(ids), c.pixels(sft["image"]).to(dtype), {c.grid(sft["image"])}};
+      Qwen2VLInputs in{
+          ids, torch::ones_like(ids), c.pixels(sft["image"]).to(dtype), {c.grid(sft["image"])}};
       torch::Tensor loss = sft_loss(*model, in, labels);
       loss.backward();
       out.push_back(loss.detach().view({1}));
@@ -114,8 +126,10 @@ TEST(Lora, AdapterLogitsLossAndGradientsMatchReference) {
     for (size_t i = 0; i < refs.size(); ++i) {
       const double err = test::max_rel(s.outputs[i], refs[i]);
       const bool fixed = dtype == torch::kFloat32 && i <= n_logits;  // float32 logits and loss
-      const double tol = fixed ? 1e-4 : 2 * s.move[i] + (dtype == torch::kFloat64 ? test::kStorageRounding : 0.0);
-      EXPECT_LT(err, tol) << dt << " " << names[i] << ": one-ulp weight moves move it by " << s.move[i];
+      const double tol =
+          fixed ? 1e-4 : 2 * s.move[i] + (dtype == torch::kFloat64 ? test::kStorageRounding : 0.0);
+      EXPECT_LT(err, tol) << dt << " " << names[i] << ": one-ulp weight moves move it by "
+                          << s.move[i];
     }
   }
 }
@@ -128,7 +142,8 @@ TEST(Lora, PrefixesRoundTripAndMerge) {
   torch::NoGradGuard ng;
   const json& p = c.cases["prompts"][0];
   Qwen2VLInputs in;
-  in.input_ids = torch::tensor(p["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
+  in.input_ids =
+      torch::tensor(p["input_ids"].get<std::vector<int64_t>>(), torch::kInt64).view({1, -1});
   in.grids = {c.grid(p["image"])};
   in.pixel_values = c.pixels(p["image"]);
   Qwen2VL a(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
@@ -141,7 +156,8 @@ TEST(Lora, PrefixesRoundTripAndMerge) {
   std::map<std::string, torch::Tensor> t4;
   for (auto& [k, v] : load_tensors(qdir() + "/lora_adapter/adapter_model.safetensors")) {
     std::string key = k;
-    key.replace(key.find("model.language_model."), std::string("model.language_model.").size(), "model.");
+    key.replace(key.find("model.language_model."), std::string("model.language_model.").size(),
+                "model.");
     t4[key] = v;
   }
   save_tensors(dir / "adapter_model.safetensors", t4);
@@ -150,7 +166,8 @@ TEST(Lora, PrefixesRoundTripAndMerge) {
   EXPECT_TRUE(torch::allclose(b->forward(in).logits, want, 1e-5, 1e-5));
 
   // save in PEFT's format and load back
-  LoraConfig cfg = LoraConfig::from_json(read_json_file(qdir() + "/lora_adapter/adapter_config.json"), "cfg");
+  LoraConfig cfg =
+      LoraConfig::from_json(read_json_file(qdir() + "/lora_adapter/adapter_config.json"), "cfg");
   save_peft_adapter(*b, cfg, dir / "saved", "qwen2vl_tiny");
   Qwen2VL d(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
   load_peft_adapter(*d, dir / "saved");
@@ -182,7 +199,9 @@ TEST(Lora, FreshAdapterLeavesTheModelUnchanged) {
 // stays float64 throughout), float32 over float32 and half-precision bases.
 TEST(Lora, AdapterDtypeFollowsTheBase) {
   const std::vector<std::pair<torch::ScalarType, torch::ScalarType>> cases = {
-      {torch::kFloat64, torch::kFloat64}, {torch::kFloat32, torch::kFloat32}, {torch::kBFloat16, torch::kFloat32}};
+      {torch::kFloat64, torch::kFloat64},
+      {torch::kFloat32, torch::kFloat32},
+      {torch::kBFloat16, torch::kFloat32}};
   for (const auto& [base, want] : cases) {
     Linear l(16, 8, true);
     l->to(base);

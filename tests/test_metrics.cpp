@@ -15,12 +15,14 @@ using namespace emovlm;
 //   pred  0 0 1 1 2 2 2 -1 0 0
 // tp = (3, 1, 2, 0), fp = (1, 1, 1, 0), fn = (1, 1, 2, 0)
 TEST(Metrics, HandComputedReport) {
-  const std::vector<int> truth = {0, 0, 0, 1, 1, 2, 2, 2, 2, 0}, pred = {0, 0, 1, 1, 2, 2, 2, -1, 0, 0};
+  const std::vector<int> truth = {0, 0, 0, 1, 1, 2, 2, 2, 2, 0},
+                         pred = {0, 0, 1, 1, 2, 2, 2, -1, 0, 0};
   ClassificationReport r = classification_report(pred, truth, 4);
   EXPECT_EQ(r.n, 10);
   EXPECT_DOUBLE_EQ(r.accuracy, 0.6);
   EXPECT_EQ(r.unparsable, 1);
-  const std::vector<double> precision = {0.75, 0.5, 2.0 / 3, 0}, recall = {0.75, 0.5, 0.5, 0}, f1 = {0.75, 0.5, 4.0 / 7, 0};
+  const std::vector<double> precision = {0.75, 0.5, 2.0 / 3, 0}, recall = {0.75, 0.5, 0.5, 0},
+                            f1 = {0.75, 0.5, 4.0 / 7, 0};
   for (int c = 0; c < 4; ++c) {
     EXPECT_DOUBLE_EQ(r.precision[c], precision[c]) << c;
     EXPECT_DOUBLE_EQ(r.recall[c], recall[c]) << c;
@@ -30,7 +32,8 @@ TEST(Metrics, HandComputedReport) {
   // macro over the three present classes (scikit-learn's labels = truth or prediction), not four
   EXPECT_DOUBLE_EQ(r.macro_f1, (0.75 + 0.5 + 4.0 / 7) / 3);
   EXPECT_DOUBLE_EQ(r.weighted_f1, (0.75 * 4 + 0.5 * 2 + 4.0 / 7 * 4) / 10);
-  const std::vector<std::vector<int64_t>> confusion = {{3, 1, 0, 0}, {0, 1, 1, 0}, {1, 0, 2, 0}, {0, 0, 0, 0}};
+  const std::vector<std::vector<int64_t>> confusion = {
+      {3, 1, 0, 0}, {0, 1, 1, 0}, {1, 0, 2, 0}, {0, 0, 0, 0}};
   EXPECT_EQ(r.confusion, confusion);  // [truth][prediction]; the unanswered image is in no cell
   nlohmann::json j = r.to_json({"a", "b", "c", "d"});
   EXPECT_DOUBLE_EQ(j["per_class"]["c"]["f1"].get<double>(), 4.0 / 7);
@@ -109,7 +112,8 @@ TEST(Metrics, BootstrapIntervals) {
   const BootstrapIntervals other = bootstrap_intervals(pred, truth, 4, 1000, 8);
   EXPECT_EQ(a.accuracy.lo, b.accuracy.lo);
   EXPECT_EQ(a.accuracy.hi, b.accuracy.hi);
-  EXPECT_NE(std::make_pair(a.accuracy.lo, a.accuracy.hi), std::make_pair(other.accuracy.lo, other.accuracy.hi));
+  EXPECT_NE(std::make_pair(a.accuracy.lo, a.accuracy.hi),
+            std::make_pair(other.accuracy.lo, other.accuracy.hi));
   EXPECT_LT(a.accuracy.lo, 0.7);
   EXPECT_GT(a.accuracy.hi, 0.7);
   EXPECT_NEAR(a.accuracy.hi - a.accuracy.lo, 0.0898, 0.015);

@@ -15,11 +15,11 @@ using namespace emovlm;
 
 namespace {
 // bitsandbytes' dQuantizeNF4 decision thresholds, as its CUDA kernel writes them
-const float kThresholds[15] = {-0.8480964004993439f,  -0.6106329262256622f, -0.4599952697753906f,
-                               -0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,
-                               -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
-                               0.2035212516784668f,   0.2920137718319893f,  0.3893125355243683f,
-                               0.5016634166240692f,   0.6427869200706482f,  0.8614784181118011f};
+const float kThresholds[15] = {-0.8480964004993439f,   -0.6106329262256622f,  -0.4599952697753906f,
+                               -0.33967943489551544f,  -0.23460740596055984f, -0.13791173323988914f,
+                               -0.045525018125772476f, 0.03979014977812767f,  0.1202552504837513f,
+                               0.2035212516784668f,    0.2920137718319893f,   0.3893125355243683f,
+                               0.5016634166240692f,    0.6427869200706482f,   0.8614784181118011f};
 
 std::vector<float> floats(const torch::Tensor& t) {
   torch::Tensor c = t.to(torch::kFloat32).contiguous().reshape({-1});
@@ -29,7 +29,8 @@ std::vector<float> floats(const torch::Tensor& t) {
 
 TEST(NF4, DequantizesToNearestLevelTimesAbsmax) {
   torch::manual_seed(0);
-  torch::Tensor w = torch::randn({37, 70}) * 3;  // 2590 values: a partial last block and an odd count
+  torch::Tensor w =
+      torch::randn({37, 70}) * 3;  // 2590 values: a partial last block and an odd count
   w[5][7] = 0;
   // block 0 (the first 64 values of row 0): absmax 16 and the thresholds times it, so that the
   // normalised values sit exactly on the thresholds (they take the lower level)
@@ -69,7 +70,8 @@ TEST(NF4, DoubleQuantizationAsBitsandbytes) {
   const auto& map = dynamic_map();
   torch::Tensor want_map = f.at("dynamic_map");
   ASSERT_EQ(want_map.numel(), 256);
-  for (int i = 0; i < 256; ++i) EXPECT_EQ(map[i], want_map[i].item<float>()) << "dynamic map entry " << i;
+  for (int i = 0; i < 256; ++i)
+    EXPECT_EQ(map[i], want_map[i].item<float>()) << "dynamic map entry " << i;
   NF4Tensor q = nf4_quantize(f.at("weight"), 64, /*double_quant=*/true);
   EXPECT_TRUE(torch::equal(q.codes, f.at("codes")));
   EXPECT_TRUE(torch::equal(q.absmax_q, f.at("absmax_q")));
@@ -90,7 +92,8 @@ TEST(NF4, DoubleQuantizationAsBitsandbytes) {
 // for values between entries, the entry itself on an entry, and the ends for -1 and 1.
 TEST(NF4, DynamicQuantizeSearchesTheSortedMap) {
   const auto& m = dynamic_map();
-  torch::Tensor map = torch::from_blob(const_cast<float*>(m.data()), {256}, torch::kFloat32).clone();
+  torch::Tensor map =
+      torch::from_blob(const_cast<float*>(m.data()), {256}, torch::kFloat32).clone();
   for (int i = 1; i < 256; ++i) ASSERT_LT(m[i - 1], m[i]) << i;
   EXPECT_EQ(m[127], 0.0f);
   EXPECT_EQ(m[255], 1.0f);
@@ -105,7 +108,8 @@ TEST(NF4, DynamicQuantizeSearchesTheSortedMap) {
     }
   }
   torch::Tensor got = dynamic_quantize(torch::tensor(xs), map);
-  for (size_t k = 0; k < xs.size(); ++k) EXPECT_EQ(got[static_cast<int64_t>(k)].item<int>(), want[k]) << "x = " << xs[k];
+  for (size_t k = 0; k < xs.size(); ++k)
+    EXPECT_EQ(got[static_cast<int64_t>(k)].item<int>(), want[k]) << "x = " << xs[k];
 }
 
 TEST(NF4, ErrorOnNormalDataAndDoubleQuantization) {
@@ -120,8 +124,8 @@ TEST(NF4, ErrorOnNormalDataAndDoubleQuantization) {
   const double err2 = (dq.dequantize() - w).pow(2).mean().sqrt().item<double>() / rms;
   EXPECT_LT(err2, err * 1.01);
   EXPECT_LT(dq.bytes(), q.bytes());
-  std::printf("NF4 relative RMS error %.5f, with double quantization %.5f; bytes %lld vs %lld\n", err, err2,
-              static_cast<long long>(q.bytes()), static_cast<long long>(dq.bytes()));
+  std::printf("NF4 relative RMS error %.5f, with double quantization %.5f; bytes %lld vs %lld\n",
+              err, err2, static_cast<long long>(q.bytes()), static_cast<long long>(dq.bytes()));
 }
 
 TEST(NF4, QuantizedLinearUsesTheDequantizedWeight) {

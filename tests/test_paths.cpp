@@ -1,4 +1,5 @@
-// Stored paths: relative to the storing file's folder, resolved against it; identities of spellings.
+// Stored paths: relative to the storing file's folder, resolved against it; identities of
+// spellings.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -15,7 +16,8 @@ TEST(Paths, StoredRelativeToTheStoringFilesFolder) {
   test::TempDir dir;
   test::InDir in(dir.path());
   EXPECT_EQ(store_path("FI/awe/a.jpg", "runs/inst.jsonl"), "../FI/awe/a.jpg");
-  EXPECT_EQ(store_path("./FI/./awe/a.jpg", "runs/inst.jsonl"), "../FI/awe/a.jpg");  // spellings store alike
+  EXPECT_EQ(store_path("./FI/./awe/a.jpg", "runs/inst.jsonl"),
+            "../FI/awe/a.jpg");  // spellings store alike
   EXPECT_EQ(store_path("runs/cache/x.jpg", "runs/inst.jsonl"), "cache/x.jpg");
   EXPECT_EQ(store_path("a.jpg", "inst.jsonl"), "a.jpg");
   // an absolute path inside the folder is stored relative; one outside stays absolute

@@ -1,8 +1,8 @@
 // The pipeline end to end on the tiny reference models and a generated dataset: teacher training,
 // the feature cache (resume and refusal), stages 2 and 3, evaluation, bundle and prediction; and
 // exact resume of a training run killed with SIGKILL.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -20,13 +20,13 @@
 #include "emovlm/core/safetensors.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/data/metrics.h"
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/models/qwen2vl_config.h"
 #include "emovlm/pipeline/ablation.h"
 #include "emovlm/pipeline/classify.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/extract.h"
-#include "emovlm/data/metrics.h"
 #include "emovlm/pipeline/plot.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/serve/prediction_server.h"
@@ -59,7 +59,8 @@ void make_dataset(const std::string& root, int per_class) {
             uint8_t* p = img.row(y) + 3 * x;
             p[0] = static_cast<uint8_t>(30 * c + x);
             p[1] = static_cast<uint8_t>(255 - 30 * c + y);
-            p[2] = static_cast<uint8_t>((x * y + k * 17 + 101 * si) % 256);  // no image in two splits
+            p[2] =
+                static_cast<uint8_t>((x * y + k * 17 + 101 * si) % 256);  // no image in two splits
           }
         std::string dir = root + "/" + split + "/" + ls.labels[c];
         fs::create_directories(dir);
@@ -106,7 +107,8 @@ World& world() {
 }
 
 // Extracts two settings into dir/a and dir/b (their `out` set there) and loads both caches.
-std::pair<FeatureCache, FeatureCache> extract_both(ExtractOptions& a, ExtractOptions& b, const test::TempDir& dir) {
+std::pair<FeatureCache, FeatureCache> extract_both(ExtractOptions& a, ExtractOptions& b,
+                                                   const test::TempDir& dir) {
   a.out = dir / "a";
   b.out = dir / "b";
   extract_features(a);
@@ -120,8 +122,9 @@ TEST(Pipeline, TeacherArtifacts) {
   EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
   EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
   World& w = world();
-  for (const char* f : {"config.json", "model.safetensors", "classes.json", "preprocessor_config.json", "metrics.jsonl",
-                        "report.json", "checkpoint.safetensors"})
+  for (const char* f :
+       {"config.json", "model.safetensors", "classes.json", "preprocessor_config.json",
+        "metrics.jsonl", "report.json", "checkpoint.safetensors"})
     EXPECT_TRUE(file_exists(w.teacher + "/" + f)) << f;
   EXPECT_EQ(read_classes(w.teacher), LabelSet::from_spec("mikels8").labels);
   json r = eval_teacher(w.teacher, w.data, "test", [] {
@@ -142,7 +145,8 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
   EXPECT_EQ(m["shards"].size(), 4u);  // 16 images in shards of 5
   FeatureCache c = FeatureCache::load(x.out);
   EXPECT_EQ(c.size(), 16);
-  EXPECT_EQ(c.features.sizes(), (std::vector<int64_t>{16, Qwen2VLConfig::from_dir(w.qwen).text.hidden_size}));
+  EXPECT_EQ(c.features.sizes(),
+            (std::vector<int64_t>{16, Qwen2VLConfig::from_dir(w.qwen).text.hidden_size}));
   EXPECT_EQ(c.teacher_logits.size(1), 8);
   // simulate an interruption: drop the last shard from the manifest, run again, same values
   json cut = m;
@@ -161,7 +165,8 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
     extract_features(other);
     ADD_FAILURE() << "a cache of other settings was reused";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("/cap_long_side: 1024 (now 512)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/cap_long_side: 1024 (now 512)"), std::string::npos)
+        << e.what();
   }
   // the same images elsewhere (the dataset moved): the same cache, its paths now the new ones
   test::TempDir copy;
@@ -179,7 +184,8 @@ TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
     extract_features(moved);
     ADD_FAILURE() << "a cache of other images was reused";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("[label, content hash] at /"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[label, content hash] at /"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -221,13 +227,15 @@ TEST(Pipeline, ShardOfAnotherExtractionIsRefused) {
   extract_features(w.extract("test"));
   test::TempDir dir;
   test::copy_tree(w.extract("test").out, dir / "test");
-  fs::copy_file(w.extract("val").out + "/shard-00000.safetensors", dir / "test/shard-00000.safetensors",
-                fs::copy_options::overwrite_existing);
+  fs::copy_file(w.extract("val").out + "/shard-00000.safetensors",
+                dir / "test/shard-00000.safetensors", fs::copy_options::overwrite_existing);
   try {
     FeatureCache::load(dir / "test");
     ADD_FAILURE() << "a shard of the val split was read as the test split's";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("belongs to another extraction (split val"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("belongs to another extraction (split val"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -236,7 +244,8 @@ TEST(Pipeline, ShardOfAnotherExtractionIsRefused) {
 TEST(Pipeline, CorruptShardsAreRefusedNamingTheTensor) {
   World& w = world();
   extract_features(w.extract("test"));
-  const int64_t classes = static_cast<int64_t>(FeatureCache::load(w.extract("test").out).labels.size());
+  const int64_t classes =
+      static_cast<int64_t>(FeatureCache::load(w.extract("test").out).labels.size());
   struct Case {
     std::string what, tensor;
     std::function<void(std::map<std::string, torch::Tensor>&)> corrupt;
@@ -244,9 +253,14 @@ TEST(Pipeline, CorruptShardsAreRefusedNamingTheTensor) {
   const Case cases[] = {
       {"a label past the last class", "labels", [&](auto& ts) { ts["labels"][0] = classes + 91; }},
       {"a negative label", "labels", [](auto& ts) { ts["labels"][0] = -1; }},
-      {"an answer past the last class", "vlm_answer", [&](auto& ts) { ts["vlm_answer"][0] = classes; }},
-      {"one feature row short", "features", [](auto& ts) { ts["features"] = ts["features"].narrow(0, 1, ts["features"].size(0) - 1); }},
-      {"scores of another label set", "vlm_scores", [&](auto& ts) { ts["vlm_scores"] = torch::zeros({ts["index"].size(0), classes + 1}); }},
+      {"an answer past the last class", "vlm_answer",
+       [&](auto& ts) { ts["vlm_answer"][0] = classes; }},
+      {"one feature row short", "features",
+       [](auto& ts) { ts["features"] = ts["features"].narrow(0, 1, ts["features"].size(0) - 1); }},
+      {"scores of another label set", "vlm_scores",
+       [&](auto& ts) {
+         ts["vlm_scores"] = torch::zeros({ts["index"].size(0), classes + 1});
+       }},
       {"float labels", "labels", [](auto& ts) { ts["labels"] = ts["labels"].to(torch::kFloat32); }},
   };
   for (const auto& c : cases) {
@@ -263,7 +277,8 @@ TEST(Pipeline, CorruptShardsAreRefusedNamingTheTensor) {
       ADD_FAILURE() << c.what << " was read";
     } catch (const Error& e) {
       const std::string msg = e.what();
-      EXPECT_NE(msg.find("shard-00000.safetensors: tensor '" + c.tensor + "'"), std::string::npos) << c.what << ": " << msg;
+      EXPECT_NE(msg.find("shard-00000.safetensors: tensor '" + c.tensor + "'"), std::string::npos)
+          << c.what << ": " << msg;
     }
   }
 }
@@ -299,7 +314,8 @@ TEST(Pipeline, CorruptHeadAndGateConfigsAreRefused) {
     }
   }
   const std::string gate = dir / "gate.safetensors";
-  save_tensors(gate, NamedTensors{}, {{"emovlm.gate", json({{"kind", "mlp"}, {"num_classes", -3}}).dump()}});
+  save_tensors(gate, NamedTensors{},
+               {{"emovlm.gate", json({{"kind", "mlp"}, {"num_classes", -3}}).dump()}});
   try {
     load_gate(gate);
     ADD_FAILURE() << "a gate of -3 classes was accepted";
@@ -311,7 +327,8 @@ TEST(Pipeline, CorruptHeadAndGateConfigsAreRefused) {
     load_gate(gate);
     ADD_FAILURE() << "metadata that is not JSON was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("metadata emovlm.gate is not valid"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("metadata emovlm.gate is not valid"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -323,7 +340,9 @@ TEST(Pipeline, AnUnreadableSplitIsAnError) {
   std::string lines;
   for (const auto& l : LabelSet::from_spec("mikels8").labels)
     for (const char* split : {"train", "val", "test"})
-      lines += json({{"path", cat("gone/", split, "-", l, ".png")}, {"label", l}, {"split", split}}).dump() + "\n";
+      lines += json({{"path", cat("gone/", split, "-", l, ".png")}, {"label", l}, {"split", split}})
+                   .dump() +
+               "\n";
   write_file_atomic(dir / "bad.jsonl", lines);
   TeacherOptions t;
   t.data = dir / "bad.jsonl";
@@ -334,10 +353,12 @@ TEST(Pipeline, AnUnreadableSplitIsAnError) {
     train_teacher(t);
     ADD_FAILURE() << "a teacher was trained on nothing";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("bad.jsonl: none of the 8 images of the train split could be read"),
+    EXPECT_NE(std::string(e.what()).find(
+                  "bad.jsonl: none of the 8 images of the train split could be read"),
               std::string::npos)
         << e.what();
-    EXPECT_NE(std::string(e.what()).find("gone/train-amusement.png"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("gone/train-amusement.png"), std::string::npos)
+        << e.what();
   }
   EXPECT_FALSE(file_exists(dir / "teacher/model.safetensors"));
   ExtractOptions x = w.extract("test");
@@ -349,7 +370,8 @@ TEST(Pipeline, AnUnreadableSplitIsAnError) {
   for (const auto& l : LabelSet::from_spec("mikels8").labels) {
     write_file_atomic(dir / ("junk-" + l + ".png"), "not an image");
     for (const char* split : {"train", "test"})
-      garbage += json({{"path", "junk-" + l + ".png"}, {"label", l}, {"split", split}}).dump() + "\n";
+      garbage +=
+          json({{"path", "junk-" + l + ".png"}, {"label", l}, {"split", split}}).dump() + "\n";
   }
   write_file_atomic(dir / "junk.jsonl", garbage);
   t.data = dir / "junk.jsonl";
@@ -360,14 +382,15 @@ TEST(Pipeline, AnUnreadableSplitIsAnError) {
     extract_features(x);
     ADD_FAILURE() << "a cache of nothing was made";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("none of the 8 images of the test split could be read"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("none of the 8 images of the test split could be read"),
+              std::string::npos)
         << e.what();
   }
 }
 
 // A ResNet teacher (the paper's Table 1 baseline) from a timm checkpoint: trained with its running
-// statistics saved, evaluated as a Table 1 row, cached by extract as the ViT is (its logits, computed
-// on timm's preprocessing), and distilled from and evaluated without a change.
+// statistics saved, evaluated as a Table 1 row, cached by extract as the ViT is (its logits,
+// computed on timm's preprocessing), and distilled from and evaluated without a change.
 TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   World& w = world();
   const std::string init = std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/resnet_tiny";
@@ -393,9 +416,11 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   const json cfg = read_json_file(t.out + "/config.json");
   EXPECT_EQ(cfg["num_classes"], 8);
   EXPECT_EQ(cfg["pretrained_cfg"]["crop_pct"], 0.875);
-  auto before = load_tensors(init + "/model.safetensors"), after = load_tensors(t.out + "/model.safetensors");
+  auto before = load_tensors(init + "/model.safetensors"),
+       after = load_tensors(t.out + "/model.safetensors");
   EXPECT_FALSE(torch::equal(before.at("bn1.running_mean"), after.at("bn1.running_mean")));
-  EXPECT_GT(after.at("bn1.num_batches_tracked").item<int64_t>(), before.at("bn1.num_batches_tracked").item<int64_t>());
+  EXPECT_GT(after.at("bn1.num_batches_tracked").item<int64_t>(),
+            before.at("bn1.num_batches_tracked").item<int64_t>());
   DatasetOptions ds;
   ds.labels = "mikels8";
   json ev = eval_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
@@ -421,10 +446,12 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
     std::shared_ptr<ImageClassifierImpl> teacher = load_image_classifier(t.out);
     teacher->eval();
     torch::NoGradGuard ng;
-    FloatArray px = preprocess_vit(decode_image_file(train.paths[5]), classifier_image_config(t.out));
+    FloatArray px =
+        preprocess_vit(decode_image_file(train.paths[5]), classifier_image_config(t.out));
     EXPECT_EQ(px.shape, (std::vector<int64_t>{3, 64, 64}));
     torch::Tensor direct = teacher->logits(to_tensor(px).unsqueeze(0))[0];
-    EXPECT_LT((direct - train.teacher_logits[5]).abs().max().item<double>(), 1e-4 * direct.abs().max().item<double>());
+    EXPECT_LT((direct - train.teacher_logits[5]).abs().max().item<double>(),
+              1e-4 * direct.abs().max().item<double>());
   }
   DistillOptions d;
   d.cache = caches[0];
@@ -441,7 +468,8 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   EXPECT_EQ(rep["models"]["teacher"]["arch"], "resnet50");
   // parameters, not the BatchNorm statistics the checkpoint also holds
   EXPECT_EQ(rep["models"]["teacher"]["parameters"].get<int64_t>(), ev["parameters"].get<int64_t>());
-  EXPECT_NE(evaluation_markdown(rep).find("| Teacher (ResNet50) |"), std::string::npos) << evaluation_markdown(rep);
+  EXPECT_NE(evaluation_markdown(rep).find("| Teacher (ResNet50) |"), std::string::npos)
+      << evaluation_markdown(rep);
 }
 
 // A VGG16-BN teacher with the default transform, the reference script's (Resize + CenterCrop,
@@ -470,8 +498,10 @@ TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
   EXPECT_EQ(img.image_size, 40);
   EXPECT_EQ(img.resize_size(), 40);
   EXPECT_EQ(img.image_std[1], 0.5f);
-  auto before = load_tensors(t.init + "/model.safetensors"), after = load_tensors(t.out + "/model.safetensors");
-  EXPECT_FALSE(torch::equal(before.at("features.1.running_var"), after.at("features.1.running_var")));
+  auto before = load_tensors(t.init + "/model.safetensors"),
+       after = load_tensors(t.out + "/model.safetensors");
+  EXPECT_FALSE(
+      torch::equal(before.at("features.1.running_var"), after.at("features.1.running_var")));
   TeacherOptions bad = t;
   bad.preprocess = "timm";
   EXPECT_THROW(train_teacher(bad), Error);
@@ -540,7 +570,8 @@ TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
   ASSERT_EQ(answers.size(), b.vlm_text.size());
   for (int64_t i = 0; i < b.size(); ++i) {
     EXPECT_EQ(b.vlm_text[i], answers[i]["answer"].get<std::string>()) << b.paths[i];
-    EXPECT_EQ(b.vlm_answer[i].item<int64_t>(), parse_categorical_answer(b.vlm_text[i], classifier.labels()).index);
+    EXPECT_EQ(b.vlm_answer[i].item<int64_t>(),
+              parse_categorical_answer(b.vlm_text[i], classifier.labels()).index);
   }
   ExtractOptions graph = gen;  // fixed-shape decoding is a setting of its own
   graph.cuda_graph = true;
@@ -595,12 +626,14 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   // (at most 100 epochs, each then several passes over the cache)
   const int64_t per_pass = (n_train + 3) / 4;
   const int64_t passes_needed = std::max<int64_t>(3, (d.min_steps + per_pass - 1) / per_pass);
-  const int64_t epochs = dr["epochs"].get<int64_t>(), passes = dr["passes_per_epoch"].get<int64_t>();
+  const int64_t epochs = dr["epochs"].get<int64_t>(),
+                passes = dr["passes_per_epoch"].get<int64_t>();
   EXPECT_LE(epochs, 100);
   EXPECT_GE(epochs * passes, passes_needed);
   EXPECT_LT((epochs - 1) * passes, passes_needed);
   EXPECT_EQ(dr["planned_optimizer_steps"].get<int64_t>(), epochs * passes * per_pass);
-  EXPECT_EQ(dr["optimizer_steps"].get<int64_t>(), dr["epochs_run"].get<int64_t>() * passes * per_pass);
+  EXPECT_EQ(dr["optimizer_steps"].get<int64_t>(),
+            dr["epochs_run"].get<int64_t>() * passes * per_pass);
   EXPECT_EQ(dr["stopped_early"].get<bool>(), dr["epochs_run"].get<int64_t>() < epochs);
   GateOptions g;
   g.cache = d.cache;
@@ -631,7 +664,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   GateOptions g_train = g, g_val = g;
   g_train.fit_on = "train";
   g_train.out = w.tmp / "gate-train";
-  EXPECT_DOUBLE_EQ(train_gate(g_train)["head_fit_accuracy"].get<double>(), dr["train_accuracy"].get<double>());
+  EXPECT_DOUBLE_EQ(train_gate(g_train)["head_fit_accuracy"].get<double>(),
+                   dr["train_accuracy"].get<double>());
   g_val.fit_on = "val";
   g_val.out = w.tmp / "gate-val";
   const json gv = train_gate(g_val);
@@ -653,13 +687,16 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   {
     // the complementarity counts of the cached answers, image by image
     FeatureCache tc = FeatureCache::load(e.cache);
-    std::map<std::string, int64_t> want = {{"both_right", 0}, {"only_vlm", 0}, {"only_teacher", 0}, {"both_wrong", 0}};
+    std::map<std::string, int64_t> want = {
+        {"both_right", 0}, {"only_vlm", 0}, {"only_teacher", 0}, {"both_wrong", 0}};
     for (int64_t i = 0; i < tc.size(); ++i) {
       const int64_t t = tc.targets[i].item<int64_t>();
-      const bool v = tc.vlm_answer[i].item<int64_t>() == t, te = tc.teacher_logits[i].argmax().item<int64_t>() == t;
+      const bool v = tc.vlm_answer[i].item<int64_t>() == t,
+                 te = tc.teacher_logits[i].argmax().item<int64_t>() == t;
       ++want[v && te ? "both_right" : v ? "only_vlm" : te ? "only_teacher" : "both_wrong"];
     }
-    for (const auto& [k, n] : want) EXPECT_EQ(rep["complementarity"]["vlm_vs_teacher"][k].get<int64_t>(), n) << k;
+    for (const auto& [k, n] : want)
+      EXPECT_EQ(rep["complementarity"]["vlm_vs_teacher"][k].get<int64_t>(), n) << k;
   }
   EXPECT_TRUE(file_exists(e.out + "/report.md"));
   {
@@ -677,7 +714,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
       DistillHead hd = load_distill_head(d.out);
       Gate gt = load_gate(g.out);
       torch::NoGradGuard ng;
-      torch::Tensor f = gt->forward(tc.vlm_input("onehot"), head_logits(*hd, tc.features)).argmax(-1);
+      torch::Tensor f =
+          gt->forward(tc.vlm_input("onehot"), head_logits(*hd, tc.features)).argmax(-1);
       for (int64_t i = 0; i < tc.size(); ++i) fused.push_back(f[i].item<int64_t>());
     }
     int64_t only_kd = 0, only_vlm = 0, oracle = 0;
@@ -691,7 +729,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     EXPECT_EQ(gv2["only_vlm_right"].get<int64_t>(), only_vlm);
     EXPECT_DOUBLE_EQ(gv2["mcnemar_p"].get<double>(), mcnemar_exact_p(only_kd, only_vlm));
     EXPECT_DOUBLE_EQ(gv2["difference"].get<double>(),
-                     rep["models"]["emovlm_kd"]["accuracy"].get<double>() - rep["models"]["vlm"]["accuracy"].get<double>());
+                     rep["models"]["emovlm_kd"]["accuracy"].get<double>() -
+                         rep["models"]["vlm"]["accuracy"].get<double>());
     torch::Tensor hl_all = head_logits(*load_distill_head(d.out), tc.features).argmax(-1);
     for (int64_t i = 0; i < tc.size(); ++i) {
       const int64_t t = tc.targets[i].item<int64_t>();
@@ -704,14 +743,16 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     EXPECT_NE(md.find("McNemar"), std::string::npos) << md;
     EXPECT_NE(md.find("Oracle"), std::string::npos) << md;
   }
-  // splits that share images are reported: none here; all of them when the "test" cache is the training one
+  // splits that share images are reported: none here; all of them when the "test" cache is the
+  // training one
   EXPECT_EQ(dr["val_images_in_training"].get<int64_t>(), 0);
   EXPECT_EQ(gr["val_images_in_training"].get<int64_t>(), 0);
   EXPECT_EQ(rep["test_images_in_training"].get<int64_t>(), 0);
   EvaluateOptions on_train = e;
   on_train.cache = d.cache;
   on_train.out.clear();
-  EXPECT_EQ(evaluate_cache(on_train)["test_images_in_training"].get<int64_t>(), FeatureCache::load(d.cache).size());
+  EXPECT_EQ(evaluate_cache(on_train)["test_images_in_training"].get<int64_t>(),
+            FeatureCache::load(d.cache).size());
   // the bundle predicts the same emotion as the cached pipeline for a test image
   BundleSpec b;
   b.vlm = w.qwen;
@@ -726,15 +767,18 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   Gate gate = load_gate(g.out);
   torch::NoGradGuard ng;
   torch::Tensor hl = head->forward(test.features.narrow(0, 3, 1));
-  int64_t want = gate->forward(test.vlm_input("onehot").narrow(0, 3, 1), hl).argmax(-1).item<int64_t>();
+  int64_t want =
+      gate->forward(test.vlm_input("onehot").narrow(0, 3, 1), hl).argmax(-1).item<int64_t>();
   EXPECT_EQ(r["emotion"].get<std::string>(), test.labels[want]);
   EXPECT_EQ(r["head_top3"].size(), 3u);
   {
     // how much each input moved this answer: its probability with the input made neutral
     const torch::Tensor v = test.vlm_input("onehot").narrow(0, 3, 1);
     const double p_full = torch::softmax(gate->forward(v, hl), -1)[0][want].item<double>();
-    const double p_no_vlm = torch::softmax(gate->forward(torch::full_like(v, 1.0 / 8), hl), -1)[0][want].item<double>();
-    const double p_no_head = torch::softmax(gate->forward(v, torch::zeros_like(hl)), -1)[0][want].item<double>();
+    const double p_no_vlm =
+        torch::softmax(gate->forward(torch::full_like(v, 1.0 / 8), hl), -1)[0][want].item<double>();
+    const double p_no_head =
+        torch::softmax(gate->forward(v, torch::zeros_like(hl)), -1)[0][want].item<double>();
     const json& in = r["gate"]["influence"];
     EXPECT_NEAR(in["vlm"].get<double>(), p_full - p_no_vlm, 1e-5);
     EXPECT_NEAR(in["head"].get<double>(), p_full - p_no_head, 1e-5);
@@ -742,12 +786,14 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     EXPECT_FALSE(r["gate"].contains("weights"));  // concat computes no per-image weights
     // and it is the image's own: not the same for every image
     std::set<double> seen;
-    for (int i = 0; i < 6; ++i) seen.insert(p.predict(test.paths[i])["gate"]["influence"]["head"].get<double>());
+    for (int i = 0; i < 6; ++i)
+      seen.insert(p.predict(test.paths[i])["gate"]["influence"]["head"].get<double>());
     EXPECT_GT(seen.size(), 1u);
   }
   // several images (different sizes) in one padded VLM forward: each as predict() gives it, to
   // float rounding; each alone (deterministic): exactly; a missing file: an error in its place
-  std::vector<std::string> paths = {test.paths[0], test.paths[5], w.tmp / "missing.png", test.paths[9]};
+  std::vector<std::string> paths = {test.paths[0], test.paths[5], w.tmp / "missing.png",
+                                    test.paths[9]};
   std::vector<json> batched = p.predict_batch(paths, false), alone = p.predict_batch(paths, true);
   ASSERT_EQ(batched.size(), 4u);
   EXPECT_NE(batched[2]["error"].get<std::string>().find("missing.png"), std::string::npos);
@@ -757,7 +803,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     EXPECT_EQ(alone[i], one) << paths[i];
     EXPECT_EQ(batched[i]["emotion"], one["emotion"]) << paths[i];
     for (const auto& [label, prob] : one["gate"]["probabilities"].items())
-      EXPECT_NEAR(batched[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4)
+      EXPECT_NEAR(batched[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(),
+                  1e-4)
           << label << "\nbatched: " << batched[i].dump() << "\nalone: " << one.dump();
   }
   // the bundle on the test split from the images: the metrics the cached evaluation gives
@@ -765,28 +812,36 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   ds.labels = "mikels8";
   const std::string journal = w.tmp / "bundle-eval.partial.jsonl";
   int results = 0;
-  json be = evaluate_bundle(p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);
+  json be = evaluate_bundle(
+      p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);
   EXPECT_EQ(results, 16);
   EXPECT_EQ(be["images"].get<int64_t>(), 16);
   EXPECT_EQ(be["unreadable"].get<int64_t>(), 0);
   ASSERT_EQ(be["predictions"].size(), 16u);
-  for (const auto& [model, key] : {std::pair<const char*, const char*>{"vlm", "vlm"}, {"distill_head", "head"}, {"emovlm_kd", "emotion"}}) {
+  for (const auto& [model, key] : {std::pair<const char*, const char*>{"vlm", "vlm"},
+                                   {"distill_head", "head"},
+                                   {"emovlm_kd", "emotion"}}) {
     int right = 0;
     for (const json& row : be["predictions"]) right += row[key] == row["truth"];
     EXPECT_DOUBLE_EQ(be["models"][model]["accuracy"].get<double>(), right / 16.0) << model;
-    EXPECT_DOUBLE_EQ(be["models"][model]["accuracy"].get<double>(), rep["models"][model]["accuracy"].get<double>()) << model;
+    EXPECT_DOUBLE_EQ(be["models"][model]["accuracy"].get<double>(),
+                     rep["models"][model]["accuracy"].get<double>())
+        << model;
   }
   {
-    std::map<std::string, int64_t> want = {{"both_right", 0}, {"only_vlm", 0}, {"only_head", 0}, {"both_wrong", 0}};
+    std::map<std::string, int64_t> want = {
+        {"both_right", 0}, {"only_vlm", 0}, {"only_head", 0}, {"both_wrong", 0}};
     for (const json& row : be["predictions"]) {
       const bool v = row["vlm"] == row["truth"], h = row["head"] == row["truth"];
       ++want[v && h ? "both_right" : v ? "only_vlm" : h ? "only_head" : "both_wrong"];
     }
-    for (const auto& [k, n] : want) EXPECT_EQ(be["complementarity"]["vlm_vs_head"][k].get<int64_t>(), n) << k;
+    for (const auto& [k, n] : want)
+      EXPECT_EQ(be["complementarity"]["vlm_vs_head"][k].get<int64_t>(), n) << k;
   }
   // again with the same journal: every result read back, nothing computed
   results = 0;
-  json again = evaluate_bundle(p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);
+  json again = evaluate_bundle(
+      p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);
   EXPECT_EQ(results, 0);
   EXPECT_EQ(again["resumed"].get<int64_t>(), 16);
   EXPECT_EQ(again["models"], be["models"]);
@@ -827,7 +882,8 @@ struct Serving {
   PredictionServer server;
   int port;
   std::thread thread;
-  Serving(Predictor& p, const ServeOptions& o) : server(p, o), port(server.bind()), thread([this] { server.run(); }) {}
+  Serving(Predictor& p, const ServeOptions& o)
+      : server(p, o), port(server.bind()), thread([this] { server.run(); }) {}
   ~Serving() {
     server.stop();
     thread.join();
@@ -901,7 +957,8 @@ TEST(Pipeline, ServerBatchesRequestsThatArriveTogether) {
   World& w = world();
   test::TempDir dir;
   const std::string cache = small_bundle(w, dir / "bundle");
-  if (!http_server_available()) GTEST_SKIP() << "this build has no HTTP server (checked in ServesPredictionsOverHttp)";
+  if (!http_server_available())
+    GTEST_SKIP() << "this build has no HTTP server (checked in ServesPredictionsOverHttp)";
 #if defined(EMOVLM_HAVE_HTTP)
   Predictor p(dir / "bundle", "cpu");
   ServeOptions o;
@@ -910,14 +967,16 @@ TEST(Pipeline, ServerBatchesRequestsThatArriveTogether) {
   o.batch_wait_ms = 1000;  // long enough that four requests sent at once share a batch
   Serving serving(p, o);
   const int port = serving.port;
-  const std::vector<std::string> paths = FeatureCache::load(cache).paths;  // images of different sizes
+  const std::vector<std::string> paths =
+      FeatureCache::load(cache).paths;  // images of different sizes
   std::vector<json> got(4);
   std::vector<std::thread> clients;
   for (size_t i = 0; i < 4; ++i)
     clients.emplace_back([&, i] {
       httplib::Client c("127.0.0.1", port);
       c.set_read_timeout(60, 0);
-      httplib::MultipartFormDataItems items = {{"image", read_file(paths[i]), paths[i], "image/png"}};
+      httplib::MultipartFormDataItems items = {
+          {"image", read_file(paths[i]), paths[i], "image/png"}};
       auto r = c.Post("/predict", items);
       got[i] = r && r->status == 200 ? json::parse(r->body) : json{{"failed", r ? r->status : -1}};
     });
@@ -928,7 +987,8 @@ TEST(Pipeline, ServerBatchesRequestsThatArriveTogether) {
     EXPECT_EQ(got[i]["image"], paths[i]);
     EXPECT_EQ(got[i]["emotion"], want["emotion"]) << paths[i];
     for (const auto& [label, prob] : want["gate"]["probabilities"].items())
-      EXPECT_NEAR(got[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4) << label;
+      EXPECT_NEAR(got[i]["gate"]["probabilities"][label].get<double>(), prob.get<double>(), 1e-4)
+          << label;
   }
   httplib::Client c("127.0.0.1", port);
   json health = json::parse(c.Get("/health")->body);
@@ -943,11 +1003,12 @@ TEST(Pipeline, PartsOfAnotherVlmAreRefused) {
   World& w = world();
   test::TempDir dir;
   const std::string train_cache = small_bundle(w, dir / "bundle");
-  // another VLM: the tiny checkpoint with another config (as far as an identity can tell, another model)
+  // another VLM: the tiny checkpoint with another config (as far as an identity can tell, another
+  // model)
   const std::string other = dir / "other-vlm";
   make_dirs(other);
-  for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.json",
-                        "preprocessor_config.json"})
+  for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                        "chat_template.json", "preprocessor_config.json"})
     fs::copy_file(w.qwen + "/" + f, other + "/" + f);
   json cfg = read_json_file(w.qwen + "/config.json");
   cfg["rms_norm_eps"] = 1e-5;
@@ -1050,7 +1111,8 @@ TEST(Pipeline, TrainingRefusesToStartOverWithoutOverwrite) {
   d.resume = true;  // a finished run: nothing to do, its metrics kept once per epoch
   train_distill_head(d);
   EXPECT_EQ(read_file(d.out + "/metrics.jsonl"), metrics);
-  // a new run that fails in its first epoch (here: the loss diverges) leaves the earlier run's files
+  // a new run that fails in its first epoch (here: the loss diverges) leaves the earlier run's
+  // files
   d.resume = false;
   d.overwrite = true;
   DistillOptions diverging = d;
@@ -1083,11 +1145,13 @@ TEST(Pipeline, AblationWritesTableJsonAndPlot) {
   json r = run_ablation(a);
   ASSERT_EQ(r["rows"].size(), 2u);
   EXPECT_EQ(r["rows"][1]["gate"], "dynamic");
-  for (const char* f : {"ablation.md", "ablation.json", "ablation.png"}) EXPECT_TRUE(file_exists(a.out + "/" + f)) << f;
+  for (const char* f : {"ablation.md", "ablation.json", "ablation.png"})
+    EXPECT_TRUE(file_exists(a.out + "/" + f)) << f;
   EXPECT_EQ(decode_image_file(a.out + "/ablation.png").width, BarChart{}.width);
 }
 
-// A training run killed with SIGKILL and resumed ends with the same weights as an uninterrupted run.
+// A training run killed with SIGKILL and resumed ends with the same weights as an uninterrupted
+// run.
 TEST(Pipeline, ResumeAfterSigkillIsExact) {
   EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model.safetensors");  // the tiny models of the fixture
   EMOVLM_NEED_FIXTURE("vit_tiny/model.safetensors");
@@ -1095,8 +1159,23 @@ TEST(Pipeline, ResumeAfterSigkillIsExact) {
   extract_features(w.extract("train"));
   const std::string cache = w.extract("train").out;
   auto run = [&](const std::string& out, bool resume) {
-    std::vector<std::string> args = {EMOVLM_CLI_PATH, "--threads", "1", "-q", "distill", "--cache", cache, "--out", out,
-                                     "--hidden", "512,512", "--epochs", "60", "--batch-size", "1", "--save-every", "7"};
+    std::vector<std::string> args = {EMOVLM_CLI_PATH,
+                                     "--threads",
+                                     "1",
+                                     "-q",
+                                     "distill",
+                                     "--cache",
+                                     cache,
+                                     "--out",
+                                     out,
+                                     "--hidden",
+                                     "512,512",
+                                     "--epochs",
+                                     "60",
+                                     "--batch-size",
+                                     "1",
+                                     "--save-every",
+                                     "7"};
     if (resume) args.push_back("--resume");
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -1141,7 +1220,8 @@ TEST(Pipeline, ResumeAfterSigkillIsExact) {
   auto epochs = [](const std::string& path) {
     std::vector<int64_t> e;
     std::istringstream in(read_file(path));
-    for (std::string line; std::getline(in, line);) e.push_back(json::parse(line)["epoch"].get<int64_t>());
+    for (std::string line; std::getline(in, line);)
+      e.push_back(json::parse(line)["epoch"].get<int64_t>());
     return e;
   };
   EXPECT_EQ(epochs(killed + "/metrics.jsonl"), epochs(full + "/metrics.jsonl"));

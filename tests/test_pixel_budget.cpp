@@ -93,12 +93,15 @@ std::string png_with(const RgbImage& img, bool rgba16, bool interlaced) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png_create_info_struct(png);
   png_set_write_fn(
-      png, &out, [](png_structp p, png_bytep d, png_size_t n) {
+      png, &out,
+      [](png_structp p, png_bytep d, png_size_t n) {
         static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<const char*>(d), n);
       },
       nullptr);
-  png_set_IHDR(png, info, img.width, img.height, rgba16 ? 16 : 8, rgba16 ? PNG_COLOR_TYPE_RGBA : PNG_COLOR_TYPE_RGB,
-               interlaced ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_IHDR(png, info, img.width, img.height, rgba16 ? 16 : 8,
+               rgba16 ? PNG_COLOR_TYPE_RGBA : PNG_COLOR_TYPE_RGB,
+               interlaced ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
   std::vector<std::vector<uint8_t>> rows(img.height);
   std::vector<png_bytep> ptrs;
@@ -130,7 +133,8 @@ TEST(DecodeAdmission, PngRowByRowAndWholeGiveTheSamePixels) {
   for (bool rgba16 : {false, true})
     for (bool interlaced : {false, true}) {
       const std::string png = png_with(img, rgba16, interlaced);
-      RgbImage back = decode_image_memory(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "x.png");
+      RgbImage back =
+          decode_image_memory(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "x.png");
       EXPECT_EQ(back.pixels, img.pixels) << "rgba16 " << rgba16 << ", interlaced " << interlaced;
     }
 }

@@ -15,7 +15,9 @@ RgbImage rgb_from_fixture(const TensorView& t) {
   return img;
 }
 
-bool is_png(const std::string& file) { return file.size() > 4 && file.substr(file.size() - 4) == ".png"; }
+bool is_png(const std::string& file) {
+  return file.size() > 4 && file.substr(file.size() - 4) == ".png";
+}
 
 }  // namespace
 
@@ -75,7 +77,8 @@ TEST(Qwen2VLPreprocess, MatchesReferenceProcessor) {
     EXPECT_EQ(std::vector<int64_t>(px.grid_thw.begin(), px.grid_thw.end()), grid) << name;
     EXPECT_LE(test::max_abs_diff(px.pixel_values, ref), 1e-5) << name << " from .rgb";
 
-    Qwen2VLPixels from_file = preprocess_qwen2vl(decode_image_file(test::ref_path("images/" + file)), cfg);
+    Qwen2VLPixels from_file =
+        preprocess_qwen2vl(decode_image_file(test::ref_path("images/" + file)), cfg);
     if (is_png(file))
       EXPECT_LE(test::max_abs_diff(from_file.pixel_values, ref), 1e-5) << name << " from " << file;
     else
@@ -110,7 +113,8 @@ TEST(VitPreprocess, MatchesReference) {
     VitImageConfig crop_cfg = cfg;
     crop_cfg.mode = VitResizeMode::ResizeCenterCrop;
     FloatArray a = preprocess_vit(img, crop_cfg);
-    const TensorView& ref_a = expected->get(c.value("pixel_values", name + ".pixel_values.resize_centercrop"));
+    const TensorView& ref_a =
+        expected->get(c.value("pixel_values", name + ".pixel_values.resize_centercrop"));
     EXPECT_LE(test::max_abs_diff(a, ref_a), 1e-5) << name << " resize_centercrop";
     if (expected->contains(name + ".pixel_values.hf_pil")) {
       VitImageConfig direct = cfg;
@@ -156,9 +160,12 @@ TEST(TimmPreprocess, MatchesTorchvisionTransforms) {
 }
 
 TEST(TimmPreprocess, ConfigErrorsNameTheField) {
-  json ok = {{"input_size", {3, 224, 224}}, {"interpolation", "bicubic"}, {"crop_pct", 0.95}, {"crop_mode", "center"}};
+  json ok = {{"input_size", {3, 224, 224}},
+             {"interpolation", "bicubic"},
+             {"crop_pct", 0.95},
+             {"crop_mode", "center"}};
   VitImageConfig c = VitImageConfig::from_timm(ok, "config.json");
-  EXPECT_EQ(c.resize_size(), 235);  // floor(224 / 0.95)
+  EXPECT_EQ(c.resize_size(), 235);     // floor(224 / 0.95)
   EXPECT_EQ(c.image_mean[0], 0.485f);  // timm's ImageNet defaults when absent
   auto fails_with = [](json j, const std::string& what) {
     try {

@@ -18,7 +18,9 @@ using namespace emovlm;
 
 namespace {
 
-std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
+std::string qdir() {
+  return test::ref_path("qwen2vl_tiny");
+}
 
 struct Fixture {
   json cases, extra;  // extra: empty when extra_cases.json is absent
@@ -59,7 +61,8 @@ struct Fixture {
   // and the reference's pixel values.
   Qwen2VLInputs left_padded_batch(const std::vector<json>& prompts, int64_t pad) const {
     int64_t len = 0;
-    for (const auto& p : prompts) len = std::max<int64_t>(len, static_cast<int64_t>(p["input_ids"].size()));
+    for (const auto& p : prompts)
+      len = std::max<int64_t>(len, static_cast<int64_t>(p["input_ids"].size()));
     std::vector<int64_t> ids, mask;
     Qwen2VLInputs in;
     std::vector<torch::Tensor> px;
@@ -155,9 +158,11 @@ TEST(Qwen2VL, VisionMatchesReference) {
     const std::string name = im["name"];
     VisionOutput out = model_f32()->visual->forward(f.pixels(name), {f.grid(name)});
     EXPECT_LT(rel_err(out.merged, f.expected.at(name + ".vision.merged")), 1e-4) << name;
-    EXPECT_LT(rel_err(out.merged.mean(0), f.expected.at(name + ".vision.pooled_mean")), 1e-4) << name;
+    EXPECT_LT(rel_err(out.merged.mean(0), f.expected.at(name + ".vision.pooled_mean")), 1e-4)
+        << name;
     if (f.expected.count(name + ".vision.last_hidden"))
-      EXPECT_LT(rel_err(out.last_hidden, f.expected.at(name + ".vision.last_hidden")), 1e-4) << name;
+      EXPECT_LT(rel_err(out.last_hidden, f.expected.at(name + ".vision.last_hidden")), 1e-4)
+          << name;
   }
 }
 
@@ -221,12 +226,15 @@ TEST(Qwen2VL, Float64MatchesReference) {
       out.push_back(m->forward(in).logits[0]);
     }
     for (const auto& im : f.cases["images"])
-      out.push_back(m->visual->forward(f.pixels(im["name"]).to(torch::kFloat64), {f.grid(im["name"])}).merged);
+      out.push_back(
+          m->visual->forward(f.pixels(im["name"]).to(torch::kFloat64), {f.grid(im["name"])})
+              .merged);
     return out;
   });
   for (size_t i = 0; i < refs.size(); ++i) {
     const double err = test::max_rel(s.outputs[i], refs[i]);
-    EXPECT_LT(err, 2 * s.move[i] + test::kStorageRounding) << names[i] << ": one-ulp weight moves move it by " << s.move[i];
+    EXPECT_LT(err, 2 * s.move[i] + test::kStorageRounding)
+        << names[i] << ": one-ulp weight moves move it by " << s.move[i];
     EXPECT_GT(s.move[i], 0.0) << names[i];
   }
 }
@@ -243,7 +251,8 @@ TEST(Qwen2VL, Float64KeepsTheReferencesFloat32Steps) {
   torch::NoGradGuard ng;
   norm->weight.copy_(torch::rand({16}, f64) + 0.5);
   const torch::Tensor x = torch::randn({5, 16}, f64) * 3, xf = x.to(torch::kFloat32);
-  const torch::Tensor want = norm->weight * (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-6)).to(torch::kFloat64);
+  const torch::Tensor want =
+      norm->weight * (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-6)).to(torch::kFloat64);
   const torch::Tensor all64 = norm->weight * x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6);
   const torch::Tensor got = norm(x);
   EXPECT_EQ(got.scalar_type(), torch::kFloat64);
@@ -251,10 +260,12 @@ TEST(Qwen2VL, Float64KeepsTheReferencesFloat32Steps) {
   EXPECT_GT((got - all64).abs().max().item<double>(), 1e-9);  // float32 rounding shows
   // rotary: positions up to 3000 on each axis, cos/sin exactly float32 values
   Qwen2VLTextModelImpl text(Qwen2VLConfig::from_dir(qdir()).text);
-  const torch::Tensor pos = torch::arange(0, 3000, 7, torch::kInt64).view({1, 1, -1}).expand({3, 1, -1});
+  const torch::Tensor pos =
+      torch::arange(0, 3000, 7, torch::kInt64).view({1, 1, -1}).expand({3, 1, -1});
   auto [cos, sin] = text.rope(pos, torch::kFloat64);
   EXPECT_EQ(cos.scalar_type(), torch::kFloat64);
-  for (const torch::Tensor& t : {cos, sin}) EXPECT_TRUE(torch::equal(t.to(torch::kFloat32).to(torch::kFloat64), t));
+  for (const torch::Tensor& t : {cos, sin})
+    EXPECT_TRUE(torch::equal(t.to(torch::kFloat32).to(torch::kFloat64), t));
 }
 
 TEST(Qwen2VL, Bf16WeightsFile) {
@@ -263,7 +274,8 @@ TEST(Qwen2VL, Bf16WeightsFile) {
   EMOVLM_NEED_FIXTURE("qwen2vl_tiny/model-bf16.safetensors");
   const Fixture& f = fixture();
   torch::NoGradGuard ng;
-  Qwen2VL m(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32, torch::kCPU, "model-bf16.safetensors"));
+  Qwen2VL m(
+      Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32, torch::kCPU, "model-bf16.safetensors"));
   for (const auto& p : f.cases["prompts"]) {
     const std::string key = p["name"].get<std::string>() + ".logits_bf16_weights";
     if (!f.expected.count(key)) continue;
@@ -279,9 +291,9 @@ TEST(Qwen2VL, Bf16WeightsFile) {
 // Vision features land at 9.4e-3 to 9.7e-3 (1.4x the reference's figure) with libtorch 1.13's bf16
 // kernels; float32 attention scores and a float32 residual stream did not move it (tried), while
 // the float32 path matches to 1e-6, so the gap is kernel rounding, not the algorithm: 1.5x here.
-// With pip torch 2.11's CPU kernels (an H200 machine, 2026-11-26) the error bounds hold but cat_img_b's
-// arg-max agrees at 120 of 127 positions (94.5%, under the 95% floor), every disagreement a
-// near-tie within the bound; the floor is kept (the CI's libtorch 1.13 meets it).
+// With pip torch 2.11's CPU kernels (an H200 machine, 2026-11-26) the error bounds hold but
+// cat_img_b's arg-max agrees at 120 of 127 positions (94.5%, under the 95% floor), every
+// disagreement a near-tie within the bound; the floor is kept (the CI's libtorch 1.13 meets it).
 TEST(Qwen2VL, Bf16Compute) {
   EMOVLM_NEED_FIXTURE("qwen2vl_tiny/cases.json");
   EMOVLM_NEED_FIXTURE("qwen2vl_tiny/expected.safetensors");
@@ -325,7 +337,7 @@ TEST(Qwen2VL, GreedyDecodingMatchesReference) {
       GenerationConfig g;
       g.max_new_tokens = static_cast<int>(want.size());
       g.eos_token_ids = {-1};  // EOS disabled, as the fixture
-      g.cuda_graph = fixed;    // on the CPU: the fixed-shape steps a graph would replay, run eagerly
+      g.cuda_graph = fixed;  // on the CPU: the fixed-shape steps a graph would replay, run eagerly
       GenerationResult r = generate(*model_f32(), f.inputs(p), g);
       EXPECT_EQ(r.tokens[0], want) << p["name"] << (fixed ? " (fixed-shape decoding)" : "");
     }
@@ -371,7 +383,8 @@ TEST(Qwen2VL, OnePrefillServesScoresAndGeneration) {
     }
     // sampled: the row draws what the prompt alone draws with the same seed
     sampled.seed = 7 + static_cast<uint64_t>(r);
-    EXPECT_EQ(generate(m, std::move(sampled_rows[r]), sampled).tokens[0], generate(m, f.inputs(p), sampled).tokens[0])
+    EXPECT_EQ(generate(m, std::move(sampled_rows[r]), sampled).tokens[0],
+              generate(m, f.inputs(p), sampled).tokens[0])
         << p["name"] << ": row " << r << " sampled";
   }
   // one prompt (extract's default, --vlm-batch 1): the row is the prompt's own prefill, so the
@@ -379,8 +392,12 @@ TEST(Qwen2VL, OnePrefillServesScoresAndGeneration) {
   for (const auto& p : ps) {
     Prefill one = prefill(m, f.inputs(p));
     Prefill row = one.row(0);
-    EXPECT_TRUE(torch::equal(label_scores(m, std::move(one), cands), label_scores(m, f.inputs(p), cands))) << p["name"];
-    EXPECT_EQ(generate(m, std::move(row), sampled).tokens[0], generate(m, f.inputs(p), sampled).tokens[0]) << p["name"];
+    EXPECT_TRUE(
+        torch::equal(label_scores(m, std::move(one), cands), label_scores(m, f.inputs(p), cands)))
+        << p["name"];
+    EXPECT_EQ(generate(m, std::move(row), sampled).tokens[0],
+              generate(m, f.inputs(p), sampled).tokens[0])
+        << p["name"];
   }
 }
 
@@ -408,7 +425,8 @@ TEST(Qwen2VL, FixedDecoderMatchesDecode) {
     next = want.argmax(-1, true);
   }
   EXPECT_THROW(fixed.step(next), Error);  // room for `steps` tokens only
-  EXPECT_THROW(FixedDecoder(m, cache, in.attention_mask, out.rope_deltas, 2, false), Error);  // mask of another length
+  EXPECT_THROW(FixedDecoder(m, cache, in.attention_mask, out.rope_deltas, 2, false),
+               Error);  // mask of another length
 }
 
 TEST(Qwen2VL, LeftPaddedBatchMatchesReference) {
@@ -420,15 +438,18 @@ TEST(Qwen2VL, LeftPaddedBatchMatchesReference) {
   torch::NoGradGuard ng;
   std::vector<json> prompts;
   for (const auto& pn : b["prompts"]) prompts.push_back(f.prompt(pn));
-  const int64_t pad = b.contains("pad_id") ? b["pad_id"].get<int64_t>() : Qwen2VLProcessor::from_dir(qdir()).pad_id();
+  const int64_t pad = b.contains("pad_id") ? b["pad_id"].get<int64_t>()
+                                           : Qwen2VLProcessor::from_dir(qdir()).pad_id();
   Qwen2VLInputs in = f.left_padded_batch(prompts, pad);
   // the reference's batch is the fixture prompts left-padded
   EXPECT_TRUE(torch::equal(in.input_ids, f.extra_expected.at("batch_left_pad.input_ids")));
-  EXPECT_TRUE(torch::equal(in.attention_mask, f.extra_expected.at("batch_left_pad.attention_mask")));
+  EXPECT_TRUE(
+      torch::equal(in.attention_mask, f.extra_expected.at("batch_left_pad.attention_mask")));
   Qwen2VLOutput out = model_f32()->forward(in);
   torch::Tensor mask = in.attention_mask.to(torch::kBool);
   EXPECT_TRUE(torch::equal(out.position_ids.masked_select(mask.unsqueeze(0).expand({3, -1, -1})),
-                           f.extra_expected.at("batch_left_pad.position_ids").masked_select(mask.unsqueeze(0).expand({3, -1, -1}))));
+                           f.extra_expected.at("batch_left_pad.position_ids")
+                               .masked_select(mask.unsqueeze(0).expand({3, -1, -1}))));
   torch::Tensor ref = f.extra_expected.at("batch_left_pad.logits");
   for (int64_t r = 0; r < in.input_ids.size(0); ++r) {
     torch::Tensor rows = mask[r].nonzero().squeeze(1);
@@ -467,12 +488,15 @@ TEST(Qwen2VL, LabelScoresMatchReference) {
     for (auto c = it.value().begin(); c != it.value().end(); ++c) {
       auto ids = c.value()["answer_ids"].get<std::vector<int32_t>>();
       // the answer ids are the tokenizer's for the answer text
-      EXPECT_EQ(proc.tokenizer().encode(categorical_answer(c.key()) + "<|im_end|>"), ids) << c.key();
+      EXPECT_EQ(proc.tokenizer().encode(categorical_answer(c.key()) + "<|im_end|>"), ids)
+          << c.key();
       cands.push_back(ids);
       want.push_back(c.value()["sum_logprob"].get<double>());
     }
-    torch::Tensor s = label_scores(*model_f32(), proc, {{prompt["text"], {f.rgb(prompt["image"])}}}, cands);
-    for (size_t c = 0; c < want.size(); ++c) EXPECT_NEAR(s[0][c].item<double>(), want[c], 1e-3) << pname << " " << c;
+    torch::Tensor s =
+        label_scores(*model_f32(), proc, {{prompt["text"], {f.rgb(prompt["image"])}}}, cands);
+    for (size_t c = 0; c < want.size(); ++c)
+      EXPECT_NEAR(s[0][c].item<double>(), want[c], 1e-3) << pname << " " << c;
   }
 }
 
@@ -493,7 +517,8 @@ TEST(Qwen2VL, LabelScoresIndependentOfBatch) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     torch::Tensor alone = label_scores(*model_f32(), proc, {prompts[i]}, cands, true);
     EXPECT_TRUE(torch::equal(alone[0], mixed[i])) << i;
-    EXPECT_LT((batched[i] - alone[0]).abs().max().item<double>(), 1e-3) << i;  // padded batch: same within float error
+    EXPECT_LT((batched[i] - alone[0]).abs().max().item<double>(), 1e-3)
+        << i;  // padded batch: same within float error
   }
 }
 
@@ -510,19 +535,23 @@ TEST(Qwen2VL, LabelScoresEqualFullSequenceLogProbs) {
   const std::vector<std::vector<std::vector<int32_t>>> sets = {
       {{5, 9, 11, 40}, {5, 9, 12}, {5, 9, 11, 41, 42}},  // common first part of two tokens
       {{7, 3}, {8, 3, 4}, {9}},                          // nothing in common, one single token
-      {{5, 9}, {5, 9, 11}, {5, 9, 11, 12}}};            // each the start of the next
+      {{5, 9}, {5, 9, 11}, {5, 9, 11, 12}}};             // each the start of the next
   for (const auto& cands : sets) {
     torch::Tensor got = label_scores(*model_f32(), in, cands);
     for (size_t c = 0; c < cands.size(); ++c) {
       std::vector<int64_t> tail(cands[c].begin(), cands[c].end());
       Qwen2VLInputs full = in;
-      full.input_ids = torch::cat({in.input_ids, torch::tensor(tail, torch::kInt64).view({1, -1})}, 1);
+      full.input_ids =
+          torch::cat({in.input_ids, torch::tensor(tail, torch::kInt64).view({1, -1})}, 1);
       full.attention_mask = torch::ones_like(full.input_ids);
-      torch::Tensor lp = torch::log_softmax(model_f32()->forward(full).logits[0].to(torch::kFloat64), -1);
+      torch::Tensor lp =
+          torch::log_softmax(model_f32()->forward(full).logits[0].to(torch::kFloat64), -1);
       const int64_t T = in.input_ids.size(1);
       double want = 0;
-      for (size_t i = 0; i < tail.size(); ++i) want += lp[T - 1 + static_cast<int64_t>(i)][tail[i]].item<double>();
-      EXPECT_NEAR(got[0][static_cast<int64_t>(c)].item<double>(), want, 1e-4) << "set of " << cands.size() << ", candidate " << c;
+      for (size_t i = 0; i < tail.size(); ++i)
+        want += lp[T - 1 + static_cast<int64_t>(i)][tail[i]].item<double>();
+      EXPECT_NEAR(got[0][static_cast<int64_t>(c)].item<double>(), want, 1e-4)
+          << "set of " << cands.size() << ", candidate " << c;
     }
   }
 }
@@ -544,7 +573,10 @@ TEST(Qwen2VL, WeightErrorsNameTheTensors) {
   } catch (const Error& e) {
     std::string m = e.what();
     EXPECT_NE(m.find("missing 1 tensor(s): model.norm.weight"), std::string::npos) << m;
-    EXPECT_NE(m.find(emovlm::cat("visual.merger.ln_q.bias [", embed + 3, "] (expected [", embed, "])")), std::string::npos) << m;
+    EXPECT_NE(
+        m.find(emovlm::cat("visual.merger.ln_q.bias [", embed + 3, "] (expected [", embed, "])")),
+        std::string::npos)
+        << m;
     EXPECT_NE(m.find("unexpected 1 tensor(s): extra.tensor"), std::string::npos) << m;
   }
 }
@@ -559,9 +591,11 @@ TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
   const Fixture& f = fixture();
   test::TempDir dir;
   const json flat = read_json_file(qdir() + "/config.json");
-  json nested = {{"model_type", "qwen2_vl"}, {"vision_config", flat["vision_config"]},
+  json nested = {{"model_type", "qwen2_vl"},
+                 {"vision_config", flat["vision_config"]},
                  {"tie_word_embeddings", flat.value("tie_word_embeddings", false)}};
-  for (const char* k : {"image_token_id", "vision_start_token_id", "vision_end_token_id", "video_token_id", "eos_token_id"})
+  for (const char* k : {"image_token_id", "vision_start_token_id", "vision_end_token_id",
+                        "video_token_id", "eos_token_id"})
     if (flat.contains(k)) nested[k] = flat[k];
   json text = flat;
   text.erase("vision_config");
@@ -574,9 +608,12 @@ TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
   write_file_atomic(dir / "config.json", nested.dump(1));
   std::map<std::string, torch::Tensor> renamed;
   for (auto& [k, v] : load_tensors(qdir() + "/model.safetensors")) {
-    if (k.rfind("visual.", 0) == 0) renamed["model." + k] = v;
-    else if (k.rfind("model.", 0) == 0) renamed["model.language_model." + k.substr(6)] = v;
-    else renamed[k] = v;
+    if (k.rfind("visual.", 0) == 0)
+      renamed["model." + k] = v;
+    else if (k.rfind("model.", 0) == 0)
+      renamed["model.language_model." + k.substr(6)] = v;
+    else
+      renamed[k] = v;
   }
   const bool fixture_tied = !renamed.count("lm_head.weight");
   save_tensors(dir / "model.safetensors", renamed);
@@ -585,7 +622,8 @@ TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
   const torch::Tensor want = f.expected.at(p["name"].get<std::string>() + ".logits");
   torch::NoGradGuard ng;
   EXPECT_LT(rel_err(m->forward(f.inputs(p)).logits[0], want), 1e-4);
-  EXPECT_EQ(m->lm_head->weight.data_ptr() == m->model->embed_tokens->weight.data_ptr(), fixture_tied);
+  EXPECT_EQ(m->lm_head->weight.data_ptr() == m->model->embed_tokens->weight.data_ptr(),
+            fixture_tied);
 
   // the other setting
   if (fixture_tied) {
@@ -600,8 +638,11 @@ TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
   Qwen2VL& tied = fixture_tied ? m : other;
   Qwen2VL& untied = fixture_tied ? other : m;
   EXPECT_TRUE(torch::equal(tied->lm_head->weight, tied->model->embed_tokens->weight));
-  if (fixture_tied) EXPECT_LT(rel_err(untied->forward(f.inputs(p)).logits[0], want), 1e-4);  // the same values, untied
-  // moved and cast, the two stay one tensor (Module::to alone makes two); the untied model's stay two
+  if (fixture_tied)
+    EXPECT_LT(rel_err(untied->forward(f.inputs(p)).logits[0], want),
+              1e-4);  // the same values, untied
+  // moved and cast, the two stay one tensor (Module::to alone makes two); the untied model's stay
+  // two
   tied->move_to(torch::kCPU, torch::kBFloat16);
   EXPECT_EQ(tied->lm_head->weight.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(tied->lm_head->weight.data_ptr(), tied->model->embed_tokens->weight.data_ptr());
@@ -611,8 +652,9 @@ TEST(Qwen2VL, NestedLayoutAndTiedEmbeddings) {
 
 TEST(Qwen2VL, GenerationConfigMerge) {
   test::TempDir dir;
-  write_file_atomic(dir / "generation_config.json",
-                    R"({"do_sample": true, "top_k": 1, "top_p": 0.001, "repetition_penalty": 1.05, "eos_token_id": [681, 679]})");
+  write_file_atomic(
+      dir / "generation_config.json",
+      R"({"do_sample": true, "top_k": 1, "top_p": 0.001, "repetition_penalty": 1.05, "eos_token_id": [681, 679]})");
   GenerationConfig file = GenerationConfig::from_dir(dir.path());
   GenerationConfig caller;
   caller.do_sample = true;
@@ -637,7 +679,8 @@ TEST(Qwen2VL, GenerationConfigMerge) {
   free.temperature = 1.5;
   at::Generator g1 = at::detail::createCPUGenerator(7), g2 = at::detail::createCPUGenerator(7);
   std::vector<int64_t> a, b;
-  for (int i = 0; i < 20; ++i) a.push_back(next_token(logits, {}, free, g1)), b.push_back(next_token(logits, {}, free, g2));
+  for (int i = 0; i < 20; ++i)
+    a.push_back(next_token(logits, {}, free, g1)), b.push_back(next_token(logits, {}, free, g2));
   EXPECT_EQ(a, b);
   EXPECT_GT(std::set<int64_t>(a.begin(), a.end()).size(), 1u);
   // repetition penalty: a seen positive logit is divided
@@ -654,7 +697,8 @@ TEST(Qwen2VL, TopPAfterTopKSortsOnlyTheSurvivors) {
   auto full = [](torch::Tensor l, const GenerationConfig& c, at::Generator& gen) {
     l = l.clone().div_(c.temperature.value_or(1.0));
     const float inf = std::numeric_limits<float>::infinity();
-    if (c.top_k.value_or(0) > 0) l.masked_fill_(l < std::get<0>(l.topk(*c.top_k)).min().item<float>(), -inf);
+    if (c.top_k.value_or(0) > 0)
+      l.masked_fill_(l < std::get<0>(l.topk(*c.top_k)).min().item<float>(), -inf);
     if (c.top_p.value_or(1.0) < 1.0) {
       auto [sorted, idx] = l.sort(-1, false);
       torch::Tensor remove = torch::softmax(sorted, -1).cumsum(-1) <= (1.0 - *c.top_p);
@@ -666,7 +710,8 @@ TEST(Qwen2VL, TopPAfterTopKSortsOnlyTheSurvivors) {
     return torch::multinomial(torch::softmax(l, -1), 1, false, gen).item<int64_t>();
   };
   torch::Tensor logits = torch::randn({500}) * 3;
-  for (auto [k, p] : std::vector<std::pair<int, double>>{{5, 0.7}, {40, 0.9}, {0, 0.5}, {3, 1.0}, {1, 0.001}, {50, 0.001}}) {
+  for (auto [k, p] : std::vector<std::pair<int, double>>{
+           {5, 0.7}, {40, 0.9}, {0, 0.5}, {3, 1.0}, {1, 0.001}, {50, 0.001}}) {
     GenerationConfig c;
     c.do_sample = true;
     c.temperature = 0.9;
@@ -674,7 +719,8 @@ TEST(Qwen2VL, TopPAfterTopKSortsOnlyTheSurvivors) {
     c.top_p = p;
     at::Generator g1 = at::detail::createCPUGenerator(11), g2 = at::detail::createCPUGenerator(11);
     std::vector<int64_t> got, want;
-    for (int i = 0; i < 30; ++i) got.push_back(next_token(logits, {}, c, g1)), want.push_back(full(logits, c, g2));
+    for (int i = 0; i < 30; ++i)
+      got.push_back(next_token(logits, {}, c, g1)), want.push_back(full(logits, c, g2));
     EXPECT_EQ(got, want) << "top_k " << k << " top_p " << p;
   }
 }

@@ -26,7 +26,8 @@ RgbImage random_image(int w, int h, uint32_t seed) {
 double kernel(Filter f, double x) {
   x = std::fabs(x);
   switch (f) {
-    case Filter::Bilinear: return x < 1 ? 1 - x : 0;
+    case Filter::Bilinear:
+      return x < 1 ? 1 - x : 0;
     case Filter::Bicubic: {
       const double a = -0.5;
       if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
@@ -37,18 +38,23 @@ double kernel(Filter f, double x) {
       auto sinc = [](double v) { return v == 0 ? 1.0 : std::sin(M_PI * v) / (M_PI * v); };
       return x < 3 ? sinc(x) * sinc(x / 3) : 0;
     }
-    default: return 0;
+    default:
+      return 0;
   }
 }
-double support(Filter f) { return f == Filter::Bilinear ? 1 : f == Filter::Bicubic ? 2 : 3; }
+double support(Filter f) {
+  return f == Filter::Bilinear ? 1 : f == Filter::Bicubic ? 2 : 3;
+}
 
 std::vector<double> resample_1d(const std::vector<double>& in, int out_size, Filter f) {
   const int n = static_cast<int>(in.size());
-  const double scale = static_cast<double>(n) / out_size, fs = std::max(1.0, scale), sup = support(f) * fs;
+  const double scale = static_cast<double>(n) / out_size, fs = std::max(1.0, scale),
+               sup = support(f) * fs;
   std::vector<double> out(out_size);
   for (int i = 0; i < out_size; ++i) {
     const double center = (i + 0.5) * scale;
-    const int lo = std::max(0, static_cast<int>(center - sup + 0.5)), hi = std::min(n, static_cast<int>(center + sup + 0.5));
+    const int lo = std::max(0, static_cast<int>(center - sup + 0.5)),
+              hi = std::min(n, static_cast<int>(center + sup + 0.5));
     double s = 0, ws = 0;
     for (int x = lo; x < hi; ++x) {
       double w = kernel(f, (x - center + 0.5) / fs);
@@ -69,7 +75,8 @@ TEST(Resample, SameSizeIsCopy) {
 TEST(Resample, ConstantImageStaysConstant) {
   for (Filter f : {Filter::Bilinear, Filter::Bicubic, Filter::Lanczos}) {
     RgbImage img(37, 23);
-    for (int i = 0; i < 37 * 23; ++i) img.pixels[3 * i] = 200, img.pixels[3 * i + 1] = 3, img.pixels[3 * i + 2] = 128;
+    for (int i = 0; i < 37 * 23; ++i)
+      img.pixels[3 * i] = 200, img.pixels[3 * i + 1] = 3, img.pixels[3 * i + 2] = 128;
     for (auto [w, h] : {std::pair{10, 5}, std::pair{80, 61}, std::pair{37, 9}, std::pair{5, 23}}) {
       RgbImage out = resize(img, w, h, f);
       ASSERT_EQ(out.width, w);
@@ -89,7 +96,8 @@ TEST(Resample, AgreesWithDirectComputation) {
   for (int y = 0; y < 60; ++y)
     for (int x = 0; x < 90; ++x)
       for (int c = 0; c < 3; ++c)
-        img.row(y)[3 * x + c] = static_cast<uint8_t>(127 + 100 * std::sin(x * 0.11 + c) * std::cos(y * 0.07));
+        img.row(y)[3 * x + c] =
+            static_cast<uint8_t>(127 + 100 * std::sin(x * 0.11 + c) * std::cos(y * 0.07));
   for (Filter f : {Filter::Bilinear, Filter::Bicubic, Filter::Lanczos}) {
     for (auto [w, h] : {std::pair{33, 21}, std::pair{150, 95}, std::pair{90, 30}}) {
       RgbImage out = resize(img, w, h, f);
@@ -158,11 +166,13 @@ RgbImage synthetic(int w, int h) {
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x)
       for (uint32_t c = 0; c < 3; ++c) {
-        uint32_t n = (static_cast<uint32_t>(x) * 73856093u) ^ (static_cast<uint32_t>(y) * 19349663u) ^ (c * 83492791u);
+        uint32_t n = (static_cast<uint32_t>(x) * 73856093u) ^
+                     (static_cast<uint32_t>(y) * 19349663u) ^ (c * 83492791u);
         n ^= n >> 13;
         n *= 0x5BD1E995u;
         n ^= n >> 15;
-        const uint64_t grad = uint64_t(x) * 200 / w + uint64_t(y) * 55 / h, tile = ((x / 97 + y / 61) % 2) * 64;
+        const uint64_t grad = uint64_t(x) * 200 / w + uint64_t(y) * 55 / h,
+                       tile = ((x / 97 + y / 61) % 2) * 64;
         img.row(y)[3 * x + c] = static_cast<uint8_t>((grad + tile + (n & 63)) % 256);
       }
   return img;
@@ -172,7 +182,8 @@ RgbImage synthetic(int w, int h) {
 RgbImage resample_path(const std::string& path, const RgbImage& img) {
   const Qwen2VLImageConfig qwen;  // the Qwen2-VL processor's defaults (bicubic, 28-px factor)
   auto qwen_resize = [&](const RgbImage& im) {
-    auto [h, w] = smart_resize(im.height, im.width, qwen.factor(), qwen.min_pixels, qwen.max_pixels);
+    auto [h, w] =
+        smart_resize(im.height, im.width, qwen.factor(), qwen.min_pixels, qwen.max_pixels);
     return resize(im, w, h, qwen.resample);
   };
   VitImageConfig vit;  // the teacher's 384 px, bilinear
@@ -211,10 +222,12 @@ TEST(Resample, LargeImagesAsPillowOnEveryPath) {
         const uint8_t* px = got.row(sp[1].get<int>()) + 3 * sp[0].get<int>();
         for (int k = 0; k < 3; ++k)
           if (px[k] != sp[2 + k].get<int>() && ++wrong <= 3)
-            ADD_FAILURE() << what << ": pixel (" << sp[0] << ", " << sp[1] << ") channel " << k << " is " << int(px[k])
-                          << ", Pillow " << sp[2 + k];
+            ADD_FAILURE() << what << ": pixel (" << sp[0] << ", " << sp[1] << ") channel " << k
+                          << " is " << int(px[k]) << ", Pillow " << sp[2 + k];
       }
-      EXPECT_EQ(hex64(fnv1a64(got.pixels.data(), got.pixels.size())), o["fnv1a64"].get<std::string>()) << what;
+      EXPECT_EQ(hex64(fnv1a64(got.pixels.data(), got.pixels.size())),
+                o["fnv1a64"].get<std::string>())
+          << what;
       ++checked;
     }
   }

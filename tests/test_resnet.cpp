@@ -1,7 +1,7 @@
-// ResNet (bottleneck) against torchvision 0.14 (tests/data/cnn, made by make_fixtures.py): eval-mode
-// logits, the running statistics after a train-mode forward, a training step's loss and gradients on
-// a reduced-width model; one full-size ResNet-50 forward; the published checkpoint's tensor names
-// and shapes; loading, a new classifier and the save/load round trip in timm's layout.
+// ResNet (bottleneck) against torchvision 0.14 (tests/data/cnn, made by make_fixtures.py):
+// eval-mode logits, the running statistics after a train-mode forward, a training step's loss and
+// gradients on a reduced-width model; one full-size ResNet-50 forward; the published checkpoint's
+// tensor names and shapes; loading, a new classifier and the save/load round trip in timm's layout.
 //
 // Tolerances (max |ours - expected| / max |expected|, expected computed in float64): logits and
 // running statistics 1e-5, where torchvision's own float32 forward is off by up to 4e-7
@@ -22,10 +22,14 @@ using namespace emovlm;
 
 namespace {
 
-std::string cnn(const std::string& rel) { return std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/" + rel; }
+std::string cnn(const std::string& rel) {
+  return std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/" + rel;
+}
 
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() / b.to(torch::kFloat64).abs().max()).item<double>();
+  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() /
+          b.to(torch::kFloat64).abs().max())
+      .item<double>();
 }
 
 std::map<std::string, torch::Tensor> named(const torch::nn::Module& m) {
@@ -108,7 +112,8 @@ TEST(ResNet, TrainStepMatchesTorchvision) {
   ResNet m(ResNetImpl::from_pretrained(dir));
   m->train();
   torch::Tensor y = torch::tensor(cases["train_labels"].get<std::vector<int64_t>>(), torch::kInt64);
-  torch::Tensor loss = torch::cross_entropy_loss(m->forward(exp.at(cases["train_input"].get<std::string>())), y);
+  torch::Tensor loss =
+      torch::cross_entropy_loss(m->forward(exp.at(cases["train_input"].get<std::string>())), y);
   const double expected_loss = cases["train_loss"];
   EXPECT_NEAR(loss.item<double>(), expected_loss, 1e-5 * std::abs(expected_loss));
   loss.backward();
@@ -123,15 +128,19 @@ TEST(ResNet, TrainStepMatchesTorchvision) {
   for (const auto& n : cases["bn_names"]) {
     const std::string bn = n;
     for (const char* b : {"running_mean", "running_var"})
-      EXPECT_LT(rel_err(t.at(bn + "." + b), exp.at("train." + bn + "." + b)), 1e-5) << bn << "." << b;
-    EXPECT_EQ(t.at(bn + ".num_batches_tracked").item<int64_t>(), cases["num_batches_tracked"][bn].get<int64_t>()) << bn;
+      EXPECT_LT(rel_err(t.at(bn + "." + b), exp.at("train." + bn + "." + b)), 1e-5)
+          << bn << "." << b;
+    EXPECT_EQ(t.at(bn + ".num_batches_tracked").item<int64_t>(),
+              cases["num_batches_tracked"][bn].get<int64_t>())
+        << bn;
   }
 }
 
 TEST(ResNet, FullSizeResNet50MatchesTorchvision) {
   const std::string dir = cnn("resnet50_full");
   json cases = read_json_file(dir + "/cases.json");
-  // the weights by name (the loader's names are checked on the published layout and the tiny fixture)
+  // the weights by name (the loader's names are checked on the published layout and the tiny
+  // fixture)
   ResNet m(ResNetConfig::from_dir(dir));
   int64_t tensors = 0;
   {
@@ -206,9 +215,11 @@ TEST(ResNet, CheckpointThatDoesNotFitIsNamed) {
     EXPECT_NE(m.find("unexpected"), std::string::npos) << m;
     EXPECT_NE(m.find("layer2.1.bn1.weight"), std::string::npos) << m;
   }
-  cfg["model_args"] = {{"layers", {1, 2, 1, 1}}, {"base_width", 8}, {"expansion", 1}, {"stem_type", "deep"}};
+  cfg["model_args"] = {
+      {"layers", {1, 2, 1, 1}}, {"base_width", 8}, {"expansion", 1}, {"stem_type", "deep"}};
   write_file_atomic(tmp / "config.json", cfg.dump());
-  EXPECT_THROW(ResNetImpl::from_pretrained(tmp.path()), Error);  // an option this project does not build
+  EXPECT_THROW(ResNetImpl::from_pretrained(tmp.path()),
+               Error);  // an option this project does not build
   cfg["architecture"] = "resnet18";
   write_file_atomic(tmp / "config.json", cfg.dump());
   EXPECT_THROW(classifier_arch(tmp.path()), Error);

@@ -45,9 +45,9 @@ std::string open_error(const std::string& path) {
 
 TEST(SafeTensors, RoundTripEveryDtypeAndMetadata) {
   TempDir dir;
-  const DType all[] = {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I16,
-                       DType::I8,  DType::U8,  DType::BOOL, DType::U16, DType::U32, DType::U64, DType::F8_E4M3,
-                       DType::F8_E5M2};
+  const DType all[] = {DType::F64, DType::F32, DType::F16, DType::BF16,    DType::I64,
+                       DType::I32, DType::I16, DType::I8,  DType::U8,      DType::BOOL,
+                       DType::U16, DType::U32, DType::U64, DType::F8_E4M3, DType::F8_E5M2};
   std::vector<std::vector<uint8_t>> buffers;
   std::vector<TensorView> views;
   for (DType dt : all) {
@@ -56,7 +56,8 @@ TEST(SafeTensors, RoundTripEveryDtypeAndMetadata) {
     buffers.push_back(b);
   }
   for (size_t i = 0; i < buffers.size(); ++i)
-    views.push_back(view(std::string("t_") + dtype_name(all[i]), all[i], {2, 3}, buffers[i].data()));
+    views.push_back(
+        view(std::string("t_") + dtype_name(all[i]), all[i], {2, 3}, buffers[i].data()));
   float scalar = 3.5f;
   views.push_back(view("scalar", DType::F32, {}, &scalar));
   views.push_back(view("empty", DType::F32, {0, 4}, nullptr));
@@ -116,19 +117,28 @@ TEST(SafeTensors, BadFilesGiveClearErrors) {
   std::vector<Case> cases = {
       {"invalid_json", "{\"a\": {\"dtype\": ", "", "invalid JSON"},
       {"not_object", "[1, 2]", "", "not a JSON object"},
-      {"unknown_dtype", R"({"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})", ok_data, "unknown dtype 'F12'"},
-      {"size_mismatch", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", ok_data, "span 8 bytes"},
-      {"outside", R"({"a":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}})", ok_data, "outside the data"},
-      {"overlap", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+      {"unknown_dtype", R"({"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})", ok_data,
+       "unknown dtype 'F12'"},
+      {"size_mismatch", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", ok_data,
+       "span 8 bytes"},
+      {"outside", R"({"a":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}})", ok_data,
+       "outside the data"},
+      {"overlap",
+       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
        ok_data, "overlap"},
-      {"duplicate", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+      {"duplicate",
+       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
        ok_data, "duplicate tensor name 'a'"},
-      {"begin_after_end", R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", ok_data, "begin > end"},
-      {"negative_shape", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", ok_data, "invalid shape"},
+      {"begin_after_end", R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", ok_data,
+       "begin > end"},
+      {"negative_shape", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", ok_data,
+       "invalid shape"},
       {"no_offsets", R"({"a":{"dtype":"F32","shape":[2]}})", ok_data, "data_offsets"},
       {"bad_metadata", R"({"__metadata__":{"k":1}})", "", "__metadata__"},
-      {"overflow", R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", ok_data, "overflows"},
-      {"number_out_of_range", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[1e999,8]}})", ok_data, "invalid JSON"},
+      {"overflow", R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})",
+       ok_data, "overflows"},
+      {"number_out_of_range", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[1e999,8]}})",
+       ok_data, "invalid JSON"},
   };
   for (const auto& c : cases) {
     std::string path = dir / (c.name + ".safetensors");
@@ -146,9 +156,7 @@ TEST(SafeTensors, TruncatedAndOversizedHeaders) {
     f << "abc";
   }
   EXPECT_NE(open_error(dir / "short.safetensors").find("truncated"), std::string::npos);
-  {
-    std::ofstream f(dir / "empty.safetensors", std::ios::binary);
-  }
+  { std::ofstream f(dir / "empty.safetensors", std::ios::binary); }
   EXPECT_NE(open_error(dir / "empty.safetensors").find("truncated"), std::string::npos);
   // header longer than the file
   write_raw(dir / "long.safetensors", "{}", "");
@@ -206,9 +214,10 @@ TEST(Checkpoint, ShardedIndex) {
   float a[3] = {1, 2, 3}, b[2] = {4, 5};
   save_safetensors(dir / "model-00001-of-00002.safetensors", {view("layer.a", DType::F32, {3}, a)});
   save_safetensors(dir / "model-00002-of-00002.safetensors", {view("layer.b", DType::F32, {2}, b)});
-  write_file_atomic(dir / "model.safetensors.index.json",
-                    R"({"metadata":{"total_size":20},"weight_map":{"layer.a":"model-00001-of-00002.safetensors",)"
-                    R"("layer.b":"model-00002-of-00002.safetensors"}})");
+  write_file_atomic(
+      dir / "model.safetensors.index.json",
+      R"({"metadata":{"total_size":20},"weight_map":{"layer.a":"model-00001-of-00002.safetensors",)"
+      R"("layer.b":"model-00002-of-00002.safetensors"}})");
   Checkpoint ck(dir.path());
   EXPECT_EQ(ck.names(), (std::vector<std::string>{"layer.a", "layer.b"}));
   EXPECT_EQ(ck.files().size(), 2u);
@@ -228,7 +237,8 @@ TEST(Checkpoint, ShardedIndex) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not hold it"), std::string::npos) << e.what();
   }
-  write_file_atomic(dir / "model.safetensors.index.json", R"({"weight_map":{"layer.a":"gone.safetensors"}})");
+  write_file_atomic(dir / "model.safetensors.index.json",
+                    R"({"weight_map":{"layer.a":"gone.safetensors"}})");
   EXPECT_THROW(Checkpoint bad(dir.path()), Error);
 }
 

@@ -6,9 +6,9 @@
 // softmax(dtype=float32)) and the training loss (logits.float()) in float32 even in a float64
 // model, gives LoRA adapters the base's dtype (float64), and stores the results as float32. This
 // implementation does the same (each step pinned by a unit test: Qwen2VL.Float64KeepsThe
-// ReferencesFloat32Steps, TorchCompat.Float64AttentionWeightsInFloat32, Lora.AdapterDtypeFollowsTheBase).
-// What each step is worth on the shipped tiny model, measured by undoing it alone (float64;
-// max |ours - reference| / max |reference|):
+// ReferencesFloat32Steps, TorchCompat.Float64AttentionWeightsInFloat32,
+// Lora.AdapterDtypeFollowsTheBase). What each step is worth on the shipped tiny model, measured by
+// undoing it alone (float64; max |ours - reference| / max |reference|):
 //
 //                                  logits    LoRA logits   LoRA gradients (layer 0, worst)
 //   all steps as the reference     2.3e-7    1.4e-6        3.3e-6
@@ -53,9 +53,13 @@ inline void nudge_weights(torch::nn::Module& m, uint64_t seed) {
   for (auto& p : m.named_parameters()) {
     if (p.key().find("lora_") != std::string::npos) continue;
     torch::Tensor w = p.value();
-    torch::Tensor sign = at::randint(0, 2, w.sizes(), gen, torch::TensorOptions().dtype(torch::kInt64)).mul_(2).sub_(1);
+    torch::Tensor sign =
+        at::randint(0, 2, w.sizes(), gen, torch::TensorOptions().dtype(torch::kInt64))
+            .mul_(2)
+            .sub_(1);
     if (w.scalar_type() == torch::kFloat32)
-      w.set_data(torch::nextafter(w, sign.to(torch::kFloat32) * std::numeric_limits<float>::infinity()));
+      w.set_data(
+          torch::nextafter(w, sign.to(torch::kFloat32) * std::numeric_limits<float>::infinity()));
     else
       w.set_data(w * (1 + std::ldexp(1.0, -24) * sign.to(w.scalar_type())));
   }
@@ -74,12 +78,14 @@ struct Sensitivity {
 
 // make(seed) builds the model, nudged with that seed (0: as loaded), and returns its outputs; the
 // moves are the largest over three nudged copies.
-inline Sensitivity sensitivity(const std::function<std::vector<torch::Tensor>(uint64_t seed)>& make) {
+inline Sensitivity sensitivity(
+    const std::function<std::vector<torch::Tensor>(uint64_t seed)>& make) {
   Sensitivity s{make(0), {}};
   s.move.assign(s.outputs.size(), 0.0);
   for (uint64_t seed : {1, 2, 3}) {
     const std::vector<torch::Tensor> moved = make(seed);
-    for (size_t i = 0; i < s.outputs.size(); ++i) s.move[i] = std::max(s.move[i], max_rel(moved[i], s.outputs[i]));
+    for (size_t i = 0; i < s.outputs.size(); ++i)
+      s.move[i] = std::max(s.move[i], max_rel(moved[i], s.outputs[i]));
   }
   return s;
 }

@@ -16,7 +16,9 @@
 using namespace emovlm;
 
 namespace {
-std::string qdir() { return test::ref_path("qwen2vl_tiny"); }
+std::string qdir() {
+  return test::ref_path("qwen2vl_tiny");
+}
 }  // namespace
 
 TEST(Sft, LabelsAndLossMatchReference) {
@@ -32,8 +34,9 @@ TEST(Sft, LabelsAndLossMatchReference) {
   ASSERT_EQ(std::vector<int64_t>(ids.begin(), ids.end()), want_ids);
   torch::Tensor input_ids = torch::tensor(want_ids, torch::kInt64).view({1, -1});
   torch::Tensor labels = sft_labels(input_ids, model->config(), proc.pad_id(), {}, false);
-  EXPECT_EQ(std::vector<int64_t>(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel()),
-            sft["labels"].get<std::vector<int64_t>>());
+  EXPECT_EQ(
+      std::vector<int64_t>(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel()),
+      sft["labels"].get<std::vector<int64_t>>());
   const std::string img = sft["image"];
   json cases = read_json_file(qdir() + "/cases.json");
   std::vector<int64_t> grid;
@@ -44,7 +47,10 @@ TEST(Sft, LabelsAndLossMatchReference) {
       grid = im["grid_thw." + which].get<std::vector<int64_t>>();
     }
   ASSERT_EQ(grid.size(), 3u) << "cases.json has no image " << img;
-  Qwen2VLInputs in{input_ids, torch::ones_like(input_ids), expected.at(img + ".pixel_values." + which), {{grid[0], grid[1], grid[2]}}};
+  Qwen2VLInputs in{input_ids,
+                   torch::ones_like(input_ids),
+                   expected.at(img + ".pixel_values." + which),
+                   {{grid[0], grid[1], grid[2]}}};
   torch::Tensor loss = sft_loss(*model, in, labels);
   const double want = sft["loss"].get<double>();
   EXPECT_NEAR(loss.item<double>(), want, 1e-4 * std::abs(want));
@@ -52,7 +58,8 @@ TEST(Sft, LabelsAndLossMatchReference) {
   torch::Tensor rgb = expected.at(img + ".rgb");
   RgbImage image(static_cast<int>(rgb.size(1)), static_cast<int>(rgb.size(0)));
   std::memcpy(image.pixels.data(), rgb.data_ptr(), image.pixels.size());
-  InstructionExample ex{"", "contentment", "categorical", categorical_prompt(LabelSet::from_spec("mikels8")),
+  InstructionExample ex{"", "contentment", "categorical",
+                        categorical_prompt(LabelSet::from_spec("mikels8")),
                         categorical_answer("contentment")};
   SftTokens t = build_sft_tokens(proc, model->config(), ex, image, false);
   EXPECT_TRUE(torch::equal(t.inputs.input_ids, input_ids));
@@ -60,7 +67,10 @@ TEST(Sft, LabelsAndLossMatchReference) {
   // --mask-prompt keeps the answer only
   SftTokens m = build_sft_tokens(proc, model->config(), ex, image, true);
   const int64_t kept = (m.labels != -100).sum().item<int64_t>();
-  EXPECT_EQ(kept, static_cast<int64_t>(proc.tokenizer().encode(categorical_answer("contentment") + "<|im_end|>\n").size()));
+  EXPECT_EQ(
+      kept,
+      static_cast<int64_t>(
+          proc.tokenizer().encode(categorical_answer("contentment") + "<|im_end|>\n").size()));
 }
 
 // A tiny Qwen2-VL-shaped model tuned on the categorical instruction of a few images answers them
@@ -73,7 +83,8 @@ TEST(Sft, TinyModelLearnsToAnswer) {
   for (int c = 0; c < 4; ++c) {
     RgbImage img(56, 56);
     for (size_t i = 0; i < img.pixels.size(); i += 3)
-      img.pixels[i] = static_cast<uint8_t>(60 * c), img.pixels[i + 1] = static_cast<uint8_t>(255 - 60 * c),
+      img.pixels[i] = static_cast<uint8_t>(60 * c),
+      img.pixels[i + 1] = static_cast<uint8_t>(255 - 60 * c),
       img.pixels[i + 2] = static_cast<uint8_t>((i / 3) % 56 * 4);
     std::string p = dir / (std::to_string(c) + ".png");
     write_image_file(p, img);
@@ -114,7 +125,8 @@ TEST(Sft, LoraTuningWritesPeftAdapter) {
   std::vector<Sample> samples;
   for (int c = 0; c < 2; ++c) {
     RgbImage img(56, 56);
-    for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(c ? 220 : 30);
+    for (size_t i = 0; i < img.pixels.size(); ++i)
+      img.pixels[i] = static_cast<uint8_t>(c ? 220 : 30);
     std::string p = dir / (std::to_string(c) + ".png");
     write_image_file(p, img);
     samples.push_back({p, c * 5, {}});
@@ -138,10 +150,13 @@ TEST(Sft, LoraTuningWritesPeftAdapter) {
   Qwen2VL base(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
   load_peft_adapter(*base, dir / "adapter");
   int adapted = 0;
-  for (const auto& p : base->named_parameters()) adapted += p.key().find("lora_B") != std::string::npos;
-  EXPECT_EQ(adapted, 4 * base->config().text.num_hidden_layers);  // q, k, v, o of every decoder layer
+  for (const auto& p : base->named_parameters())
+    adapted += p.key().find("lora_B") != std::string::npos;
+  EXPECT_EQ(adapted,
+            4 * base->config().text.num_hidden_layers);  // q, k, v, o of every decoder layer
   Qwen2VL merged = load_vlm(qdir(), dir / "adapter", torch::kFloat32, torch::kCPU);
-  EXPECT_EQ(merged->named_parameters().size(), Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32)->named_parameters().size());
+  EXPECT_EQ(merged->named_parameters().size(),
+            Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32)->named_parameters().size());
 }
 
 // QLoRA: every Linear of the base but lm_head is NF4 (double-quantized), so the first step's loss
@@ -153,7 +168,8 @@ TEST(Sft, QloraTuningTrainsOnA4BitBase) {
   for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 7 % 251);
   write_image_file(dir / "a.png", img);
   LabelSet labels = LabelSet::from_spec("mikels8");
-  const std::vector<InstructionExample> examples = categorical_examples({{dir / "a.png", 3, {}}}, labels);
+  const std::vector<InstructionExample> examples =
+      categorical_examples({{dir / "a.png", 3, {}}}, labels);
   write_instructions(dir / "inst.jsonl", examples);
   SftOptions o;
   o.vlm = qdir();
@@ -176,13 +192,15 @@ TEST(Sft, QloraTuningTrainsOnA4BitBase) {
   EXPECT_EQ(r["nf4_layers"].get<int>(), linears);
   // the loss of the first (and only) example before any step: the NF4 base's
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(qdir());
-  SftTokens t = build_sft_tokens(proc, dense->config(), examples[0], decode_image_file(dir / "a.png"), false);
+  SftTokens t =
+      build_sft_tokens(proc, dense->config(), examples[0], decode_image_file(dir / "a.png"), false);
   double dense_loss, nf4_loss;
   {
     torch::NoGradGuard ng;
     dense_loss = sft_loss(*dense, t.inputs, t.labels).item<double>();
     Qwen2VL q(Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32));
-    quantize_linears_nf4(*q, /*double_quant=*/true, [](const std::string& n) { return n != "lm_head"; });
+    quantize_linears_nf4(*q, /*double_quant=*/true,
+                         [](const std::string& n) { return n != "lm_head"; });
     nf4_loss = sft_loss(*q, t.inputs, t.labels).item<double>();
   }
   EXPECT_GT(std::abs(nf4_loss - dense_loss), 1e-3 * dense_loss);  // quantization shows in the loss

@@ -35,7 +35,9 @@ TEST(TensorIO, RoundTripDtypes) {
 
 TEST(TensorIO, InMemoryBytesAreTheFile) {
   test::TempDir dir;
-  const NamedTensors ts = {{"b", torch::randn({3, 5})}, {"a", torch::arange(7, torch::kInt64)}, {"empty", torch::zeros({0, 4})}};
+  const NamedTensors ts = {{"b", torch::randn({3, 5})},
+                           {"a", torch::arange(7, torch::kInt64)},
+                           {"empty", torch::zeros({0, 4})}};
   const std::map<std::string, std::string> meta = {{"format", "x"}, {"split", "train"}};
   save_tensors(dir / "t.safetensors", ts, meta);
   const std::string bytes = tensors_to_safetensors(ts, meta);

@@ -1,5 +1,6 @@
 // Tokenizer: the reference tokenizer's ids and decodings for the tiny fixture's strings and, with
-// the real Qwen2-VL vocabulary, for a corpus of every kind of text, invalid UTF-8 and every code point.
+// the real Qwen2-VL vocabulary, for a corpus of every kind of text, invalid UTF-8 and every code
+// point.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -16,11 +17,14 @@ using namespace emovlm;
 namespace {
 
 // tests/data/tokenizer/qwen2vl_tokenizer.tar.xz, unpacked by CMake into the build tree.
-std::string real_path(const std::string& name) { return std::string(EMOVLM_QWEN2VL_TOKENIZER_DIR) + "/" + name; }
+std::string real_path(const std::string& name) {
+  return std::string(EMOVLM_QWEN2VL_TOKENIZER_DIR) + "/" + name;
+}
 
 std::string from_hex(const std::string& hex) {
   std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 
@@ -92,7 +96,8 @@ TEST(Tokenizer, MatchesReferenceCases) {
     const std::string text = c["text"];
     std::vector<int32_t> ids = tok.encode(text);
     EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << "encode: " << text;
-    EXPECT_EQ(tok.decode(c["ids"].get<std::vector<int32_t>>()), c["decoded"].get<std::string>()) << "decode: " << text;
+    EXPECT_EQ(tok.decode(c["ids"].get<std::vector<int32_t>>()), c["decoded"].get<std::string>())
+        << "decode: " << text;
   }
   for (auto it = cases["special_ids"].begin(); it != cases["special_ids"].end(); ++it) {
     EXPECT_EQ(tok.token_to_id(it.key()), it.value().get<int32_t>()) << it.key();
@@ -127,20 +132,30 @@ TEST(Tokenizer, SplitPattern) {
   EXPECT_EQ(Tokenizer::pretokenize("end.\n\n  next"), (V{"end", ".\n\n", " ", " next"}));
   EXPECT_EQ(Tokenizer::pretokenize("a \n b"), (V{"a", " \n", " b"}));
   EXPECT_EQ(Tokenizer::pretokenize("tail   "), (V{"tail", "   "}));
-  EXPECT_EQ(Tokenizer::pretokenize(std::string("a\0b", 3)), (V{"a", std::string("\0b", 2)}));  // NUL is punctuation, not the end
-  EXPECT_EQ(Tokenizer::pretokenize("x'\xC5\xBFt"), (V{"x", "'\xC5\xBF", "t"}));  // 'ſ matches (?i:'s)
+  EXPECT_EQ(Tokenizer::pretokenize(std::string("a\0b", 3)),
+            (V{"a", std::string("\0b", 2)}));  // NUL is punctuation, not the end
+  EXPECT_EQ(Tokenizer::pretokenize("x'\xC5\xBFt"),
+            (V{"x", "'\xC5\xBF", "t"}));  // 'ſ matches (?i:'s)
   EXPECT_EQ(Tokenizer::pretokenize(""), V{});
 }
 
 TEST(Tokenizer, RoundTripsArbitraryBytes) {
   EMOVLM_NEED_FIXTURE("qwen2vl_tiny/tokenizer.json");
   Tokenizer tok = Tokenizer::from_dir(test::ref_path("qwen2vl_tiny"));
-  const std::string text = "Mixed: \xC3\xA9t\xC3\xA9 \xE2\x82\xAC 42 <|im_end|> tabs\t\t and \xF0\x9F\x98\x80";
+  const std::string text =
+      "Mixed: \xC3\xA9t\xC3\xA9 \xE2\x82\xAC 42 <|im_end|> tabs\t\t and \xF0\x9F\x98\x80";
   EXPECT_EQ(tok.decode(tok.encode(text)), text);
-  EXPECT_EQ(tok.decode(tok.encode(text), /*skip_special_tokens=*/true).find("<|im_end|>"), std::string::npos);
+  EXPECT_EQ(tok.decode(tok.encode(text), /*skip_special_tokens=*/true).find("<|im_end|>"),
+            std::string::npos);
   // invalid input is encoded as its lossy decoding: each maximal invalid subsequence one U+FFFD
-  EXPECT_EQ(tok.decode(tok.encode("a\x80" "b")), "a\xEF\xBF\xBD" "b");
-  EXPECT_EQ(tok.decode(tok.encode("a\xE2\x82" "b\xF0\x80")), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(tok.decode(tok.encode("a\x80"
+                                  "b")),
+            "a\xEF\xBF\xBD"
+            "b");
+  EXPECT_EQ(tok.decode(tok.encode("a\xE2\x82"
+                                  "b\xF0\x80")),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD\xEF\xBF\xBD");
   // ids without a token are skipped (as the reference does)
   EXPECT_EQ(tok.decode({100000, tok.encode("a")[0], -1}), "a");
   EXPECT_THROW(tok.require_id("<|nope|>"), Error);
@@ -149,15 +164,20 @@ TEST(Tokenizer, RoundTripsArbitraryBytes) {
 TEST(Tokenizer, ValidUtf8ReplacesMaximalSubparts) {
   const std::string r = "\xEF\xBF\xBD";
   EXPECT_EQ(Tokenizer::to_valid_utf8("ok \xC3\xA9"), "ok \xC3\xA9");
-  EXPECT_EQ(Tokenizer::to_valid_utf8("\xE2\x82" "A"), r + "A");              // truncated: one
-  EXPECT_EQ(Tokenizer::to_valid_utf8("\xF0\x80" "A"), r + r + "A");          // F0 80 can't start one: two
-  EXPECT_EQ(Tokenizer::to_valid_utf8("\xED\xA0\x80"), r + r + r);            // a surrogate: three
-  EXPECT_EQ(Tokenizer::to_valid_utf8("\xF4\x90\x80\x80"), r + r + r + r);    // above U+10FFFF
-  EXPECT_EQ(Tokenizer::to_valid_utf8("\xF0\x9F\x98"), r);                    // a cut emoji
+  EXPECT_EQ(Tokenizer::to_valid_utf8("\xE2\x82"
+                                     "A"),
+            r + "A");  // truncated: one
+  EXPECT_EQ(Tokenizer::to_valid_utf8("\xF0\x80"
+                                     "A"),
+            r + r + "A");                                          // F0 80 can't start one: two
+  EXPECT_EQ(Tokenizer::to_valid_utf8("\xED\xA0\x80"), r + r + r);  // a surrogate: three
+  EXPECT_EQ(Tokenizer::to_valid_utf8("\xF4\x90\x80\x80"), r + r + r + r);  // above U+10FFFF
+  EXPECT_EQ(Tokenizer::to_valid_utf8("\xF0\x9F\x98"), r);                  // a cut emoji
 }
 
 TEST(Tokenizer, NfcKeepsNulAndUsesTheReferenceTables) {
-  EXPECT_EQ(Tokenizer::nfc(std::string("e\xCC\x81\0e\xCC\x81", 7)), std::string("\xC3\xA9\0\xC3\xA9", 5));
+  EXPECT_EQ(Tokenizer::nfc(std::string("e\xCC\x81\0e\xCC\x81", 7)),
+            std::string("\xC3\xA9\0\xC3\xA9", 5));
   // U+1DF6 is a combining mark only in Unicode newer than the reference's tables: it blocks here
   EXPECT_EQ(Tokenizer::nfc("e\xE1\xB7\xB6\xCC\x81"), "e\xE1\xB7\xB6\xCC\x81");
   // U+0323 (below) sorts before U+0301 (above); e + U+0323 composes first
@@ -219,26 +239,32 @@ TEST_F(RealVocabulary, MatchesReferenceOnCorpus) {
   std::vector<std::string> texts;
   for (const auto& c : cases) {
     texts.push_back(c["text"].get<std::string>());
-    EXPECT_EQ(tok_->encode(texts.back()), c["ids"].get<std::vector<int32_t>>()) << c["name"] << ": " << texts.back();
+    EXPECT_EQ(tok_->encode(texts.back()), c["ids"].get<std::vector<int32_t>>())
+        << c["name"] << ": " << texts.back();
   }
   // the batch on two threads gives the same
   const auto batch = tok_->encode_batch(texts, 2);
   ASSERT_EQ(batch.size(), cases.size());
-  for (size_t i = 0; i < batch.size(); ++i) EXPECT_EQ(batch[i], cases[i]["ids"].get<std::vector<int32_t>>()) << i;
+  for (size_t i = 0; i < batch.size(); ++i)
+    EXPECT_EQ(batch[i], cases[i]["ids"].get<std::vector<int32_t>>()) << i;
 }
 
 TEST_F(RealVocabulary, ChatPromptsAreTheProjectsRendering) {
   // the corpus's categorical prompts and answers are what the project renders and encodes
   std::map<std::string, std::vector<std::string>> texts;
   for (const auto& c : (*cases_)["cases"]) texts[c["name"].get<std::string>()].push_back(c["text"]);
-  for (const char* spec : {"mikels8", "ekman6", "binary", "bewunderung,freude,trauer,\xC3\xBC" "berraschung"}) {
+  for (const char* spec : {"mikels8", "ekman6", "binary",
+                           "bewunderung,freude,trauer,\xC3\xBC"
+                           "berraschung"}) {
     const LabelSet labels = LabelSet::from_spec(spec);
     const std::string name = labels.name == "custom" ? "custom" : labels.name;
-    const std::string prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
-                                            ChatMessage::text_then_image("user", categorical_prompt(labels))},
-                                           true);
+    const std::string prompt =
+        render_chat({ChatMessage::text("system", kEmotionSystemMessage),
+                     ChatMessage::text_then_image("user", categorical_prompt(labels))},
+                    true);
     ASSERT_EQ(texts["chat_categorical_" + name].size(), 1u) << name;
-    EXPECT_EQ(texts["chat_categorical_" + name][0], prompt) << "regenerate the fixtures (make_fixtures.js) for " << name;
+    EXPECT_EQ(texts["chat_categorical_" + name][0], prompt)
+        << "regenerate the fixtures (make_fixtures.js) for " << name;
     EXPECT_EQ(texts["chat_categorical_" + name + "_expanded"][0], expand_image_pads(prompt, {256}));
     std::vector<std::string> answers;
     for (const auto& l : labels.labels) answers.push_back(categorical_answer(l) + "<|im_end|>");
@@ -279,12 +305,13 @@ TEST_F(RealVocabulary, EveryCodePoint) {
     const json& b = sweep["blocks"][i];
     // the pieces of the split pattern (their byte lengths), then the ids
     std::vector<int32_t> sizes;
-    for (const auto& piece : Tokenizer::pretokenize(Tokenizer::nfc(texts[i]))) sizes.push_back(static_cast<int32_t>(piece.size()));
+    for (const auto& piece : Tokenizer::pretokenize(Tokenizer::nfc(texts[i])))
+      sizes.push_back(static_cast<int32_t>(piece.size()));
     if (sizes.size() != b[3].get<size_t>() || fnv1a64(sizes) != b[4].get<std::string>())
-      ++bad, ADD_FAILURE() << "code points from U+" << std::hex << b[0].get<uint32_t>() << std::dec << ": " << sizes.size()
-                           << " pieces, the reference " << b[3];
+      ++bad, ADD_FAILURE() << "code points from U+" << std::hex << b[0].get<uint32_t>() << std::dec
+                           << ": " << sizes.size() << " pieces, the reference " << b[3];
     if (ids[i].size() != b[1].get<size_t>() || fnv1a64(ids[i]) != b[2].get<std::string>())
-      ++bad, ADD_FAILURE() << "code points from U+" << std::hex << b[0].get<uint32_t>() << std::dec << ": " << ids[i].size()
-                           << " ids, the reference " << b[1];
+      ++bad, ADD_FAILURE() << "code points from U+" << std::hex << b[0].get<uint32_t>() << std::dec
+                           << ": " << ids[i].size() << " ids, the reference " << b[1];
   }
 }

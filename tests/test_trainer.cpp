@@ -32,13 +32,15 @@ TEST(Trainer, Schedules) {
 namespace {
 // A linear regression "stage": batch b of the epoch holds rows [b * n, (b + 1) * n).
 struct Regression {
-  torch::Tensor x = torch::randn({8, 3}, torch::TensorOptions().dtype(torch::kFloat64)).to(torch::kFloat32);
+  torch::Tensor x =
+      torch::randn({8, 3}, torch::TensorOptions().dtype(torch::kFloat64)).to(torch::kFloat32);
   torch::Tensor y = torch::randn({8, 1});
   StageHooks hooks(Linear& m, int64_t n) {
     StageHooks h;
     h.begin_epoch = [this, n](int64_t, size_t) { return static_cast<size_t>(8 / n); };
     h.loss = [this, &m, n](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
-      auto xs = x.narrow(0, static_cast<int64_t>(b) * n, n), ys = y.narrow(0, static_cast<int64_t>(b) * n, n);
+      auto xs = x.narrow(0, static_cast<int64_t>(b) * n, n),
+           ys = y.narrow(0, static_cast<int64_t>(b) * n, n);
       return {(m->forward(xs) - ys).pow(2).mean(), n};
     };
     return h;
@@ -83,7 +85,8 @@ TEST(Trainer, GradientAccumulationEqualsTheLargerBatch) {
   FitResult fa = fit(*a, ca, ha), fb = fit(*b, cb, hb);
   EXPECT_EQ(fa.steps, 3 * 2);
   EXPECT_EQ(fb.steps, 3 * 2);
-  // the same six steps by hand: Adam (lr 0.1, torch's defaults) on the mean loss of rows [4s, 4s + 4)
+  // the same six steps by hand: Adam (lr 0.1, torch's defaults) on the mean loss of rows [4s, 4s +
+  // 4)
   torch::optim::Adam adam(ref->parameters(), torch::optim::AdamOptions(0.1));
   for (int epoch = 0; epoch < 3; ++epoch)
     for (int64_t s = 0; s < 2; ++s) {
@@ -93,7 +96,8 @@ TEST(Trainer, GradientAccumulationEqualsTheLargerBatch) {
     }
   EXPECT_GT((ref->weight - initial).abs().max().item<double>(), 0.1);  // six steps of 0.1 moved it
   for (Linear* m : {&a, &b}) {
-    EXPECT_TRUE(torch::allclose((*m)->weight, ref->weight, 1e-5, 1e-6)) << (*m)->weight << " vs " << ref->weight;
+    EXPECT_TRUE(torch::allclose((*m)->weight, ref->weight, 1e-5, 1e-6))
+        << (*m)->weight << " vs " << ref->weight;
     EXPECT_TRUE(torch::allclose((*m)->bias, ref->bias, 1e-5, 1e-6));
   }
   EXPECT_TRUE(file_exists(fa.metrics_path));
@@ -191,7 +195,7 @@ TEST(Trainer, AutocastBf16KeepsFloat32MasterWeights) {
   EXPECT_EQ(seen, std::set<torch::ScalarType>{torch::kBFloat16});
   EXPECT_EQ(a->weight.scalar_type(), torch::kFloat32);
   EXPECT_EQ(a->forward(r.x).scalar_type(), torch::kFloat32);  // off again after fit
-  EXPECT_FALSE(torch::equal(a->weight, b->weight));          // bf16 rounding did happen
+  EXPECT_FALSE(torch::equal(a->weight, b->weight));           // bf16 rounding did happen
   EXPECT_TRUE(torch::allclose(a->weight, b->weight, 0, 0.05));
   TrainConfig bad = cb;
   bad.autocast = "fp8";
@@ -204,7 +208,8 @@ TEST(Trainer, AutocastBf16KeepsFloat32MasterWeights) {
 TEST(Trainer, MultiTensorAdamEqualsTorchAdam) {
   for (bool adamw : {false, true}) {
     torch::manual_seed(1);
-    std::vector<torch::Tensor> a = {torch::randn({5, 3}), torch::randn({7}), torch::randn({2, 2, 2})};
+    std::vector<torch::Tensor> a = {torch::randn({5, 3}), torch::randn({7}),
+                                    torch::randn({2, 2, 2})};
     std::vector<torch::Tensor> b;
     for (auto& t : a) {
       t.set_requires_grad(true);
@@ -212,11 +217,15 @@ TEST(Trainer, MultiTensorAdamEqualsTorchAdam) {
     }
     std::unique_ptr<torch::optim::Optimizer> ref, ours;
     if (adamw) {
-      ref = std::make_unique<torch::optim::AdamW>(a, torch::optim::AdamWOptions(0.01).weight_decay(0.1));
-      ours = std::make_unique<torch::optim::AdamW>(b, torch::optim::AdamWOptions(0.01).weight_decay(0.1));
+      ref = std::make_unique<torch::optim::AdamW>(
+          a, torch::optim::AdamWOptions(0.01).weight_decay(0.1));
+      ours = std::make_unique<torch::optim::AdamW>(
+          b, torch::optim::AdamWOptions(0.01).weight_decay(0.1));
     } else {
-      ref = std::make_unique<torch::optim::Adam>(a, torch::optim::AdamOptions(0.01).weight_decay(0.1));
-      ours = std::make_unique<torch::optim::Adam>(b, torch::optim::AdamOptions(0.01).weight_decay(0.1));
+      ref = std::make_unique<torch::optim::Adam>(a,
+                                                 torch::optim::AdamOptions(0.01).weight_decay(0.1));
+      ours = std::make_unique<torch::optim::Adam>(
+          b, torch::optim::AdamOptions(0.01).weight_decay(0.1));
     }
     for (int step = 0; step < 6; ++step) {
       for (size_t i = 0; i < a.size(); ++i) {
@@ -228,7 +237,8 @@ TEST(Trainer, MultiTensorAdamEqualsTorchAdam) {
       ref->step();
       multi_tensor_adam_step(*ours, adamw);
       for (size_t i = 0; i < a.size(); ++i) {
-        EXPECT_TRUE(torch::equal(a[i], b[i])) << (adamw ? "adamw" : "adam") << " step " << step << " tensor " << i;
+        EXPECT_TRUE(torch::equal(a[i], b[i]))
+            << (adamw ? "adamw" : "adam") << " step " << step << " tensor " << i;
         a[i].mutable_grad() = torch::Tensor();
         b[i].mutable_grad() = torch::Tensor();
       }
@@ -237,7 +247,8 @@ TEST(Trainer, MultiTensorAdamEqualsTorchAdam) {
 }
 
 // Buffers (BatchNorm's running statistics) travel in the checkpoints: a run resumed after its first
-// epoch ends where the uninterrupted run does, statistics included, and the best weights carry them.
+// epoch ends where the uninterrupted run does, statistics included, and the best weights carry
+// them.
 TEST(Trainer, ResumeRestoresBatchNormStatistics) {
   struct Net : torch::nn::Module {
     Conv2d conv{nullptr};

@@ -27,14 +27,17 @@ inline std::string reference_dir() {
   return std::string(EMOVLM_TEST_DATA_DIR) + "/reference";
 }
 
-inline std::string ref_path(const std::string& rel) { return reference_dir() + "/" + rel; }
+inline std::string ref_path(const std::string& rel) {
+  return reference_dir() + "/" + rel;
+}
 
 // Skips the running test, naming the file, when a fixture file is absent: a fixture directory
 // may hold a subset of the files, and the tests that need the others skip.
-#define EMOVLM_NEED_FIXTURE(rel)                                                        \
-  do {                                                                                  \
-    const std::string need_path_ = ::emovlm::test::ref_path(rel);                       \
-    if (!::emovlm::file_exists(need_path_)) GTEST_SKIP() << "fixture file missing: " << need_path_; \
+#define EMOVLM_NEED_FIXTURE(rel)                                  \
+  do {                                                            \
+    const std::string need_path_ = ::emovlm::test::ref_path(rel); \
+    if (!::emovlm::file_exists(need_path_))                       \
+      GTEST_SKIP() << "fixture file missing: " << need_path_;     \
   } while (0)
 
 // The fixture's images as cases.json lists them (name, file under images/, size).
@@ -46,8 +49,9 @@ inline std::vector<RefImage> reference_images() {
   std::vector<RefImage> out;
   const json cases = read_json_file(ref_path("qwen2vl_tiny/cases.json"));
   for (const auto& im : cases.at("images"))
-    out.push_back({im.at("name").get<std::string>(), ref_path("images/" + im.at("file").get<std::string>()),
-                   im.value("width", 0), im.value("height", 0)});
+    out.push_back({im.at("name").get<std::string>(),
+                   ref_path("images/" + im.at("file").get<std::string>()), im.value("width", 0),
+                   im.value("height", 0)});
   return out;
 }
 
@@ -74,7 +78,8 @@ class TempDir {
   std::string path_;
 };
 
-// Writes a w x h image whose samples are v + i % 7 (parents created; the format from the extension).
+// Writes a w x h image whose samples are v + i % 7 (parents created; the format from the
+// extension).
 inline void write_test_image(const std::string& path, int w, int h, uint8_t v) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   RgbImage img(w, h);
@@ -132,7 +137,9 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>
 // restoring it at the end, so that tests can pass relative paths as users do.
 class InDir {
  public:
-  explicit InDir(const std::string& dir) : old_(std::filesystem::current_path()) { std::filesystem::current_path(dir); }
+  explicit InDir(const std::string& dir) : old_(std::filesystem::current_path()) {
+    std::filesystem::current_path(dir);
+  }
   ~InDir() { std::filesystem::current_path(old_); }
   InDir(const InDir&) = delete;
   InDir& operator=(const InDir&) = delete;

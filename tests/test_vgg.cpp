@@ -1,9 +1,9 @@
-// VGG with and without BatchNorm against torchvision 0.14 (tests/data/cnn, made by make_fixtures.py):
-// eval-mode logits (the adaptive 7x7 pool from a 4x4 and an 8x6 map), the running statistics after
-// a train-mode forward, a training step's loss and gradients, on reduced widths; the published
-// vgg16 / vgg16_bn checkpoints' tensor names and shapes (timm's pre_logits and head); dropout.
-// Tolerances as in test_resnet.cpp: 1e-5 relative for logits and running statistics (torchvision's
-// own float32 forward: under 1e-6, cases.json), 1e-4 for gradients.
+// VGG with and without BatchNorm against torchvision 0.14 (tests/data/cnn, made by
+// make_fixtures.py): eval-mode logits (the adaptive 7x7 pool from a 4x4 and an 8x6 map), the
+// running statistics after a train-mode forward, a training step's loss and gradients, on reduced
+// widths; the published vgg16 / vgg16_bn checkpoints' tensor names and shapes (timm's pre_logits
+// and head); dropout. Tolerances as in test_resnet.cpp: 1e-5 relative for logits and running
+// statistics (torchvision's own float32 forward: under 1e-6, cases.json), 1e-4 for gradients.
 #include <gtest/gtest.h>
 
 #include "emovlm/core/error.h"
@@ -16,10 +16,14 @@ using namespace emovlm;
 
 namespace {
 
-std::string cnn(const std::string& rel) { return std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/" + rel; }
+std::string cnn(const std::string& rel) {
+  return std::string(EMOVLM_TEST_DATA_DIR) + "/cnn/" + rel;
+}
 
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() / b.to(torch::kFloat64).abs().max()).item<double>();
+  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() /
+          b.to(torch::kFloat64).abs().max())
+      .item<double>();
 }
 
 std::map<std::string, torch::Tensor> named(const torch::nn::Module& m) {
@@ -53,10 +57,12 @@ TEST_P(VggFixture, TrainStepMatchesTorchvision) {
   json cases = read_json_file(dir + "/cases.json");
   auto exp = load_tensors(dir + "/expected.safetensors");
   Vgg m(VggImpl::from_pretrained(dir));
-  EXPECT_EQ(m->config().drop_rate, 0.0);  // the fixture's model_args: dropout masks cannot be compared
+  EXPECT_EQ(m->config().drop_rate,
+            0.0);  // the fixture's model_args: dropout masks cannot be compared
   m->train();
   torch::Tensor y = torch::tensor(cases["train_labels"].get<std::vector<int64_t>>(), torch::kInt64);
-  torch::Tensor loss = torch::cross_entropy_loss(m->forward(exp.at(cases["train_input"].get<std::string>())), y);
+  torch::Tensor loss =
+      torch::cross_entropy_loss(m->forward(exp.at(cases["train_input"].get<std::string>())), y);
   const double expected_loss = cases["train_loss"];
   EXPECT_NEAR(loss.item<double>(), expected_loss, 1e-5 * std::abs(expected_loss));
   loss.backward();
@@ -69,8 +75,11 @@ TEST_P(VggFixture, TrainStepMatchesTorchvision) {
   for (const auto& n : cases.value("bn_names", json::array())) {
     const std::string bn = n;
     for (const char* b : {"running_mean", "running_var"})
-      EXPECT_LT(rel_err(t.at(bn + "." + b), exp.at("train." + bn + "." + b)), 1e-5) << bn << "." << b;
-    EXPECT_EQ(t.at(bn + ".num_batches_tracked").item<int64_t>(), cases["num_batches_tracked"][bn].get<int64_t>()) << bn;
+      EXPECT_LT(rel_err(t.at(bn + "." + b), exp.at("train." + bn + "." + b)), 1e-5)
+          << bn << "." << b;
+    EXPECT_EQ(t.at(bn + ".num_batches_tracked").item<int64_t>(),
+              cases["num_batches_tracked"][bn].get<int64_t>())
+        << bn;
   }
 }
 

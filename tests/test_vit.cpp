@@ -12,9 +12,13 @@
 using namespace emovlm;
 
 namespace {
-std::string vdir() { return test::ref_path("vit_tiny"); }
+std::string vdir() {
+  return test::ref_path("vit_tiny");
+}
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() / b.to(torch::kFloat64).abs().max()).item<double>();
+  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max() /
+          b.to(torch::kFloat64).abs().max())
+      .item<double>();
 }
 }  // namespace
 
@@ -48,13 +52,16 @@ TEST(Vit, LossAndGradientsMatchReference) {
   for (const auto& c : cases["images"]) xs.push_back(exp.at(c["pixel_values"].get<std::string>()));
   torch::Tensor y = torch::tensor(cases["train_labels"].get<std::vector<int64_t>>(), torch::kInt64);
   torch::Tensor loss = torch::cross_entropy_loss(m->forward(torch::cat(xs)), y);
-  EXPECT_NEAR(loss.item<double>(), cases["train_loss"].get<double>(), 1e-4 * std::abs(cases["train_loss"].get<double>()));
+  EXPECT_NEAR(loss.item<double>(), cases["train_loss"].get<double>(),
+              1e-4 * std::abs(cases["train_loss"].get<double>()));
   loss.backward();
   std::map<std::string, torch::Tensor> params;
   for (const auto& p : m->named_parameters()) params[p.key()] = p.value();
-  EXPECT_LT(rel_err(params.at("classifier.weight").grad(), exp.at("train.grad.classifier.weight")), 1e-4);
+  EXPECT_LT(rel_err(params.at("classifier.weight").grad(), exp.at("train.grad.classifier.weight")),
+            1e-4);
   EXPECT_LT(rel_err(params.at("vit.embeddings.patch_embeddings.projection.weight").grad(),
-                    exp.at("train.grad.patch_proj.weight")), 1e-4);
+                    exp.at("train.grad.patch_proj.weight")),
+            1e-4);
 }
 
 namespace {
@@ -64,7 +71,7 @@ namespace {
 // ViT does to its position-embedding grid for another input size.
 std::vector<double> cubic_weights(double t) {
   const double A = -0.75;
-  auto near = [&](double x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };    // |x| <= 1
+  auto near = [&](double x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };       // |x| <= 1
   auto far = [&](double x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };  // 1 < |x| < 2
   return {far(t + 1), near(t), near(1 - t), far(2 - t)};
 }
@@ -100,7 +107,8 @@ TEST(Vit, PositionEmbeddingsInterpolatedAsTheReference) {
   const int64_t P = c.patch_size, g0 = c.image_size / c.patch_size;
   std::shared_ptr<VitEmbeddingsImpl> emb;
   for (const auto& item : m->named_modules())
-    if (item.key() == "vit.embeddings") emb = std::dynamic_pointer_cast<VitEmbeddingsImpl>(item.value());
+    if (item.key() == "vit.embeddings")
+      emb = std::dynamic_pointer_cast<VitEmbeddingsImpl>(item.value());
   ASSERT_TRUE(emb) << "no vit.embeddings module";
   {
     // patch tokens of zero: the embeddings' output is the position embeddings themselves
@@ -110,14 +118,18 @@ TEST(Vit, PositionEmbeddingsInterpolatedAsTheReference) {
   }
   torch::NoGradGuard ng;
   const torch::Tensor pos = emb->position_embeddings.to(torch::kFloat64)[0];  // [1 + g0*g0, D]
-  const torch::Tensor grid = pos.narrow(0, 1, g0 * g0).view({g0, g0, -1});  // [g0, g0, D]
-  for (auto [gh, gw] : std::vector<std::pair<int64_t, int64_t>>{{g0 + 2, g0 + 1}, {std::max<int64_t>(1, g0 - 1), g0 + 3}}) {
+  const torch::Tensor grid = pos.narrow(0, 1, g0 * g0).view({g0, g0, -1});    // [g0, g0, D]
+  for (auto [gh, gw] : std::vector<std::pair<int64_t, int64_t>>{
+           {g0 + 2, g0 + 1}, {std::max<int64_t>(1, g0 - 1), g0 + 3}}) {
     torch::Tensor got = emb->forward(torch::zeros({1, 3, gh * P, gw * P}))[0].to(torch::kFloat64);
     ASSERT_EQ(got.size(0), 1 + gh * gw);
     torch::Tensor want = bicubic_axis(bicubic_axis(grid, 0, gh), 1, gw).reshape({gh * gw, -1});
     const double scale = want.abs().max().item<double>();
-    EXPECT_LT((got.narrow(0, 1, gh * gw) - want).abs().max().item<double>(), 1e-6 * scale) << gh << "x" << gw;
-    EXPECT_LT((got[0] - (pos[0] + emb->cls_token.to(torch::kFloat64)[0][0])).abs().max().item<double>(), 1e-6 * scale);
+    EXPECT_LT((got.narrow(0, 1, gh * gw) - want).abs().max().item<double>(), 1e-6 * scale)
+        << gh << "x" << gw;
+    EXPECT_LT(
+        (got[0] - (pos[0] + emb->cls_token.to(torch::kFloat64)[0][0])).abs().max().item<double>(),
+        1e-6 * scale);
   }
 }
 
@@ -139,5 +151,6 @@ TEST(Vit, NewClassifierAndOtherSizes) {
   back->eval();
   torch::Tensor x = torch::randn({1, 3, size, size});
   EXPECT_TRUE(torch::allclose(m->forward(x), back->forward(x)));
-  EXPECT_THROW(m->forward(torch::randn({1, 3, size + P / 2 + 1, size})), Error);  // not a multiple of the patch
+  EXPECT_THROW(m->forward(torch::randn({1, 3, size + P / 2 + 1, size})),
+               Error);  // not a multiple of the patch
 }

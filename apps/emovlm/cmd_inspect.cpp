@@ -38,7 +38,8 @@ void run_inspect(const InspectArgs& a) {
     out["tensors"] = json::array();
     for (const auto& n : names) {
       const TensorView& t = ck.get(n);
-      out["tensors"].push_back({{"name", n}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"bytes", t.nbytes}});
+      out["tensors"].push_back(
+          {{"name", n}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"bytes", t.nbytes}});
     }
     out["total_bytes"] = ck.total_bytes();
     std::cout << out.dump(1) << "\n";
@@ -46,7 +47,8 @@ void run_inspect(const InspectArgs& a) {
   }
   size_t width = 4;
   for (const auto& n : names) width = std::max(width, n.size());
-  std::printf("%-*s  %-7s  %-22s  %s\n", static_cast<int>(width), "name", "dtype", "shape", "bytes");
+  std::printf("%-*s  %-7s  %-22s  %s\n", static_cast<int>(width), "name", "dtype", "shape",
+              "bytes");
   uint64_t params = 0;
   for (const auto& n : names) {
     const TensorView& t = ck.get(n);
@@ -54,17 +56,21 @@ void run_inspect(const InspectArgs& a) {
     std::printf("%-*s  %-7s  %-22s  %zu\n", static_cast<int>(width), n.c_str(), dtype_name(t.dtype),
                 shape_str(t.shape).c_str(), t.nbytes);
   }
-  std::printf("%zu tensors, %llu elements, %s in %zu file(s)\n", names.size(), static_cast<unsigned long long>(params),
+  std::printf("%zu tensors, %llu elements, %s in %zu file(s)\n", names.size(),
+              static_cast<unsigned long long>(params),
               human_bytes(static_cast<double>(ck.total_bytes())).c_str(), ck.files().size());
-  for (const auto& kv : ck.metadata()) std::printf("metadata %s = %s\n", kv.first.c_str(), kv.second.c_str());
+  for (const auto& kv : ck.metadata())
+    std::printf("metadata %s = %s\n", kv.first.c_str(), kv.second.c_str());
 }
 
 }  // namespace
 
 void add_inspect_command(CLI::App& app) {
   auto args = std::make_shared<InspectArgs>();
-  CLI::App* cmd = app.add_subcommand("inspect", "List the tensors of a safetensors file or checkpoint directory");
-  cmd->add_option("path", args->path, "a .safetensors file, or a directory (model.safetensors or a sharded index)")
+  CLI::App* cmd = app.add_subcommand(
+      "inspect", "List the tensors of a safetensors file or checkpoint directory");
+  cmd->add_option("path", args->path,
+                  "a .safetensors file, or a directory (model.safetensors or a sharded index)")
       ->required();
   cmd->add_flag("--json", args->as_json, "print JSON instead of a table");
   cmd->callback([args] { run_inspect(*args); });

@@ -17,34 +17,45 @@ void add_instruct_commands(CLI::App& app) {
   ins->require_subcommand(1);
 #ifdef EMOVLM_HAVE_HTTP
   auto o = std::make_shared<InstructOptions>();
-  CLI::App* mk = ins->add_subcommand("make", "Ask an OpenAI-compatible endpoint for observation/reasoning answers (resumable)");
+  CLI::App* mk = ins->add_subcommand(
+      "make", "Ask an OpenAI-compatible endpoint for observation/reasoning answers (resumable)");
   mk->add_option("--data", o->data, "the dataset")->required();
   mk->add_option("--labels", o->labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
   mk->add_option("--split", o->split, "")->capture_default_str();
   mk->add_option("--endpoint", o->endpoint, "base URL, e.g. https://api.openai.com/v1")->required();
   mk->add_option("--model", o->model, "the chat model")->required();
-  mk->add_option("--api-key-env", o->api_key_env, "environment variable holding the API key")->capture_default_str();
-  mk->add_option("--out", o->out, "instruction JSONL (appended; images already there are skipped)")->required();
+  mk->add_option("--api-key-env", o->api_key_env, "environment variable holding the API key")
+      ->capture_default_str();
+  mk->add_option("--out", o->out, "instruction JSONL (appended; images already there are skipped)")
+      ->required();
   mk->add_option("--concurrency", o->concurrency, "requests in flight")->capture_default_str();
-  mk->add_option("--max-retries", o->max_retries, "on 429, 5xx and timeouts")->capture_default_str();
+  mk->add_option("--max-retries", o->max_retries, "on 429, 5xx and timeouts")
+      ->capture_default_str();
   mk->add_option("--timeout", o->timeout_s, "seconds per request")->capture_default_str();
   mk->callback([o] { std::cout << make_instructions(*o).dump(1) << std::endl; });
   struct ImportArgs {
     std::string format, src, out, labels = "mikels8", image_root;
   };
   auto im = std::make_shared<ImportArgs>();
-  CLI::App* imp = ins->add_subcommand("import", "The reference's annotation JSON or LLaVA conversation JSON -> JSONL");
+  CLI::App* imp = ins->add_subcommand(
+      "import", "The reference's annotation JSON or LLaVA conversation JSON -> JSONL");
   imp->add_option("--format", im->format, "reference or llava")->required();
   imp->add_option("--src", im->src, "the JSON file")->required();
   imp->add_option("--out", im->out, "instruction JSONL")->required();
-  imp->add_option("--labels", im->labels, "the label set of the categorical examples")->capture_default_str();
-  imp->add_option("--image-root", im->image_root,
-                  "what the source's relative image paths are relative to (default: the source file's folder)");
+  imp->add_option("--labels", im->labels, "the label set of the categorical examples")
+      ->capture_default_str();
+  imp->add_option(
+      "--image-root", im->image_root,
+      "what the source's relative image paths are relative to (default: the source file's folder)");
   imp->callback([im] {
-    std::cout << import_instructions(im->format, im->src, im->out, im->labels, im->image_root).dump(1) << std::endl;
+    std::cout
+        << import_instructions(im->format, im->src, im->out, im->labels, im->image_root).dump(1)
+        << std::endl;
   });
 #else
-  ins->callback([] { throw Error("this build has no HTTP client (cpp-httplib was not found at configure time)"); });
+  ins->callback([] {
+    throw Error("this build has no HTTP client (cpp-httplib was not found at configure time)");
+  });
 #endif
 }
 

@@ -1,4 +1,5 @@
-// `emovlm preprocess IMAGE --for qwen2vl|vit|timm`: the model input an image becomes, as the reference makes it.
+// `emovlm preprocess IMAGE --for qwen2vl|vit|timm`: the model input an image becomes, as the
+// reference makes it.
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -25,8 +26,9 @@ void print_stats(const FloatArray& a) {
   for (float v : a.data) sum += v, sq += double(v) * v, lo = std::min(lo, v), hi = std::max(hi, v);
   const double n = static_cast<double>(a.data.size());
   const double mean = sum / n;
-  std::printf("pixel_values %s float32: mean %.6f std %.6f min %.6f max %.6f\n", shape_str(a.shape).c_str(), mean,
-              std::sqrt(std::max(0.0, sq / n - mean * mean)), lo, hi);
+  std::printf("pixel_values %s float32: mean %.6f std %.6f min %.6f max %.6f\n",
+              shape_str(a.shape).c_str(), mean, std::sqrt(std::max(0.0, sq / n - mean * mean)), lo,
+              hi);
 }
 
 void run_preprocess(const PreprocessArgs& a) {
@@ -38,19 +40,22 @@ void run_preprocess(const PreprocessArgs& a) {
   std::vector<TensorView> views;
   int64_t grid[3] = {0, 0, 0};
   if (a.target == "qwen2vl") {
-    Qwen2VLImageConfig cfg = a.config_dir.empty() ? Qwen2VLImageConfig{} : Qwen2VLImageConfig::from_dir(a.config_dir);
+    Qwen2VLImageConfig cfg =
+        a.config_dir.empty() ? Qwen2VLImageConfig{} : Qwen2VLImageConfig::from_dir(a.config_dir);
     if (a.min_pixels > 0) cfg.min_pixels = a.min_pixels;
     if (a.max_pixels > 0) cfg.max_pixels = a.max_pixels;
     cfg.validate();
     Qwen2VLPixels px = preprocess_qwen2vl(img, cfg);
-    std::printf("resized to %dx%d, grid_thw (%lld, %lld, %lld), %lld visual tokens after the %dx%d merge\n",
-                px.resized_width, px.resized_height, static_cast<long long>(px.grid_thw[0]),
-                static_cast<long long>(px.grid_thw[1]), static_cast<long long>(px.grid_thw[2]),
-                static_cast<long long>(px.num_tokens(cfg.merge_size)), cfg.merge_size, cfg.merge_size);
+    std::printf(
+        "resized to %dx%d, grid_thw (%lld, %lld, %lld), %lld visual tokens after the %dx%d merge\n",
+        px.resized_width, px.resized_height, static_cast<long long>(px.grid_thw[0]),
+        static_cast<long long>(px.grid_thw[1]), static_cast<long long>(px.grid_thw[2]),
+        static_cast<long long>(px.num_tokens(cfg.merge_size)), cfg.merge_size, cfg.merge_size);
     pv = std::move(px.pixel_values);
     for (int i = 0; i < 3; ++i) grid[i] = px.grid_thw[i];
   } else if (a.target == "vit") {
-    VitImageConfig cfg = a.config_dir.empty() ? VitImageConfig{} : VitImageConfig::from_dir(a.config_dir);
+    VitImageConfig cfg =
+        a.config_dir.empty() ? VitImageConfig{} : VitImageConfig::from_dir(a.config_dir);
     if (a.size > 0) cfg.image_size = a.size;
     if (a.vit_mode == "direct")
       cfg.mode = VitResizeMode::Direct;
@@ -60,10 +65,12 @@ void run_preprocess(const PreprocessArgs& a) {
     pv = preprocess_vit(img, cfg);
   } else if (a.target == "timm") {
     // a ResNet or VGG checkpoint's eval transform (config.json's pretrained_cfg)
-    if (a.config_dir.empty()) throw Error("--for timm needs --config DIR (a timm checkpoint directory)");
+    if (a.config_dir.empty())
+      throw Error("--for timm needs --config DIR (a timm checkpoint directory)");
     const std::string p = a.config_dir + "/config.json";
     const json j = read_json_file(p);
-    VitImageConfig cfg = VitImageConfig::from_timm(j.value("pretrained_cfg", json::object()), p + ": pretrained_cfg");
+    VitImageConfig cfg = VitImageConfig::from_timm(j.value("pretrained_cfg", json::object()),
+                                                   p + ": pretrained_cfg");
     if (a.size > 0) cfg.image_size = a.size;
     cfg.validate();
     pv = preprocess_vit(img, cfg);
@@ -97,14 +104,19 @@ void run_preprocess(const PreprocessArgs& a) {
 
 void add_preprocess_command(CLI::App& app) {
   auto a = std::make_shared<PreprocessArgs>();
-  CLI::App* cmd = app.add_subcommand("preprocess", "Turn an image into a model input exactly as the reference does");
+  CLI::App* cmd = app.add_subcommand(
+      "preprocess", "Turn an image into a model input exactly as the reference does");
   cmd->add_option("image", a->image, "an image file (JPEG, PNG, GIF, BMP, WebP)")->required();
-  cmd->add_option("--for", a->target, "qwen2vl, vit or timm (a ResNet/VGG checkpoint's pretrained_cfg)")->capture_default_str();
-  cmd->add_option("--config", a->config_dir,
-                  "a checkpoint directory whose preprocessor_config.json (timm: config.json) to use");
+  cmd->add_option("--for", a->target,
+                  "qwen2vl, vit or timm (a ResNet/VGG checkpoint's pretrained_cfg)")
+      ->capture_default_str();
+  cmd->add_option(
+      "--config", a->config_dir,
+      "a checkpoint directory whose preprocessor_config.json (timm: config.json) to use");
   cmd->add_option("--out", a->out, "write pixel_values (and grid_thw) to this .safetensors file");
   cmd->add_option("--size", a->size, "ViT input size (default: the config's, else 384)");
-  cmd->add_option("--vit-mode", a->vit_mode, "resize-crop (reference teacher) or direct (HF ViT processor)")
+  cmd->add_option("--vit-mode", a->vit_mode,
+                  "resize-crop (reference teacher) or direct (HF ViT processor)")
       ->capture_default_str();
   cmd->add_option("--min-pixels", a->min_pixels, "Qwen2-VL min_pixels (default: the config's)");
   cmd->add_option("--max-pixels", a->max_pixels, "Qwen2-VL max_pixels (default: the config's)");

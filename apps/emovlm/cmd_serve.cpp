@@ -35,7 +35,8 @@ std::string api_key(const std::string& file) {
   } else if (const char* env = std::getenv("EMOVLM_API_KEY")) {
     key = env;
   }
-  while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) key.pop_back();
+  while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' '))
+    key.pop_back();
   if (!file.empty() && key.empty()) throw Error(cat(file, ": empty API key file"));
   return key;
 }
@@ -44,69 +45,96 @@ std::string api_key(const std::string& file) {
 
 void add_serve_command(CLI::App& app) {
   struct ServeArgs {
-    std::string bundle, model, adapter, model_name, dtype = "bf16", device = "auto", api_key_file, access_log = "-";
+    std::string bundle, model, adapter, model_name, dtype = "bf16", device = "auto", api_key_file,
+                                                    access_log = "-";
     ServeOptions o;
-    double max_mb = 32, header_timeout = 10, body_timeout = 60, idle_timeout = 30, drain_timeout = 30;
+    double max_mb = 32, header_timeout = 10, body_timeout = 60, idle_timeout = 30,
+           drain_timeout = 30;
   };
   auto a = std::make_shared<ServeArgs>();
-  CLI::App* sv = app.add_subcommand(
-      "serve", "Serve predictions (a bundle), OpenAI-compatible chat completions (a VLM) and a web page over HTTP");
-  sv->add_option("--bundle", a->bundle, "a directory written by `emovlm bundle`: POST /predict, the page, and /v1 with its VLM");
-  sv->add_option("--model", a->model, "a Qwen2-VL checkpoint directory for /v1/chat/completions (instead of the bundle's VLM)");
+  CLI::App* sv = app.add_subcommand("serve",
+                                    "Serve predictions (a bundle), OpenAI-compatible chat "
+                                    "completions (a VLM) and a web page over HTTP");
+  sv->add_option(
+      "--bundle", a->bundle,
+      "a directory written by `emovlm bundle`: POST /predict, the page, and /v1 with its VLM");
+  sv->add_option(
+      "--model", a->model,
+      "a Qwen2-VL checkpoint directory for /v1/chat/completions (instead of the bundle's VLM)");
   sv->add_option("--adapter", a->adapter, "a LoRA adapter merged into --model at load");
-  sv->add_option("--model-name", a->model_name, "the model's id in /v1 (default: its directory's name)");
-  sv->add_option("--dtype", a->dtype, "--model's compute dtype: bf16, f16 or f32")->capture_default_str();
-  sv->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sv->add_option("--host", a->o.host, "the address to listen on (0.0.0.0: every interface; set an API key then)")
+  sv->add_option("--model-name", a->model_name,
+                 "the model's id in /v1 (default: its directory's name)");
+  sv->add_option("--dtype", a->dtype, "--model's compute dtype: bf16, f16 or f32")
       ->capture_default_str();
-  sv->add_option("--port", a->o.port, "the port (0: any free one)")->capture_default_str()->check(CLI::Range(0, 65535));
-  sv->add_option("--api-key-file", a->api_key_file,
-                 "a file holding the API key that requests must send as 'Authorization: Bearer KEY' "
-                 "(default: the EMOVLM_API_KEY environment variable; none: no key)");
-  sv->add_option("--max-mb", a->max_mb, "the largest request body, in MB")->capture_default_str()->check(CLI::PositiveNumber);
-  sv->add_option("--max-pixels", a->o.max_pixels, "the most pixels one request's images may declare, summed")
+  sv->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
+  sv->add_option("--host", a->o.host,
+                 "the address to listen on (0.0.0.0: every interface; set an API key then)")
+      ->capture_default_str();
+  sv->add_option("--port", a->o.port, "the port (0: any free one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  sv->add_option(
+      "--api-key-file", a->api_key_file,
+      "a file holding the API key that requests must send as 'Authorization: Bearer KEY' "
+      "(default: the EMOVLM_API_KEY environment variable; none: no key)");
+  sv->add_option("--max-mb", a->max_mb, "the largest request body, in MB")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--pixel-budget", a->o.pixel_budget, "the most decoded pixels all requests may hold at once")
+  sv->add_option("--max-pixels", a->o.max_pixels,
+                 "the most pixels one request's images may declare, summed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sv->add_option("--pixel-budget", a->o.pixel_budget,
+                 "the most decoded pixels all requests may hold at once")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sv->add_option("--batch", a->o.batch,
-                 "predictions per VLM forward when they arrive together (1: each alone, independent of the others; "
+                 "predictions per VLM forward when they arrive together (1: each alone, "
+                 "independent of the others; "
                  "more: a GPU's throughput, equal to float rounding)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--batch-wait-ms", a->o.batch_wait_ms, "how long a prediction waits for others to join its batch")
+  sv->add_option("--batch-wait-ms", a->o.batch_wait_ms,
+                 "how long a prediction waits for others to join its batch")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   sv->add_option("--workers", a->o.threads, "threads that parse requests and decode images")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--queue", a->o.queue, "requests that may wait for the model (503 + Retry-After beyond)")
+  sv->add_option("--queue", a->o.queue,
+                 "requests that may wait for the model (503 + Retry-After beyond)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sv->add_option("--max-connections", a->o.max_connections, "open connections at most")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--header-timeout", a->header_timeout, "seconds a request's header may take from its first byte (408)")
+  sv->add_option("--header-timeout", a->header_timeout,
+                 "seconds a request's header may take from its first byte (408)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--body-timeout", a->body_timeout, "seconds a request's body may take after its header (408)")
+  sv->add_option("--body-timeout", a->body_timeout,
+                 "seconds a request's body may take after its header (408)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--idle-timeout", a->idle_timeout, "seconds a kept-alive connection may wait for its next request")
+  sv->add_option("--idle-timeout", a->idle_timeout,
+                 "seconds a kept-alive connection may wait for its next request")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--drain-timeout", a->drain_timeout, "seconds requests in flight may take to finish after SIGTERM/SIGINT")
+  sv->add_option("--drain-timeout", a->drain_timeout,
+                 "seconds requests in flight may take to finish after SIGTERM/SIGINT")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  sv->add_option("--max-tokens", a->o.max_tokens, "the most new tokens a chat completion may ask for")
+  sv->add_option("--max-tokens", a->o.max_tokens,
+                 "the most new tokens a chat completion may ask for")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--access-log", a->access_log, "where the line per request goes: - (stderr), a file, or none")
+  sv->add_option("--access-log", a->access_log,
+                 "where the line per request goes: - (stderr), a file, or none")
       ->capture_default_str();
   sv->callback([a] {
     if (a->bundle.empty() && a->model.empty()) throw Error("serve: give --bundle, --model or both");
-    if (!a->adapter.empty() && a->model.empty()) throw Error("serve: --adapter goes with --model (a bundle names its own)");
+    if (!a->adapter.empty() && a->model.empty())
+      throw Error("serve: --adapter goes with --model (a bundle names its own)");
     ServeOptions& o = a->o;
     o.max_bytes = static_cast<size_t>(a->max_mb * (1 << 20));
     o.header_timeout_ms = static_cast<int>(a->header_timeout * 1000);
@@ -150,12 +178,18 @@ void add_serve_command(CLI::App& app) {
     g_server = &server;
     const bool loopback = o.host == "127.0.0.1" || o.host == "localhost" || o.host == "::1";
     if (!loopback && o.api_key.empty())
-      std::fprintf(stderr, "serve: warning: listening on %s without an API key (--api-key-file or EMOVLM_API_KEY)\n",
-                   o.host.c_str());
-    const std::string url = cat("http://", o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host, ":", port);
-    std::printf("serving on %s: %s/v1/chat/completions (model %s)\n", url.c_str(),
-                predictor ? cat("the page at /, POST /predict (bundle ", a->bundle, "), GET /health, ").c_str() : "",
-                chat->id().c_str());
+      std::fprintf(
+          stderr,
+          "serve: warning: listening on %s without an API key (--api-key-file or EMOVLM_API_KEY)\n",
+          o.host.c_str());
+    const std::string url = cat(
+        "http://", o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host, ":", port);
+    std::printf(
+        "serving on %s: %s/v1/chat/completions (model %s)\n", url.c_str(),
+        predictor
+            ? cat("the page at /, POST /predict (bundle ", a->bundle, "), GET /health, ").c_str()
+            : "",
+        chat->id().c_str());
     std::fflush(stdout);
     server.run();
     g_server = nullptr;

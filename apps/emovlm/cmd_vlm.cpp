@@ -20,22 +20,28 @@ namespace emovlm::cli {
 
 namespace {
 
-
 struct VlmArgs {
   std::string model, adapter, dtype = "bf16", device = "auto";
   bool cuda_graph = false;
-  Qwen2VL load() const { return load_vlm(model, adapter, parse_dtype(dtype), parse_device(device)); }
+  Qwen2VL load() const {
+    return load_vlm(model, adapter, parse_dtype(dtype), parse_device(device));
+  }
 };
 
 // --model, --adapter, --dtype, --device, --cuda-graph (chat's VlmArgs, classify's ClassifyOptions)
-void add_vlm_flags(CLI::App* cmd, std::string& model, std::string& adapter, std::string& dtype, std::string& device,
-                   bool& cuda_graph) {
-  cmd->add_option("--model", model, "Qwen2-VL checkpoint directory (config.json, safetensors, tokenizer.json)")->required();
-  cmd->add_option("--adapter", adapter, "a PEFT LoRA adapter directory (`emovlm tune`'s output), merged into the weights");
+void add_vlm_flags(CLI::App* cmd, std::string& model, std::string& adapter, std::string& dtype,
+                   std::string& device, bool& cuda_graph) {
+  cmd->add_option("--model", model,
+                  "Qwen2-VL checkpoint directory (config.json, safetensors, tokenizer.json)")
+      ->required();
+  cmd->add_option(
+      "--adapter", adapter,
+      "a PEFT LoRA adapter directory (`emovlm tune`'s output), merged into the weights");
   cmd->add_option("--dtype", dtype, "compute dtype: bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--device", device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--cuda-graph", cuda_graph,
-                "decode with fixed shapes, replayed as one CUDA graph per token on a GPU (same tokens, less launch overhead)");
+                "decode with fixed shapes, replayed as one CUDA graph per token on a GPU (same "
+                "tokens, less launch overhead)");
 }
 
 struct ChatArgs {
@@ -51,7 +57,8 @@ void run_chat(const ChatArgs& a) {
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm.model);
   std::vector<ChatMessage> msgs;
   if (!a.system.empty()) msgs.push_back(ChatMessage::text("system", a.system));
-  msgs.push_back(a.image.empty() ? ChatMessage::text("user", a.prompt) : ChatMessage::text_then_image("user", a.prompt));
+  msgs.push_back(a.image.empty() ? ChatMessage::text("user", a.prompt)
+                                 : ChatMessage::text_then_image("user", a.prompt));
   VlmPrompt p{render_chat(msgs, true), {}};
   if (!a.image.empty()) p.images.push_back(cap_long_side(decode_image_file(a.image), 1024));
   GenerationConfig caller;
@@ -95,7 +102,8 @@ void print_scores(const json& r, const std::vector<std::string>& labels) {
   std::printf("%s: %s\n", r["image"].get<std::string>().c_str(),
               r["label"].is_null() ? "(unparsable answer)" : r["label"].get<std::string>().c_str());
   if (r.contains("probabilities"))
-    for (const auto& l : labels) std::printf("  %-12s %.4f\n", l.c_str(), r["probabilities"][l].get<double>());
+    for (const auto& l : labels)
+      std::printf("  %-12s %.4f\n", l.c_str(), r["probabilities"][l].get<double>());
   if (r.contains("answer")) std::printf("  answer: %s\n", r["answer"].get<std::string>().c_str());
   std::fflush(stdout);
 }
@@ -105,19 +113,20 @@ void run_classify(const ClassifyArgs& a) {
   VlmClassifier classifier(a.o);
   const std::vector<std::string>& labels = classifier.labels().labels;
   if (on_split) {
-    run_split_report(
-        a.split, a.as_json,
-        [&](const auto& on_result, const std::string& journal) {
-          return evaluate_vlm(classifier, a.split.data, a.split.split, a.split.dataset, on_result, journal);
-        },
-        {{"VLM", "/metrics"}});
+    run_split_report(a.split, a.as_json,
+                     [&](const auto& on_result, const std::string& journal) {
+                       return evaluate_vlm(classifier, a.split.data, a.split.split, a.split.dataset,
+                                           on_result, journal);
+                     },
+                     {{"VLM", "/metrics"}});
     return;
   }
   json all = json::array();
   const std::vector<std::string> images = image_arguments(a.images);
   size_t failed = 0;
   classifier.classify(images, [&](const json& r) {
-    if (r.contains("error")) {  // an unreadable image: said in its place, and the others still classified
+    if (r.contains(
+            "error")) {  // an unreadable image: said in its place, and the others still classified
       ++failed;
       report_image_error(r["image"], r["error"], a.as_json, all);
     } else if (a.as_json) {
@@ -127,7 +136,8 @@ void run_classify(const ClassifyArgs& a) {
     }
   });
   if (a.as_json) std::cout << all.dump(1) << std::endl;
-  if (failed) throw Error(cat(failed, " of ", images.size(), " images could not be classified (see above)"));
+  if (failed)
+    throw Error(cat(failed, " of ", images.size(), " images could not be classified (see above)"));
 }
 
 }  // namespace
@@ -136,28 +146,37 @@ void add_vlm_commands(CLI::App& app) {
   auto c = std::make_shared<ChatArgs>();
   CLI::App* chat = app.add_subcommand("chat", "Ask the VLM about an image and stream its answer");
   add_vlm_flags(chat, c->vlm.model, c->vlm.adapter, c->vlm.dtype, c->vlm.device, c->vlm.cuda_graph);
-  chat->add_option("--image", c->image, "an image file: JPEG, PNG, GIF, BMP, WebP (omit for text only)");
+  chat->add_option("--image", c->image,
+                   "an image file: JPEG, PNG, GIF, BMP, WebP (omit for text only)");
   chat->add_option("--prompt", c->prompt, "the user message")->capture_default_str();
   chat->add_option("--system", c->system, "a system message (default: the model's)");
   chat->add_option("--max-new-tokens", c->max_new_tokens, "")->capture_default_str();
-  chat->add_option("--temperature", c->temperature, "sample with this temperature (0: greedy)")->capture_default_str();
+  chat->add_option("--temperature", c->temperature, "sample with this temperature (0: greedy)")
+      ->capture_default_str();
   chat->add_option("--seed", c->seed, "sampling seed")->capture_default_str();
   chat->callback([c] { run_chat(*c); });
 
   auto k = std::make_shared<ClassifyArgs>();
-  CLI::App* cls = app.add_subcommand("classify", "Emotion of each image from the VLM: label scores or generate-and-parse");
+  CLI::App* cls = app.add_subcommand(
+      "classify", "Emotion of each image from the VLM: label scores or generate-and-parse");
   add_vlm_flags(cls, k->o.vlm, k->o.adapter, k->o.dtype, k->o.device, k->o.cuda_graph);
-  cls->add_option("images", k->images, "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them");
+  cls->add_option("images", k->images,
+                  "image files (JPEG, PNG, GIF, BMP, WebP) or directories of them");
   add_split_flags(cls, k->split, "accuracy, macro-F1, per class");
-  cls->add_option("--labels", k->o.labels, "mikels8, ekman6, binary or a,b,c")->capture_default_str();
-  cls->add_option("--mode", k->o.mode, "score (deterministic label scores) or generate (the reference's sampling + parsing)")
+  cls->add_option("--labels", k->o.labels, "mikels8, ekman6, binary or a,b,c")
       ->capture_default_str();
-  cls->add_option("--temperature", k->o.temperature, "generate mode: temperature (merged with generation_config.json)")
+  cls->add_option(
+         "--mode", k->o.mode,
+         "score (deterministic label scores) or generate (the reference's sampling + parsing)")
+      ->capture_default_str();
+  cls->add_option("--temperature", k->o.temperature,
+                  "generate mode: temperature (merged with generation_config.json)")
       ->capture_default_str();
   cls->add_option("--max-new-tokens", k->o.max_new_tokens, "generate mode")->capture_default_str();
   cls->add_option("--seed", k->o.seed, "generate mode: sampling seed")->capture_default_str();
   cls->add_option("--batch", k->o.batch,
-                  "score mode: images per VLM forward (1: each alone, independent of the others; more: faster on a "
+                  "score mode: images per VLM forward (1: each alone, independent of the others; "
+                  "more: faster on a "
                   "GPU, equal to float rounding)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

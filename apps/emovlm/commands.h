@@ -15,9 +15,10 @@ namespace emovlm::cli {
 
 void add_inspect_command(CLI::App& app);
 void add_preprocess_command(CLI::App& app);
-void add_vlm_commands(CLI::App& app);       // chat, classify
-void add_pipeline_commands(CLI::App& app);  // data, teacher, extract, distill, gate, evaluate, ablate, bundle, predict
-void add_demo_commands(CLI::App& app);  // demo, tune, lora merge
+void add_vlm_commands(CLI::App& app);  // chat, classify
+void add_pipeline_commands(
+    CLI::App& app);  // data, teacher, extract, distill, gate, evaluate, ablate, bundle, predict
+void add_demo_commands(CLI::App& app);      // demo, tune, lora merge
 void add_instruct_commands(CLI::App& app);  // instruct make, instruct import
 void add_serve_command(CLI::App& app);      // serve (HTTP)
 void add_report_command(CLI::App& app);     // report-html
@@ -26,7 +27,8 @@ void add_report_command(CLI::App& app);     // report-html
 // depth, sorted) are taken; an image that cannot be read is reported (stderr, or an
 // {"image", "error"} entry with --json) and the others still run.
 std::vector<std::string> image_arguments(const std::vector<std::string>& args);
-void report_image_error(const std::string& path, const std::string& message, bool as_json, nlohmann::json& all);
+void report_image_error(const std::string& path, const std::string& message, bool as_json,
+                        nlohmann::json& all);
 
 // classify --data and predict --data (split_report.cpp): a labelled split instead of image
 // arguments. add_split_flags adds --data, --split, --val-fraction, --split-seed and --out;
@@ -40,8 +42,8 @@ void add_split_flags(CLI::App* cmd, SplitArgs& a, const std::string& what);
 // Runs evaluate(on_result, journal) with a progress bar; with --out, the journal OUT.partial.jsonl
 // (a killed run resumes from it) and the report written atomically at the end. Then prints the
 // report as JSON, or the metrics of each model: (name, JSON pointer into the report).
-using SplitEvaluation = std::function<nlohmann::json(const std::function<void(const nlohmann::json&)>& on_result,
-                                                     const std::string& journal)>;
+using SplitEvaluation = std::function<nlohmann::json(
+    const std::function<void(const nlohmann::json&)>& on_result, const std::string& journal)>;
 void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate,
                       const std::vector<std::pair<std::string, std::string>>& models);
 

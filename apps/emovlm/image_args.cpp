@@ -25,9 +25,12 @@ std::vector<std::string> image_arguments(const std::vector<std::string>& args) {
   return out;
 }
 
-void report_image_error(const std::string& path, const std::string& message, bool as_json, nlohmann::json& all) {
-  if (as_json) all.push_back({{"image", path}, {"error", message}});
-  else std::fprintf(stderr, "emovlm: error: %s\n", message.c_str());
+void report_image_error(const std::string& path, const std::string& message, bool as_json,
+                        nlohmann::json& all) {
+  if (as_json)
+    all.push_back({{"image", path}, {"error", message}});
+  else
+    std::fprintf(stderr, "emovlm: error: %s\n", message.c_str());
 }
 
 }  // namespace emovlm::cli

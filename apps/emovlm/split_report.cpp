@@ -17,31 +17,39 @@ namespace emovlm::cli {
 using json = nlohmann::json;
 
 bool SplitArgs::chosen(const std::vector<std::string>& images, const std::string& command) const {
-  if (images.empty() == data.empty()) throw Error(cat(command, ": give image files or directories, or --data (not both)"));
+  if (images.empty() == data.empty())
+    throw Error(cat(command, ": give image files or directories, or --data (not both)"));
   return !data.empty();
 }
 
 void add_split_flags(CLI::App* cmd, SplitArgs& a, const std::string& what) {
-  cmd->add_option("--data", a.data, cat("a labelled dataset (ROOT or MANIFEST) instead of images: ", what));
+  cmd->add_option("--data", a.data,
+                  cat("a labelled dataset (ROOT or MANIFEST) instead of images: ", what));
   cmd->add_option("--split", a.split, "--data: train, val or test")->capture_default_str();
-  cmd->add_option("--val-fraction", a.dataset.val_fraction, "--data: validation share of train/ when there is no val/")
+  cmd->add_option("--val-fraction", a.dataset.val_fraction,
+                  "--data: validation share of train/ when there is no val/")
       ->capture_default_str();
-  cmd->add_option("--split-seed", a.dataset.split_seed, "--data: seed of that split")->capture_default_str();
+  cmd->add_option("--split-seed", a.dataset.split_seed, "--data: seed of that split")
+      ->capture_default_str();
   cmd->add_option("--out", a.out,
-                  "--data: write the report (metrics, each image's prediction) to this JSON file; OUT.partial.jsonl "
+                  "--data: write the report (metrics, each image's prediction) to this JSON file; "
+                  "OUT.partial.jsonl "
                   "keeps the results so far, and a run killed before the end resumes from it");
 }
 
 namespace {
 
-void print_metrics(const json& report, const std::vector<std::pair<std::string, std::string>>& models) {
+void print_metrics(const json& report,
+                   const std::vector<std::pair<std::string, std::string>>& models) {
   std::printf("%s, split %s: %lld images\n", report["data"].get<std::string>().c_str(),
-              report["split"].get<std::string>().c_str(), static_cast<long long>(report["images"].get<int64_t>()));
+              report["split"].get<std::string>().c_str(),
+              static_cast<long long>(report["images"].get<int64_t>()));
   for (const auto& [name, pointer] : models) {
     const json& m = report.at(json::json_pointer(pointer));
-    std::printf("%-12s accuracy %6.2f%%, macro-F1 %6.2f%%", name.c_str(), 100 * m["accuracy"].get<double>(),
-                100 * m["macro_f1"].get<double>());
-    if (m["unparsable"].get<int64_t>() > 0) std::printf(", %lld unparsable", static_cast<long long>(m["unparsable"].get<int64_t>()));
+    std::printf("%-12s accuracy %6.2f%%, macro-F1 %6.2f%%", name.c_str(),
+                100 * m["accuracy"].get<double>(), 100 * m["macro_f1"].get<double>());
+    if (m["unparsable"].get<int64_t>() > 0)
+      std::printf(", %lld unparsable", static_cast<long long>(m["unparsable"].get<int64_t>()));
     std::printf("\n  recall:");
     for (const auto& l : m["labels"]) {
       const std::string label = l.get<std::string>();
@@ -51,7 +59,8 @@ void print_metrics(const json& report, const std::vector<std::pair<std::string, 
   }
   if (report["unreadable"].get<int64_t>() > 0)
     std::printf("%s (left out of the metrics; listed in the JSON report)\n",
-                cat(report["unreadable"].get<int64_t>(), " of ", report["images"].get<int64_t>(), " images could not be read")
+                cat(report["unreadable"].get<int64_t>(), " of ", report["images"].get<int64_t>(),
+                    " images could not be read")
                     .c_str());
 }
 
@@ -59,18 +68,20 @@ void print_metrics(const json& report, const std::vector<std::pair<std::string, 
 
 void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate,
                       const std::vector<std::pair<std::string, std::string>>& models) {
-  // with --out, each result also goes to OUT.partial.jsonl as it comes: a killed run resumes from it
+  // with --out, each result also goes to OUT.partial.jsonl as it comes: a killed run resumes from
+  // it
   const std::string journal = a.out.empty() ? "" : a.out + ".partial.jsonl";
   Progress bar(cat("evaluate ", a.split), -1, "img");
   json report = evaluate([&](const json&) { bar.advance(); }, journal);
   bar.finish();
-  if (!a.out.empty() && dist::is_main()) {  // data parallel: every rank has the report; rank 0 writes it
+  if (!a.out.empty() &&
+      dist::is_main()) {  // data parallel: every rank has the report; rank 0 writes it
     write_file_atomic(a.out, split_report_for_file(report, a.out).dump(1) + "\n");
     std::remove(journal.c_str());
   }
   if (report["resumed"].get<int64_t>() > 0)
-    std::fprintf(stderr, "resumed: %lld results from %s\n", static_cast<long long>(report["resumed"].get<int64_t>()),
-                 journal.c_str());
+    std::fprintf(stderr, "resumed: %lld results from %s\n",
+                 static_cast<long long>(report["resumed"].get<int64_t>()), journal.c_str());
   if (as_json)
     std::cout << report.dump(1) << std::endl;
   else

@@ -2,7 +2,8 @@
 // pieces the bytes arrive in; the request parser must then consume every piece until it finishes
 // or fails (with a 4xx), never crash, and keep each body within its limit. What it accepts goes on
 // through the multipart parser, the chat-completion request parser and the stop-string scanner.
-// Built with clang (-fsanitize=fuzzer,address,undefined) when the build finds it; see tests/CMakeLists.txt.
+// Built with clang (-fsanitize=fuzzer,address,undefined) when the build finds it; see
+// tests/CMakeLists.txt.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -32,7 +33,8 @@ void on_request(const http::Request& r, const http::Limits& limits) {
   if (const std::string* type = r.header("content-type"); type && http::is_multipart(*type)) {
     try {
       for (const http::MultipartPart& p : http::parse_multipart(r.body, *type)) {
-        check(p.content.data() >= r.body.data() && p.content.data() + p.content.size() <= r.body.data() + r.body.size());
+        check(p.content.data() >= r.body.data() &&
+              p.content.data() + p.content.size() <= r.body.data() + r.body.size());
         nlohmann::json(http::valid_utf8(p.filename)).dump();
       }
     } catch (const http::HttpError& e) {

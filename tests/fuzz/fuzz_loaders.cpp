@@ -1,7 +1,9 @@
 // libFuzzer harness for the loaders that read files users download or copy around: a safetensors
 // file, a tokenizer.json, a Qwen2-VL config.json, an image (JPEG, PNG, GIF, BMP, WebP), a
-// dataset manifest (JSONL), a stage-1 instruction file (JSONL) and a feature cache's manifest.json. The first byte picks the loader, the rest is the file. A loader may refuse its input only with emovlm::Error (one line naming the file);
-// any other exception escapes and libFuzzer reports it, as it does crashes, leaks and UB.
+// dataset manifest (JSONL), a stage-1 instruction file (JSONL) and a feature cache's manifest.json.
+// The first byte picks the loader, the rest is the file. A loader may refuse its input only with
+// emovlm::Error (one line naming the file); any other exception escapes and libFuzzer reports it,
+// as it does crashes, leaks and UB.
 #include <unistd.h>
 
 #include <cstddef>
@@ -69,7 +71,8 @@ void load(uint8_t which, const uint8_t* data, size_t size) {
       (void)emovlm::read_instructions(path);
       break;
     case 6: {
-      const emovlm::CacheManifest m = emovlm::CacheManifest::parse(emovlm::read_json_file(path), path);
+      const emovlm::CacheManifest m =
+          emovlm::CacheManifest::parse(emovlm::read_json_file(path), path);
       for (size_t k = 0; k < m.entries.size(); ++k) (void)m.entry_path(k, path);
       break;
     }

@@ -113,7 +113,8 @@ class RawConn {
     size_t pos = head.find("\r\n");
     while (pos != std::string::npos && pos < head.size()) {
       const size_t next = head.find("\r\n", pos + 2);
-      const std::string line = head.substr(pos + 2, (next == std::string::npos ? head.size() : next) - pos - 2);
+      const std::string line =
+          head.substr(pos + 2, (next == std::string::npos ? head.size() : next) - pos - 2);
       const size_t colon = line.find(':');
       if (colon != std::string::npos) {
         std::string name = line.substr(0, colon);
@@ -167,15 +168,17 @@ class RawConn {
 };
 
 // A request with a body: method, target, extra header lines ("Name: value\r\n"...), body.
-inline std::string raw_request(const std::string& method, const std::string& target, const std::string& body,
-                               const std::string& headers = "") {
+inline std::string raw_request(const std::string& method, const std::string& target,
+                               const std::string& body, const std::string& headers = "") {
   std::string r = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers;
-  if (!body.empty() || method == "POST") r += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  if (!body.empty() || method == "POST")
+    r += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   return r + "\r\n" + body;
 }
 
 // One request on a fresh connection; nullopt when no response came within `timeout_s`.
-inline std::optional<RawResponse> roundtrip(int port, const std::string& request, double timeout_s = 60) {
+inline std::optional<RawResponse> roundtrip(int port, const std::string& request,
+                                            double timeout_s = 60) {
   RawConn c(port);
   if (!c.connected() || !c.send_all(request)) return std::nullopt;
   return c.read_response(timeout_s);

@@ -1,8 +1,8 @@
 // `emovlm serve` against hostile and unusual clients, over raw loopback sockets: slow clients,
 // chunked and unlabelled bodies, pipelining, keep-alive, odd names and sizes, the port and signals.
 // Each test asserts what the server does, with generous deadlines, never how fast.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -40,7 +40,8 @@ Predictor& predictor() {
 // The test images the bundle was not trained on, sorted.
 std::vector<std::string> test_images() {
   std::vector<std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(fs::path(serve_bundle()).parent_path() / "data" / "test"))
+  for (const auto& e :
+       fs::recursive_directory_iterator(fs::path(serve_bundle()).parent_path() / "data" / "test"))
     if (e.is_regular_file()) out.push_back(e.path().string());
   std::sort(out.begin(), out.end());
   return out;
@@ -51,7 +52,8 @@ struct Serving {
   PredictionServer server;
   int port;
   std::thread thread;
-  explicit Serving(const ServeOptions& o) : server(predictor(), o), port(server.bind()), thread([this] { server.run(); }) {}
+  explicit Serving(const ServeOptions& o)
+      : server(predictor(), o), port(server.bind()), thread([this] { server.run(); }) {}
   ~Serving() {
     server.stop();
     thread.join();
@@ -64,10 +66,11 @@ ServeOptions loopback() {
   return o;
 }
 
-std::string multipart(const std::string& boundary, const std::string& field, const std::string& filename,
-                      const std::string& content) {
-  return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + field + "\"; filename=\"" + filename +
-         "\"\r\nContent-Type: application/octet-stream\r\n\r\n" + content + "\r\n--" + boundary + "--\r\n";
+std::string multipart(const std::string& boundary, const std::string& field,
+                      const std::string& filename, const std::string& content) {
+  return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + field +
+         "\"; filename=\"" + filename + "\"\r\nContent-Type: application/octet-stream\r\n\r\n" +
+         content + "\r\n--" + boundary + "--\r\n";
 }
 
 std::string post_multipart(const std::string& filename, const std::string& content) {
@@ -114,20 +117,24 @@ TEST(Serve, SlowClientsDoNotBlockOthers) {
   for (int i = 0; i < 64; ++i)
     slow.emplace_back([&] {
       RawConn c(s.port);
-      const std::string req = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + std::string(200, 'a') + "\r\n\r\n";
+      const std::string req =
+          "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + std::string(200, 'a') +
+          "\r\n\r\n";
       for (size_t k = 0; k < req.size() && !done; ++k) {
         if (!c.send_all(req.substr(k, 1))) {
           ++slow_closed;
           return;
         }
-        for (int t = 0; t < 10 && !done; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        for (int t = 0; t < 10 && !done; ++t)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
     });
   std::this_thread::sleep_for(std::chrono::seconds(2));  // the slow ones connected first
   int answered = 0;
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   for (int i = 0; i < 5 && Clock::now() < deadline; ++i) {
-    auto r = roundtrip(s.port, raw_request("POST", "/predict", png, "Content-Type: image/png\r\n"), 30);
+    auto r =
+        roundtrip(s.port, raw_request("POST", "/predict", png, "Content-Type: image/png\r\n"), 30);
     if (r && r->status == 200) ++answered;
   }
   done = true;
@@ -155,7 +162,9 @@ TEST(Serve, ChunkedBodyOverLimitIs413WithoutReadingIt) {
   o.max_bytes = 1 << 20;
   Serving s(o);
   RawConn c(s.port);
-  ASSERT_TRUE(c.send_all("POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send_all("POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 "image/png\r\nTransfer-Encoding: chunked\r\n\r\n"));
   const size_t total = size_t{256} << 20;  // 256 MB offered
   std::atomic<size_t> sent{0};
   std::thread sender([&] {
@@ -198,7 +207,8 @@ TEST(Serve, RawBodyWithoutContentTypeIsAnImage) {
   ASSERT_TRUE(bare);
   EXPECT_EQ(bare->status, 200) << bare->body;
   EXPECT_TRUE(body_json(*bare).contains("emotion")) << bare->body;
-  auto form = roundtrip(s.port, raw_request("POST", "/predict", png, "Content-Type: application/x-www-form-urlencoded\r\n"));
+  auto form = roundtrip(s.port, raw_request("POST", "/predict", png,
+                                            "Content-Type: application/x-www-form-urlencoded\r\n"));
   ASSERT_TRUE(form);
   EXPECT_EQ(form->status, 200) << form->body;
 }
@@ -209,7 +219,8 @@ TEST(Serve, PipelinedRequestsAnsweredInOrder) {
   const auto images = test_images();
   std::string all;
   for (int i = 0; i < 3; ++i)
-    all += raw_request("POST", "/predict", read_file(images[static_cast<size_t>(i)]), "Content-Type: image/png\r\n");
+    all += raw_request("POST", "/predict", read_file(images[static_cast<size_t>(i)]),
+                       "Content-Type: image/png\r\n");
   all += raw_request("GET", "/health", "");
   RawConn c(s.port);
   ASSERT_TRUE(c.send_all(all));
@@ -237,8 +248,9 @@ TEST(Serve, KeepAliveResponsesArriveWhole) {
   int whole = 0;
   for (int i = 0; i < 20; ++i) {
     const bool predict = i % 4 == 3;
-    ASSERT_TRUE(c.send_all(predict ? raw_request("POST", "/predict", png, "Content-Type: image/png\r\n")
-                                   : raw_request("GET", "/health", "")));
+    ASSERT_TRUE(c.send_all(predict
+                               ? raw_request("POST", "/predict", png, "Content-Type: image/png\r\n")
+                               : raw_request("GET", "/health", "")));
     const std::string first = c.recv_some(60);  // the first segment that arrives
     ASSERT_FALSE(first.empty()) << "request " << i << " not answered";
     const size_t end = first.find("\r\n\r\n");
@@ -265,7 +277,8 @@ TEST(Serve, NonUtf8FilenameIsScored) {
   EXPECT_EQ(r->status, 200) << r->body;
   json j = body_json(*r);
   EXPECT_EQ(j.value("image", ""), "caf\xEF\xBF\xBD\xEF\xBF\xBD.png") << r->body;
-  for (const auto& [name, value] : r->headers) EXPECT_EQ(name.find("exception"), std::string::npos) << name;
+  for (const auto& [name, value] : r->headers)
+    EXPECT_EQ(name.find("exception"), std::string::npos) << name;
 }
 
 // A 1x4000 image cannot go through the VLM (aspect ratio over 200): a client error naming the
@@ -289,8 +302,10 @@ TEST(Serve, BadRequestAndLongTargetSaySo) {
   auto bad_version = roundtrip(s.port, "GET / HTTP/9.9\r\n\r\n");
   ASSERT_TRUE(bad_version);
   EXPECT_EQ(bad_version->status / 100, 4);
-  EXPECT_EQ(error_of(*bad_version).find("no such endpoint"), std::string::npos) << bad_version->body;
-  auto long_target = roundtrip(s.port, "GET /" + std::string(20000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(error_of(*bad_version).find("no such endpoint"), std::string::npos)
+      << bad_version->body;
+  auto long_target =
+      roundtrip(s.port, "GET /" + std::string(20000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(long_target);
   EXPECT_EQ(long_target->status, 414);
   EXPECT_NE(error_of(*long_target).find("request target"), std::string::npos) << long_target->body;
@@ -315,11 +330,11 @@ TEST(Serve, SecondServerOnUsedPortIsRefused) {
 TEST(Serve, DecompressionBombRefusedByDeclaredSize) {
   Serving s(loopback());
   std::string gif = "GIF89a";
-  gif += std::string("\x28\x23\x28\x23", 4);          // 9000 x 9000 (little-endian)
-  gif += std::string("\x80\x00\x00", 3);              // a global palette of 2 colours
-  gif += std::string("\x00\x00\x00\xff\xff\xff", 6);  // black, white
+  gif += std::string("\x28\x23\x28\x23", 4);                        // 9000 x 9000 (little-endian)
+  gif += std::string("\x80\x00\x00", 3);                            // a global palette of 2 colours
+  gif += std::string("\x00\x00\x00\xff\xff\xff", 6);                // black, white
   gif += std::string(",\x00\x00\x00\x00\x01\x00\x01\x00\x00", 10);  // one 1x1 frame at 0,0
-  gif += std::string("\x02\x02\x44\x01\x00", 5);      // LZW: clear, 0, end
+  gif += std::string("\x02\x02\x44\x01\x00", 5);                    // LZW: clear, 0, end
   gif += ";";
   ASSERT_EQ(gif.size(), 35u);
   auto r = roundtrip(s.port, post_multipart("bomb.gif", gif));
@@ -333,8 +348,9 @@ TEST(Serve, DecompressionBombRefusedByDeclaredSize) {
 TEST(Serve, SigtermFinishesInFlightRequests) {
   TempDir dir;
   const std::string out = dir / "out.txt";
-  std::vector<std::string> args = {EMOVLM_CLI_PATH, "serve", "--bundle", serve_bundle(), "--port", "0",
-                                   "--device", "cpu", "--batch", "2", "--batch-wait-ms", "3000"};
+  std::vector<std::string> args = {EMOVLM_CLI_PATH, "serve", "--bundle",        serve_bundle(),
+                                   "--port",        "0",     "--device",        "cpu",
+                                   "--batch",       "2",     "--batch-wait-ms", "3000"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -359,12 +375,14 @@ TEST(Serve, SigtermFinishesInFlightRequests) {
   for (int i = 0; i < 600 && port == 0; ++i) {
     const std::string text = file_exists(out) ? read_file(out) : "";
     const size_t at = text.find("http://127.0.0.1:");
-    if (at != std::string::npos && text.find(':', at + 17) != std::string::npos) port = std::atoi(text.c_str() + at + 17);
+    if (at != std::string::npos && text.find(':', at + 17) != std::string::npos)
+      port = std::atoi(text.c_str() + at + 17);
     if (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_GT(port, 0) << "the server did not start";
   RawConn c(port);
-  ASSERT_TRUE(c.send_all(raw_request("POST", "/predict", read_file(test_images()[3]), "Content-Type: image/png\r\n")));
+  ASSERT_TRUE(c.send_all(
+      raw_request("POST", "/predict", read_file(test_images()[3]), "Content-Type: image/png\r\n")));
   // the request is in flight once /health counts it (waiting for a batch partner)
   for (int i = 0; i < 50; ++i) {
     auto h = roundtrip(port, raw_request("GET", "/health", ""), 10);

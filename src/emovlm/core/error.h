@@ -33,13 +33,15 @@ inline void check(bool condition, const std::string& message) {
 // Throws Error("FIELD: VALUE is outside [LO, HI]") unless lo <= value <= hi. Configuration sizes
 // are bounded above as well as below, so a corrupt file fails here rather than in an allocation.
 inline void check_range(int64_t value, int64_t lo, int64_t hi, const std::string& field) {
-  if (value < lo || value > hi) throw Error(cat(field, ": ", value, " is outside [", lo, ", ", hi, "]"));
+  if (value < lo || value > hi)
+    throw Error(cat(field, ": ", value, " is outside [", lo, ", ", hi, "]"));
 }
 
 // Throws Error("FIELD: VALUE must be a finite number in (0, HI]") for NaN, infinities, zero or
 // negatives, and values over hi (epsilons, rope theta, ratios).
 inline void check_positive_finite(double value, double hi, const std::string& field) {
-  if (!(value > 0 && value <= hi)) throw Error(cat(field, ": ", value, " must be a finite number in (0, ", hi, "]"));
+  if (!(value > 0 && value <= hi))
+    throw Error(cat(field, ": ", value, " must be a finite number in (0, ", hi, "]"));
 }
 
 }  // namespace emovlm

@@ -20,7 +20,9 @@ namespace emovlm {
 
 namespace fs = std::filesystem;
 
-static std::string errno_str() { return std::strerror(errno); }
+static std::string errno_str() {
+  return std::strerror(errno);
+}
 
 std::string read_file(const std::string& path) {
   // O_NONBLOCK and the regular-file check: a FIFO or a device named where a file belongs is an
@@ -61,7 +63,8 @@ bool is_directory(const std::string& path) {
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below as not a regular file)
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below as not a regular
+  // file)
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(cat(path, ": cannot open: ", errno_str()));
   struct stat st;
@@ -98,7 +101,8 @@ AtomicFile::AtomicFile(const std::string& path) : path_(path) {
   std::vector<char> buf(templ.begin(), templ.end());
   buf.push_back('\0');
   fd_ = ::mkstemp(buf.data());
-  if (fd_ < 0) throw Error(cat(path, ": cannot create a temporary file in ", dir, ": ", errno_str()));
+  if (fd_ < 0)
+    throw Error(cat(path, ": cannot create a temporary file in ", dir, ": ", errno_str()));
   tmp_path_ = buf.data();
   ::fchmod(fd_, 0644);
 }
@@ -166,7 +170,9 @@ std::string hex64(uint64_t v) {
 }
 
 namespace {
-int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
+  return ::remove(path);
+}
 }  // namespace
 
 void remove_tree(const std::string& path) {

@@ -18,10 +18,13 @@ HttpEndpoint parse_endpoint(const std::string& url, const std::string& suffix) {
   ep.scheme_host_port = url.substr(0, slash);
   std::string path = slash == std::string::npos ? "" : url.substr(slash);
   while (!path.empty() && path.back() == '/') path.pop_back();
-  if (path.size() < suffix.size() || path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0) path += suffix;
+  if (path.size() < suffix.size() ||
+      path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0)
+    path += suffix;
   ep.path = path;
 #ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-  if (url.rfind("https://", 0) == 0) throw Error("this build has no TLS support (OpenSSL): use an http:// endpoint");
+  if (url.rfind("https://", 0) == 0)
+    throw Error("this build has no TLS support (OpenSSL): use an http:// endpoint");
 #endif
   return ep;
 }
@@ -48,14 +51,16 @@ void check_endpoint(const HttpEndpoint& ep, const std::string& api_key, double t
   std::string base = ep.path.substr(0, ep.path.rfind("/chat/completions"));
   auto res = c.Get((base + "/models").c_str(), headers(api_key));
   if (!res)
-    throw HttpFatal(cat("cannot reach ", ep.scheme_host_port, " (", httplib::to_string(res.error()), ")"));
+    throw HttpFatal(
+        cat("cannot reach ", ep.scheme_host_port, " (", httplib::to_string(res.error()), ")"));
   if (res->status == 401 || res->status == 403)
     throw HttpFatal(cat(ep.scheme_host_port, " refused the API key (HTTP ", res->status,
                         "); set it in the environment variable named by --api-key-env"));
 }
 
-nlohmann::json post_json_with_retries(const HttpEndpoint& ep, const std::string& api_key, const nlohmann::json& body,
-                                      int max_retries, double backoff_s, double timeout_s) {
+nlohmann::json post_json_with_retries(const HttpEndpoint& ep, const std::string& api_key,
+                                      const nlohmann::json& body, int max_retries, double backoff_s,
+                                      double timeout_s) {
   httplib::Client c = make_client(ep, timeout_s);
   const std::string payload = body.dump();
   std::string last;
@@ -67,7 +72,8 @@ nlohmann::json post_json_with_retries(const HttpEndpoint& ep, const std::string&
     auto res = c.Post(ep.path.c_str(), headers(api_key), payload, "application/json");
     if (!res) {
       last = cat("request failed (", httplib::to_string(res.error()), ")");
-      if (res.error() == httplib::Error::Connection) throw HttpFatal(cat("cannot reach ", ep.scheme_host_port, ": ", last));
+      if (res.error() == httplib::Error::Connection)
+        throw HttpFatal(cat("cannot reach ", ep.scheme_host_port, ": ", last));
       continue;  // timeouts and dropped connections are retried
     }
     if (res->status == 401 || res->status == 403)
@@ -76,14 +82,17 @@ nlohmann::json post_json_with_retries(const HttpEndpoint& ep, const std::string&
       last = cat("HTTP ", res->status);
       continue;
     }
-    if (res->status != 200) throw Error(cat(ep.scheme_host_port, ep.path, ": HTTP ", res->status, ": ", res->body.substr(0, 200)));
+    if (res->status != 200)
+      throw Error(cat(ep.scheme_host_port, ep.path, ": HTTP ", res->status, ": ",
+                      res->body.substr(0, 200)));
     try {
       return nlohmann::json::parse(res->body);
     } catch (const nlohmann::json::exception& e) {
       throw Error(cat(ep.scheme_host_port, ep.path, ": the answer is not JSON: ", e.what()));
     }
   }
-  throw Error(cat(ep.scheme_host_port, ep.path, ": gave up after ", max_retries + 1, " attempts (last: ", last, ")"));
+  throw Error(cat(ep.scheme_host_port, ep.path, ": gave up after ", max_retries + 1,
+                  " attempts (last: ", last, ")"));
 }
 
 }  // namespace emovlm

@@ -26,7 +26,8 @@ HttpEndpoint parse_endpoint(const std::string& url, const std::string& default_s
 // Probes the endpoint (GET on its base path's /models); throws HttpFatal when it cannot be
 // reached or refuses the key.
 void check_endpoint(const HttpEndpoint& ep, const std::string& api_key, double timeout_s);
-nlohmann::json post_json_with_retries(const HttpEndpoint& ep, const std::string& api_key, const nlohmann::json& body,
-                                      int max_retries, double backoff_s, double timeout_s);
+nlohmann::json post_json_with_retries(const HttpEndpoint& ep, const std::string& api_key,
+                                      const nlohmann::json& body, int max_retries, double backoff_s,
+                                      double timeout_s);
 
 }  // namespace emovlm

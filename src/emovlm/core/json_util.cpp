@@ -38,7 +38,8 @@ std::string first_difference(const json& a, const json& b, const std::string& at
     }
     for (auto it = b.begin(); it != b.end(); ++it)
       if (!a.contains(it.key()))
-        return cat(at, "/", escape_pointer_token(it.key()), ": absent (now ", short_dump(it.value()), ")");
+        return cat(at, "/", escape_pointer_token(it.key()), ": absent (now ",
+                   short_dump(it.value()), ")");
   }
   if (a.is_array() && b.is_array()) {
     for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
@@ -52,6 +53,8 @@ std::string first_difference(const json& a, const json& b, const std::string& at
 
 }  // namespace
 
-std::string json_first_difference(const json& before, const json& now) { return first_difference(before, now, ""); }
+std::string json_first_difference(const json& before, const json& now) {
+  return first_difference(before, now, "");
+}
 
 }  // namespace emovlm

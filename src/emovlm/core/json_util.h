@@ -38,13 +38,16 @@ T json_integer(const json& v, const std::string& key, const std::string& where) 
   } else if (v.is_number_integer()) {
     const int64_t x = v.get<int64_t>();
     if constexpr (std::is_signed_v<T>)
-      ok = x >= static_cast<int64_t>(std::numeric_limits<T>::min()) && x <= static_cast<int64_t>(std::numeric_limits<T>::max());
+      ok = x >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+           x <= static_cast<int64_t>(std::numeric_limits<T>::max());
     else
-      ok = x >= 0 && static_cast<uint64_t>(x) <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+      ok = x >= 0 &&
+           static_cast<uint64_t>(x) <= static_cast<uint64_t>(std::numeric_limits<T>::max());
   } else {
     throw Error(cat(where, ": field '", key, "' has the wrong type (", v.type_name(), ")"));
   }
-  if (!ok) throw Error(cat(where, ": field '", key, "' is not an integer in range (", v.dump(), ")"));
+  if (!ok)
+    throw Error(cat(where, ": field '", key, "' is not an integer in range (", v.dump(), ")"));
   return v.is_number_float() ? static_cast<T>(v.get<double>()) : v.get<T>();
 }
 
@@ -59,7 +62,8 @@ T json_as(const json& v, const std::string& key, const std::string& where) {
     return json_integer<T>(v, key, where);
   } else if constexpr (is_vector<T>::value) {
     if constexpr (kStrictInteger<typename T::value_type>) {
-      if (!v.is_array()) throw Error(cat(where, ": field '", key, "' has the wrong type (", v.type_name(), ")"));
+      if (!v.is_array())
+        throw Error(cat(where, ": field '", key, "' has the wrong type (", v.type_name(), ")"));
       T out;
       for (const json& e : v) out.push_back(json_integer<typename T::value_type>(e, key, where));
       return out;
@@ -85,7 +89,8 @@ T json_required(const json& j, const std::string& key, const std::string& where)
 
 // Optional field with a default; a present field of the wrong type is an error.
 template <typename T>
-T json_optional(const json& j, const std::string& key, const T& fallback, const std::string& where) {
+T json_optional(const json& j, const std::string& key, const T& fallback,
+                const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   return detail::json_as<T>(*it, key, where);

@@ -20,16 +20,22 @@ double status_field_gib(const char* key) {
   long kib = -1;
   const size_t n = std::strlen(key);
   while (std::fgets(line, sizeof line, f))
-    if (std::strncmp(line, key, n) == 0 && line[n] == ':' && std::sscanf(line + n + 1, " %ld", &kib) == 1) break;
+    if (std::strncmp(line, key, n) == 0 && line[n] == ':' &&
+        std::sscanf(line + n + 1, " %ld", &kib) == 1)
+      break;
   std::fclose(f);
   return kib < 0 ? -1 : kib / (1024.0 * 1024.0);
 }
 
 }  // namespace
 
-double resident_gib() { return status_field_gib("VmRSS"); }
+double resident_gib() {
+  return status_field_gib("VmRSS");
+}
 
-double peak_resident_gib() { return status_field_gib("VmHWM"); }
+double peak_resident_gib() {
+  return status_field_gib("VmHWM");
+}
 
 void reset_peak_resident() {
   if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {

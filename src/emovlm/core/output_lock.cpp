@@ -34,8 +34,12 @@ std::string read_holder(int fd) {
 }
 }  // namespace
 
-void set_process_description(const std::string& d) { description() = d; }
-const std::string& process_description() { return description(); }
+void set_process_description(const std::string& d) {
+  description() = d;
+}
+const std::string& process_description() {
+  return description();
+}
 
 OutputLock::OutputLock(const std::string& out, Kind kind) {
   if (kind == Kind::Directory) {
@@ -50,7 +54,8 @@ OutputLock::OutputLock(const std::string& out, Kind kind) {
   // taking the lock, the path must still name the locked file, else take it again.
   for (int attempt = 0; attempt < 100; ++attempt) {
     fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error(cat(lock_path_, ": cannot create the output lock: ", std::strerror(errno)));
+    if (fd_ < 0)
+      throw Error(cat(lock_path_, ": cannot create the output lock: ", std::strerror(errno)));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       const int err = errno;
       std::string holder = read_holder(fd_);
@@ -62,7 +67,8 @@ OutputLock::OutputLock(const std::string& out, Kind kind) {
       throw Error(cat(lock_path_, ": cannot lock: ", std::strerror(err)));
     }
     struct stat a, b;
-    if (::fstat(fd_, &a) == 0 && ::stat(lock_path_.c_str(), &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+    if (::fstat(fd_, &a) == 0 && ::stat(lock_path_.c_str(), &b) == 0 && a.st_ino == b.st_ino &&
+        a.st_dev == b.st_dev)
       break;
     ::close(fd_);
     fd_ = -1;
@@ -81,7 +87,8 @@ OutputLock::OutputLock(const std::string& out, Kind kind) {
 
 OutputLock::~OutputLock() {
   if (fd_ < 0) return;
-  if (remove_on_release_) ::unlink(lock_path_.c_str());  // while still held: no one else can hold it
+  if (remove_on_release_)
+    ::unlink(lock_path_.c_str());  // while still held: no one else can hold it
   ::close(fd_);
 }
 
@@ -92,7 +99,8 @@ int remove_stale_temporaries(const std::string& dir, const std::string& name) {
     const std::string f = e.path().filename().string();
     // ".NAME.tmp.XXXXXX", as AtomicFile names them
     const size_t t = f.rfind(".tmp.");
-    if (f.size() < 2 || f[0] != '.' || t == std::string::npos || t < 1 || f.size() - (t + 5) != 6) continue;
+    if (f.size() < 2 || f[0] != '.' || t == std::string::npos || t < 1 || f.size() - (t + 5) != 6)
+      continue;
     if (!name.empty() && f.substr(1, t - 1) != name) continue;
     if (e.is_regular_file(ec) && ::unlink(e.path().c_str()) == 0) ++n;
   }

@@ -9,7 +9,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path absolute_normal(const fs::path& p) { return fs::absolute(p).lexically_normal(); }
+fs::path absolute_normal(const fs::path& p) {
+  return fs::absolute(p).lexically_normal();
+}
 
 // Whether `p` lies inside folder `dir` (both absolute and normalized).
 bool inside(const fs::path& p, const fs::path& dir) {

@@ -23,8 +23,12 @@ double line_interval() {
 }
 }  // namespace
 
-void Progress::set_style_globally(Style style) { g_style = static_cast<int>(style); }
-void Progress::set_line_interval(double seconds) { g_interval = seconds; }
+void Progress::set_style_globally(Style style) {
+  g_style = static_cast<int>(style);
+}
+void Progress::set_line_interval(double seconds) {
+  g_interval = seconds;
+}
 
 std::string format_duration(double seconds) {
   if (seconds < 0 || seconds != seconds) return "--:--";
@@ -80,23 +84,25 @@ void Progress::finish() {
     std::fputc('\n', stderr);
     std::fflush(stderr);
   } else if (style_ == Style::Lines &&
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() >= line_interval()) {
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() >=
+                 line_interval()) {
     print_line(true);  // a long loop's last figures (short ones stay out of the log)
   }
 }
 
 std::string Progress::counts() const {
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double r = elapsed > 0 ? count_ / elapsed : 0.0;
   char buf[200];
   if (total_ > 0) {
     const double eta = r > 0 ? (total_ - count_) / r : -1;
-    std::snprintf(buf, sizeof buf, "%lld/%lld %.1f %s/s elapsed %s eta %s", static_cast<long long>(count_),
-                  static_cast<long long>(total_), r, unit_.c_str(), format_duration(elapsed).c_str(),
-                  format_duration(eta).c_str());
+    std::snprintf(buf, sizeof buf, "%lld/%lld %.1f %s/s elapsed %s eta %s",
+                  static_cast<long long>(count_), static_cast<long long>(total_), r, unit_.c_str(),
+                  format_duration(elapsed).c_str(), format_duration(eta).c_str());
   } else {
-    std::snprintf(buf, sizeof buf, "%lld %.1f %s/s elapsed %s", static_cast<long long>(count_), r, unit_.c_str(),
-                  format_duration(elapsed).c_str());
+    std::snprintf(buf, sizeof buf, "%lld %.1f %s/s elapsed %s", static_cast<long long>(count_), r,
+                  unit_.c_str(), format_duration(elapsed).c_str());
   }
   return buf;
 }

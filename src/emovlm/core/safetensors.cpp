@@ -20,10 +20,10 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {DType::BOOL, "BOOL", 1}, {DType::U8, "U8", 1},     {DType::I8, "I8", 1},
-    {DType::I16, "I16", 2},   {DType::U16, "U16", 2},   {DType::F16, "F16", 2},
-    {DType::BF16, "BF16", 2}, {DType::I32, "I32", 4},   {DType::U32, "U32", 4},
-    {DType::F32, "F32", 4},   {DType::I64, "I64", 8},   {DType::U64, "U64", 8},
+    {DType::BOOL, "BOOL", 1}, {DType::U8, "U8", 1},           {DType::I8, "I8", 1},
+    {DType::I16, "I16", 2},   {DType::U16, "U16", 2},         {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2}, {DType::I32, "I32", 4},         {DType::U32, "U32", 4},
+    {DType::F32, "F32", 4},   {DType::I64, "I64", 8},         {DType::U64, "U64", 8},
     {DType::F64, "F64", 8},   {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
 };
 }  // namespace
@@ -67,7 +67,8 @@ std::shared_ptr<SafeTensorsFile> SafeTensorsFile::open(const std::string& path) 
     return Error(cat(path, ": not a valid safetensors file: ", what));
   };
 
-  if (size < 8) throw fail(cat("truncated (", size, " bytes, the 8-byte header length is missing)"));
+  if (size < 8)
+    throw fail(cat("truncated (", size, " bytes, the 8-byte header length is missing)"));
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | base[i];  // little-endian u64
   if (header_len > kMaxHeaderBytes)
@@ -137,7 +138,9 @@ std::shared_ptr<SafeTensorsFile> SafeTensorsFile::open(const std::string& path) 
         !(*off)[1].is_number_unsigned())
       throw fail(cat("tensor '", name, "' has no valid data_offsets"));
     uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
-    if (begin > end) throw fail(cat("tensor '", name, "' has data_offsets [", begin, ", ", end, "] with begin > end"));
+    if (begin > end)
+      throw fail(
+          cat("tensor '", name, "' has data_offsets [", begin, ", ", end, "] with begin > end"));
     if (end > data_size)
       throw fail(cat("tensor '", name, "' has data_offsets [", begin, ", ", end,
                      "] outside the data section (", data_size, " bytes)"));
@@ -153,8 +156,9 @@ std::shared_ptr<SafeTensorsFile> SafeTensorsFile::open(const std::string& path) 
     f->tensors_.push_back(std::move(t));
   }
 
-  std::sort(ranges.begin(), ranges.end(),
-            [](const Range& a, const Range& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
+  });
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].begin < ranges[i - 1].end)
       throw fail(cat("tensors '", ranges[i - 1].name, "' and '", ranges[i].name, "' overlap"));
@@ -193,21 +197,27 @@ Checkpoint::Checkpoint(const std::string& path) : path_(path) {
         throw Error(cat(index.string(), ": missing 'weight_map' object"));
       if (j.contains("metadata") && j["metadata"].is_object()) {
         for (auto it = j["metadata"].begin(); it != j["metadata"].end(); ++it)
-          index_metadata_[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+          index_metadata_[it.key()] =
+              it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
       }
       std::map<std::string, size_t> file_index;
       for (auto it = wm->begin(); it != wm->end(); ++it) {
-        if (!it.value().is_string()) throw Error(cat(index.string(), ": weight_map entry '", it.key(), "' is not a file name"));
+        if (!it.value().is_string())
+          throw Error(
+              cat(index.string(), ": weight_map entry '", it.key(), "' is not a file name"));
         std::string shard = it.value().get<std::string>();
         auto fi = file_index.find(shard);
         if (fi == file_index.end()) {
           fs::path sp = dir / shard;
-          if (!fs::exists(sp)) throw Error(cat(index.string(), ": shard '", shard, "' (for '", it.key(), "') does not exist"));
+          if (!fs::exists(sp))
+            throw Error(
+                cat(index.string(), ": shard '", shard, "' (for '", it.key(), "') does not exist"));
           files_.push_back(SafeTensorsFile::open(sp.string()));
           fi = file_index.emplace(shard, files_.size() - 1).first;
         }
         if (!files_[fi->second]->contains(it.key()))
-          throw Error(cat(index.string(), ": tensor '", it.key(), "' is mapped to '", shard, "' which does not hold it"));
+          throw Error(cat(index.string(), ": tensor '", it.key(), "' is mapped to '", shard,
+                          "' which does not hold it"));
         where_[it.key()] = fi->second;
       }
       return;
@@ -219,8 +229,13 @@ Checkpoint::Checkpoint(const std::string& path) : path_(path) {
       std::vector<std::string> found;
       for (const auto& e : fs::directory_iterator(dir))
         if (e.path().extension() == ".safetensors") found.push_back(e.path().string());
-      if (found.empty()) throw Error(cat(path, ": no model.safetensors, index or .safetensors file in this directory"));
-      if (found.size() > 1) throw Error(cat(path, ": several .safetensors files and no model.safetensors.index.json; name the file"));
+      if (found.empty())
+        throw Error(
+            cat(path, ": no model.safetensors, index or .safetensors file in this directory"));
+      if (found.size() > 1)
+        throw Error(
+            cat(path,
+                ": several .safetensors files and no model.safetensors.index.json; name the file"));
       files_.push_back(SafeTensorsFile::open(found[0]));
     }
   }
@@ -251,7 +266,8 @@ std::shared_ptr<SafeTensorsFile> Checkpoint::file_of(const std::string& name) co
 }
 
 std::map<std::string, std::string> Checkpoint::metadata() const {
-  std::map<std::string, std::string> m = files_.empty() ? std::map<std::string, std::string>{} : files_[0]->metadata();
+  std::map<std::string, std::string> m =
+      files_.empty() ? std::map<std::string, std::string>{} : files_[0]->metadata();
   for (const auto& kv : index_metadata_) m[kv.first] = kv.second;
   return m;
 }
@@ -268,12 +284,13 @@ namespace {
 
 // The tensors in file order (by name) and the file's first bytes: the header's length (8 bytes,
 // little-endian) and the JSON header, padded so that the data section starts 8-byte aligned.
-std::pair<std::vector<const TensorView*>, std::string> safetensors_layout(const std::string& what,
-                                                                         const std::vector<TensorView>& tensors,
-                                                                         const std::map<std::string, std::string>& metadata) {
+std::pair<std::vector<const TensorView*>, std::string> safetensors_layout(
+    const std::string& what, const std::vector<TensorView>& tensors,
+    const std::map<std::string, std::string>& metadata) {
   std::vector<const TensorView*> order;
   for (const auto& t : tensors) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](const TensorView* a, const TensorView* b) { return a->name < b->name; });
+  std::sort(order.begin(), order.end(),
+            [](const TensorView* a, const TensorView* b) { return a->name < b->name; });
 
   json header = json::object();
   if (!metadata.empty()) {
@@ -284,15 +301,22 @@ std::pair<std::vector<const TensorView*>, std::string> safetensors_layout(const 
   uint64_t offset = 0;
   for (size_t i = 0; i < order.size(); ++i) {
     const TensorView& t = *order[i];
-    if (t.name.empty() || t.name == "__metadata__") throw Error(cat(what, ": invalid tensor name '", t.name, "'"));
-    if (i > 0 && order[i - 1]->name == t.name) throw Error(cat(what, ": duplicate tensor name '", t.name, "'"));
+    if (t.name.empty() || t.name == "__metadata__")
+      throw Error(cat(what, ": invalid tensor name '", t.name, "'"));
+    if (i > 0 && order[i - 1]->name == t.name)
+      throw Error(cat(what, ": duplicate tensor name '", t.name, "'"));
     for (int64_t d : t.shape)
-      if (d < 0) throw Error(cat(what, ": tensor '", t.name, "' has a negative dimension ", shape_str(t.shape)));
+      if (d < 0)
+        throw Error(
+            cat(what, ": tensor '", t.name, "' has a negative dimension ", shape_str(t.shape)));
     size_t expected = static_cast<size_t>(t.numel()) * dtype_size(t.dtype);
     if (expected != t.nbytes)
       throw Error(cat(what, ": tensor '", t.name, "' has shape ", shape_str(t.shape), " and dtype ",
-                      dtype_name(t.dtype), " (", expected, " bytes) but ", t.nbytes, " bytes of data"));
-    header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.nbytes}}};
+                      dtype_name(t.dtype), " (", expected, " bytes) but ", t.nbytes,
+                      " bytes of data"));
+    header[t.name] = {{"dtype", dtype_name(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + t.nbytes}}};
     offset += t.nbytes;
   }
   std::string h = header.dump();
@@ -315,7 +339,8 @@ void save_safetensors(const std::string& path, const std::vector<TensorView>& te
   out.commit();
 }
 
-std::string safetensors_bytes(const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata) {
+std::string safetensors_bytes(const std::vector<TensorView>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   auto [order, bytes] = safetensors_layout("safetensors_bytes", tensors, metadata);
   for (const TensorView* t : order) bytes.append(reinterpret_cast<const char*>(t->data), t->nbytes);
   return bytes;
@@ -341,8 +366,10 @@ json checkpoint_identity(const std::string& path) {
     uint64_t h = fnv1a64(m.data(), std::min<size_t>(m.size(), 1 << 20));
     for (size_t off = 256u << 20; off < m.size(); off += 256u << 20)
       h = fnv1a64(m.data() + off, std::min<size_t>(m.size() - off, 1 << 16), h);
-    h = fnv1a64(m.data() + (m.size() > (1 << 16) ? m.size() - (1 << 16) : 0), std::min<size_t>(m.size(), 1 << 16), h);
-    id["files"].push_back({{"name", fs::path(f).filename().string()}, {"bytes", m.size()}, {"hash", hex64(h)}});
+    h = fnv1a64(m.data() + (m.size() > (1 << 16) ? m.size() - (1 << 16) : 0),
+                std::min<size_t>(m.size(), 1 << 16), h);
+    id["files"].push_back(
+        {{"name", fs::path(f).filename().string()}, {"bytes", m.size()}, {"hash", hex64(h)}});
   }
   return id;
 }

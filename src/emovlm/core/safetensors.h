@@ -15,7 +15,23 @@
 namespace emovlm {
 
 // Every dtype the safetensors format defines.
-enum class DType { BOOL, U8, I8, I16, U16, F16, BF16, I32, U32, F32, I64, U64, F64, F8_E4M3, F8_E5M2 };
+enum class DType {
+  BOOL,
+  U8,
+  I8,
+  I16,
+  U16,
+  F16,
+  BF16,
+  I32,
+  U32,
+  F32,
+  I64,
+  U64,
+  F64,
+  F8_E4M3,
+  F8_E5M2
+};
 
 const char* dtype_name(DType t);
 size_t dtype_size(DType t);
@@ -98,6 +114,7 @@ nlohmann::json checkpoint_identity(const std::string& path);
 void save_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 // The bytes save_safetensors would write, in memory (for small files sent between processes).
-std::string safetensors_bytes(const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata = {});
+std::string safetensors_bytes(const std::vector<TensorView>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace emovlm

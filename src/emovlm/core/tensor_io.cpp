@@ -7,33 +7,55 @@ namespace emovlm {
 
 torch::ScalarType to_scalar_type(DType dtype) {
   switch (dtype) {
-    case DType::BOOL: return torch::kBool;
-    case DType::U8: return torch::kUInt8;
-    case DType::I8: return torch::kInt8;
-    case DType::I16: return torch::kInt16;
-    case DType::F16: return torch::kFloat16;
-    case DType::BF16: return torch::kBFloat16;
-    case DType::I32: return torch::kInt32;
-    case DType::F32: return torch::kFloat32;
-    case DType::I64: return torch::kInt64;
-    case DType::F64: return torch::kFloat64;
-    default: throw Error(cat("dtype ", dtype_name(dtype), " has no tensor type in this libtorch build"));
+    case DType::BOOL:
+      return torch::kBool;
+    case DType::U8:
+      return torch::kUInt8;
+    case DType::I8:
+      return torch::kInt8;
+    case DType::I16:
+      return torch::kInt16;
+    case DType::F16:
+      return torch::kFloat16;
+    case DType::BF16:
+      return torch::kBFloat16;
+    case DType::I32:
+      return torch::kInt32;
+    case DType::F32:
+      return torch::kFloat32;
+    case DType::I64:
+      return torch::kInt64;
+    case DType::F64:
+      return torch::kFloat64;
+    default:
+      throw Error(cat("dtype ", dtype_name(dtype), " has no tensor type in this libtorch build"));
   }
 }
 
 DType from_scalar_type(torch::ScalarType type) {
   switch (type) {
-    case torch::kBool: return DType::BOOL;
-    case torch::kUInt8: return DType::U8;
-    case torch::kInt8: return DType::I8;
-    case torch::kInt16: return DType::I16;
-    case torch::kFloat16: return DType::F16;
-    case torch::kBFloat16: return DType::BF16;
-    case torch::kInt32: return DType::I32;
-    case torch::kFloat32: return DType::F32;
-    case torch::kInt64: return DType::I64;
-    case torch::kFloat64: return DType::F64;
-    default: throw Error(cat("tensor type ", c10::toString(type), " cannot be stored in safetensors"));
+    case torch::kBool:
+      return DType::BOOL;
+    case torch::kUInt8:
+      return DType::U8;
+    case torch::kInt8:
+      return DType::I8;
+    case torch::kInt16:
+      return DType::I16;
+    case torch::kFloat16:
+      return DType::F16;
+    case torch::kBFloat16:
+      return DType::BF16;
+    case torch::kInt32:
+      return DType::I32;
+    case torch::kFloat32:
+      return DType::F32;
+    case torch::kInt64:
+      return DType::I64;
+    case torch::kFloat64:
+      return DType::F64;
+    default:
+      throw Error(cat("tensor type ", c10::toString(type), " cannot be stored in safetensors"));
   }
 }
 
@@ -48,7 +70,8 @@ torch::Tensor tensor_from_view(const TensorView& view, std::shared_ptr<const voi
     std::memcpy(t.data_ptr(), view.data, view.nbytes);
     return t;
   }
-  return torch::from_blob(ptr, view.shape, [owner](void*) {}, opts);
+  return torch::from_blob(
+      ptr, view.shape, [owner](void*) {}, opts);
 }
 
 torch::Tensor load_tensor(const Checkpoint& checkpoint, const std::string& name) {
@@ -65,7 +88,8 @@ std::map<std::string, torch::Tensor> load_tensors(const std::string& path) {
 namespace {
 
 // Views onto CPU contiguous copies of the tensors (kept alive in `keep`).
-std::vector<TensorView> cpu_views(const std::string& what, const NamedTensors& tensors, std::vector<torch::Tensor>& keep) {
+std::vector<TensorView> cpu_views(const std::string& what, const NamedTensors& tensors,
+                                  std::vector<torch::Tensor>& keep) {
   std::vector<TensorView> views;
   keep.reserve(tensors.size());
   for (const auto& [name, t] : tensors) {
@@ -85,12 +109,14 @@ std::vector<TensorView> cpu_views(const std::string& what, const NamedTensors& t
 
 }  // namespace
 
-void save_tensors(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+void save_tensors(const std::string& path, const NamedTensors& tensors,
+                  const std::map<std::string, std::string>& metadata) {
   std::vector<torch::Tensor> keep;
   save_safetensors(path, cpu_views(path, tensors, keep), metadata);
 }
 
-std::string tensors_to_safetensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+std::string tensors_to_safetensors(const NamedTensors& tensors,
+                                   const std::map<std::string, std::string>& metadata) {
   std::vector<torch::Tensor> keep;
   return safetensors_bytes(cpu_views("tensors_to_safetensors", tensors, keep), metadata);
 }
@@ -101,12 +127,15 @@ void save_tensors(const std::string& path, const std::map<std::string, torch::Te
 }
 
 torch::Tensor to_tensor(const FloatArray& array) {
-  return torch::from_blob(const_cast<float*>(array.data.data()), array.shape, torch::kFloat32).clone();
+  return torch::from_blob(const_cast<float*>(array.data.data()), array.shape, torch::kFloat32)
+      .clone();
 }
 
 torch::Device parse_device(const std::string& s, const std::string& flag) {
-  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  if (s != "cpu" && s.rfind("cuda", 0) != 0) throw Error(cat(flag, " must be cpu, cuda, cuda:N or auto, not '", s, "'"));
+  if (s == "auto")
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  if (s != "cpu" && s.rfind("cuda", 0) != 0)
+    throw Error(cat(flag, " must be cpu, cuda, cuda:N or auto, not '", s, "'"));
   torch::Device d(torch::kCPU);
   try {
     d = torch::Device(s);

@@ -32,7 +32,8 @@ void save_tensors(const std::string& path, const NamedTensors& tensors,
 void save_tensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors,
                   const std::map<std::string, std::string>& metadata = {});
 // The bytes save_tensors writes, in memory.
-std::string tensors_to_safetensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {});
+std::string tensors_to_safetensors(const NamedTensors& tensors,
+                                   const std::map<std::string, std::string>& metadata = {});
 
 torch::Tensor to_tensor(const FloatArray& array);
 

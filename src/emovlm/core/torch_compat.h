@@ -1,4 +1,5 @@
-// The one place where libtorch versions differ: Debian's 1.13 on CPU machines, pip torch 2.x on GPUs.
+// The one place where libtorch versions differ: Debian's 1.13 on CPU machines, pip torch 2.x on
+// GPUs.
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -13,7 +14,8 @@
 #include <type_traits>
 
 #define EMOVLM_TORCH_AT_LEAST(major, minor) \
-  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+  (TORCH_VERSION_MAJOR > (major) ||         \
+   (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 namespace emovlm::compat {
 
@@ -22,15 +24,17 @@ namespace detail {
 // The attention math for queries [..., Tq, D] that sit at rows q0.. of a causal square aligned to
 // the end of the keys. Matmuls in the input dtype (bf16 runs on AMX); the softmax accumulates in
 // float32 inside the kernel for bf16/f16 inputs.
-inline torch::Tensor attention_math(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                    const c10::optional<torch::Tensor>& mask, bool is_causal, double s,
-                                    int64_t causal_offset) {
+inline torch::Tensor attention_math(const torch::Tensor& q, const torch::Tensor& k,
+                                    const torch::Tensor& v,
+                                    const c10::optional<torch::Tensor>& mask, bool is_causal,
+                                    double s, int64_t causal_offset) {
   // [..., Tq, D] x [..., D, Tk] -> [..., Tq, Tk]
   torch::Tensor scores = torch::matmul(q * s, k.transpose(-2, -1));
   if (is_causal) {
     const int64_t tq = q.size(-2), tk = k.size(-2);
     torch::Tensor causal =
-        torch::ones({tq, tk}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).tril(causal_offset);
+        torch::ones({tq, tk}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+            .tril(causal_offset);
     scores = scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity());
   }
   if (mask.has_value()) {
@@ -51,11 +55,10 @@ inline torch::Tensor attention_math(const torch::Tensor& q, const torch::Tensor&
 // [..., Tq, Tk]; is_causal masks key j > query i (aligned to the end when Tk > Tq);
 // scale defaults to 1/sqrt(D). Torch >= 2.1 uses the fused kernel; 1.13 the same math in steps,
 // over blocks of 2048 queries to bound the memory of the scores.
-inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                                  const torch::Tensor& v,
-                                                  const c10::optional<torch::Tensor>& mask = c10::nullopt,
-                                                  bool is_causal = false, c10::optional<double> scale = c10::nullopt,
-                                                  bool force_math = false) {
+inline torch::Tensor scaled_dot_product_attention(
+    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const c10::optional<torch::Tensor>& mask = c10::nullopt, bool is_causal = false,
+    c10::optional<double> scale = c10::nullopt, bool force_math = false) {
   const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
 #if EMOVLM_TORCH_AT_LEAST(2, 1)
   // (float64 inputs take the math path: the fused kernel would keep the weights in float64)
@@ -87,7 +90,8 @@ inline void set_num_threads(int n) {
 
 // The key of a parameter in Optimizer::state(): its TensorImpl address, printed as a string in
 // libtorch 1.13, the pointer itself in 2.x.
-using OptimizerStateKey = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+using OptimizerStateKey =
+    std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
 
 template <typename Key = OptimizerStateKey>  // a template, so that only the taken branch compiles
 Key optimizer_state_key(const torch::Tensor& p) {
@@ -105,7 +109,8 @@ Key optimizer_state_key(const torch::Tensor& p) {
 // the cache of casted weights is dropped when the outermost guard ends. enabled = false: no-op.
 class AutocastGuard {
  public:
-  AutocastGuard(torch::DeviceType device, torch::ScalarType type, bool enabled = true) : device_(device) {
+  AutocastGuard(torch::DeviceType device, torch::ScalarType type, bool enabled = true)
+      : device_(device) {
     if (!enabled) return;
     if (device != torch::kCPU && device != torch::kCUDA) return;
     active_ = true;
@@ -134,7 +139,8 @@ class AutocastGuard {
 #if EMOVLM_TORCH_AT_LEAST(2, 4)
     return at::autocast::get_autocast_dtype(device);
 #else
-    return device == torch::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+    return device == torch::kCPU ? at::autocast::get_autocast_cpu_dtype()
+                                 : at::autocast::get_autocast_gpu_dtype();
 #endif
   }
 

@@ -15,10 +15,12 @@ namespace fs = std::filesystem;
 namespace {
 
 // Field `key` of object j, which must be of `type` (an object or an array).
-const json& member(const json& j, const std::string& key, json::value_t type, const std::string& where) {
+const json& member(const json& j, const std::string& key, json::value_t type,
+                   const std::string& where) {
   auto it = j.find(key);
   if (it == j.end()) throw Error(cat(where, ": missing field '", key, "'"));
-  if (it->type() != type) throw Error(cat(where, ": field '", key, "' has the wrong type (", it->type_name(), ")"));
+  if (it->type() != type)
+    throw Error(cat(where, ": field '", key, "' has the wrong type (", it->type_name(), ")"));
   return *it;
 }
 
@@ -31,7 +33,8 @@ CacheManifest CacheManifest::parse(const json& m, const std::string& mpath) {
   c.raw = m;
   c.version = json_optional<int>(m, "version", 0, mpath);
   if (c.version < 1 || c.version > kFeatureCacheVersion)
-    throw Error(cat(mpath, ": a feature cache of format version ", c.version, "; this build reads 1 to ", kFeatureCacheVersion));
+    throw Error(cat(mpath, ": a feature cache of format version ", c.version,
+                    "; this build reads 1 to ", kFeatureCacheVersion));
   c.complete = json_optional<bool>(m, "complete", false, mpath);
   c.inputs = member(m, "inputs", json::value_t::object, mpath);
   c.labels = json_required<std::vector<std::string>>(c.inputs, "labels", mpath + ": inputs");
@@ -60,12 +63,14 @@ CacheManifest CacheManifest::parse(const json& m, const std::string& mpath) {
     Shard shard;
     shard.file = json_required<std::string>(sh, "file", where);
     // a file of this folder, never a path elsewhere
-    if (shard.file.empty() || shard.file == "." || shard.file == ".." || shard.file.find('/') != std::string::npos ||
-        shard.file.find('\\') != std::string::npos)
-      throw Error(cat(where, ": 'file' must be a file name in the cache folder, not '", shard.file, "'"));
+    if (shard.file.empty() || shard.file == "." || shard.file == ".." ||
+        shard.file.find('/') != std::string::npos || shard.file.find('\\') != std::string::npos)
+      throw Error(
+          cat(where, ": 'file' must be a file name in the cache folder, not '", shard.file, "'"));
     shard.cached = json_required<int64_t>(sh, "cached", where);
     if (shard.cached < 0 || shard.cached > static_cast<int64_t>(c.entries.size()))
-      throw Error(cat(where, ": 'cached' is ", shard.cached, ", outside 0..", c.entries.size(), " (the manifest's entries)"));
+      throw Error(cat(where, ": 'cached' is ", shard.cached, ", outside 0..", c.entries.size(),
+                      " (the manifest's entries)"));
     if (sh.contains("answers")) {
       shard.has_answers = true;
       shard.answers = json_required<std::vector<std::string>>(sh, "answers", where);

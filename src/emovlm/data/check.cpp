@@ -41,8 +41,10 @@ json stats(std::vector<int> v) {
 json check_dataset(const CheckOptions& o) {
   const Dataset d = load_dataset(o.data, o.dataset);
   std::vector<Item> items;
-  for (const auto& [name, split] : {std::pair<std::string, const std::vector<Sample>*>{"train", &d.train},
-                                    {"val", &d.val}, {"test", &d.test}})
+  for (const auto& [name, split] :
+       {std::pair<std::string, const std::vector<Sample>*>{"train", &d.train},
+        {"val", &d.val},
+        {"test", &d.test}})
     for (const auto& s : *split) items.push_back({&s, name});
 
   // hash (and decode) on worker threads; results in order
@@ -62,8 +64,11 @@ json check_dataset(const CheckOptions& o) {
     }
     return it;
   };
-  const int n_threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  OrderedPrefetcher<Item> results(items.size(), examine, n_threads, 4 * static_cast<size_t>(n_threads));
+  const int n_threads = o.threads > 0
+                            ? o.threads
+                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  OrderedPrefetcher<Item> results(items.size(), examine, n_threads,
+                                  4 * static_cast<size_t>(n_threads));
   Progress bar("data check", static_cast<int64_t>(items.size()), "images");
   for (size_t i = 0; i < items.size(); ++i) {
     results.next(items[i]);
@@ -92,13 +97,18 @@ json check_dataset(const CheckOptions& o) {
     for (const Item* it : group) {
       splits.insert(it->split);
       labels.insert(d.labels.labels[it->sample->label]);
-      paths.push_back({{"path", it->sample->path}, {"split", it->split}, {"label", d.labels.labels[it->sample->label]}});
+      paths.push_back({{"path", it->sample->path},
+                       {"split", it->split},
+                       {"label", d.labels.labels[it->sample->label]}});
     }
     const bool across = splits.size() > 1, conflict = labels.size() > 1;
     cross += across;
     conflicting += conflict;
     extra_copies += static_cast<int64_t>(group.size()) - 1;
-    dups.push_back({{"content_hash", hex64(h)}, {"copies", paths}, {"across_splits", across}, {"conflicting_labels", conflict}});
+    dups.push_back({{"content_hash", hex64(h)},
+                    {"copies", paths},
+                    {"across_splits", across},
+                    {"conflicting_labels", conflict}});
   }
   rep["duplicate_groups"] = dups.size();
   rep["duplicate_extra_copies"] = extra_copies;
@@ -110,7 +120,8 @@ json check_dataset(const CheckOptions& o) {
   if (!o.out.empty()) {  // the paths as the report file stores them (relative to its folder)
     json stored = rep;
     stored["data"] = store_path(o.data, o.out);
-    for (auto& u : stored["unreadable"]) u["path"] = store_path(u["path"].get<std::string>(), o.out);
+    for (auto& u : stored["unreadable"])
+      u["path"] = store_path(u["path"].get<std::string>(), o.out);
     for (auto& g : stored["duplicates"])
       for (auto& c : g["copies"]) c["path"] = store_path(c["path"].get<std::string>(), o.out);
     make_dirs(parent_folder(o.out));
@@ -118,7 +129,8 @@ json check_dataset(const CheckOptions& o) {
   }
   std::vector<std::string> errors;
   for (const auto& u : unreadable) errors.push_back(u["error"].get<std::string>());
-  check_readable("the dataset", o.data, items.size(), errors);  // after the report: it lists them all
+  check_readable("the dataset", o.data, items.size(),
+                 errors);  // after the report: it lists them all
   return rep;
 }
 

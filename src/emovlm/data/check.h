@@ -14,11 +14,11 @@
 namespace emovlm {
 
 struct CheckOptions {
-  std::string data;         // dataset root or manifest
-  DatasetOptions dataset;   // labels and the validation split, as the other commands take them
-  bool decode = false;      // decode every image (slower; finds truncated and corrupt files)
-  int threads = 0;          // 0: every core
-  std::string out;          // the report (.json), written atomically; "" = none
+  std::string data;        // dataset root or manifest
+  DatasetOptions dataset;  // labels and the validation split, as the other commands take them
+  bool decode = false;     // decode every image (slower; finds truncated and corrupt files)
+  int threads = 0;         // 0: every core
+  std::string out;         // the report (.json), written atomically; "" = none
 };
 
 // Returns the report: {"splits": {name: {"images", "per_class"}}, "duplicates": [{"paths",

@@ -51,18 +51,22 @@ json convert_emoset(const ConvertOptions& o, std::string& lines) {
   for (const char* split : {"train", "val", "test"}) {
     const std::string f = (fs::path(o.src) / (std::string(split) + ".json")).string();
     if (!file_exists(f)) {
-      if (std::string(split) == "train") throw Error(cat(f, ": missing (EmoSet ships train.json, val.json, test.json)"));
+      if (std::string(split) == "train")
+        throw Error(cat(f, ": missing (EmoSet ships train.json, val.json, test.json)"));
       continue;
     }
     json entries = read_json_file(f);
-    if (!entries.is_array()) throw Error(cat(f, ": expected a list of [emotion, image_id, image_path, annotation_path]"));
+    if (!entries.is_array())
+      throw Error(cat(f, ": expected a list of [emotion, image_id, image_path, annotation_path]"));
     int64_t k = 0;
     for (const auto& e : entries) {
       ++k;
       if (!e.is_array() || e.size() < 3 || !e[0].is_string() || !e[2].is_string())
-        throw Error(cat(f, ": entry ", k, " is not [emotion, image_id, image_path, annotation_path]"));
+        throw Error(
+            cat(f, ": entry ", k, " is not [emotion, image_id, image_path, annotation_path]"));
       const std::string label = e[0].get<std::string>();
-      if (mikels.index_of(label) < 0) throw Error(cat(f, ": entry ", k, " has emotion '", label, "' outside Mikels' 8"));
+      if (mikels.index_of(label) < 0)
+        throw Error(cat(f, ": entry ", k, " has emotion '", label, "' outside Mikels' 8"));
       fs::path img = fs::path(o.images.empty() ? o.src : o.images) / e[2].get<std::string>();
       if (!fs::exists(img)) {
         rep["missing"].push_back(img.string());
@@ -82,7 +86,9 @@ json convert_emotion6(const ConvertOptions& o, std::string& lines) {
   const std::string gt = (fs::path(o.src) / "ground_truth.txt").string();
   std::ifstream in(gt);
   if (!in) throw Error(cat(gt, ": cannot open (Emotion6 ships ground_truth.txt)"));
-  const std::string images = o.images.empty() ? (fs::is_directory(fs::path(o.src) / "images") ? (fs::path(o.src) / "images").string() : o.src)
+  const std::string images = o.images.empty() ? (fs::is_directory(fs::path(o.src) / "images")
+                                                     ? (fs::path(o.src) / "images").string()
+                                                     : o.src)
                                               : o.images;
   const char* names[7] = {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"};
   json rep = {{"format", "emotion6"}, {"missing", json::array()}, {"ties", json::array()}};
@@ -93,10 +99,12 @@ json convert_emotion6(const ConvertOptions& o, std::string& lines) {
     auto f = split_fields(line);
     if (f.empty()) continue;
     if (lineno == 1 && (f.size() < 2 || !is_number(f[1]))) continue;  // the header
-    if (f.size() < 10) throw Error(cat(gt, ":", lineno, ": expected image, valence, arousal and 7 probabilities"));
+    if (f.size() < 10)
+      throw Error(cat(gt, ":", lineno, ": expected image, valence, arousal and 7 probabilities"));
     std::vector<double> p(7);
     for (int i = 0; i < 7; ++i) {
-      if (!is_number(f[3 + i])) throw Error(cat(gt, ":", lineno, ": '", f[3 + i], "' is not a number"));
+      if (!is_number(f[3 + i]))
+        throw Error(cat(gt, ":", lineno, ": '", f[3 + i], "' is not a number"));
       p[i] = std::stod(f[3 + i]);
     }
     const double best = *std::max_element(p.begin(), p.begin() + 6);
@@ -109,20 +117,28 @@ json convert_emotion6(const ConvertOptions& o, std::string& lines) {
     }
     json soft = json::object();
     for (int i = 0; i < 7; ++i) soft[names[i]] = p[i];
-    lines += json({{"path", img.string()}, {"label", names[label]}, {"soft", soft},
-                   {"valence", std::stod(f[1])}, {"arousal", std::stod(f[2])}}).dump() + "\n";
+    lines += json({{"path", img.string()},
+                   {"label", names[label]},
+                   {"soft", soft},
+                   {"valence", std::stod(f[1])},
+                   {"arousal", std::stod(f[2])}})
+                 .dump() +
+             "\n";
     ++n;
   }
   rep["images"] = n;
   rep["labels"] = LabelSet::from_spec("ekman6").labels;
-  rep["note"] = "the label is the dominant emotion among the six (neutral excluded); ties take the first in Ekman order";
+  rep["note"] =
+      "the label is the dominant emotion among the six (neutral excluded); ties take the first in "
+      "Ekman order";
   return rep;
 }
 
 json convert_votes(const ConvertOptions& o, std::string& lines) {
   std::ifstream in(o.src);
   if (!in) throw Error(cat(o.src, ": cannot open the vote-count file"));
-  if (o.images.empty()) throw Error("data convert --format votes: give --images DIR (where <id>.jpg lives)");
+  if (o.images.empty())
+    throw Error("data convert --format votes: give --images DIR (where <id>.jpg lives)");
   json rep = {{"format", "votes"}, {"missing", json::array()}, {"ties", json::array()}};
   std::string line;
   int64_t lineno = 0, n = 0;
@@ -136,15 +152,19 @@ json convert_votes(const ConvertOptions& o, std::string& lines) {
       for (size_t i = 0; i < f.size(); ++i) {
         std::string h = f[i];
         for (auto& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        if (h.rfind("pos", 0) == 0) col_pos = static_cast<int>(i);
-        else if (h.rfind("neg", 0) == 0) col_neg = static_cast<int>(i);
-        else if (h == "id" || h == "image" || h == "image_id") col_id = static_cast<int>(i);
+        if (h.rfind("pos", 0) == 0)
+          col_pos = static_cast<int>(i);
+        else if (h.rfind("neg", 0) == 0)
+          col_neg = static_cast<int>(i);
+        else if (h == "id" || h == "image" || h == "image_id")
+          col_id = static_cast<int>(i);
       }
       continue;
     }
     const int need = std::max({col_id, col_pos, col_neg});
     if (static_cast<int>(f.size()) <= need || !is_number(f[col_pos]) || !is_number(f[col_neg]))
-      throw Error(cat(o.src, ":", lineno, ": expected an image id and positive/negative vote counts"));
+      throw Error(
+          cat(o.src, ":", lineno, ": expected an image id and positive/negative vote counts"));
     const double pos = std::stod(f[col_pos]), neg = std::stod(f[col_neg]);
     if (pos == neg) {
       rep["ties"].push_back(f[col_id]);
@@ -162,8 +182,11 @@ json convert_votes(const ConvertOptions& o, std::string& lines) {
       rep["missing"].push_back(f[col_id]);
       continue;
     }
-    lines += json({{"path", img.string()}, {"label", pos > neg ? "positive" : "negative"},
-                   {"soft", {{"positive", pos / (pos + neg)}, {"negative", neg / (pos + neg)}}}}).dump() + "\n";
+    lines += json({{"path", img.string()},
+                   {"label", pos > neg ? "positive" : "negative"},
+                   {"soft", {{"positive", pos / (pos + neg)}, {"negative", neg / (pos + neg)}}}})
+                 .dump() +
+             "\n";
     ++n;
   }
   rep["images"] = n;
@@ -198,8 +221,10 @@ json convert_folders(const ConvertOptions& o, std::string& lines) {
     for (const auto& cls : sorted_dirs(dir)) {
       std::vector<std::string> files;
       for (const auto& e : fs::directory_iterator(cls)) {
-        std::error_code ec;  // an entry that cannot be inspected (a link loop) is listed: reading it reports it
-        if (!e.is_directory(ec) && is_image_file(e.path().string())) files.push_back(e.path().string());
+        std::error_code
+            ec;  // an entry that cannot be inspected (a link loop) is listed: reading it reports it
+        if (!e.is_directory(ec) && is_image_file(e.path().string()))
+          files.push_back(e.path().string());
       }
       std::sort(files.begin(), files.end());
       const std::string label = cls.filename().string();
@@ -212,7 +237,8 @@ json convert_folders(const ConvertOptions& o, std::string& lines) {
       }
     }
   }
-  if (n == 0) throw Error(cat(o.src, ": no images in ROOT/<emotion>/ or ROOT/{train,val,test}/<emotion>/"));
+  if (n == 0)
+    throw Error(cat(o.src, ": no images in ROOT/<emotion>/ or ROOT/{train,val,test}/<emotion>/"));
   rep["images"] = n;
   rep["labels"] = std::vector<std::string>(labels.begin(), labels.end());
   return rep;
@@ -222,8 +248,8 @@ json convert_folders(const ConvertOptions& o, std::string& lines) {
 // label; the test share first, seeded with mix_seed(seed, 1) as load_dataset's, then val).
 void assign_splits(const ConvertOptions& o, std::string& lines, json& rep) {
   if (o.test_fraction < 0 || o.val_fraction < 0 || o.test_fraction + o.val_fraction >= 1)
-    throw Error(cat("data convert: --test-fraction ", o.test_fraction, " and --val-fraction ", o.val_fraction,
-                    " must be >= 0 with a sum below 1"));
+    throw Error(cat("data convert: --test-fraction ", o.test_fraction, " and --val-fraction ",
+                    o.val_fraction, " must be >= 0 with a sum below 1"));
   std::vector<json> rows;
   std::istringstream in(lines);
   for (std::string line; std::getline(in, line);)
@@ -235,11 +261,13 @@ void assign_splits(const ConvertOptions& o, std::string& lines, json& rep) {
     for (size_t i = 0; i < rows.size(); ++i) {
       if (rows[i].contains("split")) continue;
       const std::string label = rows[i]["label"].get<std::string>();
-      const int idx = label_index.emplace(label, static_cast<int>(label_index.size())).first->second;
+      const int idx =
+          label_index.emplace(label, static_cast<int>(label_index.size())).first->second;
       open.push_back({rows[i]["path"].get<std::string>(), idx, {}});
       row_of[open.back().path] = i;
     }
-    if (open.empty()) rep["note_split"] = "every image already has a split; --test-fraction/--val-fraction unused";
+    if (open.empty())
+      rep["note_split"] = "every image already has a split; --test-fraction/--val-fraction unused";
     std::vector<Sample> rest = open;
     if (o.test_fraction > 0) {
       auto [keep, held] = stratified_split(rest, o.test_fraction, mix_seed(o.split_seed, 1));
@@ -248,7 +276,8 @@ void assign_splits(const ConvertOptions& o, std::string& lines, json& rep) {
     }
     if (o.val_fraction > 0) {
       // a share of all open images, as the test share is
-      auto [keep, held] = stratified_split(rest, o.val_fraction / (1 - o.test_fraction), o.split_seed);
+      auto [keep, held] =
+          stratified_split(rest, o.val_fraction / (1 - o.test_fraction), o.split_seed);
       for (const auto& s : held) rows[row_of.at(s.path)]["split"] = "val";
       rest = keep;
     }
@@ -269,12 +298,19 @@ void assign_splits(const ConvertOptions& o, std::string& lines, json& rep) {
 json convert_dataset(const ConvertOptions& o) {
   std::string lines;
   json rep;
-  if (o.format == "emoset") rep = convert_emoset(o, lines);
-  else if (o.format == "emotion6") rep = convert_emotion6(o, lines);
-  else if (o.format == "votes" || o.format == "flickr" || o.format == "instagram") rep = convert_votes(o, lines);
-  else if (o.format == "folders") rep = convert_folders(o, lines);
-  else throw Error(cat("data convert: --format must be emoset, emotion6, votes (flickr, instagram) or folders, not '",
-                       o.format, "'"));
+  if (o.format == "emoset")
+    rep = convert_emoset(o, lines);
+  else if (o.format == "emotion6")
+    rep = convert_emotion6(o, lines);
+  else if (o.format == "votes" || o.format == "flickr" || o.format == "instagram")
+    rep = convert_votes(o, lines);
+  else if (o.format == "folders")
+    rep = convert_folders(o, lines);
+  else
+    throw Error(
+        cat("data convert: --format must be emoset, emotion6, votes (flickr, instagram) or "
+            "folders, not '",
+            o.format, "'"));
   if (lines.empty()) throw Error(cat(o.src, ": no usable images found"));
   assign_splits(o, lines, rep);
   // image paths as the manifest stores them: relative to its folder (core/paths.h)

@@ -8,9 +8,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <set>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "emovlm/core/error.h"
@@ -27,10 +27,15 @@ uint64_t SplitMix64::next() {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
-double SplitMix64::uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
-uint64_t SplitMix64::below(uint64_t n) { return n ? next() % n : 0; }
+double SplitMix64::uniform() {
+  return (next() >> 11) * (1.0 / 9007199254740992.0);
+}
+uint64_t SplitMix64::below(uint64_t n) {
+  return n ? next() % n : 0;
+}
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
-  SplitMix64 r(a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull) ^ (c * 0xD6E8FEB86659FD93ull));
+  SplitMix64 r(a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull) ^
+               (c * 0xD6E8FEB86659FD93ull));
   return r.next();
 }
 
@@ -57,7 +62,8 @@ std::vector<std::string> list_image_files(const std::string& dir) {
     for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec)) {
       const fs::path p = it->path();
       std::error_code sec;
-      const fs::file_status s = fs::status(p, sec);  // follows links; a loop or dangling link: an error
+      const fs::file_status s =
+          fs::status(p, sec);  // follows links; a loop or dangling link: an error
       if (!sec && fs::is_directory(s))
         todo.push_back(p);
       else if (is_image_file(p.string()))
@@ -80,8 +86,8 @@ std::vector<std::string> unreadable_by_stat(const std::vector<Sample>& samples) 
   return out;
 }
 
-void check_readable(const std::string& what, const std::string& source, size_t total, const std::vector<std::string>& errors,
-                    bool quiet) {
+void check_readable(const std::string& what, const std::string& source, size_t total,
+                    const std::vector<std::string>& errors, bool quiet) {
   if (errors.empty()) return;
   auto first = [&](size_t n) {
     std::string s;
@@ -89,25 +95,34 @@ void check_readable(const std::string& what, const std::string& source, size_t t
     return s;
   };
   if (errors.size() >= total)
-    throw Error(cat(source, ": none of the ", total, " images of ", what, " could be read (", first(3), ")"));
+    throw Error(cat(source, ": none of the ", total, " images of ", what, " could be read (",
+                    first(3), ")"));
   if (!quiet && errors.size() * 100 > total)
-    std::fprintf(stderr, "warning: %s: %zu of %zu images of %s could not be read (%.1f%%), e.g. %s\n", source.c_str(),
-                 errors.size(), total, what.c_str(), 100.0 * static_cast<double>(errors.size()) / static_cast<double>(total),
-                 first(1).c_str());
+    std::fprintf(
+        stderr, "warning: %s: %zu of %zu images of %s could not be read (%.1f%%), e.g. %s\n",
+        source.c_str(), errors.size(), total, what.c_str(),
+        100.0 * static_cast<double>(errors.size()) / static_cast<double>(total), first(1).c_str());
 }
 
 const std::vector<Sample>& Dataset::split(const std::string& name) const {
-  const std::vector<Sample>* s = name == "train" ? &train : name == "val" ? &val : name == "test" ? &test : nullptr;
+  const std::vector<Sample>* s = name == "train"  ? &train
+                                 : name == "val"  ? &val
+                                 : name == "test" ? &test
+                                                  : nullptr;
   if (!s) throw Error(cat("unknown split '", name, "' (train, val, test)"));
   if (s->empty()) throw Error(cat(source, ": the ", name, " split has no images"));
   return *s;
 }
 
 json Dataset::summary() const {
-  json j = {{"source", source}, {"labels", labels.labels}, {"label_set", labels.name},
-            {"val_origin", val_origin}, {"test_origin", test_origin}};
+  json j = {{"source", source},
+            {"labels", labels.labels},
+            {"label_set", labels.name},
+            {"val_origin", val_origin},
+            {"test_origin", test_origin}};
   for (const auto& [name, s] : {std::pair<std::string, const std::vector<Sample>*>{"train", &train},
-                                {"val", &val}, {"test", &test}}) {
+                                {"val", &val},
+                                {"test", &test}}) {
     std::vector<int64_t> counts(labels.labels.size(), 0);
     for (const auto& x : *s) counts[x.label]++;
     j["splits"][name] = {{"images", s->size()}, {"per_class", counts}};
@@ -115,8 +130,8 @@ json Dataset::summary() const {
   return j;
 }
 
-std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(const std::vector<Sample>& samples, double fraction,
-                                                                     uint64_t seed) {
+std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(
+    const std::vector<Sample>& samples, double fraction, uint64_t seed) {
   std::map<int, std::vector<Sample>> by_class;
   for (const auto& s : samples) by_class[s.label].push_back(s);
   std::vector<Sample> keep, held;
@@ -151,13 +166,16 @@ std::vector<Sample> scan_split(const fs::path& dir, const LabelSet& labels) {
   std::vector<Sample> out;
   for (const auto& cls : sorted_subdirs(dir)) {
     int idx = labels.index_of(cls);
-    if (idx < 0) throw Error(cat((dir / cls).string(), ": folder '", cls, "' is not a label of ", labels.name));
+    if (idx < 0)
+      throw Error(
+          cat((dir / cls).string(), ": folder '", cls, "' is not a label of ", labels.name));
     std::vector<std::string> files;
     // every image-named entry but directories: one that cannot be read (a FIFO, a dangling link, a
     // link loop) is listed, and reported as unreadable by the command that reads it
     for (const auto& e : fs::directory_iterator(dir / cls)) {
       std::error_code ec;
-      if (!e.is_directory(ec) && is_image_file(e.path().string())) files.push_back(e.path().string());
+      if (!e.is_directory(ec) && is_image_file(e.path().string()))
+        files.push_back(e.path().string());
     }
     std::sort(files.begin(), files.end());
     for (auto& f : files) out.push_back({f, idx, {}});
@@ -179,9 +197,12 @@ std::vector<std::string> split_csv_line(const std::string& line) {
   for (size_t i = 0; i < line.size(); ++i) {
     char c = line[i];
     if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') cur += '"', ++i;
-      else if (c == '"') quoted = false;
-      else cur += c;
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"')
+        cur += '"', ++i;
+      else if (c == '"')
+        quoted = false;
+      else
+        cur += c;
     } else if (c == '"') {
       quoted = true;
     } else if (c == ',') {
@@ -204,7 +225,8 @@ std::vector<Row> read_manifest(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error(cat(path, ": cannot open"));
   std::vector<Row> rows;
-  const bool jsonl = fs::path(path).extension() == ".jsonl" || fs::path(path).extension() == ".json";
+  const bool jsonl =
+      fs::path(path).extension() == ".jsonl" || fs::path(path).extension() == ".json";
   std::string line;
   size_t lineno = 0;
   std::vector<std::string> header;
@@ -224,23 +246,30 @@ std::vector<Row> read_manifest(const std::string& path) {
       r.label = json_required<std::string>(j, "label", where);
       r.split = json_optional<std::string>(j, "split", "", where);
       if (j.contains("soft") && j["soft"].is_object())
-        for (auto it = j["soft"].begin(); it != j["soft"].end(); ++it) r.soft[it.key()] = it.value().get<float>();
+        for (auto it = j["soft"].begin(); it != j["soft"].end(); ++it)
+          r.soft[it.key()] = it.value().get<float>();
     } else {
       auto cells = split_csv_line(line);
       if (header.empty()) {
         header = cells;
         if (std::find(header.begin(), header.end(), "path") == header.end() ||
             std::find(header.begin(), header.end(), "label") == header.end())
-          throw Error(cat(where, ": the CSV header must name the columns 'path' and 'label' (and optionally 'split')"));
+          throw Error(cat(where,
+                          ": the CSV header must name the columns 'path' and 'label' (and "
+                          "optionally 'split')"));
         continue;
       }
       if (cells.size() != header.size())
         throw Error(cat(where, ": ", cells.size(), " columns, the header has ", header.size()));
       for (size_t i = 0; i < header.size(); ++i) {
-        if (header[i] == "path") r.path = cells[i];
-        else if (header[i] == "label") r.label = cells[i];
-        else if (header[i] == "split") r.split = cells[i];
-        else if (header[i].rfind("soft_", 0) == 0 && !cells[i].empty()) r.soft[header[i].substr(5)] = std::stof(cells[i]);
+        if (header[i] == "path")
+          r.path = cells[i];
+        else if (header[i] == "label")
+          r.label = cells[i];
+        else if (header[i] == "split")
+          r.split = cells[i];
+        else if (header[i].rfind("soft_", 0) == 0 && !cells[i].empty())
+          r.soft[header[i].substr(5)] = std::stof(cells[i]);
       }
     }
     if (!r.split.empty() && r.split != "train" && r.split != "val" && r.split != "test")
@@ -260,7 +289,8 @@ Dataset load_dataset(const std::string& path, const DatasetOptions& opt) {
   if (!fs::exists(path)) throw Error(cat(path, ": no such dataset directory or manifest"));
   if (fs::is_directory(path)) {
     fs::path root(path);
-    if (!fs::is_directory(root / "train")) throw Error(cat(path, ": no train/ folder (expected ROOT/{train,val,test}/<emotion>/)"));
+    if (!fs::is_directory(root / "train"))
+      throw Error(cat(path, ": no train/ folder (expected ROOT/{train,val,test}/<emotion>/)"));
     std::vector<std::string> classes = sorted_subdirs(root / "train");
     if (classes.empty()) throw Error(cat((root / "train").string(), ": no class folders"));
     if (opt.labels.empty()) {
@@ -299,11 +329,16 @@ Dataset load_dataset(const std::string& path, const DatasetOptions& opt) {
     bool has_val = false, has_test = false;
     for (const auto& r : rows) {
       int idx = d.labels.index_of(r.label);
-      if (idx < 0) throw Error(cat(path, ": image ", r.path, " has label '", r.label, "' outside ", d.labels.name));
+      if (idx < 0)
+        throw Error(
+            cat(path, ": image ", r.path, " has label '", r.label, "' outside ", d.labels.name));
       Sample s{r.path, idx, r.soft};
-      if (r.split == "val") d.val.push_back(s), has_val = true;
-      else if (r.split == "test") d.test.push_back(s), has_test = true;
-      else d.train.push_back(s);
+      if (r.split == "val")
+        d.val.push_back(s), has_val = true;
+      else if (r.split == "test")
+        d.test.push_back(s), has_test = true;
+      else
+        d.train.push_back(s);
     }
     check_classes(d.train, d.labels, path + " (train)");
     d.val_origin = d.test_origin = "manifest";
@@ -311,7 +346,8 @@ Dataset load_dataset(const std::string& path, const DatasetOptions& opt) {
       auto [keep, held] = stratified_split(d.train, opt.test_fraction, mix_seed(opt.split_seed, 1));
       d.train = keep;
       d.test = held;
-      d.test_origin = cat(opt.test_fraction * 100, "% of the manifest, stratified, seed ", opt.split_seed);
+      d.test_origin =
+          cat(opt.test_fraction * 100, "% of the manifest, stratified, seed ", opt.split_seed);
     }
     if (!has_val) {
       auto [keep, held] = stratified_split(d.train, opt.val_fraction, opt.split_seed);

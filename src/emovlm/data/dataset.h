@@ -31,7 +31,7 @@ struct Dataset {
   std::string source;  // root directory or manifest file
   LabelSet labels;
   std::vector<Sample> train, val, test;
-  std::string val_origin;   // "val/", "manifest", or how it was split off train
+  std::string val_origin;  // "val/", "manifest", or how it was split off train
   std::string test_origin;
 
   // "train", "val", "test"; throws for an unknown or empty split.
@@ -46,8 +46,8 @@ Dataset load_dataset(const std::string& path, const DatasetOptions& options = {}
 // The deterministic stratified split (the same on every run and machine): per class, a
 // SplitMix64-seeded Fisher-Yates shuffle of the sorted paths, round(fraction * n) to the held-out
 // part (at least one when the class has two or more). Returns {kept, held_out}.
-std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(const std::vector<Sample>& samples, double fraction,
-                                                                     uint64_t seed);
+std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(
+    const std::vector<Sample>& samples, double fraction, uint64_t seed);
 
 // A name with an image extension (case-insensitive): JPEG, PNG, GIF, BMP, WebP or TIFF.
 bool is_image_file(const std::string& path);
@@ -72,8 +72,8 @@ struct SplitMix64 {
   uint64_t state;
   explicit SplitMix64(uint64_t seed) : state(seed) {}
   uint64_t next();
-  double uniform();                  // [0, 1)
-  uint64_t below(uint64_t n);        // [0, n)
+  double uniform();            // [0, 1)
+  uint64_t below(uint64_t n);  // [0, n)
 };
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0);
 

@@ -30,7 +30,8 @@ std::string feature_cache_shard_name(size_t k) {
 }
 
 json vlm_identity(const std::string& vlm, const std::string& adapter) {
-  return {{"vlm", checkpoint_identity(vlm)}, {"adapter", adapter.empty() ? json(nullptr) : checkpoint_identity(adapter)}};
+  return {{"vlm", checkpoint_identity(vlm)},
+          {"adapter", adapter.empty() ? json(nullptr) : checkpoint_identity(adapter)}};
 }
 
 json vlm_identity_of_cache(const json& manifest) {
@@ -38,13 +39,13 @@ json vlm_identity_of_cache(const json& manifest) {
   return {{"vlm", in.at("vlm")}, {"adapter", in.value("adapter", json(nullptr))}};
 }
 
-void check_same_vlm(const json& a, const std::string& a_what, const json& b, const std::string& b_what) {
+void check_same_vlm(const json& a, const std::string& a_what, const json& b,
+                    const std::string& b_what) {
   const std::string d = json_first_difference(a, b);
   if (!d.empty())
     throw Error(cat(b_what, " was made from another VLM (or adapter) than ", a_what, ": ", d,
                     "; the parts of one pipeline must come from the same VLM"));
 }
-
 
 namespace {
 
@@ -52,17 +53,23 @@ namespace {
 // vlm_scores [N, C], vlm_answer [N] in -1..C-1 (-1: no parseable answer), labels [N] in 0..C-1,
 // index [N] (checked against the manifest by the caller). Anything else is refused here, naming
 // the shard, before it reaches a loss or an indexing op.
-void check_shard(const std::string& shard, const std::map<std::string, torch::Tensor>& ts, int64_t classes) {
-  for (const char* key : {"features", "teacher_logits", "vlm_scores", "vlm_answer", "labels", "index"})
+void check_shard(const std::string& shard, const std::map<std::string, torch::Tensor>& ts,
+                 int64_t classes) {
+  for (const char* key :
+       {"features", "teacher_logits", "vlm_scores", "vlm_answer", "labels", "index"})
     if (!ts.count(key)) throw Error(cat(shard, ": missing tensor '", key, "'"));
   const int64_t n = ts.at("index").dim() == 1 ? ts.at("index").size(0) : -1;
   auto expect = [&](const char* key, int64_t width, bool integral) {
     const torch::Tensor& x = ts.at(key);
-    const bool ok = width < 0 ? x.dim() == 1 && x.size(0) == n
-                              : x.dim() == 2 && x.size(0) == n && (width == 0 || x.size(1) == width);
+    const bool ok = width < 0
+                        ? x.dim() == 1 && x.size(0) == n
+                        : x.dim() == 2 && x.size(0) == n && (width == 0 || x.size(1) == width);
     if (!ok || n < 0)
-      throw Error(cat(shard, ": tensor '", key, "' has shape ", shape_str(x.sizes().vec()), "; expected ",
-                      width < 0 ? cat("[", n, "]") : width == 0 ? cat("[", n, ", D]") : cat("[", n, ", ", width, "]"),
+      throw Error(cat(shard, ": tensor '", key, "' has shape ", shape_str(x.sizes().vec()),
+                      "; expected ",
+                      width < 0    ? cat("[", n, "]")
+                      : width == 0 ? cat("[", n, ", D]")
+                                   : cat("[", n, ", ", width, "]"),
                       " (one row per cached image, ", classes, " classes)"));
     if (integral != !x.is_floating_point())
       throw Error(cat(shard, ": tensor '", key, "' has dtype ", x.scalar_type(), "; expected ",
@@ -79,8 +86,8 @@ void check_shard(const std::string& shard, const std::map<std::string, torch::Te
     if (n == 0) return;
     const int64_t mn = x.min().item<int64_t>(), mx = x.max().item<int64_t>();
     if (mn < lo || mx >= classes)
-      throw Error(cat(shard, ": tensor '", key, "' holds ", mn < lo ? mn : mx, ", outside ", lo, "..", classes - 1,
-                      " (the manifest's ", classes, " labels)"));
+      throw Error(cat(shard, ": tensor '", key, "' holds ", mn < lo ? mn : mx, ", outside ", lo,
+                      "..", classes - 1, " (the manifest's ", classes, " labels)"));
   };
   in_range("labels", 0);
   in_range("vlm_answer", -1);
@@ -92,7 +99,9 @@ FeatureCache FeatureCache::load(const std::string& dir) {
   const std::string mpath = (fs::path(dir) / "manifest.json").string();
   const CacheManifest m = CacheManifest::read_dir(dir);
   if (!m.complete)
-    throw Error(cat(dir, ": the extraction did not finish; run `emovlm extract` again with the same arguments to resume"));
+    throw Error(cat(dir,
+                    ": the extraction did not finish; run `emovlm extract` again with the same "
+                    "arguments to resume"));
   FeatureCache c;
   c.dir = dir;
   c.manifest = m.raw;
@@ -102,33 +111,40 @@ FeatureCache FeatureCache::load(const std::string& dir) {
   for (const CacheManifest::Shard& sh : m.shards) {
     if (sh.cached == 0) continue;
     const std::string shard = (fs::path(dir) / sh.file).string();
-    if (m.version >= 2) {  // a shard of another split or extraction (two writers, a copy gone wrong) is refused
+    if (m.version >=
+        2) {  // a shard of another split or extraction (two writers, a copy gone wrong) is refused
       const auto meta = Checkpoint(shard).metadata();
-      auto field = [&](const char* k) { auto it = meta.find(k); return it == meta.end() ? std::string("(none)") : it->second; };
+      auto field = [&](const char* k) {
+        auto it = meta.find(k);
+        return it == meta.end() ? std::string("(none)") : it->second;
+      };
       if (field("inputs") != want || field("split") != m.split)
-        throw Error(cat(shard, ": this shard belongs to another extraction (split ", field("split"), ", inputs ",
-                        field("inputs"), ") than the manifest's (split ", m.split, ", inputs ", want, ")"));
+        throw Error(cat(shard, ": this shard belongs to another extraction (split ", field("split"),
+                        ", inputs ", field("inputs"), ") than the manifest's (split ", m.split,
+                        ", inputs ", want, ")"));
     }
     auto ts = load_tensors(shard);
     check_shard(shard, ts, static_cast<int64_t>(c.labels.size()));
     const torch::Tensor idx = ts["index"];
     if (idx.size(0) != sh.cached)
-      throw Error(cat(shard, ": holds ", idx.size(0), " images where ", mpath, " says ", sh.cached));
+      throw Error(
+          cat(shard, ": holds ", idx.size(0), " images where ", mpath, " says ", sh.cached));
     f.push_back(ts["features"].to(torch::kFloat32));
     t.push_back(ts["teacher_logits"].to(torch::kFloat32));
     s.push_back(ts["vlm_scores"].to(torch::kFloat32));
     a.push_back(ts["vlm_answer"].clone());
     if (sh.has_answers) {
       if (static_cast<int64_t>(sh.answers.size()) != idx.size(0))
-        throw Error(cat(mpath, ": shard ", sh.file, " lists ", sh.answers.size(), " answers for ", idx.size(0),
-                        " cached images"));
+        throw Error(cat(mpath, ": shard ", sh.file, " lists ", sh.answers.size(), " answers for ",
+                        idx.size(0), " cached images"));
       c.vlm_text.insert(c.vlm_text.end(), sh.answers.begin(), sh.answers.end());
     }
     y.push_back(ts["labels"].clone());
     for (int64_t i = 0; i < idx.size(0); ++i) {
       const int64_t k = idx[i].item<int64_t>();
       if (k < 0 || k >= static_cast<int64_t>(m.entries.size()))
-        throw Error(cat(shard, ": index ", k, " outside the manifest's ", m.entries.size(), " entries"));
+        throw Error(
+            cat(shard, ": index ", k, " outside the manifest's ", m.entries.size(), " entries"));
       c.paths.push_back(m.entry_path(static_cast<size_t>(k), mpath));
     }
   }
@@ -160,15 +176,18 @@ std::vector<std::string> images_also_in(const std::string& dir, const std::strin
   const std::string mpath = (fs::path(dir) / "manifest.json").string();
   std::vector<std::string> out;
   for (size_t k = 0; k < m.entries.size(); ++k)
-    if (!m.entries[k].hash.empty() && other.count(m.entries[k].hash)) out.push_back(m.entry_path(k, mpath));
+    if (!m.entries[k].hash.empty() && other.count(m.entries[k].hash))
+      out.push_back(m.entry_path(k, mpath));
   return out;
 }
 
-int64_t warn_shared_images(const std::string& what, const std::string& dir, const std::string& train_dir, bool quiet) {
+int64_t warn_shared_images(const std::string& what, const std::string& dir,
+                           const std::string& train_dir, bool quiet) {
   const std::vector<std::string> shared = images_also_in(dir, train_dir);
   if (!shared.empty() && !quiet)
     std::fprintf(stderr,
-                 "warning: %zu of the %s cache's images are also in the training cache %s (same content), e.g. %s; "
+                 "warning: %zu of the %s cache's images are also in the training cache %s (same "
+                 "content), e.g. %s; "
                  "its accuracy then measures memory (`emovlm data check` lists them)\n",
                  shared.size(), what.c_str(), train_dir.c_str(), shared.front().c_str());
   return static_cast<int64_t>(shared.size());

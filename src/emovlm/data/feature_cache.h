@@ -16,7 +16,6 @@
 
 namespace emovlm {
 
-
 // The manifest's "inputs" digest stored in every shard, and shard k's file name.
 uint64_t feature_cache_inputs_hash(const nlohmann::json& inputs);
 std::string feature_cache_shard_name(size_t k);
@@ -26,8 +25,8 @@ std::string feature_cache_shard_name(size_t k);
 // naming both descriptions and the first field that differs.
 nlohmann::json vlm_identity(const std::string& vlm, const std::string& adapter);
 nlohmann::json vlm_identity_of_cache(const nlohmann::json& manifest);
-void check_same_vlm(const nlohmann::json& a, const std::string& a_what, const nlohmann::json& b, const std::string& b_what);
-
+void check_same_vlm(const nlohmann::json& a, const std::string& a_what, const nlohmann::json& b,
+                    const std::string& b_what);
 
 struct FeatureCache {
   std::string dir;
@@ -38,7 +37,7 @@ struct FeatureCache {
   torch::Tensor vlm_scores;      // [N, C] float32: sum of log-probabilities of each label's answer
   torch::Tensor vlm_answer;      // [N] int64: the VLM's class (-1: unparsable answer)
   std::vector<std::string> vlm_text;  // generate mode: the VLM's answers, [N] (score mode: empty)
-  torch::Tensor targets;         // [N] int64: the true labels
+  torch::Tensor targets;              // [N] int64: the true labels
 
   static FeatureCache load(const std::string& dir);
   int64_t size() const { return targets.size(0); }
@@ -55,6 +54,7 @@ std::vector<std::string> images_also_in(const std::string& dir, const std::strin
 
 // Warns on stderr (unless quiet) and returns the count: "N of the <what> cache's images are also
 // in the training cache ...".
-int64_t warn_shared_images(const std::string& what, const std::string& dir, const std::string& train_dir, bool quiet);
+int64_t warn_shared_images(const std::string& what, const std::string& dir,
+                           const std::string& train_dir, bool quiet);
 
 }  // namespace emovlm

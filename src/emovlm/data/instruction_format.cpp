@@ -27,8 +27,10 @@ std::vector<InstructionExample> read_instructions(const std::string& path) {
       throw Error(cat(where, ": invalid JSON: ", e.what()));
     }
     if (!j.is_object()) throw Error(cat(where, ": not a JSON object"));
-    InstructionExample e{json_required<std::string>(j, "image", where), json_optional<std::string>(j, "label", "", where),
-                         json_optional<std::string>(j, "kind", "", where), json_required<std::string>(j, "prompt", where),
+    InstructionExample e{json_required<std::string>(j, "image", where),
+                         json_optional<std::string>(j, "label", "", where),
+                         json_optional<std::string>(j, "kind", "", where),
+                         json_required<std::string>(j, "prompt", where),
                          json_required<std::string>(j, "answer", where)};
     e.image = resolve_stored_path(e.image, path);
     out.push_back(std::move(e));
@@ -38,7 +40,10 @@ std::vector<InstructionExample> read_instructions(const std::string& path) {
 }
 
 std::string instruction_line(const InstructionExample& e, const std::string& jsonl) {
-  return json({{"image", store_path(e.image, jsonl)}, {"label", e.label}, {"kind", e.kind}, {"prompt", e.prompt},
+  return json({{"image", store_path(e.image, jsonl)},
+               {"label", e.label},
+               {"kind", e.kind},
+               {"prompt", e.prompt},
                {"answer", e.answer}})
       .dump();
 }
@@ -49,11 +54,13 @@ void write_instructions(const std::string& path, const std::vector<InstructionEx
   write_file_atomic(path, s);
 }
 
-std::vector<InstructionExample> categorical_examples(const std::vector<Sample>& samples, const LabelSet& labels) {
+std::vector<InstructionExample> categorical_examples(const std::vector<Sample>& samples,
+                                                     const LabelSet& labels) {
   std::vector<InstructionExample> out;
   const std::string prompt = categorical_prompt(labels);
   for (const auto& s : samples)
-    out.push_back({s.path, labels.labels[s.label], "categorical", prompt, categorical_answer(labels.labels[s.label])});
+    out.push_back({s.path, labels.labels[s.label], "categorical", prompt,
+                   categorical_answer(labels.labels[s.label])});
   return out;
 }
 

@@ -24,18 +24,21 @@ struct InstructionExample {
 
 // The reference's instruction prompts.
 constexpr const char* kObservationPrompt =
-    "Observe the image and describe key elements of the image. Focus on the elements that convey emotion.";
+    "Observe the image and describe key elements of the image. Focus on the elements that convey "
+    "emotion.";
 constexpr const char* kReasoningPrompt =
     "Observe the image and describe the process of inferring the emotions conveyed in the image.";
 
 // Reads a JSONL file; image paths resolved against its folder. Errors name the file and line; an
 // empty file is an error.
 std::vector<InstructionExample> read_instructions(const std::string& jsonl);
-// One line of the file `jsonl` (without the newline), its image stored relative to the file's folder.
+// One line of the file `jsonl` (without the newline), its image stored relative to the file's
+// folder.
 std::string instruction_line(const InstructionExample& example, const std::string& jsonl);
 // Writes the whole file atomically.
 void write_instructions(const std::string& jsonl, const std::vector<InstructionExample>& examples);
 // The categorical example of every image of a split (no endpoint needed).
-std::vector<InstructionExample> categorical_examples(const std::vector<Sample>& samples, const LabelSet& labels);
+std::vector<InstructionExample> categorical_examples(const std::vector<Sample>& samples,
+                                                     const LabelSet& labels);
 
 }  // namespace emovlm

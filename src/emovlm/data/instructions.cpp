@@ -17,15 +17,15 @@
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
+#include "emovlm/core/http_client.h"
 #include "emovlm/core/json_util.h"
-#include "emovlm/core/progress.h"
 #include "emovlm/core/output_lock.h"
 #include "emovlm/core/paths.h"
+#include "emovlm/core/progress.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/instruction_format.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/image/image.h"
-#include "emovlm/core/http_client.h"
 
 namespace emovlm {
 
@@ -65,8 +65,12 @@ std::string image_data_url(const std::string& path) {
   const std::string format = sniff_image_format(data, bytes.size());
   std::string mime;
   if (format == "JPEG" || format == "PNG" || format == "GIF" || format == "WebP") {
-    mime = format == "JPEG" ? "image/jpeg" : format == "PNG" ? "image/png" : format == "GIF" ? "image/gif" : "image/webp";
-  } else {  // what endpoints do not take (BMP), re-encoded; what cannot be read, an error naming the file
+    mime = format == "JPEG"  ? "image/jpeg"
+           : format == "PNG" ? "image/png"
+           : format == "GIF" ? "image/gif"
+                             : "image/webp";
+  } else {  // what endpoints do not take (BMP), re-encoded; what cannot be read, an error naming
+            // the file
     bytes = encode_png(decode_image_memory(data, bytes.size(), path));
     mime = "image/png";
   }
@@ -75,10 +79,12 @@ std::string image_data_url(const std::string& path) {
 
 std::pair<std::string, std::string> split_observation_reasoning(const std::string& answer) {
   // a heading line: optional markdown/numbering, then the keyword, then ':' or end of heading
-  static const std::regex key(R"((^|\n)[ \t>#*_\-]*(\d+[.)]\s*)?[*_]*\s*key\s+elements?[*_]*[ \t]*[:\-]?[*_]*[ \t]*)",
-                              std::regex::icase);
-  static const std::regex reason(R"((^|\n)[ \t>#*_\-]*(\d+[.)]\s*)?[*_]*\s*reasoning[*_]*[ \t]*[:\-]?[*_]*[ \t]*)",
-                                 std::regex::icase);
+  static const std::regex key(
+      R"((^|\n)[ \t>#*_\-]*(\d+[.)]\s*)?[*_]*\s*key\s+elements?[*_]*[ \t]*[:\-]?[*_]*[ \t]*)",
+      std::regex::icase);
+  static const std::regex reason(
+      R"((^|\n)[ \t>#*_\-]*(\d+[.)]\s*)?[*_]*\s*reasoning[*_]*[ \t]*[:\-]?[*_]*[ \t]*)",
+      std::regex::icase);
   std::smatch k, r;
   const bool hk = std::regex_search(answer, k, key), hr = std::regex_search(answer, r, reason);
   std::string obs, why;
@@ -98,13 +104,16 @@ std::pair<std::string, std::string> split_observation_reasoning(const std::strin
 
 std::string instruction_request_prompt(const std::string& emotion) {
   return "The emotion this image conveys is " + emotion +
-         ". Without naming that emotion, write two sections:\n1. Key elements: the visual elements of the image that "
-         "convey it (objects, people, colours, light, composition).\n2. Reasoning: how a viewer would infer the emotion "
+         ". Without naming that emotion, write two sections:\n1. Key elements: the visual elements "
+         "of the image that "
+         "convey it (objects, people, colours, light, composition).\n2. Reasoning: how a viewer "
+         "would infer the emotion "
          "from those elements, step by step.";
 }
 
 json make_instructions(const InstructOptions& o) {
-  if (o.endpoint.empty() || o.model.empty()) throw Error("instruct make: --endpoint and --model are required");
+  if (o.endpoint.empty() || o.model.empty())
+    throw Error("instruct make: --endpoint and --model are required");
   const char* key = std::getenv(o.api_key_env.c_str());
   const std::string api_key = key ? key : "";
   DatasetOptions dopt;
@@ -113,7 +122,8 @@ json make_instructions(const InstructOptions& o) {
   const std::vector<Sample>& samples = d.split(o.split);
 
   // nothing to ask about when no image of the split can be opened (before any paid request)
-  check_readable(cat("the ", o.split, " split"), o.data, samples.size(), unreadable_by_stat(samples));
+  check_readable(cat("the ", o.split, " split"), o.data, samples.size(),
+                 unreadable_by_stat(samples));
   OutputLock lock(o.out, OutputLock::Kind::File);
 
   // resume: images already in the file (by their identity, however their path was spelled) are
@@ -156,22 +166,28 @@ json make_instructions(const InstructOptions& o) {
       const Sample& s = samples[todo[k]];
       const std::string label = d.labels.labels[s.label];
       try {
-        json body = {{"model", o.model},
-                     {"max_tokens", o.max_tokens},
-                     {"messages",
-                      {{{"role", "user"},
-                        {"content",
-                         {{{"type", "text"}, {"text", instruction_request_prompt(label)}},
-                          {{"type", "image_url"},
-                           {"image_url", {{"url", image_data_url(s.path)}}}}}}}}}};
-        json resp = post_json_with_retries(ep, api_key, body, o.max_retries, o.backoff_s, o.timeout_s);
-        std::string content = resp.at("choices").at(0).at("message").at("content").get<std::string>();
+        json body = {
+            {"model", o.model},
+            {"max_tokens", o.max_tokens},
+            {"messages",
+             {{{"role", "user"},
+               {"content",
+                {{{"type", "text"}, {"text", instruction_request_prompt(label)}},
+                 {{"type", "image_url"}, {"image_url", {{"url", image_data_url(s.path)}}}}}}}}}};
+        json resp =
+            post_json_with_retries(ep, api_key, body, o.max_retries, o.backoff_s, o.timeout_s);
+        std::string content =
+            resp.at("choices").at(0).at("message").at("content").get<std::string>();
         auto [obs, why] = split_observation_reasoning(content);
-        if (obs.empty() || why.empty()) throw Error("the answer lacks the key-elements or the reasoning section");
-        std::string lines = instruction_line({s.path, label, "observation", kObservationPrompt, obs}, o.out) + "\n" +
-                            instruction_line({s.path, label, "reasoning", kReasoningPrompt, why}, o.out) + "\n";
+        if (obs.empty() || why.empty())
+          throw Error("the answer lacks the key-elements or the reasoning section");
+        std::string lines =
+            instruction_line({s.path, label, "observation", kObservationPrompt, obs}, o.out) +
+            "\n" + instruction_line({s.path, label, "reasoning", kReasoningPrompt, why}, o.out) +
+            "\n";
         if (o.categorical)
-          lines += instruction_line({s.path, label, "categorical", categorical_prompt(d.labels), categorical_answer(label)},
+          lines += instruction_line({s.path, label, "categorical", categorical_prompt(d.labels),
+                                     categorical_answer(label)},
                                     o.out) +
                    "\n";
         std::lock_guard<std::mutex> l(mu);
@@ -194,19 +210,25 @@ json make_instructions(const InstructOptions& o) {
   out.close();
   if (fatal) throw Error(cat("instruct make stopped: ", fatal_msg));
   if (!todo.empty() && failures.size() == todo.size())
-    throw Error(cat("instruct make: none of the ", todo.size(), " requests gave an answer (first: ",
-                    failures[0]["image"].get<std::string>(), ": ", failures[0]["error"].get<std::string>(), ")"));
-  json report = {{"out", o.out}, {"requested", todo.size()}, {"skipped_already_done", done.size()},
-                 {"failed", failures}, {"written", todo.size() - failures.size()}};
+    throw Error(cat("instruct make: none of the ", todo.size(),
+                    " requests gave an answer (first: ", failures[0]["image"].get<std::string>(),
+                    ": ", failures[0]["error"].get<std::string>(), ")"));
+  json report = {{"out", o.out},
+                 {"requested", todo.size()},
+                 {"skipped_already_done", done.size()},
+                 {"failed", failures},
+                 {"written", todo.size() - failures.size()}};
   return report;
 }
 
-json import_instructions(const std::string& format, const std::string& src, const std::string& out, const std::string& labels,
-                         const std::string& image_root) {
+json import_instructions(const std::string& format, const std::string& src, const std::string& out,
+                         const std::string& labels, const std::string& image_root) {
   json in = read_json_file(src);
   // the source's image paths are relative to --image-root, else to the source file's folder
   const std::string root = image_root.empty() ? parent_folder(src) : image_root;
-  auto image_path = [&](const std::string& p) { return p.empty() || p[0] == '/' ? p : (fs::path(root) / p).string(); };
+  auto image_path = [&](const std::string& p) {
+    return p.empty() || p[0] == '/' ? p : (fs::path(root) / p).string();
+  };
   if (!in.is_array()) throw Error(cat(src, ": expected a list of entries"));
   LabelSet ls = LabelSet::from_spec(labels);
   std::string lines;
@@ -215,17 +237,21 @@ json import_instructions(const std::string& format, const std::string& src, cons
     const json& e = in[i];
     const std::string where = cat(src, ": entry ", i);
     if (format == "reference") {
-      std::string img =
-          image_path(json_optional<std::string>(e, "img_path", json_optional<std::string>(e, "img", "", where), where));
+      std::string img = image_path(json_optional<std::string>(
+          e, "img_path", json_optional<std::string>(e, "img", "", where), where));
       std::string label = json_required<std::string>(e, "label", where);
-      auto [obs, why] = split_observation_reasoning(json_required<std::string>(e, "gpt_response", where));
+      auto [obs, why] =
+          split_observation_reasoning(json_required<std::string>(e, "gpt_response", where));
       if (obs.empty() || why.empty()) {
         ++skipped;
         continue;
       }
       lines += instruction_line({img, label, "observation", kObservationPrompt, obs}, out) + "\n";
       lines += instruction_line({img, label, "reasoning", kReasoningPrompt, why}, out) + "\n";
-      lines += instruction_line({img, label, "categorical", categorical_prompt(ls), categorical_answer(label)}, out) + "\n";
+      lines +=
+          instruction_line(
+              {img, label, "categorical", categorical_prompt(ls), categorical_answer(label)}, out) +
+          "\n";
       n += 3;
     } else if (format == "llava") {
       std::string img = image_path(json_required<std::string>(e, "image", where));
@@ -234,10 +260,11 @@ json import_instructions(const std::string& format, const std::string& src, cons
         std::string prompt = conv[k].value("value", ""), answer = conv[k + 1].value("value", "");
         prompt = std::regex_replace(prompt, std::regex(R"(<image>\s*)"), "");
         ParsedAnswer pa = parse_categorical_answer(answer, ls);
-        lines += instruction_line({img, pa.index >= 0 ? ls.labels[pa.index] : "",
-                                   pa.index >= 0 ? "categorical" : "conversation", trim(prompt), answer},
-                                  out) +
-                 "\n";
+        lines +=
+            instruction_line({img, pa.index >= 0 ? ls.labels[pa.index] : "",
+                              pa.index >= 0 ? "categorical" : "conversation", trim(prompt), answer},
+                             out) +
+            "\n";
         ++n;
       }
     } else {

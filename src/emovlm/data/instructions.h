@@ -22,15 +22,17 @@ std::pair<std::string, std::string> split_observation_reasoning(const std::strin
 std::string instruction_request_prompt(const std::string& emotion);
 
 // The image file as a data URL for a chat endpoint: its bytes with the MIME type of its content
-// (JPEG, PNG, GIF, WebP; not its name's), or re-encoded as PNG for formats endpoints do not take (BMP).
+// (JPEG, PNG, GIF, WebP; not its name's), or re-encoded as PNG for formats endpoints do not take
+// (BMP).
 std::string image_data_url(const std::string& path);
 
 struct InstructOptions {
   std::string data, labels = "mikels8", split = "train";
-  std::string endpoint;                        // base URL (…/v1) or the full …/chat/completions URL
+  std::string endpoint;  // base URL (…/v1) or the full …/chat/completions URL
   std::string model;
-  std::string api_key_env = "OPENAI_API_KEY";  // the key is read from this variable, never from flags
-  std::string out;                             // JSONL, appended (resumes: images already there are skipped)
+  std::string api_key_env =
+      "OPENAI_API_KEY";  // the key is read from this variable, never from flags
+  std::string out;       // JSONL, appended (resumes: images already there are skipped)
   int concurrency = 4;
   int max_retries = 5;
   double timeout_s = 120;
@@ -45,7 +47,8 @@ nlohmann::json make_instructions(const InstructOptions& options);
 // Imports the reference's annotation JSON (entries with gpt_response, img, img_path, label) or a
 // LLaVA-style conversation JSON into the instruction JSONL format. The source's relative image
 // paths are relative to image_root (default: the source file's folder).
-nlohmann::json import_instructions(const std::string& format, const std::string& src, const std::string& out,
-                                   const std::string& labels = "mikels8", const std::string& image_root = "");
+nlohmann::json import_instructions(const std::string& format, const std::string& src,
+                                   const std::string& out, const std::string& labels = "mikels8",
+                                   const std::string& image_root = "");
 
 }  // namespace emovlm

@@ -24,7 +24,8 @@ LabelSet LabelSet::from_spec(const std::string& spec) {
   LabelSet s;
   if (spec == "mikels8") {
     s.name = spec;
-    s.labels = {"amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"};
+    s.labels = {"amusement", "anger",      "awe",  "contentment",
+                "disgust",   "excitement", "fear", "sadness"};
   } else if (spec == "ekman6") {
     s.name = spec;
     s.labels = {"anger", "disgust", "fear", "joy", "sadness", "surprise"};
@@ -36,14 +37,17 @@ LabelSet LabelSet::from_spec(const std::string& spec) {
     size_t pos = 0;
     while (pos <= spec.size()) {
       size_t comma = spec.find(',', pos);
-      std::string item = trim_lower(spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+      std::string item = trim_lower(
+          spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
       if (!item.empty()) s.labels.push_back(item);
       if (comma == std::string::npos) break;
       pos = comma + 1;
     }
     std::sort(s.labels.begin(), s.labels.end());
     if (s.labels.size() < 2)
-      throw Error(cat("label set '", spec, "': use mikels8, ekman6, binary or a comma-separated list of 2 or more labels"));
+      throw Error(
+          cat("label set '", spec,
+              "': use mikels8, ekman6, binary or a comma-separated list of 2 or more labels"));
     if (std::adjacent_find(s.labels.begin(), s.labels.end()) != s.labels.end())
       throw Error(cat("label set '", spec, "' names a label twice"));
   }
@@ -74,12 +78,15 @@ std::string categorical_prompt(const LabelSet& set) {
     if (i > 0) list += l.size() == 2 ? " and " : (i + 1 == l.size() ? ", and " : ", ");
     list += l[i];
   }
-  return "Observe the image and select the emotion category that best matches this image from the following " +
-         std::to_string(l.size()) + " categories: " + list + ". Answer in dictionary form as follows: {'emotion':'" +
-         l.front() + "'}";
+  return "Observe the image and select the emotion category that best matches this image from the "
+         "following " +
+         std::to_string(l.size()) + " categories: " + list +
+         ". Answer in dictionary form as follows: {'emotion':'" + l.front() + "'}";
 }
 
-std::string categorical_answer(const std::string& label) { return "{'emotion': '" + label + "'}"; }
+std::string categorical_answer(const std::string& label) {
+  return "{'emotion': '" + label + "'}";
+}
 
 ParsedAnswer parse_categorical_answer(const std::string& text, const LabelSet& labels) {
   // {'emotion': 'x'} / {"emotion": "x"}, any spaces, non-greedy label

@@ -23,7 +23,8 @@ struct LabelSet {
 // "Observe the image and select the emotion category that best matches this image from the
 // following 8 categories: amusement, anger, ..., and sadness. Answer in dictionary form as
 // follows: {'emotion':'amusement'}"
-constexpr const char* kEmotionSystemMessage = "You are an AI visual assistant, and you are seeing a single image.";
+constexpr const char* kEmotionSystemMessage =
+    "You are an AI visual assistant, and you are seeing a single image.";
 std::string categorical_prompt(const LabelSet& labels);
 // "{'emotion': '<label>'}": the answer format the model is tuned to give.
 std::string categorical_answer(const std::string& label);

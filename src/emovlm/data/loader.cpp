@@ -30,9 +30,12 @@ RgbImage random_resized_crop_flip(const RgbImage& img, int size, SplitMix64& rng
   }
   if (!found) {  // torchvision's fallback: the central crop at the nearest allowed ratio
     const double in_ratio = static_cast<double>(W) / H;
-    if (in_ratio < 3.0 / 4.0) w = W, h = static_cast<int>(std::lround(W / (3.0 / 4.0)));
-    else if (in_ratio > 4.0 / 3.0) h = H, w = static_cast<int>(std::lround(H * (4.0 / 3.0)));
-    else w = W, h = H;
+    if (in_ratio < 3.0 / 4.0)
+      w = W, h = static_cast<int>(std::lround(W / (3.0 / 4.0)));
+    else if (in_ratio > 4.0 / 3.0)
+      h = H, w = static_cast<int>(std::lround(H * (4.0 / 3.0)));
+    else
+      w = W, h = H;
     h = std::min(h, H), w = std::min(w, W);
     top = (H - h) / 2, left = (W - w) / 2;
   }
@@ -47,14 +50,17 @@ RgbImage random_resized_crop_flip(const RgbImage& img, int size, SplitMix64& rng
   return out;
 }
 
-ImageBatchLoader::ImageBatchLoader(std::vector<Sample> samples, VitImageConfig image, LoaderOptions options)
+ImageBatchLoader::ImageBatchLoader(std::vector<Sample> samples, VitImageConfig image,
+                                   LoaderOptions options)
     : samples_(std::move(samples)), image_(image), opt_(options) {
   if (samples_.empty()) throw Error("data loader: no images");
-  if (opt_.batch_size <= 0) throw Error(cat("data loader: batch size must be positive, got ", opt_.batch_size));
+  if (opt_.batch_size <= 0)
+    throw Error(cat("data loader: batch size must be positive, got ", opt_.batch_size));
 }
 
 size_t ImageBatchLoader::batches_per_epoch() const {
-  return (samples_.size() + static_cast<size_t>(opt_.batch_size) - 1) / static_cast<size_t>(opt_.batch_size);
+  return (samples_.size() + static_cast<size_t>(opt_.batch_size) - 1) /
+         static_cast<size_t>(opt_.batch_size);
 }
 
 void ImageBatchLoader::start_epoch(int64_t epoch, size_t skip) {
@@ -78,7 +84,8 @@ ImageBatch ImageBatchLoader::build(size_t b) const {
   size_t begin = b * static_cast<size_t>(opt_.batch_size);
   size_t end = std::min(order_.size(), begin + static_cast<size_t>(opt_.batch_size));
   if (opt_.shards > 1) {  // this process's part of the batch
-    const size_t n = end - begin, k = static_cast<size_t>(opt_.shards), r = static_cast<size_t>(opt_.shard);
+    const size_t n = end - begin, k = static_cast<size_t>(opt_.shards),
+                 r = static_cast<size_t>(opt_.shard);
     begin += r * (n / k) + std::min(r, n % k);
     end = begin + n / k + (r < n % k ? 1 : 0);
   }
@@ -97,7 +104,8 @@ ImageBatch ImageBatchLoader::build(size_t b) const {
       }
       const size_t off = batch.pixels.size();
       batch.pixels.resize(off + plane);
-      normalize_chw(sized, image_.image_mean, image_.image_std, 1.0 / 255.0, batch.pixels.data() + off);
+      normalize_chw(sized, image_.image_mean, image_.image_std, 1.0 / 255.0,
+                    batch.pixels.data() + off);
       batch.labels.push_back(s.label);
       batch.indices.push_back(idx);
     } catch (const Error& e) {
@@ -114,14 +122,16 @@ bool ImageBatchLoader::next(ImageBatch& batch) {
   return true;
 }
 
-void for_each_image_group(const std::vector<std::string>& paths, int cap_long_side, size_t group,
-                          const std::function<void(std::vector<RgbImage>&, const std::vector<size_t>&)>& run,
-                          const std::function<void(size_t, const std::string&)>& failed) {
+void for_each_image_group(
+    const std::vector<std::string>& paths, int cap_long_side, size_t group,
+    const std::function<void(std::vector<RgbImage>&, const std::vector<size_t>&)>& run,
+    const std::function<void(size_t, const std::string&)>& failed) {
   group = std::max<size_t>(1, group);
-  const int workers =
-      static_cast<int>(std::min<size_t>(std::max<size_t>(1, paths.size()), std::max(1u, std::thread::hardware_concurrency())));
+  const int workers = static_cast<int>(std::min<size_t>(
+      std::max<size_t>(1, paths.size()), std::max(1u, std::thread::hardware_concurrency())));
   OrderedPrefetcher<CappedImage> decoded(
-      paths.size(), [&](size_t i) { return decode_capped(paths[i], cap_long_side); }, workers, 2 * group);
+      paths.size(), [&](size_t i) { return decode_capped(paths[i], cap_long_side); }, workers,
+      2 * group);
   std::vector<RgbImage> images;
   std::vector<size_t> indices;
   auto flush = [&] {

@@ -4,8 +4,8 @@
 // or evaluation transform (Resize + CenterCrop). Unreadable images are skipped and reported.
 #pragma once
 
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -54,7 +54,8 @@ class OrderedPrefetcher {
       size_t i;
       {
         std::unique_lock<std::mutex> l(mu_);
-        cv_.wait(l, [&] { return stop_ || (next_task_ < n_ && next_task_ < consumed_ + prefetch_); });
+        cv_.wait(l,
+                 [&] { return stop_ || (next_task_ < n_ && next_task_ < consumed_ + prefetch_); });
         if (stop_) return;
         i = next_task_++;
       }
@@ -83,7 +84,8 @@ class OrderedPrefetcher {
 
 // torchvision's RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) box, then the resize,
 // and a horizontal flip with probability 1/2; all draws from rng.
-RgbImage random_resized_crop_flip(const RgbImage& image, int size, SplitMix64& rng, Filter filter = Filter::Bilinear);
+RgbImage random_resized_crop_flip(const RgbImage& image, int size, SplitMix64& rng,
+                                  Filter filter = Filter::Bilinear);
 
 struct LoaderOptions {
   int64_t batch_size = 10;
@@ -100,7 +102,7 @@ struct LoaderOptions {
 struct ImageBatch {
   std::vector<float> pixels;  // [n, 3, S, S]
   std::vector<int64_t> labels;
-  std::vector<size_t> indices;  // into the sample list
+  std::vector<size_t> indices;      // into the sample list
   std::vector<std::string> failed;  // unreadable images skipped in this batch (path: reason)
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
 };
@@ -132,8 +134,10 @@ class ImageBatchLoader {
 // Image files decoded and capped as VLM inputs (decode_capped) on worker threads, ahead of their
 // use, handed out in order in groups of up to `group`: run(images, indices) for each group, and
 // failed(index, error) in the place of a file that cannot be read (after the group before it).
-void for_each_image_group(const std::vector<std::string>& paths, int cap_long_side, size_t group,
-                          const std::function<void(std::vector<RgbImage>& images, const std::vector<size_t>& indices)>& run,
-                          const std::function<void(size_t index, const std::string& error)>& failed);
+void for_each_image_group(
+    const std::vector<std::string>& paths, int cap_long_side, size_t group,
+    const std::function<void(std::vector<RgbImage>& images, const std::vector<size_t>& indices)>&
+        run,
+    const std::function<void(size_t index, const std::string& error)>& failed);
 
 }  // namespace emovlm

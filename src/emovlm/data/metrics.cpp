@@ -13,7 +13,8 @@ namespace emovlm {
 
 using json = nlohmann::json;
 
-ClassificationReport classification_report(const std::vector<int>& pred, const std::vector<int>& truth, int C) {
+ClassificationReport classification_report(const std::vector<int>& pred,
+                                           const std::vector<int>& truth, int C) {
   if (pred.size() != truth.size())
     throw Error(cat("metrics: ", pred.size(), " predictions for ", truth.size(), " labels"));
   ClassificationReport r;
@@ -30,8 +31,10 @@ ClassificationReport classification_report(const std::vector<int>& pred, const s
       continue;
     }
     r.confusion[t][p]++;
-    if (p == t) ++right, ++tp[t];
-    else ++fp[p], ++fn[t];
+    if (p == t)
+      ++right, ++tp[t];
+    else
+      ++fp[p], ++fn[t];
   }
   r.accuracy = r.n ? static_cast<double>(right) / r.n : 0.0;
   double f1sum = 0, weighted = 0;
@@ -55,23 +58,35 @@ ClassificationReport classification_report(const std::vector<int>& pred, const s
 }
 
 json ClassificationReport::to_json(const std::vector<std::string>& labels) const {
-  json j = {{"n", n}, {"accuracy", accuracy}, {"macro_f1", macro_f1}, {"weighted_f1", weighted_f1},
-            {"unparsable", unparsable}, {"confusion", confusion}, {"labels", labels}};
+  json j = {{"n", n},
+            {"accuracy", accuracy},
+            {"macro_f1", macro_f1},
+            {"weighted_f1", weighted_f1},
+            {"unparsable", unparsable},
+            {"confusion", confusion},
+            {"labels", labels}};
   for (size_t c = 0; c < labels.size() && c < recall.size(); ++c)
-    j["per_class"][labels[c]] = {{"recall", recall[c]}, {"precision", precision[c]}, {"f1", f1[c]}, {"support", support[c]}};
+    j["per_class"][labels[c]] = {
+        {"recall", recall[c]}, {"precision", precision[c]}, {"f1", f1[c]}, {"support", support[c]}};
   return j;
 }
 
-Complementarity complementarity(const std::vector<int>& a, const std::vector<int>& b, const std::vector<int>& truth) {
+Complementarity complementarity(const std::vector<int>& a, const std::vector<int>& b,
+                                const std::vector<int>& truth) {
   if (a.size() != truth.size() || b.size() != truth.size())
-    throw Error(cat("complementarity: ", a.size(), " and ", b.size(), " predictions for ", truth.size(), " labels"));
+    throw Error(cat("complementarity: ", a.size(), " and ", b.size(), " predictions for ",
+                    truth.size(), " labels"));
   Complementarity c;
   for (size_t i = 0; i < truth.size(); ++i) {
     const bool ra = a[i] == truth[i], rb = b[i] == truth[i];
-    if (ra && rb) ++c.both_right;
-    else if (ra) ++c.only_a;
-    else if (rb) ++c.only_b;
-    else ++c.both_wrong;
+    if (ra && rb)
+      ++c.both_right;
+    else if (ra)
+      ++c.only_a;
+    else if (rb)
+      ++c.only_b;
+    else
+      ++c.both_wrong;
   }
   return c;
 }
@@ -79,9 +94,15 @@ Complementarity complementarity(const std::vector<int>& a, const std::vector<int
 json Complementarity::to_json(const std::string& a, const std::string& b) const {
   const double n = static_cast<double>(both_right + only_a + only_b + both_wrong);
   auto pct = [&](int64_t v) { return n > 0 ? 100.0 * v / n : 0.0; };
-  return {{"both_right", both_right}, {"only_" + a, only_a}, {"only_" + b, only_b}, {"both_wrong", both_wrong},
-          {"percent", {{"both_right", pct(both_right)}, {"only_" + a, pct(only_a)}, {"only_" + b, pct(only_b)},
-                       {"both_wrong", pct(both_wrong)}}}};
+  return {{"both_right", both_right},
+          {"only_" + a, only_a},
+          {"only_" + b, only_b},
+          {"both_wrong", both_wrong},
+          {"percent",
+           {{"both_right", pct(both_right)},
+            {"only_" + a, pct(only_a)},
+            {"only_" + b, pct(only_b)},
+            {"both_wrong", pct(both_wrong)}}}};
 }
 
 namespace {
@@ -102,7 +123,8 @@ Interval percentile_interval(std::vector<double> v, double level) {
 
 void check_bootstrap(int64_t resamples, double level) {
   check(resamples >= 1, cat("bootstrap: resamples must be positive, not ", resamples));
-  check(level > 0 && level < 1, cat("bootstrap: the confidence level must be in (0, 1), not ", level));
+  check(level > 0 && level < 1,
+        cat("bootstrap: the confidence level must be in (0, 1), not ", level));
 }
 
 // The image indices of one resample.
@@ -114,8 +136,8 @@ std::vector<size_t> resample(SplitMix64& rng, size_t n) {
 
 }  // namespace
 
-BootstrapIntervals bootstrap_intervals(const std::vector<int>& pred, const std::vector<int>& truth, int C,
-                                       int64_t resamples, uint64_t seed, double level) {
+BootstrapIntervals bootstrap_intervals(const std::vector<int>& pred, const std::vector<int>& truth,
+                                       int C, int64_t resamples, uint64_t seed, double level) {
   check_bootstrap(resamples, level);
   if (pred.size() != truth.size())
     throw Error(cat("bootstrap: ", pred.size(), " predictions for ", truth.size(), " labels"));
@@ -139,7 +161,8 @@ BootstrapIntervals bootstrap_intervals(const std::vector<int>& pred, const std::
   return out;
 }
 
-Interval bootstrap_mean(const std::vector<int>& right, int64_t resamples, uint64_t seed, double level) {
+Interval bootstrap_mean(const std::vector<int>& right, int64_t resamples, uint64_t seed,
+                        double level) {
   check_bootstrap(resamples, level);
   if (right.empty()) return {};
   SplitMix64 rng(seed);
@@ -153,9 +176,11 @@ Interval bootstrap_mean(const std::vector<int>& right, int64_t resamples, uint64
 }
 
 Interval bootstrap_accuracy_difference(const std::vector<int>& a, const std::vector<int>& b,
-                                       const std::vector<int>& truth, int64_t resamples, uint64_t seed, double level) {
+                                       const std::vector<int>& truth, int64_t resamples,
+                                       uint64_t seed, double level) {
   if (a.size() != truth.size() || b.size() != truth.size())
-    throw Error(cat("bootstrap: ", a.size(), " and ", b.size(), " predictions for ", truth.size(), " labels"));
+    throw Error(cat("bootstrap: ", a.size(), " and ", b.size(), " predictions for ", truth.size(),
+                    " labels"));
   // each resample: the mean over its images of (a right) - (b right), both on the same images
   check_bootstrap(resamples, level);
   if (truth.empty()) return {};
@@ -177,11 +202,13 @@ double mcnemar_exact_p(int64_t b, int64_t c) {
   const double log_half_n = -static_cast<double>(n) * std::log(2.0);
   double tail = 0;
   for (int64_t i = 0; i <= k; ++i)
-    tail += std::exp(std::lgamma(n + 1.0) - std::lgamma(i + 1.0) - std::lgamma(n - i + 1.0) + log_half_n);
+    tail += std::exp(std::lgamma(n + 1.0) - std::lgamma(i + 1.0) - std::lgamma(n - i + 1.0) +
+                     log_half_n);
   return std::min(1.0, 2 * tail);
 }
 
-std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+std::string markdown_table(const std::vector<std::string>& header,
+                           const std::vector<std::vector<std::string>>& rows) {
   std::string s = "|";
   for (const auto& h : header) s += " " + h + " |";
   s += "\n|";

@@ -27,14 +27,14 @@ struct ClassStyle {
   const char* mood;
 };
 const ClassStyle kStyles[8] = {
-    {"amusement", 48, 0.75, 0.95, false, 7, true, "playful"},        // warm, bright, round, busy
-    {"anger", 4, 0.85, 0.55, true, 9, false, "tense"},               // red, dark, spiky, busy
-    {"awe", 225, 0.55, 0.75, false, 2, true, "vast"},                 // cool blue, few large round shapes
-    {"contentment", 210, 0.45, 0.80, true, 3, false, "calm"},         // cool, soft light, sparse
-    {"disgust", 20, 0.80, 0.50, false, 6, true, "unpleasant"},        // muddy brown-red, round blobs
-    {"excitement", 38, 0.85, 0.95, true, 8, false, "energetic"},      // warm, bright, spiky, busy
-    {"fear", 265, 0.35, 0.30, true, 5, true, "threatening"},          // dark, desaturated, spiky
-    {"sadness", 250, 0.30, 0.35, false, 4, false, "heavy"},           // dark, desaturated, round
+    {"amusement", 48, 0.75, 0.95, false, 7, true, "playful"},   // warm, bright, round, busy
+    {"anger", 4, 0.85, 0.55, true, 9, false, "tense"},          // red, dark, spiky, busy
+    {"awe", 225, 0.55, 0.75, false, 2, true, "vast"},           // cool blue, few large round shapes
+    {"contentment", 210, 0.45, 0.80, true, 3, false, "calm"},   // cool, soft light, sparse
+    {"disgust", 20, 0.80, 0.50, false, 6, true, "unpleasant"},  // muddy brown-red, round blobs
+    {"excitement", 38, 0.85, 0.95, true, 8, false, "energetic"},  // warm, bright, spiky, busy
+    {"fear", 265, 0.35, 0.30, true, 5, true, "threatening"},      // dark, desaturated, spiky
+    {"sadness", 250, 0.30, 0.35, false, 4, false, "heavy"},       // dark, desaturated, round
 };
 
 void hsv_to_rgb(double h, double s, double v, double out[3]) {
@@ -45,7 +45,9 @@ void hsv_to_rgb(double h, double s, double v, double out[3]) {
   for (int k = 0; k < 3; ++k) out[k] = table[i % 6][k];
 }
 
-uint8_t to8(double v) { return static_cast<uint8_t>(std::lround(std::clamp(v, 0.0, 1.0) * 255)); }
+uint8_t to8(double v) {
+  return static_cast<uint8_t>(std::lround(std::clamp(v, 0.0, 1.0) * 255));
+}
 
 }  // namespace
 
@@ -70,7 +72,8 @@ RgbImage synthetic_image(int cls, uint64_t seed, bool frame) {
   // shapes: small (fine detail), round and soft or sharp and spiky, in a contrasting shade
   const int n = std::max(1, st.clutter + static_cast<int>(jitter(2)));
   double fg[3];
-  hsv_to_rgb(hue + 180 + jitter(20), std::min(1.0, sat + 0.2), val > 0.5 ? val - 0.45 : val + 0.45, fg);
+  hsv_to_rgb(hue + 180 + jitter(20), std::min(1.0, sat + 0.2), val > 0.5 ? val - 0.45 : val + 0.45,
+             fg);
   for (int s = 0; s < n; ++s) {
     // composition: central for calm classes (few shapes), scattered otherwise
     const double spread = st.clutter <= 3 ? 0.25 : 0.45;
@@ -79,10 +82,12 @@ RgbImage synthetic_image(int cls, uint64_t seed, bool frame) {
     for (int y = static_cast<int>(cy - 2 * r); y <= static_cast<int>(cy + 2 * r); ++y)
       for (int x = static_cast<int>(cx - 2 * r); x <= static_cast<int>(cx + 2 * r); ++x) {
         if (x < 0 || y < 0 || x >= W || y >= H) continue;
-        const double dx = x - cx, dy = y - cy, d = std::sqrt(dx * dx + dy * dy), a = std::atan2(dy, dx);
+        const double dx = x - cx, dy = y - cy, d = std::sqrt(dx * dx + dy * dy),
+                     a = std::atan2(dy, dx);
         double cover;
         if (st.sharp) {
-          const double spike = r * (0.45 + 0.55 * std::pow(std::fabs(std::cos(2.5 * a)), 3.0));  // a 5-point star
+          const double spike =
+              r * (0.45 + 0.55 * std::pow(std::fabs(std::cos(2.5 * a)), 3.0));  // a 5-point star
           cover = d <= spike ? 1.0 : 0.0;
         } else {
           cover = std::clamp((r - d) / 2.5 + 0.5, 0.0, 1.0);  // soft-edged disc
@@ -109,20 +114,25 @@ std::string synthetic_observation(int cls) {
   const ClassStyle& s = kStyles[cls];
   std::string colour = s.val > 0.7 ? "bright" : s.val < 0.45 ? "dark" : "muted";
   std::string sat = s.sat > 0.7 ? "saturated" : "soft";
-  return "The image is " + colour + " and " + sat + ", with " + (s.clutter > 5 ? "many" : "a few") + " " +
-         (s.sharp ? "sharp spiky shapes" : "round soft shapes") + (s.clutter <= 3 ? " near the centre." : " scattered around.");
+  return "The image is " + colour + " and " + sat + ", with " + (s.clutter > 5 ? "many" : "a few") +
+         " " + (s.sharp ? "sharp spiky shapes" : "round soft shapes") +
+         (s.clutter <= 3 ? " near the centre." : " scattered around.");
 }
 
 std::string synthetic_reasoning(int cls) {
   const ClassStyle& s = kStyles[cls];
   return std::string("The ") + (s.val > 0.6 ? "light" : "dim") + " colours and the " +
-         (s.sharp ? "sharp edges" : "rounded forms") + " give a " + s.mood + " feeling, so the image conveys " + s.name + ".";
+         (s.sharp ? "sharp edges" : "rounded forms") + " give a " + s.mood +
+         " feeling, so the image conveys " + s.name + ".";
 }
 
 nlohmann::json write_synthetic_dataset(const std::string& root, const SyntheticOptions& o) {
   namespace fs = std::filesystem;
   LabelSet labels = LabelSet::from_spec("mikels8");
-  nlohmann::json summary = {{"root", root}, {"seed", o.seed}, {"label_noise", o.label_noise}, {"frame_rate", o.frame_rate}};
+  nlohmann::json summary = {{"root", root},
+                            {"seed", o.seed},
+                            {"label_noise", o.label_noise},
+                            {"frame_rate", o.frame_rate}};
   int64_t noisy = 0, total = 0;
   // each split its own seed tag (the test split once took its first letter, as train does, and so
   // repeated the training images: `emovlm data check` found it)
@@ -131,11 +141,14 @@ nlohmann::json write_synthetic_dataset(const std::string& root, const SyntheticO
     int per_class;
     uint64_t tag;
   };
-  const Split splits[] = {{"train", o.train_per_class, 't'}, {"val", o.val_per_class, 'v'}, {"test", o.test_per_class, 'e'}};
+  const Split splits[] = {{"train", o.train_per_class, 't'},
+                          {"val", o.val_per_class, 'v'},
+                          {"test", o.test_per_class, 'e'}};
   for (const auto& [split, per_class, tag] : splits) {
     for (int c = 0; c < 8; ++c) {
       for (int k = 0; k < per_class; ++k) {
-        const uint64_t seed = mix_seed(o.seed, static_cast<uint64_t>(c) * 100003 + static_cast<uint64_t>(k), tag);
+        const uint64_t seed =
+            mix_seed(o.seed, static_cast<uint64_t>(c) * 100003 + static_cast<uint64_t>(k), tag);
         SplitMix64 rng(seed ^ 0xABCDEF);
         const bool frame = rng.uniform() < o.frame_rate;
         int label = c;

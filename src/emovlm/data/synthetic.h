@@ -18,8 +18,8 @@ namespace emovlm {
 struct SyntheticOptions {
   int train_per_class = 30, val_per_class = 6, test_per_class = 10;
   int width = 128, height = 96;
-  double label_noise = 0.08;   // share of images whose label is replaced by a random one
-  double frame_rate = 0.7;     // share of images that carry the edge frame cue
+  double label_noise = 0.08;  // share of images whose label is replaced by a random one
+  double frame_rate = 0.7;    // share of images that carry the edge frame cue
   uint64_t seed = 1;
   int jpeg_quality = 90;
 };

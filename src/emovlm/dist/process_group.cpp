@@ -13,6 +13,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <unistd.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -20,7 +21,6 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <unistd.h>
 
 #include "emovlm/core/cuda.h"
 #include "emovlm/core/error.h"
@@ -52,14 +52,16 @@ State& state() {
   return s;
 }
 
-int parse_int(const std::function<const char*(const char*)>& get, const char* name, int fallback, int lo, int hi) {
+int parse_int(const std::function<const char*(const char*)>& get, const char* name, int fallback,
+              int lo, int hi) {
   const char* v = get(name);
   if (!v || !*v) return fallback;
   char* end = nullptr;
   errno = 0;
   const long x = std::strtol(v, &end, 10);
   if (errno != 0 || *end != '\0' || x < lo || x > hi)
-    throw Error(cat("the environment variable ", name, "=", v, " is not a whole number in [", lo, ", ", hi, "]"));
+    throw Error(cat("the environment variable ", name, "=", v, " is not a whole number in [", lo,
+                    ", ", hi, "]"));
   return static_cast<int>(x);
 }
 
@@ -115,7 +117,8 @@ std::string first_line(const std::string& s) {
   throw Error(cat("rank ", s.env.rank, " of ", s.env.world_size, ": ", what,
                   " failed: another rank exited, hung longer than the ",
                   std::chrono::duration_cast<std::chrono::seconds>(s.options.timeout).count(),
-                  " s timeout (--dist-timeout), or cannot be reached (", first_line(e.what()), ")"));
+                  " s timeout (--dist-timeout), or cannot be reached (", first_line(e.what()),
+                  ")"));
 }
 
 template <typename Fn>
@@ -150,11 +153,13 @@ LaunchEnv LaunchEnv::from_environment(const std::function<const char*(const char
   LaunchEnv e;
   constexpr int kMaxRanks = 1 << 20;
   const bool torchrun = get("WORLD_SIZE") && *get("WORLD_SIZE");
-  const bool slurm = !torchrun && get("SLURM_NTASKS") && *get("SLURM_NTASKS") && get("SLURM_PROCID");
+  const bool slurm =
+      !torchrun && get("SLURM_NTASKS") && *get("SLURM_NTASKS") && get("SLURM_PROCID");
   if (torchrun) {
     e.launcher = "torchrun";
     e.world_size = parse_int(get, "WORLD_SIZE", 1, 1, kMaxRanks);
-    if (e.world_size > 1 && !(get("RANK") && *get("RANK"))) throw Error("WORLD_SIZE is set but RANK is not");
+    if (e.world_size > 1 && !(get("RANK") && *get("RANK")))
+      throw Error("WORLD_SIZE is set but RANK is not");
     e.rank = parse_int(get, "RANK", 0, 0, e.world_size - 1);
     e.local_world_size = parse_int(get, "LOCAL_WORLD_SIZE", e.world_size, 1, e.world_size);
     e.local_rank = parse_int(get, "LOCAL_RANK", e.rank % e.local_world_size, 0, e.world_size - 1);
@@ -168,15 +173,17 @@ LaunchEnv LaunchEnv::from_environment(const std::function<const char*(const char
     e.local_rank = parse_int(get, "SLURM_LOCALID", 0, 0, e.world_size - 1);
     // SLURM_NTASKS_PER_NODE is set with --ntasks-per-node; "8" or "8(x2)"-style lists otherwise
     const char* per_node = get("SLURM_NTASKS_PER_NODE");
-    e.local_world_size = per_node && std::strchr(per_node, '(') == nullptr && std::strchr(per_node, ',') == nullptr
-                             ? parse_int(get, "SLURM_NTASKS_PER_NODE", e.world_size, 1, e.world_size)
-                             : e.local_rank + 1;
+    e.local_world_size =
+        per_node && std::strchr(per_node, '(') == nullptr && std::strchr(per_node, ',') == nullptr
+            ? parse_int(get, "SLURM_NTASKS_PER_NODE", e.world_size, 1, e.world_size)
+            : e.local_rank + 1;
   }
   if (e.world_size > 1) {
     const char* addr = get("MASTER_ADDR");
     if (!addr || !*addr)
       throw Error(cat("running as rank ", e.rank, " of ", e.world_size, " (", e.launcher,
-                      ") needs MASTER_ADDR: the host of rank 0 (under Slurm: export MASTER_ADDR=$(scontrol show "
+                      ") needs MASTER_ADDR: the host of rank 0 (under Slurm: export "
+                      "MASTER_ADDR=$(scontrol show "
                       "hostnames \"$SLURM_JOB_NODELIST\" | head -n 1))"));
     e.master_addr = addr;
     e.master_port = parse_int(get, "MASTER_PORT", 29500, 1, 65535);
@@ -199,18 +206,21 @@ void init(const LaunchEnv& env, const Options& options) {
     Progress::set_enabled_globally(false);
     // the command's result (its report on stdout) is rank 0's to print
     std::fflush(stdout);
-    if (!std::freopen("/dev/null", "w", stdout)) throw Error(cat("rank ", env.rank, ": cannot silence stdout"));
+    if (!std::freopen("/dev/null", "w", stdout))
+      throw Error(cat("rank ", env.rank, ": cannot silence stdout"));
   }
 
   // one process per GPU: "cuda" and --device auto mean this process's GPU (its local rank, modulo
   // the machine's GPUs), whichever backend carries the collectives
-  if (torch::cuda::is_available()) use_cuda_device(env.local_rank % static_cast<int>(torch::cuda::device_count()));
+  if (torch::cuda::is_available())
+    use_cuda_device(env.local_rank % static_cast<int>(torch::cuda::device_count()));
 
   bool use_nccl = options.backend == "nccl";
 #ifdef EMOVLM_WITH_NCCL
   if (options.backend == "auto") use_nccl = torch::cuda::is_available();
 #else
-  if (use_nccl) throw Error("--dist-backend nccl: this build of emovlm has no NCCL (it needs a CUDA libtorch)");
+  if (use_nccl)
+    throw Error("--dist-backend nccl: this build of emovlm has no NCCL (it needs a CUDA libtorch)");
 #endif
   try {
     c10d::TCPStoreOptions so;
@@ -221,20 +231,22 @@ void init(const LaunchEnv& env, const Options& options) {
     so.timeout = options.timeout;
     so.multiTenant = true;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
-    s.store = env.agent_store ? c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::PrefixStore>(
-                                    cat("/worker/attempt_", env.restart_count), tcp))
-                              : c10::intrusive_ptr<c10d::Store>(tcp);
+    s.store = env.agent_store
+                  ? c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::PrefixStore>(
+                        cat("/worker/attempt_", env.restart_count), tcp))
+                  : c10::intrusive_ptr<c10d::Store>(tcp);
   } catch (const std::exception& e) {
-    throw Error(cat("rank ", env.rank, " of ", env.world_size, ": cannot meet the other ranks at ", env.master_addr,
-                    ":", env.master_port, " (MASTER_ADDR:MASTER_PORT) within ",
-                    std::chrono::duration_cast<std::chrono::seconds>(options.timeout).count(), " s: ",
-                    first_line(e.what())));
+    throw Error(cat("rank ", env.rank, " of ", env.world_size, ": cannot meet the other ranks at ",
+                    env.master_addr, ":", env.master_port, " (MASTER_ADDR:MASTER_PORT) within ",
+                    std::chrono::duration_cast<std::chrono::seconds>(options.timeout).count(),
+                    " s: ", first_line(e.what())));
   }
   try {
 #ifdef EMOVLM_WITH_NCCL
     if (use_nccl) {
       // (also here: a build with -DEMOVLM_CUDA_GRAPHS=OFF compiles use_cuda_device without CUDA)
-      c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank % static_cast<int>(torch::cuda::device_count())));
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(
+          env.local_rank % static_cast<int>(torch::cuda::device_count())));
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = options.timeout;
       s.group = c10::make_intrusive<c10d::ProcessGroupNCCL>(s.store, env.rank, env.world_size, o);
@@ -244,18 +256,19 @@ void init(const LaunchEnv& env, const Options& options) {
     if (!use_nccl) {
       auto o = c10d::ProcessGroupGloo::Options::create(options.timeout);
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-      o->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
-                                             : c10d::ProcessGroupGloo::createDefaultDevice());
+      o->devices.push_back(ifname && *ifname
+                               ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                               : c10d::ProcessGroupGloo::createDefaultDevice());
       s.group = c10::make_intrusive<c10d::ProcessGroupGloo>(s.store, env.rank, env.world_size, o);
       s.backend = "gloo";
     }
   } catch (const std::exception& e) {
-    throw Error(cat("rank ", env.rank, " of ", env.world_size, ": cannot start the ", use_nccl ? "NCCL" : "Gloo",
-                    " process group: ", first_line(e.what())));
+    throw Error(cat("rank ", env.rank, " of ", env.world_size, ": cannot start the ",
+                    use_nccl ? "NCCL" : "Gloo", " process group: ", first_line(e.what())));
   }
-  std::fprintf(stderr, "rank %d of %d (local %d of %d, %s via %s:%d, %s)\n", env.rank, env.world_size,
-               env.local_rank, env.local_world_size, env.launcher.c_str(), env.master_addr.c_str(), env.master_port,
-               s.backend.c_str());
+  std::fprintf(stderr, "rank %d of %d (local %d of %d, %s via %s:%d, %s)\n", env.rank,
+               env.world_size, env.local_rank, env.local_world_size, env.launcher.c_str(),
+               env.master_addr.c_str(), env.master_port, s.backend.c_str());
 }
 
 void shutdown() {
@@ -270,21 +283,31 @@ void shutdown() {
   s.store.reset();
 }
 
-bool active() { return state().env.world_size > 1 && state().group; }
-int rank() { return state().env.rank; }
-int world_size() { return state().env.world_size; }
-bool is_main() { return state().env.rank == 0; }
+bool active() {
+  return state().env.world_size > 1 && state().group;
+}
+int rank() {
+  return state().env.rank;
+}
+int world_size() {
+  return state().env.world_size;
+}
+bool is_main() {
+  return state().env.rank == 0;
+}
 
 void all_reduce_sum(std::vector<at::Tensor>& tensors) {
   if (!active() || tensors.empty()) return;
   constexpr int64_t kBucketBytes = int64_t{25} << 20;
-  // buckets: consecutive tensors of one dtype and device, at most kBucketBytes (a larger tensor alone)
+  // buckets: consecutive tensors of one dtype and device, at most kBucketBytes (a larger tensor
+  // alone)
   std::vector<std::vector<size_t>> buckets;
   int64_t bytes = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     const int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
-    const bool same = !buckets.empty() && tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
+    const bool same = !buckets.empty() &&
+                      tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
                       tensors[buckets.back().front()].device() == t.device();
     if (buckets.empty() || !same || bytes + b > kBucketBytes) {
       buckets.emplace_back();
@@ -302,7 +325,8 @@ void all_reduce_sum(std::vector<at::Tensor>& tensors) {
       for (size_t i : buckets[k]) parts.push_back(tensors[i].reshape({-1}));  // [numel]
       flat[k] = to_backend_device(torch::cat(parts));                         // [sum of numels]
       // Gloo sums float32/float64 and the integers; half precision is summed in float32
-      if (state().backend == "gloo" && (flat[k].scalar_type() == torch::kBFloat16 || flat[k].scalar_type() == torch::kHalf))
+      if (state().backend == "gloo" &&
+          (flat[k].scalar_type() == torch::kBFloat16 || flat[k].scalar_type() == torch::kHalf))
         flat[k] = flat[k].to(torch::kFloat32);
       std::vector<at::Tensor> one{flat[k]};
       works.push_back(state().group->allreduce(one));
@@ -312,7 +336,9 @@ void all_reduce_sum(std::vector<at::Tensor>& tensors) {
       int64_t offset = 0;
       for (size_t i : buckets[k]) {
         at::Tensor& t = tensors[i];
-        t.copy_(flat[k].narrow(0, offset, t.numel()).view(t.sizes()));  // (and back to t's dtype and device)
+        t.copy_(flat[k]
+                    .narrow(0, offset, t.numel())
+                    .view(t.sizes()));  // (and back to t's dtype and device)
         offset += t.numel();
       }
     }
@@ -330,10 +356,12 @@ void broadcast(std::vector<at::Tensor>& tensors, int root) {
     for (auto& t : tensors) {
       staged.push_back(to_backend_device(t).contiguous());
       const at::Tensor& s = staged.back();
-      bytes.push_back(torch::from_blob(s.data_ptr(), {s.numel() * static_cast<int64_t>(s.element_size())},
-                                       torch::TensorOptions().dtype(torch::kUInt8).device(s.device())));
+      bytes.push_back(
+          torch::from_blob(s.data_ptr(), {s.numel() * static_cast<int64_t>(s.element_size())},
+                           torch::TensorOptions().dtype(torch::kUInt8).device(s.device())));
     }
-    std::vector<decltype(state().group->broadcast(std::declval<std::vector<at::Tensor>&>(), o))> works;
+    std::vector<decltype(state().group->broadcast(std::declval<std::vector<at::Tensor>&>(), o))>
+        works;
     for (auto& b : bytes) {
       std::vector<at::Tensor> one{b};
       works.push_back(state().group->broadcast(one, o));
@@ -349,8 +377,9 @@ void broadcast_bytes(std::string& bytes, int root) {
   std::vector<at::Tensor> size{torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64)};
   broadcast(size, root);
   const int64_t n = size[0].item<int64_t>();
-  std::vector<at::Tensor> data{rank() == root ? torch::from_blob(bytes.data(), {n}, torch::kUInt8).clone()
-                                              : torch::empty({n}, torch::kUInt8)};
+  std::vector<at::Tensor> data{rank() == root
+                                   ? torch::from_blob(bytes.data(), {n}, torch::kUInt8).clone()
+                                   : torch::empty({n}, torch::kUInt8)};
   broadcast(data, root);
   data[0] = data[0].cpu();
   bytes.assign(reinterpret_cast<const char*>(data[0].data_ptr<uint8_t>()), static_cast<size_t>(n));
@@ -377,7 +406,8 @@ std::vector<std::string> all_gather_bytes(const std::string& mine) {
   });
   std::vector<std::string> all;
   for (int r = 0; r < w; ++r)
-    all.emplace_back(reinterpret_cast<const char*>(gathered[r].data_ptr<uint8_t>()), static_cast<size_t>(counts[r].item<int64_t>()));
+    all.emplace_back(reinterpret_cast<const char*>(gathered[r].data_ptr<uint8_t>()),
+                     static_cast<size_t>(counts[r].item<int64_t>()));
   return all;
 }
 
@@ -394,7 +424,8 @@ std::string from_main(const std::function<std::string()>& fn) {
     }
   }
   broadcast_bytes(message);
-  if (message.empty() || message[0] != '1') throw Error(cat("rank 0 stopped: ", message.empty() ? "" : message.substr(1)));
+  if (message.empty() || message[0] != '1')
+    throw Error(cat("rank 0 stopped: ", message.empty() ? "" : message.substr(1)));
   return message.substr(1);
 }
 
@@ -416,6 +447,8 @@ at::Tensor shard_rows(const at::Tensor& rows) {
   return rows.narrow(0, begin, end - begin);  // [end - begin, ...]
 }
 
-bool owns_micro_batch(int64_t index_in_step) { return index_in_step % world_size() == rank(); }
+bool owns_micro_batch(int64_t index_in_step) {
+  return index_in_step % world_size() == rank();
+}
 
 }  // namespace emovlm::dist

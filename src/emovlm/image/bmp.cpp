@@ -18,8 +18,12 @@ namespace emovlm {
 
 namespace {
 
-uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24); }
-uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t le32(const uint8_t* p) {
+  return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24);
+}
+uint16_t le16(const uint8_t* p) {
+  return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
 
 // One channel of a bit-field pixel: its mask's bits, scaled to 8 bits.
 struct Field {
@@ -39,13 +43,15 @@ struct Field {
 
 }  // namespace
 
-RgbImage decode_bmp(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
+RgbImage decode_bmp(const uint8_t* data, size_t size, const std::string& name,
+                    const DecodeOptions& options) {
   auto corrupt = [&](const std::string& why) { return Error(cat(name, ": corrupt BMP: ", why)); };
   if (size < 14 + 12) throw corrupt("truncated header");
   const uint32_t pixel_offset = le32(data + 10);
   const uint8_t* dib = data + 14;
   const uint32_t header = le32(dib);
-  if (header != 12 && header != 40 && header != 52 && header != 56 && header != 64 && header != 108 && header != 124)
+  if (header != 12 && header != 40 && header != 52 && header != 56 && header != 64 &&
+      header != 108 && header != 124)
     throw corrupt(cat("unknown header size ", header));
   if (14 + static_cast<size_t>(header) > size) throw corrupt("truncated header");
 
@@ -105,15 +111,17 @@ RgbImage decode_bmp(const uint8_t* data, size_t size, const std::string& name, c
       blue = Field(le32(dib + 48));
     }
     const int want = bits == 16 ? 5 : 8;
-    if (red.bits != want || blue.bits != want || (green.bits != want && !(bits == 16 && green.bits == 6)))
-      throw Error(cat(name, ": unsupported BMP bit fields (", red.bits, ", ", green.bits, ", ", blue.bits,
-                      " bits for red, green, blue)"));
+    if (red.bits != want || blue.bits != want ||
+        (green.bits != want && !(bits == 16 && green.bits == 6)))
+      throw Error(cat(name, ": unsupported BMP bit fields (", red.bits, ", ", green.bits, ", ",
+                      blue.bits, " bits for red, green, blue)"));
   } else if (compression != 0) {
     throw corrupt(cat("bit fields with ", bits, "-bit pixels"));
   }
 
   const size_t stride = (static_cast<size_t>(width) * bits + 31) / 32 * 4;
-  if (pixel_offset > size || stride > (size - pixel_offset) / static_cast<size_t>(height))  // no overflow
+  if (pixel_offset > size ||
+      stride > (size - pixel_offset) / static_cast<size_t>(height))  // no overflow
     throw corrupt("truncated pixel data");
 
   RgbImage img(static_cast<int>(width), static_cast<int>(height));

@@ -6,8 +6,10 @@
 #include <exception>
 
 #include <jpeglib.h>  // needs <cstdio> first
-#include <jerror.h>
+
+#include <jerror.h>  // needs <jpeglib.h> first
 #include <png.h>
+
 #include <filesystem>
 
 #include "emovlm/core/error.h"
@@ -49,8 +51,9 @@ void jpeg_emit(j_common_ptr cinfo, int level) {
 }
 
 // Returns "" on success, the libjpeg message otherwise. No C++ objects live across setjmp.
-std::string decode_jpeg_raw(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt,
-                            RgbImage* out, std::exception_ptr* size_error) {
+std::string decode_jpeg_raw(const uint8_t* data, size_t size, const std::string& name,
+                            const DecodeOptions& opt, RgbImage* out,
+                            std::exception_ptr* size_error) {
   jpeg_decompress_struct cinfo;
   JpegErr err;
   std::memset(&err, 0, sizeof err);
@@ -102,7 +105,10 @@ std::string decode_jpeg_raw(const uint8_t* data, size_t size, const std::string&
         int cc = src[4 * x], mm = src[4 * x + 1], yy = src[4 * x + 2], kk = src[4 * x + 3];
         if (adobe) cc = 255 - cc, mm = 255 - mm, yy = 255 - yy, kk = 255 - kk;
         int nk = 255 - kk;
-        auto muldiv255 = [](int a, int b) { int t = a * b + 128; return ((t >> 8) + t) >> 8; };
+        auto muldiv255 = [](int a, int b) {
+          int t = a * b + 128;
+          return ((t >> 8) + t) >> 8;
+        };
         auto clip8 = [](int v) { return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v); };
         dst[3 * x] = clip8(nk - muldiv255(cc, nk));
         dst[3 * x + 1] = clip8(nk - muldiv255(mm, nk));
@@ -141,10 +147,12 @@ void png_on_error(png_structp png, png_const_charp msg) {
 
 void png_on_warning(png_structp, png_const_charp) {}
 
-std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt,
-                           RgbImage* out, std::exception_ptr* size_error) {
+std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& name,
+                           const DecodeOptions& opt, RgbImage* out,
+                           std::exception_ptr* size_error) {
   PngReadState st{data, size, 0, {0}};
-  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_on_error, png_on_warning);
+  png_structp png =
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_on_error, png_on_warning);
   if (!png) return "cannot allocate the PNG decoder";
   png_infop info = png_create_info_struct(png);
   std::vector<uint8_t>* buf = new std::vector<uint8_t>();
@@ -172,8 +180,9 @@ std::string decode_png_raw(const uint8_t* data, size_t size, const std::string& 
   bool gray16 = depth == 16 && color == PNG_COLOR_TYPE_GRAY;
   if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-  if (depth == 16 && !gray16) png_set_strip_16(png);  // keeps the high byte, as Pillow's ";16B" modes
-  if (gray16) png_set_swap(png);                      // native-endian 16-bit samples
+  if (depth == 16 && !gray16)
+    png_set_strip_16(png);        // keeps the high byte, as Pillow's ";16B" modes
+  if (gray16) png_set_swap(png);  // native-endian 16-bit samples
   const int passes = png_set_interlace_handling(png);
   png_read_update_info(png, info);
   const int channels = png_get_channels(png, info);
@@ -237,7 +246,8 @@ void png_on_write_error(png_structp png, png_const_charp msg) {
 void check_image_size(const std::string& name, int64_t w, int64_t h, const DecodeOptions& opt) {
   if (w <= 0 || h <= 0) throw Error(cat(name, ": invalid image size ", w, "x", h));
   if (opt.max_pixels > 0 && w * h > opt.max_pixels)
-    throw Error(cat(name, ": image of ", w, "x", h, " = ", w * h, " pixels exceeds the limit of ", opt.max_pixels,
+    throw Error(cat(name, ": image of ", w, "x", h, " = ", w * h, " pixels exceeds the limit of ",
+                    opt.max_pixels,
                     " pixels (a possible decompression bomb; raise the limit to accept it)"));
   if (opt.admit) opt.admit(w, h);
 }
@@ -253,7 +263,8 @@ std::string sniff_image_format(const uint8_t* d, size_t n) {
   return "";
 }
 
-RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
+RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string& name,
+                             const DecodeOptions& options) {
   if (size == 0) throw Error(cat(name, ": empty file, not an image"));
   const std::string format = sniff_image_format(data, size);
   RgbImage img;
@@ -276,12 +287,19 @@ RgbImage decode_image_memory(const uint8_t* data, size_t size, const std::string
     img = decode_webp(data, size, name, options);
 #endif
   } else {
-    const char* supported = webp_supported() ? "JPEG, PNG, GIF, BMP and WebP" : "JPEG, PNG, GIF and BMP";
+    const char* supported =
+        webp_supported() ? "JPEG, PNG, GIF, BMP and WebP" : "JPEG, PNG, GIF and BMP";
     if (format == "WebP")
-      throw Error(cat(name, ": unsupported image format WebP (this build has no libwebp: install libwebp-dev and rebuild; ",
+      throw Error(cat(name,
+                      ": unsupported image format WebP (this build has no libwebp: install "
+                      "libwebp-dev and rebuild; ",
                       supported, " are supported)"));
-    if (!format.empty()) throw Error(cat(name, ": unsupported image format ", format, " (", supported, " are supported)"));
-    throw Error(cat(name, ": not a ", webp_supported() ? "JPEG, PNG, GIF, BMP or WebP" : "JPEG, PNG, GIF or BMP", " image"));
+    if (!format.empty())
+      throw Error(
+          cat(name, ": unsupported image format ", format, " (", supported, " are supported)"));
+    throw Error(cat(name, ": not a ",
+                    webp_supported() ? "JPEG, PNG, GIF, BMP or WebP" : "JPEG, PNG, GIF or BMP",
+                    " image"));
   }
   return img;
 }
@@ -337,7 +355,8 @@ std::string encode_png(const RgbImage& image) {
   if (image.empty()) throw Error("encode_png: empty image");
   std::string out;
   PngWriteState st{&out, {0}};
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &st, png_on_write_error, png_on_warning);
+  png_structp png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, &st, png_on_write_error, png_on_warning);
   if (!png) throw Error("encode_png: cannot allocate the encoder");
   png_infop info = png_create_info_struct(png);
   if (setjmp(png_jmpbuf(png))) {

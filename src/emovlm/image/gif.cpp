@@ -75,7 +75,8 @@ size_t lzw_decode(const std::vector<uint8_t>& data, int min_code_size, uint8_t* 
   std::vector<uint8_t> scratch(4096);
   while (written < count && bitpos + width <= nbits) {
     int code = 0;
-    for (int b = 0; b < width; ++b, ++bitpos) code |= ((data[bitpos >> 3] >> (bitpos & 7)) & 1) << b;
+    for (int b = 0; b < width; ++b, ++bitpos)
+      code |= ((data[bitpos >> 3] >> (bitpos & 7)) & 1) << b;
     if (code == clear) {
       width = min_code_size + 1;
       next = end + 1;
@@ -87,7 +88,8 @@ size_t lzw_decode(const std::vector<uint8_t>& data, int min_code_size, uint8_t* 
     // (of prev's own when code is the entry being added: the KwKwK case)
     int entry = code;
     if (prev < 0) {
-      if (code >= clear) throw Error(cat(name, ": corrupt GIF: LZW code ", code, " before any string"));
+      if (code >= clear)
+        throw Error(cat(name, ": corrupt GIF: LZW code ", code, " before any string"));
     } else if (code < next || (code == next && next < 4096)) {
       if (next < 4096) {
         prefix[next] = static_cast<uint16_t>(prev);
@@ -98,7 +100,8 @@ size_t lzw_decode(const std::vector<uint8_t>& data, int min_code_size, uint8_t* 
         if (next == (1 << width) && width < 12) ++width;
       }
     } else {
-      throw Error(cat(name, ": corrupt GIF: LZW code ", code, " past the table (", next, " entries)"));
+      throw Error(
+          cat(name, ": corrupt GIF: LZW code ", code, " past the table (", next, " entries)"));
     }
     // the entry's string, last index first
     const int len = length[entry];
@@ -113,7 +116,8 @@ size_t lzw_decode(const std::vector<uint8_t>& data, int min_code_size, uint8_t* 
 
 }  // namespace
 
-RgbImage decode_gif(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
+RgbImage decode_gif(const uint8_t* data, size_t size, const std::string& name,
+                    const DecodeOptions& options) {
   Reader r{data, size, 0, name};
   r.bytes(6);  // GIF87a / GIF89a
   int screen_w = r.u16(), screen_h = r.u16();
@@ -140,7 +144,8 @@ RgbImage decode_gif(const uint8_t* data, size_t size, const std::string& name, c
       r.skip_sub_blocks();
       continue;
     }
-    if (tag != ',') throw Error(cat(name, ": corrupt GIF: unexpected block 0x", std::hex, int(tag)));
+    if (tag != ',')
+      throw Error(cat(name, ": corrupt GIF: unexpected block 0x", std::hex, int(tag)));
     // image descriptor
     const int x0 = r.u16(), y0 = r.u16(), fw = r.u16(), fh = r.u16();
     const uint8_t iflags = r.u8();
@@ -156,10 +161,12 @@ RgbImage decode_gif(const uint8_t* data, size_t size, const std::string& name, c
 
     const int w = std::max(screen_w, x0 + fw), h = std::max(screen_h, y0 + fh);
     check_image_size(name, w, h, options);
-    std::vector<uint8_t> canvas(static_cast<size_t>(w) * h, static_cast<uint8_t>(transparency < 0 ? 0 : transparency));
+    std::vector<uint8_t> canvas(static_cast<size_t>(w) * h,
+                                static_cast<uint8_t>(transparency < 0 ? 0 : transparency));
     std::vector<uint8_t> frame(static_cast<size_t>(fw) * fh, 0);
     const size_t got = lzw_decode(lzw, min_code_size, frame.data(), frame.size(), name);
-    // rows in file order; interlaced files store rows 0,8,16,.. then 4,12,.. then 2,6,.. then 1,3,..
+    // rows in file order; interlaced files store rows 0,8,16,.. then 4,12,.. then 2,6,.. then
+    // 1,3,..
     std::vector<int> order;
     if (interlaced) {
       for (auto [start, step] : {std::pair{0, 8}, {4, 8}, {2, 4}, {1, 2}})

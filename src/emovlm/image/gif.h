@@ -5,6 +5,7 @@
 
 namespace emovlm {
 
-RgbImage decode_gif(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options);
+RgbImage decode_gif(const uint8_t* data, size_t size, const std::string& name,
+                    const DecodeOptions& options);
 
 }  // namespace emovlm

@@ -25,7 +25,8 @@ struct DecodeOptions {
   int64_t max_pixels = 89478485;
   // Admission by declared size: called with the image's width and height as soon as its header
   // is read, before the decoder allocates anything of that size; it may throw to refuse the image
-  // (what it throws reaches the caller as it is). A server reserves the pixels from its budgets here.
+  // (what it throws reaches the caller as it is). A server reserves the pixels from its budgets
+  // here.
   std::function<void(int64_t width, int64_t height)> admit;
 };
 

@@ -8,10 +8,12 @@
 namespace emovlm {
 
 PixelBudget::PixelBudget(int64_t capacity) : capacity_(capacity) {
-  if (capacity <= 0) throw Error(cat("pixel budget: the capacity must be positive, not ", capacity));
+  if (capacity <= 0)
+    throw Error(cat("pixel budget: the capacity must be positive, not ", capacity));
 }
 
-std::optional<PixelBudget::Lease> PixelBudget::acquire(int64_t pixels, std::chrono::milliseconds wait) {
+std::optional<PixelBudget::Lease> PixelBudget::acquire(int64_t pixels,
+                                                       std::chrono::milliseconds wait) {
   if (pixels < 0 || pixels > capacity_) return std::nullopt;
   std::unique_lock<std::mutex> l(mu_);
   if (!cv_.wait_for(l, wait, [&] { return used_ + pixels <= capacity_; })) return std::nullopt;
@@ -44,7 +46,9 @@ PixelBudget::Lease& PixelBudget::Lease::operator=(Lease&& other) noexcept {
   return *this;
 }
 
-PixelBudget::Lease::~Lease() { release(); }
+PixelBudget::Lease::~Lease() {
+  release();
+}
 
 void PixelBudget::Lease::shrink(int64_t to) {
   if (!budget_ || to >= pixels_) return;

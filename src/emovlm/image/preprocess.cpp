@@ -19,22 +19,23 @@ int64_t py_round(double x) {
   return static_cast<int64_t>(r);
 }
 
-std::array<float, 3> read_triple(const json& j, const std::string& key, const std::array<float, 3>& fallback,
-                                 const std::string& where) {
+std::array<float, 3> read_triple(const json& j, const std::string& key,
+                                 const std::array<float, 3>& fallback, const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   if (it->is_number()) {
     float v = it->get<float>();
     return {v, v, v};
   }
-  if (!it->is_array() || it->size() != 3) throw Error(cat(where, ": '", key, "' must be a list of 3 numbers"));
+  if (!it->is_array() || it->size() != 3)
+    throw Error(cat(where, ": '", key, "' must be a list of 3 numbers"));
   return {(*it)[0].get<float>(), (*it)[1].get<float>(), (*it)[2].get<float>()};
 }
 
 }  // namespace
 
-void normalize_chw(const RgbImage& image, const std::array<float, 3>& mean, const std::array<float, 3>& std,
-                   double rescale, float* dst) {
+void normalize_chw(const RgbImage& image, const std::array<float, 3>& mean,
+                   const std::array<float, 3>& std, double rescale, float* dst) {
   const size_t plane = static_cast<size_t>(image.width) * image.height;
   for (int c = 0; c < 3; ++c) {
     float* out = dst + c * plane;
@@ -51,18 +52,22 @@ void normalize_chw(const RgbImage& image, const std::array<float, 3>& mean, cons
 Qwen2VLImageConfig Qwen2VLImageConfig::from_json(const json& j, const std::string& where) {
   Qwen2VLImageConfig c;
   c.patch_size = json_optional<int>(j, "patch_size", c.patch_size, where);
-  c.temporal_patch_size = json_optional<int>(j, "temporal_patch_size", c.temporal_patch_size, where);
+  c.temporal_patch_size =
+      json_optional<int>(j, "temporal_patch_size", c.temporal_patch_size, where);
   c.merge_size = json_optional<int>(j, "merge_size", c.merge_size, where);
   if (j.contains("size") && j["size"].is_object()) {
-    c.min_pixels = json_optional<int64_t>(j["size"], "shortest_edge", c.min_pixels, where + ": size");
-    c.max_pixels = json_optional<int64_t>(j["size"], "longest_edge", c.max_pixels, where + ": size");
+    c.min_pixels =
+        json_optional<int64_t>(j["size"], "shortest_edge", c.min_pixels, where + ": size");
+    c.max_pixels =
+        json_optional<int64_t>(j["size"], "longest_edge", c.max_pixels, where + ": size");
   }
   c.min_pixels = json_optional<int64_t>(j, "min_pixels", c.min_pixels, where);
   c.max_pixels = json_optional<int64_t>(j, "max_pixels", c.max_pixels, where);
   c.image_mean = read_triple(j, "image_mean", c.image_mean, where);
   c.image_std = read_triple(j, "image_std", c.image_std, where);
   c.rescale_factor = json_optional<double>(j, "rescale_factor", c.rescale_factor, where);
-  if (j.contains("resample") && !j["resample"].is_null()) c.resample = filter_from_pil(json_required<int>(j, "resample", where));
+  if (j.contains("resample") && !j["resample"].is_null())
+    c.resample = filter_from_pil(json_required<int>(j, "resample", where));
   c.validate();
   return c;
 }
@@ -75,25 +80,32 @@ Qwen2VLImageConfig Qwen2VLImageConfig::from_dir(const std::string& dir) {
 
 void Qwen2VLImageConfig::validate() const {
   check(patch_size > 0 && temporal_patch_size > 0 && merge_size > 0,
-        cat("Qwen2-VL image config: patch_size, temporal_patch_size and merge_size must be positive (", patch_size,
-            ", ", temporal_patch_size, ", ", merge_size, ")"));
+        cat("Qwen2-VL image config: patch_size, temporal_patch_size and merge_size must be "
+            "positive (",
+            patch_size, ", ", temporal_patch_size, ", ", merge_size, ")"));
   check(min_pixels > 0 && max_pixels >= min_pixels,
-        cat("Qwen2-VL image config: need 0 < min_pixels <= max_pixels (", min_pixels, ", ", max_pixels, ")"));
+        cat("Qwen2-VL image config: need 0 < min_pixels <= max_pixels (", min_pixels, ", ",
+            max_pixels, ")"));
   for (float s : image_std) check(s > 0, "Qwen2-VL image config: image_std must be positive");
 }
 
-std::pair<int, int> smart_resize(int height, int width, int factor, int64_t min_pixels, int64_t max_pixels) {
-  if (height <= 0 || width <= 0) throw Error(cat("smart_resize: invalid image size ", width, "x", height));
+std::pair<int, int> smart_resize(int height, int width, int factor, int64_t min_pixels,
+                                 int64_t max_pixels) {
+  if (height <= 0 || width <= 0)
+    throw Error(cat("smart_resize: invalid image size ", width, "x", height));
   if (static_cast<double>(std::max(height, width)) / std::min(height, width) > 200)
     throw Error(cat("smart_resize: aspect ratio of ", width, "x", height, " is over 200"));
   int64_t h_bar = py_round(static_cast<double>(height) / factor) * factor;
   int64_t w_bar = py_round(static_cast<double>(width) / factor) * factor;
   if (h_bar * w_bar > max_pixels) {
     double beta = std::sqrt(static_cast<double>(height) * width / max_pixels);
-    h_bar = std::max<int64_t>(factor, static_cast<int64_t>(std::floor(height / beta / factor)) * factor);
-    w_bar = std::max<int64_t>(factor, static_cast<int64_t>(std::floor(width / beta / factor)) * factor);
+    h_bar = std::max<int64_t>(factor,
+                              static_cast<int64_t>(std::floor(height / beta / factor)) * factor);
+    w_bar =
+        std::max<int64_t>(factor, static_cast<int64_t>(std::floor(width / beta / factor)) * factor);
   } else if (h_bar * w_bar < min_pixels) {
-    double beta = std::sqrt(static_cast<double>(min_pixels) / (static_cast<double>(height) * width));
+    double beta =
+        std::sqrt(static_cast<double>(min_pixels) / (static_cast<double>(height) * width));
     h_bar = static_cast<int64_t>(std::ceil(height * beta / factor)) * factor;
     w_bar = static_cast<int64_t>(std::ceil(width * beta / factor)) * factor;
   }
@@ -102,7 +114,8 @@ std::pair<int, int> smart_resize(int height, int width, int factor, int64_t min_
 
 Qwen2VLPixels preprocess_qwen2vl(const RgbImage& image, const Qwen2VLImageConfig& cfg) {
   if (image.empty()) throw Error("preprocess_qwen2vl: empty image");
-  auto [rh, rw] = smart_resize(image.height, image.width, cfg.factor(), cfg.min_pixels, cfg.max_pixels);
+  auto [rh, rw] =
+      smart_resize(image.height, image.width, cfg.factor(), cfg.min_pixels, cfg.max_pixels);
   RgbImage resized = resize(image, rw, rh, cfg.resample);
   const int P = cfg.patch_size, T = cfg.temporal_patch_size, M = cfg.merge_size;
   const int64_t gh = rh / P, gw = rw / P;
@@ -146,15 +159,18 @@ VitImageConfig VitImageConfig::from_json(const json& j, const std::string& where
     if (s.is_number()) {
       c.image_size = json_required<int>(j, "size", where);
     } else if (s.is_object()) {
-      int h = json_optional<int>(s, "height", json_optional<int>(s, "shortest_edge", c.image_size, where), where);
+      int h = json_optional<int>(
+          s, "height", json_optional<int>(s, "shortest_edge", c.image_size, where), where);
       int w = json_optional<int>(s, "width", h, where);
-      if (h != w) throw Error(cat(where, ": only square ViT inputs are supported (size ", w, "x", h, ")"));
+      if (h != w)
+        throw Error(cat(where, ": only square ViT inputs are supported (size ", w, "x", h, ")"));
       c.image_size = h;
     }
   }
   c.image_mean = read_triple(j, "image_mean", c.image_mean, where);
   c.image_std = read_triple(j, "image_std", c.image_std, where);
-  if (j.contains("resample") && !j["resample"].is_null()) c.resample = filter_from_pil(json_required<int>(j, "resample", where));
+  if (j.contains("resample") && !j["resample"].is_null())
+    c.resample = filter_from_pil(json_required<int>(j, "resample", where));
   c.validate();
   return c;
 }
@@ -170,10 +186,12 @@ VitImageConfig VitImageConfig::from_timm(const json& j, const std::string& where
   VitImageConfig c;
   const auto size = json_required<std::vector<int>>(j, "input_size", where);
   if (size.size() != 3 || size[0] != 3 || size[1] != size[2])
-    throw Error(cat(where, ": input_size must be [3, S, S] (square RGB inputs), not ", json(size).dump()));
+    throw Error(
+        cat(where, ": input_size must be [3, S, S] (square RGB inputs), not ", json(size).dump()));
   c.image_size = size[1];
   try {
-    c.resample = filter_from_name(json_optional<std::string>(j, "interpolation", "bilinear", where));
+    c.resample =
+        filter_from_name(json_optional<std::string>(j, "interpolation", "bilinear", where));
   } catch (const Error& e) {
     throw Error(cat(where, ": interpolation: ", e.what()));
   }
@@ -216,11 +234,14 @@ json VitImageConfig::to_timm() const {
 
 void VitImageConfig::validate() const {
   check(image_size > 0, cat("image config: the input size must be positive (", image_size, ")"));
-  check(crop_pct > 0 && crop_pct <= 1, cat("image config: crop_pct must be in (0, 1], not ", crop_pct));
+  check(crop_pct > 0 && crop_pct <= 1,
+        cat("image config: crop_pct must be in (0, 1], not ", crop_pct));
   for (float s : image_std) check(s > 0, "image config: the std must be positive");
 }
 
-int VitImageConfig::resize_size() const { return static_cast<int>(std::floor(image_size / crop_pct)); }
+int VitImageConfig::resize_size() const {
+  return static_cast<int>(std::floor(image_size / crop_pct));
+}
 
 RgbImage vit_geometry(const RgbImage& image, const VitImageConfig& cfg) {
   if (image.empty()) throw Error("preprocess_vit: empty image");
@@ -230,13 +251,15 @@ RgbImage vit_geometry(const RgbImage& image, const VitImageConfig& cfg) {
     // torchvision Resize(R): the shorter side becomes R, the longer int(R * long / short).
     const int w = image.width, h = image.height;
     const int shorter = std::min(w, h), longer = std::max(w, h);
-    const int new_long = static_cast<int>(static_cast<double>(static_cast<int64_t>(R) * longer) / shorter);
+    const int new_long =
+        static_cast<int>(static_cast<double>(static_cast<int64_t>(R) * longer) / shorter);
     nw = w <= h ? R : new_long, nh = w <= h ? new_long : R;
   }
   RgbImage resized = resize(image, nw, nh, cfg.resample);
   if (nw == S && nh == S) return resized;
   // torchvision CenterCrop(S): offsets int(round((dim - S) / 2)).
-  const int top = static_cast<int>(py_round((nh - S) / 2.0)), left = static_cast<int>(py_round((nw - S) / 2.0));
+  const int top = static_cast<int>(py_round((nh - S) / 2.0)),
+            left = static_cast<int>(py_round((nw - S) / 2.0));
   return crop(resized, left, top, S, S);
 }
 

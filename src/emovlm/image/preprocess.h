@@ -41,13 +41,16 @@ struct Qwen2VLImageConfig {
 
 // The (height, width) the Qwen2-VL processor resizes to: multiples of `factor`, pixel count
 // within [min_pixels, max_pixels], aspect kept (Python's round-half-to-even included).
-std::pair<int, int> smart_resize(int height, int width, int factor, int64_t min_pixels, int64_t max_pixels);
+std::pair<int, int> smart_resize(int height, int width, int factor, int64_t min_pixels,
+                                 int64_t max_pixels);
 
 struct Qwen2VLPixels {
-  FloatArray pixel_values;           // [grid_t * grid_h * grid_w, 3 * temporal * patch * patch]
+  FloatArray pixel_values;            // [grid_t * grid_h * grid_w, 3 * temporal * patch * patch]
   std::array<int64_t, 3> grid_thw{};  // (t, h, w) in patches
   int resized_width = 0, resized_height = 0;
-  int64_t num_tokens(int merge_size) const { return grid_thw[0] * grid_thw[1] * grid_thw[2] / (merge_size * merge_size); }
+  int64_t num_tokens(int merge_size) const {
+    return grid_thw[0] * grid_thw[1] * grid_thw[2] / (merge_size * merge_size);
+  }
 };
 
 Qwen2VLPixels preprocess_qwen2vl(const RgbImage& image, const Qwen2VLImageConfig& config);
@@ -89,7 +92,7 @@ RgbImage vit_geometry(const RgbImage& image, const VitImageConfig& config);
 // [3, size, size] float32, normalised.
 FloatArray preprocess_vit(const RgbImage& image, const VitImageConfig& config);
 // Normalises an already sized image into dst ([3, H, W], CHW).
-void normalize_chw(const RgbImage& image, const std::array<float, 3>& mean, const std::array<float, 3>& std,
-                   double rescale, float* dst);
+void normalize_chw(const RgbImage& image, const std::array<float, 3>& mean,
+                   const std::array<float, 3>& std, double rescale, float* dst);
 
 }  // namespace emovlm

@@ -45,10 +45,14 @@ struct Kernel {
 
 Kernel kernel_of(Filter f) {
   switch (f) {
-    case Filter::Bilinear: return {filter_bilinear, 1.0};
-    case Filter::Bicubic: return {filter_bicubic, 2.0};
-    case Filter::Lanczos: return {filter_lanczos, 3.0};
-    default: throw Error("resample: no kernel for the NEAREST filter");
+    case Filter::Bilinear:
+      return {filter_bilinear, 1.0};
+    case Filter::Bicubic:
+      return {filter_bicubic, 2.0};
+    case Filter::Lanczos:
+      return {filter_lanczos, 3.0};
+    default:
+      throw Error("resample: no kernel for the NEAREST filter");
   }
 }
 
@@ -86,8 +90,8 @@ Coeffs precompute(int in_size, int out_size, const Kernel& kernel) {
     for (int x = 0; x < xmax; ++x) {
       double v = total != 0.0 ? w[x] / total : w[x];
       // round half away from zero into the fixed-point format
-      c.k[static_cast<size_t>(xx) * c.ksize + x] =
-          static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits) : 0.5 + v * (1 << kPrecisionBits));
+      c.k[static_cast<size_t>(xx) * c.ksize + x] = static_cast<int32_t>(
+          v < 0 ? -0.5 + v * (1 << kPrecisionBits) : 0.5 + v * (1 << kPrecisionBits));
     }
     c.xmin[xx] = xmin;
     c.xcount[xx] = xmax;
@@ -141,11 +145,16 @@ void vertical(const RgbImage& in, RgbImage& out, const Coeffs& c, int y_shift) {
 
 Filter filter_from_pil(int resample) {
   switch (resample) {
-    case 0: return Filter::Nearest;
-    case 1: return Filter::Lanczos;
-    case 2: return Filter::Bilinear;
-    case 3: return Filter::Bicubic;
-    default: throw Error(cat("unsupported Pillow resample code ", resample, " (0, 1, 2 or 3)"));
+    case 0:
+      return Filter::Nearest;
+    case 1:
+      return Filter::Lanczos;
+    case 2:
+      return Filter::Bilinear;
+    case 3:
+      return Filter::Bicubic;
+    default:
+      throw Error(cat("unsupported Pillow resample code ", resample, " (0, 1, 2 or 3)"));
   }
 }
 
@@ -159,10 +168,14 @@ Filter filter_from_name(const std::string& name) {
 
 const char* filter_name(Filter f) {
   switch (f) {
-    case Filter::Nearest: return "nearest";
-    case Filter::Bilinear: return "bilinear";
-    case Filter::Bicubic: return "bicubic";
-    case Filter::Lanczos: return "lanczos";
+    case Filter::Nearest:
+      return "nearest";
+    case Filter::Bilinear:
+      return "bilinear";
+    case Filter::Bicubic:
+      return "bicubic";
+    case Filter::Lanczos:
+      return "lanczos";
   }
   return "?";
 }
@@ -208,7 +221,8 @@ RgbImage crop(const RgbImage& image, int left, int top, int w, int h) {
     throw Error(cat("crop: box (", left, ", ", top, ", ", left + w, ", ", top + h, ") outside the ",
                     image.width, "x", image.height, " image"));
   RgbImage out(w, h);
-  for (int y = 0; y < h; ++y) std::memcpy(out.row(y), image.row(top + y) + 3 * left, static_cast<size_t>(w) * 3);
+  for (int y = 0; y < h; ++y)
+    std::memcpy(out.row(y), image.row(top + y) + 3 * left, static_cast<size_t>(w) * 3);
   return out;
 }
 
@@ -216,8 +230,10 @@ RgbImage cap_long_side(const RgbImage& image, int max_side, Filter filter) {
   const int long_side = std::max(image.width, image.height);
   if (long_side <= max_side) return image;
   const double s = static_cast<double>(max_side) / long_side;
-  int w = image.width >= image.height ? max_side : std::max(1, static_cast<int>(std::lround(image.width * s)));
-  int h = image.height > image.width ? max_side : std::max(1, static_cast<int>(std::lround(image.height * s)));
+  int w = image.width >= image.height ? max_side
+                                      : std::max(1, static_cast<int>(std::lround(image.width * s)));
+  int h = image.height > image.width ? max_side
+                                     : std::max(1, static_cast<int>(std::lround(image.height * s)));
   return resize(image, w, h, filter);
 }
 

@@ -6,6 +6,7 @@
 
 namespace emovlm {
 
-RgbImage decode_webp(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options);
+RgbImage decode_webp(const uint8_t* data, size_t size, const std::string& name,
+                     const DecodeOptions& options);
 
 }  // namespace emovlm

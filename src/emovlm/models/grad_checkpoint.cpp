@@ -18,10 +18,13 @@ struct Recompute : torch::CustomClassHolder {
   torch::ScalarType autocast_dtype = torch::kBFloat16;
 };
 
-const at::Generator& generator(torch::Device d) { return at::globalContext().defaultGenerator(d); }
+const at::Generator& generator(torch::Device d) {
+  return at::globalContext().defaultGenerator(d);
+}
 
 struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, c10::intrusive_ptr<Recompute> r) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               c10::intrusive_ptr<Recompute> r) {
     r->device = x.device();
     r->cpu_rng = generator(torch::kCPU).get_state();
     if (!x.device().is_cpu()) r->device_rng = generator(x.device()).get_state();
@@ -35,7 +38,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto r = c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
+    auto r =
+        c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
     torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     // Run the forward again from the forward's RNG state, then put the generators back.
     at::Generator cpu = generator(torch::kCPU);
@@ -64,7 +68,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
 }  // namespace
 
-torch::Tensor checkpointed(std::function<torch::Tensor(const torch::Tensor&)> fn, const torch::Tensor& x) {
+torch::Tensor checkpointed(std::function<torch::Tensor(const torch::Tensor&)> fn,
+                           const torch::Tensor& x) {
   if (!torch::GradMode::is_enabled()) return fn(x);
   auto r = c10::make_intrusive<Recompute>();
   r->fn = std::move(fn);

@@ -11,6 +11,7 @@
 
 namespace emovlm {
 
-torch::Tensor checkpointed(std::function<torch::Tensor(const torch::Tensor&)> fn, const torch::Tensor& x);
+torch::Tensor checkpointed(std::function<torch::Tensor(const torch::Tensor&)> fn,
+                           const torch::Tensor& x);
 
 }  // namespace emovlm

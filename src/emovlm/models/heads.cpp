@@ -19,9 +19,11 @@ Linear make_linear(int64_t in, int64_t out, bool bias = true) {
 }
 }  // namespace
 
-DistillHeadImpl::DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, int64_t num_classes, double dropout)
+DistillHeadImpl::DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, int64_t num_classes,
+                                 double dropout)
     : in_(in_dim), classes_(num_classes), hidden_(std::move(hidden)), dropout_(dropout) {
-  check(in_dim > 0 && num_classes > 1, cat("distillation head: invalid sizes ", in_dim, " -> ", num_classes));
+  check(in_dim > 0 && num_classes > 1,
+        cat("distillation head: invalid sizes ", in_dim, " -> ", num_classes));
   layers = register_module("layers", torch::nn::ModuleList());
   int64_t prev = in_dim;
   for (int64_t h : hidden_) {
@@ -37,8 +39,9 @@ torch::Tensor DistillHeadImpl::forward(const torch::Tensor& features) {
   const size_t n = layers->size();
   for (size_t i = 0; i < n; ++i) {
     auto* l = layers[i]->as<LinearImpl>();
-    h = compute_ == l->weight.scalar_type() ? l->forward(h)
-                                            : torch::linear(h, l->weight.to(compute_), l->bias.to(compute_));
+    h = compute_ == l->weight.scalar_type()
+            ? l->forward(h)
+            : torch::linear(h, l->weight.to(compute_), l->bias.to(compute_));
     if (i + 1 < n) h = torch::dropout(torch::gelu(h), dropout_, is_training());
   }
   return h.to(torch::kFloat32);
@@ -50,7 +53,8 @@ int64_t DistillHeadImpl::num_parameters() const {
   return n;
 }
 
-KDLoss kd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& y, double T, double alpha) {
+KDLoss kd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& y, double T,
+               double alpha) {
   torch::Tensor log_p_s = torch::log_softmax(s / T, -1);
   torch::Tensor log_p_t = torch::log_softmax(t / T, -1);
   // KL(p_t || p_s) summed over classes, mean over the batch
@@ -81,20 +85,23 @@ GateImpl::GateImpl(std::string kind, int64_t C) : kind_(std::move(kind)), c_(C) 
     gate = register_module("gate", make_linear(2 * C, 2));
     out = register_module("fc", make_linear(C, C));
   } else if (kind_ == "cross") {
-    l1 = register_module("gate_vlm", make_linear(C, C));   // g1 = sigmoid(L(head)) weighs the VLM input
-    l2 = register_module("gate_head", make_linear(C, C));  // g2 = sigmoid(L(vlm)) weighs the head input
+    l1 = register_module("gate_vlm",
+                         make_linear(C, C));  // g1 = sigmoid(L(head)) weighs the VLM input
+    l2 = register_module("gate_head",
+                         make_linear(C, C));  // g2 = sigmoid(L(vlm)) weighs the head input
     out = register_module("fc", make_linear(C, C));
   } else {
     throw Error(cat("unknown gate '", kind_, "' (concat, moe, bilinear, dynamic, cross)"));
   }
 }
 
-torch::Tensor GateImpl::forward(const torch::Tensor& vlm, const torch::Tensor& head, torch::Tensor* weights) {
+torch::Tensor GateImpl::forward(const torch::Tensor& vlm, const torch::Tensor& head,
+                                torch::Tensor* weights) {
   torch::Tensor v = vlm.to(head.scalar_type());
   torch::Tensor both = torch::cat({v, head}, -1);  // [B, 2C]
   if (kind_ == "concat") return l1(both);
   if (kind_ == "moe") {
-    torch::Tensor g = torch::softmax(gate(both), -1);                            // [B, 3]
+    torch::Tensor g = torch::softmax(gate(both), -1);  // [B, 3]
     std::vector<torch::Tensor> outs;
     for (const auto& e : *experts) outs.push_back(e->as<LinearImpl>()->forward(both));
     torch::Tensor e = torch::stack(outs, 1);  // [B, 3, C]
@@ -118,8 +125,10 @@ torch::Tensor GateImpl::forward(const torch::Tensor& vlm, const torch::Tensor& h
 }
 
 void GateImpl::init_average(double head_weight, double vlm_weight, double noise) {
-  check(std::isfinite(head_weight) && head_weight >= 0 && std::isfinite(vlm_weight) && vlm_weight >= 0,
-        cat("gate: the inputs' starting weights must be finite and >= 0, not ", head_weight, " and ", vlm_weight));
+  check(std::isfinite(head_weight) && head_weight >= 0 && std::isfinite(vlm_weight) &&
+            vlm_weight >= 0,
+        cat("gate: the inputs' starting weights must be finite and >= 0, not ", head_weight,
+            " and ", vlm_weight));
   torch::NoGradGuard ng;
   for (auto& p : parameters()) p.mul_(noise);  // the default init, scaled down
   const torch::Tensor eye = torch::eye(c_);
@@ -130,14 +139,16 @@ void GateImpl::init_average(double head_weight, double vlm_weight, double noise)
   };
   // dynamic and cross weigh v and h by shares s and 1 - s before a Linear(C, C) that scales back
   // by the weights' sum; a share of 0 would need a logit of -inf, so each weight is at least 1e-3
-  const double wv = std::max(vlm_weight, 1e-3), wh = std::max(head_weight, 1e-3), share_v = wv / (wv + wh);
+  const double wv = std::max(vlm_weight, 1e-3), wh = std::max(head_weight, 1e-3),
+               share_v = wv / (wv + wh);
   auto logit = [](double p) { return std::log(p / (1 - p)); };
   if (kind_ == "concat") {
     add_average(*l1);
   } else if (kind_ == "moe") {
     for (auto& e : *experts) add_average(*e->as<LinearImpl>());
   } else if (kind_ == "bilinear") {
-    // y_k = sum_ij v_i W_kij h_j with W_kij = head_weight [k == j]: y = head_weight * h * sum(v); fc = I
+    // y_k = sum_ij v_i W_kij h_j with W_kij = head_weight [k == j]: y = head_weight * h * sum(v);
+    // fc = I
     for (int64_t k = 0; k < c_; ++k) bil_w[k].select(1, k).add_(head_weight);
     out->weight.add_(eye);
   } else if (kind_ == "dynamic") {

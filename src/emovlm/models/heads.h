@@ -15,7 +15,8 @@ namespace emovlm {
 // Linear(d, h1) -> GELU -> Dropout -> ... -> Linear(h_last, C). Weights "layers.K.{weight,bias}".
 class DistillHeadImpl : public torch::nn::Module {
  public:
-  DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, int64_t num_classes, double dropout = 0.1);
+  DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, int64_t num_classes,
+                  double dropout = 0.1);
   torch::Tensor forward(const torch::Tensor& features);  // [B, d] -> [B, C] (float32)
   int64_t num_parameters() const;
   // Matmuls in this dtype (bf16 runs on AMX on the CPU; the weights stay float32 masters).
@@ -39,8 +40,8 @@ struct KDLoss {
   torch::Tensor loss, kl, ce;  // scalars
 };
 // alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) (batch mean) + (1 - alpha) * CE(s, y).
-KDLoss kd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits, const torch::Tensor& labels,
-               double temperature = 2.0, double alpha = 0.5);
+KDLoss kd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+               const torch::Tensor& labels, double temperature = 2.0, double alpha = 0.5);
 
 // Gate kinds: concat (Linear(2C, C)), moe (3 experts + softmax gate), bilinear (Bilinear(C, C, C)
 // then Linear(C, C)), dynamic (softmax(Linear(2C, 2)) weighs the two inputs, then Linear(C, C)),
@@ -51,7 +52,8 @@ class GateImpl : public torch::nn::Module {
   // vlm [B, C] (one-hot or distribution), head [B, C] (logits) -> fused logits [B, C].
   // weights (optional) receives the weights the gate computes for this input where it has them:
   // dynamic and cross, one for each input [B, 2]; moe, its experts' mixture [B, 3].
-  torch::Tensor forward(const torch::Tensor& vlm, const torch::Tensor& head, torch::Tensor* weights = nullptr);
+  torch::Tensor forward(const torch::Tensor& vlm, const torch::Tensor& head,
+                        torch::Tensor* weights = nullptr);
   const std::string& kind() const { return kind_; }
   int64_t num_parameters() const;
   // Sets the weights so that the gate starts as a weighted average of its inputs'

@@ -42,7 +42,8 @@ std::string classifier_arch(const std::string& dir);
 // Loads a checkpoint directory of any supported architecture. num_labels > 0 and different from
 // the checkpoint's: a new classification layer (seeded) replaces the checkpoint's. The weights are
 // owned (copied out of the file mapping), ready for training.
-std::shared_ptr<ImageClassifierImpl> load_image_classifier(const std::string& dir, int64_t num_labels = 0,
+std::shared_ptr<ImageClassifierImpl> load_image_classifier(const std::string& dir,
+                                                           int64_t num_labels = 0,
                                                            uint64_t seed = 0);
 
 // The evaluation preprocessing a classifier directory names: a ViT's preprocessor_config.json
@@ -59,13 +60,16 @@ nlohmann::json read_timm_config_json(const std::string& dir, int64_t num_labels)
 // file mapping). The classifier under head_prefix ("fc.", "head.fc.") may be absent, and so may
 // num_batches_tracked (checkpoints converted from before PyTorch 0.4.1). Returns whether the
 // checkpoint holds the classifier.
-bool load_timm_weights(torch::nn::Module& m, const std::string& dir, const std::string& head_prefix);
+bool load_timm_weights(torch::nn::Module& m, const std::string& dir,
+                       const std::string& head_prefix);
 // DIR/model.safetensors (parameters and buffers under the checkpoint's names) and DIR/config.json.
-void save_timm_checkpoint(const torch::nn::Module& m, const std::string& dir, const nlohmann::json& config);
+void save_timm_checkpoint(const torch::nn::Module& m, const std::string& dir,
+                          const nlohmann::json& config);
 
 // timm's config.json: architecture, num_classes, num_features, pretrained_cfg (the preprocessing,
-// kept as read), label_names, and model_args (overrides of the architecture's defaults: this project
-// reads layers, base_width, expansion, cfg, num_features, drop_rate from it, for reduced models).
+// kept as read), label_names, and model_args (overrides of the architecture's defaults: this
+// project reads layers, base_width, expansion, cfg, num_features, drop_rate from it, for reduced
+// models).
 struct TimmConfig {
   std::string architecture;
   int64_t num_classes = 1000;

@@ -1,7 +1,7 @@
 // Building blocks shared by the models: Linear (the one place LoRA hooks in), LayerNorm,
-// RMSNorm, Conv2d and BatchNorm2d (the CNN teachers), activations, and random initialisation for tests and benchmarks. Parameters are
-// allocated uninitialised (torch::empty) so that loading a large checkpoint never writes the
-// memory twice: the loader swaps in the mapped tensors.
+// RMSNorm, Conv2d and BatchNorm2d (the CNN teachers), activations, and random initialisation for
+// tests and benchmarks. Parameters are allocated uninitialised (torch::empty) so that loading a
+// large checkpoint never writes the memory twice: the loader swaps in the mapped tensors.
 #pragma once
 
 #include <torch/torch.h>
@@ -24,7 +24,8 @@ class LinearImpl : public torch::nn::Module {
   int64_t out_features() const { return out_; }
   // Adds a rank-r adapter (A and B given, or A kaiming-uniform and B zero when undefined), in
   // float32 (float64 over a float64 base).
-  void add_lora(int64_t r, double scaling, double dropout, torch::Tensor a = {}, torch::Tensor b = {});
+  void add_lora(int64_t r, double scaling, double dropout, torch::Tensor a = {},
+                torch::Tensor b = {});
   bool has_lora() const { return lora_A.defined(); }
   // W += scaling * B A; the adapter is removed.
   void merge_lora();
@@ -80,8 +81,8 @@ TORCH_MODULE(RMSNorm);
 // [out, in, k, k], bias [out] (optional).
 class Conv2dImpl : public torch::nn::Module {
  public:
-  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
-             bool bias = true);
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1,
+             int64_t padding = 0, bool bias = true);
   torch::Tensor forward(const torch::Tensor& x);  // [B, in, H, W] -> [B, out, H', W']
   torch::Tensor weight;
   torch::Tensor bias;  // undefined without bias
@@ -108,13 +109,15 @@ TORCH_MODULE(BatchNorm2d);
 
 torch::Tensor quick_gelu(const torch::Tensor& x);  // x * sigmoid(1.702 x)
 torch::Tensor gelu_exact(const torch::Tensor& x);  // erf form
-torch::Tensor activation(const std::string& name, const torch::Tensor& x);  // gelu, quick_gelu, silu, gelu_pytorch_tanh
+torch::Tensor activation(const std::string& name,
+                         const torch::Tensor& x);  // gelu, quick_gelu, silu, gelu_pytorch_tanh
 
 // [..., D]: (-x2, x1) with x1, x2 the halves of the last dimension.
 torch::Tensor rotate_half(const torch::Tensor& x);
 
 // Fills every parameter: weights ~ N(0, std), biases ~ N(0, std), norm weights 1 (+ N(0, std) noise
 // when noisy_norms), norm biases 0. Deterministic for a seed.
-void init_random(torch::nn::Module& module, uint64_t seed, double std = 0.02, bool noisy_norms = false);
+void init_random(torch::nn::Module& module, uint64_t seed, double std = 0.02,
+                 bool noisy_norms = false);
 
 }  // namespace emovlm

@@ -14,7 +14,9 @@ namespace emovlm {
 
 namespace fs = std::filesystem;
 
-double LoraConfig::scaling() const { return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r; }
+double LoraConfig::scaling() const {
+  return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
+}
 
 void LoraConfig::validate() const {
   check_range(r, 1, 65536, "LoRA rank r");
@@ -33,7 +35,8 @@ LoraConfig LoraConfig::from_json(const json& j, const std::string& where) {
   c.use_rslora = json_optional<bool>(j, "use_rslora", false, where);
   if (j.contains("target_modules") && j["target_modules"].is_array())
     c.target_modules = json_required<std::vector<std::string>>(j, "target_modules", where);
-  if (json_optional<bool>(j, "use_dora", false, where)) throw Error(cat(where, ": DoRA adapters are not supported"));
+  if (json_optional<bool>(j, "use_dora", false, where))
+    throw Error(cat(where, ": DoRA adapters are not supported"));
   if (j.contains("rank_pattern") && j["rank_pattern"].is_object() && !j["rank_pattern"].empty())
     throw Error(cat(where, ": per-module ranks (rank_pattern) are not supported"));
   try {
@@ -45,16 +48,28 @@ LoraConfig LoraConfig::from_json(const json& j, const std::string& where) {
 }
 
 json LoraConfig::to_json(const std::string& base_model) const {
-  return {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", r}, {"lora_alpha", alpha}, {"lora_dropout", dropout},
-          {"target_modules", target_modules}, {"bias", "none"}, {"fan_in_fan_out", false}, {"use_rslora", use_rslora},
-          {"use_dora", false}, {"inference_mode", true}, {"init_lora_weights", true}, {"modules_to_save", nullptr},
-          {"rank_pattern", json::object()}, {"alpha_pattern", json::object()},
+  return {{"peft_type", "LORA"},
+          {"task_type", "CAUSAL_LM"},
+          {"r", r},
+          {"lora_alpha", alpha},
+          {"lora_dropout", dropout},
+          {"target_modules", target_modules},
+          {"bias", "none"},
+          {"fan_in_fan_out", false},
+          {"use_rslora", use_rslora},
+          {"use_dora", false},
+          {"inference_mode", true},
+          {"init_lora_weights", true},
+          {"modules_to_save", nullptr},
+          {"rank_pattern", json::object()},
+          {"alpha_pattern", json::object()},
           {"base_model_name_or_path", base_model.empty() ? json(nullptr) : json(base_model)}};
 }
 
 namespace {
 
-std::vector<std::pair<std::string, LinearImpl*>> targets(torch::nn::Module& root, const LoraConfig& c) {
+std::vector<std::pair<std::string, LinearImpl*>> targets(torch::nn::Module& root,
+                                                         const LoraConfig& c) {
   std::vector<std::pair<std::string, LinearImpl*>> out;
   for (const auto& item : root.named_modules()) {
     auto* lin = dynamic_cast<LinearImpl*>(item.value().get());
@@ -76,8 +91,10 @@ void freeze_base(torch::nn::Module& root) {
 
 std::string peft_key(const std::string& module, const char* matrix) {
   std::string m = module;
-  if (m.rfind("model.", 0) == 0) m = "model.language_model." + m.substr(6);  // transformers-5 layout
-  else if (m.rfind("visual.", 0) == 0) m = "model." + m;
+  if (m.rfind("model.", 0) == 0)
+    m = "model.language_model." + m.substr(6);  // transformers-5 layout
+  else if (m.rfind("visual.", 0) == 0)
+    m = "model." + m;
   return "base_model.model." + m + "." + matrix + ".weight";
 }
 
@@ -108,21 +125,25 @@ LoraConfig load_peft_adapter(torch::nn::Module& root, const std::string& dir) {
         missing.push_back(t5);
         continue;
       }
-      ab[k] = load_tensor(ck, *hit);  // add_lora casts to the adapter dtype (a float64 adapter stays exact on a float64 base)
+      ab[k] = load_tensor(ck, *hit);  // add_lora casts to the adapter dtype (a float64 adapter
+                                      // stays exact on a float64 base)
       ++used;
     }
-    if (ab[0].defined() && ab[1].defined()) lin->add_lora(c.r, c.scaling(), c.dropout, ab[0], ab[1]);
+    if (ab[0].defined() && ab[1].defined())
+      lin->add_lora(c.r, c.scaling(), c.dropout, ab[0], ab[1]);
   }
   if (!missing.empty())
-    throw Error(cat(ck.path(), ": missing ", missing.size(), " adapter tensor(s), e.g. ", missing[0]));
+    throw Error(
+        cat(ck.path(), ": missing ", missing.size(), " adapter tensor(s), e.g. ", missing[0]));
   if (used != ck.names().size())
-    throw Error(cat(ck.path(), ": ", ck.names().size() - used, " adapter tensor(s) match no layer of the model, e.g. ",
-                    ck.names()[0]));
+    throw Error(cat(ck.path(), ": ", ck.names().size() - used,
+                    " adapter tensor(s) match no layer of the model, e.g. ", ck.names()[0]));
   freeze_base(root);
   return c;
 }
 
-void save_peft_adapter(torch::nn::Module& root, const LoraConfig& c, const std::string& dir, const std::string& base_model) {
+void save_peft_adapter(torch::nn::Module& root, const LoraConfig& c, const std::string& dir,
+                       const std::string& base_model) {
   make_dirs(dir);
   NamedTensors ts;
   for (auto& [name, lin] : targets(root, c)) {
@@ -132,7 +153,8 @@ void save_peft_adapter(torch::nn::Module& root, const LoraConfig& c, const std::
   }
   if (ts.empty()) throw Error("save_peft_adapter: the model has no adapters");
   save_tensors((fs::path(dir) / "adapter_model.safetensors").string(), ts, {{"format", "pt"}});
-  write_file_atomic((fs::path(dir) / "adapter_config.json").string(), c.to_json(base_model).dump(2) + "\n");
+  write_file_atomic((fs::path(dir) / "adapter_config.json").string(),
+                    c.to_json(base_model).dump(2) + "\n");
 }
 
 void merge_lora(torch::nn::Module& root) {

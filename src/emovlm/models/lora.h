@@ -21,7 +21,8 @@ struct LoraConfig {
   bool use_rslora = false;
 
   double scaling() const;
-  static LoraConfig from_json(const nlohmann::json& j, const std::string& where);  // PEFT adapter_config.json
+  static LoraConfig from_json(const nlohmann::json& j,
+                              const std::string& where);  // PEFT adapter_config.json
   nlohmann::json to_json(const std::string& base_model) const;
   void validate() const;
 };
@@ -37,7 +38,8 @@ void save_peft_adapter(torch::nn::Module& root, const LoraConfig& config, const 
                        const std::string& base_model = "");
 // W += scaling * B A in every adapted layer, then drops the adapters.
 void merge_lora(torch::nn::Module& root);
-// The PEFT key (transformers-5 layout) of an adapter matrix of our module `name` ("model.layers.0.self_attn.q_proj").
+// The PEFT key (transformers-5 layout) of an adapter matrix of our module `name`
+// ("model.layers.0.self_attn.q_proj").
 std::string peft_key(const std::string& module_name, const char* matrix);
 
 }  // namespace emovlm

@@ -35,11 +35,11 @@ const std::array<float, 15>& nf4_thresholds() {
   // literals: the compiler rounds each decimal once to float32, as nvcc does for the kernel. Four
   // of them lie within a double's precision of a float32 midpoint, so reading them through a
   // double would give the other neighbour.
-  static const std::array<float, 15> t = {-0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,
-                                          -0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,
-                                          -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
-                                          0.2035212516784668f,   0.2920137718319893f,   0.3893125355243683f,
-                                          0.5016634166240692f,   0.6427869200706482f,   0.8614784181118011f};
+  static const std::array<float, 15> t = {
+      -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,   -0.33967943489551544f,
+      -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
+      0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,    0.3893125355243683f,
+      0.5016634166240692f,   0.6427869200706482f,   0.8614784181118011f};
   return t;
 }
 
@@ -71,13 +71,18 @@ torch::Tensor float_tensor(const float* v, int64_t n, torch::Device device) {
   return torch::from_blob(const_cast<float*>(v), {n}, torch::kFloat32).clone().to(device);
 }
 
-torch::Tensor codebook_tensor(torch::Device device) { return float_tensor(nf4_codebook().data(), 16, device); }
+torch::Tensor codebook_tensor(torch::Device device) {
+  return float_tensor(nf4_codebook().data(), 16, device);
+}
 
 // [256, 2]: byte b holds the codes b >> 4 (first) and b & 15
 torch::Tensor byte_level_table(torch::Device device) {
   torch::Tensor table = codebook_tensor(device);
-  torch::Tensor byte = torch::arange(256, torch::TensorOptions().dtype(torch::kInt64).device(device));
-  return torch::stack({table.index_select(0, byte.bitwise_right_shift(4)), table.index_select(0, byte.bitwise_and(15))}, 1);
+  torch::Tensor byte =
+      torch::arange(256, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  return torch::stack({table.index_select(0, byte.bitwise_right_shift(4)),
+                       table.index_select(0, byte.bitwise_and(15))},
+                      1);
 }
 
 // The NF4 code of each value of x (float32, normalised): how many thresholds lie below it, so an
@@ -92,7 +97,8 @@ torch::Tensor nf4_codes(const torch::Tensor& x) {
 
 torch::Tensor dynamic_quantize(const torch::Tensor& x, const torch::Tensor& map) {
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(x.device());
-  torch::Tensor pivot = torch::full(x.sizes(), 127, opts), upper_p = torch::full(x.sizes(), 255, opts),
+  torch::Tensor pivot = torch::full(x.sizes(), 127, opts),
+                upper_p = torch::full(x.sizes(), 255, opts),
                 lower_p = torch::zeros(x.sizes(), opts);
   torch::Tensor lower = torch::full_like(x, -1.0), upper = torch::full_like(x, 1.0);
   torch::Tensor val = map.index_select(0, pivot.reshape({-1})).view(x.sizes());
@@ -122,9 +128,11 @@ int64_t NF4Tensor::numel() const {
 torch::Tensor NF4Tensor::block_absmax() const {
   if (!double_quant) return absmax;
   const int64_t nb = absmax_q.size(0);
-  // [groups] -> [groups, dq_block] -> [blocks] (an expand: no host sync, so a CUDA graph can record it)
+  // [groups] -> [groups, dq_block] -> [blocks] (an expand: no host sync, so a CUDA graph can record
+  // it)
   const int64_t groups = absmax2.size(0);
-  torch::Tensor scale = absmax2.view({groups, 1}).expand({groups, dq_block}).reshape({-1}).narrow(0, 0, nb);
+  torch::Tensor scale =
+      absmax2.view({groups, 1}).expand({groups, dq_block}).reshape({-1}).narrow(0, 0, nb);
   const torch::Tensor table = map.defined() && map.device() == absmax_q.device()
                                   ? map
                                   : float_tensor(dynamic_map().data(), 256, absmax_q.device());
@@ -144,21 +152,27 @@ torch::Tensor NF4Tensor::dequantize(torch::ScalarType dtype) const {
   torch::Tensor out = torch::empty({n}, values.options().dtype(dtype));
   const int64_t whole = n / block;  // [whole * block] -> [whole, block] times each block's absmax
   if (whole > 0)
-    out.narrow(0, 0, whole * block).view({whole, block}).copy_(
-        values.narrow(0, 0, whole * block).view({whole, block}) * scale.narrow(0, 0, whole).unsqueeze(1));
+    out.narrow(0, 0, whole * block)
+        .view({whole, block})
+        .copy_(values.narrow(0, 0, whole * block).view({whole, block}) *
+               scale.narrow(0, 0, whole).unsqueeze(1));
   if (n > whole * block)
-    out.narrow(0, whole * block, n - whole * block).copy_(values.narrow(0, whole * block, n - whole * block) * scale[whole]);
+    out.narrow(0, whole * block, n - whole * block)
+        .copy_(values.narrow(0, whole * block, n - whole * block) * scale[whole]);
   return out.view(shape);
 }
 
 int64_t NF4Tensor::bytes() const {
   int64_t b = codes.numel();
-  if (double_quant) b += absmax_q.numel() + 4 * absmax2.numel() + 4;
-  else b += 4 * absmax.numel();
+  if (double_quant)
+    b += absmax_q.numel() + 4 * absmax2.numel() + 4;
+  else
+    b += 4 * absmax.numel();
   return b;
 }
 
-NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_quant, int64_t dq_block) {
+NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_quant,
+                       int64_t dq_block) {
   if (block <= 0 || dq_block <= 0) throw Error("nf4: block sizes must be positive");
   NF4Tensor q;
   q.shape = weight.sizes().vec();
@@ -169,7 +183,8 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   padded.narrow(0, 0, n).copy_(w);
   torch::Tensor blocks = padded.view({nb, block});  // [n] -> [blocks, block]
   torch::Tensor absmax = blocks.abs().amax(1);
-  // each value times the float32 reciprocal of its absmax (an all-zero block: 0 * inf = NaN, code 0)
+  // each value times the float32 reciprocal of its absmax (an all-zero block: 0 * inf = NaN, code
+  // 0)
   torch::Tensor inv = 1.0 / absmax;
   q.byte_levels = byte_level_table(w.device());
   // the codes in chunks of 4 M values, so that the [values, 15] comparisons of a 7B MLP matrix
@@ -179,7 +194,8 @@ NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block, bool double_q
   for (int64_t b0 = 0; b0 < nb; b0 += chunk_blocks) {
     const int64_t nbl = std::min(chunk_blocks, nb - b0);
     // [nbl, block] * [nbl, 1] -> [nbl * block]
-    torch::Tensor x = (blocks.narrow(0, b0, nbl) * inv.narrow(0, b0, nbl).unsqueeze(1)).reshape({-1});
+    torch::Tensor x =
+        (blocks.narrow(0, b0, nbl) * inv.narrow(0, b0, nbl).unsqueeze(1)).reshape({-1});
     const int64_t len = std::min(nbl * block, n - b0 * block);
     idx.narrow(0, b0 * block, len).copy_(nf4_codes(x.narrow(0, 0, len)));
   }
@@ -211,11 +227,13 @@ struct Nf4Weight : torch::CustomClassHolder {
 };
 
 struct Nf4LinearFunction : torch::autograd::Function<Nf4LinearFunction> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, c10::intrusive_ptr<Nf4Weight> w) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               c10::intrusive_ptr<Nf4Weight> w) {
     ctx->saved_data["w"] = c10::IValue::make_capsule(w);
     return torch::linear(x, w->w->dequantize(x.scalar_type()));
   }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list g) {
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
     auto w = c10::static_intrusive_pointer_cast<Nf4Weight>(ctx->saved_data["w"].toCapsule());
     // [..., out] x [out, in] -> [..., in]
     return {torch::matmul(g[0], w->w->dequantize(g[0].scalar_type())), torch::Tensor()};
@@ -226,13 +244,15 @@ struct Nf4LinearFunction : torch::autograd::Function<Nf4LinearFunction> {
 
 torch::Tensor nf4_linear(const torch::Tensor& x, const std::shared_ptr<const NF4Tensor>& weight) {
   if (x.size(-1) != weight->shape.back())
-    throw Error(cat("nf4_linear: input ", shape_str(x.sizes().vec()), " does not fit a weight of ", shape_str(weight->shape)));
+    throw Error(cat("nf4_linear: input ", shape_str(x.sizes().vec()), " does not fit a weight of ",
+                    shape_str(weight->shape)));
   auto holder = c10::make_intrusive<Nf4Weight>();
   holder->w = weight;
   return Nf4LinearFunction::apply(x, holder);
 }
 
-int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select,
+int quantize_linears_nf4(torch::nn::Module& root, bool double_quant,
+                         const std::function<bool(const std::string&)>& select,
                          c10::optional<torch::Device> device) {
   int n = 0;
   for (const auto& item : root.named_modules()) {

@@ -40,14 +40,15 @@ const std::array<float, 256>& dynamic_map();
 struct NF4Tensor {
   std::vector<int64_t> shape;
   int64_t block = 64;
-  torch::Tensor codes;   // uint8 [ceil(numel / 2)]: two 4-bit codes per byte, the first in the high nibble
+  torch::Tensor
+      codes;  // uint8 [ceil(numel / 2)]: two 4-bit codes per byte, the first in the high nibble
   torch::Tensor absmax;  // float32 [blocks] (without double quantization)
   bool double_quant = false;
   int64_t dq_block = 256;
-  torch::Tensor absmax_q;    // uint8 [blocks]: indices into dynamic_map() (double quantization)
-  torch::Tensor absmax2;     // float32 [ceil(blocks / dq_block)]: each group's scale
-  float absmax_offset = 0;   // the mean of the absmax values
-  torch::Tensor map;         // float32 [256]: dynamic_map() on the codes' device
+  torch::Tensor absmax_q;     // uint8 [blocks]: indices into dynamic_map() (double quantization)
+  torch::Tensor absmax2;      // float32 [ceil(blocks / dq_block)]: each group's scale
+  float absmax_offset = 0;    // the mean of the absmax values
+  torch::Tensor map;          // float32 [256]: dynamic_map() on the codes' device
   torch::Tensor byte_levels;  // float32 [256, 2]: the two levels each code byte holds, on the
                               // codes' device (made once at quantization: dequantizing copies
                               // nothing from the host and rebuilds nothing)
@@ -59,7 +60,8 @@ struct NF4Tensor {
   int64_t bytes() const;  // storage of codes and scales
 };
 
-NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block = 64, bool double_quant = false, int64_t dq_block = 256);
+NF4Tensor nf4_quantize(const torch::Tensor& weight, int64_t block = 64, bool double_quant = false,
+                       int64_t dq_block = 256);
 
 // The index into a sorted 256-entry map that bitsandbytes' blockwise 8-bit kernel gives each
 // value of x (float32, normalised to [-1, 1]): a binary search from entry 127 in steps 64 .. 1,
@@ -76,7 +78,8 @@ torch::Tensor nf4_linear(const torch::Tensor& x, const std::shared_ptr<const NF4
 // device: where the NF4 weights go (each dense weight is moved there one at a time and quantized
 // there), so a base loaded on the CPU reaches a GPU without ever being there whole in bf16;
 // none: where each weight is.
-int quantize_linears_nf4(torch::nn::Module& root, bool double_quant, const std::function<bool(const std::string&)>& select,
+int quantize_linears_nf4(torch::nn::Module& root, bool double_quant,
+                         const std::function<bool(const std::string&)>& select,
                          c10::optional<torch::Device> device = c10::nullopt);
 
 }  // namespace emovlm

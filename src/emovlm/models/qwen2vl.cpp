@@ -13,11 +13,14 @@ Qwen2VLImpl::Qwen2VLImpl(const Qwen2VLConfig& config) : cfg_(config) {
   config.validate();
   visual = register_module("visual", Qwen2VLVisionModel(config.vision));
   model = register_module("model", Qwen2VLTextModel(config.text));
-  lm_head = register_module("lm_head", Linear(config.text.hidden_size, config.text.vocab_size, false));
+  lm_head =
+      register_module("lm_head", Linear(config.text.hidden_size, config.text.vocab_size, false));
 }
 
-std::shared_ptr<Qwen2VLImpl> Qwen2VLImpl::from_pretrained(const std::string& dir, torch::ScalarType dtype,
-                                                          torch::Device device, const std::string& weights) {
+std::shared_ptr<Qwen2VLImpl> Qwen2VLImpl::from_pretrained(const std::string& dir,
+                                                          torch::ScalarType dtype,
+                                                          torch::Device device,
+                                                          const std::string& weights) {
   Qwen2VLConfig cfg = Qwen2VLConfig::from_dir(dir);
   auto m = std::make_shared<Qwen2VLImpl>(cfg);
   Checkpoint ck(weights.empty() ? dir : (std::filesystem::path(dir) / weights).string());
@@ -33,7 +36,9 @@ std::shared_ptr<Qwen2VLImpl> Qwen2VLImpl::from_pretrained(const std::string& dir
     return c;
   };
   opt.optional = [tied](const std::string& name) { return tied && name == "lm_head.weight"; };
-  opt.ignore_unused = [](const std::string& name) { return name.find("rotary_emb.inv_freq") != std::string::npos; };
+  opt.ignore_unused = [](const std::string& name) {
+    return name.find("rotary_emb.inv_freq") != std::string::npos;
+  };
   load_weights(*m, ck, opt);
   if (tied) m->lm_head->weight.set_data(m->model->embed_tokens->weight.data());
   m->eval();
@@ -41,13 +46,14 @@ std::shared_ptr<Qwen2VLImpl> Qwen2VLImpl::from_pretrained(const std::string& dir
   return m;
 }
 
-std::pair<torch::Tensor, torch::Tensor> Qwen2VLImpl::rope_index(const torch::Tensor& input_ids,
-                                                                const torch::Tensor& attention_mask,
-                                                                const std::vector<GridTHW>& grids) const {
+std::pair<torch::Tensor, torch::Tensor> Qwen2VLImpl::rope_index(
+    const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+    const std::vector<GridTHW>& grids) const {
   const int64_t B = input_ids.size(0), T = input_ids.size(1), m = cfg_.vision.spatial_merge_size;
   torch::Tensor ids = input_ids.to(torch::kCPU).to(torch::kInt64).contiguous();
-  torch::Tensor mask = attention_mask.defined() ? attention_mask.to(torch::kCPU).to(torch::kInt64).contiguous()
-                                                : torch::ones({B, T}, torch::kInt64);
+  torch::Tensor mask = attention_mask.defined()
+                           ? attention_mask.to(torch::kCPU).to(torch::kInt64).contiguous()
+                           : torch::ones({B, T}, torch::kInt64);
   torch::Tensor pos = torch::ones({3, B, T}, torch::kInt64);
   torch::Tensor deltas = torch::zeros({B}, torch::kInt64);
   auto P = pos.accessor<int64_t, 3>();
@@ -72,7 +78,8 @@ std::pair<torch::Tensor, torch::Tensor> Qwen2VLImpl::rope_index(const torch::Ten
           for (int64_t y = 0; y < gh; ++y)
             for (int64_t x = 0; x < gw; ++x, ++k) {
               if (k >= cols.size() || I[b][cols[k]] != cfg_.image_token_id)
-                throw Error(cat("image ", image - 1, " needs ", n, " <|image_pad|> tokens in the prompt"));
+                throw Error(
+                    cat("image ", image - 1, " needs ", n, " <|image_pad|> tokens in the prompt"));
               const int64_t c = cols[k];
               P[0][b][c] = next + f;
               P[1][b][c] = next + y;
@@ -90,7 +97,8 @@ std::pair<torch::Tensor, torch::Tensor> Qwen2VLImpl::rope_index(const torch::Ten
     deltas[b] = maxpos + 1 - T;  // against the padded length, as the cache counts it
   }
   if (image != grids.size())
-    throw Error(cat(grids.size(), " image grid(s) given but the prompts hold ", image, " image(s)"));
+    throw Error(
+        cat(grids.size(), " image grid(s) given but the prompts hold ", image, " image(s)"));
   return {pos, deltas};
 }
 
@@ -99,13 +107,15 @@ torch::Tensor Qwen2VLImpl::embed(const Qwen2VLInputs& in, torch::Tensor* image_f
   torch::Tensor emb = model->embed_tokens(ids);
   const int64_t n_pad = (ids == cfg_.image_token_id).sum().item<int64_t>();
   if (in.grids.empty()) {
-    if (n_pad) throw Error(cat("the prompt holds ", n_pad, " <|image_pad|> tokens but no image was given"));
+    if (n_pad)
+      throw Error(cat("the prompt holds ", n_pad, " <|image_pad|> tokens but no image was given"));
     return emb;
   }
   torch::Tensor feats = visual(in.pixel_values.to(device()).to(dtype()), in.grids).merged;
   if (image_features) *image_features = feats;
   if (feats.size(0) != n_pad)
-    throw Error(cat("the images give ", feats.size(0), " visual tokens but the prompt holds ", n_pad, " <|image_pad|>"));
+    throw Error(cat("the images give ", feats.size(0), " visual tokens but the prompt holds ",
+                    n_pad, " <|image_pad|>"));
   torch::Tensor where = (ids == cfg_.image_token_id).unsqueeze(-1).expand_as(emb);
   return emb.masked_scatter(where, feats.to(emb.scalar_type()));
 }
@@ -119,17 +129,22 @@ void Qwen2VLImpl::move_to(torch::Device device, torch::ScalarType dtype) {
 torch::Tensor causal_mask(const torch::Tensor& key_mask, int64_t t, int64_t past) {
   const int64_t B = key_mask.size(0), total = key_mask.size(1);
   auto dev = key_mask.device();
-  torch::Tensor q = torch::arange(past, past + t, torch::TensorOptions().dtype(torch::kInt64).device(dev)).view({t, 1});
-  torch::Tensor kk = torch::arange(total, torch::TensorOptions().dtype(torch::kInt64).device(dev)).view({1, total});
-  torch::Tensor causal = kk <= q;                                           // [T, total]
-  torch::Tensor allowed = causal.unsqueeze(0) & key_mask.to(torch::kBool).view({B, 1, total});  // [B, T, total]
+  torch::Tensor q =
+      torch::arange(past, past + t, torch::TensorOptions().dtype(torch::kInt64).device(dev))
+          .view({t, 1});
+  torch::Tensor kk = torch::arange(total, torch::TensorOptions().dtype(torch::kInt64).device(dev))
+                         .view({1, total});
+  torch::Tensor causal = kk <= q;  // [T, total]
+  torch::Tensor allowed =
+      causal.unsqueeze(0) & key_mask.to(torch::kBool).view({B, 1, total});  // [B, T, total]
   allowed = allowed | (kk == q).unsqueeze(0);
   return allowed.unsqueeze(1);  // [B, 1, T, total]
 }
 
 Qwen2VLOutput Qwen2VLImpl::forward(const Qwen2VLInputs& in, KVCache* cache, bool last_only) {
   const int64_t B = in.input_ids.size(0), T = in.input_ids.size(1);
-  torch::Tensor am = in.attention_mask.defined() ? in.attention_mask : torch::ones({B, T}, torch::kInt64);
+  torch::Tensor am =
+      in.attention_mask.defined() ? in.attention_mask : torch::ones({B, T}, torch::kInt64);
   auto [pos, deltas] = rope_index(in.input_ids, am, in.grids);
   torch::Tensor feats;
   torch::Tensor emb = embed(in, &feats);
@@ -139,19 +154,20 @@ Qwen2VLOutput Qwen2VLImpl::forward(const Qwen2VLInputs& in, KVCache* cache, bool
   return {lm_head(h), pos, deltas, feats};
 }
 
-torch::Tensor Qwen2VLImpl::extend(const torch::Tensor& ids, const torch::Tensor& rope_deltas, const torch::Tensor& key_mask,
-                                  KVCache& cache) {
+torch::Tensor Qwen2VLImpl::extend(const torch::Tensor& ids, const torch::Tensor& rope_deltas,
+                                  const torch::Tensor& key_mask, KVCache& cache) {
   const int64_t B = ids.size(0), T = ids.size(1), past = cache.length;
   // every axis: cache length + i + delta; [B, T] -> [3, B, T]
-  torch::Tensor p = torch::arange(past, past + T, torch::kInt64).view({1, T}) + rope_deltas.to(torch::kCPU).view({B, 1});
+  torch::Tensor p = torch::arange(past, past + T, torch::kInt64).view({1, T}) +
+                    rope_deltas.to(torch::kCPU).view({B, 1});
   torch::Tensor pos = p.unsqueeze(0).expand({3, B, T}).contiguous().to(device());
   torch::Tensor emb = model->embed_tokens(ids.to(device()));
   torch::Tensor mask = causal_mask(key_mask.to(device()), T, past);
   return lm_head(model(emb, pos, mask, &cache));
 }
 
-torch::Tensor Qwen2VLImpl::decode(const torch::Tensor& ids, const torch::Tensor& rope_deltas, const torch::Tensor& key_mask,
-                                  KVCache& cache) {
+torch::Tensor Qwen2VLImpl::decode(const torch::Tensor& ids, const torch::Tensor& rope_deltas,
+                                  const torch::Tensor& key_mask, KVCache& cache) {
   return extend(ids, rope_deltas, key_mask, cache).squeeze(1);
 }
 

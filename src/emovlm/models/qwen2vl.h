@@ -24,7 +24,8 @@ struct Qwen2VLOutput {
   torch::Tensor logits;        // [B, T, vocab] (or [B, 1, vocab] for the last position only)
   torch::Tensor position_ids;  // [3, B, T]
   torch::Tensor rope_deltas;   // [B]: position of the next token = cache length + delta
-  torch::Tensor image_features;  // [sum of visual tokens, hidden]: the merger's output, images in order
+  torch::Tensor
+      image_features;  // [sum of visual tokens, hidden]: the merger's output, images in order
 };
 
 class Qwen2VLImpl : public torch::nn::Module {
@@ -34,13 +35,16 @@ class Qwen2VLImpl : public torch::nn::Module {
   // A checkpoint directory as published (config.json + model.safetensors or a sharded index;
   // Hub or transformers-5 key names; F32/F16/BF16 on disk; lm_head absent = tied embeddings).
   // `weights` overrides the weight file (e.g. model-bf16.safetensors).
-  static std::shared_ptr<Qwen2VLImpl> from_pretrained(const std::string& dir, torch::ScalarType dtype,
-                                                      torch::Device device = torch::kCPU, const std::string& weights = "");
+  static std::shared_ptr<Qwen2VLImpl> from_pretrained(const std::string& dir,
+                                                      torch::ScalarType dtype,
+                                                      torch::Device device = torch::kCPU,
+                                                      const std::string& weights = "");
 
   // Position ids [3, B, T] (int64) and rope deltas [B], as the reference's get_rope_index:
   // text advances by one, image tokens take (t, h, w) grid positions, text after an image
   // resumes at max + 1; padding gets position 1.
-  std::pair<torch::Tensor, torch::Tensor> rope_index(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+  std::pair<torch::Tensor, torch::Tensor> rope_index(const torch::Tensor& input_ids,
+                                                     const torch::Tensor& attention_mask,
                                                      const std::vector<GridTHW>& grids) const;
 
   // Token embeddings with the vision features in place of the image pad tokens; the features
@@ -49,17 +53,18 @@ class Qwen2VLImpl : public torch::nn::Module {
 
   // Prefill: the whole prompt. With a cache, keys/values are kept for decoding.
   // last_only: logits of the last position only (generation).
-  Qwen2VLOutput forward(const Qwen2VLInputs& inputs, KVCache* cache = nullptr, bool last_only = false);
+  Qwen2VLOutput forward(const Qwen2VLInputs& inputs, KVCache* cache = nullptr,
+                        bool last_only = false);
 
   // One decoding step for the whole batch: ids [B, 1] at positions cache.length + rope_deltas;
   // key_mask [B, cache.length + 1] (1 = attend). Returns logits [B, vocab].
-  torch::Tensor decode(const torch::Tensor& ids, const torch::Tensor& rope_deltas, const torch::Tensor& key_mask,
-                       KVCache& cache);
+  torch::Tensor decode(const torch::Tensor& ids, const torch::Tensor& rope_deltas,
+                       const torch::Tensor& key_mask, KVCache& cache);
 
   // Continues a cached prefix with ids [B, T] (no images): positions cache.length + delta + i.
   // Returns logits [B, T, vocab].
-  torch::Tensor extend(const torch::Tensor& ids, const torch::Tensor& rope_deltas, const torch::Tensor& key_mask,
-                       KVCache& cache);
+  torch::Tensor extend(const torch::Tensor& ids, const torch::Tensor& rope_deltas,
+                       const torch::Tensor& key_mask, KVCache& cache);
 
   // Module::to(device, dtype) that keeps lm_head on the embeddings' storage when the two share it
   // (tied checkpoints; to() alone would move them as two tensors and keep both).

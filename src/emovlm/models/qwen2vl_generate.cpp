@@ -40,7 +40,8 @@ PreparedPrompt Qwen2VLProcessor::prepare(const VlmPrompt& p) const {
   return out;
 }
 
-Qwen2VLInputs Qwen2VLProcessor::collate(const std::vector<PreparedPrompt>& prompts, torch::Device device) const {
+Qwen2VLInputs Qwen2VLProcessor::collate(const std::vector<PreparedPrompt>& prompts,
+                                        torch::Device device) const {
   if (prompts.empty()) throw Error("Qwen2VLProcessor: no prompts");
   Qwen2VLInputs in;
   std::vector<torch::Tensor> pixels;
@@ -56,14 +57,16 @@ Qwen2VLInputs Qwen2VLProcessor::collate(const std::vector<PreparedPrompt>& promp
   for (int64_t b = 0; b < B; ++b) {
     const std::vector<int32_t>& ids = prompts[b].ids;
     const int64_t n = static_cast<int64_t>(ids.size()), off = T - n;  // left padding
-    in.input_ids[b].narrow(0, off, n).copy_(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64));
+    in.input_ids[b].narrow(0, off, n).copy_(
+        torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64));
     in.attention_mask[b].narrow(0, off, n).fill_(1);
   }
   if (!pixels.empty()) in.pixel_values = pixels.size() == 1 ? pixels[0] : torch::cat(pixels, 0);
   return in;
 }
 
-Qwen2VLInputs Qwen2VLProcessor::build(const std::vector<VlmPrompt>& prompts, torch::Device device) const {
+Qwen2VLInputs Qwen2VLProcessor::build(const std::vector<VlmPrompt>& prompts,
+                                      torch::Device device) const {
   std::vector<PreparedPrompt> prepared;
   prepared.reserve(prompts.size());
   for (const VlmPrompt& p : prompts) prepared.push_back(prepare(p));
@@ -82,7 +85,8 @@ GenerationConfig GenerationConfig::from_dir(const std::string& dir) {
   if (j.contains("temperature")) g.temperature = json_required<double>(j, "temperature", p);
   if (j.contains("top_k")) g.top_k = json_required<int>(j, "top_k", p);
   if (j.contains("top_p")) g.top_p = json_required<double>(j, "top_p", p);
-  if (j.contains("repetition_penalty")) g.repetition_penalty = json_required<double>(j, "repetition_penalty", p);
+  if (j.contains("repetition_penalty"))
+    g.repetition_penalty = json_required<double>(j, "repetition_penalty", p);
   if (j.contains("eos_token_id")) {
     if (j["eos_token_id"].is_array())
       g.eos_token_ids = j["eos_token_id"].get<std::vector<int64_t>>();
@@ -92,7 +96,8 @@ GenerationConfig GenerationConfig::from_dir(const std::string& dir) {
   return g;
 }
 
-GenerationConfig GenerationConfig::merge(const GenerationConfig& file, const GenerationConfig& caller) {
+GenerationConfig GenerationConfig::merge(const GenerationConfig& file,
+                                         const GenerationConfig& caller) {
   GenerationConfig g = file;
   if (caller.max_new_tokens) g.max_new_tokens = caller.max_new_tokens;
   if (caller.do_sample) g.do_sample = caller.do_sample;
@@ -106,7 +111,8 @@ GenerationConfig GenerationConfig::merge(const GenerationConfig& file, const Gen
   return g;
 }
 
-int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const GenerationConfig& cfg, at::Generator& gen) {
+int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen,
+                   const GenerationConfig& cfg, at::Generator& gen) {
   logits = logits.to(torch::kCPU).to(torch::kFloat32).contiguous().clone();
   float* l = logits.data_ptr<float>();
   const int64_t V = logits.numel();
@@ -124,7 +130,8 @@ int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const
   if (temp <= 0) throw Error(cat("temperature must be positive, got ", temp));
   if (temp != 1.0) logits.div_(temp);
   const int top_k = cfg.top_k.value_or(0);
-  torch::Tensor kept;  // top-k: the indices it keeps (ties at the k-th value included); undefined: all
+  torch::Tensor
+      kept;  // top-k: the indices it keeps (ties at the k-th value included); undefined: all
   if (top_k > 0 && top_k < V) {
     float kth = std::get<0>(logits.topk(top_k)).min().item<float>();
     logits.masked_fill_(logits < kth, -std::numeric_limits<float>::infinity());
@@ -159,7 +166,8 @@ FixedDecoder::FixedDecoder(Qwen2VLImpl& model, const KVCache& cache, const torch
   const torch::Device dev = model.device();
   const int64_t B = key_mask.size(0);
   if (key_mask.size(1) != cache.length)
-    throw Error(cat("FixedDecoder: key mask ", shape_str(key_mask.sizes().vec()), " for a cache of ", cache.length, " positions"));
+    throw Error(cat("FixedDecoder: key mask ", shape_str(key_mask.sizes().vec()),
+                    " for a cache of ", cache.length, " positions"));
   cache_ = cache.fixed(capacity_);
   ids_ = torch::zeros({B, 1}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
   valid_ = torch::zeros({B, capacity_}, torch::TensorOptions().dtype(torch::kBool).device(dev));
@@ -179,16 +187,19 @@ void FixedDecoder::run() {
   auto [cos, sin] = model_.model->rope(pos, model_.dtype(), inv_freq_);
   torch::Tensor emb = model_.model->embed_tokens(ids_);
   // [B, capacity] -> [B, 1, 1, capacity]: one query row per sequence
-  torch::Tensor h = model_.model->forward_rotary(emb, cos, sin, valid_.view({B, 1, 1, capacity_}), &cache_);
+  torch::Tensor h =
+      model_.model->forward_rotary(emb, cos, sin, valid_.view({B, 1, 1, capacity_}), &cache_);
   logits_ = model_.lm_head(h).select(1, 0);  // [B, 1, V] -> [B, V]
 }
 
 torch::Tensor FixedDecoder::step(const torch::Tensor& ids) {
   torch::NoGradGuard ng;
   const int64_t before = cache_.length;
-  if (before >= capacity_) throw Error(cat("FixedDecoder: the cache is full (", capacity_, " positions)"));
+  if (before >= capacity_)
+    throw Error(cat("FixedDecoder: the cache is full (", capacity_, " positions)"));
   if (ids.sizes() != ids_.sizes())
-    throw Error(cat("FixedDecoder: ids ", shape_str(ids.sizes().vec()), ", expected ", shape_str(ids_.sizes().vec())));
+    throw Error(cat("FixedDecoder: ids ", shape_str(ids.sizes().vec()), ", expected ",
+                    shape_str(ids_.sizes().vec())));
   ids_.copy_(ids);
   if (!graph_) {
     run();
@@ -222,14 +233,16 @@ Prefill prefill(Qwen2VLImpl& model, const Qwen2VLInputs& in) {
   Qwen2VLOutput out = model.forward(in, &p.cache, /*last_only=*/true);
   p.last_logits = out.logits.select(1, 0);  // [B, 1, V] -> [B, V]
   p.input_ids = in.input_ids.to(torch::kCPU).to(torch::kInt64);
-  p.key_mask = in.attention_mask.defined() ? in.attention_mask.to(torch::kCPU).to(torch::kInt64) : torch::ones_like(p.input_ids);
+  p.key_mask = in.attention_mask.defined() ? in.attention_mask.to(torch::kCPU).to(torch::kInt64)
+                                           : torch::ones_like(p.input_ids);
   p.rope_deltas = out.rope_deltas;
   p.image_features = out.image_features;
   p.grids = in.grids;
   return p;
 }
 
-GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const GenerationConfig& cfg,
+GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs,
+                          const GenerationConfig& cfg,
                           const std::function<void(int64_t, int64_t)>& on_token) {
   return generate(model, prefill(model, inputs), cfg, on_token);
 }
@@ -250,7 +263,7 @@ GenerationResult generate(Qwen2VLImpl& model, Prefill pf, const GenerationConfig
   res.tokens.resize(B);
   res.stopped.assign(B, false);
   std::vector<std::vector<int64_t>> seen(B);  // each row's tokens, for the repetition penalty
-  std::unique_ptr<FixedDecoder> fixed;         // cfg.cuda_graph: from the second token on
+  std::unique_ptr<FixedDecoder> fixed;        // cfg.cuda_graph: from the second token on
   {
     torch::Tensor ids = pf.input_ids.contiguous(), km = key_mask.contiguous();
     const int64_t* id = ids.data_ptr<int64_t>();
@@ -282,7 +295,8 @@ GenerationResult generate(Qwen2VLImpl& model, Prefill pf, const GenerationConfig
     if (cfg.cuda_graph) {
       if (!fixed) {
         const bool graph = CudaGraph::available() && model.device().is_cuda();
-        fixed = std::make_unique<FixedDecoder>(model, cache, key_mask, pf.rope_deltas, max_new, graph);
+        fixed =
+            std::make_unique<FixedDecoder>(model, cache, key_mask, pf.rope_deltas, max_new, graph);
         cache = KVCache();  // copied into the fixed buffers
       }
       logits = fixed->step(ids);
@@ -303,8 +317,9 @@ namespace {
 // first tokens ("{'emotion': '" for every label) once, then each candidate's remaining tokens as a
 // branch that sees the prompt, the common tokens and its own earlier tokens (a tree-shaped mask;
 // each token at the position it has in its own sequence). The cache is extended by the tree.
-torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch::Tensor& last_logits,
-                                 const torch::Tensor& key_mask, const torch::Tensor& rope_deltas,
+torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache,
+                                 const torch::Tensor& last_logits, const torch::Tensor& key_mask,
+                                 const torch::Tensor& rope_deltas,
                                  const std::vector<std::vector<int32_t>>& cands) {
   const int64_t R = last_logits.size(0), C = static_cast<int64_t>(cands.size());
   size_t shortest = SIZE_MAX;
@@ -313,7 +328,9 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
     shortest = std::min(shortest, c.size());
   }
   size_t P = 0;  // the length of the common first tokens
-  while (P < shortest && std::all_of(cands.begin(), cands.end(), [&](const auto& c) { return c[P] == cands[0][P]; })) ++P;
+  while (P < shortest && std::all_of(cands.begin(), cands.end(),
+                                     [&](const auto& c) { return c[P] == cands[0][P]; }))
+    ++P;
   const torch::Device dev = last_logits.device();
   auto cpu_long = [](const std::vector<int64_t>& v) { return torch::tensor(v, torch::kInt64); };
 
@@ -321,13 +338,15 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
   // device; only the picked values come back): [R, V] -> [R, C]
   std::vector<int64_t> first(C);
   for (int64_t c = 0; c < C; ++c) first[c] = cands[c][0];
-  torch::Tensor scores =
-      torch::log_softmax(last_logits.to(torch::kFloat64), -1).index_select(1, cpu_long(first).to(dev)).to(torch::kCPU);
+  torch::Tensor scores = torch::log_softmax(last_logits.to(torch::kFloat64), -1)
+                             .index_select(1, cpu_long(first).to(dev))
+                             .to(torch::kCPU);
 
   // The tree: tokens 0..P-1 of the common part, then for each candidate its tokens P..n-2 (the last
   // token is only predicted). depth = the token's index in its own sequence; parent = the tree
   // node before it in that sequence (-1: the prompt). Each node's output predicts the next token
-  // of its sequence: (node, target token, candidate) triples, a common node serving every candidate.
+  // of its sequence: (node, target token, candidate) triples, a common node serving every
+  // candidate.
   std::vector<int64_t> ids, depth, parent, pick_node, pick_token, pick_cand;
   for (size_t j = 0; j < P; ++j) {
     ids.push_back(cands[0][j]);
@@ -363,10 +382,12 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
   torch::Tensor tree = cpu_long(sees).view({T, T}).to(torch::kBool);
   const int64_t past = cache.length;
   // keys: the prompt (its own padding masked) then the tree: [R, 1, T, past + T]
-  torch::Tensor km = key_mask.to(torch::kCPU).to(torch::kBool).view({R, 1, 1, past}).expand({R, 1, T, past});
+  torch::Tensor km =
+      key_mask.to(torch::kCPU).to(torch::kBool).view({R, 1, 1, past}).expand({R, 1, T, past});
   torch::Tensor mask = torch::cat({km, tree.view({1, 1, T, T}).expand({R, 1, T, T})}, -1).to(dev);
   // every M-RoPE axis of a text token: cache length + depth + delta; [R, T] -> [3, R, T]
-  torch::Tensor pos = cpu_long(depth).view({1, T}) + past + rope_deltas.to(torch::kCPU).view({R, 1});
+  torch::Tensor pos =
+      cpu_long(depth).view({1, T}) + past + rope_deltas.to(torch::kCPU).view({R, 1});
   pos = pos.unsqueeze(0).expand({3, R, T}).contiguous().to(dev);
   torch::Tensor emb = model.model->embed_tokens(cpu_long(ids).view({1, T}).expand({R, T}).to(dev));
   torch::Tensor h = model.model->forward(emb, pos, mask, &cache);
@@ -374,12 +395,14 @@ torch::Tensor score_after_prefix(Qwen2VLImpl& model, KVCache& cache, const torch
   // a pick's log-probability is its logit minus its node's log-sum-exp: only the picked logits and
   // one log-sum-exp per node leave [R, T, V] (no float64 copy of all of it)
   const int64_t V = logits.size(2);
-  torch::Tensor lse = torch::logsumexp(logits.to(torch::kFloat32), -1).to(torch::kFloat64);  // [R, T]
+  torch::Tensor lse =
+      torch::logsumexp(logits.to(torch::kFloat32), -1).to(torch::kFloat64);  // [R, T]
   std::vector<int64_t> flat(pick_node.size());
   for (size_t k = 0; k < flat.size(); ++k) flat[k] = pick_node[k] * V + pick_token[k];
   // [R, T, V] -> [R, T*V] -> [R, picks]
-  torch::Tensor picked = logits.reshape({R, T * V}).index_select(1, cpu_long(flat).to(dev)).to(torch::kFloat64) -
-                         lse.index_select(1, cpu_long(pick_node).to(dev));
+  torch::Tensor picked =
+      logits.reshape({R, T * V}).index_select(1, cpu_long(flat).to(dev)).to(torch::kFloat64) -
+      lse.index_select(1, cpu_long(pick_node).to(dev));
   return scores.index_add(1, cpu_long(pick_cand), picked.to(torch::kCPU));
 }
 
@@ -390,7 +413,8 @@ CategoricalQuery categorical_query(const Tokenizer& tokenizer, const LabelSet& l
   q.prompt = render_chat({ChatMessage::text("system", kEmotionSystemMessage),
                           ChatMessage::text_then_image("user", categorical_prompt(labels))},
                          true);
-  for (const auto& l : labels.labels) q.candidates.push_back(tokenizer.encode(categorical_answer(l) + "<|im_end|>"));
+  for (const auto& l : labels.labels)
+    q.candidates.push_back(tokenizer.encode(categorical_answer(l) + "<|im_end|>"));
   return q;
 }
 
@@ -405,8 +429,8 @@ uint64_t prompt_seed(uint64_t seed, const std::vector<RgbImage>& images) {
   return h;
 }
 
-GenerationConfig reference_sampling(const std::string& vlm_dir, double temperature, int max_new_tokens, uint64_t seed,
-                                    bool cuda_graph) {
+GenerationConfig reference_sampling(const std::string& vlm_dir, double temperature,
+                                    int max_new_tokens, uint64_t seed, bool cuda_graph) {
   GenerationConfig caller;
   caller.do_sample = true;
   caller.temperature = temperature;
@@ -417,7 +441,8 @@ GenerationConfig reference_sampling(const std::string& vlm_dir, double temperatu
   return GenerationConfig::merge(GenerationConfig::from_dir(vlm_dir), caller);
 }
 
-torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids, int64_t m) {
+torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids,
+                                  int64_t m) {
   std::vector<torch::Tensor> out;
   int64_t off = 0;
   for (const GridTHW& g : grids) {
@@ -428,12 +453,15 @@ torch::Tensor pool_image_features(const torch::Tensor& features, const std::vect
   return torch::stack(out).to(torch::kCPU);
 }
 
-torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor, const std::vector<VlmPrompt>& prompts,
-                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic, torch::Tensor* pooled) {
+torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor,
+                           const std::vector<VlmPrompt>& prompts,
+                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic,
+                           torch::Tensor* pooled) {
   std::vector<torch::Tensor> rows, pools;
   auto run = [&](const std::vector<VlmPrompt>& batch) {
     torch::Tensor pool;
-    rows.push_back(label_scores(model, processor.build(batch, model.device()), candidates, pooled ? &pool : nullptr));
+    rows.push_back(label_scores(model, processor.build(batch, model.device()), candidates,
+                                pooled ? &pool : nullptr));
     if (pool.defined()) pools.push_back(pool);
   };
   if (deterministic) {
@@ -445,18 +473,22 @@ torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor
   return torch::cat(rows, 0);
 }
 
-torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& in, const std::vector<std::vector<int32_t>>& candidates,
+torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& in,
+                           const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled) {
   return label_scores(model, prefill(model, in), candidates, pooled);
 }
 
-torch::Tensor label_scores(Qwen2VLImpl& model, Prefill pf, const std::vector<std::vector<int32_t>>& candidates,
+torch::Tensor label_scores(Qwen2VLImpl& model, Prefill pf,
+                           const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled) {
   torch::NoGradGuard ng;
-  torch::Tensor scores = score_after_prefix(model, pf.cache, pf.last_logits, pf.key_mask, pf.rope_deltas, candidates);
+  torch::Tensor scores =
+      score_after_prefix(model, pf.cache, pf.last_logits, pf.key_mask, pf.rope_deltas, candidates);
   if (pooled)
     *pooled = pf.grids.empty() ? torch::Tensor()
-                               : pool_image_features(pf.image_features, pf.grids, model.config().vision.spatial_merge_size);
+                               : pool_image_features(pf.image_features, pf.grids,
+                                                     model.config().vision.spatial_merge_size);
   return scores;
 }
 

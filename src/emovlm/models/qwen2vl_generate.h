@@ -17,7 +17,8 @@
 
 namespace emovlm {
 
-// One prompt: rendered chat text with one <|image_pad|> per image (not yet expanded), and its images.
+// One prompt: rendered chat text with one <|image_pad|> per image (not yet expanded), and its
+// images.
 struct VlmPrompt {
   std::string text;
   std::vector<RgbImage> images;
@@ -41,9 +42,11 @@ class Qwen2VLProcessor {
   // `device`: where the pixel values go (the model's device): each image's are copied there and
   // joined there, instead of first into one host tensor (16 images of 448x448: 77 MB more to
   // write on the host, fresh pages each time). Token ids and masks stay on the host.
-  Qwen2VLInputs build(const std::vector<VlmPrompt>& prompts, torch::Device device = torch::kCPU) const;
+  Qwen2VLInputs build(const std::vector<VlmPrompt>& prompts,
+                      torch::Device device = torch::kCPU) const;
   PreparedPrompt prepare(const VlmPrompt& prompt) const;
-  Qwen2VLInputs collate(const std::vector<PreparedPrompt>& prompts, torch::Device device = torch::kCPU) const;
+  Qwen2VLInputs collate(const std::vector<PreparedPrompt>& prompts,
+                        torch::Device device = torch::kCPU) const;
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const Qwen2VLImageConfig& image_config() const { return image_config_; }
   int32_t pad_id() const { return pad_id_; }
@@ -91,8 +94,8 @@ class FixedDecoder {
   // Continues a prefill: `cache` (growing; its positions are copied), key_mask [B, cache.length]
   // (1 = a token, 0 = padding), rope_deltas [B]; room for max_new more positions.
   // cuda_graph: record and replay the step (a CUDA device and a build with graphs needed).
-  FixedDecoder(Qwen2VLImpl& model, const KVCache& cache, const torch::Tensor& key_mask, const torch::Tensor& rope_deltas,
-               int64_t max_new, bool cuda_graph);
+  FixedDecoder(Qwen2VLImpl& model, const KVCache& cache, const torch::Tensor& key_mask,
+               const torch::Tensor& rope_deltas, int64_t max_new, bool cuda_graph);
   ~FixedDecoder();
   // ids [B, 1] (any device) at the next position -> logits [B, vocab] on the model's device, a
   // buffer that the next step overwrites.
@@ -122,11 +125,11 @@ struct GenerationResult {
 // A prompt batch after its prefill: what generation and label scoring continue from, so that
 // one forward pass can serve both (extract --vlm-mode generate).
 struct Prefill {
-  KVCache cache;               // the prompts' keys and values
-  torch::Tensor last_logits;   // [B, vocab] at the last position
-  torch::Tensor key_mask;      // int64 [B, T] (CPU): 1 = a token, 0 = left padding
-  torch::Tensor input_ids;     // int64 [B, T] (CPU): the history a repetition penalty sees
-  torch::Tensor rope_deltas;   // [B]
+  KVCache cache;                 // the prompts' keys and values
+  torch::Tensor last_logits;     // [B, vocab] at the last position
+  torch::Tensor key_mask;        // int64 [B, T] (CPU): 1 = a token, 0 = left padding
+  torch::Tensor input_ids;       // int64 [B, T] (CPU): the history a repetition penalty sees
+  torch::Tensor rope_deltas;     // [B]
   torch::Tensor image_features;  // [visual tokens, hidden]: the merger's output, images in order
   std::vector<GridTHW> grids;
 
@@ -137,7 +140,8 @@ struct Prefill {
 Prefill prefill(Qwen2VLImpl& model, const Qwen2VLInputs& inputs);
 
 // Generates for a batch (left-padded); on_token(row, token) streams tokens as they come.
-GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const GenerationConfig& config,
+GenerationResult generate(Qwen2VLImpl& model, const Qwen2VLInputs& inputs,
+                          const GenerationConfig& config,
                           const std::function<void(int64_t, int64_t)>& on_token = {});
 // The same after a prefill (its cache is consumed).
 GenerationResult generate(Qwen2VLImpl& model, Prefill prefilled, const GenerationConfig& config,
@@ -146,23 +150,26 @@ GenerationResult generate(Qwen2VLImpl& model, Prefill prefilled, const Generatio
 // Applies repetition penalty, temperature, top-k and top-p to one row of logits (float32, CPU)
 // and picks the next token: argmax when not sampling, else a draw from gen (when top-k and top-p
 // leave a single candidate, that one, without a draw).
-int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen, const GenerationConfig& config,
-                   at::Generator& gen);
+int64_t next_token(torch::Tensor logits, const std::vector<int64_t>& seen,
+                   const GenerationConfig& config, at::Generator& gen);
 
 // For each prompt, the sum of log-probabilities of each candidate continuation (token ids),
 // the prompt's prefix computed once for all candidates. Returns [prompts, candidates] float64.
 // deterministic: each prompt alone (results independent of the batch); else one padded batch.
 // pooled (optional) receives each prompt's mean-pooled visual features [prompts, hidden] (float32,
 // CPU) from the same forward pass: the distillation head's input, computed once.
-torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor, const std::vector<VlmPrompt>& prompts,
-                           const std::vector<std::vector<int32_t>>& candidates, bool deterministic = true,
-                           torch::Tensor* pooled = nullptr);
+torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLProcessor& processor,
+                           const std::vector<VlmPrompt>& prompts,
+                           const std::vector<std::vector<int32_t>>& candidates,
+                           bool deterministic = true, torch::Tensor* pooled = nullptr);
 
 // The same for a built batch: one forward over all its rows.
-torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const std::vector<std::vector<int32_t>>& candidates,
+torch::Tensor label_scores(Qwen2VLImpl& model, const Qwen2VLInputs& inputs,
+                           const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled = nullptr);
 // The same after a prefill (its cache is consumed).
-torch::Tensor label_scores(Qwen2VLImpl& model, Prefill prefilled, const std::vector<std::vector<int32_t>>& candidates,
+torch::Tensor label_scores(Qwen2VLImpl& model, Prefill prefilled,
+                           const std::vector<std::vector<int32_t>>& candidates,
                            torch::Tensor* pooled = nullptr);
 
 // The pipeline's question to the VLM about one image: the rendered categorical chat (the emotion
@@ -183,10 +190,11 @@ uint64_t prompt_seed(uint64_t seed, const std::vector<RgbImage>& images);
 // The reference's generate-and-parse sampling: do_sample at `temperature`, top_p 1, `seed`,
 // merged with the checkpoint's generation_config.json (whose top_k=1 makes the published Instruct
 // checkpoints greedy).
-GenerationConfig reference_sampling(const std::string& vlm_dir, double temperature, int max_new_tokens, uint64_t seed,
-                                    bool cuda_graph);
+GenerationConfig reference_sampling(const std::string& vlm_dir, double temperature,
+                                    int max_new_tokens, uint64_t seed, bool cuda_graph);
 
 // Mean over each image's visual tokens: features [sum tokens, hidden] -> [images, hidden].
-torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids, int64_t merge_size);
+torch::Tensor pool_image_features(const torch::Tensor& features, const std::vector<GridTHW>& grids,
+                                  int64_t merge_size);
 
 }  // namespace emovlm

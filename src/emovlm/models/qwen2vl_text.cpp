@@ -13,7 +13,8 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(size_t layer, const torc
                                                         const torch::Tensor& v_new) {
   if (is_fixed()) {
     if (layer >= k.size() || k_new.size(2) != 1)
-      throw Error(cat("KV cache (fixed): layer ", layer, " of ", k.size(), ", ", k_new.size(2), " new positions (1 expected)"));
+      throw Error(cat("KV cache (fixed): layer ", layer, " of ", k.size(), ", ", k_new.size(2),
+                      " new positions (1 expected)"));
     k[layer].index_copy_(2, slot, k_new);
     v[layer].index_copy_(2, slot, v_new);
     return {k[layer], v[layer]};
@@ -28,7 +29,8 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(size_t layer, const torc
     int64_t cap = std::max<int64_t>(need, k[layer].defined() ? 2 * k[layer].size(2) : need + 64);
     auto sizes = k_new.sizes().vec();
     sizes[2] = cap;
-    torch::Tensor nk = torch::empty(sizes, k_new.options()), nv = torch::empty(sizes, v_new.options());
+    torch::Tensor nk = torch::empty(sizes, k_new.options()),
+                  nv = torch::empty(sizes, v_new.options());
     if (length > 0) {
       nk.narrow(2, 0, length).copy_(k[layer].narrow(2, 0, length));
       nv.narrow(2, 0, length).copy_(v[layer].narrow(2, 0, length));
@@ -48,7 +50,8 @@ void KVCache::commit(int64_t t) {
 
 KVCache KVCache::fixed(int64_t capacity) const {
   if (empty() || is_fixed()) throw Error("KV cache: fixed() needs a filled growing cache");
-  if (capacity < length) throw Error(cat("KV cache: capacity ", capacity, " below the ", length, " cached positions"));
+  if (capacity < length)
+    throw Error(cat("KV cache: capacity ", capacity, " below the ", length, " cached positions"));
   KVCache out;
   out.length = length;
   for (size_t i = 0; i < k.size(); ++i) {
@@ -59,7 +62,8 @@ KVCache KVCache::fixed(int64_t capacity) const {
     out.k[i].narrow(2, 0, length).copy_(k[i].narrow(2, 0, length));
     out.v[i].narrow(2, 0, length).copy_(v[i].narrow(2, 0, length));
   }
-  out.slot = torch::full({1}, length, torch::TensorOptions().dtype(torch::kInt64).device(k[0].device()));
+  out.slot =
+      torch::full({1}, length, torch::TensorOptions().dtype(torch::kInt64).device(k[0].device()));
   return out;
 }
 
@@ -81,13 +85,15 @@ TextAttentionImpl::TextAttentionImpl(const Qwen2VLTextConfig& c)
   o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, false));
 }
 
-torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                         const torch::Tensor& mask, KVCache* cache, size_t layer) {
+torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                         const torch::Tensor& sin, const torch::Tensor& mask,
+                                         KVCache* cache, size_t layer) {
   const int64_t b = x.size(0), t = x.size(1), groups = heads_ / kv_heads_;
   // [B, T, H*hd] -> [B, T, H, hd]
   torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_});
   torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_});
-  torch::Tensor v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);  // [B, kvh, T, hd]
+  torch::Tensor v =
+      v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);  // [B, kvh, T, hd]
   // cos/sin [B, T, hd] -> [B, T, 1, hd]
   torch::Tensor c = cos.unsqueeze(2), s = sin.unsqueeze(2);
   q = q * c + rotate_half(q) * s;
@@ -106,7 +112,7 @@ torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const torch::Te
       v = v.repeat_interleave(groups, 1);
     }
     o = compat::scaled_dot_product_attention(q.transpose(1, 2), k, v, mask);  // q [B, H, T, hd]
-    o = o.transpose(1, 2).reshape({b, t, heads_ * head_dim_});              // [B, H, T, hd] -> [B, T, H*hd]
+    o = o.transpose(1, 2).reshape({b, t, heads_ * head_dim_});  // [B, H, T, hd] -> [B, T, H*hd]
   }
   return o_proj(o);
 }
@@ -117,17 +123,21 @@ TextMlpImpl::TextMlpImpl(const Qwen2VLTextConfig& c) : act_(c.hidden_act) {
   down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, false));
 }
 
-torch::Tensor TextMlpImpl::forward(const torch::Tensor& x) { return down_proj(activation(act_, gate_proj(x)) * up_proj(x)); }
+torch::Tensor TextMlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(activation(act_, gate_proj(x)) * up_proj(x));
+}
 
 DecoderLayerImpl::DecoderLayerImpl(const Qwen2VLTextConfig& c) {
   self_attn = register_module("self_attn", TextAttention(c));
   mlp = register_module("mlp", TextMlp(c));
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                        const torch::Tensor& mask, KVCache* cache, size_t layer) {
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, const torch::Tensor& mask,
+                                        KVCache* cache, size_t layer) {
   torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer);
   return h + mlp(post_attention_layernorm(h));
 }
@@ -144,13 +154,16 @@ Qwen2VLTextModelImpl::Qwen2VLTextModelImpl(const Qwen2VLTextConfig& c) : cfg_(c)
 
 torch::Tensor Qwen2VLTextModelImpl::inv_freq(torch::Device device) const {
   const int64_t hd = cfg_.head_dim();
-  return (1.0 / torch::pow(cfg_.rope_theta, torch::arange(0, hd, 2, torch::kFloat32) / static_cast<float>(hd))).to(device);
+  return (1.0 / torch::pow(cfg_.rope_theta,
+                           torch::arange(0, hd, 2, torch::kFloat32) / static_cast<float>(hd)))
+      .to(device);
 }
 
-std::pair<torch::Tensor, torch::Tensor> Qwen2VLTextModelImpl::rope(const torch::Tensor& position_ids,
-                                                                    torch::ScalarType dtype,
-                                                                    const torch::Tensor& inv_freq_given) const {
-  const torch::Tensor freq = inv_freq_given.defined() ? inv_freq_given : inv_freq(position_ids.device());
+std::pair<torch::Tensor, torch::Tensor> Qwen2VLTextModelImpl::rope(
+    const torch::Tensor& position_ids, torch::ScalarType dtype,
+    const torch::Tensor& inv_freq_given) const {
+  const torch::Tensor freq =
+      inv_freq_given.defined() ? inv_freq_given : inv_freq(position_ids.device());
   // [3, B, T, 1] * [hd/2] -> [3, B, T, hd/2] -> [3, B, T, hd]
   torch::Tensor freqs = position_ids.to(torch::kFloat32).unsqueeze(-1) * freq;
   torch::Tensor emb = torch::cat({freqs, freqs}, -1);
@@ -168,24 +181,30 @@ std::pair<torch::Tensor, torch::Tensor> Qwen2VLTextModelImpl::rope(const torch::
   return {torch::cat(cs, -1).to(dtype), torch::cat(ss, -1).to(dtype)};
 }
 
-torch::Tensor Qwen2VLTextModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& position_ids,
+torch::Tensor Qwen2VLTextModelImpl::forward(const torch::Tensor& inputs_embeds,
+                                            const torch::Tensor& position_ids,
                                             const torch::Tensor& mask, KVCache* cache) {
   auto [cos, sin] = rope(position_ids, inputs_embeds.scalar_type());
   return forward_rotary(inputs_embeds, cos, sin, mask, cache);
 }
 
-torch::Tensor Qwen2VLTextModelImpl::forward_rotary(const torch::Tensor& inputs_embeds, const torch::Tensor& cos,
-                                                   const torch::Tensor& sin, const torch::Tensor& mask, KVCache* cache) {
+torch::Tensor Qwen2VLTextModelImpl::forward_rotary(const torch::Tensor& inputs_embeds,
+                                                   const torch::Tensor& cos,
+                                                   const torch::Tensor& sin,
+                                                   const torch::Tensor& mask, KVCache* cache) {
   torch::Tensor h = inputs_embeds;
-  const bool recompute = gradient_checkpointing && is_training() && !cache && torch::GradMode::is_enabled();
+  const bool recompute =
+      gradient_checkpointing && is_training() && !cache && torch::GradMode::is_enabled();
   size_t i = 0;
   for (const auto& m : *layers) {
     auto layer = std::dynamic_pointer_cast<DecoderLayerImpl>(m);
     if (recompute) {
       // the closure outlives this call (it runs again in backward): tensors and layer by value
-      h = checkpointed([layer, cos = cos, sin = sin, mask](const torch::Tensor& x) {
-        return layer->forward(x, cos, sin, mask, nullptr, 0);
-      }, h);
+      h = checkpointed(
+          [layer, cos = cos, sin = sin, mask](const torch::Tensor& x) {
+            return layer->forward(x, cos, sin, mask, nullptr, 0);
+          },
+          h);
     } else {
       h = layer->forward(h, cos, sin, mask, cache, i);
     }

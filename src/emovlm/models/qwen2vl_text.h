@@ -24,7 +24,8 @@ struct KVCache {
 
   // Appends [B, kvh, T, hd] for `layer` and returns the valid keys/values including them
   // (fixed mode: T must be 1, and the whole buffers come back).
-  std::pair<torch::Tensor, torch::Tensor> append(size_t layer, const torch::Tensor& k_new, const torch::Tensor& v_new);
+  std::pair<torch::Tensor, torch::Tensor> append(size_t layer, const torch::Tensor& k_new,
+                                                 const torch::Tensor& v_new);
   // Call once per forward, after every layer appended: advances length (and slot) by T.
   void commit(int64_t t);
   // A fixed-mode copy of this cache with room for `capacity` positions in all.
@@ -75,15 +76,16 @@ class Qwen2VLTextModelImpl : public torch::nn::Module {
   explicit Qwen2VLTextModelImpl(const Qwen2VLTextConfig& c);
   // inputs_embeds [B, T, D]; position_ids [3, B, T]; mask bool [B, 1, T, T_total].
   // Returns the final-norm hidden states [B, T, D]; fills/extends the cache when given.
-  torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& position_ids, const torch::Tensor& mask,
-                        KVCache* cache);
+  torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& position_ids,
+                        const torch::Tensor& mask, KVCache* cache);
   // The same with the rotary cos/sin [B, T, hd] already computed (rope()).
-  torch::Tensor forward_rotary(const torch::Tensor& inputs_embeds, const torch::Tensor& cos, const torch::Tensor& sin,
-                               const torch::Tensor& mask, KVCache* cache);
+  torch::Tensor forward_rotary(const torch::Tensor& inputs_embeds, const torch::Tensor& cos,
+                               const torch::Tensor& sin, const torch::Tensor& mask, KVCache* cache);
   // M-RoPE cos/sin [B, T, hd] in dtype from position_ids [3, B, T]. inv_freq: the rotary
   // frequencies on position_ids' device (a step that a CUDA graph captures cannot copy them
   // from the host); undefined = inv_freq(device).
-  std::pair<torch::Tensor, torch::Tensor> rope(const torch::Tensor& position_ids, torch::ScalarType dtype,
+  std::pair<torch::Tensor, torch::Tensor> rope(const torch::Tensor& position_ids,
+                                               torch::ScalarType dtype,
                                                const torch::Tensor& inv_freq = {}) const;
   // 1 / theta^(2i / head_dim), float32 [head_dim / 2], computed on the CPU as the reference does.
   torch::Tensor inv_freq(torch::Device device) const;

@@ -9,7 +9,8 @@ namespace emovlm {
 PatchEmbedImpl::PatchEmbedImpl(const Qwen2VLVisionConfig& c) {
   proj_ = register_module("proj", std::make_shared<ProjImpl>());
   proj_->weight = proj_->register_parameter(
-      "weight", torch::empty({c.embed_dim, c.in_chans, c.temporal_patch_size, c.patch_size, c.patch_size}));
+      "weight",
+      torch::empty({c.embed_dim, c.in_chans, c.temporal_patch_size, c.patch_size, c.patch_size}));
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& pixel_values) {
@@ -17,17 +18,19 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& pixel_values) {
   // The Conv3d with kernel = stride = the patch is a matmul: [N, C*T*P*P] x [C*T*P*P, E] -> [N, E]
   torch::Tensor w2 = w.reshape({w.size(0), -1});
   if (pixel_values.size(1) != w2.size(1))
-    throw Error(cat("vision patch embedding: pixel_values have ", pixel_values.size(1), " values per patch, the model expects ",
-                    w2.size(1)));
+    throw Error(cat("vision patch embedding: pixel_values have ", pixel_values.size(1),
+                    " values per patch, the model expects ", w2.size(1)));
   return torch::matmul(pixel_values.to(w.scalar_type()), w2.t());
 }
 
-VisionAttentionImpl::VisionAttentionImpl(const Qwen2VLVisionConfig& c) : heads_(c.num_heads), head_dim_(c.head_dim()) {
+VisionAttentionImpl::VisionAttentionImpl(const Qwen2VLVisionConfig& c)
+    : heads_(c.num_heads), head_dim_(c.head_dim()) {
   qkv = register_module("qkv", Linear(c.embed_dim, 3 * c.embed_dim, true));
   proj = register_module("proj", Linear(c.embed_dim, c.embed_dim, true));
 }
 
-torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                           const torch::Tensor& sin,
                                            const std::vector<int64_t>& cu_seqlens) {
   const int64_t n = x.size(0);
   // [N, 3*D] -> [N, 3, H, hd] -> [3, N, H, hd]
@@ -47,9 +50,12 @@ torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x, const torch::
     while (j + 1 < cu_seqlens.size() && cu_seqlens[j + 1] - cu_seqlens[j] == len) ++j;
     const int64_t m = static_cast<int64_t>(j - i);
     // [m * len, H, hd] -> [m, len, H, hd] -> [m, H, len, hd]
-    auto split = [&](const torch::Tensor& t) { return t.narrow(0, b, m * len).view({m, len, heads_, head_dim_}).transpose(1, 2); };
+    auto split = [&](const torch::Tensor& t) {
+      return t.narrow(0, b, m * len).view({m, len, heads_, head_dim_}).transpose(1, 2);
+    };
     torch::Tensor o = compat::scaled_dot_product_attention(split(q), split(k), split(v));
-    outs.push_back(o.transpose(1, 2).reshape({m * len, heads_ * head_dim_}));  // [m, H, len, hd] -> [m * len, D]
+    outs.push_back(o.transpose(1, 2).reshape(
+        {m * len, heads_ * head_dim_}));  // [m, H, len, hd] -> [m * len, D]
     i = j;
   }
   return proj(outs.size() == 1 ? outs[0] : torch::cat(outs, 0));
@@ -60,7 +66,9 @@ VisionMlpImpl::VisionMlpImpl(const Qwen2VLVisionConfig& c) : act_(c.hidden_act) 
   fc2 = register_module("fc2", Linear(c.mlp_dim(), c.embed_dim, true));
 }
 
-torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) { return fc2(activation(act_, fc1(x))); }
+torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) {
+  return fc2(activation(act_, fc1(x)));
+}
 
 VisionBlockImpl::VisionBlockImpl(const Qwen2VLVisionConfig& c) {
   norm1 = register_module("norm1", LayerNorm(c.embed_dim, c.layer_norm_eps));
@@ -69,7 +77,8 @@ VisionBlockImpl::VisionBlockImpl(const Qwen2VLVisionConfig& c) {
   mlp = register_module("mlp", VisionMlp(c));
 }
 
-torch::Tensor VisionBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+torch::Tensor VisionBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                       const torch::Tensor& sin,
                                        const std::vector<int64_t>& cu_seqlens) {
   torch::Tensor h = x + attn(norm1(x), cos, sin, cu_seqlens);
   return h + mlp(norm2(h));
@@ -97,18 +106,21 @@ Qwen2VLVisionModelImpl::Qwen2VLVisionModelImpl(const Qwen2VLVisionConfig& c) : c
   merger = register_module("merger", PatchMerger(c));
 }
 
-std::pair<torch::Tensor, torch::Tensor> Qwen2VLVisionModelImpl::rotary(const std::vector<GridTHW>& grids,
-                                                                        torch::Device device) const {
+std::pair<torch::Tensor, torch::Tensor> Qwen2VLVisionModelImpl::rotary(
+    const std::vector<GridTHW>& grids, torch::Device device) const {
   const int64_t m = cfg_.spatial_merge_size;
   const int64_t dim = cfg_.head_dim() / 2;  // rotary dim per axis pair
   // inv_freq[i] = 1 / 10000^(2i / dim), i < dim / 2, computed in float32 as the reference's buffer;
   // the angles and their cos/sin in float64 (a float64 reference's), rounded to float32 at the end
-  torch::Tensor inv_freq =
-      (1.0 / torch::pow(10000.0, torch::arange(0, dim, 2, torch::kFloat32) / static_cast<float>(dim))).to(torch::kFloat64);
+  torch::Tensor inv_freq = (1.0 / torch::pow(10000.0, torch::arange(0, dim, 2, torch::kFloat32) /
+                                                          static_cast<float>(dim)))
+                               .to(torch::kFloat64);
   std::vector<int64_t> hs, ws;
   for (const GridTHW& g : grids) {
     const int64_t t = g[0], h = g[1], w = g[2];
-    if (h % m || w % m) throw Error(cat("vision grid (", t, ", ", h, ", ", w, ") is not a multiple of the merge size ", m));
+    if (h % m || w % m)
+      throw Error(
+          cat("vision grid (", t, ", ", h, ", ", w, ") is not a multiple of the merge size ", m));
     for (int64_t f = 0; f < t; ++f)
       for (int64_t bh = 0; bh < h / m; ++bh)
         for (int64_t bw = 0; bw < w / m; ++bw)
@@ -118,14 +130,16 @@ std::pair<torch::Tensor, torch::Tensor> Qwen2VLVisionModelImpl::rotary(const std
               ws.push_back(bw * m + j);
             }
   }
-  torch::Tensor hpos = torch::tensor(hs, torch::kFloat64), wpos = torch::tensor(ws, torch::kFloat64);
+  torch::Tensor hpos = torch::tensor(hs, torch::kFloat64),
+                wpos = torch::tensor(ws, torch::kFloat64);
   // [N, dim/2] each -> [N, dim] -> duplicated [N, 2*dim] = [N, head_dim]
   torch::Tensor freqs = torch::cat({torch::outer(hpos, inv_freq), torch::outer(wpos, inv_freq)}, 1);
   torch::Tensor emb = torch::cat({freqs, freqs}, 1);
   return {emb.cos().to(torch::kFloat32).to(device), emb.sin().to(torch::kFloat32).to(device)};
 }
 
-VisionOutput Qwen2VLVisionModelImpl::forward(const torch::Tensor& pixel_values, const std::vector<GridTHW>& grids) {
+VisionOutput Qwen2VLVisionModelImpl::forward(const torch::Tensor& pixel_values,
+                                             const std::vector<GridTHW>& grids) {
   int64_t total = 0;
   std::vector<int64_t> cu{0};
   for (const GridTHW& g : grids)
@@ -134,8 +148,8 @@ VisionOutput Qwen2VLVisionModelImpl::forward(const torch::Tensor& pixel_values, 
       cu.push_back(total);
     }
   if (pixel_values.dim() != 2 || pixel_values.size(0) != total)
-    throw Error(cat("vision tower: pixel_values ", shape_str(pixel_values.sizes().vec()), " do not match the grids (",
-                    total, " patches)"));
+    throw Error(cat("vision tower: pixel_values ", shape_str(pixel_values.sizes().vec()),
+                    " do not match the grids (", total, " patches)"));
   auto [cos, sin] = rotary(grids, pixel_values.device());
   torch::Tensor h = patch_embed(pixel_values);
   for (const auto& b : *blocks) h = b->as<VisionBlockImpl>()->forward(h, cos, sin, cu);

@@ -86,10 +86,12 @@ struct VisionOutput {
 class Qwen2VLVisionModelImpl : public torch::nn::Module {
  public:
   explicit Qwen2VLVisionModelImpl(const Qwen2VLVisionConfig& c);
-  // pixel_values: the preprocessed patches of every image, concatenated in order; grids: their (t, h, w).
+  // pixel_values: the preprocessed patches of every image, concatenated in order; grids: their (t,
+  // h, w).
   VisionOutput forward(const torch::Tensor& pixel_values, const std::vector<GridTHW>& grids);
   // Rotary cos/sin [N, head_dim] for the patch order of the given grids (float32).
-  std::pair<torch::Tensor, torch::Tensor> rotary(const std::vector<GridTHW>& grids, torch::Device device) const;
+  std::pair<torch::Tensor, torch::Tensor> rotary(const std::vector<GridTHW>& grids,
+                                                 torch::Device device) const;
   const Qwen2VLVisionConfig& config() const { return cfg_; }
 
   PatchEmbed patch_embed{nullptr};

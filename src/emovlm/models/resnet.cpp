@@ -34,14 +34,18 @@ ResNetConfig ResNetConfig::from_json(const json& j, const std::string& where) {
   c.timm = TimmConfig::from_json(j, where);
   auto it = depths().find(c.timm.architecture);
   if (it == depths().end())
-    throw Error(cat(where, ": architecture '", c.timm.architecture,
-                    "' is not a bottleneck ResNet this project builds (resnet50, resnet101, resnet152)"));
+    throw Error(
+        cat(where, ": architecture '", c.timm.architecture,
+            "' is not a bottleneck ResNet this project builds (resnet50, resnet101, resnet152)"));
   c.layers = it->second;
   const json& m = c.timm.model_args;
   const std::string mw = where + ": model_args";
   for (auto a = m.begin(); a != m.end(); ++a)
-    if (a.key() != "layers" && a.key() != "base_width" && a.key() != "expansion" && a.key() != "drop_rate")
-      throw Error(cat(mw, ": '", a.key(), "' is not supported for a ResNet (layers, base_width, expansion, drop_rate)"));
+    if (a.key() != "layers" && a.key() != "base_width" && a.key() != "expansion" &&
+        a.key() != "drop_rate")
+      throw Error(
+          cat(mw, ": '", a.key(),
+              "' is not supported for a ResNet (layers, base_width, expansion, drop_rate)"));
   c.layers = json_optional<std::vector<int64_t>>(m, "layers", c.layers, mw);
   c.base_width = json_optional<int64_t>(m, "base_width", c.base_width, mw);
   c.expansion = json_optional<int64_t>(m, "expansion", c.expansion, mw);
@@ -76,12 +80,14 @@ void ResNetConfig::validate() const {
   check(base_width > 0, cat("ResNet: base_width must be positive, not ", base_width));
   check(expansion > 0, cat("ResNet: expansion must be positive, not ", expansion));
   check(timm.num_classes > 0, cat("ResNet: num_classes must be positive, not ", timm.num_classes));
-  check(drop_rate >= 0 && drop_rate < 1, cat("ResNet: drop_rate must be in [0, 1), not ", drop_rate));
+  check(drop_rate >= 0 && drop_rate < 1,
+        cat("ResNet: drop_rate must be in [0, 1), not ", drop_rate));
 }
 
 // ---------------------------------------------------------------------------------- modules
 
-BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, const ResNetConfig& c) {
+BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
+                               const ResNetConfig& c) {
   const int64_t width = c.width(planes), out = planes * c.expansion;
   conv1 = register_module("conv1", Conv2d(inplanes, width, 1, 1, 0, false));
   bn1 = register_module("bn1", BatchNorm2d(width, c.bn_eps, c.bn_momentum));
@@ -91,8 +97,10 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
   bn3 = register_module("bn3", BatchNorm2d(out, c.bn_eps, c.bn_momentum));
   if (stride != 1 || inplanes != out) {
     downsample_ = register_module("downsample", std::make_shared<DownsampleImpl>());
-    downsample_->conv = downsample_->register_module("0", Conv2d(inplanes, out, 1, stride, 0, false));
-    downsample_->norm = downsample_->register_module("1", BatchNorm2d(out, c.bn_eps, c.bn_momentum));
+    downsample_->conv =
+        downsample_->register_module("0", Conv2d(inplanes, out, 1, stride, 0, false));
+    downsample_->norm =
+        downsample_->register_module("1", BatchNorm2d(out, c.bn_eps, c.bn_momentum));
   }
 }
 
@@ -138,14 +146,16 @@ void ResNetImpl::reset_classifier(int64_t n, uint64_t seed) {
   const int64_t in = cfg_.num_features();
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));
   Linear fresh(in, n, true);
-  fresh->weight.set_data(torch::empty({n, in}).uniform_(-bound, bound, gen).to(fc->weight.options()));
+  fresh->weight.set_data(
+      torch::empty({n, in}).uniform_(-bound, bound, gen).to(fc->weight.options()));
   fresh->bias.set_data(torch::empty({n}).uniform_(-bound, bound, gen).to(fc->weight.options()));
   fc = replace_module("fc", fresh);
   cfg_.timm.num_classes = n;
   cfg_.timm.label_names.clear();
 }
 
-std::shared_ptr<ResNetImpl> ResNetImpl::from_pretrained(const std::string& dir, int64_t num_labels, uint64_t seed) {
+std::shared_ptr<ResNetImpl> ResNetImpl::from_pretrained(const std::string& dir, int64_t num_labels,
+                                                        uint64_t seed) {
   const std::string cpath = (std::filesystem::path(dir) / "config.json").string();
   ResNetConfig cfg = ResNetConfig::from_json(read_timm_config_json(dir, num_labels), cpath);
   auto m = std::make_shared<ResNetImpl>(cfg);
@@ -155,6 +165,8 @@ std::shared_ptr<ResNetImpl> ResNetImpl::from_pretrained(const std::string& dir, 
   return m;
 }
 
-void ResNetImpl::save_pretrained(const std::string& dir) const { save_timm_checkpoint(*this, dir, cfg_.to_json()); }
+void ResNetImpl::save_pretrained(const std::string& dir) const {
+  save_timm_checkpoint(*this, dir, cfg_.to_json());
+}
 
 }  // namespace emovlm

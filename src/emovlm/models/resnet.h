@@ -17,7 +17,7 @@
 namespace emovlm {
 
 struct ResNetConfig {
-  TimmConfig timm;                          // architecture, num_classes, pretrained_cfg, label_names
+  TimmConfig timm;  // architecture, num_classes, pretrained_cfg, label_names
   std::vector<int64_t> layers{3, 4, 6, 3};  // bottleneck blocks per stage
   int64_t base_width = 64;  // bottleneck width at the first stage (torchvision's width_per_group)
   int64_t expansion = 4;    // a stage's output channels: planes (64, 128, 256, 512) * expansion
@@ -40,13 +40,15 @@ struct ResNetConfig {
 class BottleneckImpl : public torch::nn::Module {
  public:
   BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, const ResNetConfig& c);
-  torch::Tensor forward(const torch::Tensor& x);  // [B, inplanes, H, W] -> [B, planes * expansion, H/s, W/s]
+  torch::Tensor forward(
+      const torch::Tensor& x);  // [B, inplanes, H, W] -> [B, planes * expansion, H/s, W/s]
 
   Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
 
  private:
-  struct DownsampleImpl : torch::nn::Module {  // children "0" (conv) and "1" (norm), as nn.Sequential
+  struct DownsampleImpl
+      : torch::nn::Module {  // children "0" (conv) and "1" (norm), as nn.Sequential
     Conv2d conv{nullptr};
     BatchNorm2d norm{nullptr};
   };
@@ -59,8 +61,10 @@ class ResNetImpl : public ImageClassifierImpl {
   explicit ResNetImpl(const ResNetConfig& c);
   // A timm checkpoint directory (config.json + model.safetensors). num_labels > 0 and different
   // from the checkpoint's: a new fc (seeded) replaces the checkpoint's.
-  static std::shared_ptr<ResNetImpl> from_pretrained(const std::string& dir, int64_t num_labels = 0, uint64_t seed = 0);
-  // [B, 3, H, W] -> logits [B, num_classes]; features (optional) receives the pooled [B, num_features].
+  static std::shared_ptr<ResNetImpl> from_pretrained(const std::string& dir, int64_t num_labels = 0,
+                                                     uint64_t seed = 0);
+  // [B, 3, H, W] -> logits [B, num_classes]; features (optional) receives the pooled [B,
+  // num_features].
   torch::Tensor forward(const torch::Tensor& pixel_values, torch::Tensor* features = nullptr);
   torch::Tensor logits(const torch::Tensor& pixel_values) override { return forward(pixel_values); }
   // fc = Linear(num_features, n) with torch.nn.Linear's initialisation: U(-1/sqrt(in), 1/sqrt(in)).

@@ -24,13 +24,15 @@ const std::map<std::string, std::vector<int64_t>>& layer_lists() {
       {"vgg11", {64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M}},
       {"vgg13", {64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M}},
       {"vgg16", {64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M}},
-      {"vgg19", {64, 64, M, 128, 128, M, 256, 256, 256, 256, M, 512, 512, 512, 512, M, 512, 512, 512, 512, M}}};
+      {"vgg19", {64,  64,  M,   128, 128, M,   256, 256, 256, 256, M,
+                 512, 512, 512, 512, M,   512, 512, 512, 512, M}}};
   return d;
 }
 
 std::string base_arch(const std::string& arch) {
   const std::string bn = "_bn";
-  const bool with_bn = arch.size() > bn.size() && arch.compare(arch.size() - bn.size(), bn.size(), bn) == 0;
+  const bool with_bn =
+      arch.size() > bn.size() && arch.compare(arch.size() - bn.size(), bn.size(), bn) == 0;
   return with_bn ? arch.substr(0, arch.size() - bn.size()) : arch;
 }
 
@@ -44,15 +46,17 @@ VggConfig VggConfig::from_json(const json& j, const std::string& where) {
   const std::string base = base_arch(c.timm.architecture);
   auto it = layer_lists().find(base);
   if (it == layer_lists().end())
-    throw Error(cat(where, ": architecture '", c.timm.architecture,
-                    "' is not a VGG this project builds (vgg11, vgg13, vgg16, vgg19, each also with _bn)"));
+    throw Error(
+        cat(where, ": architecture '", c.timm.architecture,
+            "' is not a VGG this project builds (vgg11, vgg13, vgg16, vgg19, each also with _bn)"));
   c.cfg = it->second;
   c.batch_norm = base != c.timm.architecture;
   const json& m = c.timm.model_args;
   const std::string mw = where + ": model_args";
   for (auto a = m.begin(); a != m.end(); ++a)
     if (a.key() != "cfg" && a.key() != "num_features" && a.key() != "drop_rate")
-      throw Error(cat(mw, ": '", a.key(), "' is not supported for a VGG (cfg, num_features, drop_rate)"));
+      throw Error(
+          cat(mw, ": '", a.key(), "' is not supported for a VGG (cfg, num_features, drop_rate)"));
   if (m.contains("cfg")) {
     if (!m["cfg"].is_array()) throw Error(cat(mw, ": cfg must be a list of widths and \"M\""));
     c.cfg.clear();
@@ -120,15 +124,19 @@ VggImpl::VggImpl(const VggConfig& c) : cfg_(c) {
       index += 1;
     } else {
       s.conv = features_->register_module(std::to_string(index), Conv2d(in, v, 3, 1, 1, true));
-      if (c.batch_norm) s.norm = features_->register_module(std::to_string(index + 1), BatchNorm2d(v, c.bn_eps, c.bn_momentum));
+      if (c.batch_norm)
+        s.norm = features_->register_module(std::to_string(index + 1),
+                                            BatchNorm2d(v, c.bn_eps, c.bn_momentum));
       index += c.batch_norm ? 3 : 2;
       in = v;
     }
     steps_.push_back(s);
   }
   pre_logits_ = register_module("pre_logits", std::make_shared<PreLogitsImpl>());
-  pre_logits_->fc1 = pre_logits_->register_module("fc1", Conv2d(in, c.num_features, c.pool_size, 1, 0, true));
-  pre_logits_->fc2 = pre_logits_->register_module("fc2", Conv2d(c.num_features, c.num_features, 1, 1, 0, true));
+  pre_logits_->fc1 =
+      pre_logits_->register_module("fc1", Conv2d(in, c.num_features, c.pool_size, 1, 0, true));
+  pre_logits_->fc2 =
+      pre_logits_->register_module("fc2", Conv2d(c.num_features, c.num_features, 1, 1, 0, true));
   head_ = register_module("head", std::make_shared<HeadImpl>());
   head_->fc = head_->register_module("fc", Linear(c.num_features, c.timm.num_classes, true));
 }
@@ -144,12 +152,14 @@ torch::Tensor VggImpl::forward(const torch::Tensor& pixel_values, torch::Tensor*
     if (s.norm) x = s.norm(x);
     x = torch::relu(x);
   }
-  // [B, C, h, w] -> [B, C, 7, 7] -> [B, C * 49]; fc1's weight [F, C, 7, 7] -> [F, C * 49] in the same order
+  // [B, C, h, w] -> [B, C, 7, 7] -> [B, C * 49]; fc1's weight [F, C, 7, 7] -> [F, C * 49] in the
+  // same order
   x = torch::adaptive_avg_pool2d(x, {cfg_.pool_size, cfg_.pool_size}).flatten(1);
   auto& p = *pre_logits_;
   x = torch::relu(torch::linear(x, p.fc1->weight.flatten(1), p.fc1->bias));
   if (cfg_.drop_rate > 0) x = torch::dropout(x, cfg_.drop_rate, is_training());
-  x = torch::relu(torch::linear(x, p.fc2->weight.flatten(1), p.fc2->bias));  // [F, F, 1, 1] -> [F, F]
+  x = torch::relu(
+      torch::linear(x, p.fc2->weight.flatten(1), p.fc2->bias));  // [F, F, 1, 1] -> [F, F]
   if (cfg_.drop_rate > 0) x = torch::dropout(x, cfg_.drop_rate, is_training());
   if (features) *features = x;
   return head_->fc(x);
@@ -169,7 +179,8 @@ void VggImpl::reset_classifier(int64_t n, uint64_t seed) {
   cfg_.timm.label_names.clear();
 }
 
-std::shared_ptr<VggImpl> VggImpl::from_pretrained(const std::string& dir, int64_t num_labels, uint64_t seed) {
+std::shared_ptr<VggImpl> VggImpl::from_pretrained(const std::string& dir, int64_t num_labels,
+                                                  uint64_t seed) {
   const std::string cpath = (std::filesystem::path(dir) / "config.json").string();
   VggConfig cfg = VggConfig::from_json(read_timm_config_json(dir, num_labels), cpath);
   auto m = std::make_shared<VggImpl>(cfg);
@@ -179,6 +190,8 @@ std::shared_ptr<VggImpl> VggImpl::from_pretrained(const std::string& dir, int64_
   return m;
 }
 
-void VggImpl::save_pretrained(const std::string& dir) const { save_timm_checkpoint(*this, dir, cfg_.to_json()); }
+void VggImpl::save_pretrained(const std::string& dir) const {
+  save_timm_checkpoint(*this, dir, cfg_.to_json());
+}
 
 }  // namespace emovlm

@@ -18,9 +18,9 @@
 namespace emovlm {
 
 struct VggConfig {
-  TimmConfig timm;            // architecture, num_classes, pretrained_cfg, label_names
-  std::vector<int64_t> cfg;   // convolution widths in order, 0 for a 2x2 max pool ("M" in JSON)
-  bool batch_norm = false;    // the _bn architectures
+  TimmConfig timm;              // architecture, num_classes, pretrained_cfg, label_names
+  std::vector<int64_t> cfg;     // convolution widths in order, 0 for a 2x2 max pool ("M" in JSON)
+  bool batch_norm = false;      // the _bn architectures
   int64_t num_features = 4096;  // width of the two hidden linear layers
   int64_t pool_size = 7;        // the feature map is average-pooled to pool_size x pool_size
   double drop_rate = 0.5;       // dropout after each hidden layer (torchvision's 0.5)
@@ -40,8 +40,10 @@ class VggImpl : public ImageClassifierImpl {
   explicit VggImpl(const VggConfig& c);
   // A timm checkpoint directory. num_labels > 0 and different from the checkpoint's: a new head.fc
   // (seeded) replaces the checkpoint's.
-  static std::shared_ptr<VggImpl> from_pretrained(const std::string& dir, int64_t num_labels = 0, uint64_t seed = 0);
-  // [B, 3, H, W] -> logits [B, num_classes]; features (optional) receives the last hidden layer [B, num_features].
+  static std::shared_ptr<VggImpl> from_pretrained(const std::string& dir, int64_t num_labels = 0,
+                                                  uint64_t seed = 0);
+  // [B, 3, H, W] -> logits [B, num_classes]; features (optional) receives the last hidden layer [B,
+  // num_features].
   torch::Tensor forward(const torch::Tensor& pixel_values, torch::Tensor* features = nullptr);
   torch::Tensor logits(const torch::Tensor& pixel_values) override { return forward(pixel_values); }
   // head.fc = Linear(num_features, n) with torch.nn.Linear's initialisation.

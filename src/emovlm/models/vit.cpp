@@ -20,7 +20,8 @@ VitConfig VitConfig::from_json(const json& j, const std::string& where) {
   VitConfig c;
   c.hidden_size = json_optional<int64_t>(j, "hidden_size", c.hidden_size, where);
   c.num_hidden_layers = json_optional<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, where);
-  c.num_attention_heads = json_optional<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
+  c.num_attention_heads =
+      json_optional<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
   c.intermediate_size = json_optional<int64_t>(j, "intermediate_size", c.intermediate_size, where);
   c.hidden_act = json_optional<std::string>(j, "hidden_act", c.hidden_act, where);
   c.layer_norm_eps = json_optional<double>(j, "layer_norm_eps", c.layer_norm_eps, where);
@@ -28,7 +29,8 @@ VitConfig VitConfig::from_json(const json& j, const std::string& where) {
   c.patch_size = json_optional<int64_t>(j, "patch_size", c.patch_size, where);
   c.num_channels = json_optional<int64_t>(j, "num_channels", c.num_channels, where);
   c.qkv_bias = json_optional<bool>(j, "qkv_bias", c.qkv_bias, where);
-  c.hidden_dropout_prob = json_optional<double>(j, "hidden_dropout_prob", c.hidden_dropout_prob, where);
+  c.hidden_dropout_prob =
+      json_optional<double>(j, "hidden_dropout_prob", c.hidden_dropout_prob, where);
   if (j.contains("id2label") && j["id2label"].is_object()) {
     c.id2label.assign(j["id2label"].size(), "");
     for (auto it = j["id2label"].begin(); it != j["id2label"].end(); ++it) {
@@ -69,7 +71,8 @@ json VitConfig::to_json() const {
             {"attention_probs_dropout_prob", 0.0}};
   json id2label = json::object(), label2id = json::object();
   for (int64_t i = 0; i < num_labels; ++i) {
-    const bool named = i < static_cast<int64_t>(this->id2label.size()) && !this->id2label[i].empty();
+    const bool named =
+        i < static_cast<int64_t>(this->id2label.size()) && !this->id2label[i].empty();
     const std::string name = named ? this->id2label[i] : "LABEL_" + std::to_string(i);
     id2label[std::to_string(i)] = name;
     label2id[name] = i;
@@ -93,27 +96,33 @@ void VitConfig::validate() const {
   check(hidden_dropout_prob >= 0 && hidden_dropout_prob < 1,
         cat("ViT: hidden_dropout_prob ", hidden_dropout_prob, " must be in [0, 1)"));
   check(hidden_size > 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
-        cat("ViT: hidden_size ", hidden_size, " must be a positive multiple of num_attention_heads ", num_attention_heads));
+        cat("ViT: hidden_size ", hidden_size,
+            " must be a positive multiple of num_attention_heads ", num_attention_heads));
   check(patch_size > 0 && image_size % patch_size == 0,
         cat("ViT: image_size ", image_size, " must be a multiple of patch_size ", patch_size));
-  check(num_labels > 0 && num_hidden_layers > 0 && intermediate_size > 0, "ViT: sizes must be positive");
+  check(num_labels > 0 && num_hidden_layers > 0 && intermediate_size > 0,
+        "ViT: sizes must be positive");
 }
 
 // ---------------------------------------------------------------------------------- modules
 
 VitEmbeddingsImpl::VitEmbeddingsImpl(const VitConfig& c) : cfg_(c) {
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, c.hidden_size}));
-  position_embeddings = register_parameter("position_embeddings", torch::zeros({1, c.num_patches() + 1, c.hidden_size}));
+  position_embeddings = register_parameter("position_embeddings",
+                                           torch::zeros({1, c.num_patches() + 1, c.hidden_size}));
   patch_ = register_module("patch_embeddings", std::make_shared<PatchEmbeddingsImpl>());
-  patch_->projection = patch_->register_module("projection", std::make_shared<PatchEmbeddingsImpl::ProjImpl>());
+  patch_->projection =
+      patch_->register_module("projection", std::make_shared<PatchEmbeddingsImpl::ProjImpl>());
   auto& p = *patch_->projection;
-  p.weight = p.register_parameter("weight", torch::empty({c.hidden_size, c.num_channels, c.patch_size, c.patch_size}));
+  p.weight = p.register_parameter(
+      "weight", torch::empty({c.hidden_size, c.num_channels, c.patch_size, c.patch_size}));
   p.bias = p.register_parameter("bias", torch::zeros({c.hidden_size}));
 }
 
 torch::Tensor VitEmbeddingsImpl::forward(const torch::Tensor& px) {
   const int64_t B = px.size(0), H = px.size(2), W = px.size(3), P = cfg_.patch_size;
-  if (H % P || W % P) throw Error(cat("ViT: input ", H, "x", W, " is not a multiple of the patch size ", P));
+  if (H % P || W % P)
+    throw Error(cat("ViT: input ", H, "x", W, " is not a multiple of the patch size ", P));
   auto& proj = *patch_->projection;
   // [B, 3, H, W] -> [B, D, H/P, W/P] -> [B, N, D]
   torch::Tensor x = torch::conv2d(px.to(proj.weight.scalar_type()), proj.weight, proj.bias, {P, P});
@@ -122,31 +131,41 @@ torch::Tensor VitEmbeddingsImpl::forward(const torch::Tensor& px) {
   torch::Tensor pos = position_embeddings;
   const int64_t gh = H / P, gw = W / P, g0 = cfg_.image_size / P;
   if (gh != g0 || gw != g0) {
-    // bicubic interpolation of the patch grid: [1, N, D] -> [1, D, g0, g0] -> [1, D, gh, gw] -> [1, gh*gw, D]
+    // bicubic interpolation of the patch grid: [1, N, D] -> [1, D, g0, g0] -> [1, D, gh, gw] -> [1,
+    // gh*gw, D]
     torch::Tensor grid = pos.narrow(1, 1, g0 * g0).reshape({1, g0, g0, -1}).permute({0, 3, 1, 2});
-    grid = torch::nn::functional::interpolate(grid.to(torch::kFloat32), torch::nn::functional::InterpolateFuncOptions()
-                                                                            .size(std::vector<int64_t>{gh, gw})
-                                                                            .mode(torch::kBicubic)
-                                                                            .align_corners(false))
+    grid = torch::nn::functional::interpolate(grid.to(torch::kFloat32),
+                                              torch::nn::functional::InterpolateFuncOptions()
+                                                  .size(std::vector<int64_t>{gh, gw})
+                                                  .mode(torch::kBicubic)
+                                                  .align_corners(false))
                .to(pos.scalar_type());
-    pos = torch::cat({pos.narrow(1, 0, 1), grid.permute({0, 2, 3, 1}).reshape({1, gh * gw, -1})}, 1);
+    pos =
+        torch::cat({pos.narrow(1, 0, 1), grid.permute({0, 2, 3, 1}).reshape({1, gh * gw, -1})}, 1);
   }
   return x + pos;
 }
 
 VitLayerImpl::VitLayerImpl(const VitConfig& c)
-    : heads_(c.num_attention_heads), head_dim_(c.hidden_size / c.num_attention_heads), act_(c.hidden_act),
+    : heads_(c.num_attention_heads),
+      head_dim_(c.hidden_size / c.num_attention_heads),
+      act_(c.hidden_act),
       dropout_(c.hidden_dropout_prob) {
   const int64_t D = c.hidden_size;
   attention_ = register_module("attention", std::make_shared<AttentionImpl>());
-  attention_->attention = attention_->register_module("attention", std::make_shared<SelfAttnImpl>());
-  attention_->attention->query = attention_->attention->register_module("query", Linear(D, D, c.qkv_bias));
-  attention_->attention->key = attention_->attention->register_module("key", Linear(D, D, c.qkv_bias));
-  attention_->attention->value = attention_->attention->register_module("value", Linear(D, D, c.qkv_bias));
+  attention_->attention =
+      attention_->register_module("attention", std::make_shared<SelfAttnImpl>());
+  attention_->attention->query =
+      attention_->attention->register_module("query", Linear(D, D, c.qkv_bias));
+  attention_->attention->key =
+      attention_->attention->register_module("key", Linear(D, D, c.qkv_bias));
+  attention_->attention->value =
+      attention_->attention->register_module("value", Linear(D, D, c.qkv_bias));
   attention_->output = attention_->register_module("output", std::make_shared<DenseImpl>());
   attention_->output->dense = attention_->output->register_module("dense", Linear(D, D, true));
   intermediate_ = register_module("intermediate", std::make_shared<DenseImpl>());
-  intermediate_->dense = intermediate_->register_module("dense", Linear(D, c.intermediate_size, true));
+  intermediate_->dense =
+      intermediate_->register_module("dense", Linear(D, c.intermediate_size, true));
   output_ = register_module("output", std::make_shared<DenseImpl>());
   output_->dense = output_->register_module("dense", Linear(c.intermediate_size, D, true));
   layernorm_before_ = register_module("layernorm_before", LayerNorm(D, c.layer_norm_eps));
@@ -158,8 +177,11 @@ torch::Tensor VitLayerImpl::forward(const torch::Tensor& x) {
   auto& sa = *attention_->attention;
   torch::Tensor h = layernorm_before_(x);
   // [B, T, D] -> [B, T, H, hd] -> [B, H, T, hd]
-  auto heads = [&](const torch::Tensor& t) { return t.view({B, T, heads_, head_dim_}).transpose(1, 2); };
-  torch::Tensor a = compat::scaled_dot_product_attention(heads(sa.query(h)), heads(sa.key(h)), heads(sa.value(h)));
+  auto heads = [&](const torch::Tensor& t) {
+    return t.view({B, T, heads_, head_dim_}).transpose(1, 2);
+  };
+  torch::Tensor a = compat::scaled_dot_product_attention(heads(sa.query(h)), heads(sa.key(h)),
+                                                         heads(sa.value(h)));
   a = a.transpose(1, 2).reshape({B, T, heads_ * head_dim_});  // [B, H, T, hd] -> [B, T, D]
   a = attention_->output->dense(a);
   if (dropout_ > 0) a = torch::dropout(a, dropout_, is_training());
@@ -180,7 +202,8 @@ VitForImageClassificationImpl::VitForImageClassificationImpl(const VitConfig& c)
   classifier = register_module("classifier", Linear(c.hidden_size, c.num_labels, true));
 }
 
-torch::Tensor VitForImageClassificationImpl::forward(const torch::Tensor& pixel_values, torch::Tensor* cls) {
+torch::Tensor VitForImageClassificationImpl::forward(const torch::Tensor& pixel_values,
+                                                     torch::Tensor* cls) {
   torch::Tensor h = vit_->embeddings(pixel_values);
   for (const auto& l : *vit_->encoder->layer) h = l->as<VitLayerImpl>()->forward(h);
   h = vit_->layernorm(h);
@@ -201,9 +224,8 @@ void VitForImageClassificationImpl::reset_classifier(int64_t n, uint64_t seed) {
   cfg_.id2label.clear();
 }
 
-std::shared_ptr<VitForImageClassificationImpl> VitForImageClassificationImpl::from_pretrained(const std::string& dir,
-                                                                                              int64_t num_labels,
-                                                                                              uint64_t seed) {
+std::shared_ptr<VitForImageClassificationImpl> VitForImageClassificationImpl::from_pretrained(
+    const std::string& dir, int64_t num_labels, uint64_t seed) {
   VitConfig cfg = VitConfig::from_dir(dir);
   auto m = std::make_shared<VitForImageClassificationImpl>(cfg);
   Checkpoint ck(dir);
@@ -219,9 +241,12 @@ std::shared_ptr<VitForImageClassificationImpl> VitForImageClassificationImpl::fr
       size_t dot = n.find('.', pre.size());
       std::string idx = n.substr(pre.size(), dot - pre.size()), rest = n.substr(dot + 1);
       static const std::pair<const char*, const char*> renames[] = {
-          {"attention.attention.query.", "attention.q_proj."}, {"attention.attention.key.", "attention.k_proj."},
-          {"attention.attention.value.", "attention.v_proj."}, {"attention.output.dense.", "attention.o_proj."},
-          {"intermediate.dense.", "mlp.fc1."},                 {"output.dense.", "mlp.fc2."}};
+          {"attention.attention.query.", "attention.q_proj."},
+          {"attention.attention.key.", "attention.k_proj."},
+          {"attention.attention.value.", "attention.v_proj."},
+          {"attention.output.dense.", "attention.o_proj."},
+          {"intermediate.dense.", "mlp.fc1."},
+          {"output.dense.", "mlp.fc2."}};
       for (const auto& [from, to] : renames)
         if (rest.rfind(from, 0) == 0) rest = to + rest.substr(std::strlen(from));
       c.push_back("vit.layers." + idx + "." + rest);
@@ -231,7 +256,9 @@ std::shared_ptr<VitForImageClassificationImpl> VitForImageClassificationImpl::fr
     return c;
   };
   const bool has_classifier = ck.contains("classifier.weight");
-  opt.optional = [has_classifier](const std::string& n) { return !has_classifier && n.rfind("classifier.", 0) == 0; };
+  opt.optional = [has_classifier](const std::string& n) {
+    return !has_classifier && n.rfind("classifier.", 0) == 0;
+  };
   opt.ignore_unused = [](const std::string& n) { return n.find("pooler.") != std::string::npos; };
   load_weights(*m, ck, opt);
   // weights are trained: own them (no aliasing of the read-only mapping)

@@ -86,9 +86,11 @@ class VitForImageClassificationImpl : public ImageClassifierImpl {
   explicit VitForImageClassificationImpl(const VitConfig& c);
   // A checkpoint directory (config.json + safetensors). num_labels > 0 and different from the
   // checkpoint's: a new classifier (random, seeded) replaces the checkpoint's.
-  static std::shared_ptr<VitForImageClassificationImpl> from_pretrained(const std::string& dir, int64_t num_labels = 0,
+  static std::shared_ptr<VitForImageClassificationImpl> from_pretrained(const std::string& dir,
+                                                                        int64_t num_labels = 0,
                                                                         uint64_t seed = 0);
-  // [B, 3, H, W] -> logits [B, num_labels]; cls (optional) receives the final-norm CLS token [B, D].
+  // [B, 3, H, W] -> logits [B, num_labels]; cls (optional) receives the final-norm CLS token [B,
+  // D].
   torch::Tensor forward(const torch::Tensor& pixel_values, torch::Tensor* cls = nullptr);
   torch::Tensor logits(const torch::Tensor& pixel_values) override { return forward(pixel_values); }
   // Replaces the classifier with Linear(hidden, n) (initialised N(0, 0.02), zero bias).

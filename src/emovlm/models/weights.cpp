@@ -21,10 +21,12 @@ void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOpt
   std::set<std::string> used;
   // parameters, then buffers (BatchNorm's running statistics): both are checkpoint tensors
   std::vector<std::pair<std::string, torch::Tensor>> targets;
-  for (auto& p : module.named_parameters(/*recurse=*/true)) targets.emplace_back(p.key(), p.value());
+  for (auto& p : module.named_parameters(/*recurse=*/true))
+    targets.emplace_back(p.key(), p.value());
   for (auto& b : module.named_buffers(/*recurse=*/true)) targets.emplace_back(b.key(), b.value());
   for (auto& [name, param] : targets) {
-    std::vector<std::string> cands = opt.candidates ? opt.candidates(name) : std::vector<std::string>{name};
+    std::vector<std::string> cands =
+        opt.candidates ? opt.candidates(name) : std::vector<std::string>{name};
     const TensorView* view = nullptr;
     std::string found;
     for (const auto& c : cands) {
@@ -39,7 +41,8 @@ void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOpt
     }
     used.insert(found);
     if (view->shape != param.sizes().vec()) {
-      mismatched.push_back(cat(found, " ", shape_str(view->shape), " (expected ", shape_str(param.sizes().vec()), ")"));
+      mismatched.push_back(cat(found, " ", shape_str(view->shape), " (expected ",
+                               shape_str(param.sizes().vec()), ")"));
       continue;
     }
     torch::Tensor t = tensor_from_view(*view, ck.file_of(found));
@@ -52,9 +55,11 @@ void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOpt
     if (!used.count(n) && !(opt.ignore_unused && opt.ignore_unused(n))) unexpected.push_back(n);
   if (!missing.empty() || !mismatched.empty() || !unexpected.empty()) {
     std::string msg = cat(ck.path(), ": the weights do not fit the model:");
-    if (!missing.empty()) msg += cat(" missing ", missing.size(), " tensor(s): ", list(missing), ";");
+    if (!missing.empty())
+      msg += cat(" missing ", missing.size(), " tensor(s): ", list(missing), ";");
     if (!mismatched.empty()) msg += cat(" mis-shaped: ", list(mismatched), ";");
-    if (!unexpected.empty()) msg += cat(" unexpected ", unexpected.size(), " tensor(s): ", list(unexpected), ";");
+    if (!unexpected.empty())
+      msg += cat(" unexpected ", unexpected.size(), " tensor(s): ", list(unexpected), ";");
     msg.pop_back();
     throw Error(msg);
   }

@@ -1,5 +1,5 @@
-// The one weight loader: fills a module's parameters and buffers from a checkpoint by name, and reports
-// every missing, unexpected and mis-shaped tensor at once.
+// The one weight loader: fills a module's parameters and buffers from a checkpoint by name, and
+// reports every missing, unexpected and mis-shaped tensor at once.
 #pragma once
 
 #include <torch/torch.h>
@@ -24,10 +24,11 @@ struct LoadOptions {
   std::function<std::vector<std::string>(const std::string&)> candidates;
 };
 
-// Replaces each parameter's and buffer's data by the checkpoint tensor (zero copy when the dtype matches on
-// the CPU: the parameter then points into the mapped file). Throws one Error listing every
-// problem, naming the checkpoint path.
-void load_weights(torch::nn::Module& module, const Checkpoint& checkpoint, const LoadOptions& options);
+// Replaces each parameter's and buffer's data by the checkpoint tensor (zero copy when the dtype
+// matches on the CPU: the parameter then points into the mapped file). Throws one Error listing
+// every problem, naming the checkpoint path.
+void load_weights(torch::nn::Module& module, const Checkpoint& checkpoint,
+                  const LoadOptions& options);
 
 // Casts every floating parameter of the module to dtype and moves it to device.
 void to_dtype_device(torch::nn::Module& module, torch::ScalarType dtype, torch::Device device);

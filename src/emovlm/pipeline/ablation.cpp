@@ -11,8 +11,8 @@
 #include "emovlm/core/output_lock.h"
 
 #include "emovlm/core/progress.h"
-#include "emovlm/pipeline/evaluate.h"
 #include "emovlm/data/metrics.h"
+#include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/plot.h"
 #include "emovlm/train/distill.h"
 
@@ -45,15 +45,21 @@ json run_ablation(const AblationOptions& o) {
   if (std::find(ablation_kinds().begin(), ablation_kinds().end(), o.kind) == ablation_kinds().end())
     throw Error(cat("ablate: kind must be depth, alpha, gate or gate-data, not '", o.kind, "'"));
   if (values.empty()) {
-    if (o.kind == "depth") values = {"1024", "1024,512", "1024,512,256", "1024,512,256,128", "1024,512,256,128,64"};
-    else if (o.kind == "alpha") values = {"0", "0.1", "0.3", "0.5", "0.7", "0.9", "1"};
-    else if (o.kind == "gate") values = gate_kinds();
-    else values = gate_fit_ons();
+    if (o.kind == "depth")
+      values = {"1024", "1024,512", "1024,512,256", "1024,512,256,128", "1024,512,256,128,64"};
+    else if (o.kind == "alpha")
+      values = {"0", "0.1", "0.3", "0.5", "0.7", "0.9", "1"};
+    else if (o.kind == "gate")
+      values = gate_kinds();
+    else
+      values = gate_fit_ons();
   }
   const bool gate_data = o.kind == "gate-data";
   if (gate_data && o.val_cache.empty())
     for (const auto& v : values)
-      if (v == "val") throw Error("ablate gate-data: fitting on val needs --val-cache (or --values train,crossfit)");
+      if (v == "val")
+        throw Error(
+            "ablate gate-data: fitting on val needs --val-cache (or --values train,crossfit)");
   // the runs: (setting, gate kind, what the gate is fit on)
   struct Run {
     std::string setting, kind, fit_on;
@@ -74,7 +80,8 @@ json run_ablation(const AblationOptions& o) {
   for (size_t i = 0; i < runs.size(); ++i) {
     const Run& run = runs[i];
     const std::string dir = (fs::path(o.out) / cat("run-", i + 1)).string();
-    std::fprintf(stderr, "[ablate %s] %s = %s\n", o.kind.c_str(), o.kind.c_str(), run.setting.c_str());
+    std::fprintf(stderr, "[ablate %s] %s = %s\n", o.kind.c_str(), o.kind.c_str(),
+                 run.setting.c_str());
     DistillOptions d = o.distill;
     d.cache = o.train_cache;
     d.val_cache = o.val_cache;
@@ -102,13 +109,16 @@ json run_ablation(const AblationOptions& o) {
     g.distill = head_dir;
     g.kind = run.kind;
     g.fit_on = run.fit_on;
-    g.crossfit_dir = o.kind == "depth" || o.kind == "alpha" ? "" : crossfit_dir;  // the same head: the same folds
+    g.crossfit_dir = o.kind == "depth" || o.kind == "alpha"
+                         ? ""
+                         : crossfit_dir;  // the same head: the same folds
     g.out = dir + "/gate";
     g.resume = false;
     g.overwrite = true;
     json gate_report = train_gate(g);
     json rep = evaluate_cache({o.test_cache, head_dir, g.out, ""});
-    json row = {{o.kind, run.setting}, {"head_accuracy", rep["models"]["distill_head"]["accuracy"]},
+    json row = {{o.kind, run.setting},
+                {"head_accuracy", rep["models"]["distill_head"]["accuracy"]},
                 {"head_parameters", rep["models"]["distill_head"]["parameters"]},
                 {"emovlm_kd_accuracy", rep["models"]["emovlm_kd"]["accuracy"]},
                 {"emovlm_kd_macro_f1", rep["models"]["emovlm_kd"]["macro_f1"]},
@@ -120,32 +130,39 @@ json run_ablation(const AblationOptions& o) {
     if (gate_data) row["fit_on"] = run.fit_on, row["gate"] = run.kind;
     rows.push_back(row);
   }
-  auto val_cell = [](const json& v) { return v.is_number() ? pct(v.get<double>()) : std::string("-"); };
+  auto val_cell = [](const json& v) {
+    return v.is_number() ? pct(v.get<double>()) : std::string("-");
+  };
   std::vector<std::vector<std::string>> table;
   for (size_t i = 0; i < rows.size(); ++i) {
     const json& r = rows[i];
     if (gate_data)
-      table.push_back({std::to_string(i + 1), r["fit_on"].get<std::string>(), r["gate"].get<std::string>(),
-                       pct(r["head_accuracy"]), val_cell(r["gate_val_accuracy"]), pct(r["emovlm_kd_accuracy"]),
+      table.push_back({std::to_string(i + 1), r["fit_on"].get<std::string>(),
+                       r["gate"].get<std::string>(), pct(r["head_accuracy"]),
+                       val_cell(r["gate_val_accuracy"]), pct(r["emovlm_kd_accuracy"]),
                        pct(r["emovlm_kd_macro_f1"])});
     else
       table.push_back({std::to_string(i + 1), r[o.kind].get<std::string>(),
                        std::to_string(r["head_parameters"].get<int64_t>()), pct(r["head_accuracy"]),
-                       std::to_string(r["gate_parameters"].get<int64_t>()), pct(r["emovlm_kd_accuracy"]),
-                       pct(r["emovlm_kd_macro_f1"])});
+                       std::to_string(r["gate_parameters"].get<int64_t>()),
+                       pct(r["emovlm_kd_accuracy"]), pct(r["emovlm_kd_macro_f1"])});
   }
-  std::string md = cat("# Ablation: ", o.kind, "\n\nTest cache: ", o.test_cache, " (VLM ", pct(rows[0]["vlm_accuracy"]),
-                       "%, teacher ", pct(rows[0]["teacher_accuracy"]), "%).\n\n");
+  std::string md =
+      cat("# Ablation: ", o.kind, "\n\nTest cache: ", o.test_cache, " (VLM ",
+          pct(rows[0]["vlm_accuracy"]), "%, teacher ", pct(rows[0]["teacher_accuracy"]), "%).\n\n");
   if (gate_data)
-    md += markdown_table({"#", "gate fit on", "gate", "head accuracy %", "gate val accuracy %", "EmoVLM-KD accuracy %",
-                          "EmoVLM-KD macro-F1 %"},
+    md += markdown_table({"#", "gate fit on", "gate", "head accuracy %", "gate val accuracy %",
+                          "EmoVLM-KD accuracy %", "EmoVLM-KD macro-F1 %"},
                          table) +
-          "\nThe gate's validation accuracy is that of its best epoch on the validation cache (none when it is fit on "
-          "it). `train`: the training cache, where the head and the VLM have seen every image; `val`: the validation "
-          "cache; `crossfit`: the training cache with each image's head output from a head that did not see it.\n";
+          "\nThe gate's validation accuracy is that of its best epoch on the validation cache "
+          "(none when it is fit on "
+          "it). `train`: the training cache, where the head and the VLM have seen every image; "
+          "`val`: the validation "
+          "cache; `crossfit`: the training cache with each image's head output from a head that "
+          "did not see it.\n";
   else
-    md += markdown_table({"#", o.kind, "head parameters", "head accuracy %", "gate parameters", "EmoVLM-KD accuracy %",
-                          "EmoVLM-KD macro-F1 %"},
+    md += markdown_table({"#", o.kind, "head parameters", "head accuracy %", "gate parameters",
+                          "EmoVLM-KD accuracy %", "EmoVLM-KD macro-F1 %"},
                          table);
   std::vector<BarSeries> series;
   if (gate_data) {
@@ -153,19 +170,29 @@ json run_ablation(const AblationOptions& o) {
     const unsigned char colours[3][3] = {{90, 140, 200}, {220, 120, 40}, {80, 170, 90}};
     const size_t groups = gate_kinds().size();
     for (size_t f = 0; f < values.size(); ++f) {
-      BarSeries s{{}, {colours[f % 3][0], colours[f % 3][1], colours[f % 3][2]}, "fit on " + values[f]};
-      for (size_t k = 0; k < groups; ++k) s.values.push_back(rows[f * groups + k]["emovlm_kd_accuracy"]);
+      BarSeries s{
+          {}, {colours[f % 3][0], colours[f % 3][1], colours[f % 3][2]}, "fit on " + values[f]};
+      for (size_t k = 0; k < groups; ++k)
+        s.values.push_back(rows[f * groups + k]["emovlm_kd_accuracy"]);
       series.push_back(s);
     }
-    md += "\n`ablation.png`: EmoVLM-KD's test accuracy per gate, one bar per fit, with the VLM's and the teacher's.\n";
+    md +=
+        "\n`ablation.png`: EmoVLM-KD's test accuracy per gate, one bar per fit, with the VLM's and "
+        "the teacher's.\n";
   } else {
     BarSeries head{{}, {90, 140, 200}, "distillation head"}, full{{}, {220, 120, 40}, "EmoVLM-KD"};
-    for (const auto& r : rows) head.values.push_back(r["head_accuracy"]), full.values.push_back(r["emovlm_kd_accuracy"]);
+    for (const auto& r : rows)
+      head.values.push_back(r["head_accuracy"]), full.values.push_back(r["emovlm_kd_accuracy"]);
     series = {head, full};
-    md += "\n`ablation.png`: test accuracy per setting, the distillation head's and EmoVLM-KD's, with the VLM's and the "
-          "teacher's.\n";
+    md +=
+        "\n`ablation.png`: test accuracy per setting, the distillation head's and EmoVLM-KD's, "
+        "with the VLM's and the "
+        "teacher's.\n";
   }
-  json out = {{"kind", o.kind}, {"rows", rows}, {"test_cache", o.test_cache}, {"train_cache", o.train_cache}};
+  json out = {{"kind", o.kind},
+              {"rows", rows},
+              {"test_cache", o.test_cache},
+              {"train_cache", o.train_cache}};
   write_file_atomic((fs::path(o.out) / "ablation.json").string(), out.dump(1) + "\n");
   write_file_atomic((fs::path(o.out) / "ablation.md").string(), md);
   {
@@ -181,7 +208,8 @@ json run_ablation(const AblationOptions& o) {
       for (const json& r : rows) chart.groups.push_back(r[o.kind].get<std::string>());
     chart.series = series;
     const double vlm = rows[0]["vlm_accuracy"], teacher = rows[0]["teacher_accuracy"];
-    chart.lines = {{"VLM " + pct(vlm) + "%", vlm, {40, 150, 80}}, {"teacher " + pct(teacher) + "%", teacher, {150, 80, 170}}};
+    chart.lines = {{"VLM " + pct(vlm) + "%", vlm, {40, 150, 80}},
+                   {"teacher " + pct(teacher) + "%", teacher, {150, 80, 170}}};
     if (o.kind == "gate" || gate_data) {  // one head under every gate
       const double head = rows[0]["head_accuracy"];
       chart.lines.push_back({"head " + pct(head) + "%", head, {90, 90, 90}});

@@ -21,10 +21,12 @@ struct ClassifyOptions {
   std::string dtype = "bf16", device = "auto";
   std::string labels = "mikels8";  // mikels8, ekman6, binary or a,b,c
   std::string mode = "score";      // score or generate
-  int batch = 1;                   // score mode: images per VLM forward (1: each alone, deterministic)
-  int max_new_tokens = 256;        // generate mode: the reference's sampling, merged with generation_config.json
+  int batch = 1;  // score mode: images per VLM forward (1: each alone, deterministic)
+  int max_new_tokens =
+      256;  // generate mode: the reference's sampling, merged with generation_config.json
   double temperature = 0.8;
-  uint64_t seed = 0;  // each image samples from prompt_seed(seed, its pixels): its answer depends on nothing else
+  uint64_t seed = 0;  // each image samples from prompt_seed(seed, its pixels): its answer depends
+                      // on nothing else
   bool cuda_graph = false;
   int cap_long_side = 1024;  // images are shrunk to this longest side before preprocessing
 
@@ -39,7 +41,8 @@ class VlmClassifier {
   //   score:    {"image", "label", "probabilities": {label: p}, "sum_logprob": {label: s}}
   //   generate: {"image", "answer", "label" (null when unparsable)[, "unparsable": true]}
   //   or, when the file cannot be read: {"image", "error"}.
-  void classify(const std::vector<std::string>& paths, const std::function<void(const nlohmann::json&)>& on_result);
+  void classify(const std::vector<std::string>& paths,
+                const std::function<void(const nlohmann::json&)>& on_result);
   const LabelSet& labels() const;
   const ClassifyOptions& options() const;
 
@@ -56,8 +59,9 @@ class VlmClassifier {
 // journal: a JSON-lines file that each result is appended to as it comes (its first line names
 // the settings); a run that finds one written with the same settings classifies only the images
 // it lacks, so a killed run resumes. Other settings: an error naming the file and the setting.
-nlohmann::json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split,
-                            const DatasetOptions& dataset, const std::function<void(const nlohmann::json&)>& on_result = {},
+nlohmann::json evaluate_vlm(VlmClassifier& classifier, const std::string& data,
+                            const std::string& split, const DatasetOptions& dataset,
+                            const std::function<void(const nlohmann::json&)>& on_result = {},
                             const std::string& journal = "");
 
 }  // namespace emovlm

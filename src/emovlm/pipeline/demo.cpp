@@ -9,12 +9,12 @@
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/output_lock.h"
 #include "emovlm/data/labels.h"
+#include "emovlm/data/metrics.h"
 #include "emovlm/data/synthetic.h"
 #include "emovlm/models/layers.h"
 #include "emovlm/models/vit.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/extract.h"
-#include "emovlm/data/metrics.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/text/bpe_train.h"
 #include "emovlm/text/chat.h"
@@ -41,7 +41,9 @@ class Timer {
   std::chrono::steady_clock::time_point t_ = std::chrono::steady_clock::now();
 };
 
-void say(const std::string& s) { std::fprintf(stderr, "[demo] %s\n", s.c_str()); }
+void say(const std::string& s) {
+  std::fprintf(stderr, "[demo] %s\n", s.c_str());
+}
 
 std::string fmt_pct(double v) {
   char b[32];
@@ -98,8 +100,10 @@ json run_demo(const DemoOptions& o) {
   // 2. stage 0: instruction data (templated observation/reasoning answers instead of an endpoint)
   std::vector<InstructionExample> inst = categorical_examples(ds.train, ds.labels);
   for (const auto& s : ds.train) {
-    inst.push_back({s.path, ds.labels.labels[s.label], "observation", kObservationPrompt, synthetic_observation(s.label)});
-    inst.push_back({s.path, ds.labels.labels[s.label], "reasoning", kReasoningPrompt, synthetic_reasoning(s.label)});
+    inst.push_back({s.path, ds.labels.labels[s.label], "observation", kObservationPrompt,
+                    synthetic_observation(s.label)});
+    inst.push_back({s.path, ds.labels.labels[s.label], "reasoning", kReasoningPrompt,
+                    synthetic_reasoning(s.label)});
   }
   const std::string inst_path = out + "/instructions.jsonl";
   write_instructions(inst_path, inst);
@@ -108,17 +112,27 @@ json run_demo(const DemoOptions& o) {
   // 3. a byte-level BPE tokenizer trained on the instruction text; the tiny VLM from its config
   const std::string vlm_init = models + "/vlm-init", vlm_tuned = models + "/vlm-tuned";
   make_dirs(vlm_init);
-  std::vector<std::string> corpus = {kEmotionSystemMessage, kQwenDefaultSystem, "<|im_start|>user\n", "<|im_start|>assistant\n"};
+  std::vector<std::string> corpus = {kEmotionSystemMessage, kQwenDefaultSystem,
+                                     "<|im_start|>user\n", "<|im_start|>assistant\n"};
   for (const auto& e : inst) corpus.push_back(e.prompt), corpus.push_back(e.answer);
   for (const auto& l : ds.labels.labels) corpus.push_back(categorical_answer(l));
   train_bpe_tokenizer(corpus, o.quick ? 400 : 600, vlm_init + "/tokenizer.json");
   Tokenizer tok = Tokenizer::from_dir(vlm_init);
   write_file_atomic(vlm_init + "/tokenizer_config.json",
-                    json({{"tokenizer_class", "Qwen2Tokenizer"}, {"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}}).dump(1));
-  // the VLM sees the 128x96 images at 56x28 pixels (2 visual tokens): colour survives, fine shapes do not
+                    json({{"tokenizer_class", "Qwen2Tokenizer"},
+                          {"eos_token", "<|im_end|>"},
+                          {"pad_token", "<|endoftext|>"}})
+                        .dump(1));
+  // the VLM sees the 128x96 images at 56x28 pixels (2 visual tokens): colour survives, fine shapes
+  // do not
   write_file_atomic(vlm_init + "/preprocessor_config.json",
-                    json({{"min_pixels", 3136}, {"max_pixels", 3136}, {"patch_size", 14}, {"temporal_patch_size", 2},
-                          {"merge_size", 2}, {"resample", 3}, {"image_processor_type", "Qwen2VLImageProcessor"}})
+                    json({{"min_pixels", 3136},
+                          {"max_pixels", 3136},
+                          {"patch_size", 14},
+                          {"temporal_patch_size", 2},
+                          {"merge_size", 2},
+                          {"resample", 3},
+                          {"image_processor_type", "Qwen2VLImageProcessor"}})
                         .dump(1));
   {
     torch::manual_seed(o.seed);
@@ -129,7 +143,8 @@ json run_demo(const DemoOptions& o) {
     for (const auto& p : vlm->parameters()) n += p.numel();
     log["vlm_parameters"] = n;
   }
-  say(cat("tokenizer: ", tok.vocab_size(), " tokens; tiny VLM: ", log["vlm_parameters"].get<int64_t>(), " parameters"));
+  say(cat("tokenizer: ", tok.vocab_size(),
+          " tokens; tiny VLM: ", log["vlm_parameters"].get<int64_t>(), " parameters"));
 
   // 4. stage 1: instruction tuning (every weight: there is no pretrained model here)
   SftOptions sft;
@@ -227,7 +242,8 @@ json run_demo(const DemoOptions& o) {
   Predictor pred(out + "/bundle", "cpu");
   json predictions = json::array();
   const auto& test = ds.split("test");
-  for (size_t i = 0; i < test.size() && predictions.size() < 4; i += std::max<size_t>(1, test.size() / 4)) {
+  for (size_t i = 0; i < test.size() && predictions.size() < 4;
+       i += std::max<size_t>(1, test.size() / 4)) {
     json r = pred.predict(test[i].path);
     r["label"] = ds.labels.labels[test[i].label];
     predictions.push_back(r);
@@ -242,19 +258,27 @@ json run_demo(const DemoOptions& o) {
   // 9. the report: the paper's Table 1/2 layout for this data
   const json& m = report["models"];
   std::vector<std::pair<std::string, json>> rows;
-  const std::pair<const char*, const char*> names[] = {{"vlm", "VLM (tiny Qwen2-VL, tuned)"}, {"teacher", "Teacher (tiny ViT)"},
-                                                       {"distill_head", "Distillation head"}, {"emovlm_kd", "EmoVLM-KD (VLM + head + gate)"}};
+  const std::pair<const char*, const char*> names[] = {
+      {"vlm", "VLM (tiny Qwen2-VL, tuned)"},
+      {"teacher", "Teacher (tiny ViT)"},
+      {"distill_head", "Distillation head"},
+      {"emovlm_kd", "EmoVLM-KD (VLM + head + gate)"}};
   for (const auto& [k, label] : names) rows.emplace_back(label, m[k]);
   std::string md = "# EmoVLM-KD demo report\n\n";
-  md += cat("Synthetic dataset: ", log["data"]["images"].get<int64_t>(), " images (", ds.train.size(), " train, ", ds.val.size(),
-            " val, ", ds.test.size(), " test), 8 classes, ", log["data"]["noisy_labels"].get<int64_t>(), " noisy labels.\n\n");
+  md +=
+      cat("Synthetic dataset: ", log["data"]["images"].get<int64_t>(), " images (", ds.train.size(),
+          " train, ", ds.val.size(), " val, ", ds.test.size(), " test), 8 classes, ",
+          log["data"]["noisy_labels"].get<int64_t>(), " noisy labels.\n\n");
   md += "## Table 1/2: accuracy on the test split\n\n";
   md += models_table_markdown(rows);
   const json& fi = log["bundle_on_test_images"]["models"];
-  md += cat("\nThe bundle on the same test images, read from the files (`emovlm predict --bundle ... --data ...`, no "
-            "cache): VLM ", fmt_pct(fi["vlm"]["accuracy"].get<double>()), "%, head ",
-            fmt_pct(fi["distill_head"]["accuracy"].get<double>()), "%, EmoVLM-KD ",
-            fmt_pct(fi["emovlm_kd"]["accuracy"].get<double>()), "%.\n");
+  md +=
+      cat("\nThe bundle on the same test images, read from the files (`emovlm predict --bundle ... "
+          "--data ...`, no "
+          "cache): VLM ",
+          fmt_pct(fi["vlm"]["accuracy"].get<double>()), "%, head ",
+          fmt_pct(fi["distill_head"]["accuracy"].get<double>()), "%, EmoVLM-KD ",
+          fmt_pct(fi["emovlm_kd"]["accuracy"].get<double>()), "%.\n");
   md += "\n## Complementarity (Figure 1)\n\n";
   std::vector<std::vector<std::string>> crow;
   for (const char* k : {"vlm_vs_teacher", "vlm_vs_head"}) {
@@ -268,36 +292,54 @@ json run_demo(const DemoOptions& o) {
   md += "\n## The gate\n" + gain_markdown(report);
   {
     const json& c = report["complementarity"]["vlm_vs_head"];
-    md += cat("\nA gate can only gain where its inputs disagree: here the VLM is right where the head is wrong on ",
-              c["only_vlm"].get<int64_t>(), " of ", m["emovlm_kd"]["n"].get<int64_t>(),
-              " test images. The tiny VLM, trained from scratch, learns what a visual token holds (colours, the "
-              "frame's shade) but not to compare its visual tokens, which is all it reads that the head does not; "
-              "README.md (\"The demo\") gives the figures of a dataset built for that and why it does not help.\n");
+    md +=
+        cat("\nA gate can only gain where its inputs disagree: here the VLM is right where the "
+            "head is wrong on ",
+            c["only_vlm"].get<int64_t>(), " of ", m["emovlm_kd"]["n"].get<int64_t>(),
+            " test images. The tiny VLM, trained from scratch, learns what a visual token holds "
+            "(colours, the "
+            "frame's shade) but not to compare its visual tokens, which is all it reads that the "
+            "head does not; "
+            "README.md (\"The demo\") gives the figures of a dataset built for that and why it "
+            "does not help.\n");
   }
-  md += "\nThe confusion matrices, per-class F1 with intervals, the complementarity chart and the training curves: "
-        "[eval/report.html](eval/report.html).\n";
+  md +=
+      "\nThe confusion matrices, per-class F1 with intervals, the complementarity chart and the "
+      "training curves: "
+      "[eval/report.html](eval/report.html).\n";
   md += "\n## Predictions\n\n";
   std::vector<std::vector<std::string>> prow;
   for (const auto& p : predictions)
-    prow.push_back({fs::path(p["image"].get<std::string>()).filename().string(), p["label"], p["emotion"], p["vlm"]["answer"],
-                    p["head_top3"][0]["label"]});
+    prow.push_back({fs::path(p["image"].get<std::string>()).filename().string(), p["label"],
+                    p["emotion"], p["vlm"]["answer"], p["head_top3"][0]["label"]});
   md += markdown_table({"image", "label", "EmoVLM-KD", "VLM", "head top-1"}, prow);
-  md += cat("\nTimes (s): data ", log["data"]["seconds"].get<double>(), ", stage 1 ", log["stage1"]["seconds"].get<double>(),
-            ", teacher ", log["teacher"]["seconds"].get<double>(), ", cache ", log["extract_seconds"].get<double>(),
-            ", stages 2+3 ", log["stages23_seconds"].get<double>(), ", evaluation ", log["evaluation_seconds"].get<double>(), ".\n");
+  md +=
+      cat("\nTimes (s): data ", log["data"]["seconds"].get<double>(), ", stage 1 ",
+          log["stage1"]["seconds"].get<double>(), ", teacher ",
+          log["teacher"]["seconds"].get<double>(), ", cache ", log["extract_seconds"].get<double>(),
+          ", stages 2+3 ", log["stages23_seconds"].get<double>(), ", evaluation ",
+          log["evaluation_seconds"].get<double>(), ".\n");
   write_file_atomic(out + "/REPORT.md", md);
   log["report"] = report;
   log["predictions"] = predictions;
   log["total_seconds"] = total.lap();
-  log["written"] = {{"dataset", data}, {"instructions", inst_path}, {"vlm", vlm_tuned}, {"teacher", teacher},
-                    {"caches", out + "/cache"}, {"distill", d.out}, {"gate", g.out}, {"evaluation", e.out},
-                    {"bundle", out + "/bundle"}, {"report", out + "/REPORT.md"}};
+  log["written"] = {{"dataset", data},
+                    {"instructions", inst_path},
+                    {"vlm", vlm_tuned},
+                    {"teacher", teacher},
+                    {"caches", out + "/cache"},
+                    {"distill", d.out},
+                    {"gate", g.out},
+                    {"evaluation", e.out},
+                    {"bundle", out + "/bundle"},
+                    {"report", out + "/REPORT.md"}};
   write_file_atomic(out + "/demo.json", log.dump(1) + "\n");
   std::printf("%s\n", md.c_str());
   std::printf("Everything was written under %s:\n", out.c_str());
   for (auto it = log["written"].begin(); it != log["written"].end(); ++it)
     std::printf("  %-13s %s\n", it.key().c_str(), it.value().get<std::string>().c_str());
-  std::printf("Predict more images with: emovlm predict --bundle %s/bundle IMAGE...\n", out.c_str());
+  std::printf("Predict more images with: emovlm predict --bundle %s/bundle IMAGE...\n",
+              out.c_str());
   return log;
 }
 

@@ -7,7 +7,6 @@
 #include <set>
 
 #include "emovlm/core/error.h"
-#include "emovlm/core/torch_compat.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/output_lock.h"
@@ -15,12 +14,13 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/core/tensor_io.h"
+#include "emovlm/core/torch_compat.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/loader.h"
 #include "emovlm/dist/process_group.h"
 #include "emovlm/image/resample.h"
-#include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/models/image_classifier.h"
+#include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 #include "emovlm/train/teacher.h"
@@ -40,9 +40,9 @@ struct Decoded {
   std::string error;
 };
 
-
 // Everything the cached values depend on; a resumed or reused cache must match it exactly.
-json cache_inputs(const ExtractOptions& o, const Dataset& d, const Qwen2VLImageConfig& qcfg, const VitImageConfig& vcfg) {
+json cache_inputs(const ExtractOptions& o, const Dataset& d, const Qwen2VLImageConfig& qcfg,
+                  const VitImageConfig& vcfg) {
   json inputs = {{"vlm", checkpoint_identity(o.vlm)},
                  {"teacher", checkpoint_identity(o.teacher)},
                  {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
@@ -51,14 +51,21 @@ json cache_inputs(const ExtractOptions& o, const Dataset& d, const Qwen2VLImageC
                  {"vlm_mode", o.vlm_mode},
                  {"dtype", o.dtype},
                  {"cap_long_side", o.cap_long_side},
-                 {"qwen2vl_image", {{"min_pixels", qcfg.min_pixels}, {"max_pixels", qcfg.max_pixels},
-                                    {"patch_size", qcfg.patch_size}, {"merge_size", qcfg.merge_size}}},
-                 {"vit_image", {{"size", vcfg.image_size}, {"mean", vcfg.image_mean}, {"std", vcfg.image_std}}},
+                 {"qwen2vl_image",
+                  {{"min_pixels", qcfg.min_pixels},
+                   {"max_pixels", qcfg.max_pixels},
+                   {"patch_size", qcfg.patch_size},
+                   {"merge_size", qcfg.merge_size}}},
+                 {"vit_image",
+                  {{"size", vcfg.image_size}, {"mean", vcfg.image_mean}, {"std", vcfg.image_std}}},
                  {"prompt", categorical_prompt(d.labels)}};
-  if (o.vlm_batch != 1) inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
+  if (o.vlm_batch != 1)
+    inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
   if (o.teacher_dtype != "f32") inputs["teacher_dtype"] = o.teacher_dtype;
   if (o.vlm_mode == "generate") {
-    inputs["generation"] = {{"temperature", o.temperature}, {"max_new_tokens", o.max_new_tokens}, {"seed", o.seed},
+    inputs["generation"] = {{"temperature", o.temperature},
+                            {"max_new_tokens", o.max_new_tokens},
+                            {"seed", o.seed},
                             {"seeding", "per image"}};
     if (o.cuda_graph) inputs["generation"]["cuda_graph"] = true;  // graphs sum in another order
   }
@@ -67,7 +74,8 @@ json cache_inputs(const ExtractOptions& o, const Dataset& d, const Qwen2VLImageC
 
 // The manifest to continue from: a new one over the split's images (hashed now), or the one in
 // OUT when it was made from the same inputs and images (their paths updated); otherwise an Error.
-json open_manifest(const ExtractOptions& o, const std::vector<Sample>& samples, const std::string& mpath, const json& inputs) {
+json open_manifest(const ExtractOptions& o, const std::vector<Sample>& samples,
+                   const std::string& mpath, const json& inputs) {
   json entries = json::array();
   std::vector<std::string> missing;
   {
@@ -82,21 +90,30 @@ json open_manifest(const ExtractOptions& o, const std::vector<Sample>& samples, 
       } catch (const Error& e) {
         missing.push_back(e.what());
       }
-      entries.push_back({{"path", store_path(s.path, mpath)}, {"label", s.label}, {"bytes", bytes}, {"hash", hash}});
+      entries.push_back({{"path", store_path(s.path, mpath)},
+                         {"label", s.label},
+                         {"bytes", bytes},
+                         {"hash", hash}});
       bar.advance();
     }
   }
   check_readable(cat("the ", o.split, " split"), o.data, samples.size(), missing);
-  json manifest = {{"format", "emovlm-feature-cache"}, {"version", kFeatureCacheVersion}, {"inputs", inputs},
-                   {"entries", entries}, {"shard_size", o.shard_size}, {"shards", json::array()}, {"complete", false}};
+  json manifest = {{"format", "emovlm-feature-cache"},
+                   {"version", kFeatureCacheVersion},
+                   {"inputs", inputs},
+                   {"entries", entries},
+                   {"shard_size", o.shard_size},
+                   {"shards", json::array()},
+                   {"complete", false}};
   if (!file_exists(mpath)) return manifest;
   const CacheManifest old = CacheManifest::parse(read_json_file(mpath), mpath);
   if (old.version != kFeatureCacheVersion)
-    throw Error(cat(o.out, ": a cache of format version ", old.version, " (this build writes ", kFeatureCacheVersion,
-                    "); remove it or choose another --out"));
+    throw Error(cat(o.out, ": a cache of format version ", old.version, " (this build writes ",
+                    kFeatureCacheVersion, "); remove it or choose another --out"));
   const std::string d_in = json_first_difference(old.inputs, inputs);
   if (!d_in.empty())
-    throw Error(cat(o.out, ": this cache was made from other models, data or settings (inputs", d_in,
+    throw Error(cat(o.out, ": this cache was made from other models, data or settings (inputs",
+                    d_in,
                     "); refusing to reuse it (remove the directory or choose another --out)"));
   // the same images (by content and label, in order) wherever they are now: their paths are updated
   json old_content = json::array(), content = json::array();
@@ -125,13 +142,14 @@ json extract_features(const ExtractOptions& o) {
   if (o.teacher_dtype != "f32" && o.teacher_dtype != "bf16")
     throw Error(cat("--teacher-dtype must be f32 or bf16, not '", o.teacher_dtype, "'"));
   if (o.vlm_batch < 1 || o.teacher_batch < 1 || o.shard_size < 1)
-    throw Error(cat("--vlm-batch, --teacher-batch and --shard-size must be at least 1 (", o.vlm_batch, ", ",
-                    o.teacher_batch, ", ", o.shard_size, ")"));
+    throw Error(cat("--vlm-batch, --teacher-batch and --shard-size must be at least 1 (",
+                    o.vlm_batch, ", ", o.teacher_batch, ", ", o.shard_size, ")"));
   Dataset d = load_dataset(o.data, o.dataset);
   const std::vector<Sample>& samples = d.split(o.split);
   const std::vector<std::string> teacher_classes = read_classes(o.teacher);
   if (teacher_classes != d.labels.labels)
-    throw Error(cat(o.teacher, ": the teacher's classes differ from the dataset's (", d.labels.labels.size(), " labels)"));
+    throw Error(cat(o.teacher, ": the teacher's classes differ from the dataset's (",
+                    d.labels.labels.size(), " labels)"));
   const std::string mpath = (fs::path(o.out) / "manifest.json").string();
   Qwen2VLImageConfig qcfg = Qwen2VLImageConfig::from_dir(o.vlm);
   const VitImageConfig vcfg = classifier_image_config(o.teacher);
@@ -147,7 +165,8 @@ json extract_features(const ExtractOptions& o) {
     std::vector<std::string> errors;
     for (const auto& sh : manifest["shards"])
       for (const auto& f : sh["failures"]) errors.push_back(f.value("error", f.value("path", "")));
-    if (manifest["shards"].size() == n_shards) check_readable(cat("the ", o.split, " split"), o.data, samples.size(), errors);
+    if (manifest["shards"].size() == n_shards)
+      check_readable(cat("the ", o.split, " split"), o.data, samples.size(), errors);
   };
   json manifest = json::parse(dist::from_main([&] {
     lock = std::make_unique<OutputLock>(o.out, OutputLock::Kind::Directory);
@@ -164,14 +183,17 @@ json extract_features(const ExtractOptions& o) {
   std::shared_ptr<ImageClassifierImpl> teacher = load_image_classifier(o.teacher);
   teacher->eval();
   teacher->to(device);
-  if (!manifest.contains("parameters")) {  // what evaluate reports, without opening the model folders
+  if (!manifest.contains(
+          "parameters")) {  // what evaluate reports, without opening the model folders
     int64_t n = 0;
     for (const auto& p : vlm->parameters()) n += p.numel();
-    manifest["parameters"] = {{"vlm", n}, {"teacher", teacher->num_parameters()}, {"teacher_arch", teacher->arch()}};
+    manifest["parameters"] = {
+        {"vlm", n}, {"teacher", teacher->num_parameters()}, {"teacher_arch", teacher->arch()}};
   }
   const CategoricalQuery query = categorical_query(proc.tokenizer(), d.labels);
   GenerationConfig gen;
-  if (o.vlm_mode == "generate") gen = reference_sampling(o.vlm, o.temperature, o.max_new_tokens, o.seed, o.cuda_graph);
+  if (o.vlm_mode == "generate")
+    gen = reference_sampling(o.vlm, o.temperature, o.max_new_tokens, o.seed, o.cuda_graph);
 
   torch::NoGradGuard ng;
   Progress bar(cat("extract ", o.split), static_cast<int64_t>(samples.size()), "img");
@@ -203,7 +225,8 @@ json extract_features(const ExtractOptions& o) {
     auto flush_teacher = [&] {
       if (teacher_px.empty()) return;
       compat::AutocastGuard autocast(device.type(), torch::kBFloat16, o.teacher_dtype == "bf16");
-      tlogits.push_back(teacher->logits(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
+      tlogits.push_back(
+          teacher->logits(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
       teacher_px.clear();
     };
     // The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest).
@@ -269,21 +292,30 @@ json extract_features(const ExtractOptions& o) {
             {"index", torch::tensor(index, torch::kInt64)}};
     }
     const std::string file = feature_cache_shard_name(k);
-    json shard = {{"file", file}, {"first", begin}, {"count", end - begin}, {"cached", feats.size()}, {"failures", failures}};
+    json shard = {{"file", file},
+                  {"first", begin},
+                  {"count", end - begin},
+                  {"cached", feats.size()},
+                  {"failures", failures}};
     if (o.vlm_mode == "generate") shard["answers"] = std::move(texts);
-    // each shard names the split and inputs it belongs to: the reader checks them against the manifest
+    // each shard names the split and inputs it belongs to: the reader checks them against the
+    // manifest
     return shard.dump() + "\n" +
-           tensors_to_safetensors(ts, {{"format", "emovlm-feature-cache"}, {"split", o.split},
+           tensors_to_safetensors(ts, {{"format", "emovlm-feature-cache"},
+                                       {"split", o.split},
                                        {"inputs", hex64(feature_cache_inputs_hash(inputs))}});
   };
-  for (size_t next = manifest["shards"].size(); next < n_shards; next += static_cast<size_t>(dist::world_size())) {
+  for (size_t next = manifest["shards"].size(); next < n_shards;
+       next += static_cast<size_t>(dist::world_size())) {
     const size_t k = next + static_cast<size_t>(dist::rank());
-    const std::vector<std::string> computed = dist::all_gather_bytes(k < n_shards ? compute_shard(k) : std::string());
+    const std::vector<std::string> computed =
+        dist::all_gather_bytes(k < n_shards ? compute_shard(k) : std::string());
     if (!dist::is_main()) continue;
     for (size_t r = 0; r < computed.size() && next + r < n_shards; ++r) {
       const size_t nl = computed[r].find('\n');
       json shard = json::parse(computed[r].substr(0, nl));
-      write_file_atomic((fs::path(o.out) / shard["file"].get<std::string>()).string(), computed[r].substr(nl + 1));
+      write_file_atomic((fs::path(o.out) / shard["file"].get<std::string>()).string(),
+                        computed[r].substr(nl + 1));
       if (!per_image_progress) bar.advance(shard["count"].get<int64_t>());
       manifest["shards"].push_back(std::move(shard));
       manifest["complete"] = manifest["shards"].size() == n_shards;

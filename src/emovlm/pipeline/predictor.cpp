@@ -12,10 +12,10 @@
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/loader.h"
+#include "emovlm/data/metrics.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generate.h"
 #include "emovlm/pipeline/extract.h"
-#include "emovlm/data/metrics.h"
 #include "emovlm/pipeline/split_eval.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/distill.h"
@@ -49,14 +49,17 @@ void write_bundle(const std::string& out, const BundleSpec& s) {
   load_distill_head(s.distill, &hcfg);
   load_gate(s.gate, &gcfg);
   if (hcfg["labels"] != gcfg["labels"])
-    throw Error(cat(s.gate, ": the gate's labels ", gcfg["labels"].dump(), " differ from the head's ", hcfg["labels"].dump()));
+    throw Error(cat(s.gate, ": the gate's labels ", gcfg["labels"].dump(),
+                    " differ from the head's ", hcfg["labels"].dump()));
   // the parts must come from one VLM: the head's and the gate's caches, and the VLM named here
   const json vlm_id = vlm_identity(s.vlm, s.adapter);
   if (hcfg.contains("vlm_identity"))
-    check_same_vlm(hcfg["vlm_identity"], cat("the head ", s.distill), vlm_id,
-                   cat("--vlm ", s.vlm, s.adapter.empty() ? "" : cat(" with --adapter ", s.adapter)));
+    check_same_vlm(
+        hcfg["vlm_identity"], cat("the head ", s.distill), vlm_id,
+        cat("--vlm ", s.vlm, s.adapter.empty() ? "" : cat(" with --adapter ", s.adapter)));
   if (hcfg.contains("vlm_identity") && gcfg.contains("vlm_identity"))
-    check_same_vlm(hcfg["vlm_identity"], cat("the head ", s.distill), gcfg["vlm_identity"], cat("the gate ", s.gate));
+    check_same_vlm(hcfg["vlm_identity"], cat("the head ", s.distill), gcfg["vlm_identity"],
+                   cat("the gate ", s.gate));
   OutputLock lock(out, OutputLock::Kind::Directory);
   const std::string bpath = (fs::path(out) / "bundle.json").string();
   auto copy = [&](const std::string& src_dir, const std::string& file) {
@@ -72,13 +75,23 @@ void write_bundle(const std::string& out, const BundleSpec& s) {
     const std::string dst = (fs::path(out) / "adapter").string();
     make_dirs(dst);
     for (const auto& e : fs::directory_iterator(s.adapter))
-      if (e.is_regular_file()) link_or_copy(e.path().string(), (fs::path(dst) / e.path().filename()).string());
+      if (e.is_regular_file())
+        link_or_copy(e.path().string(), (fs::path(dst) / e.path().filename()).string());
     adapter = "adapter";
   }
-  json b = {{"format", "emovlm-bundle"}, {"version", 2}, {"vlm", store_path(s.vlm, bpath)}, {"adapter", adapter},
-            {"vlm_identity", vlm_id}, {"head", "head.safetensors"}, {"gate", "gate.safetensors"},
-            {"labels", hcfg["labels"]}, {"vlm_input", gcfg["vlm_input"]}, {"gate_kind", gcfg["kind"]},
-            {"dtype", s.dtype}, {"cap_long_side", s.cap_long_side}, {"prompt", "categorical"}};
+  json b = {{"format", "emovlm-bundle"},
+            {"version", 2},
+            {"vlm", store_path(s.vlm, bpath)},
+            {"adapter", adapter},
+            {"vlm_identity", vlm_id},
+            {"head", "head.safetensors"},
+            {"gate", "gate.safetensors"},
+            {"labels", hcfg["labels"]},
+            {"vlm_input", gcfg["vlm_input"]},
+            {"gate_kind", gcfg["kind"]},
+            {"dtype", s.dtype},
+            {"cap_long_side", s.cap_long_side},
+            {"prompt", "categorical"}};
   write_file_atomic(bpath, b.dump(1) + "\n");
 }
 
@@ -94,39 +107,56 @@ struct Predictor::State {
   int cap = 1024;
 };
 
-Predictor::Predictor(const std::string& dir, const std::string& device) : s_(std::make_unique<State>()) {
+Predictor::Predictor(const std::string& dir, const std::string& device)
+    : s_(std::make_unique<State>()) {
   const std::string bpath = (fs::path(dir) / "bundle.json").string();
   s_->dir = dir;
   s_->bundle = read_bundle_json(dir);
   s_->labels.name = "bundle";
   s_->labels.labels = json_required<std::vector<std::string>>(s_->bundle, "labels", bpath);
-  const std::string vdir = resolve_stored_path(json_required<std::string>(s_->bundle, "vlm", bpath), bpath);
-  const std::string adapter = json_optional<std::string>(s_->bundle, "adapter", "", bpath).empty()
-                                  ? ""
-                                  : resolve_stored_path(s_->bundle["adapter"].get<std::string>(), bpath);
+  const std::string vdir =
+      resolve_stored_path(json_required<std::string>(s_->bundle, "vlm", bpath), bpath);
+  const std::string adapter =
+      json_optional<std::string>(s_->bundle, "adapter", "", bpath).empty()
+          ? ""
+          : resolve_stored_path(s_->bundle["adapter"].get<std::string>(), bpath);
   if (!is_directory(vdir))
-    throw Error(cat(bpath, ": the VLM ", vdir, " is not there (the bundle names it relative to itself: move the bundle "
+    throw Error(cat(bpath, ": the VLM ", vdir,
+                    " is not there (the bundle names it relative to itself: move the bundle "
                     "with the VLM, or write the bundle again)"));
   if (s_->bundle.contains("vlm_identity"))
-    check_same_vlm(s_->bundle["vlm_identity"], cat("the bundle ", dir), vlm_identity(vdir, adapter),
-                   cat("the VLM ", vdir, adapter.empty() ? "" : cat(" with the adapter ", adapter)));
+    check_same_vlm(
+        s_->bundle["vlm_identity"], cat("the bundle ", dir), vlm_identity(vdir, adapter),
+        cat("the VLM ", vdir, adapter.empty() ? "" : cat(" with the adapter ", adapter)));
   const std::string dt = json_optional<std::string>(s_->bundle, "dtype", "bf16", bpath);
   torch::ScalarType dtype = parse_dtype(dt, bpath + ": dtype");
   torch::Device dev = parse_device(device);
   s_->vlm = load_vlm(vdir, adapter, dtype, dev);
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));
-  s_->head = load_distill_head((fs::path(dir) / json_optional<std::string>(s_->bundle, "head", "head.safetensors", bpath)).string());
-  s_->gate = load_gate((fs::path(dir) / json_optional<std::string>(s_->bundle, "gate", "gate.safetensors", bpath)).string());
+  s_->head = load_distill_head(
+      (fs::path(dir) / json_optional<std::string>(s_->bundle, "head", "head.safetensors", bpath))
+          .string());
+  s_->gate = load_gate(
+      (fs::path(dir) / json_optional<std::string>(s_->bundle, "gate", "gate.safetensors", bpath))
+          .string());
   s_->cap = json_optional<int>(s_->bundle, "cap_long_side", 1024, bpath);
   s_->query = categorical_query(s_->proc->tokenizer(), s_->labels);
 }
 
 Predictor::~Predictor() = default;
 
-const std::vector<std::string>& Predictor::labels() const { return s_->labels.labels; }
-Qwen2VLImpl& Predictor::vlm() { return *s_->vlm; }
-const Qwen2VLProcessor& Predictor::processor() const { return *s_->proc; }
-int Predictor::image_cap() const { return s_->cap; }
+const std::vector<std::string>& Predictor::labels() const {
+  return s_->labels.labels;
+}
+Qwen2VLImpl& Predictor::vlm() {
+  return *s_->vlm;
+}
+const Qwen2VLProcessor& Predictor::processor() const {
+  return *s_->proc;
+}
+int Predictor::image_cap() const {
+  return s_->cap;
+}
 
 std::string Predictor::vlm_dir() const {
   std::string vdir = s_->bundle["vlm"].get<std::string>();
@@ -140,7 +170,8 @@ json Predictor::identity() const {
   auto file_hash = [&](const char* key, const char* fallback) {
     return hex64(hash_file((fs::path(s_->dir) / b.value(key, fallback)).string()));
   };
-  const std::string adapter = b["adapter"].is_string() ? resolve_stored_path(b["adapter"].get<std::string>(), bpath) : "";
+  const std::string adapter =
+      b["adapter"].is_string() ? resolve_stored_path(b["adapter"].get<std::string>(), bpath) : "";
   json settings = b;
   settings.erase("vlm");  // a path: the identities below say what it holds
   settings.erase("adapter");
@@ -156,14 +187,16 @@ json Predictor::predict(const std::string& image_path) {
   return r;
 }
 
-std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths, bool deterministic) {
+std::vector<json> Predictor::predict_batch(const std::vector<std::string>& paths,
+                                           bool deterministic) {
   std::vector<json> out;
   predict_stream(paths, deterministic ? 1 : static_cast<int>(std::max<size_t>(1, paths.size())),
                  [&](const json& r) { out.push_back(r); });
   return out;
 }
 
-void Predictor::predict_stream(const std::vector<std::string>& paths, int batch, const std::function<void(const json&)>& emit) {
+void Predictor::predict_stream(const std::vector<std::string>& paths, int batch,
+                               const std::function<void(const json&)>& emit) {
   if (batch < 1) throw Error(cat("predict: batch must be 1 or more, not ", batch));
   for_each_image_group(
       paths, s_->cap, static_cast<size_t>(batch),
@@ -172,10 +205,13 @@ void Predictor::predict_stream(const std::vector<std::string>& paths, int batch,
         for (size_t i : indices) names.push_back(paths[i]);
         for (const json& r : predict_capped(std::move(images), names, batch == 1)) emit(r);
       },
-      [&](size_t i, const std::string& error) { emit(json{{"image", paths[i]}, {"error", error}}); });
+      [&](size_t i, const std::string& error) {
+        emit(json{{"image", paths[i]}, {"error", error}});
+      });
 }
 
-std::vector<json> Predictor::predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+std::vector<json> Predictor::predict_images(std::vector<RgbImage> images,
+                                            const std::vector<std::string>& names,
                                             bool deterministic) {
   if (images.size() != names.size())
     throw Error(cat("predict_images: ", images.size(), " images but ", names.size(), " names"));
@@ -183,20 +219,23 @@ std::vector<json> Predictor::predict_images(std::vector<RgbImage> images, const 
   return predict_capped(std::move(images), names, deterministic);
 }
 
-std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images, const std::vector<std::string>& names,
+std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images,
+                                            const std::vector<std::string>& names,
                                             bool deterministic) {
   torch::NoGradGuard ng;
   if (images.empty()) return {};
   std::vector<VlmPrompt> prompts;
   for (RgbImage& image : images) prompts.push_back({s_->query.prompt, {std::move(image)}});
   torch::Tensor pooled;
-  torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, prompts, s_->query.candidates, deterministic, &pooled);  // [n, C]
+  torch::Tensor scores = label_scores(*s_->vlm, *s_->proc, prompts, s_->query.candidates,
+                                      deterministic, &pooled);  // [n, C]
   const auto& L = s_->labels.labels;
   const int64_t C = static_cast<int64_t>(L.size());
   torch::Tensor vlm_prob = torch::softmax(scores.to(torch::kFloat32), 1);  // [n, C]
-  torch::Tensor vlm_idx = vlm_prob.argmax(1);                               // [n]
+  torch::Tensor vlm_idx = vlm_prob.argmax(1);                              // [n]
   const std::string kind = s_->bundle.value("vlm_input", "onehot");
-  torch::Tensor v = kind == "scores" ? vlm_prob : torch::nn::functional::one_hot(vlm_idx, C).to(torch::kFloat32);
+  torch::Tensor v =
+      kind == "scores" ? vlm_prob : torch::nn::functional::one_hot(vlm_idx, C).to(torch::kFloat32);
   // the head and the gate over all rows at once, or (deterministic) row by row: a matrix product's
   // rounding may depend on how many rows it has (MKL's does). Each row also goes through the gate
   // with one input made neutral (the VLM: a uniform vector; the head: zero logits, a uniform
@@ -215,15 +254,16 @@ std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images, const 
   Out all;
   if (deterministic) {
     std::vector<Out> rows;
-    for (int64_t n = 0; n < pooled.size(0); ++n) rows.push_back(head_and_gate(pooled.narrow(0, n, 1), v.narrow(0, n, 1)));
+    for (int64_t n = 0; n < pooled.size(0); ++n)
+      rows.push_back(head_and_gate(pooled.narrow(0, n, 1), v.narrow(0, n, 1)));
     auto cat_rows = [&](torch::Tensor Out::*field) {
       std::vector<torch::Tensor> ts;
       for (const Out& r : rows)
         if ((r.*field).defined()) ts.push_back(r.*field);
       return ts.empty() ? torch::Tensor() : torch::cat(ts, 0);
     };
-    all = {cat_rows(&Out::head), cat_rows(&Out::weights), cat_rows(&Out::fused), cat_rows(&Out::no_vlm),
-           cat_rows(&Out::no_head)};
+    all = {cat_rows(&Out::head), cat_rows(&Out::weights), cat_rows(&Out::fused),
+           cat_rows(&Out::no_vlm), cat_rows(&Out::no_head)};
   } else {
     all = head_and_gate(pooled, v);
   }
@@ -233,38 +273,46 @@ std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images, const 
   for (size_t k = 0; k < prompts.size(); ++k) {
     const int64_t n = static_cast<int64_t>(k);
     const int64_t final_idx = fused[n].argmax().item<int64_t>(), vi = vlm_idx[n].item<int64_t>();
-    json r = {{"image", names[k]}, {"emotion", L[final_idx]}, {"confidence", fused[n][final_idx].item<double>()}};
+    json r = {{"image", names[k]},
+              {"emotion", L[final_idx]},
+              {"confidence", fused[n][final_idx].item<double>()}};
     r["vlm"] = {{"answer", L[vi]}, {"probabilities", json::object()}};
     for (int64_t i = 0; i < C; ++i) r["vlm"]["probabilities"][L[i]] = vlm_prob[n][i].item<double>();
     auto top = hp[n].topk(std::min<int64_t>(3, C));
     for (int64_t t = 0; t < std::get<0>(top).size(0); ++t)
-      r["head_top3"].push_back({{"label", L[std::get<1>(top)[t].item<int64_t>()]}, {"probability", std::get<0>(top)[t].item<double>()}});
+      r["head_top3"].push_back({{"label", L[std::get<1>(top)[t].item<int64_t>()]},
+                                {"probability", std::get<0>(top)[t].item<double>()}});
     r["gate"] = {{"kind", s_->bundle.value("gate_kind", "")}, {"probabilities", json::object()}};
     for (int64_t i = 0; i < C; ++i) r["gate"]["probabilities"][L[i]] = fused[n][i].item<double>();
     // the final probability of this answer with each input made neutral, and what the gate would
     // answer then: how much the VLM and the head each moved this image's decision
     auto without = [&](const torch::Tensor& f) {
       const int64_t alt = f[n].argmax().item<int64_t>();
-      return json{{"probability", f[n][final_idx].item<double>()}, {"emotion", L[alt]},
+      return json{{"probability", f[n][final_idx].item<double>()},
+                  {"emotion", L[alt]},
                   {"emotion_probability", f[n][alt].item<double>()}};
     };
     const json no_vlm = without(all.no_vlm), no_head = without(all.no_head);
     r["gate"]["influence"] = {
         {"vlm", r["confidence"].get<double>() - no_vlm["probability"].get<double>()},
         {"head", r["confidence"].get<double>() - no_head["probability"].get<double>()},
-        {"without_vlm", no_vlm}, {"without_head", no_head}};
+        {"without_vlm", no_vlm},
+        {"without_head", no_head}};
     if (w.defined() && w.size(1) == 2) {
       r["gate"]["weights"] = {{"vlm", w[n][0].item<double>()}, {"head", w[n][1].item<double>()}};
     } else if (w.defined()) {  // moe: the mixture over its experts
-      for (int64_t e = 0; e < w.size(1); ++e) r["gate"]["experts"].push_back(w[n][e].item<double>());
+      for (int64_t e = 0; e < w.size(1); ++e)
+        r["gate"]["experts"].push_back(w[n][e].item<double>());
     }
     out[k] = std::move(r);
   }
   return out;
 }
 
-json evaluate_bundle(Predictor& predictor, const std::string& data, const std::string& split, const DatasetOptions& dataset,
-                     int batch, const std::function<void(const json&)>& on_result, const std::string& journal) {
+json evaluate_bundle(Predictor& predictor, const std::string& data, const std::string& split,
+                     const DatasetOptions& dataset, int batch,
+                     const std::function<void(const json&)>& on_result,
+                     const std::string& journal) {
   if (batch < 1) throw Error(cat("evaluate_bundle: batch must be 1 or more, not ", batch));
   std::string labels;
   for (const std::string& l : predictor.labels()) labels += (labels.empty() ? "" : ",") + l;
@@ -276,24 +324,38 @@ json evaluate_bundle(Predictor& predictor, const std::string& data, const std::s
       },
       on_result, journal);
   const std::vector<std::string>& L = r.labels.labels;
-  const SplitPredictions vlm = split_predictions(r, [](const json& row) { return row["vlm"]["answer"]; });
-  const SplitPredictions head = split_predictions(r, [](const json& row) { return row["head_top3"][0]["label"]; });
-  const SplitPredictions final_ = split_predictions(r, [](const json& row) { return row["emotion"]; });
+  const SplitPredictions vlm =
+      split_predictions(r, [](const json& row) { return row["vlm"]["answer"]; });
+  const SplitPredictions head =
+      split_predictions(r, [](const json& row) { return row["head_top3"][0]["label"]; });
+  const SplitPredictions final_ =
+      split_predictions(r, [](const json& row) { return row["emotion"]; });
   const int C = static_cast<int>(L.size());
   json predictions = json::array();
   for (size_t i = 0; i < r.rows.size(); ++i) {
     const json& row = r.rows[i];
     if (row.contains("error")) continue;
-    predictions.push_back({{"image", r.samples[i].path}, {"truth", row["truth"]}, {"emotion", row["emotion"]},
-                           {"vlm", row["vlm"]["answer"]}, {"head", row["head_top3"][0]["label"]}});
+    predictions.push_back({{"image", r.samples[i].path},
+                           {"truth", row["truth"]},
+                           {"emotion", row["emotion"]},
+                           {"vlm", row["vlm"]["answer"]},
+                           {"head", row["head_top3"][0]["label"]}});
   }
   json unreadable = split_unreadable(r);
-  json report = {{"bundle", settings["predictor"]["bundle"]}, {"labels", L}, {"data", data}, {"split", split},
-                 {"images", r.samples.size()}, {"unreadable", unreadable.size()}, {"resumed", r.resumed}, {"batch", batch}};
-  report["models"] = {{"vlm", classification_report(vlm.pred, vlm.truth, C).to_json(L)},
-                      {"distill_head", classification_report(head.pred, head.truth, C).to_json(L)},
-                      {"emovlm_kd", classification_report(final_.pred, final_.truth, C).to_json(L)}};
-  report["complementarity"] = {{"vlm_vs_head", complementarity(vlm.pred, head.pred, vlm.truth).to_json("vlm", "head")}};
+  json report = {{"bundle", settings["predictor"]["bundle"]},
+                 {"labels", L},
+                 {"data", data},
+                 {"split", split},
+                 {"images", r.samples.size()},
+                 {"unreadable", unreadable.size()},
+                 {"resumed", r.resumed},
+                 {"batch", batch}};
+  report["models"] = {
+      {"vlm", classification_report(vlm.pred, vlm.truth, C).to_json(L)},
+      {"distill_head", classification_report(head.pred, head.truth, C).to_json(L)},
+      {"emovlm_kd", classification_report(final_.pred, final_.truth, C).to_json(L)}};
+  report["complementarity"] = {
+      {"vlm_vs_head", complementarity(vlm.pred, head.pred, vlm.truth).to_json("vlm", "head")}};
   report["unreadable_images"] = std::move(unreadable);
   report["predictions"] = std::move(predictions);
   return report;

@@ -31,20 +31,24 @@ class Predictor {
  public:
   explicit Predictor(const std::string& bundle_dir, const std::string& device = "auto");
   ~Predictor();
-  // Per image: the final emotion, the VLM's scores and answer, the head's top-3, the gate's weights.
+  // Per image: the final emotion, the VLM's scores and answer, the head's top-3, the gate's
+  // weights.
   nlohmann::json predict(const std::string& image_path);
   // Several images: decoded on threads, then one left-padded VLM forward for all of them (one for
   // those before and one for those after an unreadable image; faster on a GPU; equal to predict()
   // of each to float rounding), or each alone when deterministic (equal to predict() exactly). An
   // image that cannot be read gives {"image", "error"} in its place.
-  std::vector<nlohmann::json> predict_batch(const std::vector<std::string>& image_paths, bool deterministic);
+  std::vector<nlohmann::json> predict_batch(const std::vector<std::string>& image_paths,
+                                            bool deterministic);
   // Many images: decoded on worker threads ahead of the model, `batch` per VLM forward (1: each
-  // alone, deterministic); emit receives each result in order (an unreadable image: {"image", "error"}).
+  // alone, deterministic); emit receives each result in order (an unreadable image: {"image",
+  // "error"}).
   void predict_stream(const std::vector<std::string>& image_paths, int batch,
                       const std::function<void(const nlohmann::json&)>& emit);
   // Decoded images (the bodies of HTTP requests, say), each capped at the bundle's size first, then
   // as predict_batch; names[i] is result i's "image".
-  std::vector<nlohmann::json> predict_images(std::vector<RgbImage> images, const std::vector<std::string>& names,
+  std::vector<nlohmann::json> predict_images(std::vector<RgbImage> images,
+                                             const std::vector<std::string>& names,
                                              bool deterministic);
   const std::vector<std::string>& labels() const;
   // The bundle's VLM and processor (a server generates with the model its predictions use, on the
@@ -60,7 +64,8 @@ class Predictor {
  private:
   // Capped images through the VLM (one left-padded forward, or each alone when deterministic),
   // the head and the gate; results in the order given.
-  std::vector<nlohmann::json> predict_capped(std::vector<RgbImage> images, const std::vector<std::string>& names,
+  std::vector<nlohmann::json> predict_capped(std::vector<RgbImage> images,
+                                             const std::vector<std::string>& names,
                                              bool deterministic);
   struct State;
   std::unique_ptr<State> s_;
@@ -72,8 +77,8 @@ class Predictor {
 // three predictions; images that cannot be read are listed and left out. batch: images per VLM
 // forward (1: each alone, deterministic). journal: each result appended as it comes, so that a
 // killed run resumes (see run_split in split_eval.h). on_result: each new result.
-nlohmann::json evaluate_bundle(Predictor& predictor, const std::string& data, const std::string& split,
-                               const DatasetOptions& dataset, int batch,
+nlohmann::json evaluate_bundle(Predictor& predictor, const std::string& data,
+                               const std::string& split, const DatasetOptions& dataset, int batch,
                                const std::function<void(const nlohmann::json&)>& on_result = {},
                                const std::string& journal = "");
 

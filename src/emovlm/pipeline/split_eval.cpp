@@ -34,14 +34,17 @@ std::map<std::string, json> read_journal(const std::string& path, const json& se
     if (nl == std::string::npos) break;  // no newline: cut short
     json j = json::parse(text.substr(pos, nl - pos), nullptr, false);
     if (j.is_discarded() || !j.is_object())
-      throw Error(cat(path, ": line ", line_no + 1, " is not a JSON object (delete the file to start over)"));
+      throw Error(cat(path, ": line ", line_no + 1,
+                      " is not a JSON object (delete the file to start over)"));
     if (line_no == 0) {
       const std::string d = json_first_difference(j, settings);
       if (!d.empty())
-        throw Error(cat(path, ": written with other settings (", d, "): delete it or write the report elsewhere"));
+        throw Error(cat(path, ": written with other settings (", d,
+                        "): delete it or write the report elsewhere"));
     } else {
       if (!j.contains("image") || !j["image"].is_string())
-        throw Error(cat(path, ": line ", line_no + 1, " has no image (delete the file to start over)"));
+        throw Error(
+            cat(path, ": line ", line_no + 1, " has no image (delete the file to start over)"));
       const std::string image = resolve_stored_path(j["image"].get<std::string>(), path);
       j["image"] = image;
       rows[path_identity(image)] = std::move(j);
@@ -55,9 +58,9 @@ std::map<std::string, json> read_journal(const std::string& path, const json& se
 
 }  // namespace
 
-SplitRun run_split(const std::string& data, const std::string& split, DatasetOptions dataset, const std::string& labels,
-                   const json& settings, const ImageRunner& run, const std::function<void(const json&)>& on_result,
-                   const std::string& journal) {
+SplitRun run_split(const std::string& data, const std::string& split, DatasetOptions dataset,
+                   const std::string& labels, const json& settings, const ImageRunner& run,
+                   const std::function<void(const json&)>& on_result, const std::string& journal) {
   dataset.labels = labels;
   const Dataset ds = load_dataset(data, dataset);
   SplitRun r;
@@ -102,7 +105,8 @@ SplitRun run_split(const std::string& data, const std::string& split, DatasetOpt
   r.resumed = static_cast<int64_t>(r.samples.size() - todo.size());
   size_t k = 0;
   auto record = [&](const json& result) {
-    if (k >= todo.size()) throw Error("run_split: the model gave more results than there were images");
+    if (k >= todo.size())
+      throw Error("run_split: the model gave more results than there were images");
     const Sample& sample = r.samples[todo_sample[k++]];
     json row = result;
     row["image"] = sample.path;  // this process's spelling (a result may come from another machine)
@@ -120,15 +124,19 @@ SplitRun run_split(const std::string& data, const std::string& split, DatasetOpt
     run(todo, record);
   } else {
     constexpr size_t kChunk = 16;  // images a rank labels between two exchanges
-    const size_t world = static_cast<size_t>(dist::world_size()), me = static_cast<size_t>(dist::rank());
+    const size_t world = static_cast<size_t>(dist::world_size()),
+                 me = static_cast<size_t>(dist::rank());
     for (size_t round = 0; round < todo.size(); round += kChunk * world) {
-      const size_t begin = std::min(todo.size(), round + me * kChunk), end = std::min(todo.size(), begin + kChunk);
+      const size_t begin = std::min(todo.size(), round + me * kChunk),
+                   end = std::min(todo.size(), begin + kChunk);
       json mine = json::array();
       if (begin < end)
-        run(std::vector<std::string>(todo.begin() + static_cast<std::ptrdiff_t>(begin), todo.begin() + static_cast<std::ptrdiff_t>(end)),
+        run(std::vector<std::string>(todo.begin() + static_cast<std::ptrdiff_t>(begin),
+                                     todo.begin() + static_cast<std::ptrdiff_t>(end)),
             [&](const json& result) { mine.push_back(result); });
       if (mine.size() != end - begin)
-        throw Error(cat("run_split: the model gave ", mine.size(), " results for ", end - begin, " images"));
+        throw Error(cat("run_split: the model gave ", mine.size(), " results for ", end - begin,
+                        " images"));
       for (const std::string& part : dist::all_gather_bytes(mine.dump()))
         for (const auto& result : json::parse(part)) record(result);
     }
@@ -140,20 +148,24 @@ SplitRun run_split(const std::string& data, const std::string& split, DatasetOpt
     json row = it->second;
     row["image"] = r.samples[i].path;
     row["truth"] = L[r.samples[i].label];  // the dataset's label now, not the journal's
-    if (row.contains("error")) unreadable.push_back(row["error"].is_string() ? row["error"].get<std::string>() : r.samples[i].path);
+    if (row.contains("error"))
+      unreadable.push_back(row["error"].is_string() ? row["error"].get<std::string>()
+                                                    : r.samples[i].path);
     r.rows.push_back(std::move(row));
   }
   check_readable(cat("the ", split, " split"), data, r.samples.size(), unreadable);
   return r;
 }
 
-SplitPredictions split_predictions(const SplitRun& r, const std::function<json(const json&)>& label_of) {
+SplitPredictions split_predictions(const SplitRun& r,
+                                   const std::function<json(const json&)>& label_of) {
   const std::vector<std::string>& L = r.labels.labels;
   SplitPredictions p;
   for (size_t i = 0; i < r.rows.size(); ++i) {
     if (r.rows[i].contains("error")) continue;
     const json label = label_of(r.rows[i]);
-    const auto it = label.is_string() ? std::find(L.begin(), L.end(), label.get<std::string>()) : L.end();
+    const auto it =
+        label.is_string() ? std::find(L.begin(), L.end(), label.get<std::string>()) : L.end();
     p.pred.push_back(it == L.end() ? -1 : static_cast<int>(it - L.begin()));
     p.truth.push_back(r.samples[i].label);
   }
@@ -163,7 +175,8 @@ SplitPredictions split_predictions(const SplitRun& r, const std::function<json(c
 json split_unreadable(const SplitRun& r) {
   json out = json::array();
   for (size_t i = 0; i < r.rows.size(); ++i)
-    if (r.rows[i].contains("error")) out.push_back({{"image", r.samples[i].path}, {"error", r.rows[i]["error"]}});
+    if (r.rows[i].contains("error"))
+      out.push_back({{"image", r.samples[i].path}, {"error", r.rows[i]["error"]}});
   return out;
 }
 
@@ -173,7 +186,8 @@ json split_report_for_file(json report, const std::string& report_path) {
   for (const char* list : {"predictions", "unreadable_images"})
     if (report.contains(list))
       for (auto& e : report[list])
-        if (e.contains("image") && e["image"].is_string()) e["image"] = store_path(e["image"].get<std::string>(), report_path);
+        if (e.contains("image") && e["image"].is_string())
+          e["image"] = store_path(e["image"].get<std::string>(), report_path);
   return report;
 }
 

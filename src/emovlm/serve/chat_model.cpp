@@ -19,11 +19,11 @@ namespace fs = std::filesystem;
 
 struct ChatModel::State {
   std::string id, dir;
-  Qwen2VL owned{nullptr};                    // loaded here (serve --model)
+  Qwen2VL owned{nullptr};  // loaded here (serve --model)
   std::unique_ptr<Qwen2VLProcessor> owned_proc;
-  Qwen2VLImpl* model = nullptr;              // owned, or the predictor's
+  Qwen2VLImpl* model = nullptr;  // owned, or the predictor's
   const Qwen2VLProcessor* proc = nullptr;
-  GenerationConfig defaults;                 // generation_config.json
+  GenerationConfig defaults;  // generation_config.json
   int64_t context = 32768;
 };
 
@@ -66,16 +66,23 @@ ChatModel::ChatModel(Predictor& predictor, const std::string& id) : s_(std::make
 
 ChatModel::~ChatModel() = default;
 
-const std::string& ChatModel::id() const { return s_->id; }
-int64_t ChatModel::context_length() const { return s_->context; }
-const Qwen2VLImageConfig& ChatModel::image_config() const { return s_->proc->image_config(); }
+const std::string& ChatModel::id() const {
+  return s_->id;
+}
+int64_t ChatModel::context_length() const {
+  return s_->context;
+}
+const Qwen2VLImageConfig& ChatModel::image_config() const {
+  return s_->proc->image_config();
+}
 
 namespace {
 struct Cancelled {};  // thrown from the token callback to leave generate() early
 }  // namespace
 
-ChatAnswer ChatModel::complete(const std::vector<ChatMessage>& messages, std::vector<RgbImage> images,
-                               const ChatSettings& st, int max_tokens_limit,
+ChatAnswer ChatModel::complete(const std::vector<ChatMessage>& messages,
+                               std::vector<RgbImage> images, const ChatSettings& st,
+                               int max_tokens_limit,
                                const std::function<bool(const std::string&)>& on_text) {
   torch::NoGradGuard ng;
   VlmPrompt prompt{render_chat(messages, true), std::move(images)};
@@ -84,14 +91,16 @@ ChatAnswer ChatModel::complete(const std::vector<ChatMessage>& messages, std::ve
   a.prompt_tokens = inputs.input_ids.size(1);
   GenerationConfig caller;
   // what the request asks for (else the checkpoint's default), at most the server's limit
-  const int wanted = std::min(st.max_tokens.value_or(s_->defaults.max_new_tokens.value_or(max_tokens_limit)),
-                              max_tokens_limit);
+  const int wanted =
+      std::min(st.max_tokens.value_or(s_->defaults.max_new_tokens.value_or(max_tokens_limit)),
+               max_tokens_limit);
   const int64_t room = s_->context - a.prompt_tokens;
   if (room < 1 || (st.max_tokens && *st.max_tokens > room))
-    throw http::HttpError(400,
-                          cat("this model's context is ", s_->context, " tokens; the messages take ", a.prompt_tokens,
-                              st.max_tokens ? cat(" and max_tokens asks for ", *st.max_tokens) : std::string()),
-                          "messages");
+    throw http::HttpError(
+        400,
+        cat("this model's context is ", s_->context, " tokens; the messages take ", a.prompt_tokens,
+            st.max_tokens ? cat(" and max_tokens asks for ", *st.max_tokens) : std::string()),
+        "messages");
   caller.max_new_tokens = static_cast<int>(std::min<int64_t>(wanted, room));
   if (st.temperature) {
     caller.do_sample = *st.temperature > 0;

@@ -21,8 +21,8 @@ struct Qwen2VLImageConfig;
 struct ChatSettings {
   std::optional<double> temperature;  // 0: greedy; > 0: sampling at that temperature
   std::optional<double> top_p;
-  std::optional<int> max_tokens;      // unset: the checkpoint's max_new_tokens, else the server's limit
-  std::optional<int64_t> seed;        // unset: a fresh random seed
+  std::optional<int> max_tokens;  // unset: the checkpoint's max_new_tokens, else the server's limit
+  std::optional<int64_t> seed;    // unset: a fresh random seed
   std::vector<std::string> stop;
 };
 
@@ -37,8 +37,8 @@ class ChatModel {
  public:
   // A checkpoint directory (with a LoRA adapter merged at load when given); `id` is the name
   // clients use for it (default: the directory's name).
-  ChatModel(const std::string& dir, const std::string& adapter, const std::string& dtype, const std::string& device,
-            const std::string& id = "");
+  ChatModel(const std::string& dir, const std::string& adapter, const std::string& dtype,
+            const std::string& device, const std::string& id = "");
   // The VLM of a bundle, shared with its predictor (the same thread must run both).
   explicit ChatModel(Predictor& predictor, const std::string& id = "");
   ~ChatModel();
@@ -48,12 +48,13 @@ class ChatModel {
   const Qwen2VLImageConfig& image_config() const;
 
   // The answer to `messages` (one image per ChatPart::Image, in order, already capped); at most
-  // `max_tokens_limit` new tokens whatever the request asks (finish_reason "length" says so). on_text receives each piece of the
-  // answer that is safe to send (no partial UTF-8 character, nothing that may begin a stop
-  // string); returning false stops generation (cancelled). Throws http::HttpError 400 when the
-  // prompt and max_tokens do not fit the context.
-  ChatAnswer complete(const std::vector<ChatMessage>& messages, std::vector<RgbImage> images, const ChatSettings& settings,
-                      int max_tokens_limit, const std::function<bool(const std::string&)>& on_text);
+  // `max_tokens_limit` new tokens whatever the request asks (finish_reason "length" says so).
+  // on_text receives each piece of the answer that is safe to send (no partial UTF-8 character,
+  // nothing that may begin a stop string); returning false stops generation (cancelled). Throws
+  // http::HttpError 400 when the prompt and max_tokens do not fit the context.
+  ChatAnswer complete(const std::vector<ChatMessage>& messages, std::vector<RgbImage> images,
+                      const ChatSettings& settings, int max_tokens_limit,
+                      const std::function<bool(const std::string&)>& on_text);
 
  private:
   struct State;

@@ -10,7 +10,8 @@ namespace emovlm::http {
 namespace {
 
 bool is_tchar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+  return std::isalnum(static_cast<unsigned char>(c)) ||
+         std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
 }
 
 std::string lower(std::string_view s) {
@@ -93,7 +94,8 @@ size_t RequestParser::feed(const char* data, size_t n) {
           if (first)
             fail(414, cat("request target longer than ", limits_.max_target, " bytes"));
           else
-            fail(431, cat("request header fields larger than ", size_words(limits_.max_header_bytes)));
+            fail(431,
+                 cat("request header fields larger than ", size_words(limits_.max_header_bytes)));
           break;
         }
         if (!complete) break;
@@ -140,8 +142,9 @@ size_t RequestParser::feed(const char* data, size_t n) {
         }
         std::string_view line(line_.data(), line_.size() - 2);
         const std::string_view hex = line.substr(0, line.find(';'));  // chunk extensions ignored
-        if (hex.empty() || hex.size() > 15 ||
-            !std::all_of(hex.begin(), hex.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+        if (hex.empty() || hex.size() > 15 || !std::all_of(hex.begin(), hex.end(), [](char c) {
+              return std::isxdigit(static_cast<unsigned char>(c));
+            })) {
           fail(400, "malformed chunked body: bad chunk size");
           break;
         }
@@ -166,7 +169,8 @@ size_t RequestParser::feed(const char* data, size_t n) {
       case State::ChunkDataEnd: {
         bool complete = false;
         used += take_line(p, avail, 0, &complete);
-        if (line_.size() > 2 || line_ != std::string_view("\r\n").substr(0, line_.size()) || (complete && line_ != "\r\n")) {
+        if (line_.size() > 2 || line_ != std::string_view("\r\n").substr(0, line_.size()) ||
+            (complete && line_ != "\r\n")) {
           fail(400, "malformed chunked body: chunk data not followed by CRLF");
           break;
         }
@@ -187,12 +191,13 @@ size_t RequestParser::feed(const char* data, size_t n) {
 bool RequestParser::parse_request_line(std::string_view line) {
   const size_t a = line.find(' ');
   const size_t b = a == std::string_view::npos ? a : line.find(' ', a + 1);
-  if (a == std::string_view::npos || b == std::string_view::npos || line.find(' ', b + 1) != std::string_view::npos ||
-      a == 0 || b == a + 1) {
+  if (a == std::string_view::npos || b == std::string_view::npos ||
+      line.find(' ', b + 1) != std::string_view::npos || a == 0 || b == a + 1) {
     fail(400, "malformed request line: expected 'METHOD /path HTTP/1.1'");
     return false;
   }
-  const std::string_view method = line.substr(0, a), target = line.substr(a + 1, b - a - 1), version = line.substr(b + 1);
+  const std::string_view method = line.substr(0, a), target = line.substr(a + 1, b - a - 1),
+                         version = line.substr(b + 1);
   if (!std::all_of(method.begin(), method.end(), is_tchar)) {
     fail(400, "malformed request line: bad method");
     return false;
@@ -201,8 +206,9 @@ bool RequestParser::parse_request_line(std::string_view line) {
     fail(414, cat("request target longer than ", limits_.max_target, " bytes"));
     return false;
   }
-  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || !std::isdigit(static_cast<unsigned char>(version[5])) ||
-      version[6] != '.' || !std::isdigit(static_cast<unsigned char>(version[7]))) {
+  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" ||
+      !std::isdigit(static_cast<unsigned char>(version[5])) || version[6] != '.' ||
+      !std::isdigit(static_cast<unsigned char>(version[7]))) {
     fail(400, "malformed request line: bad HTTP version");
     return false;
   }
@@ -235,7 +241,8 @@ bool RequestParser::parse_header_line(std::string_view line) {
     return false;
   }
   const size_t colon = line.find(':');
-  const std::string_view name = colon == std::string_view::npos ? std::string_view() : line.substr(0, colon);
+  const std::string_view name =
+      colon == std::string_view::npos ? std::string_view() : line.substr(0, colon);
   if (name.empty() || !std::all_of(name.begin(), name.end(), is_tchar)) {
     fail(400, cat("malformed header line '", printable(line.substr(0, 40)), "'"));
     return false;
@@ -265,7 +272,9 @@ bool RequestParser::finish_headers() {
       }
       te = &v;
     } else if (k == "content-length") {
-      if (v.empty() || v.size() > 18 || !std::all_of(v.begin(), v.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+      if (v.empty() || v.size() > 18 || !std::all_of(v.begin(), v.end(), [](char c) {
+            return std::isdigit(static_cast<unsigned char>(c));
+          })) {
         fail(400, cat("invalid Content-Length '", printable(v, 40), "'"));
         return false;
       }
@@ -277,7 +286,8 @@ bool RequestParser::finish_headers() {
     } else if (k == "connection") {
       const std::string l = lower(v);
       if (l.find("close") != std::string::npos) req_.keep_alive = false;
-      if (l.find("keep-alive") != std::string::npos && req_.minor_version == 0) req_.keep_alive = true;
+      if (l.find("keep-alive") != std::string::npos && req_.minor_version == 0)
+        req_.keep_alive = true;
     } else if (k == "expect") {
       if (lower(v) != "100-continue") {
         fail(417, cat("unsupported Expect '", printable(v, 40), "' (only 100-continue)"));
@@ -292,7 +302,8 @@ bool RequestParser::finish_headers() {
       return false;
     }
     if (lower(*te) != "chunked" || req_.minor_version == 0) {
-      fail(400, cat("unsupported Transfer-Encoding '", printable(*te, 40), "' (only chunked, in HTTP/1.1)"));
+      fail(400, cat("unsupported Transfer-Encoding '", printable(*te, 40),
+                    "' (only chunked, in HTTP/1.1)"));
       return false;
     }
     chunked_ = true;
@@ -301,7 +312,8 @@ bool RequestParser::finish_headers() {
   }
   declared_ = length.empty() ? 0 : std::stoll(length);
   if (static_cast<uint64_t>(declared_) > limits_.max_body) {
-    fail(413, cat("request body of ", declared_, " bytes is over the limit of ", size_words(limits_.max_body)));
+    fail(413, cat("request body of ", declared_, " bytes is over the limit of ",
+                  size_words(limits_.max_body)));
     return false;
   }
   if (declared_ == 0) {
@@ -317,27 +329,48 @@ bool RequestParser::finish_headers() {
 
 const char* status_text(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 204:
+      return "No Content";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 417:
+      return "Expectation Failed";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
   }
 }
 
@@ -380,15 +413,24 @@ std::string valid_utf8(std::string_view s) {
     const auto b = static_cast<unsigned char>(s[i]);
     size_t len = 0;
     unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
-    if (b < 0x80) len = 1;
-    else if (b >= 0xC2 && b <= 0xDF) len = 2;
-    else if (b == 0xE0) len = 3, lo = 0xA0;
-    else if (b >= 0xE1 && b <= 0xEC) len = 3;
-    else if (b == 0xED) len = 3, hi = 0x9F;
-    else if (b >= 0xEE && b <= 0xEF) len = 3;
-    else if (b == 0xF0) len = 4, lo = 0x90;
-    else if (b >= 0xF1 && b <= 0xF3) len = 4;
-    else if (b == 0xF4) len = 4, hi = 0x8F;
+    if (b < 0x80)
+      len = 1;
+    else if (b >= 0xC2 && b <= 0xDF)
+      len = 2;
+    else if (b == 0xE0)
+      len = 3, lo = 0xA0;
+    else if (b >= 0xE1 && b <= 0xEC)
+      len = 3;
+    else if (b == 0xED)
+      len = 3, hi = 0x9F;
+    else if (b >= 0xEE && b <= 0xEF)
+      len = 3;
+    else if (b == 0xF0)
+      len = 4, lo = 0x90;
+    else if (b >= 0xF1 && b <= 0xF3)
+      len = 4;
+    else if (b == 0xF4)
+      len = 4, hi = 0x8F;
     bool ok = len > 0 && i + len <= s.size();
     for (size_t k = 1; ok && k < len; ++k) {
       const auto c = static_cast<unsigned char>(s[i + k]);

@@ -59,7 +59,9 @@ class RequestParser {
   int error_status() const { return error_status_; }
   const std::string& error_message() const { return error_message_; }
   // The headers asked for "100 Continue" and the body is still to come.
-  bool expects_continue() const { return expect_continue_ && state_ > State::Headers && state_ < State::Done; }
+  bool expects_continue() const {
+    return expect_continue_ && state_ > State::Headers && state_ < State::Done;
+  }
   // The body's declared size (Content-Length), or -1 (chunked, or none yet).
   int64_t declared_length() const { return declared_; }
   const Request& request() const { return req_; }
@@ -69,7 +71,17 @@ class RequestParser {
   void reset();
 
  private:
-  enum class State { RequestLine, Headers, Body, ChunkSize, ChunkData, ChunkDataEnd, Trailers, Done, Failed };
+  enum class State {
+    RequestLine,
+    Headers,
+    Body,
+    ChunkSize,
+    ChunkData,
+    ChunkDataEnd,
+    Trailers,
+    Done,
+    Failed
+  };
   void fail(int status, std::string message);
   bool parse_request_line(std::string_view line);
   bool parse_header_line(std::string_view line);
@@ -82,7 +94,7 @@ class RequestParser {
   State state_ = State::RequestLine;
   Request req_;
   size_t head_bytes_ = 0;  // bytes of the request line and headers so far (for the size limit)
-  std::string line_;  // the line being read
+  std::string line_;       // the line being read
   int64_t declared_ = -1;
   uint64_t chunk_left_ = 0;
   bool chunked_ = false, expect_continue_ = false;

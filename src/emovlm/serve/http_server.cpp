@@ -66,9 +66,13 @@ class Mailbox {
 
 // ------------------------------------------------------------------------------- Exchange
 
-Exchange::Exchange(std::shared_ptr<Mailbox> mailbox, uint64_t conn, Request request, std::string peer,
-                   std::shared_ptr<std::atomic<bool>> gone)
-    : mailbox_(std::move(mailbox)), conn_(conn), request_(std::move(request)), peer_(std::move(peer)), gone_(std::move(gone)) {}
+Exchange::Exchange(std::shared_ptr<Mailbox> mailbox, uint64_t conn, Request request,
+                   std::string peer, std::shared_ptr<std::atomic<bool>> gone)
+    : mailbox_(std::move(mailbox)),
+      conn_(conn),
+      request_(std::move(request)),
+      peer_(std::move(peer)),
+      gone_(std::move(gone)) {}
 
 Exchange::~Exchange() {
   if (streaming_) {
@@ -111,7 +115,8 @@ namespace {
 
 constexpr uint64_t kListenerId = 0, kMailboxId = 1;
 constexpr size_t kReadChunk = 64 << 10;
-constexpr size_t kMaxPipelined = 256 << 10;  // bytes of later requests read ahead while one is handled
+constexpr size_t kMaxPipelined = 256
+                                 << 10;  // bytes of later requests read ahead while one is handled
 constexpr size_t kLingerDiscard = 1 << 20;  // what a closing connection reads and drops at most
 constexpr int kLingerMs = 2000;
 
@@ -154,7 +159,8 @@ struct HttpServer::Impl {
   size_t buffered = 0;  // sum of the connections' `reserved`
   bool draining = false;
   Clock::time_point drain_deadline;
-  std::vector<uint64_t> ready;  // connections with a pipelined request to parse (a loop, not recursion)
+  std::vector<uint64_t>
+      ready;  // connections with a pipelined request to parse (a loop, not recursion)
   Clock::time_point accept_paused_until{};  // out of file descriptors: accepting resumes then
   bool accept_paused = false;
 
@@ -172,11 +178,13 @@ struct HttpServer::Impl {
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     const std::string where = cat(o.host, ":", o.port);
-    if (int rc = ::getaddrinfo(o.host.c_str(), std::to_string(o.port).c_str(), &hints, &res); rc != 0)
+    if (int rc = ::getaddrinfo(o.host.c_str(), std::to_string(o.port).c_str(), &hints, &res);
+        rc != 0)
       throw Error(cat("serve: cannot listen on ", where, ": ", gai_strerror(rc)));
     std::string why;
     for (addrinfo* a = res; a && listen_fd < 0; a = a->ai_next) {
-      int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+      int fd =
+          ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
       if (fd < 0) continue;
       // SO_REUSEADDR lets a restarted server bind while old connections sit in TIME_WAIT; without
       // SO_REUSEPORT a port that another socket listens on stays refused
@@ -196,8 +204,9 @@ struct HttpServer::Impl {
     }
     ::freeaddrinfo(res);
     if (listen_fd < 0)
-      throw Error(cat("serve: cannot listen on ", where, " (", why.empty() ? "no such address" : why,
-                      why == std::strerror(EADDRINUSE) ? ": another server has that port" : "", ")"));
+      throw Error(
+          cat("serve: cannot listen on ", where, " (", why.empty() ? "no such address" : why,
+              why == std::strerror(EADDRINUSE) ? ": another server has that port" : "", ")"));
     epfd = ::epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0) throw Error(cat("serve: epoll_create1 failed: ", std::strerror(errno)));
     add(listen_fd, kListenerId, EPOLLIN);
@@ -214,7 +223,8 @@ struct HttpServer::Impl {
 
   void watch(Conn& c) {
     epoll_event ev{};
-    ev.events = (c.reading && !c.peer_eof ? EPOLLIN | EPOLLRDHUP : 0u) | (c.writing ? EPOLLOUT : 0u);
+    ev.events =
+        (c.reading && !c.peer_eof ? EPOLLIN | EPOLLRDHUP : 0u) | (c.writing ? EPOLLOUT : 0u);
     ev.data.u64 = c.id;
     ::epoll_ctl(epfd, EPOLL_CTL_MOD, c.fd, &ev);
   }
@@ -224,8 +234,8 @@ struct HttpServer::Impl {
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - c.started).count();
     char dur[32];
     std::snprintf(dur, sizeof dur, "%.1fms", ms);
-    o.access_log(cat(c.peer, " \"", printable(c.method, 16), " ", printable(c.target, 200), " HTTP/1.", c.minor, "\" ",
-                     c.status, " ", c.bytes_out, " ", dur));
+    o.access_log(cat(c.peer, " \"", printable(c.method, 16), " ", printable(c.target, 200),
+                     " HTTP/1.", c.minor, "\" ", c.status, " ", c.bytes_out, " ", dur));
   }
 
   void release(Conn& c) {
@@ -250,7 +260,8 @@ struct HttpServer::Impl {
     for (;;) {
       sockaddr_storage ss{};
       socklen_t len = sizeof ss;
-      const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           // out of descriptors: the backlog waits, and the listener is not watched for a moment
@@ -262,10 +273,14 @@ struct HttpServer::Impl {
         return;
       }
       if (static_cast<int>(conns.size()) >= o.max_connections && !close_oldest_idle()) {
-        static const std::string busy = serialize(
-            Response{503, "application/json", {{"Retry-After", "1"}}, R"({"error": "too many connections; retry shortly"})"},
-            false);
-        [[maybe_unused]] ssize_t n = ::send(fd, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        static const std::string busy =
+            serialize(Response{503,
+                               "application/json",
+                               {{"Retry-After", "1"}},
+                               R"({"error": "too many connections; retry shortly"})"},
+                      false);
+        [[maybe_unused]] ssize_t n =
+            ::send(fd, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         ::close(fd);
         continue;
       }
@@ -301,7 +316,8 @@ struct HttpServer::Impl {
   bool close_oldest_idle() {
     Conn* oldest = nullptr;
     for (auto& [id, c] : conns)
-      if (c->phase == Phase::Idle && c->in_off == c->in.size() && (!oldest || c->deadline < oldest->deadline))
+      if (c->phase == Phase::Idle && c->in_off == c->in.size() &&
+          (!oldest || c->deadline < oldest->deadline))
         oldest = c.get();
     if (!oldest) return false;
     close_conn(oldest->id);
@@ -318,7 +334,8 @@ struct HttpServer::Impl {
         close_conn(c.id);
         return;
       }
-      if ((c.phase == Phase::Handling || c.phase == Phase::Streaming) && c.in.size() - c.in_off >= kMaxPipelined) {
+      if ((c.phase == Phase::Handling || c.phase == Phase::Streaming) &&
+          c.in.size() - c.in_off >= kMaxPipelined) {
         c.reading = false;  // resumed when the response is done
         watch(c);
         break;
@@ -384,9 +401,11 @@ struct HttpServer::Impl {
           c.body_phase = true;
           c.deadline = now + std::chrono::milliseconds(o.body_timeout_ms);
         }
-        // the body's bytes count against the server's budget: declared ones at once, chunked as they come
+        // the body's bytes count against the server's budget: declared ones at once, chunked as
+        // they come
         const int64_t declared = c.parser.declared_length();
-        const size_t want = declared > 0 ? static_cast<size_t>(declared) : c.parser.request().body.size();
+        const size_t want =
+            declared > 0 ? static_cast<size_t>(declared) : c.parser.request().body.size();
         if (want > c.reserved) {
           if (buffered + (want - c.reserved) > o.max_buffered_bytes) {
             fail(c, 503, "the server is receiving too much data at once; retry shortly", true);
@@ -453,7 +472,8 @@ struct HttpServer::Impl {
   Response error_response(const std::string& path, int status, const std::string& message) const {
     Response r;
     r.status = status;
-    r.body = o.error_body ? o.error_body(path, status, message) : nlohmann::json{{"error", valid_utf8(message)}}.dump();
+    r.body = o.error_body ? o.error_body(path, status, message)
+                          : nlohmann::json{{"error", valid_utf8(message)}}.dump();
     return r;
   }
 
@@ -474,7 +494,8 @@ struct HttpServer::Impl {
     const uint64_t id = c.id;
     bool progressed = false;
     while (c.out_off < c.out.size()) {
-      const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+      const ssize_t n =
+          ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
       if (n > 0) {
         c.out_off += static_cast<size_t>(n);
         progressed = true;
@@ -516,7 +537,8 @@ struct HttpServer::Impl {
       c.reading = true;
       watch(c);
     }
-    if (c.in_off < c.in.size() || c.peer_eof) ready.push_back(c.id);  // a pipelined request already read
+    if (c.in_off < c.in.size() || c.peer_eof)
+      ready.push_back(c.id);  // a pipelined request already read
   }
 
   // Half-closes and reads (and drops) what the client still sends for a moment, so that it reads
@@ -575,7 +597,8 @@ struct HttpServer::Impl {
         continue;
       }
       if (now < c->deadline) continue;
-      if (c->phase == Phase::Idle || c->phase == Phase::Lingering || c->phase == Phase::Reading) expired.push_back(id);
+      if (c->phase == Phase::Idle || c->phase == Phase::Lingering || c->phase == Phase::Reading)
+        expired.push_back(id);
     }
     for (uint64_t id : expired) {
       auto it = conns.find(id);
@@ -583,8 +606,9 @@ struct HttpServer::Impl {
       Conn& c = *it->second;
       if (c.phase == Phase::Reading && !c.writing) {
         fail(c, 408,
-             c.body_phase ? cat("request body not received within ", o.body_timeout_ms / 1000.0, " s")
-                          : cat("request header not received within ", o.header_timeout_ms / 1000.0, " s"));
+             c.body_phase
+                 ? cat("request body not received within ", o.body_timeout_ms / 1000.0, " s")
+                 : cat("request header not received within ", o.header_timeout_ms / 1000.0, " s"));
       } else {
         close_conn(id);
       }
@@ -627,7 +651,8 @@ struct HttpServer::Impl {
         add(listen_fd, kListenerId, EPOLLIN);
       }
       const int n = ::epoll_wait(epfd, events.data(), static_cast<int>(events.size()), 50);
-      if (n < 0 && errno != EINTR) throw Error(cat("serve: epoll_wait failed: ", std::strerror(errno)));
+      if (n < 0 && errno != EINTR)
+        throw Error(cat("serve: epoll_wait failed: ", std::strerror(errno)));
       for (int i = 0; i < n; ++i) {
         const uint64_t id = events[static_cast<size_t>(i)].data.u64;
         const uint32_t ev = events[static_cast<size_t>(i)].events;
@@ -642,7 +667,8 @@ struct HttpServer::Impl {
         auto it = conns.find(id);
         if (it == conns.end()) continue;
         Conn& c = *it->second;
-        if (ev & (EPOLLERR | EPOLLHUP)) {  // reset, or closed both ways: nothing more can be delivered
+        if (ev &
+            (EPOLLERR | EPOLLHUP)) {  // reset, or closed both ways: nothing more can be delivered
           close_conn(id);
           continue;
         }
@@ -666,9 +692,15 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(const ServerOptions& options, Handler handler)
     : impl_(std::make_unique<Impl>(options, std::move(handler))) {}
 HttpServer::~HttpServer() = default;
-int HttpServer::bind() { return impl_->bind(); }
-void HttpServer::run() { impl_->run(); }
-int HttpServer::port() const { return impl_->port; }
+int HttpServer::bind() {
+  return impl_->bind();
+}
+void HttpServer::run() {
+  impl_->run();
+}
+int HttpServer::port() const {
+  return impl_->port;
+}
 
 void HttpServer::stop() noexcept {
   impl_->mailbox->stop_requested.store(true);

@@ -21,7 +21,8 @@
 //   - handlers run on the I/O thread and must not block: they answer at once or hand the exchange
 //     to another thread, which answers from there (or streams a chunked response).
 //   - the port is bound without SO_REUSEPORT: a port in use is refused. stop() drains: it stops
-//     accepting, closes idle connections, lets requests in flight finish (drain_timeout_ms at most).
+//     accepting, closes idle connections, lets requests in flight finish (drain_timeout_ms at
+//     most).
 //   - an access-log line per request.
 #pragma once
 
@@ -50,7 +51,8 @@ struct ServerOptions {
   std::function<void(const std::string&)> access_log;
   // The JSON body of the errors the server answers itself (408, 413, 414, 431, 400 for malformed
   // requests; 503): {"error": message} when empty. `path` is the request's, "" when unknown.
-  std::function<std::string(const std::string& path, int status, const std::string& message)> error_body;
+  std::function<std::string(const std::string& path, int status, const std::string& message)>
+      error_body;
 };
 
 class Mailbox;

@@ -50,7 +50,8 @@ std::vector<std::pair<std::string, std::string>> parameters(std::string_view v) 
       i = v.find(';', j);
     } else {
       const size_t end = v.find(';', j);
-      value = std::string(trim(v.substr(j, end == std::string_view::npos ? std::string_view::npos : end - j)));
+      value = std::string(
+          trim(v.substr(j, end == std::string_view::npos ? std::string_view::npos : end - j)));
       i = end;
     }
     out.emplace_back(name, value);
@@ -86,7 +87,8 @@ std::vector<MultipartPart> parse_multipart(std::string_view body, std::string_vi
   for (const auto& [k, v] : parameters(content_type))
     if (k == "boundary") boundary = v;
   if (boundary.empty() || boundary.size() > 200)
-    throw HttpError(400, "multipart/form-data without a valid boundary parameter in its Content-Type");
+    throw HttpError(400,
+                    "multipart/form-data without a valid boundary parameter in its Content-Type");
   const std::string delim = "--" + boundary;
   // the first delimiter: at the start, or after a preamble ending in CRLF
   size_t pos = body.substr(0, delim.size()) == delim ? 0 : body.find("\r\n" + delim);
@@ -97,7 +99,8 @@ std::vector<MultipartPart> parse_multipart(std::string_view body, std::string_vi
     pos += delim.size();
     if (body.substr(pos, 2) == "--") return parts;  // the closing delimiter
     while (pos < body.size() && (body[pos] == ' ' || body[pos] == '\t')) ++pos;
-    if (body.substr(pos, 2) != "\r\n") throw HttpError(400, "malformed multipart body: a boundary line not ending in CRLF");
+    if (body.substr(pos, 2) != "\r\n")
+      throw HttpError(400, "malformed multipart body: a boundary line not ending in CRLF");
     pos += 2;
     const size_t head_end = body.find("\r\n\r\n", pos);
     const bool no_headers = body.substr(pos, 2) == "\r\n";
@@ -112,7 +115,8 @@ std::vector<MultipartPart> parse_multipart(std::string_view body, std::string_vi
         const std::string_view line = head.substr(0, eol);
         head = eol == std::string_view::npos ? std::string_view() : head.substr(eol + 2);
         const size_t colon = line.find(':');
-        if (colon == std::string_view::npos) throw HttpError(400, "malformed multipart body: a part header without ':'");
+        if (colon == std::string_view::npos)
+          throw HttpError(400, "malformed multipart body: a part header without ':'");
         const std::string name = lower(trim(line.substr(0, colon)));
         const std::string_view value = trim(line.substr(colon + 1));
         if (name == "content-disposition") {
@@ -131,9 +135,11 @@ std::vector<MultipartPart> parse_multipart(std::string_view body, std::string_vi
     }
     if (!filename_ext.empty()) part.filename = filename_ext;
     const size_t end = body.find("\r\n" + delim, pos);
-    if (end == std::string_view::npos) throw HttpError(400, "malformed multipart body: a part does not end (truncated upload?)");
+    if (end == std::string_view::npos)
+      throw HttpError(400, "malformed multipart body: a part does not end (truncated upload?)");
     part.content = body.substr(pos, end - pos);
-    if (parts.size() == kMaxParts) throw HttpError(400, cat("multipart body with more than ", kMaxParts, " parts"));
+    if (parts.size() == kMaxParts)
+      throw HttpError(400, cat("multipart body with more than ", kMaxParts, " parts"));
     parts.push_back(std::move(part));
     pos = end + 2;
   }

@@ -13,7 +13,9 @@ using http::HttpError;
 
 namespace {
 
-[[noreturn]] void bad(const std::string& message, const std::string& param) { throw HttpError(400, message, param); }
+[[noreturn]] void bad(const std::string& message, const std::string& param) {
+  throw HttpError(400, message, param);
+}
 
 double number(const json& v, const std::string& name) {
   if (!v.is_number()) bad(cat("'", name, "' must be a number"), name);
@@ -24,14 +26,18 @@ double number(const json& v, const std::string& name) {
 
 int64_t integer(const json& v, const std::string& name) {
   if (!v.is_number_integer()) bad(cat("'", name, "' must be an integer"), name);
-  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) bad(cat("'", name, "' is too large"), name);
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    bad(cat("'", name, "' is too large"), name);
   return v.get<int64_t>();
 }
 
 // "data:image/png;base64,...." -> the bytes
 std::string data_url(const std::string& url, const std::string& where) {
   if (url.rfind("data:", 0) != 0)
-    bad(cat(where, ": only data: URLs are accepted (data:image/png;base64,...); this server fetches nothing"), where);
+    bad(cat(where,
+            ": only data: URLs are accepted (data:image/png;base64,...); this server fetches "
+            "nothing"),
+        where);
   const size_t comma = url.find(',');
   if (comma == std::string::npos) bad(cat(where, ": malformed data URL (no ',')"), where);
   const std::string meta = url.substr(5, comma - 5);
@@ -49,15 +55,20 @@ std::string data_url(const std::string& url, const std::string& where) {
 }
 
 void refuse_unsupported(const json& j) {
-  auto refuse = [](const std::string& name) { bad(cat("'", name, "' is not supported by this server"), name); };
+  auto refuse = [](const std::string& name) {
+    bad(cat("'", name, "' is not supported by this server"), name);
+  };
   for (const char* k : {"tools", "functions", "logit_bias"})
     if (j.contains(k) && !j[k].is_null() && !j[k].empty()) refuse(k);
-  if (j.contains("tool_choice") && !j["tool_choice"].is_null() && j["tool_choice"] != "none") refuse("tool_choice");
-  if (j.contains("logprobs") && j["logprobs"].is_boolean() && j["logprobs"].get<bool>()) refuse("logprobs");
+  if (j.contains("tool_choice") && !j["tool_choice"].is_null() && j["tool_choice"] != "none")
+    refuse("tool_choice");
+  if (j.contains("logprobs") && j["logprobs"].is_boolean() && j["logprobs"].get<bool>())
+    refuse("logprobs");
   if (j.contains("top_logprobs") && !j["top_logprobs"].is_null()) refuse("top_logprobs");
   for (const char* k : {"presence_penalty", "frequency_penalty"})
     if (j.contains(k) && !j[k].is_null() && number(j[k], k) != 0) refuse(k);
-  if (j.contains("n") && !j["n"].is_null() && integer(j["n"], "n") != 1) bad("'n' must be 1 (one choice per request)", "n");
+  if (j.contains("n") && !j["n"].is_null() && integer(j["n"], "n") != 1)
+    bad("'n' must be 1 (one choice per request)", "n");
   if (j.contains("response_format") && j["response_format"].is_object() &&
       j["response_format"].value("type", "text") != "text")
     refuse("response_format");
@@ -74,7 +85,8 @@ void parse_content(const json& content, const std::string& at, ChatMessage& m, C
     m.plain_string = true;
     return;
   }
-  if (!content.is_array()) bad(cat("'", at, ".content' must be a string or a list of parts"), at + ".content");
+  if (!content.is_array())
+    bad(cat("'", at, ".content' must be a string or a list of parts"), at + ".content");
   for (size_t k = 0; k < content.size(); ++k) {
     const json& part = content[k];
     const std::string where = cat(at, ".content[", k, "]");
@@ -82,18 +94,23 @@ void parse_content(const json& content, const std::string& at, ChatMessage& m, C
       bad(cat("'", where, "' must be an object with a 'type'"), where);
     const std::string type = part["type"];
     if (type == "text") {
-      if (!part.contains("text") || !part["text"].is_string()) bad(cat("'", where, ".text' must be a string"), where + ".text");
+      if (!part.contains("text") || !part["text"].is_string())
+        bad(cat("'", where, ".text' must be a string"), where + ".text");
       m.parts.push_back({ChatPart::Kind::Text, http::valid_utf8(part["text"].get<std::string>())});
     } else if (type == "image_url") {
       const json* u = part.contains("image_url") ? &part["image_url"] : nullptr;
       std::string url;
-      if (u && u->is_string()) url = *u;
-      else if (u && u->is_object() && u->contains("url") && (*u)["url"].is_string()) url = (*u)["url"];
-      else bad(cat("'", where, ".image_url' must be {\"url\": \"data:...\"}"), where + ".image_url");
+      if (u && u->is_string())
+        url = *u;
+      else if (u && u->is_object() && u->contains("url") && (*u)["url"].is_string())
+        url = (*u)["url"];
+      else
+        bad(cat("'", where, ".image_url' must be {\"url\": \"data:...\"}"), where + ".image_url");
       m.parts.push_back({ChatPart::Kind::Image, ""});
       r.images.push_back({data_url(url, where + ".image_url"), where + ".image_url"});
     } else {
-      bad(cat("'", where, "': content parts of type '", http::valid_utf8(type), "' are not supported (text and image_url are)"),
+      bad(cat("'", where, "': content parts of type '", http::valid_utf8(type),
+              "' are not supported (text and image_url are)"),
           where + ".type");
     }
   }
@@ -125,7 +142,9 @@ ChatRequest parse_chat_request(std::string_view body) {
     std::string role = mj["role"];
     if (role == "developer") role = "system";
     if (role != "system" && role != "user" && role != "assistant")
-      bad(cat("'", at, ".role' must be system, developer, user or assistant, not '", http::valid_utf8(role), "'"), at + ".role");
+      bad(cat("'", at, ".role' must be system, developer, user or assistant, not '",
+              http::valid_utf8(role), "'"),
+          at + ".role");
     ChatMessage m;
     m.role = role;
     parse_content(mj.contains("content") ? mj["content"] : json(nullptr), at, m, r);
@@ -134,7 +153,8 @@ ChatRequest parse_chat_request(std::string_view body) {
   refuse_unsupported(j);
   if (j.contains("temperature") && !j["temperature"].is_null()) {
     r.temperature = number(j["temperature"], "temperature");
-    if (*r.temperature < 0 || *r.temperature > 2) bad("'temperature' must be between 0 and 2", "temperature");
+    if (*r.temperature < 0 || *r.temperature > 2)
+      bad("'temperature' must be between 0 and 2", "temperature");
   }
   if (j.contains("top_p") && !j["top_p"].is_null()) {
     r.top_p = number(j["top_p"], "top_p");
@@ -171,15 +191,17 @@ ChatRequest parse_chat_request(std::string_view body) {
   }
   if (j.contains("stream_options") && j["stream_options"].is_object()) {
     const json& so = j["stream_options"];
-    if (so.contains("include_usage") && so["include_usage"].is_boolean()) r.include_usage = so["include_usage"];
+    if (so.contains("include_usage") && so["include_usage"].is_boolean())
+      r.include_usage = so["include_usage"];
   }
   return r;
 }
 
-json error_body(int status, const std::string& message, const std::string& param, const std::string& code) {
+json error_body(int status, const std::string& message, const std::string& param,
+                const std::string& code) {
   std::string type = status == 401 || status == 403 ? "authentication_error"
-                     : status >= 500              ? "server_error"
-                                                  : "invalid_request_error";
+                     : status >= 500                ? "server_error"
+                                                    : "invalid_request_error";
   return {{"error",
            {{"message", http::valid_utf8(message)},
             {"type", type},
@@ -188,12 +210,13 @@ json error_body(int status, const std::string& message, const std::string& param
 }
 
 json Usage::to_json() const {
-  return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion_tokens},
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
-json completion(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                const std::string& finish_reason, const Usage& usage) {
+json completion(const std::string& id, int64_t created, const std::string& model,
+                const std::string& text, const std::string& finish_reason, const Usage& usage) {
   return {{"id", id},
           {"object", "chat.completion"},
           {"created", created},
@@ -219,9 +242,10 @@ json chunk(const std::string& id, int64_t created, const std::string& model, con
              {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}}}}};
 }
 
-json usage_chunk(const std::string& id, int64_t created, const std::string& model, const Usage& usage) {
-  return {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
-          {"choices", json::array()}, {"usage", usage.to_json()}};
+json usage_chunk(const std::string& id, int64_t created, const std::string& model,
+                 const Usage& usage) {
+  return {{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
+          {"model", model}, {"choices", json::array()},          {"usage", usage.to_json()}};
 }
 
 std::string sse(const json& event) {

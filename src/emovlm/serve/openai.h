@@ -46,13 +46,15 @@ struct Usage {
   nlohmann::json to_json() const;
 };
 
-nlohmann::json completion(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                          const std::string& finish_reason, const Usage& usage);
+nlohmann::json completion(const std::string& id, int64_t created, const std::string& model,
+                          const std::string& text, const std::string& finish_reason,
+                          const Usage& usage);
 // One chat.completion.chunk: a delta (role and/or content) or, with finish_reason, the last one.
-nlohmann::json chunk(const std::string& id, int64_t created, const std::string& model, const nlohmann::json& delta,
-                     const std::string& finish_reason = "");
+nlohmann::json chunk(const std::string& id, int64_t created, const std::string& model,
+                     const nlohmann::json& delta, const std::string& finish_reason = "");
 // The usage chunk of stream_options.include_usage (empty choices).
-nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model, const Usage& usage);
+nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,
+                           const Usage& usage);
 // "data: {...}\n\n"
 std::string sse(const nlohmann::json& event);
 

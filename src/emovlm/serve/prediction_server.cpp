@@ -34,7 +34,9 @@ using json = nlohmann::json;
 using http::HttpError;
 using Clock = std::chrono::steady_clock;
 
-bool http_server_available() { return true; }
+bool http_server_available() {
+  return true;
+}
 
 namespace {
 
@@ -101,9 +103,9 @@ struct ModelJob {
   std::shared_ptr<InFlight> counted;
   std::vector<PixelBudget::Lease> leases;
   bool predict = false;
-  RgbImage image;                // predict
-  std::string name;              // predict
-  std::function<void()> run;     // chat
+  RgbImage image;             // predict
+  std::string name;           // predict
+  std::function<void()> run;  // chat
 };
 
 // The declared pixels of one request's images: each reserved from the server's budget before its
@@ -149,7 +151,8 @@ struct PredictionServer::State {
   double job_seconds = 0.5;  // a running mean of one model job's time: Retry-After's estimate
   std::thread model_thread;
 
-  State(Predictor* p, ChatModel* c, const ServeOptions& opt) : predictor(p), chat(c), o(opt), pixels(opt.pixel_budget) {}
+  State(Predictor* p, ChatModel* c, const ServeOptions& opt)
+      : predictor(p), chat(c), o(opt), pixels(opt.pixel_budget) {}
 
   // ---- answers
 
@@ -166,8 +169,8 @@ struct PredictionServer::State {
     return r;
   }
 
-  void answer_error(http::Exchange& ex, int status, const std::string& message, const std::string& param = "",
-                    const std::string& code = "") {
+  void answer_error(http::Exchange& ex, int status, const std::string& message,
+                    const std::string& param = "", const std::string& code = "") {
     const bool v1 = ex.request().path.rfind("/v1/", 0) == 0;
     http::Response r = json_response(status, error_json(v1, status, message, param, code));
     if (status == 503) r.headers.emplace_back("Retry-After", std::to_string(retry_after_s()));
@@ -206,18 +209,23 @@ struct PredictionServer::State {
     d.admit = [&](int64_t w, int64_t h) {
       const int64_t px = w * h;
       if (a.declared + px > o.max_pixels)
-        throw HttpError(413, cat(name, ": image of ", w, "x", h, " = ", px, " pixels",
-                                 a.declared ? cat(" (", a.declared + px, " with the request's other images)") : "",
-                                 " is over this server's limit of ", o.max_pixels, " pixels per request"));
+        throw HttpError(
+            413,
+            cat(name, ": image of ", w, "x", h, " = ", px, " pixels",
+                a.declared ? cat(" (", a.declared + px, " with the request's other images)") : "",
+                " is over this server's limit of ", o.max_pixels, " pixels per request"));
       if (px > pixels.capacity())
-        throw HttpError(413, cat(name, ": image of ", w, "x", h, " = ", px, " pixels is over this server's pixel budget of ",
-                                 pixels.capacity()));
+        throw HttpError(413,
+                        cat(name, ": image of ", w, "x", h, " = ", px,
+                            " pixels is over this server's pixel budget of ", pixels.capacity()));
       auto lease = pixels.acquire(px, std::chrono::milliseconds(o.pixel_wait_ms));
-      if (!lease) throw HttpError(503, "the server is decoding too many images at once; retry shortly");
+      if (!lease)
+        throw HttpError(503, "the server is decoding too many images at once; retry shortly");
       a.declared += px;
       a.leases.push_back(std::move(*lease));
     };
-    RgbImage img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name, d);
+    RgbImage img =
+        decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name, d);
     return img;
   }
 
@@ -267,9 +275,11 @@ struct PredictionServer::State {
         if (queue.front().predict && most > 1) {
           // let the predictions that arrive together join the first
           auto predictions_queued = [&] {
-            return static_cast<size_t>(std::count_if(queue.begin(), queue.end(), [](const ModelJob& j) { return j.predict; }));
+            return static_cast<size_t>(std::count_if(queue.begin(), queue.end(),
+                                                     [](const ModelJob& j) { return j.predict; }));
           };
-          cv.wait_for(l, std::chrono::milliseconds(o.batch_wait_ms), [&] { return stopping || predictions_queued() >= most; });
+          cv.wait_for(l, std::chrono::milliseconds(o.batch_wait_ms),
+                      [&] { return stopping || predictions_queued() >= most; });
           for (auto it = queue.begin(); it != queue.end() && jobs.size() < most;) {
             if (it->predict) {
               jobs.push_back(std::move(*it));
@@ -284,7 +294,9 @@ struct PredictionServer::State {
         }
       }
       // a client that left while its request waited costs no model time
-      jobs.erase(std::remove_if(jobs.begin(), jobs.end(), [](const ModelJob& j) { return j.ex->client_gone(); }), jobs.end());
+      jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
+                                [](const ModelJob& j) { return j.ex->client_gone(); }),
+                 jobs.end());
       if (jobs.empty()) continue;
       const auto t0 = Clock::now();
       if (jobs[0].predict) {
@@ -292,7 +304,8 @@ struct PredictionServer::State {
       } else {
         jobs[0].run();
       }
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(jobs.size());
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count() /
+                       static_cast<double>(jobs.size());
       std::lock_guard<std::mutex> l(mu);
       job_seconds = 0.8 * job_seconds + 0.2 * s;
     }
@@ -324,13 +337,17 @@ struct PredictionServer::State {
   bool authorized(http::Exchange& ex) {
     if (o.api_key.empty()) return true;
     const std::string* h = ex.request().header("authorization");
-    if (h && h->size() > 7 && h->compare(0, 7, "Bearer ") == 0 && constant_time_equal(h->substr(7), o.api_key)) return true;
-    answer_error(ex, 401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'", "", "invalid_api_key");
+    if (h && h->size() > 7 && h->compare(0, 7, "Bearer ") == 0 &&
+        constant_time_equal(h->substr(7), o.api_key))
+      return true;
+    answer_error(ex, 401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                 "", "invalid_api_key");
     return false;
   }
 
-  void submit(const std::shared_ptr<http::Exchange>& ex, void (State::*task)(const std::shared_ptr<http::Exchange>&,
-                                                                            const std::shared_ptr<InFlight>&)) {
+  void submit(const std::shared_ptr<http::Exchange>& ex,
+              void (State::*task)(const std::shared_ptr<http::Exchange>&,
+                                  const std::shared_ptr<InFlight>&)) {
     auto counted = std::make_shared<InFlight>(in_flight);
     if (!workers->submit([this, ex, counted, task] { (this->*task)(ex, counted); }))
       answer_error(*ex, 503, "the server is busy; retry shortly");
@@ -342,21 +359,27 @@ struct PredictionServer::State {
     const bool get = q.method == "GET" || q.method == "HEAD";
     if (path == "/predict" || path == "/v1/chat/completions") {
       if (q.method != "POST") {
-        http::Response r = json_response(405, error_json(path[1] == 'v', 405, cat(path, " takes POST, not ", q.method)));
+        http::Response r = json_response(
+            405, error_json(path[1] == 'v', 405, cat(path, " takes POST, not ", q.method)));
         r.headers.emplace_back("Allow", "POST");
         return ex->respond(std::move(r));
       }
       const bool predict = path == "/predict";
       if (predict && !predictor)
-        return answer_error(*ex, 404, "this server has no bundle: POST /predict needs `serve --bundle`");
-      if (!predict && !chat) return answer_error(*ex, 404, "this server has no VLM for chat completions", "", "model_not_found");
+        return answer_error(*ex, 404,
+                            "this server has no bundle: POST /predict needs `serve --bundle`");
+      if (!predict && !chat)
+        return answer_error(*ex, 404, "this server has no VLM for chat completions", "",
+                            "model_not_found");
       if (!authorized(*ex)) return;
       return submit(ex, predict ? &State::predict_task : &State::chat_task);
     }
     const Asset* asset = find_asset(path);
-    const bool known_get = asset || path == "/health" || path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
+    const bool known_get =
+        asset || path == "/health" || path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
     if (known_get && !get) {
-      http::Response r = json_response(405, error_json(path.rfind("/v1/", 0) == 0, 405, cat(path, " takes GET, not ", q.method)));
+      http::Response r = json_response(405, error_json(path.rfind("/v1/", 0) == 0, 405,
+                                                       cat(path, " takes GET, not ", q.method)));
       r.headers.emplace_back("Allow", "GET, HEAD");
       return ex->respond(std::move(r));
     }
@@ -366,23 +389,32 @@ struct PredictionServer::State {
       r.body.assign(reinterpret_cast<const char*>(asset->data), asset->size);
       r.headers = {{"Cache-Control", "no-cache"}, {"X-Content-Type-Options", "nosniff"}};
       if (r.content_type.rfind("text/html", 0) == 0)
-        r.headers.emplace_back("Content-Security-Policy",
-                               "default-src 'self'; img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'");
+        r.headers.emplace_back(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'");
       return ex->respond(std::move(r));
     }
     if (path == "/health") return ex->respond(json_response(200, health()));
     if (path == "/v1/models" || path.rfind("/v1/models/", 0) == 0) {
       if (!authorized(*ex)) return;
-      const json m = {{"id", chat ? chat->id() : ""}, {"object", "model"}, {"created", started_unix}, {"owned_by", "emovlm"}};
+      const json m = {{"id", chat ? chat->id() : ""},
+                      {"object", "model"},
+                      {"created", started_unix},
+                      {"owned_by", "emovlm"}};
       if (path == "/v1/models")
-        return ex->respond(json_response(200, {{"object", "list"}, {"data", chat ? json::array({m}) : json::array()}}));
+        return ex->respond(json_response(
+            200, {{"object", "list"}, {"data", chat ? json::array({m}) : json::array()}}));
       const std::string id = path.substr(11);
       if (!chat || id != chat->id())
-        return answer_error(*ex, 404, cat("the model '", http::printable(id, 100), "' does not exist"), "model", "model_not_found");
+        return answer_error(*ex, 404,
+                            cat("the model '", http::printable(id, 100), "' does not exist"),
+                            "model", "model_not_found");
       return ex->respond(json_response(200, m));
     }
-    answer_error(*ex, 404, cat("no such endpoint: ", http::printable(q.method, 16), " ", http::printable(path, 100)));
+    answer_error(
+        *ex, 404,
+        cat("no such endpoint: ", http::printable(q.method, 16), " ", http::printable(path, 100)));
   }
 
   json health() {
@@ -405,7 +437,8 @@ struct PredictionServer::State {
 
   // ---- POST /predict (on a worker)
 
-  void predict_task(const std::shared_ptr<http::Exchange>& ex, const std::shared_ptr<InFlight>& counted) {
+  void predict_task(const std::shared_ptr<http::Exchange>& ex,
+                    const std::shared_ptr<InFlight>& counted) {
     answering_errors(*ex, [&] {
       const http::Request& q = ex->request();
       std::string name = "request";
@@ -413,14 +446,19 @@ struct PredictionServer::State {
       const std::string* type = q.header("content-type");
       if (type && http::is_multipart(*type)) {
         const std::vector<http::MultipartPart> parts = http::parse_multipart(q.body, *type);
-        auto it = std::find_if(parts.begin(), parts.end(), [](const http::MultipartPart& p) { return p.name == "image"; });
-        if (it == parts.end()) throw HttpError(400, "multipart upload without a file in the field 'image'");
+        auto it = std::find_if(parts.begin(), parts.end(),
+                               [](const http::MultipartPart& p) { return p.name == "image"; });
+        if (it == parts.end())
+          throw HttpError(400, "multipart upload without a file in the field 'image'");
         if (!it->filename.empty()) name = http::valid_utf8(it->filename);
         bytes = it->content;
       }
-      if (bytes.empty()) throw HttpError(400, name == "request" ? "empty request body: send the image file's bytes" : name + ": empty file");
+      if (bytes.empty())
+        throw HttpError(400, name == "request" ? "empty request body: send the image file's bytes"
+                                               : name + ": empty file");
       Admission a;
-      RgbImage img = prepare(decode_admitted(bytes, name, a), name, predictor->image_cap(), predictor->processor().image_config());
+      RgbImage img = prepare(decode_admitted(bytes, name, a), name, predictor->image_cap(),
+                             predictor->processor().image_config());
       keep_only(a, static_cast<int64_t>(img.width) * img.height);
       ModelJob job;
       job.ex = ex;
@@ -429,23 +467,30 @@ struct PredictionServer::State {
       job.predict = true;
       job.image = std::move(img);
       job.name = name;
-      if (!enqueue(std::move(job))) throw HttpError(503, cat("the model's queue is full (", o.queue, " requests); retry shortly"));
+      if (!enqueue(std::move(job)))
+        throw HttpError(503,
+                        cat("the model's queue is full (", o.queue, " requests); retry shortly"));
     });
   }
 
   // ---- POST /v1/chat/completions (on a worker, then the model thread)
 
-  void chat_task(const std::shared_ptr<http::Exchange>& ex, const std::shared_ptr<InFlight>& counted) {
+  void chat_task(const std::shared_ptr<http::Exchange>& ex,
+                 const std::shared_ptr<InFlight>& counted) {
     answering_errors(*ex, [&] {
-      auto r = std::make_shared<openai::ChatRequest>(openai::parse_chat_request(ex->request().body));
+      auto r =
+          std::make_shared<openai::ChatRequest>(openai::parse_chat_request(ex->request().body));
       if (!r->model.empty() && r->model != chat->id())
-        throw HttpError(404, cat("the model '", r->model, "' does not exist (this server has '", chat->id(), "')"), "model",
-                        "model_not_found");
+        throw HttpError(
+            404,
+            cat("the model '", r->model, "' does not exist (this server has '", chat->id(), "')"),
+            "model", "model_not_found");
       Admission a;
       auto images = std::make_shared<std::vector<RgbImage>>();
       int64_t kept = 0;
       for (openai::ChatImage& ci : r->images) {
-        RgbImage img = prepare(decode_admitted(ci.bytes, ci.where, a), ci.where, kChatImageCap, chat->image_config());
+        RgbImage img = prepare(decode_admitted(ci.bytes, ci.where, a), ci.where, kChatImageCap,
+                               chat->image_config());
         kept += static_cast<int64_t>(img.width) * img.height;
         images->push_back(std::move(img));
         ci.bytes.clear();
@@ -457,7 +502,9 @@ struct PredictionServer::State {
       job.counted = counted;
       job.leases = std::move(a.leases);
       job.run = [this, ex, r, images] { run_chat(*ex, *r, std::move(*images)); };
-      if (!enqueue(std::move(job))) throw HttpError(503, cat("the model's queue is full (", o.queue, " requests); retry shortly"));
+      if (!enqueue(std::move(job)))
+        throw HttpError(503,
+                        cat("the model's queue is full (", o.queue, " requests); retry shortly"));
     });
   }
 
@@ -483,25 +530,30 @@ struct PredictionServer::State {
       head.content_type = "text/event-stream";
       head.headers = {{"Cache-Control", "no-cache"}};
       ex.start_stream(std::move(head));
-      ex.stream(openai::sse(openai::chunk(id, created, model, {{"role", "assistant"}, {"content", ""}})));
+      ex.stream(
+          openai::sse(openai::chunk(id, created, model, {{"role", "assistant"}, {"content", ""}})));
     };
     try {
       if (r.stream) {
-        ChatAnswer a = chat->complete(r.messages, std::move(images), st, o.max_tokens, [&](const std::string& piece) {
-          start();
-          return ex.stream(openai::sse(openai::chunk(id, created, model, {{"content", piece}})));
-        });
+        ChatAnswer a = chat->complete(
+            r.messages, std::move(images), st, o.max_tokens, [&](const std::string& piece) {
+              start();
+              return ex.stream(
+                  openai::sse(openai::chunk(id, created, model, {{"content", piece}})));
+            });
         start();
         ex.stream(openai::sse(openai::chunk(id, created, model, json::object(), a.finish_reason)));
         if (r.include_usage)
-          ex.stream(openai::sse(openai::usage_chunk(id, created, model, {a.prompt_tokens, a.completion_tokens})));
+          ex.stream(openai::sse(
+              openai::usage_chunk(id, created, model, {a.prompt_tokens, a.completion_tokens})));
         ex.stream("data: [DONE]\n\n");
         ex.end_stream();
       } else {
         ChatAnswer a = chat->complete(r.messages, std::move(images), st, o.max_tokens,
                                       [&](const std::string&) { return !ex.client_gone(); });
-        ex.respond(json_response(200, openai::completion(id, created, model, a.text, a.finish_reason,
-                                                         {a.prompt_tokens, a.completion_tokens})));
+        ex.respond(
+            json_response(200, openai::completion(id, created, model, a.text, a.finish_reason,
+                                                  {a.prompt_tokens, a.completion_tokens})));
       }
     } catch (const std::exception& e) {
       const HttpError* he = dynamic_cast<const HttpError*>(&e);
@@ -522,11 +574,14 @@ PredictionServer::PredictionServer(Predictor* predictor, ChatModel* chat, const 
     : s_(std::make_unique<State>(predictor, chat, o)) {
   if (!predictor && !chat) throw Error("serve: nothing to serve (give a bundle, a VLM or both)");
   if (o.batch < 1) throw Error(cat("serve: --batch must be 1 or more, not ", o.batch));
-  if (o.batch_wait_ms < 0) throw Error(cat("serve: --batch-wait-ms must be 0 or more, not ", o.batch_wait_ms));
+  if (o.batch_wait_ms < 0)
+    throw Error(cat("serve: --batch-wait-ms must be 0 or more, not ", o.batch_wait_ms));
   if (o.threads < 1 || o.queue < 1 || o.max_connections < 1)
     throw Error("serve: --threads, --queue and --max-connections must be 1 or more");
-  if (o.max_pixels < 1) throw Error(cat("serve: --max-pixels must be positive, not ", o.max_pixels));
-  if (o.max_tokens < 1) throw Error(cat("serve: --max-tokens must be positive, not ", o.max_tokens));
+  if (o.max_pixels < 1)
+    throw Error(cat("serve: --max-pixels must be positive, not ", o.max_pixels));
+  if (o.max_tokens < 1)
+    throw Error(cat("serve: --max-tokens must be positive, not ", o.max_tokens));
   State& s = *s_;
   http::ServerOptions h;
   h.host = o.host;
@@ -540,14 +595,17 @@ PredictionServer::PredictionServer(Predictor* predictor, ChatModel* chat, const 
   h.drain_timeout_ms = o.drain_timeout_ms;
   h.access_log = o.access_log;
   h.error_body = [&s](const std::string& path, int status, const std::string& message) {
-    return s.error_json(path.rfind("/v1/", 0) == 0, status, message).dump(-1, ' ', false, json::error_handler_t::replace);
+    return s.error_json(path.rfind("/v1/", 0) == 0, status, message)
+        .dump(-1, ' ', false, json::error_handler_t::replace);
   };
   s.workers = std::make_unique<WorkerPool>(o.threads, static_cast<size_t>(o.queue) * 2);
-  s.http = std::make_unique<http::HttpServer>(h, [&s](std::shared_ptr<http::Exchange> ex) { s.handle(ex); });
+  s.http = std::make_unique<http::HttpServer>(
+      h, [&s](std::shared_ptr<http::Exchange> ex) { s.handle(ex); });
   s.model_thread = std::thread([&s] { s.work(); });
 }
 
-PredictionServer::PredictionServer(Predictor& predictor, const ServeOptions& o) : PredictionServer(&predictor, nullptr, o) {}
+PredictionServer::PredictionServer(Predictor& predictor, const ServeOptions& o)
+    : PredictionServer(&predictor, nullptr, o) {}
 
 PredictionServer::~PredictionServer() {
   s_->workers.reset();  // finishes the tasks taken
@@ -559,8 +617,14 @@ PredictionServer::~PredictionServer() {
   if (s_->model_thread.joinable()) s_->model_thread.join();
 }
 
-int PredictionServer::bind() { return s_->http->bind(); }
-void PredictionServer::run() { s_->http->run(); }
-void PredictionServer::stop() noexcept { s_->http->stop(); }
+int PredictionServer::bind() {
+  return s_->http->bind();
+}
+void PredictionServer::run() {
+  s_->http->run();
+}
+void PredictionServer::stop() noexcept {
+  s_->http->stop();
+}
 
 }  // namespace emovlm

@@ -7,7 +7,8 @@
 //                              "image" is the upload's file name, or "request")
 //   GET  /v1/models            the VLM, OpenAI-style
 //   POST /v1/chat/completions  OpenAI chat completions: text and image_url (data URL) parts,
-//                              temperature, top_p, max_tokens, seed, stop, stream (server-sent events)
+//                              temperature, top_p, max_tokens, seed, stop, stream (server-sent
+//                              events)
 // Client errors are 4xx with a JSON body naming the problem ({"error": message}; OpenAI's error
 // object on /v1/*); a full queue or a busy pixel budget is 503 with Retry-After.
 //
@@ -42,19 +43,19 @@ struct ServeOptions {
   int batch_wait_ms = 5;           // how long the first prediction of a batch waits for others
   // connections (see http_server.h)
   int max_connections = 256;
-  int header_timeout_ms = 10000;   // the request header must arrive within this of its first byte
-  int body_timeout_ms = 60000;     // and the body within this of the header
-  int idle_timeout_ms = 30000;     // a kept-alive connection without a request is closed after this
-  int drain_timeout_ms = 30000;    // stop(): how long requests in flight may take to finish
+  int header_timeout_ms = 10000;  // the request header must arrive within this of its first byte
+  int body_timeout_ms = 60000;    // and the body within this of the header
+  int idle_timeout_ms = 30000;    // a kept-alive connection without a request is closed after this
+  int drain_timeout_ms = 30000;   // stop(): how long requests in flight may take to finish
   // work
-  int threads = 2;                 // workers that parse bodies and decode images
-  int queue = 32;                  // requests waiting for the model at most (503 beyond)
-  int64_t max_pixels = 40000000;   // one request's images, declared pixels summed (413 beyond)
+  int threads = 2;                   // workers that parse bodies and decode images
+  int queue = 32;                    // requests waiting for the model at most (503 beyond)
+  int64_t max_pixels = 40000000;     // one request's images, declared pixels summed (413 beyond)
   int64_t pixel_budget = 120000000;  // decoded pixels held by all requests at once
-  int pixel_wait_ms = 10000;       // how long a request waits for the pixel budget (503 after)
-  int max_tokens = 1024;           // /v1: the most new tokens one completion generates
-  std::string api_key;             // when set: every request but the page and /health needs
-                                   // "Authorization: Bearer <key>"
+  int pixel_wait_ms = 10000;         // how long a request waits for the pixel budget (503 after)
+  int max_tokens = 1024;             // /v1: the most new tokens one completion generates
+  std::string api_key;               // when set: every request but the page and /health needs
+                                     // "Authorization: Bearer <key>"
   std::function<void(const std::string&)> access_log;  // a line per request (none when empty)
 };
 

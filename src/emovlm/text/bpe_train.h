@@ -12,6 +12,7 @@ const std::vector<std::string>& qwen2vl_special_tokens();
 
 // Learns merges until the vocabulary (bytes + merges) reaches vocab_size or no pair occurs twice;
 // ties go to the lexicographically smallest pair (deterministic). Writes tokenizer.json.
-void train_bpe_tokenizer(const std::vector<std::string>& texts, int vocab_size, const std::string& out_path);
+void train_bpe_tokenizer(const std::vector<std::string>& texts, int vocab_size,
+                         const std::string& out_path);
 
 }  // namespace emovlm

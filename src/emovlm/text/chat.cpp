@@ -21,12 +21,14 @@ ChatMessage ChatMessage::text_then_image(std::string role, std::string content) 
   return m;
 }
 
-std::string render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt, bool add_vision_id) {
+std::string render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                        bool add_vision_id) {
   std::string out;
   int images = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
-    if (i == 0 && m.role != "system") out += std::string("<|im_start|>system\n") + kQwenDefaultSystem + "<|im_end|>\n";
+    if (i == 0 && m.role != "system")
+      out += std::string("<|im_start|>system\n") + kQwenDefaultSystem + "<|im_end|>\n";
     out += "<|im_start|>" + m.role + "\n";
     for (const ChatPart& p : m.parts) {
       if (p.kind == ChatPart::Kind::Image) {
@@ -43,7 +45,8 @@ std::string render_chat(const std::vector<ChatMessage>& messages, bool add_gener
   return out;
 }
 
-std::string expand_image_pads(const std::string& text, const std::vector<int64_t>& tokens_per_image) {
+std::string expand_image_pads(const std::string& text,
+                              const std::vector<int64_t>& tokens_per_image) {
   const std::string pad = kImagePad;
   std::string out;
   size_t pos = 0, k = 0;
@@ -51,14 +54,16 @@ std::string expand_image_pads(const std::string& text, const std::vector<int64_t
     size_t hit = text.find(pad, pos);
     if (hit == std::string::npos) break;
     if (k >= tokens_per_image.size())
-      throw Error(cat("the prompt has more ", pad, " placeholders than the ", tokens_per_image.size(), " image(s) given"));
+      throw Error(cat("the prompt has more ", pad, " placeholders than the ",
+                      tokens_per_image.size(), " image(s) given"));
     out.append(text, pos, hit - pos);
     for (int64_t n = 0; n < tokens_per_image[k]; ++n) out += pad;
     ++k;
     pos = hit + pad.size();
   }
   if (k != tokens_per_image.size())
-    throw Error(cat("the prompt has ", k, " ", pad, " placeholder(s) but ", tokens_per_image.size(), " image(s) were given"));
+    throw Error(cat("the prompt has ", k, " ", pad, " placeholder(s) but ", tokens_per_image.size(),
+                    " image(s) were given"));
   out.append(text, pos, std::string::npos);
   return out;
 }

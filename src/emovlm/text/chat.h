@@ -29,14 +29,15 @@ constexpr const char* kVisionStart = "<|vision_start|>";
 constexpr const char* kVisionEnd = "<|vision_end|>";
 
 // Renders like the Qwen2-VL template: a default system message when the first message is not
-// one, <|im_start|>role\n...<|im_end|>\n per message, one <|vision_start|><|image_pad|><|vision_end|>
-// per image ("Picture N: " before it with add_vision_id), and "<|im_start|>assistant\n" at the end
-// with add_generation_prompt.
+// one, <|im_start|>role\n...<|im_end|>\n per message, one
+// <|vision_start|><|image_pad|><|vision_end|> per image ("Picture N: " before it with
+// add_vision_id), and "<|im_start|>assistant\n" at the end with add_generation_prompt.
 std::string render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                         bool add_vision_id = false);
 
 // Replaces the k-th <|image_pad|> with tokens_per_image[k] copies (the processor's expansion);
 // throws when the counts differ.
-std::string expand_image_pads(const std::string& text, const std::vector<int64_t>& tokens_per_image);
+std::string expand_image_pads(const std::string& text,
+                              const std::vector<int64_t>& tokens_per_image);
 
 }  // namespace emovlm

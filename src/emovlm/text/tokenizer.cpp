@@ -145,7 +145,8 @@ struct ByteAlphabet {
     std::fill(std::begin(cp_to_byte), std::end(cp_to_byte), int16_t{-1});
     uint32_t n = 0;
     for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      const bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       const uint32_t cp = printable ? static_cast<uint32_t>(b) : 256 + n++;
       utf8_append(cp, byte_to_utf8[b]);
       byte_to_cp[b] = cp;
@@ -184,14 +185,16 @@ constexpr uint32_t kLCount = 19, kVCount = 21, kTCount = 28, kSCount = 11172;
 uint8_t combining_rank(uint32_t cp) {
   const unicode::CombiningRank* b = unicode::kCombiningRanks;
   const unicode::CombiningRank* e = b + unicode::kCombiningRankCount;
-  const auto* it = std::lower_bound(b, e, cp, [](const unicode::CombiningRank& r, uint32_t c) { return r.cp < c; });
+  const auto* it = std::lower_bound(
+      b, e, cp, [](const unicode::CombiningRank& r, uint32_t c) { return r.cp < c; });
   return it != e && it->cp == cp ? it->rank : 0;
 }
 
 const unicode::Decomposition* find_decomposition(uint32_t cp) {
   const unicode::Decomposition* b = unicode::kDecompositions;
   const unicode::Decomposition* e = b + unicode::kDecompositionCount;
-  const auto* it = std::lower_bound(b, e, cp, [](const unicode::Decomposition& d, uint32_t c) { return d.cp < c; });
+  const auto* it = std::lower_bound(
+      b, e, cp, [](const unicode::Decomposition& d, uint32_t c) { return d.cp < c; });
   return it != e && it->cp == cp ? it : nullptr;
 }
 
@@ -262,7 +265,8 @@ void nfc_chunk(const uint8_t* p, size_t n, std::string& out) {
     const uint32_t c = cps[r];
     const int cr = rank[r];
     uint32_t composite;
-    if (starter != none && (last_rank < cr || last_rank == 0) && compose(cps[starter], c, composite)) {
+    if (starter != none && (last_rank < cr || last_rank == 0) &&
+        compose(cps[starter], c, composite)) {
       cps[starter] = composite;
       continue;
     }
@@ -328,13 +332,18 @@ void decode_chars(const uint8_t* p, size_t n, std::vector<Char>& chars) {
   chars.push_back({0, static_cast<uint32_t>(n), unicode::kOther});
 }
 
-bool in_set(uint32_t cp, const uint32_t* set, size_t n) { return std::find(set, set + n, cp) != set + n; }
+bool in_set(uint32_t cp, const uint32_t* set, size_t n) {
+  return std::find(set, set + n, cp) != set + n;
+}
 
-bool is_space(unicode::CharClass c) { return c == unicode::kSpace || c == unicode::kNewline; }
+bool is_space(unicode::CharClass c) {
+  return c == unicode::kSpace || c == unicode::kNewline;
+}
 
 // Length in characters of the Qwen2 pattern's match at i (n characters, i < n; always >= 1):
-// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
-// with the alternatives tried in order and each quantifier backtracking as the regex engine does.
+// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|
+// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ with the alternatives tried in order and each
+// quantifier backtracking as the regex engine does.
 size_t match_at(const Char* s, size_t n, size_t i) {
   using namespace unicode;
   // 1. contractions, with the characters the case-insensitive match takes
@@ -343,8 +352,10 @@ size_t match_at(const Char* s, size_t n, size_t i) {
     if (in_set(a, kContractionSingle, kContractionSingleCount)) return 2;
     if (i + 2 < n) {
       const uint32_t b = s[i + 2].cp;
-      if ((in_set(a, kContractionReVe1, kContractionReVe1Count) && in_set(b, kContractionReVe2, kContractionReVe2Count)) ||
-          (in_set(a, kContractionLl1, kContractionLl1Count) && in_set(b, kContractionLl2, kContractionLl2Count)))
+      if ((in_set(a, kContractionReVe1, kContractionReVe1Count) &&
+           in_set(b, kContractionReVe2, kContractionReVe2Count)) ||
+          (in_set(a, kContractionLl1, kContractionLl1Count) &&
+           in_set(b, kContractionLl2, kContractionLl2Count)))
         return 3;
     }
   }
@@ -352,7 +363,8 @@ size_t match_at(const Char* s, size_t n, size_t i) {
   // 2. [^\r\n\p{L}\p{N}]?\p{L}+
   {
     size_t j = i;
-    if (c0 != kNewline && c0 != kLetter && c0 != kNumber && j + 1 < n && s[j + 1].cls == kLetter) ++j;
+    if (c0 != kNewline && c0 != kLetter && c0 != kNumber && j + 1 < n && s[j + 1].cls == kLetter)
+      ++j;
     if (s[j].cls == kLetter) {
       while (j < n && s[j].cls == kLetter) ++j;
       return j - i;
@@ -420,7 +432,9 @@ class MergeTable {
  private:
   static constexpr uint64_t kEmpty = ~uint64_t{0};
   static uint64_t pack(int32_t a, int32_t b) { return uint64_t(uint32_t(a)) << 21 | uint32_t(b); }
-  size_t hash(uint64_t pair) const { return static_cast<size_t>((pair * 0x9E3779B97F4A7C15ull) >> shift_); }
+  size_t hash(uint64_t pair) const {
+    return static_cast<size_t>((pair * 0x9E3779B97F4A7C15ull) >> shift_);
+  }
   std::vector<uint64_t> slots_;
   size_t mask_ = 0;
   int shift_ = 64;
@@ -458,7 +472,9 @@ class MergeQueue {
   }
 
  private:
-  static uint64_t key(int32_t rank, int32_t pos) { return uint64_t(uint32_t(rank)) << 32 | uint32_t(pos); }
+  static uint64_t key(int32_t rank, int32_t pos) {
+    return uint64_t(uint32_t(rank)) << 32 | uint32_t(pos);
+  }
   void sift_down(size_t i, uint64_t k) {
     const size_t n = v_.size();
     while (true) {
@@ -495,11 +511,12 @@ struct Tokenizer::Model {
     bool special;
   };
   std::string path;
-  std::unordered_map<std::string_view, int32_t> vocab;  // model vocabulary: token (a view of id_to_token) -> id
-  std::vector<std::string> id_to_token;                 // "" where no token has the id
-  std::vector<std::string> id_bytes;                    // what decode() writes for each id
+  std::unordered_map<std::string_view, int32_t>
+      vocab;                             // model vocabulary: token (a view of id_to_token) -> id
+  std::vector<std::string> id_to_token;  // "" where no token has the id
+  std::vector<std::string> id_bytes;     // what decode() writes for each id
   std::vector<uint8_t> has_token, special;
-  std::vector<AddedToken> added;                        // longest first
+  std::vector<AddedToken> added;  // longest first
   bool added_first_byte[256] = {};
   int32_t byte_id[256] = {};
   MergeTable merges;
@@ -531,7 +548,9 @@ struct Tokenizer::Cache {
     Shard& s = shards[hash % kShards];
     std::lock_guard<std::mutex> lock(s.mu);
     const Slot& e = slot_of(s, hash);
-    if (e.hash != hash || e.size != piece.size() || std::memcmp(e.piece, piece.data(), piece.size()) != 0) return false;
+    if (e.hash != hash || e.size != piece.size() ||
+        std::memcmp(e.piece, piece.data(), piece.size()) != 0)
+      return false;
     out.insert(out.end(), e.ids, e.ids + e.count);
     return true;
   }
@@ -559,7 +578,7 @@ namespace {
 // tokenizer.json with model.vocab and model.merges taken out as they stream by, so that the 151k
 // entries of each are never put in the DOM (most of the time of loading a large vocabulary).
 struct TokenizerJson {
-  json doc;                                              // the rest
+  json doc;                                            // the rest
   std::vector<std::pair<std::string, int64_t>> vocab;  // in file order
   std::vector<std::pair<std::string, std::string>> merges;
   std::string error;  // the first entry of either that is malformed
@@ -580,8 +599,10 @@ TokenizerJson read_tokenizer_json(const std::string& path) {
         if (event == E::key) {
           key = std::move(v.get_ref<std::string&>());
         } else if (event == E::value) {
-          if (v.is_number_integer()) t.vocab.emplace_back(std::move(key), v.get<int64_t>());
-          else if (t.error.empty()) t.error = cat("model.vocab['", key, "'] is not a token id");
+          if (v.is_number_integer())
+            t.vocab.emplace_back(std::move(key), v.get<int64_t>());
+          else if (t.error.empty())
+            t.error = cat("model.vocab['", key, "'] is not a token id");
         }
         return false;
       }
@@ -598,13 +619,18 @@ TokenizerJson read_tokenizer_json(const std::string& path) {
         }
         if (depth == 3 && event == E::array_start) return parts.clear(), true;
         if (depth == 4 && event == E::value) {
-          if (v.is_string()) parts.push_back(std::move(v.get_ref<std::string&>()));
-          else parts.push_back({}), parts.push_back({}), parts.push_back({});  // malformed: too many parts
+          if (v.is_string())
+            parts.push_back(std::move(v.get_ref<std::string&>()));
+          else
+            parts.push_back({}), parts.push_back({}),
+                parts.push_back({});  // malformed: too many parts
           return false;
         }
         if (depth == 3 && event == E::array_end) {
-          if (parts.size() == 2) t.merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
-          else if (t.error.empty()) t.error = cat("model.merges entry ", t.merges.size(), " is neither \"a b\" nor [a, b]");
+          if (parts.size() == 2)
+            t.merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
+          else if (t.error.empty())
+            t.error = cat("model.merges entry ", t.merges.size(), " is neither \"a b\" nor [a, b]");
           return false;
         }
         if (depth >= 4) return false;  // deeper than a merge
@@ -627,30 +653,36 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   auto fail = [&](const std::string& what) { return Error(cat(path, ": ", what)); };
   auto is_null = [](const json& o, const char* k) { return !o.contains(k) || o[k].is_null(); };
 
-  if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) throw fail("missing 'model' object");
+  if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+    throw fail("missing 'model' object");
   const json& model = j["model"];
   const std::string type = json_optional<std::string>(model, "type", "BPE", path + ": model");
   if (type != "BPE") throw fail(cat("model type '", type, "' is not supported (BPE only)"));
   if (!model.contains("vocab") || !model["vocab"].is_object()) throw fail("model.vocab missing");
   if (!file.error.empty()) throw fail(file.error);
-  if (!is_null(model, "dropout")) throw fail("model.dropout is not supported (BPE without dropout only)");
+  if (!is_null(model, "dropout"))
+    throw fail("model.dropout is not supported (BPE without dropout only)");
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (!is_null(model, k) && model[k] != "") throw fail(cat("model.", k, " is not supported (byte-level BPE has none)"));
+    if (!is_null(model, k) && model[k] != "")
+      throw fail(cat("model.", k, " is not supported (byte-level BPE has none)"));
   m->ignore_merges = json_optional<bool>(model, "ignore_merges", false, path + ": model");
 
   int64_t max_id = -1;
   for (const auto& [token, id] : file.vocab) {
-    if (id < 0 || id > MergeTable::kMaxId) throw fail(cat("model.vocab['", token, "']: id ", id, " is out of range"));
+    if (id < 0 || id > MergeTable::kMaxId)
+      throw fail(cat("model.vocab['", token, "']: id ", id, " is out of range"));
     max_id = std::max(max_id, id);
   }
   if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
     if (!j["added_tokens"].is_array()) throw fail("added_tokens is not a list");
     for (const auto& a : j["added_tokens"]) {
       const std::string where = path + ": added_tokens";
-      Model::AddedToken at{json_required<std::string>(a, "content", where), json_required<int32_t>(a, "id", where),
+      Model::AddedToken at{json_required<std::string>(a, "content", where),
+                           json_required<int32_t>(a, "id", where),
                            json_optional<bool>(a, "special", false, where)};
       if (at.content.empty()) throw fail(cat("empty added token (id ", at.id, ")"));
-      if (at.id < 0 || at.id > MergeTable::kMaxId) throw fail(cat("added token '", at.content, "' has id ", at.id));
+      if (at.id < 0 || at.id > MergeTable::kMaxId)
+        throw fail(cat("added token '", at.content, "' has id ", at.id));
       for (const char* k : {"single_word", "lstrip", "rstrip", "normalized"})
         if (json_optional<bool>(a, k, false, where))
           throw fail(cat("added token '", at.content, "': '", k, "': true is not supported"));
@@ -658,9 +690,10 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
       m->added.push_back(at);
     }
   }
-  std::stable_sort(m->added.begin(), m->added.end(), [](const Model::AddedToken& a, const Model::AddedToken& b) {
-    return a.content.size() > b.content.size();
-  });
+  std::stable_sort(m->added.begin(), m->added.end(),
+                   [](const Model::AddedToken& a, const Model::AddedToken& b) {
+                     return a.content.size() > b.content.size();
+                   });
   for (const auto& a : m->added) m->added_first_byte[static_cast<uint8_t>(a.content[0])] = true;
 
   const size_t n = static_cast<size_t>(max_id + 1);
@@ -678,7 +711,8 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     m->id_to_token[a.id] = a.content, m->has_token[a.id] = 1, m->special[a.id] = a.special;
   }
   m->vocab.reserve(file.vocab.size());
-  for (const auto& [token, id] : file.vocab) m->vocab.emplace(m->id_to_token[id], static_cast<int32_t>(id));
+  for (const auto& [token, id] : file.vocab)
+    m->vocab.emplace(m->id_to_token[id], static_cast<int32_t>(id));
   m->id_bytes.resize(n);
   for (size_t id = 0; id < n; ++id)
     if (m->has_token[id]) m->id_bytes[id] = token_bytes(m->id_to_token[id]);
@@ -687,11 +721,13 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 
   for (int b = 0; b < 256; ++b) {
     auto it = m->vocab.find(alphabet().byte_to_utf8[b]);
-    if (it == m->vocab.end()) throw fail(cat("the vocabulary lacks byte ", b, " of the byte-level alphabet"));
+    if (it == m->vocab.end())
+      throw fail(cat("the vocabulary lacks byte ", b, " of the byte-level alphabet"));
     m->byte_id[b] = it->second;
   }
 
-  if (file.merges.size() > size_t(MergeTable::kMaxRank)) throw fail(cat("more than ", MergeTable::kMaxRank, " merges"));
+  if (file.merges.size() > size_t(MergeTable::kMaxRank))
+    throw fail(cat("more than ", MergeTable::kMaxRank, " merges"));
   m->merges.reserve(file.merges.size());
   m->merge_id.reserve(file.merges.size());
   std::string joined;
@@ -700,30 +736,36 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     joined.assign(left).append(right);
     auto a = m->vocab.find(left), b = m->vocab.find(right), ab = m->vocab.find(joined);
     if (a == m->vocab.end() || b == m->vocab.end() || ab == m->vocab.end())
-      throw fail(cat("model.merges entry ", rank, " ('", left, "', '", right, "'): a token is not in model.vocab"));
+      throw fail(cat("model.merges entry ", rank, " ('", left, "', '", right,
+                     "'): a token is not in model.vocab"));
     m->merges.put(a->second, b->second, static_cast<int32_t>(rank));
     m->merge_id.push_back(ab->second);
   }
 
   if (!is_null(j, "normalizer")) {
-    const std::string nt = json_optional<std::string>(j["normalizer"], "type", "", path + ": normalizer");
+    const std::string nt =
+        json_optional<std::string>(j["normalizer"], "type", "", path + ": normalizer");
     if (nt != "NFC") throw fail(cat("normalizer '", nt, "' is not supported (NFC or none)"));
     m->normalize_nfc = true;
   }
   // the pre-tokenizer: the Qwen2 pattern (Isolated), then byte-level without its own regex
   {
-    const std::string want = "a Sequence of Split (the Qwen2 pattern, Isolated) and ByteLevel (no prefix space, no regex)";
-    if (is_null(j, "pre_tokenizer")) throw fail("pre_tokenizer missing (" + want + " is supported)");
+    const std::string want =
+        "a Sequence of Split (the Qwen2 pattern, Isolated) and ByteLevel (no prefix space, no "
+        "regex)";
+    if (is_null(j, "pre_tokenizer"))
+      throw fail("pre_tokenizer missing (" + want + " is supported)");
     const json& pt = j["pre_tokenizer"];
-    bool ok = pt.value("type", "") == "Sequence" && pt.contains("pretokenizers") && pt["pretokenizers"].is_array() &&
-              pt["pretokenizers"].size() == 2;
+    bool ok = pt.value("type", "") == "Sequence" && pt.contains("pretokenizers") &&
+              pt["pretokenizers"].is_array() && pt["pretokenizers"].size() == 2;
     if (ok) {
       const json& split = pt["pretokenizers"][0];
       const json& bl = pt["pretokenizers"][1];
-      ok = split.value("type", "") == "Split" && split.contains("pattern") && split["pattern"].is_object() &&
-           split["pattern"].value("Regex", "") == kQwen2Pattern && split.value("behavior", "") == "Isolated" &&
-           !split.value("invert", false) && bl.value("type", "") == "ByteLevel" &&
-           !bl.value("add_prefix_space", true) && !bl.value("use_regex", true);
+      ok = split.value("type", "") == "Split" && split.contains("pattern") &&
+           split["pattern"].is_object() && split["pattern"].value("Regex", "") == kQwen2Pattern &&
+           split.value("behavior", "") == "Isolated" && !split.value("invert", false) &&
+           bl.value("type", "") == "ByteLevel" && !bl.value("add_prefix_space", true) &&
+           !bl.value("use_regex", true);
     }
     if (!ok) throw fail("pre_tokenizer is not supported (" + want + " is)");
   }
@@ -755,7 +797,9 @@ std::string Tokenizer::nfc(const std::string& text) {
   return out;
 }
 
-const std::string& Tokenizer::byte_symbol(uint8_t b) { return alphabet().byte_to_utf8[b]; }
+const std::string& Tokenizer::byte_symbol(uint8_t b) {
+  return alphabet().byte_to_utf8[b];
+}
 
 std::vector<std::string> Tokenizer::pretokenize(const std::string& text) {
   const std::string valid = to_valid_utf8(text);
@@ -796,7 +840,8 @@ void Tokenizer::bpe(const char* piece, size_t n, std::vector<int32_t>& out) cons
     if (cache_->get(key, hash, out)) return;
   }
 
-  // the symbols as a linked list; pair_rank: the rank of the merge of the pair a symbol starts (-1: none)
+  // the symbols as a linked list; pair_rank: the rank of the merge of the pair a symbol starts (-1:
+  // none)
   struct Symbol {
     int32_t id, prev, next, pair_rank;
   };
@@ -805,7 +850,8 @@ void Tokenizer::bpe(const char* piece, size_t n, std::vector<int32_t>& out) cons
   sym.resize(n);
   queue.clear();
   for (size_t i = 0; i < n; ++i)
-    sym[i] = {m.byte_id[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, -1};
+    sym[i] = {m.byte_id[p[i]], static_cast<int32_t>(i) - 1,
+              i + 1 < n ? static_cast<int32_t>(i + 1) : -1, -1};
   auto pair_at = [&](int32_t pos) {  // looks the pair up; true when it has a merge
     Symbol& s = sym[pos];
     s.pair_rank = s.next >= 0 ? m.merges.find(s.id, sym[s.next].id) : -1;
@@ -870,7 +916,8 @@ std::vector<int32_t> Tokenizer::encode(const std::string& input) const {
   for (size_t i = 0; i < n; ++i) {
     if (!m.added_first_byte[static_cast<uint8_t>(s[i])]) continue;
     for (const auto& a : m.added) {  // longest first: the leftmost-longest match
-      if (a.content.size() <= n - i && std::memcmp(s + i, a.content.data(), a.content.size()) == 0) {
+      if (a.content.size() <= n - i &&
+          std::memcmp(s + i, a.content.data(), a.content.size()) == 0) {
         encode_segment(s + start, i - start, out);
         out.push_back(a.id);
         i += a.content.size() - 1;
@@ -883,9 +930,11 @@ std::vector<int32_t> Tokenizer::encode(const std::string& input) const {
   return out;
 }
 
-std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std::string>& texts, int threads) const {
+std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std::string>& texts,
+                                                          int threads) const {
   std::vector<std::vector<int32_t>> out(texts.size());
-  size_t workers = threads > 0 ? static_cast<size_t>(threads) : std::max(1u, std::thread::hardware_concurrency());
+  size_t workers = threads > 0 ? static_cast<size_t>(threads)
+                               : std::max(1u, std::thread::hardware_concurrency());
   workers = std::min(workers, texts.size());
   std::atomic<size_t> next{0};
   std::exception_ptr error;
@@ -935,12 +984,17 @@ int32_t Tokenizer::require_id(const std::string& token) const {
 }
 
 std::string Tokenizer::id_to_token(int32_t id) const {
-  if (id < 0 || id >= vocab_size()) throw Error(cat(m_->path, ": token id ", id, " is outside the vocabulary"));
+  if (id < 0 || id >= vocab_size())
+    throw Error(cat(m_->path, ": token id ", id, " is outside the vocabulary"));
   return m_->id_to_token[id];
 }
 
-bool Tokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size() && m_->special[id]; }
+bool Tokenizer::is_special(int32_t id) const {
+  return id >= 0 && id < vocab_size() && m_->special[id];
+}
 
-int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(m_->id_to_token.size()); }
+int32_t Tokenizer::vocab_size() const {
+  return static_cast<int32_t>(m_->id_to_token.size());
+}
 
 }  // namespace emovlm

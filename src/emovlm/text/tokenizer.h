@@ -23,7 +23,8 @@ class Tokenizer {
   // U+FFFD (what a Python or JavaScript caller's lossy decoding hands the reference).
   std::vector<int32_t> encode(const std::string& text) const;
   // encode() of each text on `threads` threads (0: one per core); results in input order.
-  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, int threads = 0) const;
+  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts,
+                                                 int threads = 0) const;
   // Decodes ids as the reference does: each token's bytes (a token of characters outside the
   // byte-level alphabet as its own UTF-8), then one U+FFFD per maximal invalid subsequence;
   // skip_special_tokens drops the special added tokens; ids without a token are skipped.

@@ -1,6 +1,7 @@
 // Character data of the tokenizer as the reference tokenizer sees it: the classes of the Qwen2
 // split pattern, NFC's decompositions, canonical ordering and compositions, the contractions'
-// case-insensitive letters (generated into unicode_tables.cpp by tests/data/tokenizer/gen_unicode_tables.js).
+// case-insensitive letters (generated into unicode_tables.cpp by
+// tests/data/tokenizer/gen_unicode_tables.js).
 #pragma once
 
 #include <cstddef>
@@ -36,16 +37,22 @@ extern const Decomposition kDecompositions[];
 extern const size_t kDecompositionCount;
 extern const Composition kCompositions[];
 extern const size_t kCompositionCount;
-extern const uint32_t kContractionSingle[], kContractionReVe1[], kContractionReVe2[], kContractionLl1[],
-    kContractionLl2[];
-extern const size_t kContractionSingleCount, kContractionReVe1Count, kContractionReVe2Count, kContractionLl1Count,
-    kContractionLl2Count;
+extern const uint32_t kContractionSingle[], kContractionReVe1[], kContractionReVe2[],
+    kContractionLl1[], kContractionLl2[];
+extern const size_t kContractionSingleCount, kContractionReVe1Count, kContractionReVe2Count,
+    kContractionLl1Count, kContractionLl2Count;
 
 // One byte per code point (cp < 0x110000): the class in bits 0-2; bit 3 set when NFC leaves the
 // character as it is whatever its neighbours, provided they are such characters too (it is its
 // own NFC, a starter, does not combine with what precedes it, nor does its decomposition's first).
-inline uint8_t properties(uint32_t cp) { return kPropertyBlocks[kPropertyIndex[cp >> 7]][cp & 127]; }
-inline CharClass char_class(uint32_t cp) { return static_cast<CharClass>(properties(cp) & 7); }
-inline bool nfc_quick_yes(uint32_t cp) { return (properties(cp) & 8) != 0; }
+inline uint8_t properties(uint32_t cp) {
+  return kPropertyBlocks[kPropertyIndex[cp >> 7]][cp & 127];
+}
+inline CharClass char_class(uint32_t cp) {
+  return static_cast<CharClass>(properties(cp) & 7);
+}
+inline bool nfc_quick_yes(uint32_t cp) {
+  return (properties(cp) & 8) != 0;
+}
 
 }  // namespace emovlm::unicode

@@ -36,21 +36,25 @@ struct CachedBatches {
     for (int64_t p = 0; p < passes; ++p) {
       std::vector<int64_t> perm(n);
       for (int64_t i = 0; i < n; ++i) perm[i] = i;
-      SplitMix64 rng(mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157 + static_cast<uint64_t>(p)));
-      for (int64_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[rng.below(static_cast<uint64_t>(i))]);
+      SplitMix64 rng(
+          mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157 + static_cast<uint64_t>(p)));
+      for (int64_t i = n; i > 1; --i)
+        std::swap(perm[i - 1], perm[rng.below(static_cast<uint64_t>(i))]);
       o.insert(o.end(), perm.begin(), perm.end());
     }
     order = torch::tensor(o, torch::kInt64);
     return static_cast<size_t>(passes * per_pass());
   }
   torch::Tensor indices(size_t b) const {
-    const int64_t pass = static_cast<int64_t>(b) / per_pass(), within = static_cast<int64_t>(b) % per_pass();
+    const int64_t pass = static_cast<int64_t>(b) / per_pass(),
+                  within = static_cast<int64_t>(b) % per_pass();
     const int64_t start = within * batch;
     return order.narrow(0, pass * n + start, std::min(batch, n - start));
   }
 };
 
-void save_module(const std::string& path, torch::nn::Module& m, const std::string& key, const json& config) {
+void save_module(const std::string& path, torch::nn::Module& m, const std::string& key,
+                 const json& config) {
   NamedTensors ts;
   for (const auto& p : m.named_parameters()) ts.emplace_back(p.key(), p.value());
   save_tensors(path, ts, {{key, config.dump()}});
@@ -82,7 +86,9 @@ void load_module(const std::string& path, torch::nn::Module& m) {
   }
 }
 
-std::string report_path(const std::string& out) { return (fs::path(out) / "report.json").string(); }
+std::string report_path(const std::string& out) {
+  return (fs::path(out) / "report.json").string();
+}
 
 double accuracy(const torch::Tensor& logits, const torch::Tensor& y) {
   return (logits.argmax(-1) == y).to(torch::kFloat64).mean().item<double>();
@@ -91,10 +97,12 @@ double accuracy(const torch::Tensor& logits, const torch::Tensor& y) {
 // A validation cache must come from the training cache's VLM, with its labels.
 void check_same_parts(const FeatureCache& a, const FeatureCache& b) {
   if (a.labels != b.labels)
-    throw Error(cat(b.dir, ": its labels ", json(b.labels).dump(), " differ from ", a.dir, "'s ", json(a.labels).dump()));
-  check_same_vlm(vlm_identity_of_cache(a.manifest), cat("the cache ", a.dir), vlm_identity_of_cache(b.manifest),
-                 cat("the cache ", b.dir));
-  if (a.features.size(1) != b.features.size(1)) throw Error(cat(b.dir, ": its feature size differs from ", a.dir, "'s"));
+    throw Error(cat(b.dir, ": its labels ", json(b.labels).dump(), " differ from ", a.dir, "'s ",
+                    json(a.labels).dump()));
+  check_same_vlm(vlm_identity_of_cache(a.manifest), cat("the cache ", a.dir),
+                 vlm_identity_of_cache(b.manifest), cat("the cache ", b.dir));
+  if (a.features.size(1) != b.features.size(1))
+    throw Error(cat(b.dir, ": its feature size differs from ", a.dir, "'s"));
 }
 
 }  // namespace
@@ -103,7 +111,9 @@ torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features) 
   torch::NoGradGuard ng;
   head.eval();
   std::vector<torch::Tensor> out;
-  for (int64_t i = 0; i < features.size(0); i += 4096) out.push_back(head.forward(features.narrow(0, i, std::min<int64_t>(4096, features.size(0) - i))));
+  for (int64_t i = 0; i < features.size(0); i += 4096)
+    out.push_back(
+        head.forward(features.narrow(0, i, std::min<int64_t>(4096, features.size(0) - i))));
   return torch::cat(out);
 }
 
@@ -121,37 +131,45 @@ struct StepBudget {
 
 constexpr int64_t kMaxEpochs = 100;
 
-StepBudget step_budget(const std::string& stage, int64_t images, int64_t batch, int64_t epochs, int64_t accum,
-                       int64_t min_steps, int64_t patience, bool validated, bool quiet) {
+StepBudget step_budget(const std::string& stage, int64_t images, int64_t batch, int64_t epochs,
+                       int64_t accum, int64_t min_steps, int64_t patience, bool validated,
+                       bool quiet) {
   if (batch <= 0) throw Error(cat(stage, ": --batch-size must be positive, not ", batch));
   if (epochs <= 0) throw Error(cat(stage, ": --epochs must be positive, not ", epochs));
   if (min_steps < 0) throw Error(cat(stage, ": --min-steps must be >= 0, not ", min_steps));
-  if (patience < -1) throw Error(cat(stage, ": --patience must be >= 0 (or -1: automatic), not ", patience));
+  if (patience < -1)
+    throw Error(cat(stage, ": --patience must be >= 0 (or -1: automatic), not ", patience));
   accum = std::max<int64_t>(accum, 1);
   const int64_t per_pass = (images + batch - 1) / batch;  // batches
   const int64_t steps_per_pass = (per_pass + accum - 1) / accum;
-  const int64_t passes = std::max(epochs, steps_per_pass > 0 ? (min_steps + steps_per_pass - 1) / steps_per_pass : 0);
+  const int64_t passes =
+      std::max(epochs, steps_per_pass > 0 ? (min_steps + steps_per_pass - 1) / steps_per_pass : 0);
   StepBudget b;
-  b.passes = passes > std::max(epochs, kMaxEpochs) ? (passes + std::max(epochs, kMaxEpochs) - 1) / std::max(epochs, kMaxEpochs) : 1;
+  b.passes = passes > std::max(epochs, kMaxEpochs)
+                 ? (passes + std::max(epochs, kMaxEpochs) - 1) / std::max(epochs, kMaxEpochs)
+                 : 1;
   b.epochs = (passes + b.passes - 1) / b.passes;
   b.steps = b.epochs * ((b.passes * per_pass + accum - 1) / accum);
   b.patience = !validated ? 0 : patience >= 0 ? patience : std::max<int64_t>(5, b.epochs / 4);
   if (b.steps < 300 && !quiet)
     std::fprintf(stderr,
-                 "warning: %s: only %lld optimizer steps (%lld epochs of %lld images in batches of %lld); the model may "
+                 "warning: %s: only %lld optimizer steps (%lld epochs of %lld images in batches of "
+                 "%lld); the model may "
                  "be undertrained: raise --min-steps or --epochs, or lower --batch-size\n",
                  stage.c_str(), static_cast<long long>(b.steps), static_cast<long long>(b.epochs),
                  static_cast<long long>(images), static_cast<long long>(batch));
   return b;
 }
 
-// The weights a, b >= 0 for which softmax(a * h + b * v) fits the labels best (least cross-entropy):
-// the log-linear pool of the head's logits h and the VLM's answer v, a two-parameter model that
-// cannot overfit, found by L-BFGS in float64.
-std::pair<double, double> pool_weights(const torch::Tensor& h, const torch::Tensor& v, const torch::Tensor& y) {
+// The weights a, b >= 0 for which softmax(a * h + b * v) fits the labels best (least
+// cross-entropy): the log-linear pool of the head's logits h and the VLM's answer v, a
+// two-parameter model that cannot overfit, found by L-BFGS in float64.
+std::pair<double, double> pool_weights(const torch::Tensor& h, const torch::Tensor& v,
+                                       const torch::Tensor& y) {
   const torch::Tensor hd = h.to(torch::kFloat64), vd = v.to(torch::kFloat64);
   torch::Tensor w = torch::ones({2}, torch::kFloat64).requires_grad_(true);
-  torch::optim::LBFGS opt({w}, torch::optim::LBFGSOptions(1.0).max_iter(100).line_search_fn("strong_wolfe"));
+  torch::optim::LBFGS opt(
+      {w}, torch::optim::LBFGSOptions(1.0).max_iter(100).line_search_fn("strong_wolfe"));
   auto closure = [&] {
     opt.zero_grad();
     torch::Tensor loss = torch::cross_entropy_loss(w[0] * hd + w[1] * vd, y);
@@ -160,7 +178,8 @@ std::pair<double, double> pool_weights(const torch::Tensor& h, const torch::Tens
   };
   opt.step(closure);
   const double a = w[0].item<double>(), b = w[1].item<double>();
-  if (!std::isfinite(a) || !std::isfinite(b)) return {1.0, 0.0};  // degenerate data: follow the head
+  if (!std::isfinite(a) || !std::isfinite(b))
+    return {1.0, 0.0};  // degenerate data: follow the head
   return {std::max(a, 0.0), std::max(b, 0.0)};
 }
 
@@ -175,7 +194,8 @@ FeatureCache cache_rows(const FeatureCache& c, const torch::Tensor& idx) {
   s.vlm_scores = c.vlm_scores.index_select(0, idx);
   s.vlm_answer = c.vlm_answer.index_select(0, idx);
   s.targets = c.targets.index_select(0, idx);
-  for (int64_t i : std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel()))
+  for (int64_t i :
+       std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel()))
     s.paths.push_back(c.paths.at(static_cast<size_t>(i)));
   return s;
 }
@@ -187,31 +207,38 @@ struct HeadRun {
 
 // Stage 2 on loaded caches: trains, writes OUT (head.safetensors, classes.json, report.json,
 // the trainer's files) and returns the head with the best validation epoch's weights.
-HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const DistillOptions& o, int64_t val_shared) {
+HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const DistillOptions& o,
+                 int64_t val_shared) {
   torch::manual_seed(o.seed);
   DistillHead head(train.features.size(1), o.hidden, train.num_classes(), o.dropout);
   if (o.compute_dtype != "bf16" && o.compute_dtype != "f32")
     throw Error(cat("--compute-dtype must be bf16 or f32, not '", o.compute_dtype, "'"));
   head->set_compute_dtype(parse_dtype(o.compute_dtype, "--compute-dtype"));
   if (!o.quiet)
-    std::fprintf(stderr, "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
-                 static_cast<long long>(head->num_parameters()), static_cast<long long>(train.features.size(1)),
-                 json(o.hidden).dump().c_str(), static_cast<long long>(train.num_classes()));
-  const StepBudget budget = step_budget("distill", train.size(), o.batch_size, o.epochs, o.optim.grad_accum,
-                                        o.min_steps, o.patience, val != nullptr, o.quiet);
+    std::fprintf(stderr,
+                 "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
+                 static_cast<long long>(head->num_parameters()),
+                 static_cast<long long>(train.features.size(1)), json(o.hidden).dump().c_str(),
+                 static_cast<long long>(train.num_classes()));
+  const StepBudget budget =
+      step_budget("distill", train.size(), o.batch_size, o.epochs, o.optim.grad_accum, o.min_steps,
+                  o.patience, val != nullptr, o.quiet);
   CachedBatches batches{train.size(), o.batch_size, o.seed, budget.passes, {}};
   TrainConfig tc = train_config(o.out, budget.epochs, o.seed, o.resume, o.optim, "distill");
   tc.classes = train.labels;
   tc.save_every_steps = o.save_every_steps;
   tc.patience = budget.patience;
-  tc.stage_config = {{"stage", "distill"}, {"cache", o.cache}, {"hidden", o.hidden}, {"alpha", o.alpha},
-                     {"temperature", o.temperature}, {"dropout", o.dropout}, {"batch_size", o.batch_size}};
+  tc.stage_config = {{"stage", "distill"},           {"cache", o.cache},
+                     {"hidden", o.hidden},           {"alpha", o.alpha},
+                     {"temperature", o.temperature}, {"dropout", o.dropout},
+                     {"batch_size", o.batch_size}};
   StageHooks h;
   h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
     torch::Tensor idx = dist::shard_rows(batches.indices(b));  // this process's rows of the batch
     if (idx.size(0) == 0) return {torch::Tensor(), 0};
-    KDLoss l = kd_loss(head->forward(train.features.index_select(0, idx)), train.teacher_logits.index_select(0, idx),
+    KDLoss l = kd_loss(head->forward(train.features.index_select(0, idx)),
+                       train.teacher_logits.index_select(0, idx),
                        train.targets.index_select(0, idx), o.temperature, o.alpha);
     return {l.loss, idx.size(0)};
   };
@@ -221,12 +248,20 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
   };
   FitResult r = fit(*head, tc, h);
   // how it was trained, so that a cross-fit can train its fold heads alike
-  const json training = {{"epochs", o.epochs}, {"min_steps", o.min_steps}, {"patience", o.patience},
-                         {"batch_size", o.batch_size}, {"seed", o.seed}, {"optim", o.optim.to_json()}};
-  json cfg = {{"in_dim", train.features.size(1)}, {"hidden", o.hidden}, {"num_classes", train.num_classes()},
-              {"dropout", o.dropout}, {"alpha", o.alpha}, {"temperature", o.temperature}, {"labels", train.labels},
-              {"compute_dtype", o.compute_dtype}, {"parameters", head->num_parameters()},
-              {"vlm_identity", vlm_identity_of_cache(train.manifest)}, {"training", training}};
+  const json training = {{"epochs", o.epochs},     {"min_steps", o.min_steps},
+                         {"patience", o.patience}, {"batch_size", o.batch_size},
+                         {"seed", o.seed},         {"optim", o.optim.to_json()}};
+  json cfg = {{"in_dim", train.features.size(1)},
+              {"hidden", o.hidden},
+              {"num_classes", train.num_classes()},
+              {"dropout", o.dropout},
+              {"alpha", o.alpha},
+              {"temperature", o.temperature},
+              {"labels", train.labels},
+              {"compute_dtype", o.compute_dtype},
+              {"parameters", head->num_parameters()},
+              {"vlm_identity", vlm_identity_of_cache(train.manifest)},
+              {"training", training}};
   if (dist::is_main()) {
     save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
     LabelSet ls;
@@ -234,12 +269,19 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
     ls.labels = train.labels;
     write_classes(o.out, ls);
   }
-  json report = {{"stage", "distill"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
+  json report = {{"stage", "distill"},
+                 {"config", cfg},
+                 {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
-                 {"final_train_loss", r.last_train_loss}, {"cache", store_path(o.cache, report_path(o.out))},
-                 {"epochs", budget.epochs}, {"passes_per_epoch", budget.passes}, {"epochs_run", r.epochs_run}, {"stopped_early", r.stopped_early},
-                 {"optimizer_steps", r.steps}, {"planned_optimizer_steps", budget.steps}};
+                 {"final_train_loss", r.last_train_loss},
+                 {"cache", store_path(o.cache, report_path(o.out))},
+                 {"epochs", budget.epochs},
+                 {"passes_per_epoch", budget.passes},
+                 {"epochs_run", r.epochs_run},
+                 {"stopped_early", r.stopped_early},
+                 {"optimizer_steps", r.steps},
+                 {"planned_optimizer_steps", budget.steps}};
   if (val) report["val_images_in_training"] = val_shared;
   if (dist::is_main()) write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return {head, cfg, report};
@@ -269,17 +311,20 @@ DistillOptions head_options(const json& cfg, const std::string& where) {
 // split into `folds` folds (seeded, class by class so that each fold holds every class alike),
 // and fold k's rows get the output of a head trained on the others with the given head's
 // settings, in DIR/fold-K (resumed: a finished fold is reused).
-torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache* val, const json& head_cfg,
-                                   const std::string& head_where, int64_t folds, uint64_t seed, const std::string& dir,
+torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache* val,
+                                   const json& head_cfg, const std::string& head_where,
+                                   int64_t folds, uint64_t seed, const std::string& dir,
                                    bool overwrite) {
   const int64_t n = train.size();
   if (folds < 2 || folds > n)
-    throw Error(cat("--folds must be between 2 and the training cache's ", n, " images, not ", folds));
+    throw Error(
+        cat("--folds must be between 2 and the training cache's ", n, " images, not ", folds));
   // fold of each row: a seeded permutation, then rows dealt to the folds in turn, class by class
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = i;
   SplitMix64 rng(mix_seed(seed, 0xC0F1D, 0));
-  for (int64_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(static_cast<uint64_t>(i))]);
+  for (int64_t i = n; i > 1; --i)
+    std::swap(order[i - 1], order[rng.below(static_cast<uint64_t>(i))]);
   const torch::Tensor y = train.targets.contiguous();
   const auto ya = y.accessor<int64_t, 1>();
   std::vector<int64_t> fold(n);
@@ -294,14 +339,17 @@ torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache
   for (int64_t k = 0; k < folds; ++k) {
     std::vector<int64_t> in, out;
     for (int64_t i = 0; i < n; ++i) (fold[i] == k ? out : in).push_back(i);
-    if (in.empty() || out.empty()) throw Error(cat("cross-fit: fold ", k + 1, " of ", folds, " is empty"));
-    const torch::Tensor in_idx = torch::tensor(in, torch::kInt64), out_idx = torch::tensor(out, torch::kInt64);
+    if (in.empty() || out.empty())
+      throw Error(cat("cross-fit: fold ", k + 1, " of ", folds, " is empty"));
+    const torch::Tensor in_idx = torch::tensor(in, torch::kInt64),
+                        out_idx = torch::tensor(out, torch::kInt64);
     d.out = (fs::path(dir) / cat("fold-", k + 1)).string();
     d.overwrite = overwrite;
     d.resume = !overwrite;
     d.seed = mix_seed(seed, static_cast<uint64_t>(k), 0xF01D);
     std::fprintf(stderr, "cross-fit: head %lld of %lld (%zu training images, %zu held out)\n",
-                 static_cast<long long>(k + 1), static_cast<long long>(folds), in.size(), out.size());
+                 static_cast<long long>(k + 1), static_cast<long long>(folds), in.size(),
+                 out.size());
     RunOutput run(d.out, d.out, d.resume, d.overwrite);
     HeadRun h = fit_head(cache_rows(train, in_idx), val, d, 0);
     logits.index_copy_(0, out_idx, head_logits(*h.head, train.features.index_select(0, out_idx)));
@@ -336,7 +384,8 @@ DistillHead load_distill_head(const std::string& dir, json* config) {
     constexpr int64_t kMaxWidth = int64_t{1} << 20;
     check_range(in_dim, 1, kMaxWidth, "in_dim");
     check_range(static_cast<int64_t>(hidden.size()), 0, 64, "the number of hidden layers");
-    for (size_t i = 0; i < hidden.size(); ++i) check_range(hidden[i], 1, kMaxWidth, cat("hidden[", i, "]"));
+    for (size_t i = 0; i < hidden.size(); ++i)
+      check_range(hidden[i], 1, kMaxWidth, cat("hidden[", i, "]"));
     check_range(classes, 1, kMaxWidth, "num_classes");
     check(dropout >= 0 && dropout < 1, cat("dropout ", dropout, " must be in [0, 1)"));
   } catch (const Error& e) {
@@ -366,11 +415,11 @@ json train_gate(const GateOptions& o) {
   json hcfg;
   DistillHead head = load_distill_head(o.distill, &hcfg);
   if (hcfg["labels"].get<std::vector<std::string>>() != train.labels)
-    throw Error(cat(o.distill, ": the head was trained on other labels (", hcfg["labels"].dump(), ") than ", o.cache,
-                    " holds (", json(train.labels).dump(), ")"));
+    throw Error(cat(o.distill, ": the head was trained on other labels (", hcfg["labels"].dump(),
+                    ") than ", o.cache, " holds (", json(train.labels).dump(), ")"));
   if (hcfg.contains("vlm_identity"))
-    check_same_vlm(hcfg["vlm_identity"], cat("the head ", o.distill), vlm_identity_of_cache(train.manifest),
-                   cat("the cache ", o.cache));
+    check_same_vlm(hcfg["vlm_identity"], cat("the head ", o.distill),
+                   vlm_identity_of_cache(train.manifest), cat("the cache ", o.cache));
   std::unique_ptr<FeatureCache> val;
   int64_t val_shared = 0;
   if (!o.val_cache.empty()) {
@@ -384,30 +433,35 @@ json train_gate(const GateOptions& o) {
   const FeatureCache* check_cache = o.fit_on == "val" ? nullptr : val.get();
   torch::Tensor v_fit = fit_cache.vlm_input(o.vlm_input), y_fit = fit_cache.targets, h_fit;
   if (o.fit_on == "crossfit") {
-    const std::string dir = o.crossfit_dir.empty() ? (fs::path(o.out) / "crossfit").string() : o.crossfit_dir;
+    const std::string dir =
+        o.crossfit_dir.empty() ? (fs::path(o.out) / "crossfit").string() : o.crossfit_dir;
     h_fit = crossfit_head_logits(train, val.get(), hcfg, o.distill, o.folds, o.seed, dir,
                                  o.overwrite && o.crossfit_dir.empty());
   } else {
     h_fit = head_logits(*head, fit_cache.features);
   }
   torch::Tensor h_val, v_val;
-  if (check_cache) h_val = head_logits(*head, check_cache->features), v_val = check_cache->vlm_input(o.vlm_input);
+  if (check_cache)
+    h_val = head_logits(*head, check_cache->features), v_val = check_cache->vlm_input(o.vlm_input);
   torch::manual_seed(o.seed);
   Gate gate(o.kind, train.num_classes());
   // the start: the weights of the head's logits and the VLM's answer that fit the fit rows best
   const auto [head_weight, vlm_weight] = pool_weights(h_fit, v_fit, y_fit);
   if (o.init == "average") gate->init_average(head_weight, vlm_weight);
-  const double vlm_right = (fit_cache.vlm_answer == y_fit).to(torch::kFloat64).mean().item<double>();
-  const StepBudget budget = step_budget("gate", fit_cache.size(), o.batch_size, o.epochs, o.optim.grad_accum,
-                                        o.min_steps, o.patience, check_cache != nullptr, false);
+  const double vlm_right =
+      (fit_cache.vlm_answer == y_fit).to(torch::kFloat64).mean().item<double>();
+  const StepBudget budget =
+      step_budget("gate", fit_cache.size(), o.batch_size, o.epochs, o.optim.grad_accum, o.min_steps,
+                  o.patience, check_cache != nullptr, false);
   CachedBatches batches{fit_cache.size(), o.batch_size, o.seed, budget.passes, {}};
   TrainConfig tc = train_config(o.out, budget.epochs, o.seed, o.resume, o.optim, "gate");
   tc.classes = train.labels;
   tc.save_every_steps = o.save_every_steps;
   tc.patience = budget.patience;
   tc.validate_start = true;  // the starting combination may beat every trained epoch
-  tc.stage_config = {{"stage", "gate"}, {"kind", o.kind}, {"vlm_input", o.vlm_input}, {"cache", o.cache},
-                     {"distill", o.distill}, {"fit_on", o.fit_on}, {"init", o.init}};
+  tc.stage_config = {{"stage", "gate"},  {"kind", o.kind},       {"vlm_input", o.vlm_input},
+                     {"cache", o.cache}, {"distill", o.distill}, {"fit_on", o.fit_on},
+                     {"init", o.init}};
   StageHooks h;
   h.begin_epoch = [&](int64_t epoch, size_t) { return batches.begin(epoch); };
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
@@ -421,26 +475,42 @@ json train_gate(const GateOptions& o) {
     return accuracy(gate->forward(v_val, h_val), check_cache->targets);
   };
   FitResult r = fit(*gate, tc, h);
-  json cfg = {{"kind", o.kind}, {"vlm_input", o.vlm_input}, {"num_classes", train.num_classes()},
-              {"labels", train.labels}, {"parameters", gate->num_parameters()},
-              {"vlm_identity", vlm_identity_of_cache(train.manifest)}, {"fit_on", o.fit_on}, {"init", o.init}};
+  json cfg = {{"kind", o.kind},
+              {"vlm_input", o.vlm_input},
+              {"num_classes", train.num_classes()},
+              {"labels", train.labels},
+              {"parameters", gate->num_parameters()},
+              {"vlm_identity", vlm_identity_of_cache(train.manifest)},
+              {"fit_on", o.fit_on},
+              {"init", o.init}};
   if (o.fit_on == "crossfit") cfg["folds"] = o.folds;
-  if (dist::is_main()) save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
+  if (dist::is_main())
+    save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
   gate->eval();
   torch::NoGradGuard ng;
-  json report = {{"stage", "gate"}, {"config", cfg}, {"best_epoch", r.best_epoch + 1},
-                 {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
-                 {"fit_accuracy", accuracy(gate->forward(v_fit, h_fit), y_fit)},
-                 {"fit_images", fit_cache.size()}, {"vlm_fit_accuracy", vlm_right},
-                 {"head_fit_accuracy", accuracy(h_fit, y_fit)},
-                 {"init", {{"kind", o.init}, {"head_weight", head_weight}, {"vlm_weight", vlm_weight}}},
-                 {"cache", store_path(o.cache, report_path(o.out))}, {"epochs", budget.epochs},
-                 {"passes_per_epoch", budget.passes}, {"epochs_run", r.epochs_run}, {"stopped_early", r.stopped_early}, {"optimizer_steps", r.steps},
-                 {"planned_optimizer_steps", budget.steps}};
+  json report = {
+      {"stage", "gate"},
+      {"config", cfg},
+      {"best_epoch", r.best_epoch + 1},
+      {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
+      {"fit_accuracy", accuracy(gate->forward(v_fit, h_fit), y_fit)},
+      {"fit_images", fit_cache.size()},
+      {"vlm_fit_accuracy", vlm_right},
+      {"head_fit_accuracy", accuracy(h_fit, y_fit)},
+      {"init", {{"kind", o.init}, {"head_weight", head_weight}, {"vlm_weight", vlm_weight}}},
+      {"cache", store_path(o.cache, report_path(o.out))},
+      {"epochs", budget.epochs},
+      {"passes_per_epoch", budget.passes},
+      {"epochs_run", r.epochs_run},
+      {"stopped_early", r.stopped_early},
+      {"optimizer_steps", r.steps},
+      {"planned_optimizer_steps", budget.steps}};
   if (check_cache)
-    report["val"] = {
-        {"vlm_accuracy", (check_cache->vlm_answer == check_cache->targets).to(torch::kFloat64).mean().item<double>()},
-        {"head_accuracy", accuracy(h_val, check_cache->targets)}};
+    report["val"] = {{"vlm_accuracy", (check_cache->vlm_answer == check_cache->targets)
+                                          .to(torch::kFloat64)
+                                          .mean()
+                                          .item<double>()},
+                     {"head_accuracy", accuracy(h_val, check_cache->targets)}};
   if (val) report["val_images_in_training"] = val_shared;
   if (dist::is_main()) write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return report;

@@ -8,8 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "emovlm/models/heads.h"
 #include "emovlm/data/feature_cache.h"
+#include "emovlm/models/heads.h"
 #include "emovlm/train/trainer.h"
 
 namespace emovlm {
@@ -25,8 +25,9 @@ struct DistillOptions {
   // Early stopping on the validation cache: epochs without a better accuracy before the run stops
   // (-1: a quarter of the run's epochs, at least 5; 0: never).
   int64_t patience = -1;
-  int64_t batch_size = 256;           // the reference code uses 1 (--batch-size 1)
-  std::string compute_dtype = "bf16";  // the head's matmuls (bf16: AMX on the CPU); f32 for exact float32
+  int64_t batch_size = 256;  // the reference code uses 1 (--batch-size 1)
+  std::string compute_dtype =
+      "bf16";  // the head's matmuls (bf16: AMX on the CPU); f32 for exact float32
   uint64_t seed = 0;
   bool resume = false;     // continue the run in `out`
   bool overwrite = false;  // start over in an `out` that holds a run

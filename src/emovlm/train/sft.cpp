@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 torch::Tensor sft_labels(const torch::Tensor& input_ids, const Qwen2VLConfig& c, int32_t pad_id,
                          const std::vector<int32_t>& header, bool mask_prompt) {
   torch::Tensor labels = input_ids.clone();
-  for (int64_t id : {static_cast<int64_t>(pad_id), c.vision_start_token_id, c.vision_end_token_id, c.image_token_id})
+  for (int64_t id : {static_cast<int64_t>(pad_id), c.vision_start_token_id, c.vision_end_token_id,
+                     c.image_token_id})
     labels.masked_fill_(input_ids == id, -100);
   if (mask_prompt && !header.empty()) {
     auto ids = input_ids.accessor<int64_t, 2>();
@@ -32,7 +33,8 @@ torch::Tensor sft_labels(const torch::Tensor& input_ids, const Qwen2VLConfig& c,
       int64_t end = -1;
       for (int64_t t = 0; t + static_cast<int64_t>(header.size()) <= input_ids.size(1); ++t) {
         bool hit = true;
-        for (size_t k = 0; k < header.size() && hit; ++k) hit = ids[b][t + static_cast<int64_t>(k)] == header[k];
+        for (size_t k = 0; k < header.size() && hit; ++k)
+          hit = ids[b][t + static_cast<int64_t>(k)] == header[k];
         if (hit) end = t + static_cast<int64_t>(header.size());
       }
       if (end > 0) labels[b].narrow(0, 0, end).fill_(-100);
@@ -41,15 +43,15 @@ torch::Tensor sft_labels(const torch::Tensor& input_ids, const Qwen2VLConfig& c,
   return labels;
 }
 
-SftTokens build_sft_tokens(const Qwen2VLProcessor& proc, const Qwen2VLConfig& cfg, const InstructionExample& ex,
-                           const RgbImage& image, bool mask_prompt) {
+SftTokens build_sft_tokens(const Qwen2VLProcessor& proc, const Qwen2VLConfig& cfg,
+                           const InstructionExample& ex, const RgbImage& image, bool mask_prompt) {
   std::vector<ChatMessage> msgs = {ChatMessage::text("system", kEmotionSystemMessage),
                                    ChatMessage::text_then_image("user", ex.prompt),
                                    ChatMessage::text("assistant", ex.answer)};
   SftTokens t;
   t.inputs = proc.build({{render_chat(msgs, false), {image}}});
-  t.labels = sft_labels(t.inputs.input_ids, cfg, proc.pad_id(), proc.tokenizer().encode("<|im_start|>assistant\n"),
-                        mask_prompt);
+  t.labels = sft_labels(t.inputs.input_ids, cfg, proc.pad_id(),
+                        proc.tokenizer().encode("<|im_start|>assistant\n"), mask_prompt);
   return t;
 }
 
@@ -59,7 +61,8 @@ torch::Tensor sft_loss(Qwen2VLImpl& model, const Qwen2VLInputs& in, const torch:
   // predict token t + 1 from position t: [B, T-1, V] vs [B, T-1]
   torch::Tensor l = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(2)}).to(torch::kFloat32);
   torch::Tensor y = labels.narrow(1, 1, T - 1).reshape({-1}).to(l.device());
-  return torch::nn::functional::cross_entropy(l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+  return torch::nn::functional::cross_entropy(
+      l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
 }
 
 void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string& assets) {
@@ -70,15 +73,17 @@ void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string&
     ts.emplace_back(p.key(), p.value());
   }
   save_tensors((fs::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
-  write_file_atomic((fs::path(dir) / "config.json").string(), model.config().to_json().dump(1) + "\n");
+  write_file_atomic((fs::path(dir) / "config.json").string(),
+                    model.config().to_json().dump(1) + "\n");
   if (!assets.empty() && fs::absolute(assets) != fs::absolute(dir))
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json", "preprocessor_config.json",
-                          "generation_config.json"})
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json",
+                          "preprocessor_config.json", "generation_config.json"})
       if (file_exists((fs::path(assets) / f).string()))
         write_file_atomic((fs::path(dir) / f).string(), read_file((fs::path(assets) / f).string()));
 }
 
-Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype, torch::Device device) {
+Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype,
+                 torch::Device device) {
   if (adapter.empty()) return Qwen2VL(Qwen2VLImpl::from_pretrained(dir, dtype, device));
   // merge in float32 on the CPU, then cast and move: the adapter costs nothing at inference
   Qwen2VL m(Qwen2VLImpl::from_pretrained(dir, torch::kFloat32, torch::kCPU));
@@ -110,33 +115,40 @@ json train_sft(const SftOptions& o) {
     }
     check_readable("the instructions", o.instructions, state.size(), unreadable);
     if (usable.size() < ex.size())
-      std::fprintf(stderr, "tune: %zu of %zu instructions dropped: their image cannot be read (%zu images, e.g. %s)\n",
-                   ex.size() - usable.size(), ex.size(), unreadable.size(), unreadable.front().c_str());
+      std::fprintf(stderr,
+                   "tune: %zu of %zu instructions dropped: their image cannot be read (%zu images, "
+                   "e.g. %s)\n",
+                   ex.size() - usable.size(), ex.size(), unreadable.size(),
+                   unreadable.front().c_str());
   }
   const torch::ScalarType dtype = parse_dtype(o.dtype);
   const torch::Device device = parse_device(o.device);
   // --qlora loads the base where it is mapped (the CPU) and quantizes it layer by layer onto the
   // device: a GPU never holds the whole base in bf16 (7B: 16.6 GB against 5.9 GB in NF4)
-  Qwen2VL model(Qwen2VLImpl::from_pretrained(o.vlm, dtype, o.qlora ? torch::Device(torch::kCPU) : device));
+  Qwen2VL model(
+      Qwen2VLImpl::from_pretrained(o.vlm, dtype, o.qlora ? torch::Device(torch::kCPU) : device));
   model->model->gradient_checkpointing = o.gradient_checkpointing;
   if (o.full) {
     // own the weights (they point into the mapped checkpoint) and train them all
     torch::NoGradGuard ng;
     for (auto& p : model->parameters()) p.set_data(p.detach().clone());
-    if (model->config().text.tie_word_embeddings) model->lm_head->weight = model->model->embed_tokens->weight;
+    if (model->config().text.tie_word_embeddings)
+      model->lm_head->weight = model->model->embed_tokens->weight;
     for (auto& p : model->parameters()) p.set_requires_grad(true);
   }
   int quantized = 0;  // Linear layers whose base is NF4
   if (!o.full) {
     // the base stays frozen (and mapped, or in NF4 with --qlora); only the adapters train
     if (o.qlora) {
-      quantized = quantize_linears_nf4(*model, o.double_quant, [](const std::string& n) { return n != "lm_head"; }, device);
+      quantized = quantize_linears_nf4(
+          *model, o.double_quant, [](const std::string& n) { return n != "lm_head"; }, device);
       model->move_to(device, dtype);  // the rest: embeddings, norms, biases, lm_head
       std::fprintf(stderr, "tune: %d linear layers of the base in NF4%s\n", quantized,
                    o.double_quant ? " (double quantization)" : "");
     }
     const int n = apply_lora(*model, o.lora, o.seed);
-    std::fprintf(stderr, "tune: LoRA r=%lld alpha=%g on %d layers\n", static_cast<long long>(o.lora.r), o.lora.alpha, n);
+    std::fprintf(stderr, "tune: LoRA r=%lld alpha=%g on %d layers\n",
+                 static_cast<long long>(o.lora.r), o.lora.alpha, n);
   }
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
 
@@ -151,12 +163,18 @@ json train_sft(const SftOptions& o) {
   std::vector<size_t> order;
   std::unique_ptr<OrderedPrefetcher<Prepared>> ahead;
   std::set<std::string> decode_failures;
-  TrainConfig tc = train_config((fs::path(o.out) / "train-state").string(), o.epochs, o.seed, o.resume, o.optim, "tune");
+  TrainConfig tc = train_config((fs::path(o.out) / "train-state").string(), o.epochs, o.seed,
+                                o.resume, o.optim, "tune");
   tc.unit = "ex";
   tc.autocast = o.autocast;
   tc.save_every_steps = o.save_every_steps;
-  tc.stage_config = {{"stage", "sft"}, {"full", o.full}, {"qlora", o.qlora}, {"mask_prompt", o.mask_prompt},
-                     {"dtype", o.dtype}, {"autocast", o.autocast}, {"gradient_checkpointing", o.gradient_checkpointing}};
+  tc.stage_config = {{"stage", "sft"},
+                     {"full", o.full},
+                     {"qlora", o.qlora},
+                     {"mask_prompt", o.mask_prompt},
+                     {"dtype", o.dtype},
+                     {"autocast", o.autocast},
+                     {"gradient_checkpointing", o.gradient_checkpointing}};
   size_t current = 0;
   std::vector<size_t> mine;
   StageHooks h;
@@ -199,8 +217,10 @@ json train_sft(const SftOptions& o) {
   };
   h.describe_batch = [&] { return std::vector<std::string>{usable[current].image}; };
   h.describe_empty_epoch = [&] {
-    return decode_failures.empty() ? std::string("no examples")
-                                   : cat(decode_failures.size(), " images could not be decoded, e.g. ", *decode_failures.begin());
+    return decode_failures.empty()
+               ? std::string("no examples")
+               : cat(decode_failures.size(), " images could not be decoded, e.g. ",
+                     *decode_failures.begin());
   };
   FitResult r = fit(*model, tc, h);
   if (dist::is_main()) {
@@ -212,12 +232,20 @@ json train_sft(const SftOptions& o) {
   ahead.reset();
   for (const auto& f : decode_failures) unreadable.push_back(f);
   if (!decode_failures.empty())
-    std::fprintf(stderr, "tune: %zu images could not be decoded; their instructions were skipped (e.g. %s)\n",
-                 decode_failures.size(), decode_failures.begin()->c_str());
-  json report = {{"stage", "sft"}, {"examples", usable.size()}, {"instructions", ex.size()},
-                 {"dropped_instructions", ex.size() - usable.size()}, {"skipped_images", unreadable},
-                 {"final_train_loss", r.last_train_loss}, {"epochs_run", r.epochs_run}, {"nf4_layers", quantized}};
-  if (dist::is_main()) write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");
+    std::fprintf(
+        stderr,
+        "tune: %zu images could not be decoded; their instructions were skipped (e.g. %s)\n",
+        decode_failures.size(), decode_failures.begin()->c_str());
+  json report = {{"stage", "sft"},
+                 {"examples", usable.size()},
+                 {"instructions", ex.size()},
+                 {"dropped_instructions", ex.size() - usable.size()},
+                 {"skipped_images", unreadable},
+                 {"final_train_loss", r.last_train_loss},
+                 {"epochs_run", r.epochs_run},
+                 {"nf4_layers", quantized}};
+  if (dist::is_main())
+    write_file_atomic((fs::path(o.out) / "sft_report.json").string(), report.dump(1) + "\n");
   return report;
 }
 

@@ -24,32 +24,34 @@ struct SftTokens {
 };
 
 // Renders (system, user: prompt + image, assistant: answer), tokenizes and masks.
-SftTokens build_sft_tokens(const Qwen2VLProcessor& processor, const Qwen2VLConfig& config, const InstructionExample& ex,
-                           const RgbImage& image, bool mask_prompt);
+SftTokens build_sft_tokens(const Qwen2VLProcessor& processor, const Qwen2VLConfig& config,
+                           const InstructionExample& ex, const RgbImage& image, bool mask_prompt);
 // Labels of a token sequence: pad, vision start/end and image pads masked (-100); with
 // mask_prompt also everything up to and including the last "<|im_start|>assistant\n".
-torch::Tensor sft_labels(const torch::Tensor& input_ids, const Qwen2VLConfig& config, int32_t pad_id,
-                         const std::vector<int32_t>& assistant_header, bool mask_prompt);
+torch::Tensor sft_labels(const torch::Tensor& input_ids, const Qwen2VLConfig& config,
+                         int32_t pad_id, const std::vector<int32_t>& assistant_header,
+                         bool mask_prompt);
 // Mean cross-entropy of next-token prediction over the unmasked labels (shifted by one).
-torch::Tensor sft_loss(Qwen2VLImpl& model, const Qwen2VLInputs& inputs, const torch::Tensor& labels);
+torch::Tensor sft_loss(Qwen2VLImpl& model, const Qwen2VLInputs& inputs,
+                       const torch::Tensor& labels);
 
 struct SftOptions {
   std::string vlm, instructions, out;
-  bool full = true;          // train every weight (the demo: a VLM from scratch); else LoRA adapters
-  LoraConfig lora;           // r=8, alpha=8, dropout 0.05 on q/k/v/o_proj (the reference)
-  bool qlora = false;        // the frozen base's Linear layers (all but lm_head) in NF4
+  bool full = true;    // train every weight (the demo: a VLM from scratch); else LoRA adapters
+  LoraConfig lora;     // r=8, alpha=8, dropout 0.05 on q/k/v/o_proj (the reference)
+  bool qlora = false;  // the frozen base's Linear layers (all but lm_head) in NF4
   bool double_quant = true;  // with --qlora, as the reference's BitsAndBytesConfig
   bool mask_prompt = false;  // train on answers only
   int64_t epochs = 5;
   int cap_long_side = 1024;
   uint64_t seed = 0;
-  bool resume = false;            // continue the run in `out`
-  bool overwrite = false;         // start over in an `out` that holds a run
-  int64_t save_every_steps = 0;   // also checkpoint every N optimizer steps (0: each epoch)
-  int workers = 2;                // threads decoding and tokenizing the next examples
-  std::string dtype = "f32";          // of the base weights (bf16: the reference's compute dtype)
-  std::string device = "auto";        // cpu, cuda[:N] or auto
-  std::string autocast = "none";      // bf16: mixed precision over float32 weights (full tuning)
+  bool resume = false;                  // continue the run in `out`
+  bool overwrite = false;               // start over in an `out` that holds a run
+  int64_t save_every_steps = 0;         // also checkpoint every N optimizer steps (0: each epoch)
+  int workers = 2;                      // threads decoding and tokenizing the next examples
+  std::string dtype = "f32";            // of the base weights (bf16: the reference's compute dtype)
+  std::string device = "auto";          // cpu, cuda[:N] or auto
+  std::string autocast = "none";        // bf16: mixed precision over float32 weights (full tuning)
   bool gradient_checkpointing = false;  // recompute each decoder layer in backward (less memory)
   OptimConfig optim = [] {
     OptimConfig o;
@@ -71,6 +73,7 @@ nlohmann::json train_sft(const SftOptions& options);
 void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string& assets_dir);
 
 // The VLM of a checkpoint directory with an optional PEFT adapter merged into its weights.
-Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype, torch::Device device);
+Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype,
+                 torch::Device device);
 
 }  // namespace emovlm

@@ -11,10 +11,10 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
+#include "emovlm/data/metrics.h"
 #include "emovlm/dist/process_group.h"
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/models/vit.h"
-#include "emovlm/data/metrics.h"
 
 namespace emovlm {
 
@@ -34,8 +34,8 @@ void write_classes(const std::string& dir, const LabelSet& labels) {
 namespace {
 
 // The training input transform (see TeacherOptions::preprocess).
-VitImageConfig teacher_image_config(const std::string& init, const std::string& arch, const std::string& preprocess,
-                                    int image_size) {
+VitImageConfig teacher_image_config(const std::string& init, const std::string& arch,
+                                    const std::string& preprocess, int image_size) {
   VitImageConfig img;
   if (preprocess == "checkpoint" && arch != "vit") {
     img = classifier_image_config(init);
@@ -52,13 +52,16 @@ VitImageConfig teacher_image_config(const std::string& init, const std::string& 
 
 // The batch's pixels [B, 3, size, size] on `device` (a copy there; a view of the batch on the CPU).
 torch::Tensor batch_tensor(const ImageBatch& b, int size, torch::Device device) {
-  return torch::from_blob(const_cast<float*>(b.pixels.data()), {b.size(), 3, size, size}, torch::kFloat32).to(device);
+  return torch::from_blob(const_cast<float*>(b.pixels.data()), {b.size(), 3, size, size},
+                          torch::kFloat32)
+      .to(device);
 }
 
 // Predictions of the teacher over samples (eval transform, batched, threaded).
 std::vector<int> predict_all(ImageClassifierImpl& m, const std::vector<Sample>& samples,
-                             const VitImageConfig& img, int64_t batch, int workers, std::vector<int>* truth,
-                             std::vector<std::string>* failures, const std::string& label) {
+                             const VitImageConfig& img, int64_t batch, int workers,
+                             std::vector<int>* truth, std::vector<std::string>* failures,
+                             const std::string& label) {
   LoaderOptions lo;
   lo.batch_size = batch;
   lo.workers = workers;
@@ -104,7 +107,8 @@ json train_teacher(const TeacherOptions& o) {
   }
   const std::string arch = classifier_arch(o.init);
   if (!o.arch.empty() && o.arch != arch)
-    throw Error(cat(o.init, " holds a ", arch, " checkpoint, not the --arch ", o.arch, " asked for"));
+    throw Error(
+        cat(o.init, " holds a ", arch, " checkpoint, not the --arch ", o.arch, " asked for"));
   VitImageConfig img = teacher_image_config(o.init, arch, o.preprocess, o.image_size);
   RunOutput run(o.out, o.out, o.resume, o.overwrite);
   Dataset d = load_dataset(o.data, o.dataset);
@@ -113,10 +117,12 @@ json train_teacher(const TeacherOptions& o) {
   std::shared_ptr<ImageClassifierImpl> model = load_image_classifier(o.init, labels.size(), o.seed);
   const torch::Device device = parse_device(o.device);
   model->to(device);
-  std::fprintf(stderr, "teacher: %s, %lld parameters, %zu train / %zu val images, %d classes, %d px (%s), %s%s\n",
-               classifier_display_name(arch).c_str(), static_cast<long long>(model->num_parameters()), d.train.size(),
-               d.val.size(), labels.size(), img.image_size, o.preprocess.c_str(), device.str().c_str(),
-               o.autocast == "bf16" ? " (bf16 autocast)" : "");
+  std::fprintf(
+      stderr,
+      "teacher: %s, %lld parameters, %zu train / %zu val images, %d classes, %d px (%s), %s%s\n",
+      classifier_display_name(arch).c_str(), static_cast<long long>(model->num_parameters()),
+      d.train.size(), d.val.size(), labels.size(), img.image_size, o.preprocess.c_str(),
+      device.str().c_str(), o.autocast == "bf16" ? " (bf16 autocast)" : "");
 
   LoaderOptions lo;
   lo.batch_size = o.batch_size;
@@ -133,9 +139,15 @@ json train_teacher(const TeacherOptions& o) {
   tc.classes = labels.labels;
   tc.autocast = o.autocast;
   tc.save_every_steps = o.save_every_steps;
-  tc.stage_config = {{"stage", "teacher"}, {"init", o.init}, {"arch", arch}, {"data", o.data},
-                     {"batch_size", o.batch_size}, {"image_size", img.image_size}, {"image", img.to_timm()},
-                     {"epochs", o.epochs}, {"seed", o.seed}};
+  tc.stage_config = {{"stage", "teacher"},
+                     {"init", o.init},
+                     {"arch", arch},
+                     {"data", o.data},
+                     {"batch_size", o.batch_size},
+                     {"image_size", img.image_size},
+                     {"image", img.to_timm()},
+                     {"epochs", o.epochs},
+                     {"seed", o.seed}};
   StageHooks hooks;
   hooks.begin_epoch = [&](int64_t epoch, size_t skip) {
     train.start_epoch(epoch, skip);
@@ -155,13 +167,14 @@ json train_teacher(const TeacherOptions& o) {
   };
   hooks.describe_empty_epoch = [&] {
     const auto& f = train.failures();
-    return f.empty() ? std::string("no images") : cat(f.size(), " unreadable images, e.g. ", f.front());
+    return f.empty() ? std::string("no images")
+                     : cat(f.size(), " unreadable images, e.g. ", f.front());
   };
   hooks.validate = [&](int64_t) {
     if (d.val.empty()) return std::numeric_limits<double>::quiet_NaN();
     std::vector<int> truth;
-    std::vector<int> pred = predict_all(*model, d.val, img, std::max<int64_t>(o.batch_size, 16), o.workers, &truth,
-                                        nullptr, "teacher val");
+    std::vector<int> pred = predict_all(*model, d.val, img, std::max<int64_t>(o.batch_size, 16),
+                                        o.workers, &truth, nullptr, "teacher val");
     return classification_report(pred, truth, labels.size()).accuracy;
   };
   FitResult r = fit(*model, tc, hooks);
@@ -171,16 +184,23 @@ json train_teacher(const TeacherOptions& o) {
     write_classifier_image_config(o.out, img);
     write_classes(o.out, labels);
   }
-  json report = {{"stage", "teacher"}, {"arch", arch}, {"parameters", model->num_parameters()},
-                 {"image", img.to_timm()}, {"epochs_run", r.epochs_run}, {"best_epoch", r.best_epoch + 1},
+  json report = {{"stage", "teacher"},
+                 {"arch", arch},
+                 {"parameters", model->num_parameters()},
+                 {"image", img.to_timm()},
+                 {"epochs_run", r.epochs_run},
+                 {"best_epoch", r.best_epoch + 1},
                  {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
-                 {"train_failures", unique_failures(train.failures())}, {"dataset", d.summary()}};
-  if (dist::is_main()) write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
+                 {"train_failures", unique_failures(train.failures())},
+                 {"dataset", d.summary()}};
+  if (dist::is_main())
+    write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
 }
 
-json eval_teacher(const std::string& dir, const std::string& data, const std::string& split, const DatasetOptions& dopt,
-                  int64_t batch, int workers, const std::string& device) {
+json eval_teacher(const std::string& dir, const std::string& data, const std::string& split,
+                  const DatasetOptions& dopt, int64_t batch, int workers,
+                  const std::string& device) {
   std::shared_ptr<ImageClassifierImpl> model = load_image_classifier(dir);
   model->eval();
   model->to(parse_device(device));
@@ -191,7 +211,8 @@ json eval_teacher(const std::string& dir, const std::string& data, const std::st
   const VitImageConfig img = classifier_image_config(dir);
   std::vector<int> truth;
   std::vector<std::string> failures;
-  std::vector<int> pred = predict_all(*model, d.split(split), img, batch, workers, &truth, &failures, "teacher eval");
+  std::vector<int> pred =
+      predict_all(*model, d.split(split), img, batch, workers, &truth, &failures, "teacher eval");
   check_readable(cat("the ", split, " split"), data, d.split(split).size(), failures);
   ClassificationReport r = classification_report(pred, truth, static_cast<int>(classes.size()));
   json j = r.to_json(classes);

@@ -1,7 +1,7 @@
 // The teacher: fine-tune an ImageNet checkpoint (a Hugging Face ViT, or a timm ResNet or VGG: the
 // paper's Table 1 baselines) on an emotion dataset with a new classification layer (the reference's
-// defaults for all three: Adam, lr 3e-5, weight decay 1e-5, batch 10, 10 epochs, RandomResizedCrop +
-// flip), and evaluate it.
+// defaults for all three: Adam, lr 3e-5, weight decay 1e-5, batch 10, 10 epochs, RandomResizedCrop
+// + flip), and evaluate it.
 #pragma once
 
 #include <cstdint>
@@ -30,9 +30,9 @@ struct TeacherOptions {
   int image_size = 0;  // 0: the transform's size
   int workers = 2;
   uint64_t seed = 0;
-  bool resume = false;             // continue the run in `out`
-  bool overwrite = false;          // start over in an `out` that holds a run
-  int64_t save_every_steps = 0;    // also checkpoint every N optimizer steps (0: each epoch)
+  bool resume = false;            // continue the run in `out`
+  bool overwrite = false;         // start over in an `out` that holds a run
+  int64_t save_every_steps = 0;   // also checkpoint every N optimizer steps (0: each epoch)
   std::string device = "auto";    // cpu, cuda[:N] or auto
   std::string autocast = "none";  // bf16: mixed precision (float32 master weights)
   OptimConfig optim = [] {
@@ -49,10 +49,11 @@ struct TeacherOptions {
 // pretrained_cfg). Returns the report.
 nlohmann::json train_teacher(const TeacherOptions& options);
 
-// Accuracy, macro-F1 and the rest on one split of a dataset with a trained teacher directory, with its
-// architecture ("arch") and parameter count ("parameters"): a row of Table 1.
-nlohmann::json eval_teacher(const std::string& teacher_dir, const std::string& data, const std::string& split,
-                            const DatasetOptions& dataset, int64_t batch_size = 32, int workers = 2,
+// Accuracy, macro-F1 and the rest on one split of a dataset with a trained teacher directory, with
+// its architecture ("arch") and parameter count ("parameters"): a row of Table 1.
+nlohmann::json eval_teacher(const std::string& teacher_dir, const std::string& data,
+                            const std::string& split, const DatasetOptions& dataset,
+                            int64_t batch_size = 32, int workers = 2,
                             const std::string& device = "auto");
 
 // The classes a trained teacher (or head, gate) directory was trained on (classes.json).

@@ -23,8 +23,15 @@ namespace emovlm {
 namespace fs = std::filesystem;
 
 json OptimConfig::to_json() const {
-  return {{"optimizer", optimizer}, {"lr", lr}, {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2},
-          {"eps", eps}, {"schedule", schedule}, {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm},
+  return {{"optimizer", optimizer},
+          {"lr", lr},
+          {"weight_decay", weight_decay},
+          {"beta1", beta1},
+          {"beta2", beta2},
+          {"eps", eps},
+          {"schedule", schedule},
+          {"warmup_ratio", warmup_ratio},
+          {"max_grad_norm", max_grad_norm},
           {"grad_accum", grad_accum}};
 }
 
@@ -49,8 +56,10 @@ OptimConfig OptimConfig::from_json(const json& j, const std::string& where) {
 }
 
 void OptimConfig::validate() const {
-  check(optimizer == "adam" || optimizer == "adamw", cat("optimizer must be adam or adamw, not '", optimizer, "'"));
-  check(schedule == "constant" || schedule == "warmup" || schedule == "linear" || schedule == "cosine",
+  check(optimizer == "adam" || optimizer == "adamw",
+        cat("optimizer must be adam or adamw, not '", optimizer, "'"));
+  check(schedule == "constant" || schedule == "warmup" || schedule == "linear" ||
+            schedule == "cosine",
         cat("schedule must be constant, warmup, linear or cosine, not '", schedule, "'"));
   check(lr > 0, cat("learning rate must be positive, got ", lr));
   check(weight_decay >= 0 && max_grad_norm >= 0 && warmup_ratio >= 0 && warmup_ratio < 1,
@@ -60,21 +69,28 @@ void OptimConfig::validate() const {
 
 double OptimConfig::lr_at(int64_t step, int64_t total) const {
   const int64_t warm = static_cast<int64_t>(std::ceil(warmup_ratio * total));
-  if (warm > 0 && step < warm) return lr * static_cast<double>(step + 1) / static_cast<double>(warm);
+  if (warm > 0 && step < warm)
+    return lr * static_cast<double>(step + 1) / static_cast<double>(warm);
   if (schedule == "constant" || schedule == "warmup") return lr;
-  const double progress = total > warm ? static_cast<double>(step - warm) / static_cast<double>(total - warm) : 1.0;
+  const double progress =
+      total > warm ? static_cast<double>(step - warm) / static_cast<double>(total - warm) : 1.0;
   if (schedule == "linear") return lr * std::max(0.0, 1.0 - progress);
   return lr * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));  // cosine
 }
 
 namespace {
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& params, const OptimConfig& c) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& params,
+                                                        const OptimConfig& c) {
   if (c.optimizer == "adamw")
-    return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay));
-  return std::make_unique<torch::optim::Adam>(
-      params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay));
+    return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(c.lr)
+                                                             .betas({c.beta1, c.beta2})
+                                                             .eps(c.eps)
+                                                             .weight_decay(c.weight_decay));
+  return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(c.lr)
+                                                          .betas({c.beta1, c.beta2})
+                                                          .eps(c.eps)
+                                                          .weight_decay(c.weight_decay));
 }
 
 template <typename State, typename Options>
@@ -84,13 +100,15 @@ void adam_step(torch::optim::Optimizer& opt, bool adamw) {
   for (auto& group : opt.param_groups()) {
     auto& o = static_cast<Options&>(group.options());
     if (o.amsgrad()) throw Error("multi_tensor_adam_step: amsgrad is not supported");
-    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas()), lr = o.lr(), wd = o.weight_decay();
+    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas()), lr = o.lr(),
+                 wd = o.weight_decay();
     // the parameters with a gradient, grouped by their step count after this step
     std::map<int64_t, std::vector<size_t>> by_step;
     std::vector<torch::Tensor> params, grads, avgs, sqs;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      if (p.grad().is_sparse()) throw Error("multi_tensor_adam_step: sparse gradients are not supported");
+      if (p.grad().is_sparse())
+        throw Error("multi_tensor_adam_step: sparse gradients are not supported");
       auto key = compat::optimizer_state_key(p);
       auto it = states.find(key);
       if (it == states.end()) {
@@ -122,7 +140,8 @@ void adam_step(torch::optim::Optimizer& opt, bool adamw) {
         else
           G = torch::_foreach_add(G, P, wd);  // L2: grad + wd * p (a new list; the .grad stays)
       }
-      const double bc1 = 1 - std::pow(beta1, static_cast<double>(step)), bc2 = 1 - std::pow(beta2, static_cast<double>(step));
+      const double bc1 = 1 - std::pow(beta1, static_cast<double>(step)),
+                   bc2 = 1 - std::pow(beta2, static_cast<double>(step));
       torch::_foreach_mul_(M, beta1);
       torch::_foreach_add_(M, G, 1 - beta1);
       torch::_foreach_mul_(V, beta2);
@@ -156,7 +175,8 @@ Trainable trainable(torch::nn::Module& m) {
     if (p.value().requires_grad() && seen.insert(p.value().unsafeGetTensorImpl()).second)
       t.names.push_back(p.key()), t.params.push_back(p.value());
   if (t.params.empty()) throw Error("training: the model has no trainable parameters");
-  for (auto& b : m.named_buffers()) t.buffer_names.push_back(b.key()), t.buffers.push_back(b.value());
+  for (auto& b : m.named_buffers())
+    t.buffer_names.push_back(b.key()), t.buffers.push_back(b.value());
   t.device = t.params[0].device();
   return t;
 }
@@ -165,10 +185,10 @@ Trainable trainable(torch::nn::Module& m) {
 NamedTensors model_tensors(const Trainable& t) {
   NamedTensors ts;
   for (size_t i = 0; i < t.params.size(); ++i) ts.emplace_back("model." + t.names[i], t.params[i]);
-  for (size_t i = 0; i < t.buffers.size(); ++i) ts.emplace_back("model." + t.buffer_names[i], t.buffers[i]);
+  for (size_t i = 0; i < t.buffers.size(); ++i)
+    ts.emplace_back("model." + t.buffer_names[i], t.buffers[i]);
   return ts;
 }
-
 
 // Adam/AdamW state per parameter: step, exp_avg, exp_avg_sq.
 template <typename State>
@@ -180,12 +200,14 @@ void save_state(torch::optim::Optimizer& opt, const Trainable& t, NamedTensors& 
     auto& s = static_cast<State&>(*it->second);
     out.emplace_back("optim." + t.names[i] + ".exp_avg", s.exp_avg());
     out.emplace_back("optim." + t.names[i] + ".exp_avg_sq", s.exp_avg_sq());
-    out.emplace_back("optim." + t.names[i] + ".step", torch::tensor({static_cast<int64_t>(s.step())}, torch::kInt64));
+    out.emplace_back("optim." + t.names[i] + ".step",
+                     torch::tensor({static_cast<int64_t>(s.step())}, torch::kInt64));
   }
 }
 
 template <typename State>
-void load_state(torch::optim::Optimizer& opt, const Trainable& t, const std::map<std::string, torch::Tensor>& in) {
+void load_state(torch::optim::Optimizer& opt, const Trainable& t,
+                const std::map<std::string, torch::Tensor>& in) {
   auto& states = opt.state();
   for (size_t i = 0; i < t.params.size(); ++i) {
     const std::string key = "optim." + t.names[i];
@@ -207,26 +229,34 @@ struct Position {
   int64_t best_epoch = -1;
 };
 
-void write_checkpoint(const std::string& path, const Trainable& t, torch::optim::Optimizer& opt, const OptimConfig& oc,
-                      const Position& pos, const TrainConfig& cfg) {
+void write_checkpoint(const std::string& path, const Trainable& t, torch::optim::Optimizer& opt,
+                      const OptimConfig& oc, const Position& pos, const TrainConfig& cfg) {
   NamedTensors ts = model_tensors(t);
   if (oc.optimizer == "adamw")
     save_state<torch::optim::AdamWParamState>(opt, t, ts);
   else
     save_state<torch::optim::AdamParamState>(opt, t, ts);
   ts.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-  if (t.device.is_cuda()) ts.emplace_back("rng.cuda", at::globalContext().defaultGenerator(t.device).get_state());
-  json meta = {{"epoch", pos.epoch}, {"batch", pos.batch}, {"step", pos.step}, {"best_epoch", pos.best_epoch},
+  if (t.device.is_cuda())
+    ts.emplace_back("rng.cuda", at::globalContext().defaultGenerator(t.device).get_state());
+  json meta = {{"epoch", pos.epoch},
+               {"batch", pos.batch},
+               {"step", pos.step},
+               {"best_epoch", pos.best_epoch},
                {"best_val", std::isnan(pos.best_val) ? json(nullptr) : json(pos.best_val)},
-               {"optim", oc.to_json()}, {"seed", cfg.seed}};
+               {"optim", oc.to_json()},
+               {"seed", cfg.seed}};
   save_tensors(path, ts,
-               {{"emovlm.trainer", meta.dump()}, {"emovlm.config", cfg.stage_config.dump()},
+               {{"emovlm.trainer", meta.dump()},
+                {"emovlm.config", cfg.stage_config.dump()},
                 {"emovlm.classes", json(cfg.classes).dump()}});
 }
 
-void write_weights(const std::string& path, const Trainable& t, const TrainConfig& cfg, const json& info) {
+void write_weights(const std::string& path, const Trainable& t, const TrainConfig& cfg,
+                   const json& info) {
   save_tensors(path, model_tensors(t),
-               {{"emovlm.trainer", info.dump()}, {"emovlm.config", cfg.stage_config.dump()},
+               {{"emovlm.trainer", info.dump()},
+                {"emovlm.config", cfg.stage_config.dump()},
                 {"emovlm.classes", json(cfg.classes).dump()}});
 }
 
@@ -239,7 +269,8 @@ struct ResumeState {
 
 std::optional<ResumeState> read_resume_state(const TrainConfig& cfg, const std::string& path) {
   std::optional<ResumeState> st;
-  if (dist::is_main() && cfg.resume && file_exists(path)) st = ResumeState{checkpoint_info(path), load_tensors(path)};
+  if (dist::is_main() && cfg.resume && file_exists(path))
+    st = ResumeState{checkpoint_info(path), load_tensors(path)};
   if (!dist::active()) return st;
   std::string header;  // what rank 0 read: the metadata, and each tensor's name, dtype and shape
   if (dist::is_main()) {
@@ -263,7 +294,8 @@ std::optional<ResumeState> read_resume_state(const TrainConfig& cfg, const std::
     if (dist::is_main())
       t = t.contiguous();
     else
-      t = torch::empty(e[2].get<std::vector<int64_t>>(), static_cast<torch::ScalarType>(e[1].get<int>()));
+      t = torch::empty(e[2].get<std::vector<int64_t>>(),
+                       static_cast<torch::ScalarType>(e[1].get<int>()));
     ts.push_back(t);
   }
   dist::broadcast(ts);
@@ -282,7 +314,8 @@ std::vector<torch::Tensor> state_tensors(const Trainable& t, bool with_params) {
 }  // namespace
 
 bool owns_batch(size_t batch, int grad_accum) {
-  return dist::owns_micro_batch(static_cast<int64_t>(batch % static_cast<size_t>(std::max(grad_accum, 1))));
+  return dist::owns_micro_batch(
+      static_cast<int64_t>(batch % static_cast<size_t>(std::max(grad_accum, 1))));
 }
 
 void multi_tensor_adam_step(torch::optim::Optimizer& opt, bool adamw) {
@@ -292,8 +325,8 @@ void multi_tensor_adam_step(torch::optim::Optimizer& opt, bool adamw) {
     adam_step<torch::optim::AdamParamState, torch::optim::AdamOptions>(opt, false);
 }
 
-TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t seed, bool resume, const OptimConfig& optim,
-                         const std::string& progress_label) {
+TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t seed, bool resume,
+                         const OptimConfig& optim, const std::string& progress_label) {
   TrainConfig tc;
   tc.out_dir = out_dir;
   tc.epochs = epochs;
@@ -304,8 +337,10 @@ TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t se
   return tc;
 }
 
-RunOutput::RunOutput(const std::string& out, const std::string& state_dir, bool resume, bool overwrite) {
-  if (resume && overwrite) throw Error("--resume continues a run and --overwrite starts over: give one of them");
+RunOutput::RunOutput(const std::string& out, const std::string& state_dir, bool resume,
+                     bool overwrite) {
+  if (resume && overwrite)
+    throw Error("--resume continues a run and --overwrite starts over: give one of them");
   if (!dist::is_main()) return;
   lock_ = std::make_unique<OutputLock>(out, OutputLock::Kind::Directory);
   const std::string ck = (fs::path(state_dir) / "checkpoint.safetensors").string();
@@ -338,8 +373,8 @@ void load_trained_weights(torch::nn::Module& model, const std::string& path) {
       continue;
     }
     if (it->second.sizes() != p.value().sizes())
-      throw Error(cat(path, ": ", p.key(), " has shape ", shape_str(it->second.sizes().vec()), ", the model expects ",
-                      shape_str(p.value().sizes().vec())));
+      throw Error(cat(path, ": ", p.key(), " has shape ", shape_str(it->second.sizes().vec()),
+                      ", the model expects ", shape_str(p.value().sizes().vec())));
     p.value().copy_(it->second);
   }
   for (auto& b : model.named_buffers()) {
@@ -349,12 +384,13 @@ void load_trained_weights(torch::nn::Module& model, const std::string& path) {
       continue;
     }
     if (it->second.sizes() != b.value().sizes())
-      throw Error(cat(path, ": ", b.key(), " has shape ", shape_str(it->second.sizes().vec()), ", the model expects ",
-                      shape_str(b.value().sizes().vec())));
+      throw Error(cat(path, ": ", b.key(), " has shape ", shape_str(it->second.sizes().vec()),
+                      ", the model expects ", shape_str(b.value().sizes().vec())));
     b.value().copy_(it->second);
   }
   if (!missing.empty())
-    throw Error(cat(path, ": no values for ", missing.size(), " trainable tensor(s) or buffer(s), e.g. ", missing[0]));
+    throw Error(cat(path, ": no values for ", missing.size(),
+                    " trainable tensor(s) or buffer(s), e.g. ", missing[0]));
 }
 
 FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hooks) {
@@ -377,8 +413,10 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
   if (resumed) {
     const json& info = resumed->info;
     const auto& w = resumed->tensors;
-    if (info["classes"].is_array() && info["classes"].get<std::vector<std::string>>() != cfg.classes)
-      throw Error(cat(res.checkpoint_path, ": the checkpoint's classes differ from this run's; refusing to resume"));
+    if (info["classes"].is_array() &&
+        info["classes"].get<std::vector<std::string>>() != cfg.classes)
+      throw Error(cat(res.checkpoint_path,
+                      ": the checkpoint's classes differ from this run's; refusing to resume"));
     {
       torch::NoGradGuard ng;
       for (size_t i = 0; i < t.params.size(); ++i) {
@@ -388,7 +426,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
       }
       for (size_t i = 0; i < t.buffers.size(); ++i) {
         auto it = w.find("model." + t.buffer_names[i]);
-        if (it == w.end()) throw Error(cat(res.checkpoint_path, ": no values for the buffer ", t.buffer_names[i]));
+        if (it == w.end())
+          throw Error(cat(res.checkpoint_path, ": no values for the buffer ", t.buffer_names[i]));
         t.buffers[i].copy_(it->second);
       }
     }
@@ -409,9 +448,11 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     pos.batch = tr["batch"];
     pos.step = tr["step"];
     pos.best_epoch = tr["best_epoch"];
-    pos.best_val = tr["best_val"].is_null() ? std::numeric_limits<double>::quiet_NaN() : tr["best_val"].get<double>();
+    pos.best_val = tr["best_val"].is_null() ? std::numeric_limits<double>::quiet_NaN()
+                                            : tr["best_val"].get<double>();
     std::fprintf(stderr, "resuming %s at epoch %lld, batch %zu (step %lld)\n", cfg.out_dir.c_str(),
-                 static_cast<long long>(pos.epoch + 1), pos.batch, static_cast<long long>(pos.step));
+                 static_cast<long long>(pos.epoch + 1), pos.batch,
+                 static_cast<long long>(pos.step));
   } else if (parallel) {
     // one start for all: rank 0's initial weights
     std::vector<torch::Tensor> st = state_tensors(t, true);
@@ -425,7 +466,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     std::string line;
     while (std::getline(in, line)) {
       json j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.is_object() && json_optional<int64_t>(j, "epoch", 0, res.metrics_path) <= pos.epoch)
+      if (!j.is_discarded() && j.is_object() &&
+          json_optional<int64_t>(j, "epoch", 0, res.metrics_path) <= pos.epoch)
         metric_lines += line + "\n";
     }
   }
@@ -442,10 +484,17 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
       pos.best_epoch = -1;
       if (main) {
         write_weights(res.best_path, t, cfg, {{"epoch", 0}, {"val_accuracy", val}});
-        metric_lines += json{{"epoch", 0}, {"step", 0}, {"train_loss", nullptr}, {"val_accuracy", val}, {"best", true}}.dump() + "\n";
+        metric_lines += json{{"epoch", 0},
+                             {"step", 0},
+                             {"train_loss", nullptr},
+                             {"val_accuracy", val},
+                             {"best", true}}
+                            .dump() +
+                        "\n";
         write_file_atomic(res.metrics_path, metric_lines);
       }
-      std::fprintf(stderr, "%s: the starting weights: val acc %g\n", cfg.progress_label.c_str(), val);
+      std::fprintf(stderr, "%s: the starting weights: val acc %g\n", cfg.progress_label.c_str(),
+                   val);
     }
   }
   const int accum = cfg.optim.grad_accum;
@@ -456,9 +505,12 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
   for (; pos.epoch < cfg.epochs; ++pos.epoch, pos.batch = 0) {
     if (cfg.patience > 0 && !std::isnan(pos.best_val) && pos.batch == 0 &&
         pos.epoch - 1 - pos.best_epoch >= cfg.patience) {
-      std::fprintf(stderr, "%s: stopping after epoch %lld: no better validation accuracy in %lld epochs (best %.4f at epoch %lld)\n",
-                   cfg.progress_label.c_str(), static_cast<long long>(pos.epoch), static_cast<long long>(cfg.patience),
-                   pos.best_val, static_cast<long long>(pos.best_epoch + 1));
+      std::fprintf(stderr,
+                   "%s: stopping after epoch %lld: no better validation accuracy in %lld epochs "
+                   "(best %.4f at epoch %lld)\n",
+                   cfg.progress_label.c_str(), static_cast<long long>(pos.epoch),
+                   static_cast<long long>(cfg.patience), pos.best_val,
+                   static_cast<long long>(pos.best_epoch + 1));
       res.stopped_early = true;
       break;
     }
@@ -466,8 +518,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     const size_t nb = hooks.begin_epoch(pos.epoch, pos.batch);
     const int64_t steps_per_epoch = static_cast<int64_t>((nb + accum - 1) / accum);
     const int64_t total_steps = steps_per_epoch * cfg.epochs;
-    Progress bar(cat(cfg.progress_label, " epoch ", pos.epoch + 1, "/", cfg.epochs), static_cast<int64_t>(nb - pos.batch),
-                 cfg.unit);
+    Progress bar(cat(cfg.progress_label, " epoch ", pos.epoch + 1, "/", cfg.epochs),
+                 static_cast<int64_t>(nb - pos.batch), cfg.unit);
     double loss_sum = 0;  // over every process's examples
     int64_t examples = 0;
     double comm_seconds = 0;  // in the collectives (waiting for the others included)
@@ -495,7 +547,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
       int64_t batch_n = n;
       double batch_loss = loss_value * static_cast<double>(n);
       if (parallel && !dealt) {
-        std::vector<torch::Tensor> sums{torch::tensor({static_cast<double>(n), batch_loss}, torch::kFloat64)};
+        std::vector<torch::Tensor> sums{
+            torch::tensor({static_cast<double>(n), batch_loss}, torch::kFloat64)};
         timed(sums);
         batch_n = static_cast<int64_t>(std::llround(sums[0][0].item<double>()));
         batch_loss = sums[0][1].item<double>();
@@ -506,18 +559,22 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
           std::string where;
           if (hooks.describe_batch && n > 0)
             for (const auto& p : hooks.describe_batch()) where += (where.empty() ? "" : ", ") + p;
-          throw Error(cat("the loss is ", std::isfinite(loss_value) ? mean : loss_value, " at epoch ", pos.epoch + 1,
-                          ", batch ", b + 1, ", step ", pos.step, (where.empty() ? "" : " (images: " + where + ")"),
+          throw Error(cat("the loss is ", std::isfinite(loss_value) ? mean : loss_value,
+                          " at epoch ", pos.epoch + 1, ", batch ", b + 1, ", step ", pos.step,
+                          (where.empty() ? "" : " (images: " + where + ")"),
                           "; the last good checkpoint is ",
                           file_exists(res.checkpoint_path) ? res.checkpoint_path : "(none yet)"));
         }
         // this process's share of the batch's mean: its rows' mean weighted by its part of the rows
-        if (n > 0) (loss * (static_cast<double>(n) / static_cast<double>(dealt ? n : batch_n) / accum)).backward();
+        if (n > 0)
+          (loss * (static_cast<double>(n) / static_cast<double>(dealt ? n : batch_n) / accum))
+              .backward();
         step_loss += batch_loss;
         step_examples += batch_n;
         if (bar.enabled() && !dealt) {
           char buf[48];
-          std::snprintf(buf, sizeof buf, "loss %.4f", (loss_sum + step_loss) / static_cast<double>(examples + step_examples));
+          std::snprintf(buf, sizeof buf, "loss %.4f",
+                        (loss_sum + step_loss) / static_cast<double>(examples + step_examples));
           bar.set_postfix(buf);
         }
       }
@@ -532,7 +589,9 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
           if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
           sums.push_back(p.grad());
         }
-        if (dealt) sums.push_back(torch::tensor({static_cast<double>(step_examples), step_loss}, torch::kFloat64));
+        if (dealt)
+          sums.push_back(
+              torch::tensor({static_cast<double>(step_examples), step_loss}, torch::kFloat64));
         timed(sums);
         if (dealt) {
           step_examples = static_cast<int64_t>(std::llround(sums.back()[0].item<double>()));
@@ -542,11 +601,13 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
       loss_sum += step_loss;
       examples += step_examples;
       if (step_examples > 0) {
-        if (cfg.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(t.params, cfg.optim.max_grad_norm);
+        if (cfg.optim.max_grad_norm > 0)
+          torch::nn::utils::clip_grad_norm_(t.params, cfg.optim.max_grad_norm);
         set_lr(*opt, cfg.optim.lr_at(pos.step, total_steps));
         multi_tensor_adam_step(*opt, cfg.optim.optimizer == "adamw");
         ++pos.step;
-        if (main && cfg.save_every_steps > 0 && pos.step % cfg.save_every_steps == 0 && b + 1 < nb) {
+        if (main && cfg.save_every_steps > 0 && pos.step % cfg.save_every_steps == 0 &&
+            b + 1 < nb) {
           Position at = pos;
           at.batch = b + 1;
           write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, at, cfg);
@@ -559,12 +620,14 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     bar.finish();
     if (examples == 0)
       throw Error(cat(cfg.progress_label, ": no usable example in epoch ", pos.epoch + 1,
-                      hooks.describe_empty_epoch ? cat(" (", hooks.describe_empty_epoch(), ")") : std::string()));
+                      hooks.describe_empty_epoch ? cat(" (", hooks.describe_empty_epoch(), ")")
+                                                 : std::string()));
     if (parallel && !t.buffers.empty()) {
       std::vector<torch::Tensor> bufs = state_tensors(t, false);  // rank 0's running statistics
       dist::broadcast(bufs);
     }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double train_loss = examples ? loss_sum / examples : 0.0;
     model.eval();
     double val = std::numeric_limits<double>::quiet_NaN();
@@ -578,18 +641,25 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
       pos.best_epoch = pos.epoch;
       if (main)
         write_weights(res.best_path, t, cfg,
-                      {{"epoch", pos.epoch + 1}, {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}});
+                      {{"epoch", pos.epoch + 1},
+                       {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}});
     }
-    json line = {{"epoch", pos.epoch + 1}, {"step", pos.step}, {"train_loss", train_loss},
-                 {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)}, {"lr", cfg.optim.lr_at(std::max<int64_t>(0, pos.step - 1), total_steps)},
-                 {"examples_per_s", secs > 0 ? examples / secs : 0.0}, {"seconds", secs}, {"best", improved}};
+    json line = {{"epoch", pos.epoch + 1},
+                 {"step", pos.step},
+                 {"train_loss", train_loss},
+                 {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)},
+                 {"lr", cfg.optim.lr_at(std::max<int64_t>(0, pos.step - 1), total_steps)},
+                 {"examples_per_s", secs > 0 ? examples / secs : 0.0},
+                 {"seconds", secs},
+                 {"best", improved}};
     if (parallel) line["processes"] = dist::world_size(), line["all_reduce_seconds"] = comm_seconds;
     metric_lines += line.dump() + "\n";
     if (main) write_file_atomic(res.metrics_path, metric_lines);
     if ((pos.epoch + 1) % log_every == 0 || pos.epoch + 1 == cfg.epochs)
       std::fprintf(stderr, "%s epoch %lld: loss %.4f%s, %.1f %s/s\n", cfg.progress_label.c_str(),
                    static_cast<long long>(pos.epoch + 1), train_loss,
-                   std::isnan(val) ? "" : cat(", val acc ", val).c_str(), secs > 0 ? examples / secs : 0.0, cfg.unit.c_str());
+                   std::isnan(val) ? "" : cat(", val acc ", val).c_str(),
+                   secs > 0 ? examples / secs : 0.0, cfg.unit.c_str());
     Position next = pos;
     next.epoch += 1;
     next.batch = 0;

@@ -1,7 +1,8 @@
 // The training loop every stage shares: Adam/AdamW, learning-rate schedules, gradient clipping
-// and accumulation, checkpoints in safetensors (trainable weights and buffers, optimizer state, step, epoch,
-// RNG state, config, classes) written atomically, exact resume, per-epoch validation with the
-// best checkpoint kept, metrics as JSON lines, a progress bar, and a stop on NaN/Inf losses.
+// and accumulation, checkpoints in safetensors (trainable weights and buffers, optimizer state,
+// step, epoch, RNG state, config, classes) written atomically, exact resume, per-epoch validation
+// with the best checkpoint kept, metrics as JSON lines, a progress bar, and a stop on NaN/Inf
+// losses.
 #pragma once
 
 #include <torch/torch.h>
@@ -19,14 +20,15 @@
 namespace emovlm {
 
 struct OptimConfig {
-  std::string optimizer = "adam";     // adam (L2 weight decay, as torch.optim.Adam) | adamw
+  std::string optimizer = "adam";  // adam (L2 weight decay, as torch.optim.Adam) | adamw
   double lr = 1e-3;
   double weight_decay = 0.0;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  std::string schedule = "constant";  // constant | warmup (linear warm-up, then constant) | linear | cosine
-  double warmup_ratio = 0.0;          // of all optimizer steps
-  double max_grad_norm = 0.0;         // 0: no clipping
-  int grad_accum = 1;                 // batches per optimizer step
+  std::string schedule =
+      "constant";             // constant | warmup (linear warm-up, then constant) | linear | cosine
+  double warmup_ratio = 0.0;  // of all optimizer steps
+  double max_grad_norm = 0.0;  // 0: no clipping
+  int grad_accum = 1;          // batches per optimizer step
 
   nlohmann::json to_json() const;
   // The fields to_json writes (each optional: absent ones keep their defaults); `where` names the
@@ -50,8 +52,8 @@ struct TrainConfig {
   // the best file holds them (best_epoch -1). For a model that starts as a sensible combination.
   bool validate_start = false;
   OptimConfig optim;
-  nlohmann::json stage_config;         // stored in every checkpoint
-  std::vector<std::string> classes;    // stored, and checked on resume
+  nlohmann::json stage_config;       // stored in every checkpoint
+  std::vector<std::string> classes;  // stored, and checked on resume
   std::string progress_label = "train";
   std::string unit = "img";
   // "bf16": each batch's forward and loss under autocast on the parameters' device (matmuls in
@@ -60,8 +62,8 @@ struct TrainConfig {
 };
 
 // The fields every stage sets; the rest keep their defaults.
-TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t seed, bool resume, const OptimConfig& optim,
-                         const std::string& progress_label);
+TrainConfig train_config(const std::string& out_dir, int64_t epochs, uint64_t seed, bool resume,
+                         const OptimConfig& optim, const std::string& progress_label);
 
 // What a stage provides: its data by (epoch, batch index) and its validation.
 struct StageHooks {
@@ -133,7 +135,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& config, StageHooks& h
 // instead of about ten per parameter tensor. The state stays in the optimizer's own state objects.
 void multi_tensor_adam_step(torch::optim::Optimizer& optimizer, bool adamw);
 
-// Reads the "model.*" weights and buffers of a checkpoint or best file into the module (names checked).
+// Reads the "model.*" weights and buffers of a checkpoint or best file into the module (names
+// checked).
 void load_trained_weights(torch::nn::Module& model, const std::string& path);
 // The metadata of such a file (config, classes, epoch, ...).
 nlohmann::json checkpoint_info(const std::string& path);
