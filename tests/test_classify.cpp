@@ -140,7 +140,7 @@ TEST(Classify, GenerateModeSeedsEachImageByItsContent) {
   // chat with the categorical prompt and the same seed answers as classify
   const std::string prompt = categorical_prompt(LabelSet::from_spec(o.labels));
   const std::string cmd =
-      std::string(EMOVLM_CLI_PATH) + " -q chat --model " + shell_quote(o.vlm) +
+      std::string(EMOVLM_CLI_PATH) + " -q chat --vlm " + shell_quote(o.vlm) +
       " --dtype f32 --device cpu --temperature 0.8 --seed 5 --max-new-tokens 6 --image " +
       shell_quote(paths[0]) + " --system " + shell_quote(kEmotionSystemMessage) + " --prompt " +
       shell_quote(prompt) + " 2>/dev/null";

@@ -72,7 +72,7 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("path", args->path,
                   "a .safetensors file, or a directory (model.safetensors or a sharded index)")
       ->required();
-  cmd->add_flag("--json", args->as_json, "print JSON instead of a table");
+  add_json_flag(cmd, args->as_json, "print JSON instead of a table");
   cmd->callback([args] { run_inspect(*args); });
 }
 

@@ -109,15 +109,21 @@ void add_preprocess_command(CLI::App& app) {
   cmd->add_option("image", a->image, "an image file (JPEG, PNG, GIF, BMP, WebP)")->required();
   cmd->add_option("--for", a->target,
                   "qwen2vl, vit or timm (a ResNet/VGG checkpoint's pretrained_cfg)")
-      ->capture_default_str();
-  cmd->add_option(
-      "--config", a->config_dir,
-      "a checkpoint directory whose preprocessor_config.json (timm: config.json) to use");
-  cmd->add_option("--out", a->out, "write pixel_values (and grid_thw) to this .safetensors file");
+      ->capture_default_str()
+      ->check(CLI::IsMember({"qwen2vl", "vit", "timm"}));
+  cmd->add_option("--config", a->config_dir,
+                  "a checkpoint folder whose preprocessor_config.json (timm: config.json) to use "
+                  "(default: the processor's defaults; timm: required)")
+      ->group(kModelsGroup);
+  add_out_flag(cmd, a->out,
+               "write pixel_values (and grid_thw) to this .safetensors file (default: print a "
+               "summary only)",
+               false);
   cmd->add_option("--size", a->size, "ViT input size (default: the config's, else 384)");
   cmd->add_option("--vit-mode", a->vit_mode,
                   "resize-crop (reference teacher) or direct (HF ViT processor)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"resize-crop", "direct"}));
   cmd->add_option("--min-pixels", a->min_pixels, "Qwen2-VL min_pixels (default: the config's)");
   cmd->add_option("--max-pixels", a->max_pixels, "Qwen2-VL max_pixels (default: the config's)");
   cmd->add_option("--max-image-pixels", a->max_image_pixels, "refuse larger images (0: no limit)")

@@ -40,8 +40,8 @@ void add_report_command(CLI::App& app) {
                                      "Render an evaluation report.json as an HTML page of figures");
   cmd->add_option("report", a->report, "the report.json that `emovlm evaluate --out DIR` wrote")
       ->required();
-  cmd->add_option("--out", a->out,
-                  "the HTML file to write (default: report.html beside the report)");
+  add_out_flag(cmd, a->out, "the HTML file to write (default: report.html beside the report)",
+               false);
   cmd->callback([a] { run_report_html(*a); });
 }
 

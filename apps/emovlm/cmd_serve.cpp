@@ -55,18 +55,19 @@ void add_serve_command(CLI::App& app) {
   CLI::App* sv = app.add_subcommand("serve",
                                     "Serve predictions (a bundle), OpenAI-compatible chat "
                                     "completions (a VLM) and a web page over HTTP");
-  sv->add_option(
-      "--bundle", a->bundle,
-      "a directory written by `emovlm bundle`: POST /predict, the page, and /v1 with its VLM");
-  sv->add_option(
-      "--model", a->model,
-      "a Qwen2-VL checkpoint directory for /v1/chat/completions (instead of the bundle's VLM)");
-  sv->add_option("--adapter", a->adapter, "a LoRA adapter merged into --model at load");
+  add_bundle_flag(sv, a->bundle, false)
+      ->description(
+          "a folder written by `emovlm bundle`: POST /predict, the page, and /v1 with its VLM "
+          "(default: none, /v1 only)");
+  add_vlm_flag(sv, a->model, false)
+      ->description(
+          "a Qwen2-VL checkpoint folder for /v1/chat/completions (default: the bundle's VLM)");
+  add_adapter_flag(sv, a->adapter);
   sv->add_option("--model-name", a->model_name,
-                 "the model's id in /v1 (default: its directory's name)");
-  sv->add_option("--dtype", a->dtype, "--model's compute dtype: bf16, f16 or f32")
-      ->capture_default_str();
-  sv->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
+                 "the model's id in /v1 (default: its folder's name)")
+      ->group(kModelsGroup);
+  add_dtype_flag(sv, a->dtype, "--vlm's compute dtype: bf16, f16 or f32");
+  add_device_flag(sv, a->device);
   sv->add_option("--host", a->o.host,
                  "the address to listen on (0.0.0.0: every interface; set an API key then)")
       ->capture_default_str();
@@ -88,19 +89,17 @@ void add_serve_command(CLI::App& app) {
                  "the most decoded pixels all requests may hold at once")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sv->add_option("--batch", a->o.batch,
+  add_batch_flag(sv, a->o.batch,
                  "predictions per VLM forward when they arrive together (1: each alone, "
-                 "independent of the others; "
-                 "more: a GPU's throughput, equal to float rounding)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+                 "independent of the others; more: a GPU's throughput, equal to float rounding)");
   sv->add_option("--batch-wait-ms", a->o.batch_wait_ms,
                  "how long a prediction waits for others to join its batch")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   sv->add_option("--workers", a->o.threads, "threads that parse requests and decode images")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::PositiveNumber)
+      ->group(kDeviceGroup);
   sv->add_option("--queue", a->o.queue,
                  "requests that may wait for the model (503 + Retry-After beyond)")
       ->capture_default_str()
@@ -132,9 +131,9 @@ void add_serve_command(CLI::App& app) {
                  "where the line per request goes: - (stderr), a file, or none")
       ->capture_default_str();
   sv->callback([a] {
-    if (a->bundle.empty() && a->model.empty()) throw Error("serve: give --bundle, --model or both");
+    if (a->bundle.empty() && a->model.empty()) throw Error("serve: give --bundle, --vlm or both");
     if (!a->adapter.empty() && a->model.empty())
-      throw Error("serve: --adapter goes with --model (a bundle names its own)");
+      throw Error("serve: --adapter goes with --vlm (a bundle names its own)");
     ServeOptions& o = a->o;
     o.max_bytes = static_cast<size_t>(a->max_mb * (1 << 20));
     o.header_timeout_ms = static_cast<int>(a->header_timeout * 1000);

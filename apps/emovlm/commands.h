@@ -5,6 +5,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "emovlm/data/dataset.h"
+#include "flags.h"
 
 #include <functional>
 #include <string>
@@ -13,15 +14,31 @@
 
 namespace emovlm::cli {
 
+// The whole command line: the global flags, every subcommand, and the global flags again on each
+// leaf subcommand (so that its --help lists them). Joining a launcher's process group happens
+// once the command line is parsed (see app.cpp).
+void build_app(CLI::App& app, GlobalFlags& globals);
+
+// One function per subcommand, each in its own cmd_<name>.cpp.
+void add_chat_command(CLI::App& app);
+void add_classify_command(CLI::App& app);
+void add_data_command(CLI::App& app);     // data convert, data check
+void add_teacher_command(CLI::App& app);  // teacher train, teacher eval
+void add_extract_command(CLI::App& app);
+void add_distill_command(CLI::App& app);
+void add_gate_command(CLI::App& app);
+void add_evaluate_command(CLI::App& app);
+void add_ablate_command(CLI::App& app);
+void add_bundle_command(CLI::App& app);
+void add_predict_command(CLI::App& app);
+void add_demo_command(CLI::App& app);
+void add_tune_command(CLI::App& app);
+void add_lora_command(CLI::App& app);      // lora merge
+void add_instruct_command(CLI::App& app);  // instruct make, instruct import
+void add_serve_command(CLI::App& app);
+void add_report_command(CLI::App& app);  // report-html
 void add_inspect_command(CLI::App& app);
 void add_preprocess_command(CLI::App& app);
-void add_vlm_commands(CLI::App& app);  // chat, classify
-void add_pipeline_commands(
-    CLI::App& app);  // data, teacher, extract, distill, gate, evaluate, ablate, bundle, predict
-void add_demo_commands(CLI::App& app);      // demo, tune, lora merge
-void add_instruct_commands(CLI::App& app);  // instruct make, instruct import
-void add_serve_command(CLI::App& app);      // serve (HTTP)
-void add_report_command(CLI::App& app);     // report-html
 
 // classify and predict: each argument is an image file, or a directory whose image files (any
 // depth, sorted) are taken; an image that cannot be read is reported (stderr, or an

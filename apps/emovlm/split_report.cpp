@@ -23,18 +23,17 @@ bool SplitArgs::chosen(const std::vector<std::string>& images, const std::string
 }
 
 void add_split_flags(CLI::App* cmd, SplitArgs& a, const std::string& what) {
-  cmd->add_option("--data", a.data,
-                  cat("a labelled dataset (ROOT or MANIFEST) instead of images: ", what));
-  cmd->add_option("--split", a.split, "--data: train, val or test")->capture_default_str();
-  cmd->add_option("--val-fraction", a.dataset.val_fraction,
-                  "--data: validation share of train/ when there is no val/")
-      ->capture_default_str();
-  cmd->add_option("--split-seed", a.dataset.split_seed, "--data: seed of that split")
-      ->capture_default_str();
-  cmd->add_option("--out", a.out,
-                  "--data: write the report (metrics, each image's prediction) to this JSON file; "
-                  "OUT.partial.jsonl "
-                  "keeps the results so far, and a run killed before the end resumes from it");
+  add_data_flag(
+      cmd, a.data,
+      cat("a labelled dataset (ROOT or MANIFEST) instead of images: ", what, " (default: none)"),
+      false);
+  add_split_flag(cmd, a.split, "--data: ");
+  add_dataset_flags(cmd, a.dataset, "--data: ", false);
+  add_out_flag(cmd, a.out,
+               "--data: write the report (metrics, each image's prediction) to this JSON file; "
+               "OUT.partial.jsonl keeps the results so far, and a run killed before the end "
+               "resumes from it (default: print only)",
+               false);
 }
 
 namespace {

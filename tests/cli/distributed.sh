@@ -219,7 +219,7 @@ same_files inf/one/cache inf/resumed/cache
 emovlm -q bundle --vlm Qwen2-VL-7B-Instruct --adapter runs/adapter --distill eq/distill-1 --gate eq/gate-1 --out inf/bundle >/dev/null
 for n in one two; do
   run=run1; [ $n = two ] && run=run2
-  $run classify --model Qwen2-VL-7B-Instruct --data fi.jsonl --labels mikels8 --split train --out inf/$n/classify.json
+  $run classify --vlm Qwen2-VL-7B-Instruct --data fi.jsonl --labels mikels8 --split train --out inf/$n/classify.json
   $run predict --bundle inf/bundle --data fi.jsonl --split train --out inf/$n/predict.json
 done
 cmp inf/one/classify.json inf/two/classify.json || fail "classify --data: 2 processes differ from 1"

@@ -148,7 +148,7 @@ emovlm predict --bundle runs2/bundle photo.jpg > /dev/null
 [ -d runs2/bundle/adapter ] || fail "the bundle did not take its adapter along"
 grep -q '"vlm": "../../Qwen2-VL-7B-Instruct"' runs2/bundle/bundle.json || fail "bundle.json names the VLM absolutely"
 # the same report from another folder, with --data spelled another way (paths relative to the report)
-emovlm classify --model Qwen2-VL-7B-Instruct --data fi.jsonl --split test --batch 16 --out runs2/again.json > /dev/null
+emovlm classify --vlm Qwen2-VL-7B-Instruct --data fi.jsonl --split test --batch 16 --out runs2/again.json > /dev/null
 cp runs2/again.json "$scratch/first.json"
 python3 - runs2/again.json <<'PY'
 import json, sys
@@ -156,7 +156,7 @@ r = json.load(open(sys.argv[1]))
 assert r["images"] > 0 and r["unreadable"] == 0, r
 assert all(p["image"].startswith("../FI/") for p in r["predictions"]), "report paths must be relative to the report"
 PY
-(mkdir -p sub2 && cd sub2 && emovlm classify --model ../Qwen2-VL-7B-Instruct --data ./../fi.jsonl --split test --batch 16 \
+(mkdir -p sub2 && cd sub2 && emovlm classify --vlm ../Qwen2-VL-7B-Instruct --data ./../fi.jsonl --split test --batch 16 \
    --out ../runs2/./again.json > /dev/null)
 same_predictions() { python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["predictions"]))' "$1"; }
 [ "$(same_predictions runs2/again.json)" = "$(same_predictions "$scratch/first.json")" ] \

@@ -24,7 +24,7 @@ let client;
 const MODEL = 'qwen2vl_tiny';
 
 before(async () => {
-  server = await startServer(['--model', qwen, '--dtype', 'f32', '--max-tokens', '24', '--api-key-file', keyFile]);
+  server = await startServer(['--vlm', qwen, '--dtype', 'f32', '--max-tokens', '24', '--api-key-file', keyFile]);
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'sesame-1234', maxRetries: 0, timeout: 120000 });
 });
 
@@ -61,7 +61,7 @@ test('a greedy completion is what `emovlm chat` answers, streamed or not', async
   assert.ok(r.usage.prompt_tokens > 10);
   assert.ok(r.usage.completion_tokens >= 1 && r.usage.completion_tokens <= 12);
   assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
-  const cli = execFileSync(env('EMOVLM_CLI'), ['chat', '--model', qwen, '--dtype', 'f32', '--device', 'cpu', '--image', image,
+  const cli = execFileSync(env('EMOVLM_CLI'), ['chat', '--vlm', qwen, '--dtype', 'f32', '--device', 'cpu', '--image', image,
                                                '--prompt', 'Describe this image.', '--max-new-tokens', '12'], { encoding: 'utf8' });
   assert.equal(text, cli.replace(/\n$/, ''));
 
