@@ -6,7 +6,9 @@
 
 #include "bench_util.h"
 #include "emovlm/core/torch_compat.h"
+#include "emovlm/models/gates.h"
 #include "emovlm/models/heads.h"
+#include "emovlm/models/weights.h"
 
 using namespace emovlm;
 
@@ -24,8 +26,12 @@ int main(int argc, char** argv) {
               static_cast<long long>(N), static_cast<long long>(B), torch::get_num_threads(),
               mm / 1e9);
 
-  DistillHead head(D, std::vector<int64_t>{1024}, C);
-  if (bf16) head->set_compute_dtype(torch::kBFloat16);
+  DistillHeadConfig hc;
+  hc.in_dim = D;
+  hc.hidden = {1024};
+  hc.num_classes = C;
+  hc.compute_dtype = bf16 ? "bf16" : "f32";
+  DistillHead head(hc);
   const double mm16 = bench::matmul_rate(torch::kBFloat16, torch::kCPU, 1024, 3);
   std::printf("head compute %s; bf16 matmul 1024^3: %.1f GFLOP/s\n", bf16 ? "bf16" : "f32",
               mm16 / 1e9);
@@ -41,12 +47,14 @@ int main(int argc, char** argv) {
       opt.step();
     }
   });
-  const double flops = 6.0 * N * head->num_parameters();  // forward + backward
+  const double flops = 6.0 * N * count_parameters(*head);  // forward + backward
   const double rate = bf16 ? mm16 : mm;
   std::printf("stage 2 epoch: %.2f s, %.0f images/s, %.1f GFLOP/s = %.0f%% of the %s matmul rate\n",
               t, N / t, flops / t / 1e9, 100 * flops / t / rate, bf16 ? "bf16" : "f32");
 
-  Gate gate("concat", C);
+  GateConfig gc;
+  gc.num_classes = C;
+  Gate gate = make_gate(gc);
   torch::optim::Adam gopt(gate->parameters(), torch::optim::AdamOptions(1e-3).weight_decay(1e-4));
   torch::Tensor vlm =
       torch::nn::functional::one_hot(torch::randint(0, C, {N}), C).to(torch::kFloat32);

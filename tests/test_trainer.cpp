@@ -8,6 +8,8 @@
 #include "emovlm/train/trainer.h"
 #include "test_util.h"
 
+#include <functional>
+#include <map>
 #include <set>
 
 using namespace emovlm;
@@ -303,6 +305,67 @@ TEST(Trainer, ResumeRestoresBatchNormStatistics) {
   load_trained_weights(loaded, fs.best_path);
   EXPECT_TRUE(torch::equal(loaded.bn->running_var, straight.bn->running_var));
   EXPECT_EQ(loaded.bn->num_batches_tracked.item<int64_t>(), 8);
+}
+
+// A run's checkpoint with one model tensor missing, one of the wrong shape and one the model does
+// not have is refused in one error naming the file and all three, on resume and when loaded.
+TEST(Trainer, ResumeReportsEveryProblemOfTheCheckpoint) {
+  struct Net : torch::nn::Module {
+    Linear fc{nullptr}, out{nullptr};
+    Net() {
+      fc = register_module("fc", Linear(3, 2, true));
+      out = register_module("out", Linear(2, 1, true));
+      init_random(*this, 5, 0.5);
+    }
+  };
+  torch::manual_seed(0);
+  torch::Tensor x = torch::randn({4, 3});
+  auto hooks = [&x](Net& m) {
+    StageHooks h;
+    h.begin_epoch = [](int64_t, size_t) { return size_t{2}; };
+    h.loss = [&x, &m](int64_t, size_t) -> std::pair<torch::Tensor, int64_t> {
+      return {m.out->forward(m.fc->forward(x)).pow(2).mean(), 4};
+    };
+    return h;
+  };
+  test::TempDir dir;
+  TrainConfig c;
+  c.out_dir = dir / "run";
+  c.epochs = 1;
+  Net first;
+  StageHooks h1 = hooks(first);
+  FitResult r = fit(first, c, h1);
+  // the checkpoint, spoilt: fc.bias missing, fc.weight mis-shaped, an extra tensor
+  std::map<std::string, std::string> meta;
+  {
+    Checkpoint ck(r.checkpoint_path);
+    for (const auto& [k, v] : ck.metadata()) meta[k] = v;
+  }
+  std::map<std::string, torch::Tensor> w;
+  for (auto& [k, v] : load_tensors(r.checkpoint_path)) w[k] = v.clone();
+  ASSERT_EQ(w.erase("model.fc.bias"), 1u);
+  ASSERT_TRUE(w.count("model.fc.weight"));
+  w["model.fc.weight"] = torch::zeros({2, 4});
+  w["model.fc.scale"] = torch::zeros({2});
+  save_tensors(r.checkpoint_path, w, meta);
+  TrainConfig c2 = c;
+  c2.epochs = 2;
+  c2.resume = true;
+  Net resumed;
+  StageHooks h2 = hooks(resumed);
+  for (const auto& load : std::vector<std::function<void()>>{
+           [&] { fit(resumed, c2, h2); },
+           [&] { load_trained_weights(resumed, r.checkpoint_path); }}) {
+    try {
+      load();
+      ADD_FAILURE() << "the spoilt checkpoint was accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      for (const char* part : {"checkpoint.safetensors", "missing 1", "fc.bias", "mis-shaped",
+                               "model.fc.weight", "unexpected 1", "model.fc.scale"})
+        EXPECT_NE(msg.find(part), std::string::npos) << part << " in: " << msg;
+    }
+  }
 }
 
 // Early stopping: with patience 2 and validation accuracies that stop improving after epoch 2,

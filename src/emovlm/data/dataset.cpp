@@ -138,7 +138,7 @@ std::pair<std::vector<Sample>, std::vector<Sample>> stratified_split(
   for (auto& [label, v] : by_class) {
     std::sort(v.begin(), v.end(), [](const Sample& a, const Sample& b) { return a.path < b.path; });
     SplitMix64 rng(mix_seed(seed, static_cast<uint64_t>(label)));
-    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.below(i)]);
+    shuffle_in_place(v, rng);
     size_t n_held = static_cast<size_t>(std::llround(fraction * static_cast<double>(v.size())));
     if (fraction > 0 && n_held == 0 && v.size() >= 2) n_held = 1;
     if (n_held >= v.size()) n_held = v.size() - 1;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -76,5 +77,12 @@ struct SplitMix64 {
   uint64_t below(uint64_t n);  // [0, n)
 };
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0);
+
+// Fisher-Yates shuffle: for i = n down to 2, element i - 1 swaps with element rng.below(i). Every
+// seeded shuffle of the project goes through here, so that its draws are the same everywhere.
+template <typename T>
+void shuffle_in_place(std::vector<T>& v, SplitMix64& rng) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.below(i)]);
+}
 
 }  // namespace emovlm

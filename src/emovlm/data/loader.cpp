@@ -71,7 +71,7 @@ void ImageBatchLoader::start_epoch(int64_t epoch, size_t skip) {
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = i;
   if (opt_.shuffle) {
     SplitMix64 rng(mix_seed(opt_.seed, static_cast<uint64_t>(epoch), 0xE90C));
-    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.below(i)]);
+    shuffle_in_place(order_, rng);
   }
   const size_t n = batches_per_epoch() > skip ? batches_per_epoch() - skip : 0;
   pf_ = std::make_unique<OrderedPrefetcher<ImageBatch>>(

@@ -1,6 +1,6 @@
-// The small trainable parts of EmoVLM-KD: the distillation head (an MLP on the pooled visual
-// features), its loss (KL to the teacher at temperature T + cross-entropy), and the five gates
-// that combine the VLM's answer with the head's output.
+// The distillation head of EmoVLM-KD (an MLP on the pooled visual features) and its loss (KL to
+// the teacher at temperature T + cross-entropy); the gates that combine the VLM's answer with the
+// head's output are in gates.h.
 #pragma once
 
 #include <torch/torch.h>
@@ -8,30 +8,45 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "emovlm/models/gates.h"
 #include "emovlm/models/layers.h"
 
 namespace emovlm {
 
+// JSON keys as in a head checkpoint's "emovlm.head" metadata.
+struct DistillHeadConfig {
+  int64_t in_dim = 0;
+  std::vector<int64_t> hidden{1024};
+  int64_t num_classes = 0;
+  double dropout = 0.1;
+  std::string compute_dtype = "f32";  // the matmuls' dtype (f32 or bf16), as parse_dtype reads it
+
+  // Reads "in_dim", "hidden", "num_classes" (required), "dropout" and "compute_dtype" (optional;
+  // other keys of the metadata are left to the caller); `where` names the source in errors.
+  static DistillHeadConfig from_json(const nlohmann::json& j,
+                                     const std::string& where = "distillation head config");
+  void validate() const;  // throws Error naming the field and its value
+  nlohmann::json to_json() const;
+};
+
 // Linear(d, h1) -> GELU -> Dropout -> ... -> Linear(h_last, C). Weights "layers.K.{weight,bias}".
 class DistillHeadImpl : public torch::nn::Module {
  public:
-  DistillHeadImpl(int64_t in_dim, std::vector<int64_t> hidden, int64_t num_classes,
-                  double dropout = 0.1);
+  explicit DistillHeadImpl(const DistillHeadConfig& config);
   torch::Tensor forward(const torch::Tensor& features);  // [B, d] -> [B, C] (float32)
-  int64_t num_parameters() const;
-  // Matmuls in this dtype (bf16 runs on AMX on the CPU; the weights stay float32 masters).
-  void set_compute_dtype(torch::ScalarType t) { compute_ = t; }
-  const std::vector<int64_t>& hidden() const { return hidden_; }
-  int64_t in_dim() const { return in_; }
-  int64_t num_classes() const { return classes_; }
-  double dropout() const { return dropout_; }
+  const DistillHeadConfig& config() const { return config_; }
+  const std::vector<int64_t>& hidden() const { return config_.hidden; }
+  int64_t in_dim() const { return config_.in_dim; }
+  int64_t num_classes() const { return config_.num_classes; }
+  double dropout() const { return config_.dropout; }
 
   torch::nn::ModuleList layers{nullptr};
 
  private:
-  int64_t in_, classes_;
-  std::vector<int64_t> hidden_;
-  double dropout_;
+  DistillHeadConfig config_;
+  // the matmuls' dtype (bf16 runs on AMX on the CPU; the weights stay float32 masters)
   torch::ScalarType compute_ = torch::kFloat32;
 };
 TORCH_MODULE(DistillHead);
@@ -42,38 +57,5 @@ struct KDLoss {
 // alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) (batch mean) + (1 - alpha) * CE(s, y).
 KDLoss kd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                const torch::Tensor& labels, double temperature = 2.0, double alpha = 0.5);
-
-// Gate kinds: concat (Linear(2C, C)), moe (3 experts + softmax gate), bilinear (Bilinear(C, C, C)
-// then Linear(C, C)), dynamic (softmax(Linear(2C, 2)) weighs the two inputs, then Linear(C, C)),
-// cross (g1 = sigmoid(L(v2)), g2 = sigmoid(L(v1)), Linear(g1 v1 + g2 v2)).
-class GateImpl : public torch::nn::Module {
- public:
-  GateImpl(std::string kind, int64_t num_classes);
-  // vlm [B, C] (one-hot or distribution), head [B, C] (logits) -> fused logits [B, C].
-  // weights (optional) receives the weights the gate computes for this input where it has them:
-  // dynamic and cross, one for each input [B, 2]; moe, its experts' mixture [B, 3].
-  torch::Tensor forward(const torch::Tensor& vlm, const torch::Tensor& head,
-                        torch::Tensor* weights = nullptr);
-  const std::string& kind() const { return kind_; }
-  int64_t num_parameters() const;
-  // Sets the weights so that the gate starts as a weighted average of its inputs'
-  // log-probabilities: forward(v, h) = head_weight * h + vlm_weight * v. With h the head's logits
-  // and v the VLM's one-hot answer, softmax of it is the normalised product of softmax(h)^a and a
-  // VLM distribution that puts log-odds b on its answer (a log-linear pool). Bilinear, which has
-  // no term linear in v alone, starts as head_weight * h * sum(v). `noise` times the default
-  // random initialisation is added, so that units that start equal (moe's experts) can diverge.
-  void init_average(double head_weight, double vlm_weight, double noise = 0.05);
-
- private:
-  std::string kind_;
-  int64_t c_;
-  Linear l1{nullptr}, l2{nullptr}, gate{nullptr}, out{nullptr};
-  torch::nn::ModuleList experts{nullptr};
-  std::shared_ptr<torch::nn::Module> bilinear;
-  torch::Tensor bil_w, bil_b;
-};
-TORCH_MODULE(Gate);
-
-const std::vector<std::string>& gate_kinds();
 
 }  // namespace emovlm

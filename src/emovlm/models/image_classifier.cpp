@@ -35,9 +35,7 @@ int pil_number(Filter f) {  // Pillow's numbering, as preprocessor_config.json h
 }  // namespace
 
 int64_t ImageClassifierImpl::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& p : parameters()) n += p.numel();
-  return n;
+  return count_parameters(*this);
 }
 
 const std::vector<std::string>& classifier_archs() {
@@ -190,10 +188,7 @@ bool load_timm_weights(torch::nn::Module& m, const std::string& dir,
 
 void save_timm_checkpoint(const torch::nn::Module& m, const std::string& dir, const json& config) {
   make_dirs(dir);
-  NamedTensors ts;
-  for (const auto& p : m.named_parameters()) ts.emplace_back(p.key(), p.value());
-  for (const auto& b : m.named_buffers()) ts.emplace_back(b.key(), b.value());
-  save_tensors((fs::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
+  save_weights(m, (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}});
   write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(1) + "\n");
 }
 

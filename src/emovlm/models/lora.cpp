@@ -9,6 +9,7 @@
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/models/layers.h"
+#include "emovlm/models/weights.h"
 
 namespace emovlm {
 
@@ -112,32 +113,28 @@ LoraConfig load_peft_adapter(torch::nn::Module& root, const std::string& dir) {
   const std::string cpath = (fs::path(dir) / "adapter_config.json").string();
   LoraConfig c = LoraConfig::from_json(read_json_file(cpath), cpath);
   Checkpoint ck((fs::path(dir) / "adapter_model.safetensors").string());
-  std::vector<std::string> missing;
-  size_t used = 0;
-  for (auto& [name, lin] : targets(root, c)) {
-    torch::Tensor ab[2];
-    const char* which[2] = {"lora_A", "lora_B"};
-    for (int k = 0; k < 2; ++k) {
-      std::string t5 = peft_key(name, which[k]);
-      std::string t4 = "base_model.model." + name + "." + which[k] + ".weight";
-      const std::string* hit = ck.contains(t5) ? &t5 : ck.contains(t4) ? &t4 : nullptr;
-      if (!hit) {
-        missing.push_back(t5);
-        continue;
+  // zero adapters of the config's rank on every target layer (no random draws), then filled from
+  // the file, where "<layer>.lora_A" is PEFT's name of it (transformers 5 or 4 layout)
+  for (auto& [name, lin] : targets(root, c))
+    lin->add_lora(c.r, c.scaling(), c.dropout, torch::zeros({c.r, lin->in_features()}),
+                  torch::zeros({lin->out_features(), c.r}));
+  LoadOptions opt;
+  opt.copy_into = true;  // the adapters keep add_lora's dtype: float32, float64 over float64
+  opt.candidates = [](const std::string& n) -> std::vector<std::string> {
+    for (const char* matrix : {"lora_A", "lora_B"}) {
+      const std::string suffix = std::string(".") + matrix;
+      if (n.size() > suffix.size() &&
+          n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        const std::string layer = n.substr(0, n.size() - suffix.size());
+        return {peft_key(layer, matrix), "base_model.model." + layer + "." + matrix + ".weight"};
       }
-      ab[k] = load_tensor(ck, *hit);  // add_lora casts to the adapter dtype (a float64 adapter
-                                      // stays exact on a float64 base)
-      ++used;
     }
-    if (ab[0].defined() && ab[1].defined())
-      lin->add_lora(c.r, c.scaling(), c.dropout, ab[0], ab[1]);
-  }
-  if (!missing.empty())
-    throw Error(
-        cat(ck.path(), ": missing ", missing.size(), " adapter tensor(s), e.g. ", missing[0]));
-  if (used != ck.names().size())
-    throw Error(cat(ck.path(), ": ", ck.names().size() - used,
-                    " adapter tensor(s) match no layer of the model, e.g. ", ck.names()[0]));
+    return {};  // the base model's tensors are not in an adapter file
+  };
+  opt.optional = [](const std::string& n) {
+    return n.find(".lora_A") == std::string::npos && n.find(".lora_B") == std::string::npos;
+  };
+  load_weights(root, ck, opt);
   freeze_base(root);
   return c;
 }

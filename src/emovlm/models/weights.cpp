@@ -13,9 +13,17 @@ std::string list(const std::vector<std::string>& names, size_t max = 12) {
   if (names.size() > max) s += cat(", ... (", names.size(), " in all)");
   return s;
 }
-}  // namespace
 
-void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOptions& opt) {
+// Where the tensors come from: every name it holds, and for a name its shape (false when absent)
+// and the tensor itself.
+struct WeightSource {
+  std::string path;
+  std::vector<std::string> names;
+  std::function<bool(const std::string&, std::vector<int64_t>*)> shape;
+  std::function<torch::Tensor(const std::string&)> tensor;
+};
+
+void fill(torch::nn::Module& module, const WeightSource& src, const LoadOptions& opt) {
   torch::NoGradGuard ng;
   std::vector<std::string> missing, mismatched;
   std::set<std::string> used;
@@ -27,34 +35,38 @@ void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOpt
   for (auto& [name, param] : targets) {
     std::vector<std::string> cands =
         opt.candidates ? opt.candidates(name) : std::vector<std::string>{name};
-    const TensorView* view = nullptr;
+    std::vector<int64_t> shape;
     std::string found;
     for (const auto& c : cands) {
-      if ((view = ck.find(c))) {
+      if (src.shape(c, &shape)) {
         found = c;
         break;
       }
     }
-    if (!view) {
+    if (found.empty()) {
       if (!(opt.optional && opt.optional(name))) missing.push_back(name);
       continue;
     }
     used.insert(found);
-    if (view->shape != param.sizes().vec()) {
-      mismatched.push_back(cat(found, " ", shape_str(view->shape), " (expected ",
-                               shape_str(param.sizes().vec()), ")"));
+    if (shape != param.sizes().vec()) {
+      mismatched.push_back(
+          cat(found, " ", shape_str(shape), " (expected ", shape_str(param.sizes().vec()), ")"));
       continue;
     }
-    torch::Tensor t = tensor_from_view(*view, ck.file_of(found));
+    torch::Tensor t = src.tensor(found);
+    if (opt.copy_into) {
+      param.copy_(t);
+      continue;
+    }
     if (t.is_floating_point() && t.scalar_type() != opt.dtype) t = t.to(opt.dtype);
     if (t.device() != opt.device) t = t.to(opt.device);
     param.set_data(t);
   }
   std::vector<std::string> unexpected;
-  for (const auto& n : ck.names())
+  for (const auto& n : src.names)
     if (!used.count(n) && !(opt.ignore_unused && opt.ignore_unused(n))) unexpected.push_back(n);
   if (!missing.empty() || !mismatched.empty() || !unexpected.empty()) {
-    std::string msg = cat(ck.path(), ": the weights do not fit the model:");
+    std::string msg = cat(src.path, ": the weights do not fit the model:");
     if (!missing.empty())
       msg += cat(" missing ", missing.size(), " tensor(s): ", list(missing), ";");
     if (!mismatched.empty()) msg += cat(" mis-shaped: ", list(mismatched), ";");
@@ -63,6 +75,50 @@ void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOpt
     msg.pop_back();
     throw Error(msg);
   }
+}
+}  // namespace
+
+void load_weights(torch::nn::Module& module, const Checkpoint& ck, const LoadOptions& opt) {
+  WeightSource src;
+  src.path = ck.path();
+  src.names = ck.names();
+  src.shape = [&ck](const std::string& name, std::vector<int64_t>* shape) {
+    const TensorView* view = ck.find(name);
+    if (view) *shape = view->shape;
+    return view != nullptr;
+  };
+  src.tensor = [&ck](const std::string& name) {
+    return tensor_from_view(*ck.find(name), ck.file_of(name));
+  };
+  fill(module, src, opt);
+}
+
+void load_weights(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& tensors,
+                  const std::string& source, const LoadOptions& opt) {
+  WeightSource src;
+  src.path = source;
+  for (const auto& kv : tensors) src.names.push_back(kv.first);
+  src.shape = [&tensors](const std::string& name, std::vector<int64_t>* shape) {
+    auto it = tensors.find(name);
+    if (it != tensors.end()) *shape = it->second.sizes().vec();
+    return it != tensors.end();
+  };
+  src.tensor = [&tensors](const std::string& name) { return tensors.at(name); };
+  fill(module, src, opt);
+}
+
+void save_weights(const torch::nn::Module& module, const std::string& path,
+                  const std::map<std::string, std::string>& metadata) {
+  NamedTensors ts;
+  for (const auto& p : module.named_parameters()) ts.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers()) ts.emplace_back(b.key(), b.value());
+  save_tensors(path, ts, metadata);
+}
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
 }
 
 void to_dtype_device(torch::nn::Module& module, torch::ScalarType dtype, torch::Device device) {

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -22,13 +23,27 @@ struct LoadOptions {
   std::function<bool(const std::string&)> ignore_unused;
   // Candidate checkpoint names for a module name; the first present one is used.
   std::function<std::vector<std::string>(const std::string&)> candidates;
+  // Copies each checkpoint tensor into the module tensor's storage (converted to its dtype and
+  // device; `dtype` and `device` are not used), for tensors that others hold on to, such as the
+  // parameters an optimizer updates. Otherwise the module tensor's data is replaced.
+  bool copy_into = false;
 };
 
 // Replaces each parameter's and buffer's data by the checkpoint tensor (zero copy when the dtype
-// matches on the CPU: the parameter then points into the mapped file). Throws one Error listing
-// every problem, naming the checkpoint path.
+// matches on the CPU: the parameter then points into the mapped file), or copies it in with
+// `copy_into`. Throws one Error listing every problem, naming the checkpoint path.
 void load_weights(torch::nn::Module& module, const Checkpoint& checkpoint,
                   const LoadOptions& options);
+// The same from tensors in memory; `source` names where they come from in errors.
+void load_weights(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& tensors,
+                  const std::string& source, const LoadOptions& options);
+
+// Writes the module's parameters and buffers under their names, with the given metadata.
+void save_weights(const torch::nn::Module& module, const std::string& path,
+                  const std::map<std::string, std::string>& metadata);
+
+// The number of scalars in the module's parameters.
+int64_t count_parameters(const torch::nn::Module& module);
 
 // Casts every floating parameter of the module to dtype and moves it to device.
 void to_dtype_device(torch::nn::Module& module, torch::ScalarType dtype, torch::Device device);

@@ -13,6 +13,7 @@
 #include "emovlm/data/synthetic.h"
 #include "emovlm/models/layers.h"
 #include "emovlm/models/vit.h"
+#include "emovlm/models/weights.h"
 #include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/predictor.h"
@@ -139,9 +140,7 @@ json run_demo(const DemoOptions& o) {
     Qwen2VL vlm(demo_vlm_config(tok));
     init_random(*vlm, o.seed, 0.05);
     save_qwen2vl(vlm_init, *vlm, "");
-    int64_t n = 0;
-    for (const auto& p : vlm->parameters()) n += p.numel();
-    log["vlm_parameters"] = n;
+    log["vlm_parameters"] = count_parameters(*vlm);
   }
   say(cat("tokenizer: ", tok.vocab_size(),
           " tokens; tiny VLM: ", log["vlm_parameters"].get<int64_t>(), " parameters"));

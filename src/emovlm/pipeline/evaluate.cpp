@@ -13,6 +13,7 @@
 #include "emovlm/core/safetensors.h"
 #include "emovlm/data/metrics.h"
 #include "emovlm/models/image_classifier.h"
+#include "emovlm/models/weights.h"
 #include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/report_html.h"
 #include "emovlm/train/distill.h"
@@ -72,7 +73,7 @@ json evaluate_cache(const EvaluateOptions& o) {
   add("teacher", teacher, counts.value("teacher", json(nullptr)));
   models["teacher"]["arch"] = counts.value("teacher_arch", "vit");
   models["teacher"]["display_name"] = classifier_display_name(models["teacher"]["arch"]);
-  add("distill_head", hd, head->num_parameters());
+  add("distill_head", hd, count_parameters(*head));
   json report = {
       {"cache",
        o.out.empty() ? o.cache : store_path(o.cache, (fs::path(o.out) / "report.json").string())},
@@ -84,9 +85,9 @@ json evaluate_cache(const EvaluateOptions& o) {
     Gate gate = load_gate(o.gate, &gcfg);
     torch::NoGradGuard ng;
     fused = to_vec(gate->forward(c.vlm_input(gcfg["vlm_input"]), hl).argmax(-1));
-    add("emovlm_kd", fused, gate->num_parameters() + head->num_parameters());
+    add("emovlm_kd", fused, count_parameters(*gate) + count_parameters(*head));
     models["emovlm_kd"]["gate"] = gcfg["kind"];
-    models["emovlm_kd"]["gate_parameters"] = gate->num_parameters();
+    models["emovlm_kd"]["gate_parameters"] = count_parameters(*gate);
   }
   // the head's training cache, when its report names one that is still there
   const std::string head_report = (fs::path(o.distill) / "report.json").string();

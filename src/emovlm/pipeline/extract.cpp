@@ -21,6 +21,7 @@
 #include "emovlm/image/resample.h"
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/weights.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 #include "emovlm/train/teacher.h"
@@ -185,10 +186,9 @@ json extract_features(const ExtractOptions& o) {
   teacher->to(device);
   if (!manifest.contains(
           "parameters")) {  // what evaluate reports, without opening the model folders
-    int64_t n = 0;
-    for (const auto& p : vlm->parameters()) n += p.numel();
-    manifest["parameters"] = {
-        {"vlm", n}, {"teacher", teacher->num_parameters()}, {"teacher_arch", teacher->arch()}};
+    manifest["parameters"] = {{"vlm", count_parameters(*vlm)},
+                              {"teacher", count_parameters(*teacher)},
+                              {"teacher_arch", teacher->arch()}};
   }
   const CategoricalQuery query = categorical_query(proc.tokenizer(), d.labels);
   GenerationConfig gen;

@@ -11,6 +11,7 @@
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/dist/process_group.h"
+#include "emovlm/models/weights.h"
 #include "emovlm/train/teacher.h"
 
 namespace emovlm {
@@ -38,8 +39,7 @@ struct CachedBatches {
       for (int64_t i = 0; i < n; ++i) perm[i] = i;
       SplitMix64 rng(
           mix_seed(seed, static_cast<uint64_t>(epoch), 0xD157 + static_cast<uint64_t>(p)));
-      for (int64_t i = n; i > 1; --i)
-        std::swap(perm[i - 1], perm[rng.below(static_cast<uint64_t>(i))]);
+      shuffle_in_place(perm, rng);
       o.insert(o.end(), perm.begin(), perm.end());
     }
     order = torch::tensor(o, torch::kInt64);
@@ -52,13 +52,6 @@ struct CachedBatches {
     return order.narrow(0, pass * n + start, std::min(batch, n - start));
   }
 };
-
-void save_module(const std::string& path, torch::nn::Module& m, const std::string& key,
-                 const json& config) {
-  NamedTensors ts;
-  for (const auto& p : m.named_parameters()) ts.emplace_back(p.key(), p.value());
-  save_tensors(path, ts, {{key, config.dump()}});
-}
 
 json module_config(const std::string& path, const std::string& key) {
   Checkpoint ck(path);
@@ -74,16 +67,11 @@ json module_config(const std::string& path, const std::string& key) {
   }
 }
 
+// Copies the checkpoint's tensors into the module (owned memory, not the mapped file).
 void load_module(const std::string& path, torch::nn::Module& m) {
-  Checkpoint ck(path);
-  torch::NoGradGuard ng;
-  for (auto& p : m.named_parameters()) {
-    torch::Tensor t = load_tensor(ck, p.key());
-    if (t.sizes() != p.value().sizes())
-      throw Error(cat(path, ": ", p.key(), " has shape ", shape_str(t.sizes().vec()), ", expected ",
-                      shape_str(p.value().sizes().vec())));
-    p.value().copy_(t);
-  }
+  LoadOptions opt;
+  opt.copy_into = true;
+  load_weights(m, Checkpoint(path), opt);
 }
 
 std::string report_path(const std::string& out) {
@@ -91,7 +79,7 @@ std::string report_path(const std::string& out) {
 }
 
 double accuracy(const torch::Tensor& logits, const torch::Tensor& y) {
-  return (logits.argmax(-1) == y).to(torch::kFloat64).mean().item<double>();
+  return (logits.argmax(-1).to(y.device()) == y).to(torch::kFloat64).mean().item<double>();
 }
 
 // A validation cache must come from the training cache's VLM, with its labels.
@@ -110,10 +98,12 @@ void check_same_parts(const FeatureCache& a, const FeatureCache& b) {
 torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features) {
   torch::NoGradGuard ng;
   head.eval();
+  const torch::Device device = head.layers[0]->as<LinearImpl>()->weight.device();
   std::vector<torch::Tensor> out;
-  for (int64_t i = 0; i < features.size(0); i += 4096)
-    out.push_back(
-        head.forward(features.narrow(0, i, std::min<int64_t>(4096, features.size(0) - i))));
+  for (int64_t i = 0; i < features.size(0); i += 4096) {
+    const torch::Tensor rows = features.narrow(0, i, std::min<int64_t>(4096, features.size(0) - i));
+    out.push_back(head.forward(rows.to(device)).cpu());
+  }
   return torch::cat(out);
 }
 
@@ -209,21 +199,32 @@ struct HeadRun {
 // the trainer's files) and returns the head with the best validation epoch's weights.
 HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const DistillOptions& o,
                  int64_t val_shared) {
-  torch::manual_seed(o.seed);
-  DistillHead head(train.features.size(1), o.hidden, train.num_classes(), o.dropout);
   if (o.compute_dtype != "bf16" && o.compute_dtype != "f32")
     throw Error(cat("--compute-dtype must be bf16 or f32, not '", o.compute_dtype, "'"));
-  head->set_compute_dtype(parse_dtype(o.compute_dtype, "--compute-dtype"));
+  const torch::Device device = parse_device(o.device);
+  DistillHeadConfig hc;
+  hc.in_dim = train.features.size(1);
+  hc.hidden = o.hidden;
+  hc.num_classes = train.num_classes();
+  hc.dropout = o.dropout;
+  hc.compute_dtype = o.compute_dtype;
+  torch::manual_seed(o.seed);
+  DistillHead head(hc);  // drawn on the CPU, so that every device starts from the same weights
+  head->to(device);
   if (!o.quiet)
     std::fprintf(stderr,
                  "distillation head: %lld parameters (input %lld, hidden %s, %lld classes)\n",
-                 static_cast<long long>(head->num_parameters()),
+                 static_cast<long long>(count_parameters(*head)),
                  static_cast<long long>(train.features.size(1)), json(o.hidden).dump().c_str(),
                  static_cast<long long>(train.num_classes()));
   const StepBudget budget =
       step_budget("distill", train.size(), o.batch_size, o.epochs, o.optim.grad_accum, o.min_steps,
                   o.patience, val != nullptr, o.quiet);
   CachedBatches batches{train.size(), o.batch_size, o.seed, budget.passes, {}};
+  // the cache's training tensors on the head's device (the same tensors on the CPU)
+  const torch::Tensor features = train.features.to(device),
+                      teacher_logits = train.teacher_logits.to(device),
+                      targets = train.targets.to(device);
   TrainConfig tc = train_config(o.out, budget.epochs, o.seed, o.resume, o.optim, "distill");
   tc.classes = train.labels;
   tc.save_every_steps = o.save_every_steps;
@@ -237,9 +238,10 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
     torch::Tensor idx = dist::shard_rows(batches.indices(b));  // this process's rows of the batch
     if (idx.size(0) == 0) return {torch::Tensor(), 0};
-    KDLoss l = kd_loss(head->forward(train.features.index_select(0, idx)),
-                       train.teacher_logits.index_select(0, idx),
-                       train.targets.index_select(0, idx), o.temperature, o.alpha);
+    idx = idx.to(device);
+    KDLoss l =
+        kd_loss(head->forward(features.index_select(0, idx)), teacher_logits.index_select(0, idx),
+                targets.index_select(0, idx), o.temperature, o.alpha);
     return {l.loss, idx.size(0)};
   };
   h.validate = [&](int64_t) {
@@ -251,19 +253,16 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
   const json training = {{"epochs", o.epochs},     {"min_steps", o.min_steps},
                          {"patience", o.patience}, {"batch_size", o.batch_size},
                          {"seed", o.seed},         {"optim", o.optim.to_json()}};
-  json cfg = {{"in_dim", train.features.size(1)},
-              {"hidden", o.hidden},
-              {"num_classes", train.num_classes()},
-              {"dropout", o.dropout},
-              {"alpha", o.alpha},
-              {"temperature", o.temperature},
-              {"labels", train.labels},
-              {"compute_dtype", o.compute_dtype},
-              {"parameters", head->num_parameters()},
-              {"vlm_identity", vlm_identity_of_cache(train.manifest)},
-              {"training", training}};
+  json cfg = hc.to_json();  // in_dim, hidden, num_classes, dropout, compute_dtype
+  cfg.update(json{{"alpha", o.alpha},
+                  {"temperature", o.temperature},
+                  {"labels", train.labels},
+                  {"parameters", count_parameters(*head)},
+                  {"vlm_identity", vlm_identity_of_cache(train.manifest)},
+                  {"training", training}});
   if (dist::is_main()) {
-    save_module((fs::path(o.out) / "head.safetensors").string(), *head, "emovlm.head", cfg);
+    save_weights(*head, (fs::path(o.out) / "head.safetensors").string(),
+                 {{"emovlm.head", cfg.dump()}});
     LabelSet ls;
     ls.name = "cache";
     ls.labels = train.labels;
@@ -314,7 +313,7 @@ DistillOptions head_options(const json& cfg, const std::string& where) {
 torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache* val,
                                    const json& head_cfg, const std::string& head_where,
                                    int64_t folds, uint64_t seed, const std::string& dir,
-                                   bool overwrite) {
+                                   bool overwrite, const std::string& device) {
   const int64_t n = train.size();
   if (folds < 2 || folds > n)
     throw Error(
@@ -323,8 +322,7 @@ torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = i;
   SplitMix64 rng(mix_seed(seed, 0xC0F1D, 0));
-  for (int64_t i = n; i > 1; --i)
-    std::swap(order[i - 1], order[rng.below(static_cast<uint64_t>(i))]);
+  shuffle_in_place(order, rng);
   const torch::Tensor y = train.targets.contiguous();
   const auto ya = y.accessor<int64_t, 1>();
   std::vector<int64_t> fold(n);
@@ -336,6 +334,7 @@ torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache
   DistillOptions d = head_options(head_cfg, head_where);
   d.cache = train.dir;
   d.quiet = true;
+  d.device = device;
   for (int64_t k = 0; k < folds; ++k) {
     std::vector<int64_t> in, out;
     for (int64_t i = 0; i < n; ++i) (fold[i] == k ? out : in).push_back(i);
@@ -376,24 +375,14 @@ DistillHead load_distill_head(const std::string& dir, json* config) {
   const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "head.safetensors").string() : dir;
   json c = module_config(p, "emovlm.head");
   const std::string where = p + ": metadata emovlm.head";
-  const int64_t in_dim = json_required<int64_t>(c, "in_dim", where);
-  const auto hidden = json_required<std::vector<int64_t>>(c, "hidden", where);
-  const int64_t classes = json_required<int64_t>(c, "num_classes", where);
-  const double dropout = json_optional<double>(c, "dropout", 0.1, where);
+  const DistillHeadConfig hc = DistillHeadConfig::from_json(c, where);
   try {
-    constexpr int64_t kMaxWidth = int64_t{1} << 20;
-    check_range(in_dim, 1, kMaxWidth, "in_dim");
-    check_range(static_cast<int64_t>(hidden.size()), 0, 64, "the number of hidden layers");
-    for (size_t i = 0; i < hidden.size(); ++i)
-      check_range(hidden[i], 1, kMaxWidth, cat("hidden[", i, "]"));
-    check_range(classes, 1, kMaxWidth, "num_classes");
-    check(dropout >= 0 && dropout < 1, cat("dropout ", dropout, " must be in [0, 1)"));
+    hc.validate();
   } catch (const Error& e) {
     throw Error(cat(where, ": ", e.what()));
   }
-  DistillHead head(in_dim, hidden, classes, dropout);
+  DistillHead head(hc);
   load_module(p, *head);
-  head->set_compute_dtype(parse_dtype(c.value("compute_dtype", "f32"), "compute_dtype"));
   head->eval();
   if (config) *config = c;
   return head;
@@ -410,10 +399,12 @@ json train_gate(const GateOptions& o) {
   if (o.init != "average" && o.init != "random")
     throw Error(cat("--init must be average or random, not '", o.init, "'"));
   if (o.fit_on == "val" && o.val_cache.empty()) throw Error("--fit-on val needs --val-cache");
+  const torch::Device device = parse_device(o.device);
   RunOutput run(o.out, o.out, o.resume, o.overwrite);
   FeatureCache train = FeatureCache::load(o.cache);
   json hcfg;
   DistillHead head = load_distill_head(o.distill, &hcfg);
+  head->to(device);
   if (hcfg["labels"].get<std::vector<std::string>>() != train.labels)
     throw Error(cat(o.distill, ": the head was trained on other labels (", hcfg["labels"].dump(),
                     ") than ", o.cache, " holds (", json(train.labels).dump(), ")"));
@@ -436,18 +427,27 @@ json train_gate(const GateOptions& o) {
     const std::string dir =
         o.crossfit_dir.empty() ? (fs::path(o.out) / "crossfit").string() : o.crossfit_dir;
     h_fit = crossfit_head_logits(train, val.get(), hcfg, o.distill, o.folds, o.seed, dir,
-                                 o.overwrite && o.crossfit_dir.empty());
+                                 o.overwrite && o.crossfit_dir.empty(), o.device);
   } else {
     h_fit = head_logits(*head, fit_cache.features);
   }
   torch::Tensor h_val, v_val;
   if (check_cache)
     h_val = head_logits(*head, check_cache->features), v_val = check_cache->vlm_input(o.vlm_input);
+  GateConfig gc;
+  gc.kind = o.kind;
+  gc.num_classes = train.num_classes();
   torch::manual_seed(o.seed);
-  Gate gate(o.kind, train.num_classes());
+  Gate gate = make_gate(gc);  // drawn on the CPU, so that every device starts from the same weights
   // the start: the weights of the head's logits and the VLM's answer that fit the fit rows best
   const auto [head_weight, vlm_weight] = pool_weights(h_fit, v_fit, y_fit);
   if (o.init == "average") gate->init_average(head_weight, vlm_weight);
+  // the gate and its frozen inputs on the device (the same tensors on the CPU)
+  gate->to(device);
+  const torch::Tensor v_fit_d = v_fit.to(device), h_fit_d = h_fit.to(device),
+                      y_fit_d = y_fit.to(device),
+                      v_val_d = v_val.defined() ? v_val.to(device) : v_val,
+                      h_val_d = h_val.defined() ? h_val.to(device) : h_val;
   const double vlm_right =
       (fit_cache.vlm_answer == y_fit).to(torch::kFloat64).mean().item<double>();
   const StepBudget budget =
@@ -467,25 +467,26 @@ json train_gate(const GateOptions& o) {
   h.loss = [&](int64_t, size_t b) -> std::pair<torch::Tensor, int64_t> {
     torch::Tensor idx = dist::shard_rows(batches.indices(b));  // this process's rows of the batch
     if (idx.size(0) == 0) return {torch::Tensor(), 0};
-    torch::Tensor out = gate->forward(v_fit.index_select(0, idx), h_fit.index_select(0, idx));
-    return {torch::cross_entropy_loss(out, y_fit.index_select(0, idx)), idx.size(0)};
+    idx = idx.to(device);
+    torch::Tensor out = gate->forward(v_fit_d.index_select(0, idx), h_fit_d.index_select(0, idx));
+    return {torch::cross_entropy_loss(out, y_fit_d.index_select(0, idx)), idx.size(0)};
   };
   h.validate = [&](int64_t) {
     if (!check_cache) return std::numeric_limits<double>::quiet_NaN();
-    return accuracy(gate->forward(v_val, h_val), check_cache->targets);
+    return accuracy(gate->forward(v_val_d, h_val_d), check_cache->targets);
   };
   FitResult r = fit(*gate, tc, h);
-  json cfg = {{"kind", o.kind},
-              {"vlm_input", o.vlm_input},
-              {"num_classes", train.num_classes()},
-              {"labels", train.labels},
-              {"parameters", gate->num_parameters()},
-              {"vlm_identity", vlm_identity_of_cache(train.manifest)},
-              {"fit_on", o.fit_on},
-              {"init", o.init}};
+  json cfg = gc.to_json();  // kind, num_classes
+  cfg.update(json{{"vlm_input", o.vlm_input},
+                  {"labels", train.labels},
+                  {"parameters", count_parameters(*gate)},
+                  {"vlm_identity", vlm_identity_of_cache(train.manifest)},
+                  {"fit_on", o.fit_on},
+                  {"init", o.init}});
   if (o.fit_on == "crossfit") cfg["folds"] = o.folds;
   if (dist::is_main())
-    save_module((fs::path(o.out) / "gate.safetensors").string(), *gate, "emovlm.gate", cfg);
+    save_weights(*gate, (fs::path(o.out) / "gate.safetensors").string(),
+                 {{"emovlm.gate", cfg.dump()}});
   gate->eval();
   torch::NoGradGuard ng;
   json report = {
@@ -493,7 +494,7 @@ json train_gate(const GateOptions& o) {
       {"config", cfg},
       {"best_epoch", r.best_epoch + 1},
       {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
-      {"fit_accuracy", accuracy(gate->forward(v_fit, h_fit), y_fit)},
+      {"fit_accuracy", accuracy(gate->forward(v_fit_d, h_fit_d), y_fit)},
       {"fit_images", fit_cache.size()},
       {"vlm_fit_accuracy", vlm_right},
       {"head_fit_accuracy", accuracy(h_fit, y_fit)},
@@ -520,13 +521,13 @@ Gate load_gate(const std::string& dir, json* config) {
   const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "gate.safetensors").string() : dir;
   json c = module_config(p, "emovlm.gate");
   const std::string where = p + ": metadata emovlm.gate";
-  const int64_t classes = json_required<int64_t>(c, "num_classes", where);
+  const GateConfig gc = GateConfig::from_json(c, where);
   try {
-    check_range(classes, 1, int64_t{1} << 20, "num_classes");
+    gc.validate();
   } catch (const Error& e) {
     throw Error(cat(where, ": ", e.what()));
   }
-  Gate g(json_required<std::string>(c, "kind", where), classes);
+  Gate g = make_gate(gc);
   load_module(p, *g);
   g->eval();
   if (config) *config = c;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "emovlm/data/feature_cache.h"
+#include "emovlm/models/gates.h"
 #include "emovlm/models/heads.h"
 #include "emovlm/train/trainer.h"
 
@@ -33,6 +34,9 @@ struct DistillOptions {
   bool overwrite = false;  // start over in an `out` that holds a run
   bool quiet = false;
   int64_t save_every_steps = 0;
+  // Where the head trains: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:N".
+  // The cache and the head go there; what the run writes is the same on any device.
+  std::string device = "auto";
   OptimConfig optim = [] {
     OptimConfig o;
     o.lr = 1e-3;  // the paper; the reference code uses 1e-5 (--lr 1e-5)
@@ -60,6 +64,7 @@ struct GateOptions {
   uint64_t seed = 0;
   bool resume = false, overwrite = false;
   int64_t save_every_steps = 0;
+  std::string device = "auto";  // as DistillOptions (the cross-fit's fold heads train there too)
   OptimConfig optim = [] {
     OptimConfig o;
     o.lr = 1e-3;  // the paper; the reference code uses 1e-4

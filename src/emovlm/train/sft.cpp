@@ -183,7 +183,7 @@ json train_sft(const SftOptions& o) {
     order.resize(usable.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     SplitMix64 rng(mix_seed(o.seed, static_cast<uint64_t>(epoch), 0x5F7));
-    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+    shuffle_in_place(order, rng);
     // the batches (one example each) this process computes, from `skip` on
     mine.clear();
     for (size_t b = skip; b < usable.size(); ++b)

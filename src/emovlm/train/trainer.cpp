@@ -17,6 +17,7 @@
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/dist/process_group.h"
+#include "emovlm/models/weights.h"
 
 namespace emovlm {
 
@@ -179,6 +180,21 @@ Trainable trainable(torch::nn::Module& m) {
     t.buffer_names.push_back(b.key()), t.buffers.push_back(b.value());
   t.device = t.params[0].device();
   return t;
+}
+
+// How a run's file gives back the model: "model.<name>" for each trainable parameter and buffer
+// (required), copied into the tensors the optimizer holds; other parameters (frozen, or the second
+// name of a tied weight) are not in the file and stay as they are; the file's other tensors (the
+// optimizer's state, the RNG) are not the model's.
+LoadOptions run_load_options(const Trainable& t) {
+  auto saved = std::make_shared<std::set<std::string>>(t.names.begin(), t.names.end());
+  saved->insert(t.buffer_names.begin(), t.buffer_names.end());
+  LoadOptions opt;
+  opt.copy_into = true;
+  opt.candidates = [](const std::string& n) { return std::vector<std::string>{"model." + n}; };
+  opt.optional = [saved](const std::string& n) { return saved->count(n) == 0; };
+  opt.ignore_unused = [](const std::string& n) { return n.rfind("model.", 0) != 0; };
+  return opt;
 }
 
 // "model.<name>" for every parameter and buffer
@@ -363,34 +379,7 @@ json checkpoint_info(const std::string& path) {
 }
 
 void load_trained_weights(torch::nn::Module& model, const std::string& path) {
-  auto w = load_tensors(path);
-  torch::NoGradGuard ng;
-  std::vector<std::string> missing;
-  for (auto& p : model.named_parameters()) {
-    auto it = w.find("model." + p.key());
-    if (it == w.end()) {
-      if (p.value().requires_grad()) missing.push_back(p.key());
-      continue;
-    }
-    if (it->second.sizes() != p.value().sizes())
-      throw Error(cat(path, ": ", p.key(), " has shape ", shape_str(it->second.sizes().vec()),
-                      ", the model expects ", shape_str(p.value().sizes().vec())));
-    p.value().copy_(it->second);
-  }
-  for (auto& b : model.named_buffers()) {
-    auto it = w.find("model." + b.key());
-    if (it == w.end()) {
-      missing.push_back(b.key());
-      continue;
-    }
-    if (it->second.sizes() != b.value().sizes())
-      throw Error(cat(path, ": ", b.key(), " has shape ", shape_str(it->second.sizes().vec()),
-                      ", the model expects ", shape_str(b.value().sizes().vec())));
-    b.value().copy_(it->second);
-  }
-  if (!missing.empty())
-    throw Error(cat(path, ": no values for ", missing.size(),
-                    " trainable tensor(s) or buffer(s), e.g. ", missing[0]));
+  load_weights(model, Checkpoint(path), run_load_options(trainable(model)));
 }
 
 FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hooks) {
@@ -417,20 +406,7 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
         info["classes"].get<std::vector<std::string>>() != cfg.classes)
       throw Error(cat(res.checkpoint_path,
                       ": the checkpoint's classes differ from this run's; refusing to resume"));
-    {
-      torch::NoGradGuard ng;
-      for (size_t i = 0; i < t.params.size(); ++i) {
-        auto it = w.find("model." + t.names[i]);
-        if (it == w.end()) throw Error(cat(res.checkpoint_path, ": no weights for ", t.names[i]));
-        t.params[i].copy_(it->second);
-      }
-      for (size_t i = 0; i < t.buffers.size(); ++i) {
-        auto it = w.find("model." + t.buffer_names[i]);
-        if (it == w.end())
-          throw Error(cat(res.checkpoint_path, ": no values for the buffer ", t.buffer_names[i]));
-        t.buffers[i].copy_(it->second);
-      }
-    }
+    load_weights(model, w, res.checkpoint_path, run_load_options(t));
     if (cfg.optim.optimizer == "adamw")
       load_state<torch::optim::AdamWParamState>(*opt, t, w);
     else
