@@ -67,7 +67,11 @@ void add_ablate_command(CLI::App& app) {
          "--seed", [ab](uint64_t s) { ab->distill.seed = ab->gate.seed = s; },
          cat("the head's and the gate's --seed (default ", ab->distill.seed, ")"))
       ->group(kTrainingGroup);
-  cmd->callback([ab] { std::cout << run_ablation(*ab)["markdown"].get<std::string>(); });
+  add_device_flag(cmd, ab->distill.device);  // the gates train there too
+  cmd->callback([ab] {
+    ab->gate.device = ab->distill.device;
+    std::cout << run_ablation(*ab)["markdown"].get<std::string>();
+  });
 }
 
 }  // namespace emovlm::cli

@@ -66,6 +66,7 @@ void add_distill_command(CLI::App& app) {
   add_optim_flags(cmd, d->optim);
   add_dtype_flag(cmd, d->compute_dtype, "the matmuls' dtype: bf16 or f32 (weights stay float32)",
                  "--compute-dtype", false);
+  add_device_flag(cmd, d->device);
   cmd->callback([d, hidden] {
     d->hidden = parse_hidden(*hidden);
     std::cout << train_distill_head(*d).dump(1) << std::endl;

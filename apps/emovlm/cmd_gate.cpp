@@ -50,6 +50,7 @@ void add_gate_command(CLI::App& app) {
   add_seed_flag(cmd, g->seed, "initialisation, the folds and the order of the batches");
   add_run_flags(cmd, g->resume, g->overwrite, g->save_every_steps);
   add_optim_flags(cmd, g->optim);
+  add_device_flag(cmd, g->device);
   cmd->callback([g] { std::cout << train_gate(*g).dump(1) << std::endl; });
 }
 
