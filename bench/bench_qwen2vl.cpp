@@ -12,7 +12,11 @@
 #include "emovlm/core/torch_compat.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/models/qwen2vl.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_fixed_decoder.h"
+#include "emovlm/models/qwen2vl_generation.h"
+#include "emovlm/models/qwen2vl_label_scores.h"
+#include "emovlm/models/qwen2vl_processor.h"
+#include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/text/chat.h"
 
 using namespace emovlm;

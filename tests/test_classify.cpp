@@ -10,6 +10,7 @@
 #include "emovlm/core/paths.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/pipeline/classify.h"
+#include "emovlm/pipeline/evaluate.h"
 #include "test_util.h"
 
 using namespace emovlm;
@@ -181,7 +182,8 @@ TEST(Classify, EvaluatesALabelledSplit) {
   EXPECT_EQ(r["unreadable"].get<int64_t>(), 1);
   EXPECT_NE(r["unreadable_images"][0]["image"].get<std::string>().find("broken.png"),
             std::string::npos);
-  const json& m = r["metrics"];
+  test::expect_evaluation_shape(r, {"vlm"}, true);
+  const json& m = r["models"]["vlm"];
   ASSERT_EQ(m["n"].get<int64_t>(), 4);
   ASSERT_EQ(r["predictions"].size(), 4u);
   int64_t right = 0, in_confusion = 0;

@@ -71,8 +71,8 @@ TEST(Demo, QuickRunWritesEveryArtifact) {
     EXPECT_GT(c.size(), 0) << split;
     EXPECT_EQ(c.features.size(1), vlm->config().text.hidden_size);
   }
-  load_distill_head(w["distill"]);
-  load_gate(w["gate"]);
+  DistillHeadImpl::from_pretrained(w["distill"]);
+  GateImpl::from_pretrained(w["gate"]);
   Predictor p(w["bundle"], "cpu");
   EXPECT_EQ(p.labels().size(), 8u);
   EXPECT_TRUE(file_exists(w["report"]));

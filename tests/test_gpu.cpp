@@ -13,7 +13,10 @@
 #include "emovlm/models/layers.h"
 #include "emovlm/models/nf4.h"
 #include "emovlm/models/qwen2vl.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_fixed_decoder.h"
+#include "emovlm/models/qwen2vl_generation.h"
+#include "emovlm/models/qwen2vl_label_scores.h"
+#include "emovlm/models/qwen2vl_processor.h"
 #include "emovlm/models/vit.h"
 #include "test_util.h"
 

@@ -202,7 +202,7 @@ TEST(Gate, LoadingReportsEveryProblemOfTheFile) {
   // written as training writes it: loads back equal
   save_weights(*g, gate_path, {{"emovlm.gate", gcfg.dump()}});
   json read_cfg;
-  Gate back = load_gate(gate_path, &read_cfg);
+  Gate back = GateImpl::from_pretrained(gate_path, &read_cfg);
   EXPECT_EQ(read_cfg, gcfg);
   for (const auto& p : g->named_parameters())
     EXPECT_TRUE(torch::equal(back->named_parameters()[p.key()], p.value())) << p.key();
@@ -212,14 +212,14 @@ TEST(Gate, LoadingReportsEveryProblemOfTheFile) {
                      {"fc.scale", torch::zeros({C})}};  // gate.bias is missing
   save_tensors(gate_path, ts, {{"emovlm.gate", gcfg.dump()}});
   expect_error_naming(
-      [&] { load_gate(gate_path); },
+      [&] { GateImpl::from_pretrained(gate_path); },
       {gate_path, "missing 1", "gate.bias", "mis-shaped", "fc.weight", "unexpected 1", "fc.scale"});
 
   DistillHead h(head_config(8, {6}, C));
   const std::string head_path = dir / "head.safetensors";
   const json hcfg = h->config().to_json();
   save_weights(*h, head_path, {{"emovlm.head", hcfg.dump()}});
-  DistillHead hb = load_distill_head(head_path);
+  DistillHead hb = DistillHeadImpl::from_pretrained(head_path);
   h->eval();
   torch::Tensor x = torch::randn({3, 8});
   EXPECT_TRUE(torch::equal(hb->forward(x), h->forward(x)));
@@ -228,7 +228,7 @@ TEST(Gate, LoadingReportsEveryProblemOfTheFile) {
         {"layers.1.weight", torch::zeros({C, 6})},
         {"layers.2.weight", torch::zeros({C, C})}};  // layers.1.bias is missing
   save_tensors(head_path, ts, {{"emovlm.head", hcfg.dump()}});
-  expect_error_naming([&] { load_distill_head(head_path); },
+  expect_error_naming([&] { DistillHeadImpl::from_pretrained(head_path); },
                       {head_path, "missing 1", "layers.1.bias", "mis-shaped", "layers.0.bias",
                        "unexpected 1", "layers.2.weight"});
 }

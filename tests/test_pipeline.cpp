@@ -127,12 +127,16 @@ TEST(Pipeline, TeacherArtifacts) {
         "metrics.jsonl", "report.json", "checkpoint.safetensors"})
     EXPECT_TRUE(file_exists(w.teacher + "/" + f)) << f;
   EXPECT_EQ(read_classes(w.teacher), LabelSet::from_spec("mikels8").labels);
-  json r = eval_teacher(w.teacher, w.data, "test", [] {
+  json r = evaluate_teacher(w.teacher, w.data, "test", [] {
     DatasetOptions d;
     d.labels = "mikels8";
     return d;
   }());
-  EXPECT_EQ(r["n"].get<int64_t>(), 16);
+  test::expect_evaluation_shape(r, {"teacher"}, true);
+  EXPECT_EQ(r["images"].get<int64_t>(), 16);
+  EXPECT_EQ(r["models"]["teacher"]["n"].get<int64_t>(), 16);
+  EXPECT_EQ(r["models"]["teacher"]["parameters"].get<int64_t>(),
+            load_image_classifier(w.teacher)->num_parameters());
 }
 
 TEST(Pipeline, ExtractResumesAndRefusesChangedInputs) {
@@ -305,7 +309,7 @@ TEST(Pipeline, CorruptHeadAndGateConfigsAreRefused) {
     const std::string path = dir / "head.safetensors";
     save_tensors(path, NamedTensors{}, {{"emovlm.head", bad.dump()}});
     try {
-      load_distill_head(path);
+      DistillHeadImpl::from_pretrained(path);
       ADD_FAILURE() << c.pointer << " = " << c.value.dump() << " was accepted";
     } catch (const Error& e) {
       const std::string msg = e.what();
@@ -317,14 +321,14 @@ TEST(Pipeline, CorruptHeadAndGateConfigsAreRefused) {
   save_tensors(gate, NamedTensors{},
                {{"emovlm.gate", json({{"kind", "mlp"}, {"num_classes", -3}}).dump()}});
   try {
-    load_gate(gate);
+    GateImpl::from_pretrained(gate);
     ADD_FAILURE() << "a gate of -3 classes was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("num_classes"), std::string::npos) << e.what();
   }
   save_tensors(gate, NamedTensors{}, {{"emovlm.gate", "[1e999"}});
   try {
-    load_gate(gate);
+    GateImpl::from_pretrained(gate);
     ADD_FAILURE() << "metadata that is not JSON was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("metadata emovlm.gate is not valid"), std::string::npos)
@@ -423,11 +427,13 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
             before.at("bn1.num_batches_tracked").item<int64_t>());
   DatasetOptions ds;
   ds.labels = "mikels8";
-  json ev = eval_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
-  EXPECT_EQ(ev["n"].get<int64_t>(), 16);
+  json ev = evaluate_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
+  const json& teacher = ev["models"]["teacher"];
+  EXPECT_EQ(teacher["n"].get<int64_t>(), 16);
   EXPECT_EQ(ev["arch"], "resnet50");
-  EXPECT_EQ(ev["parameters"].get<int64_t>(), load_image_classifier(t.out)->num_parameters());
-  const std::string row = models_table_markdown({{classifier_display_name(ev["arch"]), ev}});
+  EXPECT_EQ(teacher["arch"], "resnet50");
+  EXPECT_EQ(teacher["parameters"].get<int64_t>(), load_image_classifier(t.out)->num_parameters());
+  const std::string row = models_table_markdown({{classifier_display_name(ev["arch"]), teacher}});
   EXPECT_NE(row.find("| ResNet50 |"), std::string::npos) << row;
   EXPECT_NE(row.find("macro-F1 %"), std::string::npos) << row;
 
@@ -467,7 +473,7 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   json rep = evaluate_cache(e);
   EXPECT_EQ(rep["models"]["teacher"]["arch"], "resnet50");
   // parameters, not the BatchNorm statistics the checkpoint also holds
-  EXPECT_EQ(rep["models"]["teacher"]["parameters"].get<int64_t>(), ev["parameters"].get<int64_t>());
+  EXPECT_EQ(rep["models"]["teacher"]["parameters"], teacher["parameters"]);
   EXPECT_NE(evaluation_markdown(rep).find("| Teacher (ResNet50) |"), std::string::npos)
       << evaluation_markdown(rep);
 }
@@ -507,10 +513,13 @@ TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
   EXPECT_THROW(train_teacher(bad), Error);
   DatasetOptions ds;
   ds.labels = "mikels8";
-  json ev = eval_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
-  EXPECT_EQ(ev["n"].get<int64_t>(), 16);
-  EXPECT_EQ(ev["parameters"].get<int64_t>(), load_image_classifier(t.out)->num_parameters());
-  const std::string row = models_table_markdown({{classifier_display_name(ev["arch"]), ev}});
+  json ev = evaluate_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
+  test::expect_evaluation_shape(ev, {"teacher"}, true);
+  const json& teacher = ev["models"]["teacher"];
+  EXPECT_EQ(teacher["n"].get<int64_t>(), 16);
+  EXPECT_EQ(teacher["parameters"].get<int64_t>(), load_image_classifier(t.out)->num_parameters());
+  const std::string row =
+      models_table_markdown({{teacher["display_name"].get<std::string>(), teacher}});
   EXPECT_NE(row.find("| VGG16-BN |"), std::string::npos) << row;
 }
 
@@ -680,6 +689,7 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   e.gate = g.out;
   e.out = w.tmp / "eval";
   json rep = evaluate_cache(e);
+  test::expect_evaluation_shape(rep, {"vlm", "teacher", "distill_head", "emovlm_kd"}, false);
   for (const char* m : {"vlm", "teacher", "distill_head", "emovlm_kd"}) {
     ASSERT_TRUE(rep["models"].contains(m)) << m;
     EXPECT_EQ(rep["models"][m]["n"].get<int64_t>(), 16) << m;
@@ -711,8 +721,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     FeatureCache tc = FeatureCache::load(e.cache);
     std::vector<int64_t> fused;
     {
-      DistillHead hd = load_distill_head(d.out);
-      Gate gt = load_gate(g.out);
+      DistillHead hd = DistillHeadImpl::from_pretrained(d.out);
+      Gate gt = GateImpl::from_pretrained(g.out);
       torch::NoGradGuard ng;
       torch::Tensor f =
           gt->forward(tc.vlm_input("onehot"), head_logits(*hd, tc.features)).argmax(-1);
@@ -731,7 +741,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
     EXPECT_DOUBLE_EQ(gv2["difference"].get<double>(),
                      rep["models"]["emovlm_kd"]["accuracy"].get<double>() -
                          rep["models"]["vlm"]["accuracy"].get<double>());
-    torch::Tensor hl_all = head_logits(*load_distill_head(d.out), tc.features).argmax(-1);
+    torch::Tensor hl_all =
+        head_logits(*DistillHeadImpl::from_pretrained(d.out), tc.features).argmax(-1);
     for (int64_t i = 0; i < tc.size(); ++i) {
       const int64_t t = tc.targets[i].item<int64_t>();
       oracle += tc.vlm_answer[i].item<int64_t>() == t || hl_all[i].item<int64_t>() == t;
@@ -763,8 +774,8 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   Predictor p(w.tmp / "bundle", "cpu");
   FeatureCache test = FeatureCache::load(e.cache);
   json r = p.predict(test.paths[3]);
-  DistillHead head = load_distill_head(d.out);
-  Gate gate = load_gate(g.out);
+  DistillHead head = DistillHeadImpl::from_pretrained(d.out);
+  Gate gate = GateImpl::from_pretrained(g.out);
   torch::NoGradGuard ng;
   torch::Tensor hl = head->forward(test.features.narrow(0, 3, 1));
   int64_t want =
@@ -815,6 +826,7 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   json be = evaluate_bundle(
       p, w.data, "test", ds, 3, [&](const json&) { ++results; }, journal);
   EXPECT_EQ(results, 16);
+  test::expect_evaluation_shape(be, {"vlm", "distill_head", "emovlm_kd"}, true);
   EXPECT_EQ(be["images"].get<int64_t>(), 16);
   EXPECT_EQ(be["unreadable"].get<int64_t>(), 0);
   ASSERT_EQ(be["predictions"].size(), 16u);

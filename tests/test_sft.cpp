@@ -9,6 +9,7 @@
 #include "emovlm/models/layers.h"
 #include "emovlm/models/lora.h"
 #include "emovlm/models/nf4.h"
+#include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/text/chat.h"
 #include "emovlm/train/sft.h"
 #include "test_util.h"
@@ -154,7 +155,8 @@ TEST(Sft, LoraTuningWritesPeftAdapter) {
     adapted += p.key().find("lora_B") != std::string::npos;
   EXPECT_EQ(adapted,
             4 * base->config().text.num_hidden_layers);  // q, k, v, o of every decoder layer
-  Qwen2VL merged = load_vlm(qdir(), dir / "adapter", torch::kFloat32, torch::kCPU);
+  Qwen2VL merged(
+      Qwen2VLImpl::from_pretrained(qdir(), dir / "adapter", torch::kFloat32, torch::kCPU));
   EXPECT_EQ(merged->named_parameters().size(),
             Qwen2VLImpl::from_pretrained(qdir(), torch::kFloat32)->named_parameters().size());
 }

@@ -163,4 +163,27 @@ inline double max_abs_diff(const FloatArray& got, const TensorView& want) {
   return max_abs_diff(got.data, as_floats(want));
 }
 
+// The report shape every evaluation shares (pipeline/evaluate.h): labels, images, and per model
+// a classification report over those labels; reports made from images also name the split and
+// the images left out.
+inline void expect_evaluation_shape(const json& r, const std::vector<std::string>& models,
+                                    bool from_images) {
+  ASSERT_TRUE(r.contains("labels") && r["labels"].is_array()) << r.dump();
+  ASSERT_TRUE(r.contains("images") && r["images"].is_number_integer()) << r.dump();
+  ASSERT_TRUE(r.contains("models") && r["models"].is_object()) << r.dump();
+  EXPECT_EQ(r["models"].size(), models.size()) << r["models"].dump();
+  for (const std::string& m : models) {
+    ASSERT_TRUE(r["models"].contains(m)) << m;
+    const json& c = r["models"][m];
+    for (const char* k :
+         {"accuracy", "macro_f1", "per_class", "confusion", "labels", "n", "unparsable"})
+      EXPECT_TRUE(c.contains(k)) << m << " lacks " << k;
+    EXPECT_EQ(c["labels"], r["labels"]) << m;
+    EXPECT_LE(c["n"].get<int64_t>(), r["images"].get<int64_t>()) << m;
+  }
+  for (const char* k : {"data", "split", "unreadable", "unreadable_images", "resumed"})
+    EXPECT_EQ(r.contains(k), from_images) << k;
+  if (from_images) EXPECT_EQ(r["unreadable"].get<size_t>(), r["unreadable_images"].size());
+}
+
 }  // namespace emovlm::test

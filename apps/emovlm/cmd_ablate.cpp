@@ -18,11 +18,8 @@ void add_ablate_command(CLI::App& app) {
   cmd->add_option("kind", ab->kind, "depth, alpha, gate or gate-data")
       ->required()
       ->check(CLI::IsMember(ablation_kinds()));
-  cmd->add_option("--cache", ab->train_cache, "the training split's cache")
-      ->required()
-      ->group(kDataGroup);
-  cmd->add_option("--val-cache", ab->val_cache, "the validation split's cache (default: none)")
-      ->group(kDataGroup);
+  add_cache_flags(cmd, ab->train_cache, ab->val_cache,
+                  "each run keeps its best epoch and stops early on it; gate-data needs it");
   cmd->add_option("--test-cache", ab->test_cache, "the test split's cache")
       ->required()
       ->group(kDataGroup);

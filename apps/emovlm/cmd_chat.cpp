@@ -5,9 +5,10 @@
 #include "commands.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/image/resample.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_generation.h"
+#include "emovlm/models/qwen2vl_processor.h"
+#include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/text/chat.h"
-#include "emovlm/train/sft.h"
 
 namespace emovlm::cli {
 
@@ -23,7 +24,8 @@ struct ChatArgs {
 };
 
 void run_chat(const ChatArgs& a) {
-  Qwen2VL model = load_vlm(a.vlm, a.adapter, parse_dtype(a.dtype), parse_device(a.device));
+  Qwen2VL model(
+      Qwen2VLImpl::from_pretrained(a.vlm, a.adapter, parse_dtype(a.dtype), parse_device(a.device)));
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm);
   std::vector<ChatMessage> msgs;
   if (!a.system.empty()) msgs.push_back(ChatMessage::text("system", a.system));

@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "emovlm/core/error.h"
 #include "emovlm/pipeline/classify.h"
+#include "emovlm/pipeline/evaluate.h"
 
 namespace emovlm::cli {
 
@@ -37,30 +38,16 @@ void run_classify(const ClassifyArgs& a) {
   VlmClassifier classifier(a.o);
   const std::vector<std::string>& labels = classifier.labels().labels;
   if (on_split) {
-    run_split_report(a.split, a.as_json,
-                     [&](const auto& on_result, const std::string& journal) {
-                       return evaluate_vlm(classifier, a.split.data, a.split.split, a.split.dataset,
-                                           on_result, journal);
-                     },
-                     {{"VLM", "/metrics"}});
+    run_split_report(a.split, a.as_json, [&](const auto& on_result, const std::string& journal) {
+      return evaluate_vlm(classifier, a.split.data, a.split.split, a.split.dataset, on_result,
+                          journal);
+    });
     return;
   }
-  json all = json::array();
   const std::vector<std::string> images = image_arguments(a.images);
-  size_t failed = 0;
-  classifier.classify(images, [&](const json& r) {
-    if (r.contains("error")) {  // unreadable: said in its place, and the others still classified
-      ++failed;
-      report_image_error(r["image"], r["error"], a.as_json, all);
-    } else if (a.as_json) {
-      all.push_back(r);
-    } else {
-      print_scores(r, labels);
-    }
-  });
-  if (a.as_json) std::cout << all.dump(1) << std::endl;
-  if (failed)
-    throw Error(cat(failed, " of ", images.size(), " images could not be classified (see above)"));
+  ImageResults results(a.as_json, [&](const json& r) { print_scores(r, labels); });
+  classifier.classify(images, [&](const json& r) { results(r); });
+  results.finish(images.size(), "classified");
 }
 
 }  // namespace

@@ -40,13 +40,8 @@ void add_distill_command(CLI::App& app) {
   auto hidden = std::make_shared<std::string>("1024");
   CLI::App* cmd =
       app.add_subcommand("distill", "Stage 2: train the distillation head from a cache");
-  cmd->add_option("--cache", d->cache, "the training split's cache (`emovlm extract`)")
-      ->required()
-      ->group(kDataGroup);
-  cmd->add_option("--val-cache", d->val_cache,
-                  "the validation split's cache: the best epoch is kept, and early stopping "
-                  "(default: none, the last epoch)")
-      ->group(kDataGroup);
+  add_cache_flags(cmd, d->cache, d->val_cache,
+                  "the best epoch is kept, and early stopping (without it: the last epoch)");
   add_out_flag(cmd, d->out, "the head's folder (weights, classes.json, metrics, report)");
   cmd->add_option("--hidden", *hidden, "hidden layer sizes, e.g. 1024 or 1024,512")
       ->capture_default_str();

@@ -13,13 +13,8 @@ void add_gate_command(CLI::App& app) {
   auto g = std::make_shared<GateOptions>();
   CLI::App* cmd =
       app.add_subcommand("gate", "Stage 3: train the gate from a cache and a distillation head");
-  cmd->add_option("--cache", g->cache, "the training split's cache (`emovlm extract`)")
-      ->required()
-      ->group(kDataGroup);
-  cmd->add_option("--val-cache", g->val_cache,
-                  "the validation split's cache: the best epoch is kept, early stopping, and "
-                  "--fit-on val (default: none)")
-      ->group(kDataGroup);
+  add_cache_flags(cmd, g->cache, g->val_cache,
+                  "the best epoch is kept, early stopping, and --fit-on val");
   add_distill_flag(cmd, g->distill);
   add_out_flag(cmd, g->out, "the gate's folder (weights, metrics, report)");
   std::vector<std::string> kinds = gate_kinds();

@@ -3,7 +3,7 @@
 #include <memory>
 
 #include "commands.h"
-#include "emovlm/train/sft.h"
+#include "emovlm/models/qwen2vl.h"
 
 namespace emovlm::cli {
 
@@ -20,8 +20,8 @@ void add_lora_command(CLI::App& app) {
   add_adapter_flag(merge, m->adapter, true);
   add_out_flag(merge, m->out, "the merged checkpoint's folder");
   merge->callback([m] {
-    Qwen2VL model = load_vlm(m->vlm, m->adapter, torch::kFloat32, torch::kCPU);
-    save_qwen2vl(m->out, *model, m->vlm);
+    Qwen2VL model(Qwen2VLImpl::from_pretrained(m->vlm, m->adapter, torch::kFloat32, torch::kCPU));
+    model->save_pretrained(m->out, m->vlm);
     std::printf("wrote %s\n", m->out.c_str());
   });
 }

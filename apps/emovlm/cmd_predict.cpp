@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "emovlm/core/error.h"
+#include "emovlm/pipeline/evaluate.h"
 #include "emovlm/pipeline/predictor.h"
 
 namespace emovlm::cli {
@@ -75,32 +76,17 @@ void run_predict(const PredictArgs& a) {
   const bool on_split = a.split.chosen(a.images, "predict");
   Predictor pred(a.bundle, a.device);
   if (on_split) {
-    run_split_report(a.split, a.as_json,
-                     [&](const auto& on_result, const std::string& journal) {
-                       return evaluate_bundle(pred, a.split.data, a.split.split, a.split.dataset,
-                                              a.batch, on_result, journal);
-                     },
-                     {{"VLM", "/models/vlm"},
-                      {"head", "/models/distill_head"},
-                      {"EmoVLM-KD", "/models/emovlm_kd"}});
+    run_split_report(a.split, a.as_json, [&](const auto& on_result, const std::string& journal) {
+      return evaluate_bundle(pred, a.split.data, a.split.split, a.split.dataset, a.batch, on_result,
+                             journal);
+    });
     return;
   }
-  json all = json::array();
-  size_t failed = 0;
   const std::vector<std::string> images = image_arguments(a.images);
-  pred.predict_stream(images, a.batch, [&](const json& r) {  // printed as each batch comes
-    if (r.contains("error")) {  // an unreadable image: said, and the others still predicted
-      ++failed;
-      report_image_error(r["image"], r["error"], a.as_json, all);
-    } else if (a.as_json) {
-      all.push_back(r);
-    } else {
-      print_prediction(r);
-    }
-  });
-  if (a.as_json) std::cout << all.dump(1) << std::endl;
-  if (failed)
-    throw Error(cat(failed, " of ", images.size(), " images could not be predicted (see above)"));
+  ImageResults results(a.as_json, print_prediction);
+  // printed as each batch comes
+  pred.predict_stream(images, a.batch, [&](const json& r) { results(r); });
+  results.finish(images.size(), "predicted");
 }
 
 }  // namespace

@@ -26,15 +26,17 @@ struct TeacherEvalArgs {
 };
 
 void run_teacher_eval(const TeacherEvalArgs& a) {
-  json r = eval_teacher(a.dir, a.data, a.split, a.dataset, a.batch, a.workers, a.device);
+  json r = evaluate_teacher(a.dir, a.data, a.split, a.dataset, a.batch, a.workers, a.device);
   if (a.as_json) {
     std::cout << r.dump(1) << std::endl;
     return;
   }
   // a row of Table 1, in evaluate's layout
-  std::cout << models_table_markdown({{classifier_display_name(r["arch"]), r}});
-  if (!r["skipped_images"].empty())
-    std::printf("%zu unreadable images skipped\n", r["skipped_images"].size());
+  const json& teacher = r["models"]["teacher"];
+  std::cout << models_table_markdown({{teacher["display_name"].get<std::string>(), teacher}});
+  if (r["unreadable"].get<int64_t>() > 0)
+    std::printf("%lld unreadable images skipped\n",
+                static_cast<long long>(r["unreadable"].get<int64_t>()));
 }
 
 }  // namespace

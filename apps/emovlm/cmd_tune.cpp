@@ -12,7 +12,6 @@ namespace emovlm::cli {
 void add_tune_command(CLI::App& app) {
   auto s = std::make_shared<SftOptions>();
   auto lora = std::make_shared<bool>(false);
-  auto full = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("tune", "Stage 1: instruction-tune the VLM");
   add_vlm_flag(cmd, s->vlm);
   cmd->add_option("--instructions", s->instructions,
@@ -21,7 +20,8 @@ void add_tune_command(CLI::App& app) {
       ->group(kDataGroup);
   add_out_flag(cmd, s->out,
                "the tuned checkpoint's folder (--full) or the PEFT adapter's (--lora, --qlora)");
-  CLI::Option* f = cmd->add_flag("--full", *full, "tune every weight (the default)");
+  // --full names the default: SftOptions::full is already true, and --lora/--qlora clear it
+  CLI::Option* f = cmd->add_flag("--full", s->full, "tune every weight (the default)");
   CLI::Option* l = cmd->add_flag("--lora", *lora,
                                  "train LoRA adapters on a frozen base (written in PEFT's format)");
   CLI::Option* q = cmd->add_flag("--qlora", s->qlora,

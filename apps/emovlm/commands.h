@@ -2,7 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 #include "emovlm/data/dataset.h"
 #include "flags.h"
@@ -44,8 +44,23 @@ void add_preprocess_command(CLI::App& app);
 // depth, sorted) are taken; an image that cannot be read is reported (stderr, or an
 // {"image", "error"} entry with --json) and the others still run.
 std::vector<std::string> image_arguments(const std::vector<std::string>& args);
-void report_image_error(const std::string& path, const std::string& message, bool as_json,
-                        nlohmann::json& all);
+// The results of classify or predict on image arguments, one call per image as they come: an
+// unreadable image ({"image", "error"}) is reported in its place, the others printed by `print`,
+// or with --json all collected; finish() prints the JSON array and fails naming how many images
+// could not be read.
+class ImageResults {
+ public:
+  ImageResults(bool as_json, std::function<void(const nlohmann::json&)> print);
+  void operator()(const nlohmann::json& result);
+  // `done`: what the command does to an image ("classified", "predicted").
+  void finish(size_t images, const std::string& done);
+
+ private:
+  bool as_json_;
+  std::function<void(const nlohmann::json&)> print_;
+  nlohmann::json all_;
+  size_t failed_ = 0;
+};
 
 // classify --data and predict --data (split_report.cpp): a labelled split instead of image
 // arguments. add_split_flags adds --data, --split, --val-fraction, --split-seed and --out;
@@ -58,10 +73,9 @@ struct SplitArgs {
 void add_split_flags(CLI::App* cmd, SplitArgs& a, const std::string& what);
 // Runs evaluate(on_result, journal) with a progress bar; with --out, the journal OUT.partial.jsonl
 // (a killed run resumes from it) and the report written atomically at the end. Then prints the
-// report as JSON, or the metrics of each model: (name, JSON pointer into the report).
+// report as JSON, or the metrics of each of its models.
 using SplitEvaluation = std::function<nlohmann::json(
     const std::function<void(const nlohmann::json&)>& on_result, const std::string& journal)>;
-void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate,
-                      const std::vector<std::pair<std::string, std::string>>& models);
+void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate);
 
 }  // namespace emovlm::cli

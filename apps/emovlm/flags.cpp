@@ -125,6 +125,16 @@ CLI::Option* add_data_flag(CLI::App* cmd, std::string& data, const std::string& 
   return in_group(o, kDataGroup);
 }
 
+void add_cache_flags(CLI::App* cmd, std::string& cache, std::string& val_cache,
+                     const std::string& val_use) {
+  in_group(cmd->add_option("--cache", cache, "the training split's cache (`emovlm extract`)")
+               ->required(),
+           kDataGroup);
+  in_group(cmd->add_option("--val-cache", val_cache,
+                           "the validation split's cache: " + val_use + " (default: none)"),
+           kDataGroup);
+}
+
 CLI::Option* add_split_flag(CLI::App* cmd, std::string& split, const std::string& prefix) {
   return in_group(cmd->add_option("--split", split, prefix + "train, val or test")
                       ->capture_default_str()

@@ -47,6 +47,10 @@ CLI::Option* add_cuda_graph_flag(CLI::App* cmd, bool& cuda_graph);
 // ---- Data
 CLI::Option* add_data_flag(CLI::App* cmd, std::string& data, const std::string& what,
                            bool required = true);
+// --cache (the training split's cache, required) and --val-cache (optional; `val_use`: what the
+// command does with it).
+void add_cache_flags(CLI::App* cmd, std::string& cache, std::string& val_cache,
+                     const std::string& val_use);
 CLI::Option* add_split_flag(CLI::App* cmd, std::string& split, const std::string& prefix = "");
 // --labels, --val-fraction, --split-seed (prefix: e.g. "--data: " where they apply only with it).
 void add_dataset_flags(CLI::App* cmd, DatasetOptions& d, const std::string& prefix = "",

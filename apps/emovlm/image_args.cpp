@@ -1,6 +1,9 @@
-// The image arguments of classify and predict: files as given, directories expanded.
+// The image arguments of classify and predict (files as given, directories expanded) and their
+// per-image results.
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -25,12 +28,27 @@ std::vector<std::string> image_arguments(const std::vector<std::string>& args) {
   return out;
 }
 
-void report_image_error(const std::string& path, const std::string& message, bool as_json,
-                        nlohmann::json& all) {
-  if (as_json)
-    all.push_back({{"image", path}, {"error", message}});
-  else
-    std::fprintf(stderr, "emovlm: error: %s\n", message.c_str());
+ImageResults::ImageResults(bool as_json, std::function<void(const nlohmann::json&)> print)
+    : as_json_(as_json), print_(std::move(print)), all_(nlohmann::json::array()) {}
+
+void ImageResults::operator()(const nlohmann::json& r) {
+  if (r.contains("error")) {
+    ++failed_;
+    if (as_json_)
+      all_.push_back({{"image", r["image"]}, {"error", r["error"]}});
+    else
+      std::fprintf(stderr, "emovlm: error: %s\n", r["error"].get<std::string>().c_str());
+  } else if (as_json_) {
+    all_.push_back(r);
+  } else {
+    print_(r);
+  }
+}
+
+void ImageResults::finish(size_t images, const std::string& done) {
+  if (as_json_) std::cout << all_.dump(1) << std::endl;
+  if (failed_)
+    throw Error(cat(failed_, " of ", images, " images could not be ", done, " (see above)"));
 }
 
 }  // namespace emovlm::cli

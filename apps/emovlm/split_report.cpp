@@ -38,13 +38,17 @@ void add_split_flags(CLI::App* cmd, SplitArgs& a, const std::string& what) {
 
 namespace {
 
-void print_metrics(const json& report,
-                   const std::vector<std::pair<std::string, std::string>>& models) {
+// The report's models in the order of the paper's tables, with the names they have there.
+const std::vector<std::pair<std::string, std::string>> kModelNames = {
+    {"vlm", "VLM"}, {"teacher", "teacher"}, {"distill_head", "head"}, {"emovlm_kd", "EmoVLM-KD"}};
+
+void print_metrics(const json& report) {
   std::printf("%s, split %s: %lld images\n", report["data"].get<std::string>().c_str(),
               report["split"].get<std::string>().c_str(),
               static_cast<long long>(report["images"].get<int64_t>()));
-  for (const auto& [name, pointer] : models) {
-    const json& m = report.at(json::json_pointer(pointer));
+  for (const auto& [key, name] : kModelNames) {
+    if (!report["models"].contains(key)) continue;
+    const json& m = report["models"][key];
     std::printf("%-12s accuracy %6.2f%%, macro-F1 %6.2f%%", name.c_str(),
                 100 * m["accuracy"].get<double>(), 100 * m["macro_f1"].get<double>());
     if (m["unparsable"].get<int64_t>() > 0)
@@ -65,8 +69,7 @@ void print_metrics(const json& report,
 
 }  // namespace
 
-void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate,
-                      const std::vector<std::pair<std::string, std::string>>& models) {
+void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& evaluate) {
   // with --out, each result also goes to OUT.partial.jsonl as it comes: a killed run resumes from
   // it
   const std::string journal = a.out.empty() ? "" : a.out + ".partial.jsonl";
@@ -84,7 +87,7 @@ void run_split_report(const SplitArgs& a, bool as_json, const SplitEvaluation& e
   if (as_json)
     std::cout << report.dump(1) << std::endl;
   else
-    print_metrics(report, models);
+    print_metrics(report);
 }
 
 }  // namespace emovlm::cli

@@ -3,9 +3,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <regex>
 
+#include <nlohmann/json.hpp>
+
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
+#include "emovlm/core/json_util.h"
 
 namespace emovlm {
 
@@ -98,6 +103,17 @@ ParsedAnswer parse_categorical_answer(const std::string& text, const LabelSet& l
     a.index = labels.index_of(a.raw);
   }
   return a;
+}
+
+std::vector<std::string> read_classes(const std::string& dir) {
+  const std::string p = (std::filesystem::path(dir) / "classes.json").string();
+  nlohmann::json j = read_json_file(p);
+  return json_required<std::vector<std::string>>(j, "labels", p);
+}
+
+void write_classes(const std::string& dir, const LabelSet& labels) {
+  nlohmann::json j = {{"label_set", labels.name}, {"labels", labels.labels}};
+  write_file_atomic((std::filesystem::path(dir) / "classes.json").string(), j.dump(1) + "\n");
 }
 
 }  // namespace emovlm

@@ -38,4 +38,9 @@ struct ParsedAnswer {
 };
 ParsedAnswer parse_categorical_answer(const std::string& text, const LabelSet& labels);
 
+// The classes a model folder (a teacher, a head, a gate) was trained on, in the order of its
+// outputs (classes.json).
+std::vector<std::string> read_classes(const std::string& dir);
+void write_classes(const std::string& dir, const LabelSet& labels);
+
 }  // namespace emovlm

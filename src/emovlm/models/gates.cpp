@@ -12,6 +12,8 @@
 #include "emovlm/models/gate_cross.h"
 #include "emovlm/models/gate_dynamic.h"
 #include "emovlm/models/gate_moe.h"
+#include "emovlm/models/saved_module.h"
+#include "emovlm/models/weights.h"
 
 namespace emovlm {
 
@@ -87,6 +89,19 @@ void add_average_weight(LinearImpl& l, double head_weight, double vlm_weight) {
   const torch::Tensor eye = torch::eye(c);
   l.weight.narrow(1, 0, c).add_(eye * vlm_weight);
   l.weight.narrow(1, c, c).add_(eye * head_weight);
+}
+
+std::shared_ptr<GateImpl> GateImpl::from_pretrained(const std::string& path,
+                                                    nlohmann::json* metadata) {
+  const SavedModule saved = SavedModule::open(path, "gate.safetensors", "emovlm.gate");
+  Gate g = make_gate(saved.config<GateConfig>());
+  saved.load_into(*g);
+  if (metadata) *metadata = saved.metadata;
+  return g.ptr();
+}
+
+void GateImpl::save_pretrained(const std::string& path, const nlohmann::json& metadata) const {
+  save_weights(*this, path, {{"emovlm.gate", metadata.dump()}});
 }
 
 }  // namespace emovlm

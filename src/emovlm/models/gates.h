@@ -33,6 +33,13 @@ class GateImpl : public torch::nn::Module {
  public:
   explicit GateImpl(const GateConfig& config);
   ~GateImpl() override = default;
+  // gate.safetensors as the gate stage writes it (`path`: the file or its folder): a gate of the
+  // kind its "emovlm.gate" metadata names, with its weights; `metadata` (optional) receives all of
+  // that metadata.
+  static std::shared_ptr<GateImpl> from_pretrained(const std::string& path,
+                                                   nlohmann::json* metadata = nullptr);
+  // Writes the weights and `metadata` (which must hold the config's keys) as "emovlm.gate".
+  void save_pretrained(const std::string& path, const nlohmann::json& metadata) const;
 
   // weights (optional) receives the weights the gate computes for this input where it has them:
   // dynamic and cross, one for each input [B, 2]; moe, its experts' mixture [B, 3].

@@ -1,11 +1,15 @@
 // Distillation head and KD loss.
 #include "emovlm/models/heads.h"
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/tensor_io.h"
+#include "emovlm/models/saved_module.h"
+#include "emovlm/models/weights.h"
 
 namespace emovlm {
 
@@ -73,6 +77,33 @@ KDLoss kd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tens
   torch::Tensor kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * (T * T);
   torch::Tensor ce = torch::nll_loss(torch::log_softmax(s, -1), y);
   return {alpha * kl + (1 - alpha) * ce, kl, ce};
+}
+
+std::shared_ptr<DistillHeadImpl> DistillHeadImpl::from_pretrained(const std::string& path,
+                                                                  nlohmann::json* metadata) {
+  const SavedModule saved = SavedModule::open(path, "head.safetensors", "emovlm.head");
+  auto head = std::make_shared<DistillHeadImpl>(saved.config<DistillHeadConfig>());
+  saved.load_into(*head);
+  if (metadata) *metadata = saved.metadata;
+  return head;
+}
+
+void DistillHeadImpl::save_pretrained(const std::string& path,
+                                      const nlohmann::json& metadata) const {
+  save_weights(*this, path, {{"emovlm.head", metadata.dump()}});
+}
+
+torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features) {
+  torch::NoGradGuard ng;
+  head.eval();
+  const torch::Device device = head.layers[0]->as<LinearImpl>()->weight.device();
+  std::vector<torch::Tensor> out;
+  for (int64_t i = 0; i < features.size(0); i += 4096) {
+    // [N, d] -> rows [<=4096, d] -> [<=4096, C]
+    const torch::Tensor rows = features.narrow(0, i, std::min<int64_t>(4096, features.size(0) - i));
+    out.push_back(head.forward(rows.to(device)).cpu());
+  }
+  return torch::cat(out);
 }
 
 }  // namespace emovlm

@@ -35,6 +35,13 @@ struct DistillHeadConfig {
 class DistillHeadImpl : public torch::nn::Module {
  public:
   explicit DistillHeadImpl(const DistillHeadConfig& config);
+  // head.safetensors as the distill stage writes it (`path`: the file or its folder): the weights
+  // and the "emovlm.head" metadata, whose config is validated; `metadata` (optional) receives all
+  // of that metadata (the config and what the stage recorded with it: labels, the VLM, ...).
+  static std::shared_ptr<DistillHeadImpl> from_pretrained(const std::string& path,
+                                                          nlohmann::json* metadata = nullptr);
+  // Writes the weights and `metadata` (which must hold the config's keys) as "emovlm.head".
+  void save_pretrained(const std::string& path, const nlohmann::json& metadata) const;
   torch::Tensor forward(const torch::Tensor& features);  // [B, d] -> [B, C] (float32)
   const DistillHeadConfig& config() const { return config_; }
   const std::vector<int64_t>& hidden() const { return config_.hidden; }
@@ -50,6 +57,10 @@ class DistillHeadImpl : public torch::nn::Module {
   torch::ScalarType compute_ = torch::kFloat32;
 };
 TORCH_MODULE(DistillHead);
+
+// Head logits for every row of features [N, d] -> [N, C] on the CPU (eval mode, in batches on the
+// head's device).
+torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features);
 
 struct KDLoss {
   torch::Tensor loss, kl, ce;  // scalars

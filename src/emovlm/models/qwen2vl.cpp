@@ -4,7 +4,10 @@
 #include <filesystem>
 
 #include "emovlm/core/error.h"
+#include "emovlm/core/files.h"
 #include "emovlm/core/safetensors.h"
+#include "emovlm/core/tensor_io.h"
+#include "emovlm/models/lora.h"
 #include "emovlm/models/weights.h"
 
 namespace emovlm {
@@ -44,6 +47,37 @@ std::shared_ptr<Qwen2VLImpl> Qwen2VLImpl::from_pretrained(const std::string& dir
   m->eval();
   for (auto& p : m->parameters()) p.set_requires_grad(false);
   return m;
+}
+
+std::shared_ptr<Qwen2VLImpl> Qwen2VLImpl::from_pretrained(const std::string& dir,
+                                                          const std::string& adapter,
+                                                          torch::ScalarType dtype,
+                                                          torch::Device device) {
+  if (adapter.empty()) return from_pretrained(dir, dtype, device);
+  auto m = from_pretrained(dir, torch::kFloat32, torch::kCPU);
+  load_peft_adapter(*m, adapter);
+  merge_lora(*m);
+  m->move_to(device, dtype);
+  for (auto& p : m->parameters()) p.set_requires_grad(false);
+  return m;
+}
+
+void Qwen2VLImpl::save_pretrained(const std::string& dir, const std::string& assets_dir) const {
+  namespace fs = std::filesystem;
+  make_dirs(dir);
+  NamedTensors ts;
+  for (const auto& p : named_parameters()) {
+    if (config().text.tie_word_embeddings && p.key() == "lm_head.weight") continue;
+    ts.emplace_back(p.key(), p.value());
+  }
+  save_tensors((fs::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
+  write_file_atomic((fs::path(dir) / "config.json").string(), config().to_json().dump(1) + "\n");
+  if (assets_dir.empty() || fs::absolute(assets_dir) == fs::absolute(dir)) return;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json",
+                        "preprocessor_config.json", "generation_config.json"}) {
+    const std::string from = (fs::path(assets_dir) / f).string();
+    if (file_exists(from)) write_file_atomic((fs::path(dir) / f).string(), read_file(from));
+  }
 }
 
 std::pair<torch::Tensor, torch::Tensor> Qwen2VLImpl::rope_index(

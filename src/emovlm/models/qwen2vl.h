@@ -39,6 +39,17 @@ class Qwen2VLImpl : public torch::nn::Module {
                                                       torch::ScalarType dtype,
                                                       torch::Device device = torch::kCPU,
                                                       const std::string& weights = "");
+  // The same with a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) merged
+  // into the weights; no adapter when `adapter` is empty. The merge runs in float32 on the CPU
+  // before the cast and the move, so the adapter costs nothing at inference.
+  static std::shared_ptr<Qwen2VLImpl> from_pretrained(const std::string& dir,
+                                                      const std::string& adapter,
+                                                      torch::ScalarType dtype,
+                                                      torch::Device device);
+  // Writes a checkpoint directory that from_pretrained reads: config.json, model.safetensors
+  // (Hub names; lm_head left out when tied) and, from `assets_dir` when given, the tokenizer,
+  // processor and generation files.
+  void save_pretrained(const std::string& dir, const std::string& assets_dir = "") const;
 
   // Position ids [3, B, T] (int64) and rope deltas [B], as the reference's get_rope_index:
   // text advances by one, image tokens take (t, h, w) grid positions, text after an image

@@ -1,6 +1,8 @@
 // The weight loader.
 #include "emovlm/models/weights.h"
 
+#include <nlohmann/json.hpp>
+
 #include "emovlm/core/error.h"
 #include "emovlm/core/tensor_io.h"
 
@@ -128,6 +130,20 @@ void to_dtype_device(torch::nn::Module& module, torch::ScalarType dtype, torch::
     if (t.is_floating_point() && t.scalar_type() != dtype) t = t.to(dtype);
     if (t.device() != device) t = t.to(device);
     if (!t.is_same(p)) p.set_data(t);
+  }
+}
+
+nlohmann::json json_metadata(const std::string& path, const std::string& key) {
+  const Checkpoint ck(path);
+  const auto m = ck.metadata();
+  const auto it = m.find(key);
+  if (it == m.end()) throw Error(cat(path, ": no '", key, "' metadata; not written by emovlm"));
+  try {
+    nlohmann::json c = nlohmann::json::parse(it->second);
+    if (!c.is_object()) throw Error("not a JSON object");
+    return c;
+  } catch (const std::exception& e) {
+    throw Error(cat(path, ": metadata ", key, " is not valid: ", e.what()));
   }
 }
 

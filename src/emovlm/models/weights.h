@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "emovlm/core/safetensors.h"
 
 namespace emovlm {
@@ -41,6 +43,9 @@ void load_weights(torch::nn::Module& module, const std::map<std::string, torch::
 // Writes the module's parameters and buffers under their names, with the given metadata.
 void save_weights(const torch::nn::Module& module, const std::string& path,
                   const std::map<std::string, std::string>& metadata);
+
+// The JSON object stored under `key` in a safetensors file's metadata; errors name the file.
+nlohmann::json json_metadata(const std::string& path, const std::string& key);
 
 // The number of scalars in the module's parameters.
 int64_t count_parameters(const torch::nn::Module& module);

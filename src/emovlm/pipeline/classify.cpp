@@ -8,11 +8,13 @@
 #include "emovlm/data/loader.h"
 #include "emovlm/data/metrics.h"
 #include "emovlm/image/resample.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_generation.h"
+#include "emovlm/models/qwen2vl_label_scores.h"
+#include "emovlm/models/qwen2vl_processor.h"
+#include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/split_eval.h"
 #include "emovlm/text/chat.h"
-#include "emovlm/train/sft.h"
 
 namespace emovlm {
 
@@ -44,7 +46,8 @@ VlmClassifier::VlmClassifier(const ClassifyOptions& o) : s_(std::make_unique<Sta
   o.validate();
   s_->o = o;
   s_->labels = LabelSet::from_spec(o.labels);
-  s_->model = load_vlm(o.vlm, o.adapter, parse_dtype(o.dtype), parse_device(o.device));
+  s_->model = Qwen2VL(
+      Qwen2VLImpl::from_pretrained(o.vlm, o.adapter, parse_dtype(o.dtype), parse_device(o.device)));
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(o.vlm));
   s_->query = categorical_query(s_->proc->tokenizer(), s_->labels);
   if (o.mode == "generate")
@@ -103,57 +106,6 @@ void VlmClassifier::classify(const std::vector<std::string>& paths,
       [&](size_t i, const std::string& error) {
         on_result(json{{"image", paths[i]}, {"error", error}});
       });
-}
-
-json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std::string& split,
-                  const DatasetOptions& dataset, const std::function<void(const json&)>& on_result,
-                  const std::string& journal) {
-  const ClassifyOptions& o = classifier.options();
-  // what the results depend on (a journal written with other settings is not reused); not the
-  // data's path: the journal's results are keyed by image, and the split says which images are
-  // needed
-  json settings = {{"vlm", checkpoint_identity(o.vlm)},
-                   {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
-                   {"dtype", o.dtype},
-                   {"labels", o.labels},
-                   {"mode", o.mode},
-                   {"cap_long_side", o.cap_long_side},
-                   {"batch", o.batch}};
-  if (o.mode == "generate")
-    settings.update({{"temperature", o.temperature},
-                     {"seed", o.seed},
-                     {"seeding", "per image"},
-                     {"max_new_tokens", o.max_new_tokens}});
-  const SplitRun r = run_split(
-      data, split, dataset, o.labels, settings,
-      [&](const std::vector<std::string>& paths, const std::function<void(const json&)>& emit) {
-        classifier.classify(paths, emit);
-      },
-      on_result, journal);
-  const auto label_of = [](const json& row) { return row["label"]; };
-  const SplitPredictions p = split_predictions(r, label_of);
-  const std::vector<std::string>& L = r.labels.labels;
-  json predictions = json::array();
-  for (size_t i = 0; i < r.rows.size(); ++i)
-    if (!r.rows[i].contains("error"))
-      predictions.push_back({{"image", r.samples[i].path},
-                             {"truth", r.rows[i]["truth"]},
-                             {"label", r.rows[i]["label"]}});
-  json unreadable = split_unreadable(r);
-  json report = {{"vlm", o.vlm},
-                 {"adapter", o.adapter},
-                 {"mode", o.mode},
-                 {"labels", L},
-                 {"data", data},
-                 {"split", split},
-                 {"images", r.samples.size()},
-                 {"unreadable", unreadable.size()},
-                 {"resumed", r.resumed}};
-  if (o.mode == "generate") report["sampling"] = {{"temperature", o.temperature}, {"seed", o.seed}};
-  report["metrics"] = classification_report(p.pred, p.truth, static_cast<int>(L.size())).to_json(L);
-  report["unreadable_images"] = std::move(unreadable);
-  report["predictions"] = std::move(predictions);
-  return report;
 }
 
 }  // namespace emovlm

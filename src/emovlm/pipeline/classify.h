@@ -51,17 +51,4 @@ class VlmClassifier {
   std::unique_ptr<State> s_;
 };
 
-// The VLM alone on one split of a labelled dataset (the paper's VLM rows): accuracy, macro-F1,
-// per-class recall/precision/F1 and the confusion matrix (unparsable answers count as wrong),
-// each image's prediction, and the images that could not be read (left out of the metrics,
-// listed and counted). The dataset is read with the classifier's label set. on_result: each
-// image's result as it comes, with "truth" added.
-// journal: a JSON-lines file that each result is appended to as it comes (its first line names
-// the settings); a run that finds one written with the same settings classifies only the images
-// it lacks, so a killed run resumes. Other settings: an error naming the file and the setting.
-nlohmann::json evaluate_vlm(VlmClassifier& classifier, const std::string& data,
-                            const std::string& split, const DatasetOptions& dataset,
-                            const std::function<void(const nlohmann::json&)>& on_result = {},
-                            const std::string& journal = "");
-
 }  // namespace emovlm

@@ -1,8 +1,10 @@
 // The demo pipeline.
 #include "emovlm/pipeline/demo.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 
 #include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
@@ -77,28 +79,49 @@ Qwen2VLConfig demo_vlm_config(const Tokenizer& tok) {
   return c;
 }
 
-}  // namespace
+// Where the demo writes each stage's product, under DemoOptions::out.
+struct DemoPaths {
+  std::string out, data, models, instructions, vlm_init, vlm_tuned, vit_init, teacher, distill,
+      gate, eval, bundle;
+  std::map<std::string, std::string> caches;  // split -> cache folder
 
-json run_demo(const DemoOptions& o) {
-  Timer timer, total;
-  json log = json::object();
-  const std::string out = o.out;
-  OutputLock lock(out, OutputLock::Kind::Directory);
-  const std::string data = out + "/data", models = out + "/models";
+  explicit DemoPaths(const std::string& o)
+      : out(o),
+        data(o + "/data"),
+        models(o + "/models"),
+        instructions(o + "/instructions.jsonl"),
+        vlm_init(models + "/vlm-init"),
+        vlm_tuned(models + "/vlm-tuned"),
+        vit_init(models + "/vit-init"),
+        teacher(models + "/teacher"),
+        distill(models + "/distill"),
+        gate(models + "/gate"),
+        eval(o + "/eval"),
+        bundle(o + "/bundle") {
+    for (const char* split : {"train", "val", "test"}) caches[split] = o + "/cache/" + split;
+  }
+};
 
-  // 1. data
+DatasetOptions demo_dataset_options() {
+  DatasetOptions dopt;
+  dopt.labels = "mikels8";
+  return dopt;
+}
+
+// The synthetic dataset: log["data"] gets what write_synthetic_dataset reports.
+Dataset write_demo_data(const DemoOptions& o, const DemoPaths& p, json& log) {
   SyntheticOptions so;
   so.seed = o.seed;
   if (o.quick) so.train_per_class = 8, so.val_per_class = 3, so.test_per_class = 4;
-  say(cat("writing the synthetic dataset to ", data));
-  remove_tree(data);
-  log["data"] = write_synthetic_dataset(data, so);
-  DatasetOptions dopt;
-  dopt.labels = "mikels8";
-  Dataset ds = load_dataset(data, dopt);
-  log["data"]["seconds"] = timer.lap();
+  say(cat("writing the synthetic dataset to ", p.data));
+  remove_tree(p.data);
+  log["data"] = write_synthetic_dataset(p.data, so);
+  return load_dataset(p.data, demo_dataset_options());
+}
 
-  // 2. stage 0: instruction data (templated observation/reasoning answers instead of an endpoint)
+// Stage 0: instruction data, with templated observation and reasoning answers instead of an
+// endpoint's.
+std::vector<InstructionExample> write_demo_instructions(const Dataset& ds, const DemoPaths& p) {
   std::vector<InstructionExample> inst = categorical_examples(ds.train, ds.labels);
   for (const auto& s : ds.train) {
     inst.push_back({s.path, ds.labels.labels[s.label], "observation", kObservationPrompt,
@@ -106,27 +129,30 @@ json run_demo(const DemoOptions& o) {
     inst.push_back({s.path, ds.labels.labels[s.label], "reasoning", kReasoningPrompt,
                     synthetic_reasoning(s.label)});
   }
-  const std::string inst_path = out + "/instructions.jsonl";
-  write_instructions(inst_path, inst);
-  say(cat("stage 0: ", inst.size(), " instructions in ", inst_path));
+  write_instructions(p.instructions, inst);
+  say(cat("stage 0: ", inst.size(), " instructions in ", p.instructions));
+  return inst;
+}
 
-  // 3. a byte-level BPE tokenizer trained on the instruction text; the tiny VLM from its config
-  const std::string vlm_init = models + "/vlm-init", vlm_tuned = models + "/vlm-tuned";
-  make_dirs(vlm_init);
+// The VLM to tune: a byte-level BPE tokenizer trained on the instruction text, processor files,
+// and a tiny Qwen2-VL with random weights, written as a checkpoint folder at p.vlm_init.
+void write_demo_vlm(const DemoOptions& o, const Dataset& ds,
+                    const std::vector<InstructionExample>& inst, const DemoPaths& p, json& log) {
+  make_dirs(p.vlm_init);
   std::vector<std::string> corpus = {kEmotionSystemMessage, kQwenDefaultSystem,
                                      "<|im_start|>user\n", "<|im_start|>assistant\n"};
   for (const auto& e : inst) corpus.push_back(e.prompt), corpus.push_back(e.answer);
   for (const auto& l : ds.labels.labels) corpus.push_back(categorical_answer(l));
-  train_bpe_tokenizer(corpus, o.quick ? 400 : 600, vlm_init + "/tokenizer.json");
-  Tokenizer tok = Tokenizer::from_dir(vlm_init);
-  write_file_atomic(vlm_init + "/tokenizer_config.json",
+  train_bpe_tokenizer(corpus, o.quick ? 400 : 600, p.vlm_init + "/tokenizer.json");
+  Tokenizer tok = Tokenizer::from_dir(p.vlm_init);
+  write_file_atomic(p.vlm_init + "/tokenizer_config.json",
                     json({{"tokenizer_class", "Qwen2Tokenizer"},
                           {"eos_token", "<|im_end|>"},
                           {"pad_token", "<|endoftext|>"}})
                         .dump(1));
   // the VLM sees the 128x96 images at 56x28 pixels (2 visual tokens): colour survives, fine shapes
   // do not
-  write_file_atomic(vlm_init + "/preprocessor_config.json",
+  write_file_atomic(p.vlm_init + "/preprocessor_config.json",
                     json({{"min_pixels", 3136},
                           {"max_pixels", 3136},
                           {"patch_size", 14},
@@ -135,32 +161,32 @@ json run_demo(const DemoOptions& o) {
                           {"resample", 3},
                           {"image_processor_type", "Qwen2VLImageProcessor"}})
                         .dump(1));
-  {
-    torch::manual_seed(o.seed);
-    Qwen2VL vlm(demo_vlm_config(tok));
-    init_random(*vlm, o.seed, 0.05);
-    save_qwen2vl(vlm_init, *vlm, "");
-    log["vlm_parameters"] = count_parameters(*vlm);
-  }
+  torch::manual_seed(o.seed);
+  Qwen2VL vlm(demo_vlm_config(tok));
+  init_random(*vlm, o.seed, 0.05);
+  vlm->save_pretrained(p.vlm_init);
+  log["vlm_parameters"] = count_parameters(*vlm);
   say(cat("tokenizer: ", tok.vocab_size(),
           " tokens; tiny VLM: ", log["vlm_parameters"].get<int64_t>(), " parameters"));
+}
 
-  // 4. stage 1: instruction tuning (every weight: there is no pretrained model here)
+// Stage 1: instruction tuning of every weight (there is no pretrained model here).
+json tune_demo_vlm(const DemoOptions& o, const DemoPaths& p) {
   SftOptions sft;
-  sft.vlm = vlm_init;
-  sft.instructions = inst_path;
-  sft.out = vlm_tuned;
+  sft.vlm = p.vlm_init;
+  sft.instructions = p.instructions;
+  sft.out = p.vlm_tuned;
   sft.epochs = o.quick ? 2 : 5;
   sft.seed = o.seed;
   sft.mask_prompt = true;  // a model from scratch would spend itself on the constant prompt
   sft.optim.lr = 1e-3;
   sft.optim.max_grad_norm = 1.0;
-  remove_tree(vlm_tuned);
-  log["stage1"] = train_sft(sft);
-  log["stage1"]["seconds"] = timer.lap();
+  remove_tree(p.vlm_tuned);
+  return train_sft(sft);
+}
 
-  // 5. the teacher: a small ViT (from scratch here) trained on the dataset
-  const std::string vit_init = models + "/vit-init", teacher = models + "/teacher";
+// The teacher: a small ViT trained from scratch on the dataset.
+json train_demo_teacher(const DemoOptions& o, const DemoPaths& p) {
   {
     VitConfig vc;
     vc.hidden_size = 64;
@@ -173,72 +199,60 @@ json run_demo(const DemoOptions& o) {
     torch::manual_seed(o.seed);
     VitForImageClassification vit(vc);
     init_random(*vit, o.seed + 1, 0.05);
-    vit->save_pretrained(vit_init);
+    vit->save_pretrained(p.vit_init);
   }
   TeacherOptions to;
-  to.data = data;
-  to.init = vit_init;
-  to.out = teacher;
-  to.dataset = dopt;
+  to.data = p.data;
+  to.init = p.vit_init;
+  to.out = p.teacher;
+  to.dataset = demo_dataset_options();
   to.epochs = o.quick ? 3 : 25;
   to.batch_size = 16;
   to.optim.lr = 1e-3;  // from scratch; the reference's 3e-5 fine-tunes a pretrained ViT
   to.seed = o.seed;
-  remove_tree(teacher);
-  log["teacher"] = train_teacher(to);
-  log["teacher"]["seconds"] = timer.lap();
+  remove_tree(p.teacher);
+  return train_teacher(to);
+}
 
-  // 6. the feature cache: one pass per split over the frozen models
-  std::map<std::string, std::string> caches;
+// The feature cache: one pass per split over the frozen models.
+void extract_demo_caches(const DemoPaths& p) {
   for (const char* split : {"train", "val", "test"}) {
     ExtractOptions x;
-    x.vlm = vlm_tuned;
-    x.teacher = teacher;
-    x.data = data;
+    x.vlm = p.vlm_tuned;
+    x.teacher = p.teacher;
+    x.data = p.data;
     x.split = split;
-    x.dataset = dopt;
-    x.out = out + "/cache/" + split;
+    x.dataset = demo_dataset_options();
+    x.out = p.caches.at(split);
     x.dtype = "f32";
     x.device = "cpu";
     remove_tree(x.out);
     extract_features(x);
-    caches[split] = x.out;
   }
-  log["extract_seconds"] = timer.lap();
+}
 
-  // 7. stage 2 and 3
+// Stages 2 and 3: log["stage2"], log["stage3"] get their reports.
+void train_demo_head_and_gate(const DemoOptions& o, const DemoPaths& p, json& log) {
   DistillOptions d;
-  d.cache = caches["train"];
-  d.val_cache = caches["val"];
-  d.out = models + "/distill";
+  d.cache = p.caches.at("train");
+  d.val_cache = p.caches.at("val");
+  d.out = p.distill;
   d.hidden = {256};  // the product's defaults otherwise: at least 2,000 optimizer steps each
   d.seed = o.seed;
   remove_tree(d.out);
   log["stage2"] = train_distill_head(d);
   GateOptions g;
-  g.cache = caches["train"];
-  g.val_cache = caches["val"];
-  g.distill = d.out;
-  g.out = models + "/gate";
+  g.cache = p.caches.at("train");
+  g.val_cache = p.caches.at("val");
+  g.distill = p.distill;
+  g.out = p.gate;
   g.seed = o.seed;
   remove_tree(g.out);
   log["stage3"] = train_gate(g);
-  log["stages23_seconds"] = timer.lap();
+}
 
-  // 8. evaluation, bundle, predictions
-  EvaluateOptions e;
-  e.cache = caches["test"];
-  e.distill = d.out;
-  e.gate = g.out;
-  e.out = out + "/eval";
-  json report = evaluate_cache(e);
-  BundleSpec b;
-  b.vlm = vlm_tuned;
-  b.distill = d.out;
-  b.gate = g.out;
-  b.dtype = "f32";
-  write_bundle(out + "/bundle", b);
-  Predictor pred(out + "/bundle", "cpu");
+// A few test images through the bundle (at most 4, spread over the split), each with its label.
+json demo_predictions(Predictor& pred, const Dataset& ds) {
   json predictions = json::array();
   const auto& test = ds.split("test");
   for (size_t i = 0; i < test.size() && predictions.size() < 4;
@@ -247,14 +261,13 @@ json run_demo(const DemoOptions& o) {
     r["label"] = ds.labels.labels[test[i].label];
     predictions.push_back(r);
   }
-  // the bundle on the whole test split straight from the image files (`predict --data`): the
-  // cache's figures, reached without a cache
-  json from_images = evaluate_bundle(pred, data, "test", dopt, 1);
-  from_images.erase("predictions");
-  log["bundle_on_test_images"] = from_images;
-  log["evaluation_seconds"] = timer.lap();
+  return predictions;
+}
 
-  // 9. the report: the paper's Table 1/2 layout for this data
+// REPORT.md: the paper's Table 1/2 layout for this data, the complementarity, the gate, a few
+// predictions and the time of each stage.
+std::string demo_report_markdown(const json& log, const json& report, const json& predictions,
+                                 const Dataset& ds) {
   const json& m = report["models"];
   std::vector<std::pair<std::string, json>> rows;
   const std::pair<const char*, const char*> names[] = {
@@ -318,27 +331,73 @@ json run_demo(const DemoOptions& o) {
           log["teacher"]["seconds"].get<double>(), ", cache ", log["extract_seconds"].get<double>(),
           ", stages 2+3 ", log["stages23_seconds"].get<double>(), ", evaluation ",
           log["evaluation_seconds"].get<double>(), ".\n");
-  write_file_atomic(out + "/REPORT.md", md);
+  return md;
+}
+
+}  // namespace
+
+json run_demo(const DemoOptions& o) {
+  Timer timer, total;
+  json log = json::object();
+  OutputLock lock(o.out, OutputLock::Kind::Directory);
+  const DemoPaths p(o.out);
+
+  const Dataset ds = write_demo_data(o, p, log);
+  log["data"]["seconds"] = timer.lap();
+  const std::vector<InstructionExample> inst = write_demo_instructions(ds, p);
+  write_demo_vlm(o, ds, inst, p, log);
+  log["stage1"] = tune_demo_vlm(o, p);
+  log["stage1"]["seconds"] = timer.lap();
+  log["teacher"] = train_demo_teacher(o, p);
+  log["teacher"]["seconds"] = timer.lap();
+  extract_demo_caches(p);
+  log["extract_seconds"] = timer.lap();
+  train_demo_head_and_gate(o, p, log);
+  log["stages23_seconds"] = timer.lap();
+
+  // evaluation over the test cache, the bundle, and the bundle on the test split straight from
+  // the image files (`predict --data`): the cache's figures, reached without a cache
+  EvaluateOptions e;
+  e.cache = p.caches.at("test");
+  e.distill = p.distill;
+  e.gate = p.gate;
+  e.out = p.eval;
+  const json report = evaluate_cache(e);
+  BundleSpec b;
+  b.vlm = p.vlm_tuned;
+  b.distill = p.distill;
+  b.gate = p.gate;
+  b.dtype = "f32";
+  write_bundle(p.bundle, b);
+  Predictor pred(p.bundle, "cpu");
+  const json predictions = demo_predictions(pred, ds);
+  json from_images = evaluate_bundle(pred, p.data, "test", demo_dataset_options(), 1);
+  from_images.erase("predictions");
+  log["bundle_on_test_images"] = from_images;
+  log["evaluation_seconds"] = timer.lap();
+
+  const std::string md = demo_report_markdown(log, report, predictions, ds);
+  write_file_atomic(p.out + "/REPORT.md", md);
   log["report"] = report;
   log["predictions"] = predictions;
   log["total_seconds"] = total.lap();
-  log["written"] = {{"dataset", data},
-                    {"instructions", inst_path},
-                    {"vlm", vlm_tuned},
-                    {"teacher", teacher},
-                    {"caches", out + "/cache"},
-                    {"distill", d.out},
-                    {"gate", g.out},
-                    {"evaluation", e.out},
-                    {"bundle", out + "/bundle"},
-                    {"report", out + "/REPORT.md"}};
-  write_file_atomic(out + "/demo.json", log.dump(1) + "\n");
+  log["written"] = {{"dataset", p.data},
+                    {"instructions", p.instructions},
+                    {"vlm", p.vlm_tuned},
+                    {"teacher", p.teacher},
+                    {"caches", p.out + "/cache"},
+                    {"distill", p.distill},
+                    {"gate", p.gate},
+                    {"evaluation", p.eval},
+                    {"bundle", p.bundle},
+                    {"report", p.out + "/REPORT.md"}};
+  write_file_atomic(p.out + "/demo.json", log.dump(1) + "\n");
   std::printf("%s\n", md.c_str());
-  std::printf("Everything was written under %s:\n", out.c_str());
+  std::printf("Everything was written under %s:\n", p.out.c_str());
   for (auto it = log["written"].begin(); it != log["written"].end(); ++it)
     std::printf("  %-13s %s\n", it.key().c_str(), it.value().get<std::string>().c_str());
   std::printf("Predict more images with: emovlm predict --bundle %s/bundle IMAGE...\n",
-              out.c_str());
+              p.out.c_str());
   return log;
 }
 

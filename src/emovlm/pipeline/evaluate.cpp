@@ -12,11 +12,12 @@
 #include "emovlm/core/paths.h"
 #include "emovlm/core/safetensors.h"
 #include "emovlm/data/metrics.h"
+#include "emovlm/models/gates.h"
+#include "emovlm/models/heads.h"
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/models/weights.h"
 #include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/report_html.h"
-#include "emovlm/train/distill.h"
 
 namespace emovlm {
 
@@ -47,7 +48,7 @@ std::string human(int64_t n) {
 json evaluate_cache(const EvaluateOptions& o) {
   FeatureCache c = FeatureCache::load(o.cache);
   json hcfg, gcfg;
-  DistillHead head = load_distill_head(o.distill, &hcfg);
+  DistillHead head = DistillHeadImpl::from_pretrained(o.distill, &hcfg);
   if (hcfg["labels"].get<std::vector<std::string>>() != c.labels)
     throw Error(cat(o.distill, ": the head's labels ", hcfg["labels"].dump(),
                     " differ from the cache's ", json(c.labels).dump()));
@@ -82,7 +83,7 @@ json evaluate_cache(const EvaluateOptions& o) {
       {"vlm_mode", in["vlm_mode"]}};
   std::vector<int> fused;
   if (!o.gate.empty()) {
-    Gate gate = load_gate(o.gate, &gcfg);
+    Gate gate = GateImpl::from_pretrained(o.gate, &gcfg);
     torch::NoGradGuard ng;
     fused = to_vec(gate->forward(c.vlm_input(gcfg["vlm_input"]), hl).argmax(-1));
     add("emovlm_kd", fused, count_parameters(*gate) + count_parameters(*head));

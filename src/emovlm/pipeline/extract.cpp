@@ -20,11 +20,12 @@
 #include "emovlm/dist/process_group.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/image_classifier.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_generation.h"
+#include "emovlm/models/qwen2vl_label_scores.h"
+#include "emovlm/models/qwen2vl_processor.h"
 #include "emovlm/models/weights.h"
+#include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/text/chat.h"
-#include "emovlm/train/sft.h"
-#include "emovlm/train/teacher.h"
 
 namespace emovlm {
 
@@ -135,6 +136,174 @@ json open_manifest(const ExtractOptions& o, const std::vector<Sample>& samples,
   return resumed;
 }
 
+// The frozen models of an extraction and what they are asked, computing one shard at a time.
+// The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest), the
+// teacher on groups of teacher_batch; images are decoded and prepared on worker threads ahead.
+class ShardComputer {
+ public:
+  ShardComputer(const ExtractOptions& o, const Dataset& d, const VitImageConfig& vcfg,
+                const std::string& manifest_path, const json& inputs)
+      : o_(o),
+        d_(d),
+        samples_(d.split(o.split)),
+        vcfg_(vcfg),
+        manifest_path_(manifest_path),
+        inputs_(inputs),
+        device_(parse_device(o.device)),
+        vlm_(Qwen2VLImpl::from_pretrained(o.vlm, o.adapter, parse_dtype(o.dtype), device_)),
+        proc_(Qwen2VLProcessor::from_dir(o.vlm)),
+        teacher_(load_image_classifier(o.teacher)),
+        query_(categorical_query(proc_.tokenizer(), d.labels)) {
+    teacher_->eval();
+    teacher_->to(device_);
+    if (o.vlm_mode == "generate")
+      gen_ = reference_sampling(o.vlm, o.temperature, o.max_new_tokens, o.seed, o.cuda_graph);
+  }
+
+  // The models' sizes, as the manifest records them.
+  json parameters() const {
+    return {{"vlm", count_parameters(*vlm_)},
+            {"teacher", count_parameters(*teacher_)},
+            {"teacher_arch", teacher_->arch()}};
+  }
+
+  // Called with the number of images done (cached or failed) as they are done.
+  std::function<void(int64_t)> on_images;
+
+  // Shard k's manifest entry (one JSON line) followed by the bytes of its file.
+  std::string compute(size_t k) {
+    torch::NoGradGuard ng;
+    const size_t begin = k * o_.shard_size, end = std::min(samples_.size(), begin + o_.shard_size);
+    OrderedPrefetcher<Decoded> decoded(
+        end - begin, [&](size_t i) { return decode(samples_[begin + i]); }, o_.workers, 8);
+    Shard s;
+    Decoded dec;
+    for (size_t i = begin; i < end; ++i) {
+      decoded.next(dec);
+      if (!dec.error.empty()) {
+        s.failures.push_back(
+            {{"path", store_path(samples_[i].path, manifest_path_)}, {"error", dec.error}});
+        if (on_images) on_images(1);
+        continue;
+      }
+      s.group.push_back(std::move(dec.vlm));
+      s.group_index.push_back(i);
+      s.group_seed.push_back(dec.seed);
+      s.teacher_px.push_back(dec.vit);
+      if (static_cast<int64_t>(s.group.size()) >= o_.vlm_batch) run_vlm(s);
+      if (static_cast<int64_t>(s.teacher_px.size()) >= o_.teacher_batch) run_teacher(s);
+    }
+    run_vlm(s);
+    run_teacher(s);
+    NamedTensors ts;
+    if (!s.feats.empty()) {
+      ts = {{"features", torch::stack(s.feats)},
+            {"vlm_scores", torch::stack(s.scores)},
+            {"vlm_answer", torch::tensor(s.answers, torch::kInt64)},
+            {"teacher_logits", torch::cat(s.tlogits)},
+            {"labels", torch::tensor(s.targets, torch::kInt64)},
+            {"index", torch::tensor(s.index, torch::kInt64)}};
+    }
+    json shard = {{"file", feature_cache_shard_name(k)},
+                  {"first", begin},
+                  {"count", end - begin},
+                  {"cached", s.feats.size()},
+                  {"failures", s.failures}};
+    if (o_.vlm_mode == "generate") shard["answers"] = std::move(s.texts);
+    // each shard names the split and inputs it belongs to: the reader checks them against the
+    // manifest
+    return shard.dump() + "\n" +
+           tensors_to_safetensors(ts, {{"format", "emovlm-feature-cache"},
+                                       {"split", o_.split},
+                                       {"inputs", hex64(feature_cache_inputs_hash(inputs_))}});
+  }
+
+ private:
+  // What a shard collects: the images waiting for each model, and the results in image order.
+  struct Shard {
+    std::vector<PreparedPrompt> group;  // waiting for the VLM
+    std::vector<size_t> group_index;
+    std::vector<uint64_t> group_seed;
+    std::vector<torch::Tensor> teacher_px;  // waiting for the teacher
+    std::vector<torch::Tensor> feats, scores, tlogits;
+    std::vector<int64_t> answers, targets, index;
+    json texts = json::array();  // generate mode: each cached image's answer
+    json failures = json::array();
+  };
+
+  // Worker threads: one image decoded, its teacher input, prompt and sampling seed.
+  Decoded decode(const Sample& sample) const {
+    Decoded r;
+    try {
+      RgbImage image = decode_image_file(sample.path);
+      r.vit = to_tensor(preprocess_vit(image, vcfg_));
+      VlmPrompt prompt{query_.prompt, {cap_long_side(image, o_.cap_long_side)}};
+      r.seed = prompt_seed(o_.seed, prompt.images);
+      r.vlm = proc_.prepare(prompt);
+    } catch (const Error& e) {
+      r.error = e.what();
+    }
+    return r;
+  }
+
+  void run_teacher(Shard& s) {
+    if (s.teacher_px.empty()) return;
+    compat::AutocastGuard autocast(device_.type(), torch::kBFloat16, o_.teacher_dtype == "bf16");
+    // [n, 3, size, size] -> [n, classes]
+    s.tlogits.push_back(teacher_->logits(torch::stack(s.teacher_px).to(device_))
+                            .to(torch::kCPU)
+                            .to(torch::kFloat32));
+    s.teacher_px.clear();
+  }
+
+  void run_vlm(Shard& s) {
+    if (s.group.empty()) return;
+    // one prefill per group serves the label scores and, in generate mode, each image's answer
+    Prefill pf = prefill(*vlm_, proc_.collate(s.group, device_));
+    std::vector<Prefill> rows;
+    if (o_.vlm_mode == "generate")
+      for (size_t g = 0; g < s.group.size(); ++g) rows.push_back(pf.row(static_cast<int64_t>(g)));
+    torch::Tensor pooled;  // [n, hidden]
+    const torch::Tensor scores =
+        label_scores(*vlm_, std::move(pf), query_.candidates, &pooled);  // [n, labels]
+    for (size_t g = 0; g < s.group.size(); ++g) {
+      const size_t i = s.group_index[g];
+      int64_t answer = scores[static_cast<int64_t>(g)].argmax().item<int64_t>();
+      if (o_.vlm_mode == "generate") {
+        GenerationConfig gc = gen_;
+        gc.seed = s.group_seed[g];
+        GenerationResult gr = generate(*vlm_, std::move(rows[g]), gc);
+        std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
+        const std::string text = proc_.tokenizer().decode(ids, true);
+        answer = parse_categorical_answer(text, d_.labels).index;
+        s.texts.push_back(text);
+      }
+      s.feats.push_back(pooled[static_cast<int64_t>(g)]);
+      s.scores.push_back(scores[static_cast<int64_t>(g)].to(torch::kFloat32));
+      s.answers.push_back(answer);
+      s.targets.push_back(samples_[i].label);
+      s.index.push_back(static_cast<int64_t>(i));
+    }
+    if (on_images) on_images(static_cast<int64_t>(s.group.size()));
+    s.group.clear();
+    s.group_index.clear();
+    s.group_seed.clear();
+  }
+
+  const ExtractOptions& o_;
+  const Dataset& d_;
+  const std::vector<Sample>& samples_;
+  const VitImageConfig& vcfg_;
+  const std::string manifest_path_;
+  const json& inputs_;
+  const torch::Device device_;
+  Qwen2VL vlm_;
+  Qwen2VLProcessor proc_;
+  std::shared_ptr<ImageClassifierImpl> teacher_;
+  const CategoricalQuery query_;
+  GenerationConfig gen_;
+};
+
 }  // namespace
 
 json extract_features(const ExtractOptions& o) {
@@ -177,139 +346,19 @@ json extract_features(const ExtractOptions& o) {
   }));
   if (manifest["shards"].size() >= n_shards) return manifest;
 
-  const torch::Device device = parse_device(o.device);
-  const torch::ScalarType dtype = parse_dtype(o.dtype);
-  Qwen2VL vlm = load_vlm(o.vlm, o.adapter, dtype, device);
-  Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(o.vlm);
-  std::shared_ptr<ImageClassifierImpl> teacher = load_image_classifier(o.teacher);
-  teacher->eval();
-  teacher->to(device);
-  if (!manifest.contains(
-          "parameters")) {  // what evaluate reports, without opening the model folders
-    manifest["parameters"] = {{"vlm", count_parameters(*vlm)},
-                              {"teacher", count_parameters(*teacher)},
-                              {"teacher_arch", teacher->arch()}};
-  }
-  const CategoricalQuery query = categorical_query(proc.tokenizer(), d.labels);
-  GenerationConfig gen;
-  if (o.vlm_mode == "generate")
-    gen = reference_sampling(o.vlm, o.temperature, o.max_new_tokens, o.seed, o.cuda_graph);
+  ShardComputer computer(o, d, vcfg, mpath, inputs);
+  if (!manifest.contains("parameters"))  // what evaluate reports, without opening the models
+    manifest["parameters"] = computer.parameters();
 
-  torch::NoGradGuard ng;
   Progress bar(cat("extract ", o.split), static_cast<int64_t>(samples.size()), "img");
   bar.advance(static_cast<int64_t>(manifest["shards"].size() * o.shard_size));
   const bool per_image_progress = !dist::active();  // else rank 0 counts the shards it receives
-  // Shard k's manifest entry (one JSON line) followed by the bytes of its file.
-  auto compute_shard = [&](size_t k) -> std::string {
-    const size_t begin = k * o.shard_size, end = std::min(samples.size(), begin + o.shard_size);
-    OrderedPrefetcher<Decoded> decoded(
-        end - begin,
-        [&](size_t i) {
-          Decoded r;
-          try {
-            RgbImage image = decode_image_file(samples[begin + i].path);
-            r.vit = to_tensor(preprocess_vit(image, vcfg));
-            VlmPrompt prompt{query.prompt, {cap_long_side(image, o.cap_long_side)}};
-            r.seed = prompt_seed(o.seed, prompt.images);
-            r.vlm = proc.prepare(prompt);
-          } catch (const Error& e) {
-            r.error = e.what();
-          }
-          return r;
-        },
-        o.workers, 8);
-    std::vector<torch::Tensor> feats, scores, tlogits, teacher_px;
-    std::vector<int64_t> answers, targets, index;
-    json texts = json::array();  // generate mode: each cached image's answer
-    json failures = json::array();
-    auto flush_teacher = [&] {
-      if (teacher_px.empty()) return;
-      compat::AutocastGuard autocast(device.type(), torch::kBFloat16, o.teacher_dtype == "bf16");
-      tlogits.push_back(
-          teacher->logits(torch::stack(teacher_px).to(device)).to(torch::kCPU).to(torch::kFloat32));
-      teacher_px.clear();
-    };
-    // The VLM runs on groups of vlm_batch images (1: each alone, bitwise independent of the rest).
-    std::vector<PreparedPrompt> group;
-    std::vector<size_t> group_index;
-    std::vector<uint64_t> group_seed;
-    auto flush_vlm = [&] {
-      if (group.empty()) return;
-      // one prefill per group serves the label scores and, in generate mode, each image's answer
-      Prefill pf = prefill(*vlm, proc.collate(group, device));
-      std::vector<Prefill> rows;
-      if (o.vlm_mode == "generate")
-        for (size_t g = 0; g < group.size(); ++g) rows.push_back(pf.row(static_cast<int64_t>(g)));
-      torch::Tensor pooled;
-      torch::Tensor s = label_scores(*vlm, std::move(pf), query.candidates, &pooled);
-      for (size_t g = 0; g < group.size(); ++g) {
-        const size_t i = group_index[g];
-        int64_t answer = s[g].argmax().item<int64_t>();
-        if (o.vlm_mode == "generate") {
-          GenerationConfig gc = gen;
-          gc.seed = group_seed[g];
-          GenerationResult gr = generate(*vlm, std::move(rows[g]), gc);
-          std::vector<int32_t> ids(gr.tokens[0].begin(), gr.tokens[0].end());
-          const std::string text = proc.tokenizer().decode(ids, true);
-          answer = parse_categorical_answer(text, d.labels).index;
-          texts.push_back(text);
-        }
-        feats.push_back(pooled[static_cast<int64_t>(g)]);
-        scores.push_back(s[static_cast<int64_t>(g)].to(torch::kFloat32));
-        answers.push_back(answer);
-        targets.push_back(samples[i].label);
-        index.push_back(static_cast<int64_t>(i));
-      }
-      if (per_image_progress) bar.advance(static_cast<int64_t>(group.size()));
-      group.clear();
-      group_index.clear();
-      group_seed.clear();
-    };
-    Decoded dec;
-    for (size_t i = begin; i < end; ++i) {
-      decoded.next(dec);
-      if (!dec.error.empty()) {
-        failures.push_back({{"path", store_path(samples[i].path, mpath)}, {"error", dec.error}});
-        if (per_image_progress) bar.advance();
-        continue;
-      }
-      group.push_back(std::move(dec.vlm));
-      group_index.push_back(i);
-      group_seed.push_back(dec.seed);
-      teacher_px.push_back(dec.vit);
-      if (static_cast<int64_t>(group.size()) >= o.vlm_batch) flush_vlm();
-      if (static_cast<int64_t>(teacher_px.size()) >= o.teacher_batch) flush_teacher();
-    }
-    flush_vlm();
-    flush_teacher();
-    NamedTensors ts;
-    if (!feats.empty()) {
-      ts = {{"features", torch::stack(feats)},
-            {"vlm_scores", torch::stack(scores)},
-            {"vlm_answer", torch::tensor(answers, torch::kInt64)},
-            {"teacher_logits", torch::cat(tlogits)},
-            {"labels", torch::tensor(targets, torch::kInt64)},
-            {"index", torch::tensor(index, torch::kInt64)}};
-    }
-    const std::string file = feature_cache_shard_name(k);
-    json shard = {{"file", file},
-                  {"first", begin},
-                  {"count", end - begin},
-                  {"cached", feats.size()},
-                  {"failures", failures}};
-    if (o.vlm_mode == "generate") shard["answers"] = std::move(texts);
-    // each shard names the split and inputs it belongs to: the reader checks them against the
-    // manifest
-    return shard.dump() + "\n" +
-           tensors_to_safetensors(ts, {{"format", "emovlm-feature-cache"},
-                                       {"split", o.split},
-                                       {"inputs", hex64(feature_cache_inputs_hash(inputs))}});
-  };
+  if (per_image_progress) computer.on_images = [&](int64_t n) { bar.advance(n); };
   for (size_t next = manifest["shards"].size(); next < n_shards;
        next += static_cast<size_t>(dist::world_size())) {
     const size_t k = next + static_cast<size_t>(dist::rank());
     const std::vector<std::string> computed =
-        dist::all_gather_bytes(k < n_shards ? compute_shard(k) : std::string());
+        dist::all_gather_bytes(k < n_shards ? computer.compute(k) : std::string());
     if (!dist::is_main()) continue;
     for (size_t r = 0; r < computed.size() && next + r < n_shards; ++r) {
       const size_t nl = computed[r].find('\n');

@@ -14,12 +14,14 @@
 #include "emovlm/data/loader.h"
 #include "emovlm/data/metrics.h"
 #include "emovlm/image/resample.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/gates.h"
+#include "emovlm/models/heads.h"
+#include "emovlm/models/qwen2vl_label_scores.h"
+#include "emovlm/models/qwen2vl_processor.h"
+#include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/pipeline/extract.h"
 #include "emovlm/pipeline/split_eval.h"
 #include "emovlm/text/chat.h"
-#include "emovlm/train/distill.h"
-#include "emovlm/train/sft.h"
 
 namespace emovlm {
 
@@ -46,8 +48,8 @@ json read_bundle_json(const std::string& dir) {
 
 void write_bundle(const std::string& out, const BundleSpec& s) {
   json hcfg, gcfg;
-  load_distill_head(s.distill, &hcfg);
-  load_gate(s.gate, &gcfg);
+  DistillHeadImpl::from_pretrained(s.distill, &hcfg);
+  GateImpl::from_pretrained(s.gate, &gcfg);
   if (hcfg["labels"] != gcfg["labels"])
     throw Error(cat(s.gate, ": the gate's labels ", gcfg["labels"].dump(),
                     " differ from the head's ", hcfg["labels"].dump()));
@@ -131,12 +133,12 @@ Predictor::Predictor(const std::string& dir, const std::string& device)
   const std::string dt = json_optional<std::string>(s_->bundle, "dtype", "bf16", bpath);
   torch::ScalarType dtype = parse_dtype(dt, bpath + ": dtype");
   torch::Device dev = parse_device(device);
-  s_->vlm = load_vlm(vdir, adapter, dtype, dev);
+  s_->vlm = Qwen2VL(Qwen2VLImpl::from_pretrained(vdir, adapter, dtype, dev));
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));
-  s_->head = load_distill_head(
+  s_->head = DistillHeadImpl::from_pretrained(
       (fs::path(dir) / json_optional<std::string>(s_->bundle, "head", "head.safetensors", bpath))
           .string());
-  s_->gate = load_gate(
+  s_->gate = GateImpl::from_pretrained(
       (fs::path(dir) / json_optional<std::string>(s_->bundle, "gate", "gate.safetensors", bpath))
           .string());
   s_->cap = json_optional<int>(s_->bundle, "cap_long_side", 1024, bpath);
@@ -307,58 +309,6 @@ std::vector<json> Predictor::predict_capped(std::vector<RgbImage> images,
     out[k] = std::move(r);
   }
   return out;
-}
-
-json evaluate_bundle(Predictor& predictor, const std::string& data, const std::string& split,
-                     const DatasetOptions& dataset, int batch,
-                     const std::function<void(const json&)>& on_result,
-                     const std::string& journal) {
-  if (batch < 1) throw Error(cat("evaluate_bundle: batch must be 1 or more, not ", batch));
-  std::string labels;
-  for (const std::string& l : predictor.labels()) labels += (labels.empty() ? "" : ",") + l;
-  const json settings = {{"predictor", predictor.identity()}, {"batch", batch}};
-  const SplitRun r = run_split(
-      data, split, dataset, labels, settings,
-      [&](const std::vector<std::string>& paths, const std::function<void(const json&)>& emit) {
-        predictor.predict_stream(paths, batch, emit);
-      },
-      on_result, journal);
-  const std::vector<std::string>& L = r.labels.labels;
-  const SplitPredictions vlm =
-      split_predictions(r, [](const json& row) { return row["vlm"]["answer"]; });
-  const SplitPredictions head =
-      split_predictions(r, [](const json& row) { return row["head_top3"][0]["label"]; });
-  const SplitPredictions final_ =
-      split_predictions(r, [](const json& row) { return row["emotion"]; });
-  const int C = static_cast<int>(L.size());
-  json predictions = json::array();
-  for (size_t i = 0; i < r.rows.size(); ++i) {
-    const json& row = r.rows[i];
-    if (row.contains("error")) continue;
-    predictions.push_back({{"image", r.samples[i].path},
-                           {"truth", row["truth"]},
-                           {"emotion", row["emotion"]},
-                           {"vlm", row["vlm"]["answer"]},
-                           {"head", row["head_top3"][0]["label"]}});
-  }
-  json unreadable = split_unreadable(r);
-  json report = {{"bundle", settings["predictor"]["bundle"]},
-                 {"labels", L},
-                 {"data", data},
-                 {"split", split},
-                 {"images", r.samples.size()},
-                 {"unreadable", unreadable.size()},
-                 {"resumed", r.resumed},
-                 {"batch", batch}};
-  report["models"] = {
-      {"vlm", classification_report(vlm.pred, vlm.truth, C).to_json(L)},
-      {"distill_head", classification_report(head.pred, head.truth, C).to_json(L)},
-      {"emovlm_kd", classification_report(final_.pred, final_.truth, C).to_json(L)}};
-  report["complementarity"] = {
-      {"vlm_vs_head", complementarity(vlm.pred, head.pred, vlm.truth).to_json("vlm", "head")}};
-  report["unreadable_images"] = std::move(unreadable);
-  report["predictions"] = std::move(predictions);
-  return report;
 }
 
 }  // namespace emovlm

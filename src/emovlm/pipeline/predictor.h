@@ -71,15 +71,4 @@ class Predictor {
   std::unique_ptr<State> s_;
 };
 
-// The bundle on one split of a labelled dataset, from the images (no cache needed): accuracy,
-// macro-F1, per class and confusion of the VLM's answer, the head's top class and the final
-// emotion (the paper's Table 1 rows), the VLM-vs-head complementarity (Figure 1) and each image's
-// three predictions; images that cannot be read are listed and left out. batch: images per VLM
-// forward (1: each alone, deterministic). journal: each result appended as it comes, so that a
-// killed run resumes (see run_split in split_eval.h). on_result: each new result.
-nlohmann::json evaluate_bundle(Predictor& predictor, const std::string& data,
-                               const std::string& split, const DatasetOptions& dataset, int batch,
-                               const std::function<void(const nlohmann::json&)>& on_result = {},
-                               const std::string& journal = "");
-
 }  // namespace emovlm

@@ -7,11 +7,11 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/tensor_io.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_generation.h"
+#include "emovlm/models/qwen2vl_processor.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/serve/http.h"
 #include "emovlm/serve/openai.h"
-#include "emovlm/train/sft.h"
 
 namespace emovlm {
 
@@ -49,7 +49,8 @@ ChatModel::ChatModel(const std::string& dir, const std::string& adapter, const s
     : s_(std::make_unique<State>()) {
   s_->dir = dir;
   s_->id = id.empty() ? name_of(dir) : id;
-  s_->owned = load_vlm(dir, adapter, parse_dtype(dtype), parse_device(device));
+  s_->owned =
+      Qwen2VL(Qwen2VLImpl::from_pretrained(dir, adapter, parse_dtype(dtype), parse_device(device)));
   s_->owned_proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(dir));
   s_->model = s_->owned.get();
   s_->proc = s_->owned_proc.get();

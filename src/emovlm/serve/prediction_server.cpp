@@ -20,7 +20,7 @@
 #include "emovlm/image/pixel_budget.h"
 #include "emovlm/image/preprocess.h"
 #include "emovlm/image/resample.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_processor.h"
 #include "emovlm/pipeline/predictor.h"
 #include "emovlm/serve/assets.h"
 #include "emovlm/serve/chat_model.h"

@@ -53,27 +53,6 @@ struct CachedBatches {
   }
 };
 
-json module_config(const std::string& path, const std::string& key) {
-  Checkpoint ck(path);
-  auto m = ck.metadata();
-  auto it = m.find(key);
-  if (it == m.end()) throw Error(cat(path, ": no '", key, "' metadata; not written by emovlm"));
-  try {
-    json c = json::parse(it->second);
-    if (!c.is_object()) throw Error("not a JSON object");
-    return c;
-  } catch (const std::exception& e) {
-    throw Error(cat(path, ": metadata ", key, " is not valid: ", e.what()));
-  }
-}
-
-// Copies the checkpoint's tensors into the module (owned memory, not the mapped file).
-void load_module(const std::string& path, torch::nn::Module& m) {
-  LoadOptions opt;
-  opt.copy_into = true;
-  load_weights(m, Checkpoint(path), opt);
-}
-
 std::string report_path(const std::string& out) {
   return (fs::path(out) / "report.json").string();
 }
@@ -94,18 +73,6 @@ void check_same_parts(const FeatureCache& a, const FeatureCache& b) {
 }
 
 }  // namespace
-
-torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features) {
-  torch::NoGradGuard ng;
-  head.eval();
-  const torch::Device device = head.layers[0]->as<LinearImpl>()->weight.device();
-  std::vector<torch::Tensor> out;
-  for (int64_t i = 0; i < features.size(0); i += 4096) {
-    const torch::Tensor rows = features.narrow(0, i, std::min<int64_t>(4096, features.size(0) - i));
-    out.push_back(head.forward(rows.to(device)).cpu());
-  }
-  return torch::cat(out);
-}
 
 namespace {
 
@@ -149,6 +116,18 @@ StepBudget step_budget(const std::string& stage, int64_t images, int64_t batch, 
                  stage.c_str(), static_cast<long long>(b.steps), static_cast<long long>(b.epochs),
                  static_cast<long long>(images), static_cast<long long>(batch));
   return b;
+}
+
+// The report fields of stages 2 and 3 on how the run went against its budget.
+json run_summary(const FitResult& r, const StepBudget& budget) {
+  return {{"best_epoch", r.best_epoch + 1},
+          {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
+          {"epochs", budget.epochs},
+          {"passes_per_epoch", budget.passes},
+          {"epochs_run", r.epochs_run},
+          {"stopped_early", r.stopped_early},
+          {"optimizer_steps", r.steps},
+          {"planned_optimizer_steps", budget.steps}};
 }
 
 // The weights a, b >= 0 for which softmax(a * h + b * v) fits the labels best (least
@@ -261,8 +240,7 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
                   {"vlm_identity", vlm_identity_of_cache(train.manifest)},
                   {"training", training}});
   if (dist::is_main()) {
-    save_weights(*head, (fs::path(o.out) / "head.safetensors").string(),
-                 {{"emovlm.head", cfg.dump()}});
+    head->save_pretrained((fs::path(o.out) / "head.safetensors").string(), cfg);
     LabelSet ls;
     ls.name = "cache";
     ls.labels = train.labels;
@@ -270,17 +248,10 @@ HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const Disti
   }
   json report = {{"stage", "distill"},
                  {"config", cfg},
-                 {"best_epoch", r.best_epoch + 1},
-                 {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
                  {"train_accuracy", accuracy(head_logits(*head, train.features), train.targets)},
                  {"final_train_loss", r.last_train_loss},
-                 {"cache", store_path(o.cache, report_path(o.out))},
-                 {"epochs", budget.epochs},
-                 {"passes_per_epoch", budget.passes},
-                 {"epochs_run", r.epochs_run},
-                 {"stopped_early", r.stopped_early},
-                 {"optimizer_steps", r.steps},
-                 {"planned_optimizer_steps", budget.steps}};
+                 {"cache", store_path(o.cache, report_path(o.out))}};
+  report.update(run_summary(r, budget));
   if (val) report["val_images_in_training"] = val_shared;
   if (dist::is_main()) write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return {head, cfg, report};
@@ -371,23 +342,6 @@ json train_distill_head(const DistillOptions& o) {
   return fit_head(train, val.get(), o, val_shared).report;
 }
 
-DistillHead load_distill_head(const std::string& dir, json* config) {
-  const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "head.safetensors").string() : dir;
-  json c = module_config(p, "emovlm.head");
-  const std::string where = p + ": metadata emovlm.head";
-  const DistillHeadConfig hc = DistillHeadConfig::from_json(c, where);
-  try {
-    hc.validate();
-  } catch (const Error& e) {
-    throw Error(cat(where, ": ", e.what()));
-  }
-  DistillHead head(hc);
-  load_module(p, *head);
-  head->eval();
-  if (config) *config = c;
-  return head;
-}
-
 const std::vector<std::string>& gate_fit_ons() {
   static const std::vector<std::string> v{"train", "val", "crossfit"};
   return v;
@@ -403,7 +357,7 @@ json train_gate(const GateOptions& o) {
   RunOutput run(o.out, o.out, o.resume, o.overwrite);
   FeatureCache train = FeatureCache::load(o.cache);
   json hcfg;
-  DistillHead head = load_distill_head(o.distill, &hcfg);
+  DistillHead head = DistillHeadImpl::from_pretrained(o.distill, &hcfg);
   head->to(device);
   if (hcfg["labels"].get<std::vector<std::string>>() != train.labels)
     throw Error(cat(o.distill, ": the head was trained on other labels (", hcfg["labels"].dump(),
@@ -484,28 +438,19 @@ json train_gate(const GateOptions& o) {
                   {"fit_on", o.fit_on},
                   {"init", o.init}});
   if (o.fit_on == "crossfit") cfg["folds"] = o.folds;
-  if (dist::is_main())
-    save_weights(*gate, (fs::path(o.out) / "gate.safetensors").string(),
-                 {{"emovlm.gate", cfg.dump()}});
+  if (dist::is_main()) gate->save_pretrained((fs::path(o.out) / "gate.safetensors").string(), cfg);
   gate->eval();
   torch::NoGradGuard ng;
   json report = {
       {"stage", "gate"},
       {"config", cfg},
-      {"best_epoch", r.best_epoch + 1},
-      {"best_val_accuracy", std::isnan(r.best_val) ? json(nullptr) : json(r.best_val)},
       {"fit_accuracy", accuracy(gate->forward(v_fit_d, h_fit_d), y_fit)},
       {"fit_images", fit_cache.size()},
       {"vlm_fit_accuracy", vlm_right},
       {"head_fit_accuracy", accuracy(h_fit, y_fit)},
       {"init", {{"kind", o.init}, {"head_weight", head_weight}, {"vlm_weight", vlm_weight}}},
-      {"cache", store_path(o.cache, report_path(o.out))},
-      {"epochs", budget.epochs},
-      {"passes_per_epoch", budget.passes},
-      {"epochs_run", r.epochs_run},
-      {"stopped_early", r.stopped_early},
-      {"optimizer_steps", r.steps},
-      {"planned_optimizer_steps", budget.steps}};
+      {"cache", store_path(o.cache, report_path(o.out))}};
+  report.update(run_summary(r, budget));
   if (check_cache)
     report["val"] = {{"vlm_accuracy", (check_cache->vlm_answer == check_cache->targets)
                                           .to(torch::kFloat64)
@@ -515,23 +460,6 @@ json train_gate(const GateOptions& o) {
   if (val) report["val_images_in_training"] = val_shared;
   if (dist::is_main()) write_file_atomic(report_path(o.out), report.dump(1) + "\n");
   return report;
-}
-
-Gate load_gate(const std::string& dir, json* config) {
-  const std::string p = fs::is_directory(dir) ? (fs::path(dir) / "gate.safetensors").string() : dir;
-  json c = module_config(p, "emovlm.gate");
-  const std::string where = p + ": metadata emovlm.gate";
-  const GateConfig gc = GateConfig::from_json(c, where);
-  try {
-    gc.validate();
-  } catch (const Error& e) {
-    throw Error(cat(where, ": ", e.what()));
-  }
-  Gate g = make_gate(gc);
-  load_module(p, *g);
-  g->eval();
-  if (config) *config = c;
-  return g;
 }
 
 }  // namespace emovlm

@@ -80,11 +80,4 @@ nlohmann::json train_gate(const GateOptions& options);
 
 const std::vector<std::string>& gate_fit_ons();
 
-// Loading what the stages wrote.
-DistillHead load_distill_head(const std::string& dir, nlohmann::json* config = nullptr);
-Gate load_gate(const std::string& dir, nlohmann::json* config = nullptr);
-
-// Head logits for every cached feature (eval mode, batched).
-torch::Tensor head_logits(DistillHeadImpl& head, const torch::Tensor& features);
-
 }  // namespace emovlm

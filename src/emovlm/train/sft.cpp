@@ -65,35 +65,6 @@ torch::Tensor sft_loss(Qwen2VLImpl& model, const Qwen2VLInputs& in, const torch:
       l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
 }
 
-void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string& assets) {
-  make_dirs(dir);
-  NamedTensors ts;
-  for (const auto& p : model.named_parameters()) {
-    if (model.config().text.tie_word_embeddings && p.key() == "lm_head.weight") continue;
-    ts.emplace_back(p.key(), p.value());
-  }
-  save_tensors((fs::path(dir) / "model.safetensors").string(), ts, {{"format", "pt"}});
-  write_file_atomic((fs::path(dir) / "config.json").string(),
-                    model.config().to_json().dump(1) + "\n");
-  if (!assets.empty() && fs::absolute(assets) != fs::absolute(dir))
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json",
-                          "preprocessor_config.json", "generation_config.json"})
-      if (file_exists((fs::path(assets) / f).string()))
-        write_file_atomic((fs::path(dir) / f).string(), read_file((fs::path(assets) / f).string()));
-}
-
-Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype,
-                 torch::Device device) {
-  if (adapter.empty()) return Qwen2VL(Qwen2VLImpl::from_pretrained(dir, dtype, device));
-  // merge in float32 on the CPU, then cast and move: the adapter costs nothing at inference
-  Qwen2VL m(Qwen2VLImpl::from_pretrained(dir, torch::kFloat32, torch::kCPU));
-  load_peft_adapter(*m, adapter);
-  merge_lora(*m);
-  m->move_to(device, dtype);
-  for (auto& p : m->parameters()) p.set_requires_grad(false);
-  return m;
-}
-
 json train_sft(const SftOptions& o) {
   if (o.full && o.qlora) throw Error("tune: --qlora trains adapters; it does not go with --full");
   RunOutput run(o.out, (fs::path(o.out) / "train-state").string(), o.resume, o.overwrite);
@@ -225,7 +196,7 @@ json train_sft(const SftOptions& o) {
   FitResult r = fit(*model, tc, h);
   if (dist::is_main()) {
     if (o.full)
-      save_qwen2vl(o.out, *model, o.vlm);
+      model->save_pretrained(o.out, o.vlm);
     else
       save_peft_adapter(*model, o.lora, o.out, o.vlm);
   }

@@ -13,7 +13,7 @@
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/instruction_format.h"
 #include "emovlm/models/lora.h"
-#include "emovlm/models/qwen2vl_generate.h"
+#include "emovlm/models/qwen2vl_processor.h"
 #include "emovlm/train/trainer.h"
 
 namespace emovlm {
@@ -67,13 +67,5 @@ struct SftOptions {
 // Tunes and writes OUT: a checkpoint directory (config, weights, tokenizer, processor files) when
 // full, else a PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
 nlohmann::json train_sft(const SftOptions& options);
-
-// Writes a Qwen2-VL checkpoint directory: config.json, model.safetensors (Hub names) and the
-// tokenizer/processor files copied from `assets_dir`.
-void save_qwen2vl(const std::string& dir, Qwen2VLImpl& model, const std::string& assets_dir);
-
-// The VLM of a checkpoint directory with an optional PEFT adapter merged into its weights.
-Qwen2VL load_vlm(const std::string& dir, const std::string& adapter, torch::ScalarType dtype,
-                 torch::Device device);
 
 }  // namespace emovlm

@@ -20,17 +20,6 @@ namespace emovlm {
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> read_classes(const std::string& dir) {
-  const std::string p = (fs::path(dir) / "classes.json").string();
-  json j = read_json_file(p);
-  return json_required<std::vector<std::string>>(j, "labels", p);
-}
-
-void write_classes(const std::string& dir, const LabelSet& labels) {
-  json j = {{"label_set", labels.name}, {"labels", labels.labels}};
-  write_file_atomic((fs::path(dir) / "classes.json").string(), j.dump(1) + "\n");
-}
-
 namespace {
 
 // The training input transform (see TeacherOptions::preprocess).
@@ -57,7 +46,17 @@ torch::Tensor batch_tensor(const ImageBatch& b, int size, torch::Device device) 
       .to(device);
 }
 
-// Predictions of the teacher over samples (eval transform, batched, threaded).
+// The failures of several epochs, each image once.
+std::vector<std::string> unique_failures(const std::vector<std::string>& failures) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& f : failures)
+    if (seen.insert(f).second) out.push_back(f);
+  return out;
+}
+
+}  // namespace
+
 std::vector<int> predict_all(ImageClassifierImpl& m, const std::vector<Sample>& samples,
                              const VitImageConfig& img, int64_t batch, int workers,
                              std::vector<int>* truth, std::vector<std::string>* failures,
@@ -86,17 +85,6 @@ std::vector<int> predict_all(ImageClassifierImpl& m, const std::vector<Sample>& 
   if (failures) *failures = loader.failures();
   return pred;
 }
-
-// The failures of several epochs, each image once.
-std::vector<std::string> unique_failures(const std::vector<std::string>& failures) {
-  std::vector<std::string> out;
-  std::set<std::string> seen;
-  for (const auto& f : failures)
-    if (seen.insert(f).second) out.push_back(f);
-  return out;
-}
-
-}  // namespace
 
 json train_teacher(const TeacherOptions& o) {
   const auto& archs = classifier_archs();
@@ -196,31 +184,6 @@ json train_teacher(const TeacherOptions& o) {
   if (dist::is_main())
     write_file_atomic((fs::path(o.out) / "report.json").string(), report.dump(1) + "\n");
   return report;
-}
-
-json eval_teacher(const std::string& dir, const std::string& data, const std::string& split,
-                  const DatasetOptions& dopt, int64_t batch, int workers,
-                  const std::string& device) {
-  std::shared_ptr<ImageClassifierImpl> model = load_image_classifier(dir);
-  model->eval();
-  model->to(parse_device(device));
-  std::vector<std::string> classes = read_classes(dir);
-  Dataset d = load_dataset(data, dopt);
-  if (d.labels.labels != classes)
-    throw Error(cat(dir, ": the teacher was trained on other classes than ", data, " has"));
-  const VitImageConfig img = classifier_image_config(dir);
-  std::vector<int> truth;
-  std::vector<std::string> failures;
-  std::vector<int> pred =
-      predict_all(*model, d.split(split), img, batch, workers, &truth, &failures, "teacher eval");
-  check_readable(cat("the ", split, " split"), data, d.split(split).size(), failures);
-  ClassificationReport r = classification_report(pred, truth, static_cast<int>(classes.size()));
-  json j = r.to_json(classes);
-  j["split"] = split;
-  j["arch"] = model->arch();
-  j["parameters"] = model->num_parameters();
-  j["skipped_images"] = failures;
-  return j;
 }
 
 }  // namespace emovlm

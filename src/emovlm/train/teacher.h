@@ -6,13 +6,17 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
 #include "emovlm/data/dataset.h"
+#include "emovlm/image/preprocess.h"
 #include "emovlm/train/trainer.h"
 
 namespace emovlm {
+
+class ImageClassifierImpl;
 
 struct TeacherOptions {
   std::string data, init, out;
@@ -49,15 +53,12 @@ struct TeacherOptions {
 // pretrained_cfg). Returns the report.
 nlohmann::json train_teacher(const TeacherOptions& options);
 
-// Accuracy, macro-F1 and the rest on one split of a dataset with a trained teacher directory, with
-// its architecture ("arch") and parameter count ("parameters"): a row of Table 1.
-nlohmann::json eval_teacher(const std::string& teacher_dir, const std::string& data,
-                            const std::string& split, const DatasetOptions& dataset,
-                            int64_t batch_size = 32, int workers = 2,
-                            const std::string& device = "auto");
-
-// The classes a trained teacher (or head, gate) directory was trained on (classes.json).
-std::vector<std::string> read_classes(const std::string& dir);
-void write_classes(const std::string& dir, const LabelSet& labels);
+// The teacher's class for each sample (its eval transform, in batches of `batch` decoded by
+// `workers` threads, with a progress bar named `label`), in the order of the readable samples;
+// truth (optional): their labels; failures (optional): one message per unreadable image.
+std::vector<int> predict_all(ImageClassifierImpl& model, const std::vector<Sample>& samples,
+                             const VitImageConfig& image, int64_t batch, int workers,
+                             std::vector<int>* truth, std::vector<std::string>* failures,
+                             const std::string& label);
 
 }  // namespace emovlm

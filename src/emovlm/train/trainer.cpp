@@ -382,6 +382,200 @@ void load_trained_weights(torch::nn::Module& model, const std::string& path) {
   load_weights(model, Checkpoint(path), run_load_options(trainable(model)));
 }
 
+namespace {
+
+// Puts a checkpoint's state back: the weights, the optimizer's moments, the random generators and
+// the position in the run.
+void restore_run(torch::nn::Module& model, const Trainable& t, torch::optim::Optimizer& opt,
+                 const TrainConfig& cfg, const ResumeState& resumed, const std::string& path,
+                 Position& pos) {
+  const json& info = resumed.info;
+  const auto& w = resumed.tensors;
+  if (info["classes"].is_array() && info["classes"].get<std::vector<std::string>>() != cfg.classes)
+    throw Error(cat(path, ": the checkpoint's classes differ from this run's; refusing to resume"));
+  load_weights(model, w, path, run_load_options(t));
+  if (cfg.optim.optimizer == "adamw")
+    load_state<torch::optim::AdamWParamState>(opt, t, w);
+  else
+    load_state<torch::optim::AdamParamState>(opt, t, w);
+  at::Generator g = at::detail::getDefaultCPUGenerator();
+  g.set_state(w.at("rng.cpu").clone());
+  if (t.device.is_cuda() && w.count("rng.cuda")) {
+    at::Generator gc = at::globalContext().defaultGenerator(t.device);
+    gc.set_state(w.at("rng.cuda").clone());
+  }
+  const json& tr = info["trainer"];
+  pos.epoch = tr["epoch"];
+  pos.batch = tr["batch"];
+  pos.step = tr["step"];
+  pos.best_epoch = tr["best_epoch"];
+  pos.best_val = tr["best_val"].is_null() ? std::numeric_limits<double>::quiet_NaN()
+                                          : tr["best_val"].get<double>();
+  std::fprintf(stderr, "resuming %s at epoch %lld, batch %zu (step %lld)\n", cfg.out_dir.c_str(),
+               static_cast<long long>(pos.epoch + 1), pos.batch, static_cast<long long>(pos.step));
+}
+
+// The lines of metrics.jsonl for the epochs up to `epochs` (a run killed after writing an epoch's
+// line but before its checkpoint repeats that epoch: its line is written once).
+std::string kept_metric_lines(const std::string& path, int64_t epochs) {
+  std::string lines;
+  std::istringstream in(read_file(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && json_optional<int64_t>(j, "epoch", 0, path) <= epochs)
+      lines += line + "\n";
+  }
+  return lines;
+}
+
+// TrainConfig::validate_start: the starting weights validated as epoch 0, and kept as the best
+// so far when they validate.
+void validate_start(torch::nn::Module& model, const Trainable& t, const TrainConfig& cfg,
+                    StageHooks& hooks, const FitResult& res, Position& pos,
+                    std::string& metric_lines) {
+  model.eval();
+  double val;
+  {
+    torch::NoGradGuard ng;
+    val = hooks.validate(-1);
+  }
+  if (std::isnan(val)) return;
+  pos.best_val = val;
+  pos.best_epoch = -1;
+  if (dist::is_main()) {
+    write_weights(res.best_path, t, cfg, {{"epoch", 0}, {"val_accuracy", val}});
+    metric_lines += json{{"epoch", 0},
+                         {"step", 0},
+                         {"train_loss", nullptr},
+                         {"val_accuracy", val},
+                         {"best", true}}
+                        .dump() +
+                    "\n";
+    write_file_atomic(res.metrics_path, metric_lines);
+  }
+  std::fprintf(stderr, "%s: the starting weights: val acc %g\n", cfg.progress_label.c_str(), val);
+}
+
+// What one epoch's batches came to, over every process.
+struct EpochStats {
+  double loss_sum = 0;  // of every example's loss
+  int64_t examples = 0;
+  double comm_seconds = 0;  // in the collectives (waiting for the others included)
+  int64_t total_steps = 0;  // of the run, at this epoch's steps per epoch (the schedule's length)
+};
+
+// The batches pos.batch .. nb-1 of epoch pos.epoch: forward and backward through the hooks,
+// gradients summed over the processes at each step boundary (every `grad_accum` batches and at
+// the end), clipped, and the optimizer step; a checkpoint every cfg.save_every_steps steps.
+EpochStats train_epoch(const Trainable& t, torch::optim::Optimizer& opt, const TrainConfig& cfg,
+                       StageHooks& hooks, const FitResult& res, size_t nb, Position& pos) {
+  const bool main = dist::is_main(), parallel = dist::active();
+  const int accum = cfg.optim.grad_accum;
+  const bool dealt = parallel && hooks.one_example_per_batch;  // batches dealt to the processes
+  EpochStats e;
+  const int64_t steps_per_epoch = static_cast<int64_t>((nb + accum - 1) / accum);
+  e.total_steps = steps_per_epoch * cfg.epochs;
+  Progress bar(cat(cfg.progress_label, " epoch ", pos.epoch + 1, "/", cfg.epochs),
+               static_cast<int64_t>(nb - pos.batch), cfg.unit);
+  auto timed = [&](std::vector<torch::Tensor>& v) {
+    const auto c0 = std::chrono::steady_clock::now();
+    dist::all_reduce_sum(v);
+    e.comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+  };
+  opt.zero_grad();
+  // the examples of the current step: all processes' (dealt: this process's, summed at the step)
+  double step_loss = 0;
+  int64_t step_examples = 0;
+  // A step is `accum` batches counted from the epoch's first (the last one may be shorter); a
+  // batch without a usable example adds nothing, and a step without any is not taken.
+  for (size_t b = pos.batch; b < nb; ++b) {
+    torch::Tensor loss;
+    int64_t n = 0;
+    if (!dealt || owns_batch(b, accum)) {
+      compat::AutocastGuard autocast(t.device.type(), torch::kBFloat16, cfg.autocast == "bf16");
+      std::tie(loss, n) = hooks.loss(pos.epoch, b);
+    }
+    const double loss_value = n > 0 ? loss.item<double>() : 0.0;  // one device sync per batch
+    // this batch over all processes: examples and summed loss (each process computed a share)
+    int64_t batch_n = n;
+    double batch_loss = loss_value * static_cast<double>(n);
+    if (parallel && !dealt) {
+      std::vector<torch::Tensor> sums{
+          torch::tensor({static_cast<double>(n), batch_loss}, torch::kFloat64)};
+      timed(sums);
+      batch_n = static_cast<int64_t>(std::llround(sums[0][0].item<double>()));
+      batch_loss = sums[0][1].item<double>();
+    }
+    if (n > 0 || batch_n > 0) {
+      const double mean = batch_n > 0 ? batch_loss / static_cast<double>(batch_n) : loss_value;
+      if (!std::isfinite(mean) || !std::isfinite(loss_value)) {
+        std::string where;
+        if (hooks.describe_batch && n > 0)
+          for (const auto& p : hooks.describe_batch()) where += (where.empty() ? "" : ", ") + p;
+        throw Error(cat("the loss is ", std::isfinite(loss_value) ? mean : loss_value, " at epoch ",
+                        pos.epoch + 1, ", batch ", b + 1, ", step ", pos.step,
+                        (where.empty() ? "" : " (images: " + where + ")"),
+                        "; the last good checkpoint is ",
+                        file_exists(res.checkpoint_path) ? res.checkpoint_path : "(none yet)"));
+      }
+      // this process's share of the batch's mean: its rows' mean weighted by its part of the rows
+      if (n > 0)
+        (loss * (static_cast<double>(n) / static_cast<double>(dealt ? n : batch_n) / accum))
+            .backward();
+      step_loss += batch_loss;
+      step_examples += batch_n;
+      if (bar.enabled() && !dealt) {
+        char buf[48];
+        std::snprintf(buf, sizeof buf, "loss %.4f",
+                      (e.loss_sum + step_loss) / static_cast<double>(e.examples + step_examples));
+        bar.set_postfix(buf);
+      }
+    }
+    bar.advance(dealt ? 1 : batch_n);
+    const bool boundary = (b + 1) % static_cast<size_t>(accum) == 0 || b + 1 == nb;
+    if (!boundary) continue;
+    if (parallel) {
+      // the step's gradients (and, dealt, its examples and loss) summed over the processes;
+      // a parameter this process's batches did not reach adds zeros
+      std::vector<torch::Tensor> sums;
+      for (auto p : t.params) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        sums.push_back(p.grad());
+      }
+      if (dealt)
+        sums.push_back(
+            torch::tensor({static_cast<double>(step_examples), step_loss}, torch::kFloat64));
+      timed(sums);
+      if (dealt) {
+        step_examples = static_cast<int64_t>(std::llround(sums.back()[0].item<double>()));
+        step_loss = sums.back()[1].item<double>();
+      }
+    }
+    e.loss_sum += step_loss;
+    e.examples += step_examples;
+    if (step_examples > 0) {
+      if (cfg.optim.max_grad_norm > 0)
+        torch::nn::utils::clip_grad_norm_(t.params, cfg.optim.max_grad_norm);
+      set_lr(opt, cfg.optim.lr_at(pos.step, e.total_steps));
+      multi_tensor_adam_step(opt, cfg.optim.optimizer == "adamw");
+      ++pos.step;
+      if (main && cfg.save_every_steps > 0 && pos.step % cfg.save_every_steps == 0 && b + 1 < nb) {
+        Position at = pos;
+        at.batch = b + 1;
+        write_checkpoint(res.checkpoint_path, t, opt, cfg.optim, at, cfg);
+      }
+    }
+    opt.zero_grad();
+    step_loss = 0;
+    step_examples = 0;
+  }
+  bar.finish();
+  return e;
+}
+
+}  // namespace
+
 FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hooks) {
   cfg.optim.validate();
   if (cfg.autocast != "none" && cfg.autocast != "bf16")
@@ -400,81 +594,18 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
 
   const std::optional<ResumeState> resumed = read_resume_state(cfg, res.checkpoint_path);
   if (resumed) {
-    const json& info = resumed->info;
-    const auto& w = resumed->tensors;
-    if (info["classes"].is_array() &&
-        info["classes"].get<std::vector<std::string>>() != cfg.classes)
-      throw Error(cat(res.checkpoint_path,
-                      ": the checkpoint's classes differ from this run's; refusing to resume"));
-    load_weights(model, w, res.checkpoint_path, run_load_options(t));
-    if (cfg.optim.optimizer == "adamw")
-      load_state<torch::optim::AdamWParamState>(*opt, t, w);
-    else
-      load_state<torch::optim::AdamParamState>(*opt, t, w);
-    {
-      at::Generator g = at::detail::getDefaultCPUGenerator();
-      g.set_state(w.at("rng.cpu").clone());
-      if (t.device.is_cuda() && w.count("rng.cuda")) {
-        at::Generator gc = at::globalContext().defaultGenerator(t.device);
-        gc.set_state(w.at("rng.cuda").clone());
-      }
-    }
-    const json& tr = info["trainer"];
-    pos.epoch = tr["epoch"];
-    pos.batch = tr["batch"];
-    pos.step = tr["step"];
-    pos.best_epoch = tr["best_epoch"];
-    pos.best_val = tr["best_val"].is_null() ? std::numeric_limits<double>::quiet_NaN()
-                                            : tr["best_val"].get<double>();
-    std::fprintf(stderr, "resuming %s at epoch %lld, batch %zu (step %lld)\n", cfg.out_dir.c_str(),
-                 static_cast<long long>(pos.epoch + 1), pos.batch,
-                 static_cast<long long>(pos.step));
+    restore_run(model, t, *opt, cfg, *resumed, res.checkpoint_path, pos);
   } else if (parallel) {
     // one start for all: rank 0's initial weights
     std::vector<torch::Tensor> st = state_tensors(t, true);
     dist::broadcast(st);
   }
-  // the metrics of the epochs the checkpoint holds (a run killed after writing an epoch's line but
-  // before its checkpoint repeats that epoch: its line is written once)
   std::string metric_lines;
-  if (main && resumed && pos.epoch > 0 && file_exists(res.metrics_path)) {
-    std::istringstream in(read_file(res.metrics_path));
-    std::string line;
-    while (std::getline(in, line)) {
-      json j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.is_object() &&
-          json_optional<int64_t>(j, "epoch", 0, res.metrics_path) <= pos.epoch)
-        metric_lines += line + "\n";
-    }
-  }
+  if (main && resumed && pos.epoch > 0 && file_exists(res.metrics_path))
+    metric_lines = kept_metric_lines(res.metrics_path, pos.epoch);
+  if (cfg.validate_start && hooks.validate && !resumed)
+    validate_start(model, t, cfg, hooks, res, pos, metric_lines);
 
-  if (cfg.validate_start && hooks.validate && !resumed) {
-    model.eval();
-    double val;
-    {
-      torch::NoGradGuard ng;
-      val = hooks.validate(-1);
-    }
-    if (!std::isnan(val)) {
-      pos.best_val = val;
-      pos.best_epoch = -1;
-      if (main) {
-        write_weights(res.best_path, t, cfg, {{"epoch", 0}, {"val_accuracy", val}});
-        metric_lines += json{{"epoch", 0},
-                             {"step", 0},
-                             {"train_loss", nullptr},
-                             {"val_accuracy", val},
-                             {"best", true}}
-                            .dump() +
-                        "\n";
-        write_file_atomic(res.metrics_path, metric_lines);
-      }
-      std::fprintf(stderr, "%s: the starting weights: val acc %g\n", cfg.progress_label.c_str(),
-                   val);
-    }
-  }
-  const int accum = cfg.optim.grad_accum;
-  const bool dealt = parallel && hooks.one_example_per_batch;  // batches dealt to the processes
   // one line per epoch on stderr; a long run of short epochs (the step budget of a small dataset)
   // says about 20 of them, and every improvement is in metrics.jsonl
   const int64_t log_every = std::max<int64_t>(1, cfg.epochs / 20);
@@ -492,109 +623,9 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     }
     model.train();
     const size_t nb = hooks.begin_epoch(pos.epoch, pos.batch);
-    const int64_t steps_per_epoch = static_cast<int64_t>((nb + accum - 1) / accum);
-    const int64_t total_steps = steps_per_epoch * cfg.epochs;
-    Progress bar(cat(cfg.progress_label, " epoch ", pos.epoch + 1, "/", cfg.epochs),
-                 static_cast<int64_t>(nb - pos.batch), cfg.unit);
-    double loss_sum = 0;  // over every process's examples
-    int64_t examples = 0;
-    double comm_seconds = 0;  // in the collectives (waiting for the others included)
-    auto timed = [&](std::vector<torch::Tensor>& v) {
-      const auto c0 = std::chrono::steady_clock::now();
-      dist::all_reduce_sum(v);
-      comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
-    };
-    auto t0 = std::chrono::steady_clock::now();
-    opt->zero_grad();
-    // the examples of the current step: all processes' (dealt: this process's, summed at the step)
-    double step_loss = 0;
-    int64_t step_examples = 0;
-    // A step is `accum` batches counted from the epoch's first (the last one may be shorter); a
-    // batch without a usable example adds nothing, and a step without any is not taken.
-    for (size_t b = pos.batch; b < nb; ++b) {
-      torch::Tensor loss;
-      int64_t n = 0;
-      if (!dealt || owns_batch(b, accum)) {
-        compat::AutocastGuard autocast(t.device.type(), torch::kBFloat16, cfg.autocast == "bf16");
-        std::tie(loss, n) = hooks.loss(pos.epoch, b);
-      }
-      const double loss_value = n > 0 ? loss.item<double>() : 0.0;  // one device sync per batch
-      // this batch over all processes: examples and summed loss (each process computed a share)
-      int64_t batch_n = n;
-      double batch_loss = loss_value * static_cast<double>(n);
-      if (parallel && !dealt) {
-        std::vector<torch::Tensor> sums{
-            torch::tensor({static_cast<double>(n), batch_loss}, torch::kFloat64)};
-        timed(sums);
-        batch_n = static_cast<int64_t>(std::llround(sums[0][0].item<double>()));
-        batch_loss = sums[0][1].item<double>();
-      }
-      if (n > 0 || batch_n > 0) {
-        const double mean = batch_n > 0 ? batch_loss / static_cast<double>(batch_n) : loss_value;
-        if (!std::isfinite(mean) || !std::isfinite(loss_value)) {
-          std::string where;
-          if (hooks.describe_batch && n > 0)
-            for (const auto& p : hooks.describe_batch()) where += (where.empty() ? "" : ", ") + p;
-          throw Error(cat("the loss is ", std::isfinite(loss_value) ? mean : loss_value,
-                          " at epoch ", pos.epoch + 1, ", batch ", b + 1, ", step ", pos.step,
-                          (where.empty() ? "" : " (images: " + where + ")"),
-                          "; the last good checkpoint is ",
-                          file_exists(res.checkpoint_path) ? res.checkpoint_path : "(none yet)"));
-        }
-        // this process's share of the batch's mean: its rows' mean weighted by its part of the rows
-        if (n > 0)
-          (loss * (static_cast<double>(n) / static_cast<double>(dealt ? n : batch_n) / accum))
-              .backward();
-        step_loss += batch_loss;
-        step_examples += batch_n;
-        if (bar.enabled() && !dealt) {
-          char buf[48];
-          std::snprintf(buf, sizeof buf, "loss %.4f",
-                        (loss_sum + step_loss) / static_cast<double>(examples + step_examples));
-          bar.set_postfix(buf);
-        }
-      }
-      bar.advance(dealt ? 1 : batch_n);
-      const bool boundary = (b + 1) % static_cast<size_t>(accum) == 0 || b + 1 == nb;
-      if (!boundary) continue;
-      if (parallel) {
-        // the step's gradients (and, dealt, its examples and loss) summed over the processes;
-        // a parameter this process's batches did not reach adds zeros
-        std::vector<torch::Tensor> sums;
-        for (auto& p : t.params) {
-          if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-          sums.push_back(p.grad());
-        }
-        if (dealt)
-          sums.push_back(
-              torch::tensor({static_cast<double>(step_examples), step_loss}, torch::kFloat64));
-        timed(sums);
-        if (dealt) {
-          step_examples = static_cast<int64_t>(std::llround(sums.back()[0].item<double>()));
-          step_loss = sums.back()[1].item<double>();
-        }
-      }
-      loss_sum += step_loss;
-      examples += step_examples;
-      if (step_examples > 0) {
-        if (cfg.optim.max_grad_norm > 0)
-          torch::nn::utils::clip_grad_norm_(t.params, cfg.optim.max_grad_norm);
-        set_lr(*opt, cfg.optim.lr_at(pos.step, total_steps));
-        multi_tensor_adam_step(*opt, cfg.optim.optimizer == "adamw");
-        ++pos.step;
-        if (main && cfg.save_every_steps > 0 && pos.step % cfg.save_every_steps == 0 &&
-            b + 1 < nb) {
-          Position at = pos;
-          at.batch = b + 1;
-          write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, at, cfg);
-        }
-      }
-      opt->zero_grad();
-      step_loss = 0;
-      step_examples = 0;
-    }
-    bar.finish();
-    if (examples == 0)
+    const auto t0 = std::chrono::steady_clock::now();
+    const EpochStats e = train_epoch(t, *opt, cfg, hooks, res, nb, pos);
+    if (e.examples == 0)
       throw Error(cat(cfg.progress_label, ": no usable example in epoch ", pos.epoch + 1,
                       hooks.describe_empty_epoch ? cat(" (", hooks.describe_empty_epoch(), ")")
                                                  : std::string()));
@@ -604,7 +635,9 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double train_loss = examples ? loss_sum / examples : 0.0;
+    const double train_loss = e.loss_sum / static_cast<double>(e.examples);
+
+    // validation, the best weights, the epoch's metrics line and the checkpoint
     model.eval();
     double val = std::numeric_limits<double>::quiet_NaN();
     {
@@ -624,18 +657,19 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
                  {"step", pos.step},
                  {"train_loss", train_loss},
                  {"val_accuracy", std::isnan(val) ? json(nullptr) : json(val)},
-                 {"lr", cfg.optim.lr_at(std::max<int64_t>(0, pos.step - 1), total_steps)},
-                 {"examples_per_s", secs > 0 ? examples / secs : 0.0},
+                 {"lr", cfg.optim.lr_at(std::max<int64_t>(0, pos.step - 1), e.total_steps)},
+                 {"examples_per_s", secs > 0 ? e.examples / secs : 0.0},
                  {"seconds", secs},
                  {"best", improved}};
-    if (parallel) line["processes"] = dist::world_size(), line["all_reduce_seconds"] = comm_seconds;
+    if (parallel)
+      line["processes"] = dist::world_size(), line["all_reduce_seconds"] = e.comm_seconds;
     metric_lines += line.dump() + "\n";
     if (main) write_file_atomic(res.metrics_path, metric_lines);
     if ((pos.epoch + 1) % log_every == 0 || pos.epoch + 1 == cfg.epochs)
       std::fprintf(stderr, "%s epoch %lld: loss %.4f%s, %.1f %s/s\n", cfg.progress_label.c_str(),
                    static_cast<long long>(pos.epoch + 1), train_loss,
                    std::isnan(val) ? "" : cat(", val acc ", val).c_str(),
-                   secs > 0 ? examples / secs : 0.0, cfg.unit.c_str());
+                   secs > 0 ? e.examples / secs : 0.0, cfg.unit.c_str());
     Position next = pos;
     next.epoch += 1;
     next.batch = 0;
