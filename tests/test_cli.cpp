@@ -195,6 +195,9 @@ TEST(Cli, BadValuesAreRefusedWhileParsingNamingTheFlag) {
   const std::string modes =
       parse_error({"tune", "--vlm", "v", "--instructions", "i", "--out", "o", "--full", "--lora"});
   EXPECT_EQ(modes.find("ExcludesError"), 0u) << modes;
+  // --full names the default; it cannot be turned off (--lora or --qlora say that)
+  EXPECT_NE(
+      parse_error({"tune", "--vlm", "v", "--instructions", "i", "--out", "o", "--full=false"}), "");
   EXPECT_EQ(parse_error({"distill", "--cache", "c", "--out", "o", "--resume", "--overwrite"})
                 .find("ExcludesError"),
             0u);

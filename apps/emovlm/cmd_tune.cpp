@@ -21,7 +21,8 @@ void add_tune_command(CLI::App& app) {
   add_out_flag(cmd, s->out,
                "the tuned checkpoint's folder (--full) or the PEFT adapter's (--lora, --qlora)");
   // --full names the default: SftOptions::full is already true, and --lora/--qlora clear it
-  CLI::Option* f = cmd->add_flag("--full", s->full, "tune every weight (the default)");
+  CLI::Option* f = cmd->add_flag("--full", s->full, "tune every weight (the default)")
+                       ->disable_flag_override();  // no --full=false: --lora or --qlora say that
   CLI::Option* l = cmd->add_flag("--lora", *lora,
                                  "train LoRA adapters on a frozen base (written in PEFT's format)");
   CLI::Option* q = cmd->add_flag("--qlora", s->qlora,

@@ -1,5 +1,6 @@
 // classify --data and predict --data: a labelled split with a progress bar, resumable with --out,
 // and the metrics printed.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -46,8 +47,15 @@ void print_metrics(const json& report) {
   std::printf("%s, split %s: %lld images\n", report["data"].get<std::string>().c_str(),
               report["split"].get<std::string>().c_str(),
               static_cast<long long>(report["images"].get<int64_t>()));
-  for (const auto& [key, name] : kModelNames) {
-    if (!report["models"].contains(key)) continue;
+  // the known models in the paper's order, then any other the report has, under its key
+  std::vector<std::pair<std::string, std::string>> shown;
+  for (const auto& [key, name] : kModelNames)
+    if (report["models"].contains(key)) shown.emplace_back(key, name);
+  for (const auto& [key, value] : report["models"].items())
+    if (std::none_of(kModelNames.begin(), kModelNames.end(),
+                     [&](const auto& k) { return k.first == key; }))
+      shown.emplace_back(key, key);
+  for (const auto& [key, name] : shown) {
     const json& m = report["models"][key];
     std::printf("%-12s accuracy %6.2f%%, macro-F1 %6.2f%%", name.c_str(),
                 100 * m["accuracy"].get<double>(), 100 * m["macro_f1"].get<double>());

@@ -1,6 +1,6 @@
 // The VLM alone as an emotion classifier: label scores (deterministic, a distribution over the
-// labels) or the reference's generate-and-parse, over image files or a labelled dataset split.
-// `emovlm classify` is this file's command.
+// labels) or the reference's generate-and-parse, over image files (evaluate_vlm in evaluate.h runs
+// it over a labelled split). `emovlm classify` is this file's command.
 #pragma once
 
 #include <cstdint>

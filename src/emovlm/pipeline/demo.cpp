@@ -266,7 +266,7 @@ json demo_predictions(Predictor& pred, const Dataset& ds) {
 
 // REPORT.md: the paper's Table 1/2 layout for this data, the complementarity, the gate, a few
 // predictions and the time of each stage.
-std::string demo_report_markdown(const json& log, const json& report, const json& predictions,
+std::string demo_report_markdown(json log, json report, const json& predictions,
                                  const Dataset& ds) {
   const json& m = report["models"];
   std::vector<std::pair<std::string, json>> rows;

@@ -371,6 +371,7 @@ json extract_features(const ExtractOptions& o) {
       write_file_atomic(mpath, manifest.dump(1) + "\n");
     }
   }
+  computer.on_images = nullptr;  // it counts on `bar`, which goes before `computer`
   dist::from_main([&] {
     check_cached(manifest);
     return std::string();

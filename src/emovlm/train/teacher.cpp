@@ -1,4 +1,4 @@
-// Teacher training and evaluation.
+// Teacher training, and the teacher over a list of images.
 #include "emovlm/train/teacher.h"
 
 #include <algorithm>

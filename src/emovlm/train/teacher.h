@@ -1,7 +1,8 @@
 // The teacher: fine-tune an ImageNet checkpoint (a Hugging Face ViT, or a timm ResNet or VGG: the
 // paper's Table 1 baselines) on an emotion dataset with a new classification layer (the reference's
 // defaults for all three: Adam, lr 3e-5, weight decay 1e-5, batch 10, 10 epochs, RandomResizedCrop
-// + flip), and evaluate it.
+// + flip); and predict_all, the teacher over a list of images, which its validation and
+// evaluate_teacher (pipeline/evaluate.h) share.
 #pragma once
 
 #include <cstdint>
