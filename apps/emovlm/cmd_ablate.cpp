@@ -34,22 +34,17 @@ void add_ablate_command(CLI::App& app) {
                   "the gate's --fit-on in the depth, alpha and gate sweeps")
       ->capture_default_str()
       ->check(CLI::IsMember(gate_fit_ons()));
-  cmd->add_option("--distill-epochs", ab->distill.epochs, "the head's --epochs")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber)
-      ->group(kTrainingGroup);
-  cmd->add_option("--gate-epochs", ab->gate.epochs, "the gate's --epochs")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber)
-      ->group(kTrainingGroup);
-  cmd->add_option("--distill-batch-size", ab->distill.batch_size, "the head's --batch-size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber)
-      ->group(kTrainingGroup);
-  cmd->add_option("--gate-batch-size", ab->gate.batch_size, "the gate's --batch-size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber)
-      ->group(kTrainingGroup);
+  // each stage's own epochs and batch size
+  const auto positive = [cmd](const std::string& name, int64_t& value, const std::string& what) {
+    cmd->add_option(name, value, what)
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber)
+        ->group(kTrainingGroup);
+  };
+  positive("--distill-epochs", ab->distill.epochs, "the head's --epochs");
+  positive("--gate-epochs", ab->gate.epochs, "the gate's --epochs");
+  positive("--distill-batch-size", ab->distill.batch_size, "the head's --batch-size");
+  positive("--gate-batch-size", ab->gate.batch_size, "the gate's --batch-size");
   cmd->add_option_function<int64_t>(
          "--batch-size", [ab](int64_t b) { ab->distill.batch_size = ab->gate.batch_size = b; },
          "both --distill-batch-size and --gate-batch-size (default: each its own)")

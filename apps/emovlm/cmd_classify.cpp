@@ -58,8 +58,7 @@ void add_classify_command(CLI::App& app) {
       "classify", "Emotion of each image from the VLM: label scores or generate-and-parse");
   add_vlm_flag(cmd, k->o.vlm);
   add_adapter_flag(cmd, k->o.adapter);
-  cmd->add_option("images", k->images,
-                  "image files (JPEG, PNG, GIF, BMP, WebP) or folders of them");
+  add_images_arg(cmd, k->images);
   add_split_flags(cmd, k->split, "accuracy, macro-F1, per class");
   add_labels_flag(cmd, k->o.labels, "the label set: mikels8, ekman6, binary or a,b,c")
       ->capture_default_str();

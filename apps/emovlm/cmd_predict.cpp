@@ -96,7 +96,7 @@ void add_predict_command(CLI::App& app) {
   CLI::App* pr = app.add_subcommand(
       "predict", "The emotion of each image, with how the VLM, the head and the gate saw it");
   add_bundle_flag(pr, p->bundle);
-  pr->add_option("images", p->images, "image files (JPEG, PNG, GIF, BMP, WebP) or folders of them");
+  add_images_arg(pr, p->images);
   add_split_flags(pr, p->split,
                   "accuracy and macro-F1 of the VLM, the head and EmoVLM-KD, from the images (no "
                   "cache needed)");

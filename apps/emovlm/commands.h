@@ -44,6 +44,8 @@ void add_preprocess_command(CLI::App& app);
 // depth, sorted) are taken; an image that cannot be read is reported (stderr, or an
 // {"image", "error"} entry with --json) and the others still run.
 std::vector<std::string> image_arguments(const std::vector<std::string>& args);
+// The positional "images" argument of classify and predict.
+CLI::Option* add_images_arg(CLI::App* cmd, std::vector<std::string>& images);
 // The results of classify or predict on image arguments, one call per image as they come: an
 // unreadable image ({"image", "error"}) is reported in its place, the others printed by `print`,
 // or with --json all collected; finish() prints the JSON array and fails naming how many images

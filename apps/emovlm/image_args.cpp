@@ -28,6 +28,11 @@ std::vector<std::string> image_arguments(const std::vector<std::string>& args) {
   return out;
 }
 
+CLI::Option* add_images_arg(CLI::App* cmd, std::vector<std::string>& images) {
+  return cmd->add_option("images", images,
+                         "image files (JPEG, PNG, GIF, BMP, WebP) or folders of them");
+}
+
 ImageResults::ImageResults(bool as_json, std::function<void(const nlohmann::json&)> print)
     : as_json_(as_json), print_(std::move(print)), all_(nlohmann::json::array()) {}
 

@@ -6,14 +6,12 @@
 #include "emovlm/core/error.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
-#include "emovlm/data/metrics.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/qwen2vl_generation.h"
 #include "emovlm/models/qwen2vl_label_scores.h"
 #include "emovlm/models/qwen2vl_processor.h"
 #include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/pipeline/extract.h"
-#include "emovlm/pipeline/split_eval.h"
 #include "emovlm/text/chat.h"
 
 namespace emovlm {

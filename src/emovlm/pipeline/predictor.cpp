@@ -12,7 +12,6 @@
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/labels.h"
 #include "emovlm/data/loader.h"
-#include "emovlm/data/metrics.h"
 #include "emovlm/image/resample.h"
 #include "emovlm/models/gates.h"
 #include "emovlm/models/heads.h"
@@ -20,7 +19,6 @@
 #include "emovlm/models/qwen2vl_processor.h"
 #include "emovlm/pipeline/emotion_query.h"
 #include "emovlm/pipeline/extract.h"
-#include "emovlm/pipeline/split_eval.h"
 #include "emovlm/text/chat.h"
 
 namespace emovlm {

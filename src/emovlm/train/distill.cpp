@@ -10,9 +10,9 @@
 #include "emovlm/core/paths.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/dataset.h"
+#include "emovlm/data/labels.h"
 #include "emovlm/dist/process_group.h"
 #include "emovlm/models/weights.h"
-#include "emovlm/train/teacher.h"
 
 namespace emovlm {
 
