@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   compat::set_num_threads(threads);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   dist::init(env, options);
-  const torch::Device device = parse_device("auto");
+  const torch::Device device = to_torch(ComputeDevice());
 
   Qwen2VLConfig cfg = shape == "7b" ? Qwen2VLConfig::qwen2vl_7b() : Qwen2VLConfig::qwen2vl_2b();
   Qwen2VL m(cfg);

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   hc.in_dim = D;
   hc.hidden = {1024};
   hc.num_classes = C;
-  hc.compute_dtype = bf16 ? "bf16" : "f32";
+  hc.compute_dtype = bf16 ? ComputeDtype::bf16 : ComputeDtype::f32;
   DistillHead head(hc);
   const double mm16 = bench::matmul_rate(torch::kBFloat16, torch::kCPU, 1024, 3);
   std::printf("head compute %s; bf16 matmul 1024^3: %.1f GFLOP/s\n", bf16 ? "bf16" : "f32",

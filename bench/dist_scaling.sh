@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel scaling on this machine's CPU: each stage with 1 process (all cores) and with 2
 # processes (half the cores each), Gloo over loopback, tiny models (tests/data/reference). Prints
-# the median examples/s over REPEATS runs of each, and with 2 processes the time a step spends
-# in the all-reduce (metrics.jsonl: all_reduce_seconds / optimizer steps); for extract, the images/s
+# the median examples/s over REPEATS runs of each, and with 2 processes the time a step waits for
+# the all-reduce (metrics.jsonl: all_reduce_seconds / optimizer steps), with the gradients summed
+# while backward runs (the default) and after it (--dist-overlap=false); for extract, the images/s
 # of the whole command (models loaded, every image through the VLM and the teacher, the cache
 # written).
 #
@@ -51,20 +52,25 @@ print(last["examples_per_s"], 1000 * last.get("all_reduce_seconds", 0) / max(ste
 
 bench() {  # NAME STATE_SUBDIR ARGS...: one line of figures
   local name=$1 sub=$2; shift 2
-  local one=() two=() ar=()
+  local one=() two=() ar=() after=() ar_after=() half=$((cores / 2 > 0 ? cores / 2 : 1))
   for i in $(seq "$repeats"); do
-    rm -rf o1 o2
+    rm -rf o1 o2 o3
     OMP_NUM_THREADS=$cores emovlm -q "$@" --out o1 >/dev/null 2>&1
     one+=("$(rate o1/$sub | cut -d' ' -f1)")
-    OMP_NUM_THREADS=$((cores / 2 > 0 ? cores / 2 : 1)) OPENBLAS_NUM_THREADS=$((cores / 2 > 0 ? cores / 2 : 1)) "${torchrun[@]}" --standalone --nproc_per_node 2 --no_python \
+    OMP_NUM_THREADS=$half OPENBLAS_NUM_THREADS=$half "${torchrun[@]}" --standalone --nproc_per_node 2 --no_python \
       emovlm -q "$@" --out o2 >/dev/null 2>&1
     read -r r a <<<"$(rate o2/$sub)"
     two+=("$r"); ar+=("$a")
+    OMP_NUM_THREADS=$half OPENBLAS_NUM_THREADS=$half "${torchrun[@]}" --standalone --nproc_per_node 2 --no_python \
+      emovlm -q --dist-overlap=false "$@" --out o3 >/dev/null 2>&1
+    read -r r a <<<"$(rate o3/$sub)"
+    after+=("$r"); ar_after+=("$a")
   done
-  local m1 m2 ma
+  local m1 m2 ma m3 ma3
   m1=$(printf '%s\n' "${one[@]}" | median); m2=$(printf '%s\n' "${two[@]}" | median); ma=$(printf '%s\n' "${ar[@]}" | median)
-  printf '%-44s 1 process %9.1f ex/s   2 processes %9.1f ex/s   x%.2f   all-reduce %.2f ms/step\n' \
-    "$name" "$m1" "$m2" "$(echo "$m2 / $m1" | bc -l)" "$ma"
+  m3=$(printf '%s\n' "${after[@]}" | median); ma3=$(printf '%s\n' "${ar_after[@]}" | median)
+  printf '%-44s 1 process %9.1f ex/s   2 processes %9.1f ex/s   x%.2f   all-reduce %.2f ms/step   (summed after backward: %9.1f ex/s, %.2f ms/step)\n' \
+    "$name" "$m1" "$m2" "$(echo "$m2 / $m1" | bc -l)" "$ma" "$m3" "$ma3"
 }
 echo "$(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), median of $repeats"
 bench "tune (tiny Qwen2-VL, LoRA, grad-accum 8)" train-state tune --vlm vlm --instructions inst.jsonl --lora --dtype f32 --grad-accum 8 --epochs 1

@@ -22,8 +22,8 @@ namespace {
 ClassifyOptions tiny(int batch = 1) {
   ClassifyOptions o;
   o.vlm = test::ref_path("qwen2vl_tiny");
-  o.dtype = "f32";
-  o.device = "cpu";
+  o.dtype = ComputeDtype::f32;
+  o.device = ComputeDevice::cpu();
   o.labels = "amusement,sadness,fear";
   o.batch = batch;
   return o;

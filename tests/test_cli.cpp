@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "emovlm/core/device.h"
 
 namespace {
 
@@ -127,7 +128,8 @@ TEST(Cli, EveryHelpListsItsFlagsAndTheGlobalOnes) {
   for (const auto& [path, cmd] : leaves(cli.app)) {
     const std::string help = cmd->help();
     EXPECT_NE(help.find(emovlm::cli::kGlobalGroup), std::string::npos) << path;
-    for (const char* global : {"--quiet", "--threads", "--dist-backend", "--dist-timeout"})
+    for (const char* global :
+         {"--quiet", "--threads", "--dist-backend", "--dist-timeout", "--dist-overlap"})
       EXPECT_NE(help.find(global), std::string::npos) << path << " lacks " << global;
     for (const CLI::Option* o : options_of(cmd))
       if (!o->get_positional())
@@ -177,6 +179,13 @@ TEST(Cli, BadValuesAreRefusedWhileParsingNamingTheFlag) {
   EXPECT_NE(device.find("cpu, cuda, cuda:N or auto"), std::string::npos) << device;
   EXPECT_NE(parse_error({"classify", "--vlm", "v", "--dtype", "f8", "image.png"}).find("--dtype"),
             std::string::npos);
+  // a device this machine lacks is refused as the flag is read, before anything loads
+  if (emovlm::ComputeDevice().resolved() == emovlm::ComputeDevice::cpu()) {
+    const std::string cuda =
+        parse_error({"classify", "--vlm", "v", "--device", "cuda:1", "image.png"});
+    EXPECT_NE(cuda.find("--device"), std::string::npos) << cuda;
+    EXPECT_NE(cuda.find("no CUDA device"), std::string::npos) << cuda;
+  }
   EXPECT_NE(parse_error({"gate", "--cache", "c", "--distill", "d", "--out", "o", "--kind", "sum"})
                 .find("--kind"),
             std::string::npos);

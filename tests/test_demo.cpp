@@ -73,7 +73,7 @@ TEST(Demo, QuickRunWritesEveryArtifact) {
   }
   DistillHeadImpl::from_pretrained(w["distill"]);
   GateImpl::from_pretrained(w["gate"]);
-  Predictor p(w["bundle"], "cpu");
+  Predictor p(w["bundle"], ComputeDevice::cpu());
   EXPECT_EQ(p.labels().size(), 8u);
   EXPECT_TRUE(file_exists(w["report"]));
   EXPECT_TRUE(file_exists(w["evaluation"].get<std::string>() + "/report.json"));

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "emovlm/core/error.h"
+#include "emovlm/dist/grad_reducer.h"
 #include "emovlm/dist/process_group.h"
 
 using namespace emovlm;
@@ -122,4 +123,56 @@ TEST(Dist, OneProcessCollectivesLeaveTensorsAlone) {
   EXPECT_EQ(dist::all_gather_bytes(""), std::vector<std::string>{""});
   EXPECT_EQ(dist::from_main([] { return std::string("manifest"); }), "manifest");
   EXPECT_THROW(dist::from_main([]() -> std::string { throw Error("refused"); }), Error);
+}
+
+// With one process the sums are the tensors themselves, so the reducer must leave every gradient
+// as backward made it: accumulated over the step's batches, an unreached parameter given zeros,
+// and the hooks gone with the reducer.
+TEST(Dist, GradReducerLeavesOneProcessGradientsAsBackwardMadeThem) {
+  ASSERT_FALSE(dist::active());
+  torch::manual_seed(0);
+  torch::nn::Linear a(4, 3), b(3, 2), unused(2, 2);
+  std::vector<torch::Tensor> params;
+  for (auto* m : {&a, &b, &unused})
+    for (auto& p : (*m)->parameters()) params.push_back(p);
+  const torch::Tensor x1 = torch::randn({5, 4}), x2 = torch::randn({5, 4});
+  auto loss = [&](const torch::Tensor& x) { return b(torch::relu(a(x))).pow(2).sum(); };
+  // the plain step: two batches' gradients accumulated
+  loss(x1).backward();
+  loss(x2).backward();
+  std::vector<torch::Tensor> want;
+  for (auto& p : params) want.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+  for (auto& p : params) p.mutable_grad() = torch::Tensor();
+  {
+    dist::GradReducer reducer(params);
+    loss(x1).backward();
+    reducer.arm();  // the step's last backward
+    loss(x2).backward();
+    reducer.finish();
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (want[i].defined())
+        EXPECT_TRUE(torch::equal(params[i].grad(), want[i])) << i;
+      else
+        EXPECT_TRUE(torch::equal(params[i].grad(), torch::zeros_like(params[i]))) << i;
+    }
+    // a parameter that backward reaches twice while armed would be sent before its second
+    // gradient: refused, naming it
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    reducer.arm();
+    torch::Tensor l = loss(x1);
+    l.backward({}, /*retain_graph=*/true);
+    try {
+      l.backward();
+      ADD_FAILURE() << "no error";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("received a second gradient after its sum was sent"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  // the reducer is gone: backward twice is plain accumulation again
+  for (auto& p : params) p.mutable_grad() = torch::Tensor();
+  torch::Tensor l = loss(x1);
+  l.backward({}, true);
+  EXPECT_NO_THROW(l.backward());
 }

@@ -34,17 +34,6 @@ Gate gate_of(const std::string& kind, int64_t classes) {
   return make_gate(c);
 }
 
-// Expects f to throw an Error whose message holds every one of `parts`.
-template <typename F>
-void expect_error_naming(F f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << p << " in: " << msg;
-  }
-}
 }  // namespace
 
 TEST(DistillHead, ParameterCountsOfThePaper) {
@@ -62,35 +51,38 @@ TEST(DistillHead, ConfigReadsWritesAndValidates) {
   EXPECT_EQ(c.hidden, (std::vector<int64_t>{32, 16}));
   EXPECT_EQ(c.num_classes, 8);
   EXPECT_EQ(c.dropout, 0.2);
-  EXPECT_EQ(c.compute_dtype, "bf16");
+  EXPECT_EQ(c.compute_dtype, ComputeDtype::bf16);
   c.validate();
   EXPECT_EQ(DistillHeadConfig::from_json(c.to_json(), "again").to_json(), c.to_json());
   // metadata without the optional keys reads their defaults
   DistillHeadConfig d = DistillHeadConfig::from_json(
       json{{"in_dim", 64}, {"hidden", json::array()}, {"num_classes", 8}}, "old");
   EXPECT_EQ(d.dropout, 0.1);
-  EXPECT_EQ(d.compute_dtype, "f32");
+  EXPECT_EQ(d.compute_dtype, ComputeDtype::f32);
   EXPECT_TRUE(d.hidden.empty());
   struct Case {
     std::function<void(DistillHeadConfig&)> set;
     std::vector<std::string> named;
   };
-  const Case cases[] = {
-      {[](DistillHeadConfig& x) { x.in_dim = 0; }, {"in_dim", "0"}},
-      {[](DistillHeadConfig& x) {
-         x.hidden = {8, -2};
-       },
-       {"hidden[1]", "-2"}},
-      {[](DistillHeadConfig& x) { x.num_classes = 1; }, {"num_classes", "1"}},
-      {[](DistillHeadConfig& x) { x.dropout = 1.0; }, {"dropout", "1"}},
-      {[](DistillHeadConfig& x) { x.dropout = -0.1; }, {"dropout", "-0.1"}},
-      {[](DistillHeadConfig& x) { x.compute_dtype = "f8"; }, {"compute_dtype", "f8"}}};
+  const Case cases[] = {{[](DistillHeadConfig& x) { x.in_dim = 0; }, {"in_dim", "0"}},
+                        {[](DistillHeadConfig& x) {
+                           x.hidden = {8, -2};
+                         },
+                         {"hidden[1]", "-2"}},
+                        {[](DistillHeadConfig& x) { x.num_classes = 1; }, {"num_classes", "1"}},
+                        {[](DistillHeadConfig& x) { x.dropout = 1.0; }, {"dropout", "1"}},
+                        {[](DistillHeadConfig& x) { x.dropout = -0.1; }, {"dropout", "-0.1"}}};
   for (const auto& k : cases) {
     DistillHeadConfig bad = c;
     k.set(bad);
-    expect_error_naming([&] { bad.validate(); }, k.named);
-    expect_error_naming([&] { DistillHead h(bad); }, k.named);
+    test::expect_error_naming([&] { bad.validate(); }, k.named);
+    test::expect_error_naming([&] { DistillHead h(bad); }, k.named);
   }
+  // a dtype the head cannot compute in is refused where the metadata is read
+  json f8 = c.to_json();
+  f8["compute_dtype"] = "f8";
+  test::expect_error_naming([&] { DistillHeadConfig::from_json(f8, "head.safetensors"); },
+                            {"head.safetensors", "compute_dtype", "f8"});
 }
 
 TEST(KDLoss, MatchesReference) {
@@ -178,13 +170,13 @@ TEST(Gate, ConfigReadsWritesAndValidates) {
   EXPECT_EQ(c.to_json(), (json{{"kind", "cross"}, {"num_classes", 6}}));
   GateConfig bad = c;
   bad.kind = "mlp";
-  expect_error_naming([&] { bad.validate(); },
-                      {"kind", "'mlp'", "concat", "moe", "bilinear", "dynamic", "cross"});
-  expect_error_naming([&] { make_gate(bad); }, {"kind", "'mlp'"});
+  test::expect_error_naming([&] { bad.validate(); },
+                            {"kind", "'mlp'", "concat", "moe", "bilinear", "dynamic", "cross"});
+  test::expect_error_naming([&] { make_gate(bad); }, {"kind", "'mlp'"});
   bad = c;
   bad.num_classes = 1;
-  expect_error_naming([&] { bad.validate(); }, {"num_classes", "1"});
-  expect_error_naming(
+  test::expect_error_naming([&] { bad.validate(); }, {"num_classes", "1"});
+  test::expect_error_naming(
       [&] {
         GateConfig::from_json(json{{"num_classes", 6}}, "where");
       },
@@ -211,7 +203,7 @@ TEST(Gate, LoadingReportsEveryProblemOfTheFile) {
                      {"fc.bias", torch::zeros({C})},
                      {"fc.scale", torch::zeros({C})}};  // gate.bias is missing
   save_tensors(gate_path, ts, {{"emovlm.gate", gcfg.dump()}});
-  expect_error_naming(
+  test::expect_error_naming(
       [&] { GateImpl::from_pretrained(gate_path); },
       {gate_path, "missing 1", "gate.bias", "mis-shaped", "fc.weight", "unexpected 1", "fc.scale"});
 
@@ -228,9 +220,9 @@ TEST(Gate, LoadingReportsEveryProblemOfTheFile) {
         {"layers.1.weight", torch::zeros({C, 6})},
         {"layers.2.weight", torch::zeros({C, C})}};  // layers.1.bias is missing
   save_tensors(head_path, ts, {{"emovlm.head", hcfg.dump()}});
-  expect_error_naming([&] { DistillHeadImpl::from_pretrained(head_path); },
-                      {head_path, "missing 1", "layers.1.bias", "mis-shaped", "layers.0.bias",
-                       "unexpected 1", "layers.2.weight"});
+  test::expect_error_naming([&] { DistillHeadImpl::from_pretrained(head_path); },
+                            {head_path, "missing 1", "layers.1.bias", "mis-shaped", "layers.0.bias",
+                             "unexpected 1", "layers.2.weight"});
 }
 
 // init_average: every gate starts as the weighted sum a * h + b * v of its inputs (bilinear,

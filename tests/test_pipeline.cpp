@@ -94,8 +94,8 @@ struct World {
     x.split = split;
     x.out = tmp / ("cache-" + split);
     x.dataset.labels = "mikels8";
-    x.dtype = "f32";
-    x.device = "cpu";
+    x.dtype = ComputeDtype::f32;
+    x.device = ComputeDevice::cpu();
     x.shard_size = 5;
     return x;
   }
@@ -408,7 +408,7 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
   t.epochs = 1;
   t.batch_size = 4;
   t.optim.lr = 1e-3;
-  t.device = "cpu";
+  t.device = ComputeDevice::cpu();
   TeacherOptions wrong = t;
   wrong.arch = "vgg16";
   EXPECT_THROW(train_teacher(wrong), Error);  // --init holds a resnet50
@@ -427,7 +427,7 @@ TEST(Pipeline, ResNetTeacherTrainsCachesAndDistills) {
             before.at("bn1.num_batches_tracked").item<int64_t>());
   DatasetOptions ds;
   ds.labels = "mikels8";
-  json ev = evaluate_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
+  json ev = evaluate_teacher(t.out, w.data, "test", ds, 8, 2, ComputeDevice::cpu());
   const json& teacher = ev["models"]["teacher"];
   EXPECT_EQ(teacher["n"].get<int64_t>(), 16);
   EXPECT_EQ(ev["arch"], "resnet50");
@@ -494,7 +494,7 @@ TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
   t.epochs = 1;
   t.batch_size = 4;
   t.optim.lr = 1e-3;
-  t.device = "cpu";
+  t.device = ComputeDevice::cpu();
   json tr = train_teacher(t);
   EXPECT_EQ(tr["arch"], "vgg16_bn");
   EXPECT_EQ(tr["image"]["input_size"], json({3, 40, 40}));
@@ -513,7 +513,7 @@ TEST(Pipeline, VggTeacherWithTheReferenceTransform) {
   EXPECT_THROW(train_teacher(bad), Error);
   DatasetOptions ds;
   ds.labels = "mikels8";
-  json ev = evaluate_teacher(t.out, w.data, "test", ds, 8, 2, "cpu");
+  json ev = evaluate_teacher(t.out, w.data, "test", ds, 8, 2, ComputeDevice::cpu());
   test::expect_evaluation_shape(ev, {"teacher"}, true);
   const json& teacher = ev["models"]["teacher"];
   EXPECT_EQ(teacher["n"].get<int64_t>(), 16);
@@ -566,8 +566,8 @@ TEST(Pipeline, ExtractGenerateModeSharesThePrefill) {
   // the cached class is that answer's
   ClassifyOptions co;
   co.vlm = w.qwen;
-  co.dtype = "f32";
-  co.device = "cpu";
+  co.dtype = ComputeDtype::f32;
+  co.device = ComputeDevice::cpu();
   co.mode = "generate";
   co.max_new_tokens = gen.max_new_tokens;
   co.temperature = gen.temperature;
@@ -595,7 +595,7 @@ TEST(Pipeline, ExtractTeacherInBf16) {
   World& w = world();
   test::TempDir dir;
   ExtractOptions f32 = w.extract("test"), bf16 = f32;
-  bf16.teacher_dtype = "bf16";
+  bf16.teacher_dtype = ComputeDtype::bf16;
   auto [a, b] = extract_both(f32, bf16, dir);
   EXPECT_TRUE(torch::equal(a.vlm_scores, b.vlm_scores));
   EXPECT_FALSE(torch::equal(a.teacher_logits, b.teacher_logits));  // autocast did run
@@ -605,7 +605,7 @@ TEST(Pipeline, ExtractTeacherInBf16) {
   into.out = f32.out;
   EXPECT_THROW(extract_features(into), Error);  // not into the float32 cache
   ExtractOptions bad = f32;
-  bad.teacher_dtype = "fp8";
+  bad.teacher_dtype = ComputeDtype::f16;  // the teacher computes in f32 or bf16 only
   EXPECT_THROW(extract_features(bad), Error);
 }
 
@@ -625,7 +625,7 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   // rounding: a bf16 head (the default) rounds its input to 8 significant bits, and two features
   // a float rounding apart can land on bf16 values 2^-8 apart (gate probabilities 1e-4 apart,
   // seen on pip torch 2.11 with MKL)
-  d.compute_dtype = "f32";
+  d.compute_dtype = ComputeDtype::f32;
   json dr = train_distill_head(d);
   const int64_t hidden = Qwen2VLConfig::from_dir(w.qwen).text.hidden_size;
   EXPECT_EQ(dr["config"]["parameters"].get<int64_t>(), hidden * 32 + 32 + 32 * 8 + 8);
@@ -769,9 +769,9 @@ TEST(Pipeline, StagesEvaluateAndPredict) {
   b.vlm = w.qwen;
   b.distill = d.out;
   b.gate = g.out;
-  b.dtype = "f32";
+  b.dtype = ComputeDtype::f32;
   write_bundle(w.tmp / "bundle", b);
-  Predictor p(w.tmp / "bundle", "cpu");
+  Predictor p(w.tmp / "bundle", ComputeDevice::cpu());
   FeatureCache test = FeatureCache::load(e.cache);
   json r = p.predict(test.paths[3]);
   DistillHead head = DistillHeadImpl::from_pretrained(d.out);
@@ -871,7 +871,7 @@ std::string small_bundle(World& w, const std::string& out) {
   d.out = out + "-distill";
   d.hidden = {16};
   d.epochs = 1;
-  d.compute_dtype = "f32";
+  d.compute_dtype = ComputeDtype::f32;
   train_distill_head(d);
   GateOptions g;
   g.cache = d.cache;
@@ -883,7 +883,7 @@ std::string small_bundle(World& w, const std::string& out) {
   b.vlm = w.qwen;
   b.distill = d.out;
   b.gate = g.out;
-  b.dtype = "f32";
+  b.dtype = ComputeDtype::f32;
   write_bundle(out, b);
   return d.cache;
 }
@@ -911,7 +911,7 @@ TEST(Pipeline, ServesPredictionsOverHttp) {
   World& w = world();
   test::TempDir dir;
   const std::string cache = small_bundle(w, dir / "bundle");
-  Predictor p(dir / "bundle", "cpu");
+  Predictor p(dir / "bundle", ComputeDevice::cpu());
   ServeOptions o;
   o.port = 0;
   o.max_bytes = 64 << 10;
@@ -972,7 +972,7 @@ TEST(Pipeline, ServerBatchesRequestsThatArriveTogether) {
   if (!http_server_available())
     GTEST_SKIP() << "this build has no HTTP server (checked in ServesPredictionsOverHttp)";
 #if defined(EMOVLM_HAVE_HTTP)
-  Predictor p(dir / "bundle", "cpu");
+  Predictor p(dir / "bundle", ComputeDevice::cpu());
   ServeOptions o;
   o.port = 0;
   o.batch = 4;
@@ -1058,12 +1058,12 @@ TEST(Pipeline, PartsOfAnotherVlmAreRefused) {
   fs::create_directory_symlink(w.qwen, dir / "vlm");
   ok.distill = dir / "bundle-distill";
   ok.gate = dir / "bundle-gate";
-  ok.dtype = "f32";
+  ok.dtype = ComputeDtype::f32;
   write_bundle(dir / "b2", ok);
-  EXPECT_NO_THROW(Predictor(dir / "b2", "cpu"));
+  EXPECT_NO_THROW(Predictor(dir / "b2", ComputeDevice::cpu()));
   fs::remove(dir / "vlm");
   fs::create_directory_symlink(other, dir / "vlm");
-  EXPECT_THROW(Predictor(dir / "b2", "cpu"), Error);
+  EXPECT_THROW(Predictor(dir / "b2", ComputeDevice::cpu()), Error);
   (void)train_cache;
 }
 
@@ -1084,18 +1084,18 @@ TEST(Pipeline, BundlesAreSelfContained) {
     b.adapter = test::ref_path("qwen2vl_tiny/lora_adapter");
     b.distill = "scratch-distill";
     b.gate = "scratch-gate";
-    b.dtype = "f32";
+    b.dtype = ComputeDtype::f32;
     // (the head was trained on the plain VLM's features: a bundle with an adapter is another VLM)
     EXPECT_THROW(write_bundle("runs/bundle", b), Error);
     b.adapter.clear();
     write_bundle("runs/bundle", b);
     EXPECT_EQ(read_json_file("runs/bundle/bundle.json")["vlm"], "../vlm");
-    want = Predictor("runs/bundle", "cpu").predict(image);
+    want = Predictor("runs/bundle", ComputeDevice::cpu()).predict(image);
   }
   fs::rename(dir / "runs", dir / "moved");
   remove_tree(dir / "scratch-distill");
   remove_tree(dir / "scratch-gate");
-  EXPECT_EQ(Predictor(dir / "moved/bundle", "cpu").predict(image), want);
+  EXPECT_EQ(Predictor(dir / "moved/bundle", ComputeDevice::cpu()).predict(image), want);
 }
 
 // A training command does not silently start over an earlier run: --resume continues it,
@@ -1130,7 +1130,7 @@ TEST(Pipeline, TrainingRefusesToStartOverWithoutOverwrite) {
   DistillOptions diverging = d;
   diverging.optim.lr = 1e30;
   diverging.batch_size = 1;  // a step per image: the loss is not finite within the first epoch
-  diverging.compute_dtype = "f32";
+  diverging.compute_dtype = ComputeDtype::f32;
   EXPECT_THROW(train_distill_head(diverging), Error);
   EXPECT_EQ(read_file(d.out + "/metrics.jsonl"), metrics);
   d.epochs = 3;

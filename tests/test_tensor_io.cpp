@@ -80,14 +80,3 @@ TEST(TensorIO, UnsupportedDtypeIsAnError) {
   EXPECT_THROW(to_scalar_type(DType::U16), Error);
   EXPECT_THROW(from_scalar_type(torch::kComplexFloat), Error);
 }
-
-TEST(TensorIO, DeviceAndDtypeNames) {
-  EXPECT_EQ(parse_device("cpu"), torch::Device(torch::kCPU));
-  EXPECT_EQ(parse_device("auto").is_cuda(), torch::cuda::is_available());
-  EXPECT_THROW(parse_device("gpu"), Error);
-  EXPECT_THROW(parse_device("cudaX"), Error);  // torch's own parse error becomes ours
-  if (!torch::cuda::is_available()) EXPECT_THROW(parse_device("cuda:0"), Error);
-  EXPECT_EQ(parse_dtype("bf16"), torch::kBFloat16);
-  EXPECT_EQ(parse_dtype("float32"), torch::kFloat32);
-  EXPECT_THROW(parse_dtype("fp8", "--compute-dtype"), Error);
-}

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "emovlm/core/error.h"
 #include "emovlm/core/files.h"
 #include "emovlm/core/json_util.h"
 #include "emovlm/core/safetensors.h"
@@ -184,6 +185,18 @@ inline void expect_evaluation_shape(const json& r, const std::vector<std::string
   for (const char* k : {"data", "split", "unreadable", "unreadable_images", "resumed"})
     EXPECT_EQ(r.contains(k), from_images) << k;
   if (from_images) EXPECT_EQ(r["unreadable"].get<size_t>(), r["unreadable_images"].size());
+}
+
+// Expects f to throw an Error whose message holds every one of `parts`.
+template <typename F>
+void expect_error_naming(F f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << p << " in: " << msg;
+  }
 }
 
 }  // namespace emovlm::test

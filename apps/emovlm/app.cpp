@@ -65,6 +65,7 @@ void on_parsed(const CLI::App& app, GlobalFlags& g) {
   dist::Options options;
   options.backend = g.dist_backend;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(g.dist_timeout_s * 1000));
+  options.overlap_gradients = g.dist_overlap;
   dist::init(env, options);
 }
 

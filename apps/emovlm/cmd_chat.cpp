@@ -15,7 +15,9 @@ namespace emovlm::cli {
 namespace {
 
 struct ChatArgs {
-  std::string vlm, adapter, dtype = "bf16", device = "auto";
+  std::string vlm, adapter;
+  ComputeDtype dtype = ComputeDtype::bf16;
+  ComputeDevice device;  // auto
   bool cuda_graph = false;
   std::string image, prompt = "Describe this image.", system;
   int max_new_tokens = 256;
@@ -25,7 +27,7 @@ struct ChatArgs {
 
 void run_chat(const ChatArgs& a) {
   Qwen2VL model(
-      Qwen2VLImpl::from_pretrained(a.vlm, a.adapter, parse_dtype(a.dtype), parse_device(a.device)));
+      Qwen2VLImpl::from_pretrained(a.vlm, a.adapter, to_torch(a.dtype), to_torch(a.device)));
   Qwen2VLProcessor proc = Qwen2VLProcessor::from_dir(a.vlm);
   std::vector<ChatMessage> msgs;
   if (!a.system.empty()) msgs.push_back(ChatMessage::text("system", a.system));

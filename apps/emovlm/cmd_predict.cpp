@@ -18,7 +18,8 @@ namespace {
 using json = nlohmann::json;
 
 struct PredictArgs {
-  std::string bundle, device = "auto";
+  std::string bundle;
+  ComputeDevice device;  // auto
   std::vector<std::string> images;
   SplitArgs split;  // --data: the bundle evaluated on a labelled split
   bool as_json = false;

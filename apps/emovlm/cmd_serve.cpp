@@ -45,8 +45,9 @@ std::string api_key(const std::string& file) {
 
 void add_serve_command(CLI::App& app) {
   struct ServeArgs {
-    std::string bundle, model, adapter, model_name, dtype = "bf16", device = "auto", api_key_file,
-                                                    access_log = "-";
+    std::string bundle, model, adapter, model_name, api_key_file, access_log = "-";
+    ComputeDtype dtype = ComputeDtype::bf16;
+    ComputeDevice device;  // auto
     ServeOptions o;
     double max_mb = 32, header_timeout = 10, body_timeout = 60, idle_timeout = 30,
            drain_timeout = 30;

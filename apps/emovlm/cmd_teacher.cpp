@@ -21,7 +21,7 @@ struct TeacherEvalArgs {
   DatasetOptions dataset;
   int64_t batch = 32;
   int workers = 2;
-  std::string device = "auto";
+  ComputeDevice device;  // auto
   bool as_json = false;
 };
 

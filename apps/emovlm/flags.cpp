@@ -14,6 +14,17 @@ CLI::Option* in_group(CLI::Option* o, const char* group) {
   return o;
 }
 
+// The value `parse` reads (its error names the flag), its error made a parse error: the command
+// does not start.
+template <typename Parse>
+auto parsed(Parse parse) {
+  try {
+    return parse();
+  } catch (const Error& e) {
+    throw CLI::ValidationError(std::string(e.what()));
+  }
+}
+
 }  // namespace
 
 const CLI::Validator kDeviceName(
@@ -58,6 +69,11 @@ void add_global_flags(CLI::App* cmd, GlobalFlags& g) {
                            "failing")
                ->capture_default_str()
                ->check(CLI::PositiveNumber),
+           kGlobalGroup);
+  in_group(cmd->add_option("--dist-overlap", g.dist_overlap,
+                           "under torchrun or Slurm: true sums the gradients while backward runs, "
+                           "bucket by bucket; false after it")
+               ->default_str("true"),
            kGlobalGroup);
 }
 
@@ -177,19 +193,28 @@ CLI::Option* add_json_flag(CLI::App* cmd, bool& as_json, const std::string& what
 
 // ---- Device
 
-CLI::Option* add_device_flag(CLI::App* cmd, std::string& device) {
-  return in_group(cmd->add_option("--device", device,
-                                  "cpu, cuda, cuda:N or auto (a GPU when there is one: under a "
-                                  "launcher, the GPU of the process's local rank)")
-                      ->capture_default_str()
+CLI::Option* add_device_flag(CLI::App* cmd, ComputeDevice& device) {
+  return in_group(cmd->add_option_function<std::string>(
+                         "--device",
+                         [&device](const std::string& name) {
+                           device = parsed([&] { return parse_compute_device(name, "--device"); });
+                         },
+                         "cpu, cuda, cuda:N or auto (a GPU when there is one: under a launcher, "
+                         "the GPU of the process's local rank)")
+                      ->default_str("auto")
                       ->check(kDeviceName),
                   kDeviceGroup);
 }
 
-CLI::Option* add_dtype_flag(CLI::App* cmd, std::string& dtype, const std::string& what,
+CLI::Option* add_dtype_flag(CLI::App* cmd, ComputeDtype& dtype, const std::string& what,
                             const std::string& name, bool with_f16) {
-  return in_group(cmd->add_option(name, dtype, what)
-                      ->capture_default_str()
+  return in_group(cmd->add_option_function<std::string>(
+                         name,
+                         [&dtype, name](const std::string& value) {
+                           dtype = parsed([&] { return parse_compute_dtype(value, name); });
+                         },
+                         what)
+                      ->default_str(dtype_name(dtype))
                       ->check(with_f16 ? CLI::IsMember({"bf16", "f16", "f32"})
                                        : CLI::IsMember({"bf16", "f32"})),
                   kDeviceGroup);

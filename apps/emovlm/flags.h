@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/train/trainer.h"
 
@@ -26,12 +27,14 @@ inline const char* const kTrainingGroup = "Training";
 inline const char* const kOptimizerGroup = "Optimizer";
 inline const char* const kGlobalGroup = "Global flags (before or after the subcommand)";
 
-// The flags of every command: -q/--quiet, --threads, --dist-backend, --dist-timeout.
+// The flags of every command: -q/--quiet, --threads, --dist-backend, --dist-timeout,
+// --dist-overlap.
 struct GlobalFlags {
   bool quiet = false;
   int threads = 0;
   std::string dist_backend = "auto";
   double dist_timeout_s = 1800;
+  bool dist_overlap = true;
 };
 void add_global_flags(CLI::App* cmd, GlobalFlags& g);
 
@@ -63,9 +66,12 @@ CLI::Option* add_out_flag(CLI::App* cmd, std::string& out, const std::string& wh
 CLI::Option* add_json_flag(CLI::App* cmd, bool& as_json, const std::string& what = "print JSON");
 
 // ---- Device
-CLI::Option* add_device_flag(CLI::App* cmd, std::string& device);
-// --dtype (or `name`), one of `allowed` (e.g. "bf16, f16 or f32").
-CLI::Option* add_dtype_flag(CLI::App* cmd, std::string& dtype, const std::string& what,
+// --device: parsed into `device` as the command line is read ("auto" resolved then); `device`'s
+// value is the default.
+CLI::Option* add_device_flag(CLI::App* cmd, ComputeDevice& device);
+// --dtype (or `name`): bf16, f16 (unless !with_f16) or f32, parsed into `dtype`, whose value is
+// the default.
+CLI::Option* add_dtype_flag(CLI::App* cmd, ComputeDtype& dtype, const std::string& what,
                             const std::string& name = "--dtype", bool with_f16 = true);
 CLI::Option* add_autocast_flag(CLI::App* cmd, std::string& autocast);
 // --workers: threads that read and decode images while the model runs.

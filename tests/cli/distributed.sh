@@ -3,7 +3,9 @@
 #  - the README's "Many GPUs, many machines" block, line by line from a scratch folder with
 #    relative paths (its process count 8 becomes 2: two cores here);
 #  - 2 processes equal 1 process at the same global batch, for tune (LoRA), teacher train,
-#    distill and gate, within float rounding (the gradients are summed in another order);
+#    distill and gate, within float rounding (the gradients are summed in another order), and
+#    gradients summed while backward runs equal those summed after it, to the bit; teacher train
+#    validates a share on each process and gets the accuracy of the whole set;
 #  - torchrun's multi-machine (static) rendezvous and Slurm's variables give the same weights;
 #  - a run of 2 processes resumes on 1 and ends where an uninterrupted run of 1 ends;
 #  - extract, classify --data and predict --data on 2 processes write the files 1 process
@@ -149,10 +151,23 @@ teacher_flags=(--data fi.jsonl --init vit-base-patch16-384 --labels mikels8 --ep
 run1 teacher train "${teacher_flags[@]}" --out eq/teacher-1
 run2 teacher train "${teacher_flags[@]}" --out eq/teacher-2
 same_weights eq/teacher-1/model.safetensors eq/teacher-2/model.safetensors 1e-5 1e-4 || fail "teacher: 2 processes differ from 1"
+# each process validates its share of val/ and the counts are summed: the accuracy of every epoch
+# is the whole set's, as one process measures it
+val_accuracies() { python3 -c 'import json,sys; print([json.loads(l).get("val_accuracy") for l in open(sys.argv[1])])' "$1"; }
+[ "$(val_accuracies eq/teacher-1/metrics.jsonl)" = "$(val_accuracies eq/teacher-2/metrics.jsonl)" ] ||
+  fail "teacher: 2 processes validate otherwise than 1: $(val_accuracies eq/teacher-1/metrics.jsonl) vs $(val_accuracies eq/teacher-2/metrics.jsonl)"
+[ "$(val_accuracies eq/teacher-1/metrics.jsonl)" != "[]" ] || fail "teacher: no validation in metrics.jsonl"
 tune_flags=(--vlm Qwen2-VL-7B-Instruct --instructions runs/inst.jsonl --lora --lora-dropout 0 --dtype f32 --grad-accum 4 --epochs 1)
 run1 tune "${tune_flags[@]}" --out eq/tune-1
 run2 tune "${tune_flags[@]}" --out eq/tune-2
 same_weights eq/tune-1/adapter_model.safetensors eq/tune-2/adapter_model.safetensors 1e-5 1e-4 || fail "tune: 2 processes differ from 1"
+# the gradients are summed while backward runs (each step's last backward on a process, which for
+# tune's dealt batches is not the step's last batch); summed after backward instead, every weight
+# is the same to the bit
+run2 --dist-overlap=false teacher train "${teacher_flags[@]}" --out eq/teacher-2-after
+same_weights eq/teacher-2/model.safetensors eq/teacher-2-after/model.safetensors 0 0 || fail "teacher: the gradients summed during backward differ from those summed after it"
+run2 --dist-overlap=false tune "${tune_flags[@]}" --out eq/tune-2-after
+same_weights eq/tune-2/adapter_model.safetensors eq/tune-2-after/adapter_model.safetensors 0 0 || fail "tune: the gradients summed during backward differ from those summed after it"
 # the comparison can fail: a run at another global batch is not the same
 run1 distill "${distill_flags[@]}" --batch-size 4 --out eq/distill-b4
 ! same_weights eq/distill-1/head.safetensors eq/distill-b4/head.safetensors 1e-5 1e-4 >/dev/null || fail "the comparison does not tell batch 8 from batch 4"

@@ -74,15 +74,15 @@ std::string make_serve_bundle(const std::string& dir) {
       x.split = "train";
       x.out = dir + "/cache";
       x.dataset.labels = "mikels8";
-      x.dtype = "f32";
-      x.device = "cpu";
+      x.dtype = ComputeDtype::f32;
+      x.device = ComputeDevice::cpu();
       extract_features(x);
       DistillOptions d;
       d.cache = x.out;
       d.out = dir + "/distill";
       d.hidden = {16};
       d.epochs = 1;
-      d.compute_dtype = "f32";
+      d.compute_dtype = ComputeDtype::f32;
       train_distill_head(d);
       GateOptions g;
       g.cache = d.cache;
@@ -94,7 +94,7 @@ std::string make_serve_bundle(const std::string& dir) {
       b.vlm = qwen;
       b.distill = d.out;
       b.gate = g.out;
-      b.dtype = "f32";
+      b.dtype = ComputeDtype::f32;
       write_bundle(bundle, b);
     }
   } catch (...) {

@@ -33,7 +33,7 @@ namespace {
 
 // The bundle's predictor, loaded once per test program.
 Predictor& predictor() {
-  static Predictor p(serve_bundle(), "cpu");
+  static Predictor p(serve_bundle(), ComputeDevice::cpu());
   return p;
 }
 

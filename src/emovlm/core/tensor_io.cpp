@@ -131,27 +131,22 @@ torch::Tensor to_tensor(const FloatArray& array) {
       .clone();
 }
 
-torch::Device parse_device(const std::string& s, const std::string& flag) {
-  if (s == "auto")
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  if (s != "cpu" && s.rfind("cuda", 0) != 0)
-    throw Error(cat(flag, " must be cpu, cuda, cuda:N or auto, not '", s, "'"));
-  torch::Device d(torch::kCPU);
-  try {
-    d = torch::Device(s);
-  } catch (const c10::Error&) {
-    throw Error(cat(flag, " must be cpu, cuda, cuda:N or auto, not '", s, "'"));
-  }
-  if (d.is_cuda() && !torch::cuda::is_available())
-    throw Error(cat(flag, " ", s, ": this build of libtorch or this machine has no CUDA device"));
-  return d;
+torch::Device to_torch(ComputeDevice device) {
+  device = device.resolved();
+  if (device.kind == ComputeDevice::Kind::cpu) return torch::Device(torch::kCPU);
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device.index));
 }
 
-torch::ScalarType parse_dtype(const std::string& s, const std::string& flag) {
-  if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
-  if (s == "f32" || s == "float32") return torch::kFloat32;
-  if (s == "f16" || s == "float16") return torch::kFloat16;
-  throw Error(cat(flag, " must be bf16, f16 or f32, not '", s, "'"));
+torch::ScalarType to_torch(ComputeDtype dtype) {
+  switch (dtype) {
+    case ComputeDtype::bf16:
+      return torch::kBFloat16;
+    case ComputeDtype::f16:
+      return torch::kFloat16;
+    case ComputeDtype::f32:
+      break;
+  }
+  return torch::kFloat32;
 }
 
 }  // namespace emovlm

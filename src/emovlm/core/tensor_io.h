@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "emovlm/core/device.h"
 #include "emovlm/core/float_array.h"
 #include "emovlm/core/safetensors.h"
 
@@ -37,9 +38,8 @@ std::string tensors_to_safetensors(const NamedTensors& tensors,
 
 torch::Tensor to_tensor(const FloatArray& array);
 
-// Command-line names: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available);
-// "bf16"/"bfloat16", "f16"/"float16", "f32"/"float32". `flag` names the option in errors.
-torch::Device parse_device(const std::string& name, const std::string& flag = "--device");
-torch::ScalarType parse_dtype(const std::string& name, const std::string& flag = "--dtype");
+// The options' device (automatic decided now) and dtype as torch's.
+torch::Device to_torch(ComputeDevice device);
+torch::ScalarType to_torch(ComputeDtype dtype);
 
 }  // namespace emovlm

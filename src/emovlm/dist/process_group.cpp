@@ -295,54 +295,63 @@ int world_size() {
 bool is_main() {
   return state().env.rank == 0;
 }
+const Options& options() {
+  return state().options;
+}
+
+PendingSum::PendingSum(std::vector<at::Tensor> tensors) {
+  if (!active() || tensors.empty()) return;
+  collective("all-reduce", [&] {
+    torch::NoGradGuard ng;
+    std::vector<at::Tensor> parts;
+    for (const at::Tensor& t : tensors) parts.push_back(t.reshape({-1}));  // [numel]
+    at::Tensor flat = to_backend_device(torch::cat(parts));                // [sum of numels]
+    // Gloo sums float32/float64 and the integers; half precision is summed in float32
+    if (state().backend == "gloo" &&
+        (flat.scalar_type() == torch::kBFloat16 || flat.scalar_type() == torch::kHalf))
+      flat = flat.to(torch::kFloat32);
+    std::vector<at::Tensor> one{flat};
+    auto work = state().group->allreduce(one);
+    wait_ = [tensors = std::move(tensors), flat, work]() mutable {
+      work->wait();
+      torch::NoGradGuard ng;
+      int64_t offset = 0;
+      for (at::Tensor& t : tensors) {
+        t.copy_(flat.narrow(0, offset, t.numel()).view(t.sizes()));  // (to t's dtype and device)
+        offset += t.numel();
+      }
+    };
+  });
+}
+
+void PendingSum::wait() {
+  if (!wait_) return;
+  auto finish = std::move(wait_);
+  wait_ = nullptr;
+  collective("all-reduce", finish);
+}
 
 void all_reduce_sum(std::vector<at::Tensor>& tensors) {
   if (!active() || tensors.empty()) return;
-  constexpr int64_t kBucketBytes = int64_t{25} << 20;
   // buckets: consecutive tensors of one dtype and device, at most kBucketBytes (a larger tensor
-  // alone)
-  std::vector<std::vector<size_t>> buckets;
+  // alone), all sent before the first is waited for
+  std::vector<PendingSum> sums;
+  std::vector<at::Tensor> bucket;
   int64_t bytes = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const at::Tensor& t = tensors[i];
+  for (const at::Tensor& t : tensors) {
     const int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
-    const bool same = !buckets.empty() &&
-                      tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
-                      tensors[buckets.back().front()].device() == t.device();
-    if (buckets.empty() || !same || bytes + b > kBucketBytes) {
-      buckets.emplace_back();
+    const bool same = !bucket.empty() && bucket.front().scalar_type() == t.scalar_type() &&
+                      bucket.front().device() == t.device();
+    if (!bucket.empty() && (!same || bytes + b > kBucketBytes)) {
+      sums.emplace_back(std::move(bucket));
+      bucket.clear();
       bytes = 0;
     }
-    buckets.back().push_back(i);
+    bucket.push_back(t);  // (shares t's storage: the sum is written into t)
     bytes += b;
   }
-  std::vector<at::Tensor> flat(buckets.size());
-  collective("all-reduce", [&] {
-    torch::NoGradGuard ng;
-    std::vector<decltype(state().group->allreduce(std::declval<std::vector<at::Tensor>&>()))> works;
-    for (size_t k = 0; k < buckets.size(); ++k) {
-      std::vector<at::Tensor> parts;
-      for (size_t i : buckets[k]) parts.push_back(tensors[i].reshape({-1}));  // [numel]
-      flat[k] = to_backend_device(torch::cat(parts));                         // [sum of numels]
-      // Gloo sums float32/float64 and the integers; half precision is summed in float32
-      if (state().backend == "gloo" &&
-          (flat[k].scalar_type() == torch::kBFloat16 || flat[k].scalar_type() == torch::kHalf))
-        flat[k] = flat[k].to(torch::kFloat32);
-      std::vector<at::Tensor> one{flat[k]};
-      works.push_back(state().group->allreduce(one));
-    }
-    wait_all(works);
-    for (size_t k = 0; k < buckets.size(); ++k) {
-      int64_t offset = 0;
-      for (size_t i : buckets[k]) {
-        at::Tensor& t = tensors[i];
-        t.copy_(flat[k]
-                    .narrow(0, offset, t.numel())
-                    .view(t.sizes()));  // (and back to t's dtype and device)
-        offset += t.numel();
-      }
-    }
-  });
+  sums.emplace_back(std::move(bucket));
+  for (PendingSum& s : sums) s.wait();
 }
 
 void broadcast(std::vector<at::Tensor>& tensors, int root) {

@@ -47,6 +47,8 @@ struct Options {
   std::string backend = "auto";  // auto (nccl for CUDA when built with it, else gloo) | gloo | nccl
   // How long a collective (and the first meeting) waits for the other ranks before failing.
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};
+  // Training sums each step's gradients while backward runs (GradReducer); false: after it.
+  bool overlap_gradients = true;
 };
 
 // Joins the process group (nothing for one process). Under CUDA with NCCL, the current device
@@ -61,10 +63,27 @@ bool active();  // more than one process
 int rank();
 int world_size();
 bool is_main();  // rank 0: the one that writes checkpoints, reports and outputs
+const Options& options();
 
 // Sums the tensors over the ranks in place. Tensors of one dtype and device travel in flat
-// buckets of at most 25 MiB, all sent before the first is waited for.
+// buckets of at most kBucketBytes, all sent before the first is waited for.
 void all_reduce_sum(std::vector<at::Tensor>& tensors);
+constexpr int64_t kBucketBytes = int64_t{25} << 20;
+
+// A sum over the ranks started at construction and finished by wait(), so that work can go on
+// while it travels (the gradients of the layers backward is done with, say). Tensors of one dtype
+// and device; they travel as one flat copy, and wait() writes the sums into them. Every rank must
+// start the same sums in the same order. One process: nothing travels, wait() leaves the tensors.
+class PendingSum {
+ public:
+  PendingSum() = default;
+  explicit PendingSum(std::vector<at::Tensor> tensors);
+  void wait();
+  bool started() const { return static_cast<bool>(wait_); }
+
+ private:
+  std::function<void()> wait_;  // waits for the backend's work and copies the flat sum back
+};
 // Copies root's tensors into the others' (same shapes and dtypes on every rank).
 void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
 // Root's bytes to every rank (any length).

@@ -19,7 +19,9 @@ DistillHeadConfig DistillHeadConfig::from_json(const nlohmann::json& j, const st
   c.hidden = json_required<std::vector<int64_t>>(j, "hidden", where);
   c.num_classes = json_required<int64_t>(j, "num_classes", where);
   c.dropout = json_optional<double>(j, "dropout", c.dropout, where);
-  c.compute_dtype = json_optional<std::string>(j, "compute_dtype", c.compute_dtype, where);
+  if (j.contains("compute_dtype"))
+    c.compute_dtype = parse_compute_dtype(json_required<std::string>(j, "compute_dtype", where),
+                                          where + ": compute_dtype");
   return c;
 }
 
@@ -33,7 +35,6 @@ void DistillHeadConfig::validate() const {
   check_range(num_classes, 2, kMaxWidth, "distillation head: num_classes");
   check(dropout >= 0 && dropout < 1,
         cat("distillation head: dropout ", dropout, " must be in [0, 1)"));
-  parse_dtype(compute_dtype, "distillation head: compute_dtype");  // throws naming the value
 }
 
 nlohmann::json DistillHeadConfig::to_json() const {
@@ -41,12 +42,12 @@ nlohmann::json DistillHeadConfig::to_json() const {
           {"hidden", hidden},
           {"num_classes", num_classes},
           {"dropout", dropout},
-          {"compute_dtype", compute_dtype}};
+          {"compute_dtype", dtype_name(compute_dtype)}};
 }
 
 DistillHeadImpl::DistillHeadImpl(const DistillHeadConfig& config) : config_(config) {
   config_.validate();
-  compute_ = parse_dtype(config_.compute_dtype, "compute_dtype");
+  compute_ = to_torch(config_.compute_dtype);
   layers = register_module("layers", torch::nn::ModuleList());
   int64_t prev = config_.in_dim;
   for (int64_t h : config_.hidden) {

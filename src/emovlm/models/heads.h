@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/models/gates.h"
 #include "emovlm/models/layers.h"
 
@@ -21,7 +22,7 @@ struct DistillHeadConfig {
   std::vector<int64_t> hidden{1024};
   int64_t num_classes = 0;
   double dropout = 0.1;
-  std::string compute_dtype = "f32";  // the matmuls' dtype (f32 or bf16), as parse_dtype reads it
+  ComputeDtype compute_dtype = ComputeDtype::f32;  // the matmuls' dtype
 
   // Reads "in_dim", "hidden", "num_classes" (required), "dropout" and "compute_dtype" (optional;
   // other keys of the metadata are left to the caller); `where` names the source in errors.
@@ -44,10 +45,7 @@ class DistillHeadImpl : public torch::nn::Module {
   void save_pretrained(const std::string& path, const nlohmann::json& metadata) const;
   torch::Tensor forward(const torch::Tensor& features);  // [B, d] -> [B, C] (float32)
   const DistillHeadConfig& config() const { return config_; }
-  const std::vector<int64_t>& hidden() const { return config_.hidden; }
-  int64_t in_dim() const { return config_.in_dim; }
   int64_t num_classes() const { return config_.num_classes; }
-  double dropout() const { return config_.dropout; }
 
   torch::nn::ModuleList layers{nullptr};
 

@@ -123,16 +123,6 @@ int64_t count_parameters(const torch::nn::Module& module) {
   return n;
 }
 
-void to_dtype_device(torch::nn::Module& module, torch::ScalarType dtype, torch::Device device) {
-  torch::NoGradGuard ng;
-  for (auto& p : module.parameters()) {
-    torch::Tensor t = p;
-    if (t.is_floating_point() && t.scalar_type() != dtype) t = t.to(dtype);
-    if (t.device() != device) t = t.to(device);
-    if (!t.is_same(p)) p.set_data(t);
-  }
-}
-
 nlohmann::json json_metadata(const std::string& path, const std::string& key) {
   const Checkpoint ck(path);
   const auto m = ck.metadata();

@@ -50,7 +50,4 @@ nlohmann::json json_metadata(const std::string& path, const std::string& key);
 // The number of scalars in the module's parameters.
 int64_t count_parameters(const torch::nn::Module& module);
 
-// Casts every floating parameter of the module to dtype and moves it to device.
-void to_dtype_device(torch::nn::Module& module, torch::ScalarType dtype, torch::Device device);
-
 }  // namespace emovlm

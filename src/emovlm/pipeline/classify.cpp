@@ -45,7 +45,7 @@ VlmClassifier::VlmClassifier(const ClassifyOptions& o) : s_(std::make_unique<Sta
   s_->o = o;
   s_->labels = LabelSet::from_spec(o.labels);
   s_->model = Qwen2VL(
-      Qwen2VLImpl::from_pretrained(o.vlm, o.adapter, parse_dtype(o.dtype), parse_device(o.device)));
+      Qwen2VLImpl::from_pretrained(o.vlm, o.adapter, to_torch(o.dtype), to_torch(o.device)));
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(o.vlm));
   s_->query = categorical_query(s_->proc->tokenizer(), s_->labels);
   if (o.mode == "generate")

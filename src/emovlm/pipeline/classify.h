@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/labels.h"
 
@@ -18,7 +19,8 @@ namespace emovlm {
 
 struct ClassifyOptions {
   std::string vlm, adapter;  // checkpoint directory; optional PEFT adapter merged at load
-  std::string dtype = "bf16", device = "auto";
+  ComputeDtype dtype = ComputeDtype::bf16;
+  ComputeDevice device;            // auto
   std::string labels = "mikels8";  // mikels8, ekman6, binary or a,b,c
   std::string mode = "score";      // score or generate
   int batch = 1;  // score mode: images per VLM forward (1: each alone, deterministic)

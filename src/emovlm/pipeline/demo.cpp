@@ -224,8 +224,8 @@ void extract_demo_caches(const DemoPaths& p) {
     x.split = split;
     x.dataset = demo_dataset_options();
     x.out = p.caches.at(split);
-    x.dtype = "f32";
-    x.device = "cpu";
+    x.dtype = ComputeDtype::f32;
+    x.device = ComputeDevice::cpu();
     remove_tree(x.out);
     extract_features(x);
   }
@@ -367,9 +367,9 @@ json run_demo(const DemoOptions& o) {
   b.vlm = p.vlm_tuned;
   b.distill = p.distill;
   b.gate = p.gate;
-  b.dtype = "f32";
+  b.dtype = ComputeDtype::f32;
   write_bundle(p.bundle, b);
-  Predictor pred(p.bundle, "cpu");
+  Predictor pred(p.bundle, ComputeDevice::cpu());
   const json predictions = demo_predictions(pred, ds);
   json from_images = evaluate_bundle(pred, p.data, "test", demo_dataset_options(), 1);
   from_images.erase("predictions");

@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/dataset.h"
 
 namespace emovlm {
@@ -63,8 +64,7 @@ nlohmann::json evaluate_bundle(Predictor& predictor, const std::string& data,
 // on one split: the "teacher" model with its "arch" and "parameters" (a row of Table 1).
 nlohmann::json evaluate_teacher(const std::string& teacher_dir, const std::string& data,
                                 const std::string& split, const DatasetOptions& dataset,
-                                int64_t batch = 32, int workers = 2,
-                                const std::string& device = "auto");
+                                int64_t batch = 32, int workers = 2, ComputeDevice device = {});
 std::string evaluation_markdown(const nlohmann::json& report);
 // The part of it on the gate: its gain over each input (or whether it beats them), the oracle, and
 // how the intervals were made.

@@ -59,7 +59,7 @@ json evaluate_vlm(VlmClassifier& classifier, const std::string& data, const std:
   // needed
   json settings = {{"vlm", checkpoint_identity(o.vlm)},
                    {"adapter", o.adapter.empty() ? json(nullptr) : checkpoint_identity(o.adapter)},
-                   {"dtype", o.dtype},
+                   {"dtype", dtype_name(o.dtype)},
                    {"labels", o.labels},
                    {"mode", o.mode},
                    {"cap_long_side", o.cap_long_side},
@@ -130,10 +130,10 @@ json evaluate_bundle(Predictor& predictor, const std::string& data, const std::s
 
 json evaluate_teacher(const std::string& dir, const std::string& data, const std::string& split,
                       const DatasetOptions& dataset, int64_t batch, int workers,
-                      const std::string& device) {
+                      ComputeDevice device) {
   std::shared_ptr<ImageClassifierImpl> model = load_image_classifier(dir);
   model->eval();
-  model->to(parse_device(device));
+  model->to(to_torch(device));
   const std::vector<std::string> classes = read_classes(dir);
   const Dataset d = load_dataset(data, dataset);
   if (d.labels.labels != classes)

@@ -51,7 +51,7 @@ json cache_inputs(const ExtractOptions& o, const Dataset& d, const Qwen2VLImageC
                  {"labels", d.labels.labels},
                  {"split", o.split},
                  {"vlm_mode", o.vlm_mode},
-                 {"dtype", o.dtype},
+                 {"dtype", dtype_name(o.dtype)},
                  {"cap_long_side", o.cap_long_side},
                  {"qwen2vl_image",
                   {{"min_pixels", qcfg.min_pixels},
@@ -63,7 +63,7 @@ json cache_inputs(const ExtractOptions& o, const Dataset& d, const Qwen2VLImageC
                  {"prompt", categorical_prompt(d.labels)}};
   if (o.vlm_batch != 1)
     inputs["vlm_batch"] = o.vlm_batch;  // values differ from batch 1 by rounding
-  if (o.teacher_dtype != "f32") inputs["teacher_dtype"] = o.teacher_dtype;
+  if (o.teacher_dtype != ComputeDtype::f32) inputs["teacher_dtype"] = dtype_name(o.teacher_dtype);
   if (o.vlm_mode == "generate") {
     inputs["generation"] = {{"temperature", o.temperature},
                             {"max_new_tokens", o.max_new_tokens},
@@ -149,8 +149,8 @@ class ShardComputer {
         vcfg_(vcfg),
         manifest_path_(manifest_path),
         inputs_(inputs),
-        device_(parse_device(o.device)),
-        vlm_(Qwen2VLImpl::from_pretrained(o.vlm, o.adapter, parse_dtype(o.dtype), device_)),
+        device_(to_torch(o.device)),
+        vlm_(Qwen2VLImpl::from_pretrained(o.vlm, o.adapter, to_torch(o.dtype), device_)),
         proc_(Qwen2VLProcessor::from_dir(o.vlm)),
         teacher_(load_image_classifier(o.teacher)),
         query_(categorical_query(proc_.tokenizer(), d.labels)) {
@@ -248,7 +248,8 @@ class ShardComputer {
 
   void run_teacher(Shard& s) {
     if (s.teacher_px.empty()) return;
-    compat::AutocastGuard autocast(device_.type(), torch::kBFloat16, o_.teacher_dtype == "bf16");
+    compat::AutocastGuard autocast(device_.type(), torch::kBFloat16,
+                                   o_.teacher_dtype == ComputeDtype::bf16);
     // [n, 3, size, size] -> [n, classes]
     s.tlogits.push_back(teacher_->logits(torch::stack(s.teacher_px).to(device_))
                             .to(torch::kCPU)
@@ -309,8 +310,8 @@ class ShardComputer {
 json extract_features(const ExtractOptions& o) {
   if (o.vlm_mode != "score" && o.vlm_mode != "generate")
     throw Error(cat("--vlm-mode must be score or generate, not '", o.vlm_mode, "'"));
-  if (o.teacher_dtype != "f32" && o.teacher_dtype != "bf16")
-    throw Error(cat("--teacher-dtype must be f32 or bf16, not '", o.teacher_dtype, "'"));
+  if (o.teacher_dtype == ComputeDtype::f16)
+    throw Error("--teacher-dtype must be f32 or bf16, not f16");
   if (o.vlm_batch < 1 || o.teacher_batch < 1 || o.shard_size < 1)
     throw Error(cat("--vlm-batch, --teacher-batch and --shard-size must be at least 1 (",
                     o.vlm_batch, ", ", o.teacher_batch, ", ", o.shard_size, ")"));

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/feature_cache.h"
 
@@ -20,12 +21,13 @@ struct ExtractOptions {
   std::string vlm, adapter, teacher, data, split = "train", out;
   DatasetOptions dataset;
   std::string vlm_mode = "score";  // score: label scores (deterministic) | generate: sample + parse
-  std::string dtype = "bf16", device = "auto";
+  ComputeDtype dtype = ComputeDtype::bf16;
+  ComputeDevice device;  // auto
   int64_t shard_size = 256;
   int64_t teacher_batch = 16;
   // The teacher's precision: f32 (exact, the default) or bf16 (autocast: matmuls in bf16, about 5x
   // the images/s on an H200; logits within bf16 rounding). A cache is made in one of them.
-  std::string teacher_dtype = "f32";
+  ComputeDtype teacher_dtype = ComputeDtype::f32;
   // Images per VLM forward. 1 (default): every image alone, so its values do not depend on the
   // others (deterministic mode); more: one left-padded batch (a GPU's throughput), equal to the
   // single-image values to rounding.

@@ -79,18 +79,12 @@ void write_bundle(const std::string& out, const BundleSpec& s) {
         link_or_copy(e.path().string(), (fs::path(dst) / e.path().filename()).string());
     adapter = "adapter";
   }
-  json b = {{"format", "emovlm-bundle"},
-            {"version", 2},
-            {"vlm", store_path(s.vlm, bpath)},
-            {"adapter", adapter},
-            {"vlm_identity", vlm_id},
-            {"head", "head.safetensors"},
-            {"gate", "gate.safetensors"},
-            {"labels", hcfg["labels"]},
-            {"vlm_input", gcfg["vlm_input"]},
-            {"gate_kind", gcfg["kind"]},
-            {"dtype", s.dtype},
-            {"cap_long_side", s.cap_long_side},
+  json b = {{"format", "emovlm-bundle"},       {"version", 2},
+            {"vlm", store_path(s.vlm, bpath)}, {"adapter", adapter},
+            {"vlm_identity", vlm_id},          {"head", "head.safetensors"},
+            {"gate", "gate.safetensors"},      {"labels", hcfg["labels"]},
+            {"vlm_input", gcfg["vlm_input"]},  {"gate_kind", gcfg["kind"]},
+            {"dtype", dtype_name(s.dtype)},    {"cap_long_side", s.cap_long_side},
             {"prompt", "categorical"}};
   write_file_atomic(bpath, b.dump(1) + "\n");
 }
@@ -107,8 +101,7 @@ struct Predictor::State {
   int cap = 1024;
 };
 
-Predictor::Predictor(const std::string& dir, const std::string& device)
-    : s_(std::make_unique<State>()) {
+Predictor::Predictor(const std::string& dir, ComputeDevice device) : s_(std::make_unique<State>()) {
   const std::string bpath = (fs::path(dir) / "bundle.json").string();
   s_->dir = dir;
   s_->bundle = read_bundle_json(dir);
@@ -129,9 +122,8 @@ Predictor::Predictor(const std::string& dir, const std::string& device)
         s_->bundle["vlm_identity"], cat("the bundle ", dir), vlm_identity(vdir, adapter),
         cat("the VLM ", vdir, adapter.empty() ? "" : cat(" with the adapter ", adapter)));
   const std::string dt = json_optional<std::string>(s_->bundle, "dtype", "bf16", bpath);
-  torch::ScalarType dtype = parse_dtype(dt, bpath + ": dtype");
-  torch::Device dev = parse_device(device);
-  s_->vlm = Qwen2VL(Qwen2VLImpl::from_pretrained(vdir, adapter, dtype, dev));
+  const ComputeDtype dtype = parse_compute_dtype(dt, bpath + ": dtype");
+  s_->vlm = Qwen2VL(Qwen2VLImpl::from_pretrained(vdir, adapter, to_torch(dtype), to_torch(device)));
   s_->proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(vdir));
   s_->head = DistillHeadImpl::from_pretrained(
       (fs::path(dir) / json_optional<std::string>(s_->bundle, "head", "head.safetensors", bpath))

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/image/image.h"
 
@@ -20,7 +21,7 @@ class Qwen2VLProcessor;
 
 struct BundleSpec {
   std::string vlm, adapter, distill, gate;
-  std::string dtype = "bf16";
+  ComputeDtype dtype = ComputeDtype::bf16;
   int cap_long_side = 1024;
 };
 
@@ -29,7 +30,7 @@ void write_bundle(const std::string& out, const BundleSpec& spec);
 
 class Predictor {
  public:
-  explicit Predictor(const std::string& bundle_dir, const std::string& device = "auto");
+  explicit Predictor(const std::string& bundle_dir, ComputeDevice device = {});
   ~Predictor();
   // Per image: the final emotion, the VLM's scores and answer, the head's top-3, the gate's
   // weights.

@@ -44,13 +44,13 @@ void read_checkpoint_settings(const std::string& dir, GenerationConfig* g, int64
 
 }  // namespace
 
-ChatModel::ChatModel(const std::string& dir, const std::string& adapter, const std::string& dtype,
-                     const std::string& device, const std::string& id)
+ChatModel::ChatModel(const std::string& dir, const std::string& adapter, ComputeDtype dtype,
+                     ComputeDevice device, const std::string& id)
     : s_(std::make_unique<State>()) {
   s_->dir = dir;
   s_->id = id.empty() ? name_of(dir) : id;
   s_->owned =
-      Qwen2VL(Qwen2VLImpl::from_pretrained(dir, adapter, parse_dtype(dtype), parse_device(device)));
+      Qwen2VL(Qwen2VLImpl::from_pretrained(dir, adapter, to_torch(dtype), to_torch(device)));
   s_->owned_proc = std::make_unique<Qwen2VLProcessor>(Qwen2VLProcessor::from_dir(dir));
   s_->model = s_->owned.get();
   s_->proc = s_->owned_proc.get();

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "emovlm/core/device.h"
 #include "emovlm/image/image.h"
 #include "emovlm/text/chat.h"
 
@@ -37,8 +38,8 @@ class ChatModel {
  public:
   // A checkpoint directory (with a LoRA adapter merged at load when given); `id` is the name
   // clients use for it (default: the directory's name).
-  ChatModel(const std::string& dir, const std::string& adapter, const std::string& dtype,
-            const std::string& device, const std::string& id = "");
+  ChatModel(const std::string& dir, const std::string& adapter, ComputeDtype dtype,
+            ComputeDevice device, const std::string& id = "");
   // The VLM of a bundle, shared with its predictor (the same thread must run both).
   explicit ChatModel(Predictor& predictor, const std::string& id = "");
   ~ChatModel();

@@ -178,9 +178,9 @@ struct HeadRun {
 // the trainer's files) and returns the head with the best validation epoch's weights.
 HeadRun fit_head(const FeatureCache& train, const FeatureCache* val, const DistillOptions& o,
                  int64_t val_shared) {
-  if (o.compute_dtype != "bf16" && o.compute_dtype != "f32")
-    throw Error(cat("--compute-dtype must be bf16 or f32, not '", o.compute_dtype, "'"));
-  const torch::Device device = parse_device(o.device);
+  if (o.compute_dtype == ComputeDtype::f16)
+    throw Error("--compute-dtype must be bf16 or f32, not f16");
+  const torch::Device device = to_torch(o.device);
   DistillHeadConfig hc;
   hc.in_dim = train.features.size(1);
   hc.hidden = o.hidden;
@@ -265,7 +265,9 @@ DistillOptions head_options(const json& cfg, const std::string& where) {
   d.alpha = json_optional<double>(cfg, "alpha", d.alpha, where);
   d.temperature = json_optional<double>(cfg, "temperature", d.temperature, where);
   d.dropout = json_optional<double>(cfg, "dropout", d.dropout, where);
-  d.compute_dtype = json_optional<std::string>(cfg, "compute_dtype", d.compute_dtype, where);
+  if (cfg.contains("compute_dtype"))
+    d.compute_dtype = parse_compute_dtype(json_required<std::string>(cfg, "compute_dtype", where),
+                                          where + ": compute_dtype");
   const json t = cfg.value("training", json::object());
   const std::string tw = where + " training";
   d.epochs = json_optional<int64_t>(t, "epochs", d.epochs, tw);
@@ -284,7 +286,7 @@ DistillOptions head_options(const json& cfg, const std::string& where) {
 torch::Tensor crossfit_head_logits(const FeatureCache& train, const FeatureCache* val,
                                    const json& head_cfg, const std::string& head_where,
                                    int64_t folds, uint64_t seed, const std::string& dir,
-                                   bool overwrite, const std::string& device) {
+                                   bool overwrite, ComputeDevice device) {
   const int64_t n = train.size();
   if (folds < 2 || folds > n)
     throw Error(
@@ -353,7 +355,7 @@ json train_gate(const GateOptions& o) {
   if (o.init != "average" && o.init != "random")
     throw Error(cat("--init must be average or random, not '", o.init, "'"));
   if (o.fit_on == "val" && o.val_cache.empty()) throw Error("--fit-on val needs --val-cache");
-  const torch::Device device = parse_device(o.device);
+  const torch::Device device = to_torch(o.device);
   RunOutput run(o.out, o.out, o.resume, o.overwrite);
   FeatureCache train = FeatureCache::load(o.cache);
   json hcfg;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/feature_cache.h"
 #include "emovlm/models/gates.h"
 #include "emovlm/models/heads.h"
@@ -27,16 +28,16 @@ struct DistillOptions {
   // (-1: a quarter of the run's epochs, at least 5; 0: never).
   int64_t patience = -1;
   int64_t batch_size = 256;  // the reference code uses 1 (--batch-size 1)
-  std::string compute_dtype =
-      "bf16";  // the head's matmuls (bf16: AMX on the CPU); f32 for exact float32
+  // the head's matmuls (bf16: AMX on the CPU); f32 for exact float32
+  ComputeDtype compute_dtype = ComputeDtype::bf16;
   uint64_t seed = 0;
   bool resume = false;     // continue the run in `out`
   bool overwrite = false;  // start over in an `out` that holds a run
   bool quiet = false;
   int64_t save_every_steps = 0;
-  // Where the head trains: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:N".
-  // The cache and the head go there; what the run writes is the same on any device.
-  std::string device = "auto";
+  // Where the head trains (the cache and the head go there); what the run writes is the same on
+  // any device.
+  ComputeDevice device;  // auto
   OptimConfig optim = [] {
     OptimConfig o;
     o.lr = 1e-3;  // the paper; the reference code uses 1e-5 (--lr 1e-5)
@@ -64,7 +65,8 @@ struct GateOptions {
   uint64_t seed = 0;
   bool resume = false, overwrite = false;
   int64_t save_every_steps = 0;
-  std::string device = "auto";  // as DistillOptions (the cross-fit's fold heads train there too)
+  // as DistillOptions (the cross-fit's fold heads train there too)
+  ComputeDevice device;  // auto
   OptimConfig optim = [] {
     OptimConfig o;
     o.lr = 1e-3;  // the paper; the reference code uses 1e-4

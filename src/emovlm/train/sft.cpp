@@ -92,8 +92,8 @@ json train_sft(const SftOptions& o) {
                    ex.size() - usable.size(), ex.size(), unreadable.size(),
                    unreadable.front().c_str());
   }
-  const torch::ScalarType dtype = parse_dtype(o.dtype);
-  const torch::Device device = parse_device(o.device);
+  const torch::ScalarType dtype = to_torch(o.dtype);
+  const torch::Device device = to_torch(o.device);
   // --qlora loads the base where it is mapped (the CPU) and quantizes it layer by layer onto the
   // device: a GPU never holds the whole base in bf16 (7B: 16.6 GB against 5.9 GB in NF4)
   Qwen2VL model(
@@ -143,7 +143,7 @@ json train_sft(const SftOptions& o) {
                      {"full", o.full},
                      {"qlora", o.qlora},
                      {"mask_prompt", o.mask_prompt},
-                     {"dtype", o.dtype},
+                     {"dtype", dtype_name(o.dtype)},
                      {"autocast", o.autocast},
                      {"gradient_checkpointing", o.gradient_checkpointing}};
   size_t current = 0;

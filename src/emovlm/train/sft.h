@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/data/instruction_format.h"
 #include "emovlm/models/lora.h"
@@ -45,12 +46,12 @@ struct SftOptions {
   int64_t epochs = 5;
   int cap_long_side = 1024;
   uint64_t seed = 0;
-  bool resume = false;                  // continue the run in `out`
-  bool overwrite = false;               // start over in an `out` that holds a run
-  int64_t save_every_steps = 0;         // also checkpoint every N optimizer steps (0: each epoch)
-  int workers = 2;                      // threads decoding and tokenizing the next examples
-  std::string dtype = "f32";            // of the base weights (bf16: the reference's compute dtype)
-  std::string device = "auto";          // cpu, cuda[:N] or auto
+  bool resume = false;           // continue the run in `out`
+  bool overwrite = false;        // start over in an `out` that holds a run
+  int64_t save_every_steps = 0;  // also checkpoint every N optimizer steps (0: each epoch)
+  int workers = 2;               // threads decoding and tokenizing the next examples
+  ComputeDtype dtype = ComputeDtype::f32;  // of the base weights (bf16: the reference's)
+  ComputeDevice device;                    // auto
   std::string autocast = "none";        // bf16: mixed precision over float32 weights (full tuning)
   bool gradient_checkpointing = false;  // recompute each decoder layer in backward (less memory)
   OptimConfig optim = [] {

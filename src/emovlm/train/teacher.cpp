@@ -11,7 +11,6 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/data/loader.h"
-#include "emovlm/data/metrics.h"
 #include "emovlm/dist/process_group.h"
 #include "emovlm/models/image_classifier.h"
 #include "emovlm/models/vit.h"
@@ -103,7 +102,7 @@ json train_teacher(const TeacherOptions& o) {
   check_readable("the train split", o.data, d.train.size(), unreadable_by_stat(d.train));
   const LabelSet& labels = d.labels;
   std::shared_ptr<ImageClassifierImpl> model = load_image_classifier(o.init, labels.size(), o.seed);
-  const torch::Device device = parse_device(o.device);
+  const torch::Device device = to_torch(o.device);
   model->to(device);
   std::fprintf(
       stderr,
@@ -160,10 +159,21 @@ json train_teacher(const TeacherOptions& o) {
   };
   hooks.validate = [&](int64_t) {
     if (d.val.empty()) return std::numeric_limits<double>::quiet_NaN();
-    std::vector<int> truth;
-    std::vector<int> pred = predict_all(*model, d.val, img, std::max<int64_t>(o.batch_size, 16),
-                                        o.workers, &truth, nullptr, "teacher val");
-    return classification_report(pred, truth, labels.size()).accuracy;
+    // each process predicts its share of the validation images; the right answers and the images
+    // read are summed over the processes, so every process gets the whole set's accuracy
+    const auto [begin, end] = dist::shard_range(static_cast<int64_t>(d.val.size()));
+    const std::vector<Sample> mine(d.val.begin() + begin, d.val.begin() + end);
+    std::vector<int> truth, pred;  // (none: more processes than validation images)
+    if (!mine.empty())
+      pred = predict_all(*model, mine, img, std::max<int64_t>(o.batch_size, 16), o.workers, &truth,
+                         nullptr, "teacher val");
+    double right = 0;
+    for (size_t i = 0; i < pred.size(); ++i) right += pred[i] == truth[i];
+    std::vector<torch::Tensor> counts = {
+        torch::tensor({right, static_cast<double>(truth.size())}, torch::kFloat64)};
+    if (dist::active()) dist::all_reduce_sum(counts);
+    const double n = counts[0][1].item<double>();
+    return n > 0 ? counts[0][0].item<double>() / n : 0.0;  // as classification_report's accuracy
   };
   FitResult r = fit(*model, tc, hooks);
   check_readable("the train split", o.data, d.train.size(), unique_failures(train.failures()));

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "emovlm/core/device.h"
 #include "emovlm/data/dataset.h"
 #include "emovlm/image/preprocess.h"
 #include "emovlm/train/trainer.h"
@@ -38,7 +39,7 @@ struct TeacherOptions {
   bool resume = false;            // continue the run in `out`
   bool overwrite = false;         // start over in an `out` that holds a run
   int64_t save_every_steps = 0;   // also checkpoint every N optimizer steps (0: each epoch)
-  std::string device = "auto";    // cpu, cuda[:N] or auto
+  ComputeDevice device;           // auto
   std::string autocast = "none";  // bf16: mixed precision (float32 master weights)
   OptimConfig optim = [] {
     OptimConfig o;

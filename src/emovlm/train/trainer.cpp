@@ -16,6 +16,7 @@
 #include "emovlm/core/progress.h"
 #include "emovlm/core/tensor_io.h"
 #include "emovlm/core/torch_compat.h"
+#include "emovlm/dist/grad_reducer.h"
 #include "emovlm/dist/process_group.h"
 #include "emovlm/models/weights.h"
 
@@ -466,10 +467,12 @@ struct EpochStats {
 };
 
 // The batches pos.batch .. nb-1 of epoch pos.epoch: forward and backward through the hooks,
-// gradients summed over the processes at each step boundary (every `grad_accum` batches and at
-// the end), clipped, and the optimizer step; a checkpoint every cfg.save_every_steps steps.
+// gradients summed over the processes for each step (every `grad_accum` batches and at the end;
+// with `reducer`, during the step's last backward on this process), clipped, and the optimizer
+// step; a checkpoint every cfg.save_every_steps steps.
 EpochStats train_epoch(const Trainable& t, torch::optim::Optimizer& opt, const TrainConfig& cfg,
-                       StageHooks& hooks, const FitResult& res, size_t nb, Position& pos) {
+                       StageHooks& hooks, const FitResult& res, size_t nb, Position& pos,
+                       dist::GradReducer* reducer) {
   const bool main = dist::is_main(), parallel = dist::active();
   const int accum = cfg.optim.grad_accum;
   const bool dealt = parallel && hooks.one_example_per_batch;  // batches dealt to the processes
@@ -478,10 +481,21 @@ EpochStats train_epoch(const Trainable& t, torch::optim::Optimizer& opt, const T
   e.total_steps = steps_per_epoch * cfg.epochs;
   Progress bar(cat(cfg.progress_label, " epoch ", pos.epoch + 1, "/", cfg.epochs),
                static_cast<int64_t>(nb - pos.batch), cfg.unit);
-  auto timed = [&](std::vector<torch::Tensor>& v) {
+  // the time spent waiting for the other processes (a sum under backward costs only its rest)
+  auto timed_wait = [&](const std::function<void()>& fn) {
     const auto c0 = std::chrono::steady_clock::now();
-    dist::all_reduce_sum(v);
+    fn();
     e.comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+  };
+  auto timed = [&](std::vector<torch::Tensor>& v) { timed_wait([&] { dist::all_reduce_sum(v); }); };
+  // whether batch b's backward is the last of its step on this process: the step's last batch,
+  // or (batches dealt) the last of the step's batches that this process computes
+  auto last_backward_of_step = [&](size_t b) {
+    const size_t end = std::min(nb, (b / accum + 1) * static_cast<size_t>(accum));
+    if (!dealt) return b + 1 == end;
+    for (size_t j = b + 1; j < end; ++j)
+      if (owns_batch(j, accum)) return false;
+    return true;
   };
   opt.zero_grad();
   // the examples of the current step: all processes' (dealt: this process's, summed at the step)
@@ -520,9 +534,11 @@ EpochStats train_epoch(const Trainable& t, torch::optim::Optimizer& opt, const T
                         file_exists(res.checkpoint_path) ? res.checkpoint_path : "(none yet)"));
       }
       // this process's share of the batch's mean: its rows' mean weighted by its part of the rows
-      if (n > 0)
+      if (n > 0) {
+        if (reducer && last_backward_of_step(b)) reducer->arm();
         (loss * (static_cast<double>(n) / static_cast<double>(dealt ? n : batch_n) / accum))
             .backward();
+      }
       step_loss += batch_loss;
       step_examples += batch_n;
       if (bar.enabled() && !dealt) {
@@ -539,9 +555,13 @@ EpochStats train_epoch(const Trainable& t, torch::optim::Optimizer& opt, const T
       // the step's gradients (and, dealt, its examples and loss) summed over the processes;
       // a parameter this process's batches did not reach adds zeros
       std::vector<torch::Tensor> sums;
-      for (auto p : t.params) {
-        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-        sums.push_back(p.grad());
+      if (reducer) {
+        timed_wait([&] { reducer->finish(); });  // (what is left of the sums after backward)
+      } else {
+        for (auto p : t.params) {
+          if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+          sums.push_back(p.grad());
+        }
       }
       if (dealt)
         sums.push_back(
@@ -600,6 +620,10 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     std::vector<torch::Tensor> st = state_tensors(t, true);
     dist::broadcast(st);
   }
+  // several processes: each step's gradients summed while backward runs, unless turned off
+  std::unique_ptr<dist::GradReducer> reducer;
+  if (parallel && dist::options().overlap_gradients)
+    reducer = std::make_unique<dist::GradReducer>(t.params);
   std::string metric_lines;
   if (main && resumed && pos.epoch > 0 && file_exists(res.metrics_path))
     metric_lines = kept_metric_lines(res.metrics_path, pos.epoch);
@@ -624,7 +648,7 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     model.train();
     const size_t nb = hooks.begin_epoch(pos.epoch, pos.batch);
     const auto t0 = std::chrono::steady_clock::now();
-    const EpochStats e = train_epoch(t, *opt, cfg, hooks, res, nb, pos);
+    const EpochStats e = train_epoch(t, *opt, cfg, hooks, res, nb, pos, reducer.get());
     if (e.examples == 0)
       throw Error(cat(cfg.progress_label, ": no usable example in epoch ", pos.epoch + 1,
                       hooks.describe_empty_epoch ? cat(" (", hooks.describe_empty_epoch(), ")")

@@ -124,9 +124,10 @@ struct FitResult {
 // so that the step equals one process's step over the same global batch (the batch size and the
 // schedule do not depend on the number of processes, nor does a checkpoint: a run resumes on
 // another number of processes). Rank 0 writes every file and reads the checkpoint to resume;
-// the others receive its tensors. Every process validates the whole validation set (the same
-// result everywhere). BatchNorm's running statistics are rank 0's, sent to the others after each
-// epoch; dropout draws its masks on each process.
+// the others receive its tensors. The stage's validate hook must return the same value on every
+// process (teacher train: each validates its share and the counts are summed; distill and gate
+// validate their whole cached set, a matter of milliseconds). BatchNorm's running statistics are
+// rank 0's, sent to the others after each epoch; dropout draws its masks on each process.
 FitResult fit(torch::nn::Module& model, const TrainConfig& config, StageHooks& hooks);
 
 // One step of an optimizer made as torch::optim::Adam (adamw = false) or AdamW (true), computed as
