@@ -125,6 +125,29 @@ TEST(Dist, OneProcessCollectivesLeaveTensorsAlone) {
   EXPECT_THROW(dist::from_main([]() -> std::string { throw Error("refused"); }), Error);
 }
 
+// Buckets: runs of one dtype and device up to kBucketBytes, a tensor larger than that alone, and
+// the same cut walked from the end for the gradient reducer.
+TEST(Dist, BucketsHoldOneDtypeUpToTheByteLimit) {
+  const int64_t quarter = dist::kBucketBytes / 4 / 4;  // floats in a quarter of a bucket
+  std::vector<torch::Tensor> t{
+      torch::zeros({quarter}),                     // 0
+      torch::zeros({quarter}),                     // 1
+      torch::zeros({2}, torch::kFloat64),          // 2: another dtype
+      torch::zeros({quarter}),                     // 3
+      torch::zeros({dist::kBucketBytes / 4 + 1}),  // 4: over the limit
+      torch::zeros({quarter}),                     // 5
+      torch::zeros({quarter}),                     // 6
+      torch::zeros({quarter}),                     // 7
+      torch::zeros({quarter}),                     // 8: exactly full with 5..8
+      torch::zeros({1}),                           // 9
+  };
+  using B = std::vector<std::vector<size_t>>;
+  EXPECT_EQ(dist::bucket_indices(t), (B{{0, 1}, {2}, {3}, {4}, {5, 6, 7, 8}, {9}}));
+  EXPECT_EQ(dist::bucket_indices(t, /*last_first=*/true),
+            (B{{9, 8, 7, 6}, {5}, {4}, {3}, {2}, {1, 0}}));
+  EXPECT_TRUE(dist::bucket_indices({}).empty());
+}
+
 // With one process the sums are the tensors themselves, so the reducer must leave every gradient
 // as backward made it: accumulated over the step's batches, an unreached parameter given zeros,
 // and the hooks gone with the reducer.

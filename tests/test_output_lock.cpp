@@ -92,3 +92,20 @@ TEST(OutputLock, StaleTemporariesOfAKilledWriterAreRemoved) {
   EXPECT_FALSE(file_exists(dir / ".r.json.tmp.aaaaaa"));
   EXPECT_TRUE(file_exists(dir / ".s.json.tmp.bbbbbb"));
 }
+
+// A command that fails before writing its first output leaves no empty folder (holding only the
+// lock) where its output would have been; a folder that was there before, or has output, stays.
+TEST(OutputLock, AFolderItCreatedAndNothingWasWrittenToGoesWithIt) {
+  test::TempDir dir;
+  { OutputLock held(dir / "new/cache", OutputLock::Kind::Directory); }
+  EXPECT_FALSE(is_directory(dir / "new/cache"));
+  EXPECT_TRUE(is_directory(dir / "new"));  // (only the output's own folder goes)
+  {
+    OutputLock held(dir / "written", OutputLock::Kind::Directory);
+    write_file_atomic(dir / "written/manifest.json", "{}");
+  }
+  EXPECT_TRUE(file_exists(dir / "written/manifest.json"));
+  make_dirs(dir / "existing");
+  { OutputLock held(dir / "existing", OutputLock::Kind::Directory); }
+  EXPECT_TRUE(is_directory(dir / "existing"));
+}

@@ -1,8 +1,6 @@
 // The shared flag groups of the subcommands (see flags.h).
 #include "flags.h"
 
-#include <cctype>
-
 #include "emovlm/core/error.h"
 
 namespace emovlm::cli {
@@ -26,19 +24,6 @@ auto parsed(Parse parse) {
 }
 
 }  // namespace
-
-const CLI::Validator kDeviceName(
-    [](std::string& s) -> std::string {
-      if (s == "cpu" || s == "cuda" || s == "auto") return "";
-      if (s.rfind("cuda:", 0) == 0 && s.size() > 5) {
-        bool digits = true;
-        for (size_t i = 5; i < s.size(); ++i)
-          digits = digits && std::isdigit(static_cast<unsigned char>(s[i]));
-        if (digits) return "";
-      }
-      return "'" + s + "' is not cpu, cuda, cuda:N or auto";
-    },
-    "DEVICE");
 
 CLI::Validator at_least(int64_t minimum) {
   return CLI::Validator(
@@ -201,8 +186,8 @@ CLI::Option* add_device_flag(CLI::App* cmd, ComputeDevice& device) {
                          },
                          "cpu, cuda, cuda:N or auto (a GPU when there is one: under a launcher, "
                          "the GPU of the process's local rank)")
-                      ->default_str("auto")
-                      ->check(kDeviceName),
+                      ->type_name("DEVICE")
+                      ->default_str("auto"),
                   kDeviceGroup);
 }
 

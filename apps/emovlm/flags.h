@@ -95,7 +95,6 @@ void add_optim_flags(CLI::App* cmd, OptimConfig& o);
 void add_budget_flags(CLI::App* cmd, int64_t& epochs, int64_t& min_steps, int64_t& patience);
 
 // Checks of values at the edge, so that a bad one is refused while parsing, naming the flag.
-extern const CLI::Validator kDeviceName;   // cpu, cuda, cuda:N, auto
 CLI::Validator at_least(int64_t minimum);  // an integer >= minimum
 
 }  // namespace emovlm::cli

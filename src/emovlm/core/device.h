@@ -1,6 +1,6 @@
 // Where a model runs and in what precision, as the library's options carry them. Names are parsed
 // once, where a command's flags or a file's fields are read, so the library only sees valid values
-// and records canonical names ("bf16", "cuda:1") in what it writes. This header has no torch;
+// and records canonical dtype names ("bf16") in what it writes. This header has no torch;
 // tensor_io.h converts to torch's types.
 #pragma once
 

@@ -41,8 +41,9 @@ const std::string& process_description() {
   return description();
 }
 
-OutputLock::OutputLock(const std::string& out, Kind kind) {
+OutputLock::OutputLock(const std::string& out, Kind kind) : out_(out) {
   if (kind == Kind::Directory) {
+    created_folder_ = !is_directory(out);
     make_dirs(out);
     lock_path_ = (fs::path(out) / ".emovlm.lock").string();
   } else {
@@ -87,9 +88,18 @@ OutputLock::OutputLock(const std::string& out, Kind kind) {
 
 OutputLock::~OutputLock() {
   if (fd_ < 0) return;
-  if (remove_on_release_)
-    ::unlink(lock_path_.c_str());  // while still held: no one else can hold it
+  bool remove_folder = false;
+  if (created_folder_) {
+    std::error_code ec;
+    fs::directory_iterator it(out_, ec), end;
+    remove_folder = !ec;
+    for (; remove_folder && it != end; it.increment(ec))
+      if (ec || it->path().filename() != ".emovlm.lock") remove_folder = false;
+  }
+  // unlinked while still held: no one else can hold it
+  if (remove_on_release_ || remove_folder) ::unlink(lock_path_.c_str());
   ::close(fd_);
+  if (remove_folder) ::rmdir(out_.c_str());  // fails harmlessly if another writer got in since
 }
 
 int remove_stale_temporaries(const std::string& dir, const std::string& name) {

@@ -17,6 +17,8 @@ class OutputLock {
   // (creating OUT), a file output (a report, a JSONL) through OUT.lock next to it. Throws Error
   // naming the holder's pid and command when another process holds it. Stale temporary files of
   // atomic writes left by a killed writer (".NAME.tmp.XXXXXX") are removed once the lock is held.
+  // A folder the lock created is removed again on release if nothing but the lock was written
+  // into it (a command that failed before its first output leaves no empty output behind).
   enum class Kind { Directory, File };
   OutputLock(const std::string& out, Kind kind);
   ~OutputLock();
@@ -26,9 +28,11 @@ class OutputLock {
   const std::string& lock_path() const { return lock_path_; }
 
  private:
+  std::string out_;
   std::string lock_path_;
   int fd_ = -1;
   bool remove_on_release_ = false;
+  bool created_folder_ = false;
 };
 
 // Removes the temporary files of atomic writes (".NAME.tmp.XXXXXX") in `dir`; only `name`'s when

@@ -92,24 +92,11 @@ struct GradReducer::State {
 GradReducer::GradReducer(std::vector<at::Tensor> params) : s_(std::make_shared<State>()) {
   s_->params = std::move(params);
   const size_t n = s_->params.size();
+  // buckets from the last parameter to the first (backward reaches the last layers first)
+  s_->buckets = bucket_indices(s_->params, /*last_first=*/true);
   s_->bucket_of.assign(n, 0);
-  // buckets from the last parameter to the first: consecutive ones of one dtype and device, at
-  // most kBucketBytes (a larger one alone)
-  int64_t bytes = 0;
-  for (size_t j = n; j-- > 0;) {
-    const at::Tensor& p = s_->params[j];
-    const int64_t b = p.numel() * static_cast<int64_t>(p.element_size());
-    const bool same = !s_->buckets.empty() &&
-                      s_->params[s_->buckets.back().front()].scalar_type() == p.scalar_type() &&
-                      s_->params[s_->buckets.back().front()].device() == p.device();
-    if (s_->buckets.empty() || !same || bytes + b > kBucketBytes) {
-      s_->buckets.emplace_back();
-      bytes = 0;
-    }
-    s_->buckets.back().push_back(j);
-    s_->bucket_of[j] = s_->buckets.size() - 1;
-    bytes += b;
-  }
+  for (size_t k = 0; k < s_->buckets.size(); ++k)
+    for (size_t j : s_->buckets[k]) s_->bucket_of[j] = k;
   s_->reset();
   std::weak_ptr<State> weak = s_;
   for (size_t i = 0; i < n; ++i) {

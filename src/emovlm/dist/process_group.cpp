@@ -331,26 +331,37 @@ void PendingSum::wait() {
   collective("all-reduce", finish);
 }
 
-void all_reduce_sum(std::vector<at::Tensor>& tensors) {
-  if (!active() || tensors.empty()) return;
-  // buckets: consecutive tensors of one dtype and device, at most kBucketBytes (a larger tensor
-  // alone), all sent before the first is waited for
-  std::vector<PendingSum> sums;
-  std::vector<at::Tensor> bucket;
+std::vector<std::vector<size_t>> bucket_indices(const std::vector<at::Tensor>& tensors,
+                                                bool last_first) {
+  std::vector<std::vector<size_t>> buckets;
   int64_t bytes = 0;
-  for (const at::Tensor& t : tensors) {
+  const size_t n = tensors.size();
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = last_first ? n - 1 - k : k;
+    const at::Tensor& t = tensors[i];
     const int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
-    const bool same = !bucket.empty() && bucket.front().scalar_type() == t.scalar_type() &&
-                      bucket.front().device() == t.device();
-    if (!bucket.empty() && (!same || bytes + b > kBucketBytes)) {
-      sums.emplace_back(std::move(bucket));
-      bucket.clear();
+    const bool same = !buckets.empty() &&
+                      tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
+                      tensors[buckets.back().front()].device() == t.device();
+    if (!same || bytes + b > kBucketBytes) {
+      buckets.emplace_back();
       bytes = 0;
     }
-    bucket.push_back(t);  // (shares t's storage: the sum is written into t)
+    buckets.back().push_back(i);
     bytes += b;
   }
-  sums.emplace_back(std::move(bucket));
+  return buckets;
+}
+
+void all_reduce_sum(std::vector<at::Tensor>& tensors) {
+  if (!active() || tensors.empty()) return;
+  // every bucket sent before the first is waited for
+  std::vector<PendingSum> sums;
+  for (const auto& indices : bucket_indices(tensors)) {
+    std::vector<at::Tensor> bucket;
+    for (size_t i : indices) bucket.push_back(tensors[i]);  // (shares storage: sums written there)
+    sums.emplace_back(std::move(bucket));
+  }
   for (PendingSum& s : sums) s.wait();
 }
 

@@ -70,6 +70,12 @@ const Options& options();
 void all_reduce_sum(std::vector<at::Tensor>& tensors);
 constexpr int64_t kBucketBytes = int64_t{25} << 20;
 
+// The buckets all_reduce_sum and GradReducer send: indices into `tensors`, runs of consecutive
+// tensors of one dtype and device holding at most kBucketBytes (a larger tensor alone), walked
+// from the last tensor to the first when `last_first`.
+std::vector<std::vector<size_t>> bucket_indices(const std::vector<at::Tensor>& tensors,
+                                                bool last_first = false);
+
 // A sum over the ranks started at construction and finished by wait(), so that work can go on
 // while it travels (the gradients of the layers backward is done with, say). Tensors of one dtype
 // and device; they travel as one flat copy, and wait() writes the sums into them. Every rank must
