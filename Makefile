@@ -2,6 +2,7 @@
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
+PREFIX ?= $(HOME)/.local
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
 # Debian packages the build needs (installed by `make deps` when missing).
@@ -21,7 +22,7 @@ export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps test-deps configure build test demo bench clean
+.PHONY: all deps test-deps configure build binary install test demo bench clean
 
 all: build
 
@@ -59,11 +60,19 @@ configure: deps $(BUILD_DIR)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# The `emovlm` binary alone (not the tests, benchmarks and fuzzers `build` makes).
+binary: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target emovlm_cli
+
+# Copies the binary to $(PREFIX)/bin (default ~/.local/bin, on PATH in Debian's default profile).
+install: binary
+	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
 test: build test-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -LE gpu
 
 # The whole pipeline on built-in data with tiny models (see README.md).
-demo: build
+demo: binary
 	./$(BUILD_DIR)/emovlm demo --out demo-out
 
 bench: build

@@ -205,4 +205,41 @@ TEST(Cli, BadValuesAreRefusedWhileParsingNamingTheFlag) {
             0u);
 }
 
+// What the user reads (parse_error_message): a misspelled command or flag is named, with the
+// nearest name, though CLI11 reports the requirement it left unmet first.
+std::string user_message(const std::vector<std::string>& words) {
+  Cli cli;
+  std::vector<std::string> args(words.rbegin(), words.rend());
+  try {
+    cli.app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return emovlm::cli::parse_error_message(cli.app, e);
+  }
+  return "";
+}
+
+TEST(Cli, AMisspelledCommandOrFlagIsNamed) {
+  EXPECT_EQ(user_message({"predct", "--bundle", "b", "a.jpg"}),
+            "'predct' is not an emovlm command (did you mean predict?); emovlm --help lists them");
+  EXPECT_EQ(user_message({"frobnicate"}),
+            "'frobnicate' is not an emovlm command; emovlm --help lists them");
+  EXPECT_EQ(user_message({"data", "chek", "--data", "x"}),
+            "'chek' is not an emovlm data command (did you mean check?); emovlm data --help lists "
+            "them");
+  EXPECT_EQ(user_message({"teacher", "-q", "trian"}),
+            "'trian' is not an emovlm teacher command (did you mean train?); emovlm teacher --help "
+            "lists them");
+  EXPECT_EQ(user_message({"predict", "--bundel", "b", "a.jpg"}),
+            "emovlm predict has no flag --bundel (did you mean --bundle?); emovlm predict --help "
+            "lists them");
+  EXPECT_EQ(user_message({"predict", "--bundle", "b", "--devce=cpu", "a.jpg"}),
+            "emovlm predict has no flag --devce (did you mean --device?); emovlm predict --help "
+            "lists them");
+  // other errors keep CLI11's words and say where the help is
+  const std::string device = user_message({"classify", "--vlm", "v", "--device", "gpu", "a.png"});
+  EXPECT_EQ(device.find("--device must be cpu, cuda, cuda:N or auto"), 0u) << device;
+  EXPECT_NE(device.find("; see emovlm classify --help"), std::string::npos) << device;
+  EXPECT_EQ(user_message({"predict", "a.jpg"}), "--bundle is required; see emovlm predict --help");
+}
+
 }  // namespace

@@ -296,7 +296,9 @@ TEST(Trainer, ResumeRestoresBatchNormStatistics) {
     resumed.bn->running_mean.fill_(7);
   }
   StageHooks h2 = hooks(resumed);
-  fit(resumed, c2, h2);
+  const FitResult fr = fit(resumed, c2, h2);
+  EXPECT_EQ(fr.epochs_run, fs.epochs_run);  // the whole run's, as without the stop
+  EXPECT_EQ(fr.steps, fs.steps);
   EXPECT_EQ(resumed.bn->num_batches_tracked.item<int64_t>(), 8);
   EXPECT_TRUE(torch::equal(resumed.bn->running_mean, straight.bn->running_mean));
   EXPECT_TRUE(torch::equal(resumed.bn->running_var, straight.bn->running_var));
@@ -396,7 +398,7 @@ TEST(Trainer, EarlyStoppingEndsAfterPatienceAndStaysStopped) {
   c.resume = true;
   FitResult again = fit(*m, c, h);
   EXPECT_TRUE(again.stopped_early);
-  EXPECT_EQ(again.epochs_run, 0);
+  EXPECT_EQ(again.epochs_run, 4);  // the run's epochs, though this call ran none
   EXPECT_EQ(validations, 4);
   // without patience the same run goes on to epoch 5's better accuracy
   test::TempDir dir2;

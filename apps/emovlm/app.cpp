@@ -69,7 +69,61 @@ void on_parsed(const CLI::App& app, GlobalFlags& g) {
   dist::init(env, options);
 }
 
+// Edit distance, for "did you mean".
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// " (did you mean X?)" for the nearest of `names`, within 2 edits or a third of the word's length.
+std::string suggestion(const std::string& word, const std::vector<std::string>& names) {
+  std::string best;
+  size_t best_distance = std::max<size_t>(2, word.size() / 3) + 1;
+  for (const std::string& n : names) {
+    const size_t d = edit_distance(word, n);
+    if (d < best_distance) best = n, best_distance = d;
+  }
+  return best.empty() ? "" : cat(" (did you mean ", best, "?)");
+}
+
 }  // namespace
+
+std::string parse_error_message(const CLI::App& app, const CLI::ParseError& e) {
+  const auto [command, leaf] = chosen_command(app);
+  const std::string where = command.empty() ? "emovlm" : "emovlm " + command;
+  const std::string help = cat("; ", where, " --help lists them");
+  // A word no command or flag took: a misspelled command or flag. CLI11 reports a missing
+  // requirement before it ("A subcommand is required", "--bundle is required"), which would hide
+  // the misspelling that caused it.
+  const std::vector<std::string> unknown = app.remaining(true);
+  if (!unknown.empty()) {
+    const std::string& word = unknown.front();
+    if (word.rfind("-", 0) == 0) {
+      std::vector<std::string> flags;
+      for (const CLI::Option* o : leaf->get_options())
+        for (const std::string& n : o->get_lnames()) flags.push_back("--" + n);
+      const std::string name = word.substr(0, word.find('='));
+      return cat(where, " has no flag ", name, suggestion(name, flags), help);
+    }
+    const std::vector<const CLI::App*> subs = leaf->get_subcommands({});
+    if (!subs.empty()) {
+      std::vector<std::string> names;
+      for (const CLI::App* s : subs) names.push_back(s->get_name());
+      return cat("'", word, "' is not an ", where, " command", suggestion(word, names), help);
+    }
+  }
+  return cat(e.what(), "; see ", where, " --help");
+}
 
 void build_app(CLI::App& app, GlobalFlags& globals) {
   app.set_version_flag("--version", std::string("emovlm ") + EMOVLM_VERSION);

@@ -4,8 +4,11 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "commands.h"
+#include "emovlm/core/error.h"
 #include "emovlm/data/check.h"
 #include "emovlm/data/convert.h"
 
@@ -17,11 +20,12 @@ using json = nlohmann::json;
 
 void print_check(const json& r, const std::string& out) {
   std::cout << r["summary"].dump(1) << std::endl;
+  const int64_t extra = r["duplicate_extra_copies"].get<int64_t>();
   std::printf(
-      "duplicate groups: %lld (%lld extra copies), across splits: %lld, under different labels: "
+      "duplicate groups: %lld (%lld extra %s), across splits: %lld, under different labels: "
       "%lld\n",
-      static_cast<long long>(r["duplicate_groups"].get<int64_t>()),
-      static_cast<long long>(r["duplicate_extra_copies"].get<int64_t>()),
+      static_cast<long long>(r["duplicate_groups"].get<int64_t>()), static_cast<long long>(extra),
+      extra == 1 ? "copy" : "copies",
       static_cast<long long>(r["cross_split_duplicates"].get<int64_t>()),
       static_cast<long long>(r["conflicting_labels"].get<int64_t>()));
   std::printf("unreadable: %zu\n", r["unreadable"].size());
@@ -33,6 +37,24 @@ void print_check(const json& r, const std::string& out) {
                 r["sizes"]["width"]["median"].get<int>(), r["sizes"]["height"]["min"].get<int>(),
                 r["sizes"]["height"]["max"].get<int>(), r["sizes"]["height"]["median"].get<int>());
   if (!out.empty()) std::printf("report: %s\n", out.c_str());
+}
+
+// What makes a dataset unfit to train and test on as it is: unreadable files, the same image in
+// two splits (a test image the model trained on), the same image under two labels. The check
+// then fails (after its report), so that a script stops there; duplicates within a split under
+// one label are reported only.
+void fail_on_problems(const json& r, const std::string& data) {
+  std::vector<std::string> problems;
+  if (const size_t n = r["unreadable"].size()) problems.push_back(cat(n, " unreadable"));
+  if (const int64_t n = r["cross_split_duplicates"].get<int64_t>())
+    problems.push_back(cat(n, " duplicate ", n == 1 ? "group" : "groups", " across splits"));
+  if (const int64_t n = r["conflicting_labels"].get<int64_t>())
+    problems.push_back(
+        cat(n, " duplicate ", n == 1 ? "group" : "groups", " under different labels"));
+  if (problems.empty()) return;
+  std::string list;
+  for (const std::string& p : problems) list += (list.empty() ? "" : ", ") + p;
+  throw Error(cat(data, ": the check found problems (", list, "; listed above)"));
 }
 
 }  // namespace
@@ -77,7 +99,11 @@ void add_data_command(CLI::App& app) {
                 "decode every image too (finds truncated and corrupt files; slower)");
   add_out_flag(chk, ck->out, "write the full report here (.json; default: the summary only)",
                false);
-  chk->callback([ck] { print_check(check_dataset(*ck), ck->out); });
+  chk->callback([ck] {
+    const json report = check_dataset(*ck);
+    print_check(report, ck->out);
+    fail_on_problems(report, ck->data);
+  });
 }
 
 }  // namespace emovlm::cli

@@ -18,9 +18,11 @@ void add_evaluate_command(CLI::App& app) {
       ->group(kDataGroup);
   add_distill_flag(cmd, e->distill);
   add_gate_dir_flag(cmd, e->gate, false);
-  add_out_flag(cmd, e->out,
-               "write report.json and report.md in this folder (default: print the tables only)",
-               false);
+  add_out_flag(
+      cmd, e->out,
+      "write report.json, report.md and report.html in this folder (default: print the tables "
+      "only)",
+      false);
   cmd->add_option("--bootstrap", e->bootstrap, "resamples for the 95% intervals (0: none)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

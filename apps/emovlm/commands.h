@@ -18,6 +18,9 @@ namespace emovlm::cli {
 // leaf subcommand (so that its --help lists them). Joining a launcher's process group happens
 // once the command line is parsed (see app.cpp).
 void build_app(CLI::App& app, GlobalFlags& globals);
+// The one line a command line CLI11 refused gets: what was wrong and where its --help is; a
+// misspelled command or flag is named, with the nearest name it may have meant.
+std::string parse_error_message(const CLI::App& app, const CLI::ParseError& e);
 
 // One function per subcommand, each in its own cmd_<name>.cpp.
 void add_chat_command(CLI::App& app);

@@ -21,7 +21,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     emovlm::dist::shutdown();
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "emovlm: error: %s\n", emovlm::cli::parse_error_message(app, e).c_str());
+    return e.get_exit_code();
   } catch (const std::exception& e) {
     // libtorch's errors append "Exception raised from ..." and a stack of frames: the first part
     // is the message; the rest is for libtorch's developers, not for the person at the terminal.

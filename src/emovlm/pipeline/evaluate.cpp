@@ -213,10 +213,10 @@ std::string gain_sentence(const std::string& input, const json& g, int64_t image
     if (k != "only_emovlm_kd_right" && k.rfind("only_", 0) == 0) only_other = v.get<int64_t>();
   char pbuf[32];
   std::snprintf(pbuf, sizeof pbuf, p < 0.001 ? "%.1e" : "%.3f", p);
-  std::string s =
-      cat("- Over ", input, ": ", d >= 0 ? "+" : "", pct(d), " points (95% CI ", pct(lo), " to ",
-          pct(hi), "); EmoVLM-KD alone is right on ", only_kd, " images, ", input, " alone on ",
-          only_other, " (of ", images, "); McNemar's exact p = ", pbuf, ". ");
+  std::string s = cat("- Over ", input, ": ", d >= 0 ? "+" : "", pct(d), " points (95% CI ",
+                      pct(lo), " to ", pct(hi), "); EmoVLM-KD alone is right on ", only_kd,
+                      only_kd == 1 ? " image, " : " images, ", input, " alone on ", only_other,
+                      " (of ", images, "); McNemar's exact p = ", pbuf, ". ");
   if (only_kd == 0 && only_other == 0)
     s += cat("The two are right on the same images.");
   else if (lo > 0)

@@ -872,8 +872,8 @@ std::string gain_paragraphs(const Report& r) {
          " percentage points of accuracy (" + level_text(r.level) + " interval " +
          signed_points(g.ci.lo) + " to " + signed_points(g.ci.hi) +
          (g.ci.lo <= 0 && g.ci.hi >= 0 ? ", which includes zero" : "") + "). It is right on " +
-         std::to_string(g.only_kd) + " images where " + html_escape(g.input_name) +
-         " is wrong, and wrong on " + std::to_string(g.only_input) +
+         std::to_string(g.only_kd) + (g.only_kd == 1 ? " image where " : " images where ") +
+         html_escape(g.input_name) + " is wrong, and wrong on " + std::to_string(g.only_input) +
          " where it is right (McNemar " + html_escape(p_value_text(g.p)) + ").</p>\n";
   }
   if (r.oracle) {

@@ -699,8 +699,8 @@ FitResult fit(torch::nn::Module& model, const TrainConfig& cfg, StageHooks& hook
     next.batch = 0;
     if (main) write_checkpoint(res.checkpoint_path, t, *opt, cfg.optim, next, cfg);
     res.last_train_loss = train_loss;
-    ++res.epochs_run;
   }
+  res.epochs_run = pos.epoch;  // the run's, a resumed run's epochs before this process included
   res.steps = pos.step;
   res.best_val = pos.best_val;
   res.best_epoch = pos.best_epoch;

@@ -104,7 +104,7 @@ class RunOutput {
 };
 
 struct FitResult {
-  int64_t epochs_run = 0;
+  int64_t epochs_run = 0;      // epochs the run has finished, before a resume included
   bool stopped_early = false;  // by `patience`
   int64_t steps = 0;
   double best_val = std::numeric_limits<double>::quiet_NaN();
