@@ -1,8 +1,13 @@
 // The `emovlm` command line: every subcommand, the global flags on each, and what happens once
 // it is parsed (progress bars, threads, joining a launcher's process group).
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -36,6 +41,36 @@ void add_to_leaves(CLI::App* cmd, GlobalFlags& g) {
   for (CLI::App* s : subs) add_to_leaves(s, g);
 }
 
+// What an interrupted command says (SIGINT, SIGTERM) before it dies of the signal as it would
+// have: whether running it again continues the work. Set once, before the command runs; `serve`
+// installs its own graceful stop over it.
+char g_interrupted_message[256];
+
+void on_interrupt(int sig) {
+  ssize_t ignored = ::write(2, g_interrupted_message, std::strlen(g_interrupted_message));
+  (void)ignored;
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);  // (blocked until this handler returns)
+}
+
+void say_what_an_interruption_leaves(const std::string& command, const CLI::App& leaf) {
+  static const std::set<std::string> resume{"tune", "teacher train", "distill", "gate"};
+  static const std::set<std::string> rerun{"extract", "instruct make"};
+  const bool on_data = (command == "classify" || command == "predict") && leaf.count("--data") > 0;
+  std::string what = "interrupted";
+  if (resume.count(command))
+    what += "; the same command with --resume continues from the last checkpoint";
+  else if (rerun.count(command) || on_data)
+    what += "; the same command again continues where this one stopped";
+  std::snprintf(g_interrupted_message, sizeof g_interrupted_message, "\nemovlm %s: %s\n",
+                command.c_str(), what.c_str());
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
 // After parsing: the global flags take effect, and under a launcher (torchrun, srun) the commands
 // that run data parallel join the process group; the others refuse rather than run N times into
 // one output.
@@ -51,8 +86,9 @@ void on_parsed(const CLI::App& app, GlobalFlags& g) {
           std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_world_size);
   }
   compat::set_num_threads(threads);
-  if (!env.distributed()) return;
   const auto [command, leaf] = chosen_command(app);
+  say_what_an_interruption_leaves(command, *leaf);
+  if (!env.distributed()) return;
   static const std::set<std::string> parallel{"tune", "teacher train", "distill", "gate",
                                               "extract"};
   static const std::set<std::string> parallel_on_data{"classify", "predict"};  // with --data

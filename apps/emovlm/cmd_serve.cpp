@@ -185,14 +185,15 @@ void add_serve_command(CLI::App& app) {
     const std::string url = cat(
         "http://", o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host, ":", port);
     std::printf(
-        "serving on %s: %s/v1/chat/completions (model %s)\n", url.c_str(),
+        "serving on %s: %s/v1/chat/completions (model %s)%s\n", url.c_str(),
         predictor
             ? cat("the page at /, POST /predict (bundle ", a->bundle, "), GET /health, ").c_str()
             : "",
-        chat->id().c_str());
+        chat->id().c_str(), o.api_key.empty() ? "" : "; the endpoints need the API key");
     std::fflush(stdout);
     server.run();
     g_server = nullptr;
+    if (g_signals.load() > 0) std::fprintf(stderr, "serve: stopped (SIGTERM or SIGINT)\n");
     if (log && log != stderr) std::fclose(log);
   });
 }

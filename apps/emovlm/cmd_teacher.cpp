@@ -31,8 +31,11 @@ void run_teacher_eval(const TeacherEvalArgs& a) {
     std::cout << r.dump(1) << std::endl;
     return;
   }
-  // a row of Table 1, in evaluate's layout
+  // a row of Table 1, in evaluate's layout, under what it was measured on
   const json& teacher = r["models"]["teacher"];
+  std::printf("%s split of %s, %lld images\n\n", r["split"].get<std::string>().c_str(),
+              r["data"].get<std::string>().c_str(),
+              static_cast<long long>(r["images"].get<int64_t>()));
   std::cout << models_table_markdown({{teacher["display_name"].get<std::string>(), teacher}});
   if (r["unreadable"].get<int64_t>() > 0)
     std::printf("%lld unreadable images skipped\n",
